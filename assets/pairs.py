@@ -1,0 +1,120 @@
+"""Grounded pairs: the tables users query first, and the checks that guard training."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dagster as dg
+import pandas as pd
+from pydantic import Field
+
+from assets.metadata import table_metadata
+from assets.resources import DataRoot
+from pipeline.pairs import PairConfig, PairInputs, mine_pairs
+from pipeline.tables import read_table, write_table
+from sql import query
+
+GROUP = "pairs"
+UPSTREAM = ["ct_studies", "organ_stats", "report_findings", "report_index"]
+
+
+class PairSettings(dg.Config):
+    normal_template: str = Field(default=PairConfig.normal_template, description="Text for organs in the image the report does not mention; {organ} is filled in.")
+    split_ratios: list[float] = Field(default=list(PairConfig.split_ratios), description="Train/val/test fractions, by patient.")
+    split_salt: str = Field(default=PairConfig.split_salt, description="Salt of the stable patient hash that assigns splits.")
+    n_negatives: int = Field(default=PairConfig.n_negatives, description="Dictionary negatives per abnormality pair.")
+    seed: int = Field(default=PairConfig.seed, description="Seed for drawing dictionary negatives.")
+
+    def to_config(self) -> PairConfig:
+        return PairConfig(
+            normal_template=self.normal_template, split_ratios=tuple(self.split_ratios), split_salt=self.split_salt,
+            n_negatives=self.n_negatives, seed=self.seed,
+        )
+
+
+def _negatives_for(organ: str) -> list[str]:
+    from pipeline.report import abnormalities_for_organ
+
+    return [a.name for a in abnormalities_for_organ(organ)]
+
+
+def load_pair_inputs(root: Path) -> PairInputs:
+    """Read the upstream tables, naming the asset to materialize first when one is missing."""
+    missing = [name for name in UPSTREAM if not _exists(name, root)]
+    if missing:
+        raise dg.Failure(
+            description=(
+                f"grounded_pairs needs {', '.join(missing)} first. Materialize the upstream graph, e.g.\n"
+                f"  dagster asset materialize --select '+grounded_pairs' --partition-range shard-00...shard-07\n"
+                f"or simply `make run`."
+            )
+        )
+    studies = read_table("ct_studies", root)
+    masks = {s: str(root / "masks" / f"{s}.nii.gz") for s in studies["study_id"]}
+    index = read_table("report_index", root)
+    readable = frozenset(index.loc[index["problem"].isna(), "report_id"])
+    return PairInputs(studies, read_table("organ_stats", root), read_table("report_findings", root), readable, masks)
+
+
+def _exists(name: str, root: Path) -> bool:
+    try:
+        read_table(name, root, columns=[])
+        return True
+    except FileNotFoundError:
+        return False
+
+
+@dg.multi_asset(
+    specs=[
+        dg.AssetSpec("grounded_pairs", group_name=GROUP, deps=UPSTREAM, description="One row per (study, organ): organ-level text, mask reference, status, split."),
+        dg.AssetSpec("abnormality_pairs", group_name=GROUP, deps=UPSTREAM, description="One row per (study, organ, abnormality) with dictionary negatives."),
+        dg.AssetSpec("pair_exclusions", group_name=GROUP, deps=UPSTREAM, description="Every organ not paired, with its reason."),
+        dg.AssetSpec("study_texts", group_name=GROUP, deps=UPSTREAM, description="Whole-report text per study (findings + impression) for the global CLIP baseline."),
+    ],
+)
+def pair_tables(context: dg.AssetExecutionContext, config: PairSettings, data: DataRoot):
+    root = data.root()
+    tables = mine_pairs(load_pair_inputs(root), config.to_config(), negatives_for=_negatives_for)
+    for name in ("grounded_pairs", "abnormality_pairs", "pair_exclusions", "study_texts"):
+        df: pd.DataFrame = getattr(tables, name)
+        path = write_table(df, name, root)
+        meta = table_metadata(df, path)
+        if name == "grounded_pairs":
+            meta["text_source"] = dg.MetadataValue.json(df["text_source"].value_counts().to_dict())
+            meta["status"] = dg.MetadataValue.json(df["status"].value_counts().to_dict())
+            meta["split"] = dg.MetadataValue.json(df["split"].value_counts().to_dict())
+        if name == "pair_exclusions":
+            meta["reasons"] = dg.MetadataValue.json(df["reason"].value_counts().to_dict())
+        context.log.info(f"{name}: {len(df)} rows -> {path}")
+        yield dg.MaterializeResult(asset_key=name, metadata=meta)
+
+
+def _rows_check(name: str, root: Path) -> dg.AssetCheckResult:
+    rows = query(name, root)
+    return dg.AssetCheckResult(
+        passed=rows.empty,
+        metadata={"offending_rows": len(rows), "rows": dg.MetadataValue.md(rows.head(20).to_markdown(index=False) if len(rows) else "none")},
+    )
+
+
+@dg.asset_check(asset="grounded_pairs", blocking=True, description="No patient appears in two splits (sql/check_patient_leakage.sql).")
+def no_patient_leakage(data: DataRoot) -> dg.AssetCheckResult:
+    return _rows_check("check_patient_leakage", data.root())
+
+
+@dg.asset_check(asset="grounded_pairs", blocking=True, description="Every pair has non-empty text (sql/check_empty_text.sql).")
+def no_empty_text(data: DataRoot) -> dg.AssetCheckResult:
+    return _rows_check("check_empty_text", data.root())
+
+
+@dg.asset_check(asset="grounded_pairs", blocking=True, description="Every pair's volume and organ mask file exists.")
+def mask_files_exist(data: DataRoot) -> dg.AssetCheckResult:
+    pairs = read_table("grounded_pairs", data.root(), columns=["study_id", "volume_path", "mask_path"]).drop_duplicates("study_id")
+    missing = pairs[~pairs["volume_path"].map(lambda p: Path(p).is_file()) | ~pairs["mask_path"].map(lambda p: isinstance(p, str) and Path(p).is_file())]
+    return dg.AssetCheckResult(
+        passed=missing.empty,
+        metadata={"studies_missing_files": len(missing), "rows": dg.MetadataValue.md(missing.head(20).to_markdown(index=False) if len(missing) else "none")},
+    )
+
+
+CHECKS = [no_patient_leakage, no_empty_text, mask_files_exist]

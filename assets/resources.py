@@ -1,0 +1,61 @@
+"""Resources: the data root, the archive source (synthetic cohort or your own DICOM), the segmenter."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import dagster as dg
+from pydantic import Field
+
+from pipeline.tables import data_root
+
+
+class DataRoot(dg.ConfigurableResource):
+    """Where every table, volume, mask and checkpoint is written."""
+
+    path: str = Field(default="", description="Data root; empty means $CTGLIP_DATA, else ./data (resolved at run time).")
+
+    def root(self) -> Path:
+        return data_root(self.path or None)
+
+
+@dataclass(frozen=True)
+class SourcePaths:
+    dicom_dir: Path | None
+    nifti_manifest: Path | None
+    reports_csv: Path | None
+    masks_manifest: Path | None
+    truth_dir: Path | None
+
+
+class ArchiveSource(dg.ConfigurableResource):
+    """The studies to ingest. The default is the embedded synthetic cohort, generated under <data root>/source."""
+
+    kind: Literal["synthetic", "dicom", "nifti"] = Field(
+        default="synthetic", description="synthetic: the embedded cohort; dicom: a folder of DICOM files; nifti: a manifest CSV of .nii.gz scans."
+    )
+    dicom_dir: str = Field(default="", description="kind=dicom: folder scanned recursively for DICOM files (any layout).")
+    nifti_manifest: str = Field(default="", description="kind=nifti: CSV with scan_path, patient_key, study_key, report_key.")
+    reports_csv: str = Field(default="", description="RIS export CSV with AccessionNumber and ReportText columns.")
+    masks_manifest: str = Field(default="", description="Precomputed masks manifest CSV (StudyInstanceUID, mask_path, format); empty: none.")
+    n_studies: int = Field(default=24, description="kind=synthetic: number of studies to generate.")
+    seed: int = Field(default=0, description="kind=synthetic: generator seed.")
+    reserved_phrasing: bool = Field(
+        default=False, description="kind=synthetic: write reports with the evaluation-only paraphrase bank."
+    )
+
+    def paths(self, root: Path) -> SourcePaths:
+        if self.kind == "synthetic":
+            src = root / "source"
+            return SourcePaths(src / "dicom", None, src / "reports.csv", src / "masks" / "manifest.csv", src / "truth")
+
+        def opt(p: str) -> Path | None:
+            return Path(p).expanduser().resolve() if p else None
+
+        if self.kind == "dicom" and not self.dicom_dir:
+            raise ValueError("ArchiveSource(kind='dicom') needs dicom_dir")
+        if self.kind == "nifti" and not self.nifti_manifest:
+            raise ValueError("ArchiveSource(kind='nifti') needs nifti_manifest")
+        return SourcePaths(opt(self.dicom_dir), opt(self.nifti_manifest), opt(self.reports_csv), opt(self.masks_manifest), None)

@@ -1,0 +1,97 @@
+"""The one organ vocabulary, taken from TotalSegmentator's own class maps.
+
+``total`` (v2, 117 classes) is the index space of every label map in this project; ``total_v1``
+(104 classes, what CT-GLIP used) is mapped onto it. Groups are derived from the class names
+(lung lobes -> lung, vertebrae -> spine, ribs, heart chambers -> heart, left/right pairs),
+never from a hand-copied list.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+
+from totalsegmentator.map_to_binary import class_map as _TS_CLASS_MAP
+
+V2_TASK = "total"
+V1_TASK = "total_v1"
+
+
+@dataclass(frozen=True)
+class Organ:
+    name: str  # TotalSegmentator class name, e.g. "kidney_left"
+    index_v2: int | None  # label value in the `total` task (None for v1-only classes)
+    index_v1: int | None  # label value in `total_v1` (None for v2-only classes)
+    group: str  # e.g. "kidney", "lung", "spine", "ribs", "heart", "liver"
+    side: str | None  # "left", "right" or None
+
+
+def class_map(task: str = V2_TASK) -> dict[int, str]:
+    """Index -> class name, straight from TotalSegmentator."""
+    return dict(_TS_CLASS_MAP[task])
+
+
+_GROUP_RULES: tuple[tuple[str, str], ...] = (
+    (r"^lung_", "lung"),
+    (r"^(vertebrae_|sacrum$)", "spine"),
+    (r"^rib_", "ribs"),
+    (r"^(heart|atrial_appendage)", "heart"),
+    (r"^kidney_cyst_", "kidney"),
+)
+
+
+def _side(name: str) -> str | None:
+    m = re.search(r"(?:^|_)(left|right)(?:_|$)", name)
+    return m.group(1) if m else None
+
+
+def _group(name: str) -> str:
+    for pattern, group in _GROUP_RULES:
+        if re.search(pattern, name):
+            return group
+    side = _side(name)
+    if side is None:
+        return name
+    # paired organs share the name without their side: kidney_left -> kidney
+    return re.sub(rf"_?{side}(_|$)", r"\1", name).strip("_")
+
+
+@lru_cache(maxsize=1)
+def organs() -> dict[str, Organ]:
+    """Every class of `total` and `total_v1`, keyed by name, in v2 index order then v1-only ones."""
+    v2 = {n: i for i, n in class_map(V2_TASK).items()}
+    v1 = {n: i for i, n in class_map(V1_TASK).items()}
+    names = list(v2) + [n for n in v1 if n not in v2]
+    return {n: Organ(n, v2.get(n), v1.get(n), _group(n), _side(n)) for n in names}
+
+
+def organ(name: str) -> Organ:
+    try:
+        return organs()[name]
+    except KeyError:
+        raise KeyError(f"{name!r} is not a TotalSegmentator class of {V2_TASK!r} or {V1_TASK!r}") from None
+
+
+def v2_names() -> list[str]:
+    return [n for n, o in organs().items() if o.index_v2 is not None]
+
+
+def groups() -> dict[str, list[str]]:
+    """Group -> v2 class names in index order."""
+    out: dict[str, list[str]] = {}
+    for o in organs().values():
+        if o.index_v2 is not None:
+            out.setdefault(o.group, []).append(o.name)
+    return out
+
+
+def v1_to_v2(name: str) -> str | None:
+    """The v2 class a v1 class falls in: the same name, or the v2 class of its group (heart chambers -> heart)."""
+    o = organ(name)
+    if o.index_v2 is not None:
+        return name
+    members = groups().get(o.group, [])
+    if o.group in members:
+        return o.group
+    return members[0] if len(members) == 1 else None

@@ -1,0 +1,59 @@
+"""The in-memory volume shared by every stage, and its NIfTI storage.
+
+Convention (nibabel's): ``array[i, j, k]`` with ``affine @ (i, j, k, 1)`` giving RAS+ world
+coordinates in millimetres. DICOM's LPS coordinates are converted on read.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from pipeline.atomic import atomic_path
+
+
+@dataclass(frozen=True)
+class Volume:
+    array: np.ndarray  # (i, j, k)
+    affine: np.ndarray  # (4, 4) voxel index -> RAS mm
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def spacing(self) -> tuple[float, float, float]:
+        return tuple(float(s) for s in np.linalg.norm(self.affine[:3, :3], axis=0))
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(int(s) for s in self.array.shape)
+
+    @property
+    def orientation(self) -> str:
+        return "".join(nib.aff2axcodes(self.affine))
+
+    def world(self, ijk: np.ndarray) -> np.ndarray:
+        """World (RAS mm) coordinates of voxel indices, shape (n, 3)."""
+        ijk = np.atleast_2d(np.asarray(ijk, dtype=float))
+        return ijk @ self.affine[:3, :3].T + self.affine[:3, 3]
+
+
+def save_nifti(volume: Volume, path: str | os.PathLike, dtype: np.dtype | type | None = None) -> Path:
+    """Write atomically as NIfTI (``.nii.gz``), optionally casting (e.g. int16 HU, uint8 labels)."""
+    array = volume.array if dtype is None else volume.array.astype(dtype, copy=False)
+    img = nib.Nifti1Image(array, volume.affine)
+    img.set_qform(volume.affine, code=1)
+    img.set_sform(volume.affine, code=1)
+    with atomic_path(path, suffix=".nii.gz") as tmp:
+        nib.save(img, tmp)
+    return Path(path)
+
+
+def load_nifti(path: str | os.PathLike, dtype: np.dtype | type | None = None) -> Volume:
+    img = nib.load(str(path))
+    array = np.asanyarray(img.dataobj)
+    if dtype is not None:
+        array = array.astype(dtype, copy=False)
+    return Volume(array=array, affine=np.asarray(img.affine, dtype=float), meta={"path": str(path)})

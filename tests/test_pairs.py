@@ -1,0 +1,90 @@
+"""Pair mining on tiny hand-made tables: every pair and every refusal is explained."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from pipeline.pairs import PairConfig, PairInputs, assign_split, mine_pairs, readable
+
+
+def _stats(study: str, organ: str, index: int, cut: bool = False, flags: list[str] | None = None) -> dict:
+    return {
+        "study_id": study, "organ": organ, "index_v2": index, "volume_ml": 100.0,
+        "bbox_vox": [0, 0, 0, 5, 5, 5], "bbox_mm": [0.0] * 6, "cut_by_fov": cut, "quality_flags": flags or [],
+    }
+
+
+@pytest.fixture()
+def inputs() -> PairInputs:
+    studies = pd.DataFrame({
+        "study_id": ["stu-a", "stu-b", "stu-c"],
+        "patient_id": ["pat-1", "pat-1", "pat-2"],
+        "report_id": ["rep-a", "rep-b", "rep-missing"],
+        "volume_path": ["v/a.nii.gz", "v/b.nii.gz", "v/c.nii.gz"],
+    })
+    stats = pd.DataFrame([
+        _stats("stu-a", "liver", 5), _stats("stu-a", "spleen", 1), _stats("stu-a", "kidney_left", 3, cut=True),
+        _stats("stu-a", "gallbladder", 4, flags=["too_small"]),
+        _stats("stu-b", "liver", 5), _stats("stu-c", "liver", 5),
+    ])
+    findings = pd.DataFrame([
+        {"report_id": "rep-a", "organ": "liver", "status": "abnormal", "abnormality": "cyst",
+         "sentence": "A 12 mm hepatic cyst.", "section": "findings"},
+        {"report_id": "rep-a", "organ": "liver", "status": "abnormal", "abnormality": "cyst",
+         "sentence": "A 12 mm hepatic cyst.", "section": "impression"},
+        {"report_id": "rep-a", "organ": "pancreas", "status": "normal", "abnormality": None,
+         "sentence": "The pancreas is normal.", "section": "findings"},
+        {"report_id": "rep-b", "organ": "liver", "status": "uncertain", "abnormality": "mass",
+         "sentence": "Possible liver mass.", "section": "findings"},
+    ])
+    return PairInputs(studies, stats, findings, frozenset({"rep-a", "rep-b"}), {"stu-a": "m/a.nii.gz"})
+
+
+def test_pairs_and_exclusions(inputs):
+    out = mine_pairs(inputs, PairConfig(), negatives_for=lambda organ: ["cyst", "mass", "steatosis", "hepatomegaly"])
+    pairs = out.grounded_pairs.set_index(["study_id", "organ"])
+    assert set(pairs.index) == {("stu-a", "liver"), ("stu-a", "spleen"), ("stu-b", "liver")}
+    liver = pairs.loc[("stu-a", "liver")]
+    assert liver["text"] == "A 12 mm hepatic cyst."  # deduplicated across findings and impression
+    assert liver["status"] == "abnormal" and list(liver["abnormalities"]) == ["cyst"]
+    assert liver["text_source"] == "report" and liver["mask_path"] == "m/a.nii.gz"
+    spleen = pairs.loc[("stu-a", "spleen")]
+    assert spleen["text_source"] == "template" and spleen["status"] == "normal"
+    assert spleen["text"] == "The spleen is unremarkable."
+    assert pairs.loc[("stu-b", "liver")]["status"] == "uncertain"
+
+    reasons = {(r.study_id, r.organ): r.reason for r in out.pair_exclusions.itertuples()}
+    assert reasons == {
+        ("stu-a", "kidney_left"): "cut_by_fov",
+        ("stu-a", "gallbladder"): "too_small",
+        ("stu-a", "pancreas"): "described_not_segmented",
+        ("stu-c", "liver"): "study_without_report",
+    }
+
+
+def test_abnormality_pairs_draw_dictionary_negatives_by_seed(inputs):
+    negs = lambda organ: ["cyst", "mass", "steatosis", "hepatomegaly"]  # noqa: E731
+    a = mine_pairs(inputs, PairConfig(n_negatives=2, seed=1), negatives_for=negs).abnormality_pairs
+    b = mine_pairs(inputs, PairConfig(n_negatives=2, seed=1), negatives_for=negs).abnormality_pairs
+    assert len(a) == 1
+    row = a.iloc[0]
+    assert row["abnormality"] == "cyst" and row["positive_text"] == "A 12 mm hepatic cyst."
+    assert len(row["negatives"]) == 2 and all("cyst" not in n for n in row["negatives"])
+    assert all(n.endswith("of the liver") for n in row["negatives"])
+    assert list(a["negatives"].iloc[0]) == list(b["negatives"].iloc[0])
+
+
+def test_split_is_per_patient_and_stable():
+    patients = pd.Series([f"pat-{i % 50}" for i in range(200)])
+    split = assign_split(patients, (0.7, 0.15, 0.15), "salt")
+    assert (split.groupby(patients).nunique() == 1).all()
+    assert set(split) == {"train", "val", "test"}
+    again = assign_split(patients.iloc[::-1].reset_index(drop=True), (0.7, 0.15, 0.15), "salt")
+    assert dict(zip(patients, split)) == dict(zip(patients.iloc[::-1], again))
+
+
+def test_readable_names():
+    assert readable("kidney_left") == "left kidney"
+    assert readable("lung_lower_lobe_right") == "right lung lower lobe"
+    assert readable("liver") == "liver"
