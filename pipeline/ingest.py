@@ -1,0 +1,434 @@
+"""Archive-level ingest: DICOM archive (any layout) and/or a NIfTI manifest -> canonical volumes
+plus the ``ct_studies`` and ``rejected_studies`` tables (see docs/ARCHITECTURE.md).
+
+One public entry, `ingest_archive`; `ingest_study` / `ingest_nifti_scan` do the work of one study
+and never raise for a bad study: a rejection is a row (stage, reason, detail), and the rest go on.
+Only pseudonymous ids (`pipeline.ids.pseudonym`) reach tables, file names and log lines.
+Re-runs skip studies whose inputs (file paths, sizes, mtimes) and options did not change: the
+fingerprint is stored beside the volume as ``volumes/<study_id>.json``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import multiprocessing
+import os
+import re
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from time import perf_counter
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+
+from pipeline.atomic import write_json
+from pipeline.dicom.errors import IngestError
+from pipeline.dicom.geometry import GeometryOptions, check_geometry
+from pipeline.dicom.load import LoadTimings, load_series
+from pipeline.dicom.scan import SliceHeader, group_studies, scan_dicom
+from pipeline.dicom.select import SelectOptions, select_series
+from pipeline.hu import check_hu
+from pipeline.ids import pseudonym
+from pipeline.resample import ResampleOptions, resample_volume
+from pipeline.volume import Volume, load_nifti, save_nifti
+
+log = logging.getLogger(__name__)
+
+INGEST_VERSION = "1"  # bump when the output of a study changes for the same inputs
+
+CT_STUDIES_COLUMNS = [
+    "study_id", "patient_id", "report_id", "series_id", "volume_path",
+    "spacing_native_i", "spacing_native_j", "spacing_native_k", "spacing_x", "spacing_y", "spacing_z",
+    "shape_native_i", "shape_native_j", "shape_native_k", "shape_x", "shape_y", "shape_z",
+    "orientation", "n_slices", "body_region", "manufacturer", "kvp", "source_format",
+    "hu_min", "hu_max", "fingerprint", "shard", "slice_thickness", "tilt_deg", "corrections", "skipped_series",
+]  # fmt: skip
+REJECTED_COLUMNS = ["study_id", "stage", "reason", "detail", "source_format", "shard"]
+
+
+@dataclass(frozen=True)
+class IngestConfig:
+    data_root: Path
+    dicom_root: Path | None = None  # default: <data_root>/source/dicom
+    nifti_manifest: Path | None = None  # CSV: scan_path (relative to the CSV), patient_key, study_key, report_key
+    resample: ResampleOptions = ResampleOptions()
+    select: SelectOptions = SelectOptions()
+    geometry: GeometryOptions = GeometryOptions()
+    workers: int = 2  # processes for per-study work (and the header scan)
+    n_shards: int = 1
+
+    @staticmethod
+    def paper(data_root: str | os.PathLike, **kw) -> "IngestConfig":
+        return IngestConfig(data_root=Path(data_root), resample=ResampleOptions.paper(), **kw)
+
+    @staticmethod
+    def demo(data_root: str | os.PathLike, **kw) -> "IngestConfig":
+        return IngestConfig(data_root=Path(data_root), resample=ResampleOptions.demo(), **kw)
+
+    @property
+    def dicom_dir(self) -> Path:
+        return Path(self.dicom_root) if self.dicom_root is not None else Path(self.data_root) / "source" / "dicom"
+
+    @property
+    def volumes_dir(self) -> Path:
+        return Path(self.data_root) / "volumes"
+
+    def options_key(self) -> str:
+        """What about the config changes a study's output (not paths, workers or shards)."""
+        return json.dumps({"v": INGEST_VERSION, "resample": asdict(self.resample), "select": asdict(self.select), "geometry": asdict(self.geometry)}, sort_keys=True)
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    ct_studies: pd.DataFrame
+    rejected_studies: pd.DataFrame
+    n_unchanged: int = 0  # studies skipped because their fingerprint matched
+    timings: dict = field(default_factory=dict)  # seconds summed over studies, per step
+
+
+@dataclass(frozen=True)
+class StudyOutcome:
+    row: dict | None
+    rejection: dict | None
+    timings: dict
+
+
+def shard_of(study_id: str, n_shards: int) -> str:
+    """Stable shard name (``shard-00`` ...) of a study id: a partition key for independent runs."""
+    if n_shards < 1:
+        raise ValueError("n_shards must be >= 1")
+    h = int(hashlib.sha256(study_id.encode()).hexdigest()[:12], 16)
+    return f"shard-{h % n_shards:02d}"
+
+
+_REGIONS = {
+    "HEAD": "head", "BRAIN": "head", "SKULL": "head", "NECK": "neck", "HEADNECK": "head_neck",
+    "CHEST": "chest", "THORAX": "chest", "LUNG": "chest", "ABDOMEN": "abdomen", "ABD": "abdomen",
+    "PELVIS": "pelvis", "ABDOMENPELVIS": "abdomen_pelvis", "ABDPELVIS": "abdomen_pelvis",
+    "CHESTABDOMEN": "chest_abdomen", "CHESTABDOMENPELVIS": "chest_abdomen_pelvis", "CAP": "chest_abdomen_pelvis",
+    "THORAXABDOMENPELVIS": "chest_abdomen_pelvis", "TORSO": "chest_abdomen_pelvis", "WHOLEBODY": "whole_body",
+}  # fmt: skip
+
+
+def body_region(body_part: str, z_extent_mm: float, description: str = "") -> str:
+    """From BodyPartExamined (or the series description), else a z-extent heuristic."""
+    key = re.sub(r"[^A-Z]", "", (body_part or "").upper())
+    if key in _REGIONS:
+        return _REGIONS[key]
+    words = (description or "").upper()
+    found = [r for r, w in (("chest", "CHEST"), ("abdomen", "ABD"), ("pelvis", "PELVIS")) if w in words]
+    if found:
+        return "_".join(found) if found != ["abdomen", "pelvis"] else "abdomen_pelvis"
+    if z_extent_mm >= 1000:
+        return "whole_body"
+    if z_extent_mm >= 550:
+        return "chest_abdomen_pelvis"
+    return "unknown"
+
+
+def _fingerprint(files: list[tuple[str, int, int]], config: IngestConfig) -> str:
+    h = hashlib.sha256(config.options_key().encode())
+    for path, size, mtime in sorted(files):
+        h.update(f"{path}\0{size}\0{mtime}\n".encode())
+    return h.hexdigest()[:32]
+
+
+def _cached(config: IngestConfig, study_id: str, fingerprint: str) -> dict | None:
+    side = config.volumes_dir / f"{study_id}.json"
+    try:
+        rec = json.loads(side.read_text())
+    except (OSError, ValueError):
+        return None
+    if rec.get("fingerprint") != fingerprint:
+        return None
+    if rec.get("status") == "ok" and not (config.volumes_dir / f"{study_id}.nii.gz").exists():
+        return None
+    return rec
+
+
+def _finish(volume: Volume, config: IngestConfig, ids: dict, fingerprint: str, timings: dict, extra: dict) -> StudyOutcome:
+    """HU check, resample, write; shared by the DICOM and NIfTI paths."""
+    t0 = perf_counter()
+    hu = check_hu(volume.array)
+    timings["hu_check"] = perf_counter() - t0
+    if not hu.ok:
+        raise IngestError("hu_check", hu.reason, hu.detail)
+    t0 = perf_counter()
+    canon = resample_volume(volume, config.resample)
+    timings["resample"] = perf_counter() - t0
+    study_id = ids["study_id"]
+    path = config.volumes_dir / f"{study_id}.nii.gz"
+    t0 = perf_counter()
+    save_nifti(canon, path, dtype=np.int16)
+    timings["write"] = perf_counter() - t0
+    m = volume.meta
+    native_sp, canon_sp = volume.spacing, canon.spacing
+    z_extent = float(volume.shape[2] * native_sp[2])
+    row = {
+        **ids,
+        "volume_path": str(path),
+        "spacing_native_i": native_sp[0], "spacing_native_j": native_sp[1], "spacing_native_k": m.get("native_spacing", native_sp)[2],
+        "spacing_x": canon_sp[0], "spacing_y": canon_sp[1], "spacing_z": canon_sp[2],
+        "shape_native_i": volume.shape[0], "shape_native_j": volume.shape[1], "shape_native_k": volume.shape[2],
+        "shape_x": canon.shape[0], "shape_y": canon.shape[1], "shape_z": canon.shape[2],
+        "orientation": volume.orientation,
+        "n_slices": int(volume.shape[2]),
+        "body_region": body_region(m.get("body_part", ""), z_extent, extra.pop("description", "")),
+        "manufacturer": m.get("manufacturer", "") or "",
+        "kvp": float(m["kvp"]) if m.get("kvp") is not None else math.nan,
+        "source_format": m.get("source_format", "dicom"),
+        "hu_min": hu.hu_min, "hu_max": hu.hu_max,
+        "fingerprint": fingerprint,
+        "slice_thickness": float(m["slice_thickness"]) if m.get("slice_thickness") else math.nan,
+        "tilt_deg": float(m.get("tilt_deg", 0.0)),
+        "corrections": list(m.get("corrections", [])),
+        **extra,
+    }  # fmt: skip
+    write_json({"status": "ok", "fingerprint": fingerprint, "row": row, "grid": canon.meta.get("grid")}, config.volumes_dir / f"{study_id}.json")
+    log.info("study %s ingested: %s -> %s", study_id, volume.shape, canon.shape)
+    return StudyOutcome(row, None, timings)
+
+
+def _reject(config: IngestConfig, study_id: str, err: IngestError, fingerprint: str | None, source_format: str, timings: dict) -> StudyOutcome:
+    rej = {"study_id": study_id, "stage": err.stage, "reason": err.reason, "detail": err.detail, "source_format": source_format}
+    log.warning("study %s rejected at %s: %s (%s)", study_id, err.stage, err.reason, err.detail)
+    if fingerprint:
+        write_json({"status": "rejected", "fingerprint": fingerprint, "rejection": rej}, config.volumes_dir / f"{study_id}.json")
+        stale = config.volumes_dir / f"{study_id}.nii.gz"
+        if stale.exists():
+            stale.unlink()
+    return StudyOutcome(None, rej, timings)
+
+
+def _study_ids(study_key: str, series: dict[str, list[SliceHeader]]) -> dict:
+    h = next(iter(series.values()))[0]
+    study_id = pseudonym("study", study_key)
+    patient = h.patient_id or next((s.patient_id for ss in series.values() for s in ss if s.patient_id), "")
+    accession = h.accession or next((s.accession for ss in series.values() for s in ss if s.accession), "")
+    return {
+        "study_id": study_id,
+        "patient_id": pseudonym("patient", patient) if patient else pseudonym("patient", f"unknown-patient-of:{study_key}"),
+        "report_id": pseudonym("report", accession) if accession else "",
+    }
+
+
+def ingest_study(study_key: str, series: dict[str, list[SliceHeader]], config: IngestConfig, fingerprint: str | None = None) -> StudyOutcome:
+    """One DICOM study (``{series_uid: [slice headers]}``) -> canonical volume + row, or a rejection."""
+    ids = _study_ids(study_key, series)
+    timings: dict = {}
+    try:
+        choice = select_series(series, config.select)
+        skipped = dict(choice.skipped)
+        first_error: IngestError | None = None
+        for cand in choice.candidates:
+            try:
+                geo = check_geometry(cand.slices, config.geometry)
+            except IngestError as err:
+                first_error = first_error or err
+                skipped[pseudonym("series", cand.series_uid)] = f"{err.reason}: {err.detail}"
+                continue
+            for other in choice.candidates:
+                if other is not cand and pseudonym("series", other.series_uid) not in skipped:
+                    skipped[pseudonym("series", other.series_uid)] = f"ranked below the chosen series (coverage {other.coverage_mm:.0f} mm, thickness {other.thickness_mm:.2f} mm)"
+            lt = LoadTimings()
+            volume = load_series(cand.slices, geo, timings=lt)
+            timings.update(read=lt.read, decode=lt.decode, rescale=lt.rescale)
+            extra = {
+                "series_id": pseudonym("series", cand.series_uid),
+                "skipped_series": [f"{k}: {v}" for k, v in sorted(skipped.items())],
+                "description": cand.slices[0].series_description,
+            }
+            return _finish(volume, config, ids, fingerprint or "", timings, extra)
+        assert first_error is not None
+        raise first_error
+    except IngestError as err:
+        return _reject(config, ids["study_id"], err, fingerprint, "dicom", timings)
+    except Exception as err:  # noqa: BLE001 - an unexpected failure is one rejected study, never the archive
+        log.exception("study %s failed unexpectedly", ids["study_id"])
+        return _reject(config, ids["study_id"], IngestError("internal", "unexpected_error", f"{type(err).__name__}: {str(err)[:200]}"), None, "dicom", timings)
+
+
+def ingest_nifti_scan(scan_path: Path, keys: dict, config: IngestConfig, fingerprint: str | None = None) -> StudyOutcome:
+    """One NIfTI scan from a manifest row (keys: patient_key, study_key, report_key) -> row or rejection."""
+    study_id = pseudonym("study", str(keys["study_key"]))
+    ids = {
+        "study_id": study_id,
+        "patient_id": pseudonym("patient", str(keys["patient_key"])) if str(keys.get("patient_key") or "").strip() else pseudonym("patient", f"unknown-patient-of:{keys['study_key']}"),
+        "report_id": pseudonym("report", str(keys["report_key"])) if str(keys.get("report_key") or "").strip() else "",
+    }
+    timings: dict = {}
+    try:
+        t0 = perf_counter()
+        try:
+            vol = load_nifti(scan_path)
+        except Exception as exc:  # noqa: BLE001
+            raise IngestError("load", "unreadable_file", f"NIfTI cannot be read ({type(exc).__name__})") from None
+        arr = vol.array
+        if arr.ndim == 4 and arr.shape[3] == 1:
+            arr = arr[..., 0]
+        if arr.ndim != 3:
+            raise IngestError("load", "not_3d", f"NIfTI has shape {arr.shape}")
+        if min(arr.shape) < 2:
+            raise IngestError("load", "too_few_slices", f"NIfTI has shape {arr.shape}")
+        timings["read"] = perf_counter() - t0
+        volume = Volume(arr, vol.affine, {"source_format": "nifti"})
+        extra = {"series_id": "", "skipped_series": []}
+        return _finish(volume, config, ids, fingerprint or "", timings, extra)
+    except IngestError as err:
+        return _reject(config, study_id, err, fingerprint, "nifti", timings)
+    except Exception as err:  # noqa: BLE001
+        log.exception("study %s failed unexpectedly", study_id)
+        return _reject(config, study_id, IngestError("internal", "unexpected_error", f"{type(err).__name__}: {str(err)[:200]}"), None, "nifti", timings)
+
+
+def _worker_init(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(max(1, threads))
+
+
+def _mp_context():
+    """forkserver: forking a process whose torch/OpenMP threads already ran can deadlock, and spawn
+    re-imports torch in every worker; the fork server imports this module once and forks from there."""
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(["pipeline.ingest"])
+    return ctx
+
+
+def _run(task: tuple) -> StudyOutcome:
+    kind, a, b, config, fp = task
+    if kind == "dicom":
+        return ingest_study(a, b, config, fp)
+    return ingest_nifti_scan(a, b, config, fp)
+
+
+def _folder_rejection(folder: str, root: Path, reason: str, detail: str) -> dict:
+    rel = os.path.relpath(folder, root)
+    return {"study_id": pseudonym("study", f"folder:{rel}"), "stage": "scan", "reason": reason, "detail": detail, "source_format": "dicom"}
+
+
+def ingest_archive(config: IngestConfig, shard: str | None = None, progress: Callable[[int, int], None] | None = None) -> IngestResult:
+    """Scan the archive (and NIfTI manifest), ingest every study (of ``shard`` if given) in parallel.
+
+    Returns ``ct_studies`` and ``rejected_studies``; canonical volumes go to ``<data>/volumes/``.
+    """
+    t_start = perf_counter()
+    # one pool for the header scan and the studies (workers start once)
+    pool = None
+    if config.workers > 1:
+        threads = max(1, (os.cpu_count() or 1) // config.workers)
+        pool = ProcessPoolExecutor(max_workers=config.workers, mp_context=_mp_context(), initializer=_worker_init, initargs=(threads,))
+    try:
+        return _ingest(config, shard, progress, pool, t_start)
+    finally:
+        if pool is not None:
+            pool.shutdown()
+
+
+def _ingest(config: IngestConfig, shard: str | None, progress, pool, t_start: float) -> IngestResult:
+    tasks: list[tuple] = []
+    rejected: list[dict] = []
+    cached_rows: list[dict] = []
+    n_unchanged = 0
+
+    def _take(study_id: str) -> bool:
+        return shard is None or shard_of(study_id, config.n_shards) == shard
+
+    def _queue(kind: str, study_id: str, a, b, files: list[tuple[str, int, int]]) -> None:
+        nonlocal n_unchanged
+        fp = _fingerprint(files, config)
+        rec = _cached(config, study_id, fp)
+        if rec is not None:
+            n_unchanged += 1
+            if rec["status"] == "ok":
+                cached_rows.append(rec["row"])
+            else:
+                rejected.append(rec["rejection"])
+            return
+        tasks.append((kind, a, b, config, fp))
+
+    t0 = perf_counter()
+    scan_s = 0.0
+    root = config.dicom_dir
+    if root.is_dir():
+        scan = scan_dicom(root, chunk=64, executor=pool)
+        scan_s = perf_counter() - t0
+        for study_key, series in group_studies(scan.headers).items():
+            study_id = pseudonym("study", study_key)
+            if not _take(study_id):
+                continue
+            files = [(os.path.relpath(h.path, root), h.size, h.mtime_ns) for ss in series.values() for h in ss]
+            _queue("dicom", study_id, study_key, series, files)
+        bad_by_dir: dict[str, int] = {}
+        for p in scan.unreadable:
+            bad_by_dir[os.path.dirname(p)] = bad_by_dir.get(os.path.dirname(p), 0) + 1
+        for folder, n in sorted(bad_by_dir.items()):
+            rej = _folder_rejection(folder, root, "unreadable_files", f"{n} file(s) could not be parsed as DICOM (truncated or corrupt)")
+            if _take(rej["study_id"]):
+                rejected.append(rej)
+        for folder in scan.empty_dirs:
+            rej = _folder_rejection(folder, root, "empty_folder", "a folder without any DICOM file")
+            if _take(rej["study_id"]):
+                rejected.append(rej)
+    elif config.nifti_manifest is None:
+        log.warning("no DICOM archive at the configured root and no NIfTI manifest")
+
+    if config.nifti_manifest is not None:
+        manifest = Path(config.nifti_manifest)
+        table = pd.read_csv(manifest, dtype=str, keep_default_na=False)
+        missing = {"scan_path", "patient_key", "study_key", "report_key"} - set(table.columns)
+        if missing:
+            raise ValueError(f"NIfTI manifest lacks columns {sorted(missing)}")
+        for rec in table.to_dict("records"):
+            study_id = pseudonym("study", rec["study_key"])
+            if not _take(study_id):
+                continue
+            path = (manifest.parent / rec["scan_path"]).resolve()
+            try:
+                st = path.stat()
+                files = [(rec["scan_path"], st.st_size, st.st_mtime_ns)]
+            except OSError:
+                rejected.append({"study_id": study_id, "stage": "load", "reason": "missing_file", "detail": "the manifest's scan file does not exist", "source_format": "nifti"})
+                continue
+            _queue("nifti", study_id, path, {k: rec[k] for k in ("patient_key", "study_key", "report_key")}, files)
+
+    rows = list(cached_rows)
+    timings: dict = {"scan": scan_s}
+    total = len(tasks)
+    done = 0
+    log.info("ingest: %d studies to process, %d unchanged (%d rejections so far)", total, n_unchanged, len(rejected))
+
+    def _collect(out: StudyOutcome) -> None:
+        nonlocal done
+        if out.row is not None:
+            rows.append(out.row)
+        if out.rejection is not None:
+            rejected.append(out.rejection)
+        for k, v in out.timings.items():
+            timings[k] = timings.get(k, 0.0) + v
+        done += 1
+        if progress is not None:
+            progress(done, total)
+
+    if pool is None or total <= 1:
+        for task in tasks:
+            _collect(_run(task))
+    else:
+        futures = [pool.submit(_run, t) for t in tasks]
+        for fut in as_completed(futures):
+            _collect(fut.result())
+
+    for r in rows:
+        r["shard"] = shard_of(r["study_id"], config.n_shards)
+    for r in rejected:
+        r["shard"] = shard_of(r["study_id"], config.n_shards)
+    ct = pd.DataFrame(rows, columns=CT_STUDIES_COLUMNS).sort_values("study_id", ignore_index=True)
+    rej = pd.DataFrame(rejected, columns=REJECTED_COLUMNS).sort_values(["study_id", "stage"], ignore_index=True)
+    timings["total"] = perf_counter() - t_start
+    log.info("ingest done: %d studies, %d rejected, %.1f s", len(ct), len(rej), timings["total"])
+    return IngestResult(ct, rej, n_unchanged, timings)

@@ -1,0 +1,264 @@
+"""A parametric torso in RAS+ mm (+x = patient right, +y = anterior, +z = superior; nibabel's RAS).
+
+Organs are superquadrics and tubes placed at nominal adult positions, then scaled per patient and
+jittered per organ, so size, position and shape vary. Painting order matters: later organs
+overwrite earlier ones (the heart and liver carve the lung bases, vessels run through fat).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from pipeline import vocab
+from pipeline.synthetic.shapes import Grid, LungLobe, Primitive, Superquadric, Tube, rasterize
+
+# Vertebral levels drawn, top to bottom, with their nominal height (body + disc) in mm.
+THORACIC = tuple(f"T{n}" for n in range(1, 13))
+LUMBAR = tuple(f"L{n}" for n in range(1, 6))
+_LEVEL_HEIGHT = {**{lvl: 24.0 for lvl in THORACIC}, **{lvl: 33.0 for lvl in LUMBAR}}
+_SACRUM_TOP = -270.0  # nominal z of the top of S1
+RIB_NUMBERS = tuple(range(1, 13))
+
+
+def checked(name: str) -> str:
+    """A `total` v2 class name, verified against TotalSegmentator's own class map."""
+    if vocab.organ(name).index_v2 is None:
+        raise KeyError(f"{name!r} is not a `total` v2 class")
+    return name
+
+
+def vertebra(level: str) -> str:
+    return checked(f"vertebrae_{level}")
+
+
+def lobe(side: str, which: str) -> str:
+    return checked(f"lung_{which}_lobe_{side}")
+
+
+LOBES = tuple(lobe(s, w) for s, w in (("left", "upper"), ("left", "lower"), ("right", "upper"),
+                                      ("right", "middle"), ("right", "lower")))
+
+
+@dataclass(frozen=True)
+class Part:
+    prim: Primitive
+    hu: float
+    cortex_hu: float | None = None  # bone: a denser outer shell where the normalised radius > cortex
+    cortex: float = 0.75
+
+
+@dataclass(frozen=True)
+class OrganModel:
+    name: str  # a `total` v2 class name
+    parts: tuple[Part, ...]
+    subtract: tuple[Primitive, ...] = ()  # e.g. the spinal canal out of a vertebra
+
+
+@dataclass(frozen=True)
+class Alterations:
+    """Whole-organ abnormalities, applied while the anatomy is built (focal lesions come later)."""
+
+    organ_scale: dict[str, float] = field(default_factory=dict)  # radius factor per organ
+    liver_hu: float | None = None  # steatosis lowers it
+    aneurysm_radius: float | None = None  # mm, infrarenal aorta
+    fractured: str | None = None  # vertebra class name
+    fracture_height: float = 1.0  # remaining fraction of the vertebral body height
+
+
+@dataclass(frozen=True)
+class Patient:
+    scale: float  # overall body size
+    fat_mm: float  # subcutaneous fat
+    width: float  # extra lateral factor (habitus)
+    seed: int  # for per-organ jitter
+
+
+def level_z(scale: float) -> dict[str, tuple[float, float]]:
+    """(top, bottom) z of every vertebral level, built upward from the sacrum."""
+    out: dict[str, tuple[float, float]] = {}
+    z = _SACRUM_TOP
+    for lvl in reversed(THORACIC + LUMBAR):
+        h = _LEVEL_HEIGHT[lvl]
+        out[lvl] = ((z + h) * scale, z * scale)
+        z += h
+    return out
+
+
+def body_half_axes(z: np.ndarray, patient: Patient) -> tuple[np.ndarray, np.ndarray]:
+    """Half-width (x) and half-depth (y) of the skin outline at heights z (mm)."""
+    s = patient.scale
+    knots = np.array([-560, -420, -300, -200, -60, 60, 200, 260, 320]) * s
+    ax = np.array([145, 160, 158, 148, 146, 152, 148, 95, 60]) * s * patient.width
+    ay = np.array([105, 112, 108, 118, 118, 112, 100, 70, 55]) * s
+    fat = patient.fat_mm
+    return np.interp(z, knots, ax) + fat * 0.6, np.interp(z, knots, ay) + fat * 0.4
+
+
+def build_anatomy(patient: Patient, alt: Alterations = Alterations()) -> list[OrganModel]:
+    """Organs in painting order, for one patient with the given whole-organ alterations."""
+    rng = np.random.default_rng(patient.seed)
+    s = patient.scale
+
+    def P(x: float, y: float, z: float, jitter: float = 0.0) -> tuple[float, float, float]:
+        j = rng.normal(0.0, jitter, 3) if jitter else np.zeros(3)
+        return (float(x * s * patient.width ** 0.5 + j[0]), float(y * s + j[1]), float(z * s + j[2]))
+
+    def R(a: float, b: float, c: float, name: str = "", vary: float = 0.1) -> tuple[float, float, float]:
+        f = rng.uniform(1 - vary, 1 + vary) * alt.organ_scale.get(name, 1.0) * s
+        return (a * f, b * f, c * f)
+
+    def tube(points, radius, name: str = "", jitter: float = 3.0) -> Tube:
+        j = rng.normal(0.0, jitter, 3)
+        pts = tuple(tuple(float(v) for v in np.add(P(*p), j)) for p in points)
+        radii = tuple(float(r * s * rng.uniform(0.9, 1.1)) for r in np.broadcast_to(radius, len(points)))
+        return Tube(pts, radii)
+
+    organs: list[OrganModel] = []
+
+    def add(name: str, *parts: Part, subtract: tuple[Primitive, ...] = ()) -> None:
+        organs.append(OrganModel(checked(name), tuple(parts), subtract))
+
+    # --- lungs: lobes share one hemithorax per side, so draw them from the same parameters
+    for side, sx in (("right", 1), ("left", -1)):
+        c = P(74 * sx, -5, 80, jitter=3)
+        r = R(64, 88, 128, "lung")
+        dome = (8 if side == "right" else -2) * s + rng.normal(0, 5)
+        oblique, horiz = 55 * s + rng.normal(0, 6), 70 * s + rng.normal(0, 6)
+        for which in (("upper", "middle", "lower") if side == "right" else ("upper", "lower")):
+            add(lobe(side, which), Part(LungLobe(side, which, c, r, dome, oblique, horiz), -850))
+
+    add("trachea", Part(tube([(0, 5, 270), (0, 0, 200), (0, -5, 130)], 9), -950))
+    add("esophagus", Part(tube([(0, -25, 260), (-5, -32, 120), (-10, -30, 20), (-30, 5, -45)], 8), 40))
+    add("heart", Part(Superquadric(P(-22, 25, 35, 6), R(62, 50, 58, "heart"), yaw_deg=rng.uniform(-30, -10)), 110))
+    add("liver", Part(Superquadric(P(65, 10, -55, 6), R(95, 85, 75, "liver"), p=2.2, q=2.4,
+                                   yaw_deg=rng.uniform(-10, 10)), alt.liver_hu if alt.liver_hu is not None else 60))
+    add("gallbladder", Part(Superquadric(P(55, 55, -105, 5), R(16, 18, 36, "gallbladder")), 10))
+    add("spleen", Part(Superquadric(P(-85, -35, -45, 5), R(34, 46, 55, "spleen"), yaw_deg=rng.uniform(20, 40)), 55))
+    add("stomach", Part(Superquadric(P(-45, 30, -45, 6), R(45, 40, 55, "stomach"), p=2.3), 35))
+    for side, sx, dz in (("right", 1, -12), ("left", -1, 0)):
+        add(f"kidney_{side}", Part(Superquadric(P(62 * sx, -52, -135 + dz, 5), R(30, 26, 55, "kidney"),
+                                                yaw_deg=sx * rng.uniform(20, 35)), 150))
+        add(f"adrenal_gland_{side}", Part(Superquadric(P(42 * sx, -38, -72 + dz, 3), R(6, 14, 18, "adrenal")), 40))
+    add("pancreas", Part(tube([(35, 5, -100), (5, 10, -95), (-40, -5, -82), (-70, -20, -78)], (15, 12, 10, 9)), 45))
+    add("duodenum", Part(tube([(40, 20, -80), (55, 10, -110), (45, 5, -135), (10, 0, -135), (-15, 5, -120)], 10), 35))
+    add("small_bowel", Part(Superquadric(P(-5, 35, -215, 8), R(85, 45, 70, "small_bowel"), p=2.5), 40))
+    add("colon", Part(tube([(75, 25, -290), (80, 5, -180), (70, 25, -110), (0, 65, -135), (-75, 5, -90),
+                            (-80, -5, -200), (-45, 25, -300), (0, -45, -350)], 20), 15))
+    add("urinary_bladder", Part(Superquadric(P(0, 35, -390, 5), R(42, 36, 34, "bladder")), 8))
+
+    # --- vessels (enhanced)
+    aorta_pts = [(15, 25, 60), (8, 15, 125), (-5, -5, 140), (-22, -28, 120), (-22, -38, 60), (-15, -40, -20),
+                 (-10, -32, -120), (-6, -25, -170), (-5, -20, -235)]
+    aorta = tube(aorta_pts, (14, 14, 13, 12, 12, 11, 10, 10, 9), jitter=2)
+    aorta_parts = [Part(aorta, 220)]
+    if alt.aneurysm_radius:
+        # a fusiform infrarenal aneurysm: thrombus-lined sac around the normal lumen
+        c = np.mean(np.asarray(aorta.points[6:8]), axis=0)
+        sac = Superquadric(tuple(float(v) for v in c), (alt.aneurysm_radius, alt.aneurysm_radius, 2.2 * alt.aneurysm_radius))
+        aorta_parts = [Part(sac, 45), Part(aorta, 220)]
+    add("aorta", *aorta_parts)
+    add("inferior_vena_cava", Part(tube([(22, -25, -235), (25, -28, -120), (28, -10, -30), (15, 10, 15)], 11), 140))
+    add("portal_vein_and_splenic_vein", Part(tube([(50, 10, -70), (15, 0, -95), (-35, -12, -85), (-72, -25, -60)], 7), 180))
+
+    # --- spine, cord and muscles
+    levels = level_z(1.0)
+    canal_y = -78.0
+    canal = tube([(0, canal_y, 300), (0, canal_y, -300)], 9, jitter=0)
+    for lvl, (top, bottom) in levels.items():
+        h = (top - bottom) - 5  # minus the disc
+        zc = bottom + h / 2
+        width = 18 + 7 * (LUMBAR.index(lvl) + 3) / 7 if lvl in LUMBAR else 15 + THORACIC.index(lvl) / 4
+        name = vertebra(lvl)
+        frac = alt.fracture_height if name == alt.fractured else 1.0
+        body = Superquadric(P(0, -48, zc - h / 2 * (1 - frac)), (width * s, width * 0.8 * s, h / 2 * s * frac), q=6)
+        arch = Superquadric(P(0, -82, zc), (22 * s, 20 * s, h * 0.45 * s), p=3, q=4)
+        add(name, Part(body, 260, cortex_hu=750 if frac == 1 else 500), Part(arch, 300, cortex_hu=800), subtract=(canal,))
+    add("sacrum", Part(Superquadric(P(0, -75, _SACRUM_TOP - 50, 3), R(48, 26, 55, "sacrum", 0.05), p=2.5), 300,
+                       cortex_hu=800))
+    add("spinal_cord", Part(tube([(0, canal_y, 290), (0, canal_y, levels["L1"][1])], 5, jitter=0), 35))
+    for side, sx in (("left", -1), ("right", 1)):
+        add(f"autochthon_{side}", Part(tube([(30 * sx, -92, 200), (33 * sx, -95, -60), (35 * sx, -90, -300)], (18, 24, 20)), 50))
+        add(f"iliopsoas_{side}", Part(tube([(32 * sx, -45, -130), (55 * sx, -25, -280), (80 * sx, 15, -410)],
+                                           (12, 20, 16)), 50))
+        add(f"hip_{side}",
+            Part(Superquadric(P(85 * sx, -35, -305, 3), R(42, 14, 58, "hip", 0.05), yaw_deg=-sx * 35), 300, cortex_hu=850),
+            Part(Superquadric(P(88 * sx, 8, -380, 3), R(28, 26, 26, "hip", 0.05)), 300, cortex_hu=850))
+        add(f"femur_{side}", Part(Superquadric(P(92 * sx, 10, -392, 2), R(24, 24, 24, "femur", 0.05)), 350, cortex_hu=900),
+            Part(tube([(92 * sx, 10, -392), (115 * sx, 5, -425), (120 * sx, 5, -520)], (16, 14, 14), jitter=0), 350,
+                 cortex_hu=950))
+
+    # --- ribs: arcs from the costovertebral joint around the chest wall, falling anteriorly
+    for n in RIB_NUMBERS:
+        top, bottom = levels[THORACIC[n - 1]]
+        z0 = (top + bottom) / 2
+        half_w = 60 + 70 * np.sin(np.pi * min(n, 9) / 18)  # upper ribs are short and narrow
+        for side, sx in (("left", -1), ("right", 1)):
+            angles = np.linspace(-0.45 * np.pi, 0.15 * np.pi + 0.05 * n, 7)
+            pts = [(sx * (18 + half_w * np.cos(a)), -70 + 80 * (np.sin(a) + 0.45), z0 - 40 * (a / np.pi + 0.45))
+                   for a in angles]
+            add(checked(f"rib_{side}_{n}"), Part(tube(pts, 5, jitter=1), 300, cortex_hu=900, cortex=0.5))
+    add("sternum", Part(Superquadric(P(0, 95, 85, 3), R(18, 8, 75, "sternum", 0.05), q=2.5), 300, cortex_hu=850))
+    return organs
+
+
+def index_of(name: str) -> int:
+    return int(vocab.organ(name).index_v2)
+
+
+def paint(organs: list[OrganModel], grid: Grid, patient: Patient) -> tuple[np.ndarray, np.ndarray]:
+    """(label map uint8 in `total` indices, HU float32) of the torso on ``grid``, without noise."""
+    shape = grid.shape
+    hu = np.full(shape, -1000.0, dtype=np.float32)
+    label = np.zeros(shape, dtype=np.uint8)
+    # skin outline slice by slice: fat, a muscle wall, then visceral fat where no organ is drawn
+    ax, ay = body_half_axes(grid.zs, patient)
+    xx, yy = grid.xs[:, None], grid.ys[None, :]
+    fat_wall = patient.fat_mm
+    for k in range(shape[2]):
+        r_out = (xx / ax[k]) ** 2 + (yy / ay[k]) ** 2
+        r_in = (xx / max(ax[k] - fat_wall, 10)) ** 2 + (yy / max(ay[k] - fat_wall, 10)) ** 2
+        r_cav = (xx / max(ax[k] - fat_wall - 12, 8)) ** 2 + (yy / max(ay[k] - fat_wall - 12, 8)) ** 2
+        sl = hu[:, :, k]
+        sl[r_out <= 1] = -100
+        sl[r_in <= 1] = 45
+        sl[r_cav <= 1] = -80
+    for org in organs:
+        value = index_of(org.name)
+        for part in org.parts:
+            hit = rasterize(part.prim, grid)
+            if hit is None:
+                continue
+            win, rad = hit
+            inside = rad <= 1.0
+            for sub in org.subtract:
+                cut = rasterize(sub, grid)
+                if cut is not None:
+                    inside &= ~_window_mask(cut, win)
+            label[win][inside] = value
+            if part.cortex_hu is None:
+                hu[win][inside] = part.hu
+            else:
+                hu[win][inside] = np.where(rad[inside] > part.cortex, part.cortex_hu, part.hu)
+    return label, hu
+
+
+def _window_mask(hit: tuple[tuple[slice, slice, slice], np.ndarray], win: tuple[slice, slice, slice]) -> np.ndarray:
+    """The inside of ``hit`` re-expressed in window ``win`` (False outside hit's own window)."""
+    sub_win, rad = hit
+    out = np.zeros(tuple(s.stop - s.start for s in win), dtype=bool)
+    lo = [max(a.start, b.start) for a, b in zip(win, sub_win)]
+    hi = [min(a.stop, b.stop) for a, b in zip(win, sub_win)]
+    if any(h <= l for l, h in zip(lo, hi)):
+        return out
+    dst = tuple(slice(l - w.start, h - w.start) for l, h, w in zip(lo, hi, win))
+    src = tuple(slice(l - w.start, h - w.start) for l, h, w in zip(lo, hi, sub_win))
+    out[dst] = rad[src] <= 1.0
+    return out
+
+
+def drawn_organs() -> tuple[str, ...]:
+    """Every class name the generator draws, in painting order (checked against the vocabulary)."""
+    names = [o.name for o in build_anatomy(Patient(1.0, 20.0, 1.0, 0))]
+    return tuple(dict.fromkeys(names))

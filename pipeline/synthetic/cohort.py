@@ -1,0 +1,384 @@
+"""The synthetic cohort: one study at a time from (spec, index), written like a hospital export.
+
+Layout under ``out_dir``: ``dicom/`` (varied folder layouts), ``reports.csv`` (RIS export),
+``masks/manifest.csv`` and ``truth/`` (docs/ARCHITECTURE.md). Everything derives from
+``(seed, index)``, so any study can be rebuilt alone and memory stays flat for any cohort size.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, generate_uid
+
+from pipeline.atomic import atomic_path, write_parquet
+from pipeline.synthetic import identity
+from pipeline.synthetic.anatomy import Patient, build_anatomy, drawn_organs, index_of, paint
+from pipeline.synthetic.dicom_writer import SeriesHeader, write_ct_series
+from pipeline.synthetic.findings import CATALOG, Finding, alterations, place_lesions, sample_findings
+from pipeline.synthetic.reports import write_report
+from pipeline.synthetic.series import coronal_reformat, scout
+from pipeline.synthetic.shapes import Grid
+from pipeline.volume import Volume, save_nifti
+
+log = logging.getLogger(__name__)
+
+FOVS = ("chest", "abdomen_pelvis", "chest_abdomen_pelvis")
+# Nominal z extent (top, bottom) in mm of each field of view, before patient scale and jitter.
+_FOV_Z = {"chest": (215.0, -70.0), "abdomen_pelvis": (20.0, -440.0), "chest_abdomen_pelvis": (215.0, -440.0)}
+_BODY_PART = {"chest": "CHEST", "abdomen_pelvis": "ABDOMEN", "chest_abdomen_pelvis": "CHEST_ABD_PELVIS"}  # CS: 16 chars max
+FAULTS = ("truncated_file", "mr_only", "empty_folder", "missing_slice", "missing_report")
+
+
+@dataclass(frozen=True)
+class CohortSpec:
+    """What to generate. Defaults make the demo: 24 studies in well under a minute and ~300 MB."""
+
+    n_studies: int = 24  # regular studies; faulty inputs come on top (see `faults`)
+    seed: int = 0  # everything derives from (seed, study index)
+    reserved_phrasing: bool = False  # reports use only the held-out paraphrase bank (evaluation)
+    faults: bool = True  # add one study/folder per kind in FAULTS, recorded in truth/faults.parquet
+    matrix_sizes: tuple[int, ...] = (256, 320, 384, 512)  # in-plane sizes; the smallest covering the body wins
+    # Pixel spacing is drawn uniformly, then raised (up to the max) to fit the body. Any range in
+    # 0.6-1.0 mm is valid; the demo keeps the upper end so a 256-320 matrix covers the body.
+    pixel_spacing_mm: tuple[float, float] = (0.88, 1.0)
+    slice_spacings_mm: tuple[float, ...] = (3.0, 4.0, 5.0, 5.0)  # choices (repeats weight them); 1-5 mm are valid
+    # Overall patient size. The demo default is a small adult, so the cohort stays small on disk
+    # (< 400 MB for 24 studies); (0.9, 1.1) with 512 matrices gives full adult sizes.
+    body_scale: tuple[float, float] = (0.66, 0.76)
+    repeat_patient_prob: float = 0.25  # chance a study is a follow-up of the previous patient
+    companion_series_prob: float = 0.5  # chance of each extra series: a scout, a coronal reformat
+    noise_hu: float = 12.0
+    fov_weights: tuple[float, float, float] = (0.3, 0.35, 0.35)  # chest, abdomen_pelvis, chest_abdomen_pelvis
+
+
+@dataclass(frozen=True)
+class ExtraSeries:
+    role: str  # "localizer" / "coronal" / "mr"
+    hu: np.ndarray
+    affine: np.ndarray
+    header: SeriesHeader
+
+
+@dataclass(frozen=True)
+class SyntheticStudy:
+    index: int
+    patient_key: str
+    fov: str
+    header: SeriesHeader  # of the main (diagnostic axial) series
+    hu: np.ndarray  # (i, j, k) int16 HU of the main series, exactly what the DICOM files hold
+    affine: np.ndarray  # RAS+ of the main series
+    labels: np.ndarray  # uint8 `total` v2 indices on the same grid
+    lesions: np.ndarray  # uint8, 1 = tumor
+    report: str
+    findings: tuple[Finding, ...]
+    gold: tuple[dict, ...]  # organ_gold rows
+    extras: tuple[ExtraSeries, ...] = ()
+    params: dict = field(default_factory=dict)
+
+    @property
+    def accession(self) -> str:
+        return self.header.accession_number
+
+    @property
+    def study_uid(self) -> str:
+        return self.header.study_instance_uid
+
+
+@dataclass(frozen=True)
+class CohortManifest:
+    out_dir: Path
+    n_studies: int
+    studies: pd.DataFrame  # the rows of truth/studies.parquet
+    faults: pd.DataFrame  # the rows of truth/faults.parquet
+    dicom_dir: Path
+    reports_csv: Path
+    masks_manifest: Path
+    truth_dir: Path
+
+
+def patient_plan(spec: CohortSpec, n: int) -> list[tuple[int, int]]:
+    """(patient number, visit number) of studies 0..n-1; some patients return for a second study."""
+    rng = np.random.default_rng([spec.seed, 7])
+    plan: list[tuple[int, int]] = []
+    patient = -1
+    for _ in range(n):
+        if plan and plan[-1][1] == 0 and rng.random() < spec.repeat_patient_prob:
+            plan.append((patient, 1))
+        else:
+            patient += 1
+            plan.append((patient, 0))
+    return plan
+
+
+def _uid(*parts: object) -> str:
+    return str(generate_uid(entropy_srcs=[str(p) for p in parts]))
+
+
+def _grid(spec: CohortSpec, patient: Patient, fov: str, rng: np.random.Generator) -> tuple[Grid, dict]:
+    """A DICOM-natural axial grid (i -> patient left, j -> posterior, k up or down) around the body."""
+    from pipeline.synthetic.anatomy import body_half_axes
+
+    s = patient.scale
+    top, bottom = (v * s for v in _FOV_Z[fov])
+    top += rng.normal(0, 12)
+    bottom += rng.normal(0, 12)
+    z_probe = np.linspace(bottom, top, 50)
+    ax, ay = body_half_axes(z_probe, patient)
+    need = 2 * float(ax.max()) + 4.0  # skin to skin, a few mm of air
+    lo, hi = spec.pixel_spacing_mm
+    dx = float(rng.uniform(lo, hi))
+    sizes = sorted(spec.matrix_sizes)
+    n = next((m for m in sizes if m * dx >= need), None)
+    if n is None:  # raise the spacing; a very large patient may still be cut at the edges
+        n = sizes[-1]
+        dx = min(hi, need / n)
+    dz = float(spec.slice_spacings_mm[int(rng.integers(len(spec.slice_spacings_mm)))])
+    nk = int(np.floor((top - bottom) / dz)) + 1
+    cx, cy = rng.normal(0, 5), rng.normal(-5, 5)
+    half = (n - 1) / 2.0
+    xs = cx + dx * (half - np.arange(n))
+    ys = cy + dx * (half - np.arange(n))
+    head_first = bool(rng.random() < 0.6)  # k runs head to foot in most exports
+    zs = top - dz * np.arange(nk) if head_first else (top - dz * (nk - 1)) + dz * np.arange(nk)
+    return Grid(xs, ys, zs), {"matrix": n, "pixel_spacing": dx, "slice_spacing": dz, "k_superior": not head_first}
+
+
+def _affine(grid: Grid) -> np.ndarray:
+    a = np.eye(4)
+    a[0, 0] = grid.xs[1] - grid.xs[0]
+    a[1, 1] = grid.ys[1] - grid.ys[0]
+    a[2, 2] = grid.zs[1] - grid.zs[0] if len(grid.zs) > 1 else 1.0
+    a[:3, 3] = grid.xs[0], grid.ys[0], grid.zs[0]
+    return a
+
+
+def _visible(organs, grid: Grid) -> set[str]:
+    """Organs whose centre lies inside the scanned z range (where a finding could be seen)."""
+    zlo, zhi = float(grid.zs.min()), float(grid.zs.max())
+    out = set()
+    for org in organs:
+        lo, hi = org.parts[0].prim.bbox()
+        if zlo + 5 <= (lo[2] + hi[2]) / 2 <= zhi - 5:
+            out.add(org.name)
+    return out
+
+
+def synthesize_study(spec: CohortSpec, index: int) -> SyntheticStudy:
+    """Study ``index`` of the cohort, in memory: the main series' HU and affine, truth and report."""
+    plan = patient_plan(spec, index + 1)
+    patient_no, visit = plan[index]
+    prng = np.random.default_rng([spec.seed, patient_no, 1])
+    name, mrn, birth, sex = identity.person(prng)
+    patient = Patient(scale=float(prng.uniform(*spec.body_scale)), fat_mm=float(prng.uniform(8, 24)),
+                      width=float(prng.uniform(0.92, 1.08)), seed=int(prng.integers(2**31)))
+    first_date = identity.study_date(prng)
+    rng = np.random.default_rng([spec.seed, index, 2])
+    date = first_date if visit == 0 else identity.study_date(rng, after=first_date)
+    fov = FOVS[int(rng.choice(3, p=np.asarray(spec.fov_weights) / sum(spec.fov_weights)))]
+    grid, params = _grid(spec, patient, fov, rng)
+
+    findings = sample_findings(rng, _visible(build_anatomy(patient), grid))
+    alt, findings = alterations(findings, rng)
+    organs = build_anatomy(patient, alt)
+    labels, hu = paint(organs, grid, patient)
+    lesions, findings = place_lesions(findings, labels, hu, grid, rng)
+    hu += rng.standard_normal(hu.shape, dtype=np.float32) * np.float32(spec.noise_hu)
+    hu_i16 = np.clip(np.rint(hu), -1024, 3071).astype(np.int16)
+    del hu
+    affine = _affine(grid)
+
+    drawn = drawn_organs()
+    counts = np.bincount(labels.ravel(), minlength=256)
+    border = np.zeros(256, dtype=np.int64)
+    for face in (labels[0], labels[-1], labels[:, 0], labels[:, -1], labels[:, :, 0], labels[:, :, -1]):
+        border += np.bincount(face.ravel(), minlength=256)
+    in_image = {o for o in drawn if counts[index_of(o)] > 0}
+    scanner = identity.SCANNERS[int(rng.integers(len(identity.SCANNERS)))]
+    accession = identity.accession(rng, date, index)
+    comparison = None
+    if visit == 1:
+        comparison = f"CT dated {first_date[:4]}-{first_date[4:6]}-{first_date[6:]}."
+    report = write_report(findings, in_image, drawn, fov, rng, reserved=spec.reserved_phrasing, comparison=comparison,
+                          radiologist=identity.RADIOLOGISTS[int(rng.integers(len(identity.RADIOLOGISTS)))])
+
+    study_uid = _uid(spec.seed, index, "study")
+    header = SeriesHeader(
+        patient_name=name, patient_id=mrn, patient_birth_date=birth, patient_sex=sex, accession_number=accession,
+        study_instance_uid=study_uid, series_instance_uid=_uid(spec.seed, index, "series", 2),
+        frame_of_reference_uid=_uid(spec.seed, index, "for"), study_date=date,
+        study_time=f"{int(rng.integers(7, 19)):02d}{int(rng.integers(60)):02d}{int(rng.integers(60)):02d}",
+        study_id=str(1000 + index), study_description=f"CT {fov.replace('_', ' ').upper()} W CONTRAST",
+        series_number=2 + int(rng.integers(3)), series_description=f"AXIAL {params['slice_spacing']:.1f} SOFT TISSUE",
+        institution_name=identity.INSTITUTIONS[int(rng.integers(len(identity.INSTITUTIONS)))],
+        manufacturer=scanner[0], manufacturer_model_name=scanner[1], kvp=float(rng.choice([100.0, 120.0, 120.0, 140.0])),
+        body_part_examined=_BODY_PART[fov], contrast_bolus_agent="OMNIPAQUE 350",
+        rescale_intercept=-1024.0 if rng.random() < 0.7 else 0.0,
+    )
+    voxel_ml = float(abs(np.linalg.det(affine[:3, :3]))) / 1000.0
+    by_organ: dict[str, list[Finding]] = {}
+    for f in findings:
+        for o in f.organs:
+            by_organ.setdefault(o, []).append(f)
+    gold = tuple(
+        {
+            "accession": accession, "study_uid": study_uid, "organ": o,
+            "in_image": o in in_image, "cut_by_fov": bool(border[index_of(o)] > 0),
+            "image_status": "abnormal" if o in by_organ else "normal",
+            "report_status": report.status.get(o, "not_mentioned"),
+            "abnormalities": sorted({f.canonical for f in by_organ.get(o, [])}),
+            "kinds": sorted({f.kind for f in by_organ.get(o, [])}),
+            "volume_ml_native": float(counts[index_of(o)]) * voxel_ml,
+        }
+        for o in drawn
+    )
+    extras = []
+    if rng.random() < spec.companion_series_prob:
+        loc, loc_aff = scout(hu_i16, affine)
+        extras.append(ExtraSeries("localizer", loc, loc_aff, _companion(header, 1, "TOPOGRAM", ("ORIGINAL", "PRIMARY", "LOCALIZER"), 0)))
+    if rng.random() < spec.companion_series_prob:
+        cor, cor_aff = coronal_reformat(hu_i16, affine, slab_mm=5.0)
+        extras.append(ExtraSeries("coronal", cor, cor_aff, _companion(header, 5, "COR 5.0 MPR", ("DERIVED", "SECONDARY", "REFORMATTED"), 1)))
+    params = dict(params, patient_scale=patient.scale, visit=visit, n_slices=int(hu_i16.shape[2]))
+    return SyntheticStudy(index, f"patient-{spec.seed}-{patient_no}", fov, header, hu_i16, affine, labels, lesions,
+                          report.text, tuple(findings), gold, tuple(extras), params)
+
+
+def _companion(h: SeriesHeader, number: int, desc: str, image_type: tuple[str, ...], salt: int) -> SeriesHeader:
+    from dataclasses import replace
+
+    return replace(h, series_number=number, series_description=desc, image_type=image_type,
+                   series_instance_uid=_uid(h.series_instance_uid, "companion", salt), slice_thickness=None)
+
+
+def _series_dirs(study: SyntheticStudy, root: Path, rng: np.random.Generator) -> tuple[str, dict[str, Path]]:
+    """Vary the archive layout between studies, as exports from different systems do."""
+    h = study.header
+    roles = ["main"] + [e.role for e in study.extras]
+    layout = ("nested", "flat", "dated", "uid")[int(rng.integers(4))]
+    if layout == "nested":
+        base = root / h.patient_id / f"{h.study_date}_{h.accession_number}"
+        dirs = {r: base / f"S{n + 1:03d}_{r.upper()}" for n, r in enumerate(roles)}
+    elif layout == "flat":
+        base = root / f"export_{int(rng.integers(16**8)):08x}"
+        dirs = {r: base for r in roles}
+    elif layout == "dated":
+        base = root / h.study_date[:4] / h.study_date[4:6] / h.accession_number
+        dirs = {r: base / f"SERIES{n + 1}" for n, r in enumerate(roles)}
+    else:
+        base = root / h.study_instance_uid
+        dirs = {"main": base / h.series_instance_uid}
+        dirs.update({e.role: base / e.header.series_instance_uid for e in study.extras})
+    return layout, dirs
+
+
+def _write_study(study: SyntheticStudy, dicom_root: Path, truth: Path, rng: np.random.Generator) -> tuple[str, Path, list[Path]]:
+    layout, dirs = _series_dirs(study, dicom_root, rng)
+    scramble = layout == "flat" or rng.random() < 0.4
+    syntax = ImplicitVRLittleEndian if rng.random() < 0.2 else ExplicitVRLittleEndian
+    seed = int(rng.integers(2**31)) if scramble else None
+    # Flat folders mix series, so their names must never collide: always random there.
+    main = write_ct_series(study.hu, study.affine, dirs["main"], study.header, file_order_seed=seed, transfer_syntax=syntax)
+    for n, extra in enumerate(study.extras):
+        s = int(rng.integers(2**31)) if (scramble or layout == "flat") else None
+        sub = dirs[extra.role] if layout != "flat" else dirs[extra.role]
+        write_ct_series(extra.hu, extra.affine, sub, extra.header, file_order_seed=s if layout == "flat" else s,
+                        transfer_syntax=syntax)
+    save_nifti(Volume(study.labels, study.affine), truth / "labels" / f"{study.study_uid}.nii.gz", dtype=np.uint8)
+    save_nifti(Volume(study.lesions, study.affine), truth / "lesions" / f"{study.study_uid}.nii.gz", dtype=np.uint8)
+    return layout, dirs["main"], main
+
+
+def generate_cohort(spec: CohortSpec, out_dir: Path) -> CohortManifest:
+    """Write the cohort under ``out_dir`` (replacing a previous one) and return where things are."""
+    out_dir = Path(out_dir)
+    dicom_root, truth = out_dir / "dicom", out_dir / "truth"
+    for sub in (dicom_root, truth, out_dir / "masks"):
+        if sub.exists():
+            shutil.rmtree(sub)  # a re-run must not leave stale studies behind
+    dicom_root.mkdir(parents=True)
+    fault_kinds = FAULTS if spec.faults else ()
+    ct_faults = [f for f in fault_kinds if f in ("truncated_file", "missing_slice", "missing_report")]
+    total = spec.n_studies + len(ct_faults)
+    study_rows, gold_rows, fault_rows, manifest_rows = [], [], [], []
+    reports_csv = out_dir / "reports.csv"
+    with atomic_path(reports_csv, suffix=".csv") as tmp, open(tmp, "w", newline="") as fh:
+        writer = csv.writer(fh, quoting=csv.QUOTE_MINIMAL)
+        writer.writerow(["AccessionNumber", "ReportText"])
+        for index in range(total):
+            fault = ct_faults[index - spec.n_studies] if index >= spec.n_studies else None
+            study = synthesize_study(spec, index)
+            wrng = np.random.default_rng([spec.seed, index, 3])
+            layout, folder, paths = _write_study(study, dicom_root, truth, wrng)
+            detail = ""
+            if fault == "truncated_file":
+                victim = paths[len(paths) // 3]
+                victim.write_bytes(victim.read_bytes()[: victim.stat().st_size // 2])
+                detail = victim.relative_to(out_dir).as_posix()
+            elif fault == "missing_slice":
+                victim = paths[len(paths) // 2]
+                victim.unlink()
+                detail = f"instance {len(paths) // 2 + 1} of {len(paths)} removed"
+            if fault != "missing_report":
+                writer.writerow([study.accession, study.report])
+            if fault:
+                fault_rows.append({"fault": fault, "accession": study.accession, "study_uid": study.study_uid,
+                                   "folder": folder.relative_to(out_dir).as_posix(), "detail": detail})
+            study_rows.append({
+                "accession": study.accession, "study_uid": study.study_uid, "patient_key": study.patient_key,
+                "fov": study.fov, "reserved_phrasing": spec.reserved_phrasing, "series_uid": study.header.series_instance_uid,
+                "extra_series": [e.role for e in study.extras], "layout": layout, "fault": fault,
+                "findings": [f.kind for f in study.findings], "seed": spec.seed, "index": index,
+                **{k: study.params[k] for k in sorted(study.params)},
+                "shape_i": study.hu.shape[0], "shape_j": study.hu.shape[1], "shape_k": study.hu.shape[2],
+            })
+            gold_rows.extend(study.gold)
+            manifest_rows.append({"StudyInstanceUID": study.study_uid,
+                                  "mask_path": f"../truth/labels/{study.study_uid}.nii.gz", "format": "nifti_multilabel"})
+            log.info("study %d/%d: %s, %d slices, %d findings%s", index + 1, total, study.fov, study.hu.shape[2],
+                     len(study.findings), f", fault={fault}" if fault else "")
+            del study
+    if "mr_only" in fault_kinds:
+        fault_rows.append(_write_mr_only(spec, dicom_root, out_dir))
+    if "empty_folder" in fault_kinds:
+        empty = dicom_root / f"EXPORT_{spec.seed:04d}_EMPTY"
+        empty.mkdir(parents=True)
+        fault_rows.append({"fault": "empty_folder", "accession": "", "study_uid": "",
+                           "folder": empty.relative_to(out_dir).as_posix(), "detail": "no files"})
+    studies = pd.DataFrame(study_rows)
+    faults = pd.DataFrame(fault_rows, columns=["fault", "accession", "study_uid", "folder", "detail"])
+    write_parquet(studies, truth / "studies.parquet")
+    write_parquet(pd.DataFrame(gold_rows), truth / "organ_gold.parquet")
+    write_parquet(faults, truth / "faults.parquet")
+    manifest = out_dir / "masks" / "manifest.csv"
+    with atomic_path(manifest, suffix=".csv") as tmp:
+        pd.DataFrame(manifest_rows).to_csv(tmp, index=False)
+    return CohortManifest(out_dir, spec.n_studies, studies, faults, dicom_root, reports_csv, manifest, truth)
+
+
+def _write_mr_only(spec: CohortSpec, dicom_root: Path, out_dir: Path) -> dict:
+    """A study that holds only an MR series: the ingest must reject it as not CT."""
+    rng = np.random.default_rng([spec.seed, 99])
+    name, mrn, birth, sex = identity.person(rng)
+    date = identity.study_date(rng)
+    study_uid = _uid(spec.seed, "mr", "study")
+    header = SeriesHeader(
+        patient_name=name, patient_id=mrn, patient_birth_date=birth, patient_sex=sex,
+        accession_number=identity.accession(rng, date, 90000 + spec.seed % 1000), study_instance_uid=study_uid,
+        series_instance_uid=_uid(spec.seed, "mr", "series"), frame_of_reference_uid=_uid(spec.seed, "mr", "for"),
+        study_date=date, modality="MR", study_description="MR ABDOMEN", series_description="T2 HASTE AX",
+        manufacturer="SIEMENS", manufacturer_model_name="MAGNETOM Vida", body_part_examined="ABDOMEN",
+        rescale_intercept=0.0, window_center=300.0, window_width=600.0,
+    )
+    signal = rng.integers(0, 800, size=(96, 96, 12)).astype(np.int16)
+    affine = np.diag([-1.5, -1.5, 6.0, 1.0])
+    folder = dicom_root / mrn / f"{date}_MR"
+    write_ct_series(signal, affine, folder, header)
+    return {"fault": "mr_only", "accession": header.accession_number, "study_uid": study_uid,
+            "folder": folder.relative_to(out_dir).as_posix(), "detail": "modality MR"}
