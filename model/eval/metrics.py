@@ -1,0 +1,241 @@
+"""Evaluation metrics in plain numpy, with bootstrap confidence intervals.
+
+Conventions:
+- labels are integer arrays; binary scores are "higher = more likely positive";
+- a metric that is undefined on its input (AUC with one class present, F1 with no positives
+  predicted or present) returns ``nan`` rather than a made-up number;
+- Dice of two empty masks is ``empty`` (default 1.0: nothing to find, nothing found), the
+  convention of MONAI's ``DiceMetric(ignore_empty=False)``; pass ``empty=nan`` to leave such
+  cases out of a mean.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+__all__ = [
+    "top1_accuracy",
+    "confusion_matrix",
+    "per_class_f1",
+    "macro_f1",
+    "roc_curve",
+    "roc_auc",
+    "f1_binary",
+    "f1_at_threshold",
+    "choose_threshold",
+    "dice",
+    "mean_dice",
+    "bootstrap_ci",
+    "Estimate",
+    "estimate",
+]
+
+
+def top1_accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    if y_true.size == 0:
+        return float("nan")
+    return float(np.mean(y_true == y_pred))
+
+
+def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int | None = None) -> np.ndarray:
+    """``cm[i, j]`` = number of items of true class ``i`` predicted as ``j`` (classes 0..n-1)."""
+    y_true = np.asarray(y_true, dtype=int)
+    y_pred = np.asarray(y_pred, dtype=int)
+    if n_classes is None:
+        n_classes = int(max(y_true.max(initial=-1), y_pred.max(initial=-1)) + 1)
+    cm = np.zeros((n_classes, n_classes), dtype=int)
+    np.add.at(cm, (y_true, y_pred), 1)
+    return cm
+
+
+def per_class_f1(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int | None = None) -> np.ndarray:
+    """F1 of each class (one-vs-rest); ``nan`` for a class neither present nor predicted."""
+    cm = confusion_matrix(y_true, y_pred, n_classes)
+    tp = np.diag(cm).astype(float)
+    denom = cm.sum(0) + cm.sum(1)  # 2tp + fp + fn
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(denom > 0, 2 * tp / denom, np.nan)
+
+
+def macro_f1(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int | None = None) -> float:
+    """Mean F1 over the classes present in ``y_true`` (a predicted-only class counts as a false
+    positive of the others but gets no F1 row of its own, like scikit-learn with ``labels=present``)."""
+    y_true = np.asarray(y_true, dtype=int)
+    if y_true.size == 0:
+        return float("nan")
+    f1 = per_class_f1(y_true, y_pred, n_classes)
+    return float(np.mean(f1[np.unique(y_true)]))
+
+
+def roc_curve(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(fpr, tpr, thresholds), thresholds descending, starting at +inf; tied scores form one step."""
+    scores = np.asarray(scores, dtype=float)
+    labels = np.asarray(labels).astype(bool)
+    order = np.argsort(-scores, kind="mergesort")
+    s, y = scores[order], labels[order]
+    last_of_tie = np.r_[np.flatnonzero(np.diff(s)), s.size - 1] if s.size else np.array([], int)
+    tp = np.cumsum(y)[last_of_tie]
+    fp = np.cumsum(~y)[last_of_tie]
+    n_pos, n_neg = labels.sum(), (~labels).sum()
+    with np.errstate(invalid="ignore", divide="ignore"):
+        tpr = np.r_[0.0, tp / n_pos]
+        fpr = np.r_[0.0, fp / n_neg]
+    return fpr, tpr, np.r_[np.inf, s[last_of_tie]]
+
+
+def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:
+    """Area under the ROC curve = P(score_pos > score_neg) + 0.5 P(tie) (Mann-Whitney, ties as half).
+
+    ``nan`` when only one class is present.
+    """
+    scores = np.asarray(scores, dtype=float)
+    labels = np.asarray(labels).astype(bool)
+    n_pos, n_neg = int(labels.sum()), int((~labels).sum())
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    # average ranks handle ties exactly
+    order = np.argsort(scores, kind="mergesort")
+    ranks = np.empty(scores.size, dtype=float)
+    sorted_scores = scores[order]
+    _, first, counts = np.unique(sorted_scores, return_index=True, return_counts=True)
+    avg = first + (counts + 1) / 2.0  # 1-based average rank of each tie block
+    ranks[order] = np.repeat(avg, counts)
+    u = ranks[labels].sum() - n_pos * (n_pos + 1) / 2.0
+    return float(u / (n_pos * n_neg))
+
+
+def f1_binary(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    """F1 of the positive class; ``nan`` when there are no positives in truth or prediction."""
+    y_true = np.asarray(y_true).astype(bool)
+    y_pred = np.asarray(y_pred).astype(bool)
+    tp = int(np.sum(y_true & y_pred))
+    denom = int(y_true.sum() + y_pred.sum())
+    return float(2 * tp / denom) if denom else float("nan")
+
+
+def f1_at_threshold(scores: np.ndarray, labels: np.ndarray, threshold: float) -> float:
+    """F1 of predicting positive where ``score >= threshold``."""
+    return f1_binary(labels, np.asarray(scores, dtype=float) >= threshold)
+
+
+def choose_threshold(scores: np.ndarray, labels: np.ndarray) -> float:
+    """The threshold maximising F1 on (validation) scores; ties go to the highest threshold.
+
+    Candidates are the observed scores (predict positive where ``score >= t``). With no positive
+    label, returns ``+inf`` (predict nothing positive).
+    """
+    scores = np.asarray(scores, dtype=float)
+    labels = np.asarray(labels).astype(bool)
+    if scores.size == 0 or not labels.any():
+        return float("inf")
+    fpr, tpr, thr = roc_curve(scores, labels)
+    n_pos, n_neg = labels.sum(), (~labels).sum()
+    tp = tpr[1:] * n_pos
+    fp = (fpr[1:] * n_neg) if n_neg else np.zeros_like(tp)
+    f1 = 2 * tp / (tp + fp + n_pos)
+    return float(thr[1:][int(np.argmax(f1))])  # argmax takes the first = highest threshold
+
+
+def dice(pred: np.ndarray, truth: np.ndarray, empty: float = 1.0) -> float:
+    """Dice of two binary masks; ``empty`` when both are empty (see module docstring)."""
+    pred = np.asarray(pred).astype(bool)
+    truth = np.asarray(truth).astype(bool)
+    denom = int(pred.sum() + truth.sum())
+    if denom == 0:
+        return float(empty)
+    return float(2 * np.sum(pred & truth) / denom)
+
+
+def mean_dice(preds: list[np.ndarray], truths: list[np.ndarray], empty: float = 1.0) -> tuple[float, np.ndarray]:
+    """(mean over cases, per-case Dice); cases whose Dice is ``nan`` (``empty=nan``) are left out of the mean."""
+    per_case = np.array([dice(p, t, empty) for p, t in zip(preds, truths, strict=True)], dtype=float)
+    mean = float(np.nanmean(per_case)) if np.isfinite(per_case).any() else float("nan")
+    return mean, per_case
+
+
+def bootstrap_ci(
+    metric_fn: Callable[..., float],
+    *arrays: np.ndarray,
+    n: int = 1000,
+    seed: int = 0,
+    groups: np.ndarray | None = None,
+    alpha: float = 0.05,
+) -> tuple[float, float, float]:
+    """(value, low, high): the metric on all cases and its percentile bootstrap interval.
+
+    Cases (the first axis of every array) are resampled with replacement; with ``groups``
+    (e.g. patient or study ids) whole groups are resampled (cluster bootstrap), so the interval
+    respects correlated cases. Resamples where the metric is undefined (``nan``) are dropped;
+    if none is left, the interval is (nan, nan). Deterministic for a given ``seed``.
+    """
+    arrays = tuple(np.asarray(a) for a in arrays)
+    if not arrays:
+        raise ValueError("bootstrap_ci needs at least one array")
+    size = len(arrays[0])
+    if any(len(a) != size for a in arrays):
+        raise ValueError("all arrays must have the same length")
+    value = float(metric_fn(*arrays))
+    if size == 0:
+        return value, float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    members: list[np.ndarray] | None = None
+    if groups is not None:
+        groups = np.asarray(groups)
+        if len(groups) != size:
+            raise ValueError("groups must have one entry per case")
+        _, inverse = np.unique(groups, return_inverse=True)
+        members = [np.flatnonzero(inverse == g) for g in range(int(inverse.max()) + 1)]
+    stats = np.empty(n, dtype=float)
+    for b in range(n):
+        if members is None:
+            idx = rng.integers(0, size, size=size)
+        else:
+            pick = rng.integers(0, len(members), size=len(members))
+            idx = np.concatenate([members[i] for i in pick])
+        stats[b] = metric_fn(*(a[idx] for a in arrays))
+    stats = stats[np.isfinite(stats)]
+    if stats.size == 0:
+        return value, float("nan"), float("nan")
+    low, high = np.percentile(stats, [100 * alpha / 2, 100 * (1 - alpha / 2)])
+    return value, float(low), float(high)
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A metric with its 95% bootstrap interval; ``nan`` everywhere means not applicable."""
+
+    value: float
+    low: float
+    high: float
+
+    @classmethod
+    def missing(cls) -> "Estimate":
+        return cls(float("nan"), float("nan"), float("nan"))
+
+    @property
+    def applicable(self) -> bool:
+        return bool(np.isfinite(self.value))
+
+    def to_dict(self) -> dict[str, float | None]:
+        """JSON-able: ``nan`` becomes ``None``."""
+        return {k: (float(v) if np.isfinite(v) else None) for k, v in
+                (("value", self.value), ("low", self.low), ("high", self.high))}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Estimate":
+        return cls(*(float("nan") if d.get(k) is None else float(d[k]) for k in ("value", "low", "high")))
+
+
+def estimate(
+    metric_fn: Callable[..., float],
+    *arrays: np.ndarray,
+    n: int = 1000,
+    seed: int = 0,
+    groups: np.ndarray | None = None,
+) -> Estimate:
+    """``bootstrap_ci`` as an ``Estimate``."""
+    return Estimate(*bootstrap_ci(metric_fn, *arrays, n=n, seed=seed, groups=groups))

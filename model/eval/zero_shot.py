@@ -1,0 +1,213 @@
+"""Zero-shot protocols on precomputed embeddings (so they score any model, grounded or global).
+
+- Organ recognition (OR): each test organ's mask-pooled visual embedding against one prompt
+  embedding per organ class present in the test split; the class of highest cosine is the answer.
+- Abnormality detection (AD): per (organ, abnormality), an organ instance's score is
+  cos(e, abnormal prompt) - cos(e, normal prompt) (the two-way softmax of CLIP is a monotone
+  function of this difference, so AUC is the same); F1 uses a threshold chosen on the validation
+  split. Positives: instances of the organ whose report lists the abnormality; negatives: normal
+  instances of the organ (``negatives="normal"``) or every instance without it (``"other"``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from model.eval import metrics
+from model.eval.metrics import Estimate
+from model.eval.plots import confusion_png
+
+
+def _normalize(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float64)
+    return x / np.clip(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12, None)
+
+
+# --- organ recognition ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ORResult:
+    classes: tuple[str, ...]
+    y_true: np.ndarray  # (n,) class index
+    y_pred: np.ndarray  # (n,) class index
+    accuracy: Estimate
+    macro_f1: Estimate
+    confusion: np.ndarray  # (k, k), rows true
+    per_class_accuracy: dict[str, float]  # recall of each organ
+
+    def confusion_png(self, title: str = "organ recognition") -> bytes:
+        return confusion_png(self.confusion, list(self.classes), title)
+
+
+def organ_recognition(
+    organ_emb: np.ndarray,
+    organ_names: Sequence[str],
+    class_emb: np.ndarray,
+    classes: Sequence[str],
+    groups: np.ndarray | None = None,
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> ORResult:
+    """Top-1 organ recognition. ``organ_emb`` (n, dim) with true names ``organ_names``;
+    ``class_emb`` (k, dim), one (prompt-averaged) embedding per entry of ``classes``;
+    ``groups`` (e.g. patient ids) for a cluster bootstrap."""
+    classes = tuple(classes)
+    index = {c: i for i, c in enumerate(classes)}
+    missing = sorted(set(organ_names) - set(index))
+    if missing:
+        raise ValueError(f"organs without a class prompt: {missing}")
+    y_true = np.array([index[o] for o in organ_names], dtype=int)
+    sims = _normalize(organ_emb) @ _normalize(class_emb).T  # (n, k)
+    y_pred = sims.argmax(1) if len(y_true) else np.zeros(0, int)
+    k = len(classes)
+    cm = metrics.confusion_matrix(y_true, y_pred, k)
+    recall = {c: float(cm[i, i] / cm[i].sum()) for i, c in enumerate(classes) if cm[i].sum()}
+    return ORResult(
+        classes=classes,
+        y_true=y_true,
+        y_pred=y_pred,
+        accuracy=metrics.estimate(metrics.top1_accuracy, y_true, y_pred, n=n_boot, seed=seed, groups=groups),
+        macro_f1=metrics.estimate(
+            lambda t, p: metrics.macro_f1(t, p, k), y_true, y_pred, n=n_boot, seed=seed, groups=groups
+        ),
+        confusion=cm,
+        per_class_accuracy=recall,
+    )
+
+
+# --- abnormality detection ------------------------------------------------------------------
+
+
+def ad_labels(rows: pd.DataFrame, organ: str, abnormality: str, negatives: str = "normal") -> tuple[np.ndarray, np.ndarray]:
+    """(positions of ``rows`` in the task, their labels 1/0) for one (organ, abnormality)."""
+    if negatives not in ("normal", "other"):
+        raise ValueError(f"negatives must be 'normal' or 'other', got {negatives!r}")
+    same = (rows["organ"] == organ).to_numpy()
+    pos = same & rows["abnormalities"].map(lambda a: abnormality in a).to_numpy()
+    if negatives == "normal":
+        neg = same & (rows["status"] == "normal").to_numpy()
+    else:
+        neg = same & ~pos & (rows["status"] != "uncertain").to_numpy()
+    take = np.flatnonzero(pos | neg)
+    return take, pos[take].astype(int)
+
+
+def select_ad_tasks(
+    test_rows: pd.DataFrame,
+    k: int = 16,
+    negatives: str = "normal",
+    frequency_rows: pd.DataFrame | None = None,
+) -> list[tuple[str, str]]:
+    """The ``k`` most frequent (organ, abnormality) pairs that the test split can score (at least
+    one positive and one negative). Frequency = positives in ``frequency_rows`` (default: the test
+    rows); ties broken by name, so the choice is deterministic."""
+    freq_src = test_rows if frequency_rows is None else frequency_rows
+    freq: dict[tuple[str, str], int] = {}
+    for organ, abns in zip(freq_src["organ"], freq_src["abnormalities"]):
+        for a in abns:
+            freq[(organ, a)] = freq.get((organ, a), 0) + 1
+    scorable = []
+    for organ, abn in freq:
+        _, y = ad_labels(test_rows, organ, abn, negatives)
+        if 0 < y.sum() < len(y):
+            scorable.append((organ, abn))
+    scorable.sort(key=lambda t: (-freq[t], t))
+    return scorable[:k]
+
+
+@dataclass(frozen=True)
+class ADPairResult:
+    organ: str
+    abnormality: str
+    n_pos: int
+    n_neg: int
+    threshold: float  # chosen on the validation split
+    auc: Estimate
+    f1: Estimate
+    scores: np.ndarray  # test scores
+    labels: np.ndarray  # test labels
+
+
+@dataclass(frozen=True)
+class ADResult:
+    pairs: tuple[ADPairResult, ...]
+    macro_auc: Estimate
+    macro_f1: Estimate
+
+    def pooled(self) -> tuple[np.ndarray, np.ndarray]:
+        """All test (score, label) of the pairs together, for a pooled ROC curve."""
+        if not self.pairs:
+            return np.zeros(0), np.zeros(0, int)
+        return np.concatenate([p.scores for p in self.pairs]), np.concatenate([p.labels for p in self.pairs])
+
+
+def ad_scores(emb: np.ndarray, normal_emb: np.ndarray, abnormal_emb: np.ndarray) -> np.ndarray:
+    """cos(e, abnormal) - cos(e, normal) for each row of ``emb``."""
+    e = _normalize(emb)
+    return e @ _normalize(abnormal_emb) - e @ _normalize(normal_emb)
+
+
+def _macro(fn):
+    def metric(task: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
+        vals = [fn(a[task == t], b[task == t]) for t in np.unique(task)]
+        vals = [v for v in vals if np.isfinite(v)]
+        return float(np.mean(vals)) if vals else float("nan")
+
+    return metric
+
+
+def abnormality_detection(
+    test_emb: np.ndarray,
+    test_rows: pd.DataFrame,
+    val_emb: np.ndarray,
+    val_rows: pd.DataFrame,
+    prompt_emb: Mapping[tuple[str, str], tuple[np.ndarray, np.ndarray]],
+    tasks: Sequence[tuple[str, str]],
+    negatives: str = "normal",
+    group_col: str = "patient_id",
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> ADResult:
+    """AUC and F1 per (organ, abnormality) of ``tasks`` and their macro averages.
+
+    ``test_emb``/``val_emb`` are organ embeddings aligned with ``test_rows``/``val_rows``
+    (columns organ, status, abnormalities and ``group_col``); ``prompt_emb[(organ, abn)]`` is the
+    (normal, abnormal) prompt embedding pair. A task without validation positives gets the
+    threshold +inf (predicts no positive, F1 = 0 if the test split has positives).
+    """
+    results: list[ADPairResult] = []
+    pooled: list[tuple[np.ndarray, ...]] = []
+    for t, (organ, abn) in enumerate(tasks):
+        normal, abnormal = prompt_emb[(organ, abn)]
+        take, y = ad_labels(test_rows, organ, abn, negatives)
+        s = ad_scores(test_emb[take], normal, abnormal) if len(take) else np.zeros(0)
+        vtake, vy = ad_labels(val_rows, organ, abn, negatives)
+        vs = ad_scores(val_emb[vtake], normal, abnormal) if len(vtake) else np.zeros(0)
+        thr = metrics.choose_threshold(vs, vy)
+        pred = (s >= thr).astype(int)
+        g = test_rows[group_col].to_numpy()[take] if group_col in test_rows else None
+        results.append(
+            ADPairResult(
+                organ, abn, int(y.sum()), int(len(y) - y.sum()), thr,
+                auc=metrics.estimate(metrics.roc_auc, s, y, n=n_boot, seed=seed, groups=g),
+                f1=metrics.estimate(metrics.f1_binary, y, pred, n=n_boot, seed=seed, groups=g),
+                scores=s, labels=y,
+            )
+        )
+        pooled.append((np.full(len(y), t), s, y, pred, g if g is not None else take))
+    if not pooled:
+        return ADResult((), Estimate.missing(), Estimate.missing())
+    task, s, y, pred, g = (np.concatenate(parts) for parts in zip(*pooled))
+    groups = g if group_col in test_rows else None
+    return ADResult(
+        tuple(results),
+        macro_auc=metrics.estimate(_macro(metrics.roc_auc), task, s, y, n=n_boot, seed=seed, groups=groups),
+        macro_f1=metrics.estimate(
+            _macro(metrics.f1_binary), task, y, pred, n=n_boot, seed=seed, groups=groups
+        ),
+    )

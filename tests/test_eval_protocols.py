@@ -1,0 +1,165 @@
+"""TD, TS, ``evaluate``, the report and the data-root loader, with a tiny stand-in model."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from eval_stubs import TinyGlip, synthetic_data
+from model.eval import EvalConfig, build_report, evaluate, load_eval_data
+from model.eval.metrics import roc_auc
+from model.eval.report import COLUMNS, checkpoint_provenance, metrics_from_json
+from model.eval.segmentation import SegBudget, compare_initialisations, from_state_dict, train_segmentation
+from model.eval.tumor import FinetuneBudget, linear_probe, organ_tumor, study_tumor
+
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models gain nothing from threads; on a shared 2-core machine they only contend."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+FAST = EvalConfig(n_bootstrap=30, td_budget=FinetuneBudget(steps=2), ts_budget=SegBudget(steps=2, width=4))
+
+
+def test_linear_probe_separates_a_separable_set():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(80, 5))
+    y = (x[:, 0] + 0.5 * x[:, 1] > 0).astype(int)
+    x[:, 0] += np.where(y == 1, 2.0, -2.0)  # a wide margin: separable for any sane fit
+    scores = linear_probe(x[:60], y[:60], x[60:])
+    assert roc_auc(scores, y[60:]) == 1.0
+    assert np.all((scores >= 0) & (scores <= 1))
+    assert np.all(linear_probe(x[:5], np.zeros(5), x[5:8]) == 0.0)  # one class: constant
+
+
+def test_tumor_targets():
+    data = synthetic_data(n_per_split=2)
+    test = data.split("test")
+    assert study_tumor(test).tolist() == [1, 0]
+    rows = data.organ_rows("test")
+    assert organ_tumor(test, rows).tolist() == [1, 0, 0, 0, 0, 0]  # the liver of the first case
+
+
+def test_segmentation_decoder_reduces_loss_on_a_toy_lesion():
+    torch.manual_seed(0)
+    vol = np.zeros((16, 16, 16), np.float32)
+    lesion = np.zeros(vol.shape, bool)
+    lesion[4:10, 4:10, 4:10] = True
+    vol[lesion] = 1.0
+    net, losses = train_segmentation(TinyGlip(), [(vol, lesion)], SegBudget(steps=15, lr=1e-2, width=4))
+    assert np.mean(losses[-3:]) < losses[0]
+    assert net(torch.as_tensor(vol)[None, None]).shape == (1, 2, 16, 16, 16)
+
+
+def test_compare_initialisations_uses_equal_budget_and_seed():
+    data = synthetic_data(n_per_split=2, size=16)
+    train = [(c.volume, c.lesion) for c in data.split("train")]
+    test = [(c.volume, c.lesion) for c in data.split("test")]
+    torch.manual_seed(5)
+    state = TinyGlip().state_dict()
+    inits = {"a": from_state_dict(TinyGlip, state), "b": from_state_dict(TinyGlip, state)}
+    res = compare_initialisations(inits, train, test, SegBudget(steps=2, width=4), n_boot=10)
+    assert res["a"].losses == res["b"].losses  # same weights + same seeds = same run
+    assert len(res["a"].per_case) == 2 and 0.0 <= res["a"].dice.value <= 1.0
+
+
+def test_evaluate_runs_every_protocol_and_random_row_is_not_applicable():
+    data = synthetic_data(n_per_split=4)
+    torch.manual_seed(0)
+    models = {"grounded": TinyGlip(), "clip": TinyGlip(), "random": None}
+    result = evaluate(models, data, FAST)
+    m = result.metrics()
+    assert set(m) == {"grounded", "clip", "random"}
+    assert math.isnan(m["random"]["or_acc"].value) and math.isnan(m["random"]["ad_auc"].value)
+    assert not result.methods["random"].pretrained and result.notes
+    for name in models:
+        assert 0.0 <= m[name]["td_auc"].value <= 1.0
+        assert 0.0 <= m[name]["ts_dsc"].value <= 1.0
+    for name in ("grounded", "clip"):
+        assert 0.0 <= m[name]["or_acc"].value <= 1.0
+        assert result.methods[name].organ_recognition.classes == ("spleen", "kidney_left", "liver")  # v2 index order
+    assert result.ad_tasks == (("liver", "mass"),)
+
+
+def test_report_has_the_papers_shape_and_json_round_trips(tmp_path):
+    data = synthetic_data(n_per_split=4)
+    torch.manual_seed(0)
+    result = evaluate({"grounded": TinyGlip(), "random": None, "clip": TinyGlip()}, data,
+                      EvalConfig(n_bootstrap=20, protocols=("or", "ad", "td"), td_budget=None))
+    ckpt = tmp_path / "g.pt"
+    ckpt.write_bytes(b"weights")
+    report = build_report(result, {"checkpoints": {"grounded": checkpoint_provenance(ckpt)}, "data_version": "v1"})
+    assert list(report.table.index) == ["random", "clip", "grounded"]
+    assert list(report.table.columns) == ["OR acc", "AD F1", "AD AUC", "TD AUC", "TS DSC"]
+    assert report.table.loc["random", "OR acc"] == "n/a" and report.table.loc["grounded", "TS DSC"] == "n/a"
+    assert "OR acc" in report.table_markdown and "|" in report.table_markdown
+    assert list(report.abnormality_table[["organ", "abnormality"]].itertuples(index=False, name=None)) == [("liver", "mass")]
+    assert "grounded AUC" in report.abnormality_table and "random AUC" not in report.abnormality_table
+    for png in (report.roc_png, report.organ_bars_png, *report.confusion_pngs.values()):
+        assert png.startswith(b"\x89PNG")
+    record = report.json
+    assert json.loads(json.dumps(record, allow_nan=False)) == record
+    assert record["provenance"]["data_version"] == "v1" and record["provenance"]["data"] == {"source": "synthetic"}
+    assert set(record["methods"]["grounded"]) >= set(COLUMNS)
+    assert record["provenance"]["checkpoints"]["grounded"]["sha256"] == hashlib.sha256(b"weights").hexdigest()
+    assert record["methods"]["random"]["or_acc"] == {"value": None, "low": None, "high": None}
+    back = metrics_from_json(record)
+    assert back["grounded"]["td_auc"].value == pytest.approx(result.metrics()["grounded"]["td_auc"].value)
+
+
+def _nifti(array: np.ndarray, path) -> None:
+    nib.save(nib.Nifti1Image(array, np.eye(4)), str(path))
+
+
+def test_load_eval_data_reads_the_data_root(tmp_path):
+    (tmp_path / "tables").mkdir()
+    for d in ("volumes", "masks", "lesions"):
+        (tmp_path / d).mkdir()
+    rows = []
+    for k, split in enumerate(["train", "val", "test"]):
+        sid = f"stu-{k}"
+        lab = np.zeros((20, 20, 20), np.uint8)
+        lab[5:10, 5:10, 5:10] = 5
+        lab[12:13, 12:13, 12:13] = 1  # one voxel of spleen: below min_organ_voxels
+        _nifti(np.full(lab.shape, -1000, np.int16), tmp_path / "volumes" / f"{sid}.nii.gz")
+        _nifti(lab, tmp_path / "masks" / f"{sid}.nii.gz")
+        if split == "test":
+            les = np.zeros(lab.shape, np.uint8)
+            les[6:8, 6:8, 6:8] = 1
+            _nifti(les, tmp_path / "lesions" / f"{sid}.nii.gz")
+        for organ, idx, status, abn in (("liver", 5, "abnormal", ["mass"]), ("spleen", 1, "normal", [])):
+            rows.append({"pair_id": f"{sid}-{organ}", "patient_id": f"pat-{k}", "study_id": sid, "organ": organ,
+                         "index_v2": idx, "status": status, "abnormalities": abn, "split": split,
+                         "volume_path": f"volumes/{sid}.nii.gz", "mask_path": str(tmp_path / "masks" / f"{sid}.nii.gz")})
+    pd.DataFrame(rows).to_parquet(tmp_path / "tables" / "grounded_pairs.parquet")
+    data = load_eval_data(tmp_path, crop=(8, 8, 8))
+    assert [c.split for c in data.cases] == ["train", "val", "test"]
+    assert all(c.volume.shape == (8, 8, 8) and c.volume.dtype == np.float32 for c in data.cases)
+    assert data.cases[0].volume.max() == pytest.approx(-1.0)  # -1000 HU -> -1
+    assert data.cases[2].lesion.sum() == 8 and data.cases[0].lesion.sum() == 0  # missing mask = no lesion
+    assert data.organs["organ"].tolist() == ["liver"] * 3  # the one-voxel spleen is dropped
+    assert data.organs.loc[0, "abnormalities"] == ["mass"] and data.organ_rows("test")["study_id"].tolist() == ["stu-2"]
+    assert data.provenance["n_cases"] == {"train": 1, "val": 1, "test": 1} and data.provenance["missing_lesion_masks"] == 2
+    assert len(load_eval_data(tmp_path, crop=None, missing_lesion="exclude").cases) == 1
+
+
+def test_dice_ce_loss_is_near_zero_for_a_confident_correct_prediction():
+    from model.eval.segmentation import dice_ce_loss
+
+    target = torch.zeros((1, 1, 4, 4, 4), dtype=torch.long)
+    target[..., :2] = 1
+    logits = torch.cat([(target == 0).float(), (target == 1).float()], 1) * 50.0
+    assert float(dice_ce_loss(logits, target)) < 1e-3
+    assert float(dice_ce_loss(-logits, target)) > 1.0
