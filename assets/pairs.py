@@ -1,6 +1,5 @@
 """Grounded pairs: the tables users query first, and the checks that guard training."""
 
-from __future__ import annotations
 
 from pathlib import Path
 
@@ -52,7 +51,7 @@ def load_pair_inputs(root: Path) -> PairInputs:
     studies = read_table("ct_studies", root)
     masks = {s: str(root / "masks" / f"{s}.nii.gz") for s in studies["study_id"]}
     index = read_table("report_index", root)
-    readable = frozenset(index.loc[index["problem"].isna(), "report_id"])
+    readable = frozenset(index.loc[index["has_text"], "report_id"])
     return PairInputs(studies, read_table("organ_stats", root), read_table("report_findings", root), readable, masks)
 
 

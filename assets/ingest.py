@@ -1,0 +1,144 @@
+"""Ingest assets: the source archive, the study table, rejected studies and canonical volumes."""
+
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+from pydantic import Field
+
+from assets.metadata import image_md, table_metadata
+from assets.partitions import N_SHARDS, SHARD_KEYS, SHARDS, SINGLE_RUN
+from assets.pictures import montage_png
+from assets.resources import ArchiveSource, DataRoot
+from pipeline.atomic import write_json
+from pipeline.ingest import IngestConfig, ingest_archive
+from pipeline.resample import ResampleOptions
+from pipeline.synthetic.cohort import CohortSpec, generate_cohort
+from pipeline.tables import read_table, table_path, write_table
+from pipeline.volume import load_nifti
+
+GROUP = "ingest"
+IDENTIFYING = ("patientname", "patient_name", "patientid", "birth", "accession", "mrn", "institution")
+
+
+@dg.asset(group_name=GROUP, description="The archive to ingest: generates the embedded synthetic cohort under <data>/source, or records your own archive.")
+def source_archive(context: dg.AssetExecutionContext, data: DataRoot, source: ArchiveSource) -> dg.MaterializeResult:
+    root = data.root()
+    paths = source.paths(root)
+    if source.kind != "synthetic":
+        return dg.MaterializeResult(metadata={"kind": source.kind, "dicom_dir": str(paths.dicom_dir or ""), "nifti_manifest": str(paths.nifti_manifest or "")})
+    spec = CohortSpec(n_studies=source.n_studies, seed=source.seed, reserved_phrasing=source.reserved_phrasing)
+    stamp = root / "source" / "cohort.json"
+    wanted = json.loads(json.dumps(asdict(spec)))
+    if stamp.is_file() and json.loads(stamp.read_text()) == wanted:
+        context.log.info("synthetic cohort unchanged; not regenerated")
+    else:
+        context.log.info(f"generating the synthetic cohort: {spec.n_studies} studies, seed {spec.seed}")
+        generate_cohort(spec, root / "source")
+        _write_lesion_manifest(root / "source")
+        write_json(wanted, stamp)
+    truth = pd.read_parquet(root / "source" / "truth" / "studies.parquet")
+    return dg.MaterializeResult(metadata={
+        "kind": "synthetic", "studies": len(truth), "seed": spec.seed,
+        "folder": dg.MetadataValue.path(str(root / "source")),
+        "fov": dg.MetadataValue.json(truth["fov"].value_counts().to_dict()) if "fov" in truth else None,
+    })
+
+
+def _write_lesion_manifest(source_dir: Path) -> None:
+    """Lesion masks reach the canonical grid through the same precomputed-mask path as organs."""
+    lesions = sorted((source_dir / "truth" / "lesions").glob("*.nii.gz"))
+    rows = [{"StudyInstanceUID": p.name[: -len(".nii.gz")], "mask_path": f"../truth/lesions/{p.name}", "format": "nifti_multilabel"} for p in lesions]
+    from pipeline.atomic import atomic_path
+
+    with atomic_path(source_dir / "masks" / "lesions_manifest.csv", suffix=".csv") as tmp:
+        pd.DataFrame(rows, columns=["StudyInstanceUID", "mask_path", "format"]).to_csv(tmp, index=False)
+
+
+class IngestSettings(dg.Config):
+    spacing_mm: float = Field(default=3.0, description="Canonical isotropic spacing in mm (paper scale: 1.5; the demo default 3.0 keeps `make run` quick).")
+    hu_min: int = Field(default=-1024, description="HU clip floor before the int16 cast.")
+    hu_max: int = Field(default=3071, description="HU clip ceiling before the int16 cast.")
+    workers: int = Field(default=2, description="Processes for per-study work.")
+    montage_studies: int = Field(default=4, description="Volumes shown in the montage picture.")
+
+
+@dg.multi_asset(
+    specs=[
+        dg.AssetSpec("ct_studies", group_name=GROUP, deps=["source_archive"], description="One row per ingested study: pseudonymous ids, geometry, scanner, HU range, shard."),
+        dg.AssetSpec("rejected_studies", group_name=GROUP, deps=["source_archive"], description="Every study or folder that could not be used, with stage and reason."),
+        dg.AssetSpec("canonical_volumes", group_name=GROUP, deps=["source_archive"], description="Resampled volumes: RAS, isotropic spacing, int16 HU NIfTI, volumes/<study_id>.nii.gz."),
+    ],
+    partitions_def=SHARDS,
+    backfill_policy=SINGLE_RUN,
+)
+def ingest(context: dg.AssetExecutionContext, config: IngestSettings, data: DataRoot, source: ArchiveSource):
+    root = data.root()
+    paths = source.paths(root)
+    ingest_config = IngestConfig(
+        data_root=root, dicom_root=paths.dicom_dir, nifti_manifest=paths.nifti_manifest,
+        resample=ResampleOptions(spacing=(config.spacing_mm,) * 3, hu_window=(config.hu_min, config.hu_max)),
+        workers=config.workers, n_shards=N_SHARDS,
+    )
+    keys = list(context.partition_keys)
+    progress = lambda done, total: context.log.info(f"ingested {done}/{total} studies")  # noqa: E731
+    # One scan serves every shard of the run; a single shard scans and keeps only its own studies.
+    results = [ingest_archive(ingest_config, None if keys == SHARD_KEYS else key, progress) for key in ([None] if keys == SHARD_KEYS else keys)]
+    studies = pd.concat([r.ct_studies for r in results], ignore_index=True)
+    rejected = pd.concat([r.rejected_studies for r in results], ignore_index=True)
+    for key in keys:
+        write_table(studies[studies["shard"] == key], "ct_studies", root, key)
+        write_table(rejected[rejected["shard"] == key], "rejected_studies", root, f"ingest-{key}")
+    unchanged = sum(r.n_unchanged for r in results)
+    timings = {k: round(v, 2) for r in results for k, v in r.timings.items()}
+    context.log.info(f"{len(studies)} studies, {len(rejected)} rejected, {unchanged} unchanged and skipped")
+
+    meta = table_metadata(studies, table_path("ct_studies", root))
+    meta["unchanged_skipped"] = unchanged
+    meta["seconds"] = dg.MetadataValue.json(timings)
+    yield dg.MaterializeResult(asset_key="ct_studies", metadata=meta)
+    rmeta = table_metadata(rejected[[c for c in ("study_id", "stage", "reason", "detail") if c in rejected]], table_path("rejected_studies", root), preview_rows=20)
+    yield dg.MaterializeResult(asset_key="rejected_studies", metadata=rmeta)
+    vmeta: dict = {"volumes": len(studies), "folder": dg.MetadataValue.path(str(root / "volumes"))}
+    if len(studies):
+        shown = [load_nifti(p) for p in studies["volume_path"].head(config.montage_studies)]
+        vmeta["montage"] = image_md(montage_png(shown, list(studies["study_id"].head(config.montage_studies))), "canonical volumes")
+    yield dg.MaterializeResult(asset_key="canonical_volumes", metadata=vmeta)
+
+
+@dg.asset_check(asset="ct_studies", description="Every canonical volume has the configured spacing.")
+def spacing_is_target(config: IngestSettings, data: DataRoot) -> dg.AssetCheckResult:
+    studies = read_table("ct_studies", data.root())
+    sp = studies[["spacing_x", "spacing_y", "spacing_z"]].to_numpy(dtype=float)
+    bad = studies[~np.isclose(sp, config.spacing_mm, atol=1e-3).all(axis=1)]
+    return dg.AssetCheckResult(passed=bad.empty, metadata={"off_target": len(bad), "target_mm": config.spacing_mm})
+
+
+@dg.asset_check(asset="ct_studies", description="HU range of every volume is plausible CT (air near -1000, no missing or double rescale).")
+def hu_range_sane(data: DataRoot) -> dg.AssetCheckResult:
+    studies = read_table("ct_studies", data.root())
+    bad = studies[(studies["hu_min"] < -1100) | (studies["hu_min"] > -500) | (studies["hu_max"] > 4000) | (studies["hu_max"] < 100)]
+    return dg.AssetCheckResult(passed=bad.empty, metadata={"implausible": len(bad), "hu_min": float(studies["hu_min"].min()) if len(studies) else 0.0, "hu_max": float(studies["hu_max"].max()) if len(studies) else 0.0})
+
+
+def identifying_columns(df: pd.DataFrame) -> list[str]:
+    """Columns whose name suggests a direct identifier, or id columns holding values that are not pseudonyms."""
+    bad = [c for c in df.columns if any(w in c.lower().replace(" ", "") for w in IDENTIFYING)]
+    for col, prefix in (("patient_id", "pat-"), ("study_id", "stu-"), ("report_id", "rep-")):
+        if col in df and not df[col].dropna().astype(str).str.startswith(prefix).all():
+            bad.append(col)
+    return bad
+
+
+@dg.asset_check(asset="ct_studies", blocking=True, description="No identifying columns or raw identifiers in ct_studies and rejected_studies.")
+def no_identifying_columns(data: DataRoot) -> dg.AssetCheckResult:
+    root = data.root()
+    found = {name: identifying_columns(read_table(name, root)) for name in ("ct_studies", "rejected_studies")}
+    return dg.AssetCheckResult(passed=not any(found.values()), metadata={"found": dg.MetadataValue.json(found)})
+
+
+CHECKS = [spacing_is_target, hu_range_sane, no_identifying_columns]

@@ -1,0 +1,90 @@
+"""Segmentation assets: organ label maps on the canonical grid and per-organ statistics."""
+
+
+from typing import Literal
+
+import dagster as dg
+import pandas as pd
+from pydantic import Field
+
+from assets.metadata import image_md, table_metadata
+from assets.partitions import SHARDS, SINGLE_RUN
+from assets.resources import ArchiveSource, DataRoot
+from pipeline.segment import SegmenterConfig, StatsConfig, coverage_png, overlay_png
+from pipeline.segment.batch import SegmentJob, segment_studies
+from pipeline.tables import table_path, write_table
+from pipeline.volume import load_nifti
+
+GROUP = "segmentation"
+
+
+class Segmenter(dg.ConfigurableResource):
+    """Which segmenter fills organ_masks: masks that came with the studies, or TotalSegmentator."""
+
+    backend: Literal["precomputed", "totalsegmentator"] = Field(
+        default="precomputed",
+        description="precomputed: masks listed in the source's masks manifest; totalsegmentator: run it (needs weights, see README).",
+    )
+    label_space: Literal["v2", "v1"] = Field(default="v2", description="Index space of precomputed multilabel NIfTI masks (v1 = total_v1, relabelled).")
+    fast: bool = Field(default=True, description="TotalSegmentator: the 3 mm 'fast' model.")
+    device: str = Field(default="auto", description="TotalSegmentator: 'auto' (GPU when available), 'gpu', 'cpu'.")
+
+    def to_config(self, manifest: str | None) -> SegmenterConfig:
+        return SegmenterConfig(backend=self.backend, manifest=manifest, label_space=self.label_space, fast=self.fast, device=self.device)
+
+
+class SegmentationSettings(dg.Config):
+    workers: int = Field(default=2, description="Processes for per-study work.")
+    min_volume_ml: float = Field(default=StatsConfig.min_volume_ml, description="Organs below this volume are flagged too_small.")
+    min_largest_component: float = Field(default=StatsConfig.min_largest_component, description="Organs whose largest component holds less than this share are flagged fragmented.")
+    preview_studies: int = Field(default=3, description="Studies shown in the overlay picture.")
+
+
+@dg.multi_asset(
+    specs=[
+        dg.AssetSpec("organ_masks", group_name=GROUP, deps=["ct_studies"], description="Organ label map per study on the canonical grid (uint8, TotalSegmentator v2 indices), masks/<study_id>.nii.gz."),
+        dg.AssetSpec("organ_stats", group_name=GROUP, deps=["ct_studies"], description="Per study and organ: volume, bbox, centroid, HU, cut-by-FOV and quality flags."),
+    ],
+    partitions_def=SHARDS,
+    backfill_policy=SINGLE_RUN,
+)
+def segmentation(context: dg.AssetExecutionContext, config: SegmentationSettings, data: DataRoot, source: ArchiveSource, segmenter: Segmenter):
+    root = data.root()
+    manifest = source.paths(root).masks_manifest
+    seg_config = segmenter.to_config(str(manifest) if manifest else None)
+    stats_config = StatsConfig(min_volume_ml=config.min_volume_ml, min_largest_component=config.min_largest_component)
+    all_stats, n_rejected, n_unchanged = [], 0, 0
+    for shard in context.partition_keys:
+        path = table_path("ct_studies", root, shard)
+        if not path.is_file():
+            raise dg.Failure(f"ct_studies for {shard} not found at {path}; materialize ct_studies for this shard first")
+        studies = pd.read_parquet(path, columns=["study_id", "volume_path"])
+        jobs = [SegmentJob(s, v) for s, v in zip(studies["study_id"], studies["volume_path"])]
+        result = segment_studies(
+            jobs, root / "masks", seg_config, stats_config, workers=config.workers,
+            progress=lambda done, total: context.log.info(f"{shard}: segmented {done}/{total} studies"),
+        )
+        write_table(result.organ_stats, "organ_stats", root, shard)
+        write_table(result.rejected, "rejected_studies", root, f"segmentation-{shard}")
+        all_stats.append(result.organ_stats)
+        n_rejected += len(result.rejected)
+        n_unchanged += result.n_unchanged
+    stats = pd.concat(all_stats, ignore_index=True) if all_stats else pd.DataFrame()
+    studies_done = stats["study_id"].unique().tolist() if len(stats) else []
+    pictures = {}
+    if studies_done:
+        shown = []
+        for sid in studies_done[: config.preview_studies]:
+            shown.append((sid, load_nifti(root / "volumes" / f"{sid}.nii.gz"), load_nifti(root / "masks" / f"{sid}.nii.gz")))
+        pictures["overlay"] = image_md(overlay_png(shown), "organ overlay")
+        pictures["coverage"] = image_md(coverage_png(stats), "organ coverage")
+    yield dg.MaterializeResult(
+        asset_key="organ_masks",
+        metadata={"studies": len(studies_done), "rejected": n_rejected, "unchanged_skipped": n_unchanged,
+                  "folder": dg.MetadataValue.path(str(root / "masks")), **pictures},
+    )
+    meta = table_metadata(stats, table_path("organ_stats", root))
+    if len(stats):
+        meta["organs"] = int(stats["organ"].nunique())
+        meta["cut_by_fov"] = int(stats["cut_by_fov"].sum())
+    yield dg.MaterializeResult(asset_key="organ_stats", metadata=meta)
