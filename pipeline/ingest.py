@@ -39,7 +39,7 @@ from pipeline.volume import Volume, load_nifti, save_nifti
 
 log = logging.getLogger(__name__)
 
-INGEST_VERSION = "1"  # bump when the output of a study changes for the same inputs
+INGEST_VERSION = "2"  # bump when the output of a study changes for the same inputs
 
 CT_STUDIES_COLUMNS = [
     "study_id", "patient_id", "report_id", "series_id", "volume_path",
@@ -120,10 +120,11 @@ def body_region(body_part: str, z_extent_mm: float, description: str = "") -> st
     key = re.sub(r"[^A-Z]", "", (body_part or "").upper())
     if key in _REGIONS:
         return _REGIONS[key]
-    words = (description or "").upper()
-    found = [r for r, w in (("chest", "CHEST"), ("abdomen", "ABD"), ("pelvis", "PELVIS")) if w in words]
-    if found:
-        return "_".join(found) if found != ["abdomen", "pelvis"] else "abdomen_pelvis"
+    # free text such as "CHEST_ABD_PELVIS" or a series description "CT Thorax/Abdomen"
+    for words in (key, (description or "").upper()):
+        found = [r for r, ws in (("chest", ("CHEST", "THORAX")), ("abdomen", ("ABD",)), ("pelvis", ("PELV",))) if any(w in words for w in ws)]
+        if found:
+            return "_".join(found)
     if z_extent_mm >= 1000:
         return "whole_body"
     if z_extent_mm >= 550:

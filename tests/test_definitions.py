@@ -1,0 +1,35 @@
+"""The Definitions load, hold the expected graph, and the domain packages stay free of dagster."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+EXPECTED_ASSETS = [
+    "abnormality_pairs", "canonical_volumes", "ct_studies", "evaluation_report", "global_model", "grounded_model",
+    "grounded_pairs", "lesion_masks", "organ_masks", "organ_stats", "pair_exclusions", "rejected_studies",
+    "report_findings", "report_index", "source_archive", "study_texts",
+]
+
+
+def test_asset_keys_snapshot():
+    from assets.definitions import defs
+
+    keys = sorted(k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys())
+    assert keys == EXPECTED_ASSETS
+
+
+def test_blocking_checks_guard_training():
+    from assets.definitions import defs
+
+    graph = defs.resolve_asset_graph()
+    blocking = {k.name for k in graph.asset_check_keys if graph.get_check_spec(k).blocking}
+    assert {"no_patient_leakage", "no_empty_text", "mask_files_exist", "no_identifying_columns"} <= blocking
+
+
+def test_pipeline_and_model_never_import_dagster():
+    pattern = re.compile(r"^\s*(import dagster|from dagster)\b", re.M)
+    offenders = [str(p.relative_to(REPO)) for d in ("pipeline", "model") for p in (REPO / d).rglob("*.py") if pattern.search(p.read_text())]
+    assert offenders == []
