@@ -1,0 +1,337 @@
+"""ConText-style reading of one sentence: which organs, which findings, negated/uncertain/historical.
+
+Scopes: a forward trigger ("no", "possible", "history of") reaches the findings after it, a backward
+one ("is not seen", "cannot be excluded") those before it, each within its window and its clause;
+clauses end at terminators ("but", "however", "although", ";", ...) and at the sentence end. The
+nearest trigger before a finding wins, else the nearest after it. A historical finding counts as
+current when its clause also says it persists ("previously seen nodule is stable").
+
+Binding a finding to organs: a synonym that names its organ ("cholelithiasis") binds there; else the
+nearest applicable organ run in the clause (an adjective right before it, "hepatic cyst", or a run
+right after a preposition, "cyst in the liver and kidneys"), else elsewhere in the sentence, else
+the organ header, else the finding's default organs (narrowed by a side word: "left pleural effusion").
+Organs after a relation word ("adjacent to the liver") are landmarks and get nothing.
+"""
+
+from __future__ import annotations
+
+import re
+from bisect import bisect_left, bisect_right
+from dataclasses import dataclass
+
+from spacy.attrs import IDX, LOWER
+from spacy.tokens import Doc
+
+from pipeline import vocab
+from pipeline.report.finding import ABNORMAL, NORMAL, UNCERTAIN, Finding
+from pipeline.report.lexicon import narrow, side_of
+from pipeline.report.nlp import ABN, HIST, NEG, NORM, ORG, PERSIST, REL, SIDE, TERM, UNC, Lexicon, Match
+from pipeline.report.segment import Sentence, sentences
+
+_CONNECT = frozenset({",", "and", "or", "the", "both", "/", "&", "as", "well", "including", "of", "its", "+"})
+_PREP = frozenset({"in", "within", "of", "the", "both", "involving", "at", "on", "throughout", "seen", "noted", "is",
+                   "are", "identified", "present", "from", "arising", "along", "to", "a", "an", "lower", "upper",
+                   "pole", "mid", "superior", "inferior", "posterior", "anterior", "lateral", "medial"})
+_RANGE = frozenset({"-", "\u2013", "through", "to", "thru"})
+_SIZE = re.compile(
+    r"(\d+(?:\.\d+)?)(?:\s*(?:x|\u00d7|by)\s*(\d+(?:\.\d+)?))?(?:\s*(?:x|\u00d7|by)\s*(\d+(?:\.\d+)?))?\s*"
+    r"(mm|cm|millimet(?:er|re)s?|centimet(?:er|re)s?)\b",
+    re.I,
+)
+_GROUP = {name: o.group for name, o in vocab.organs().items()}
+_SPINE = [n for n in vocab.groups()["spine"] if n.startswith("vertebrae_")][::-1]  # C1 .. S1
+
+
+@dataclass
+class _Run:
+    start: int
+    end: int
+    organs: tuple[str, ...]
+    clause: int
+    landmark: bool
+
+
+@dataclass
+class _Organ:
+    abnormal: dict  # canonical -> size
+    uncertain: dict
+    negated: list
+    normal: bool = False
+    size: float | None = None
+    from_header: bool = False
+
+
+def _sizes(text: str, offset: int) -> list[tuple[int, float]]:
+    out = []
+    for m in _SIZE.finditer(text):
+        dims = [float(g) for g in m.groups()[:3] if g]
+        scale = 10.0 if m.group(4).lower().startswith("c") else 1.0
+        out.append((offset + m.start(), max(dims) * scale))
+    return out
+
+
+class _Lower:
+    """Lower-case token texts, looked up only for the slices asked for (a few gap tokens per finding)."""
+
+    __slots__ = ("strings", "hashes")
+
+    def __init__(self, strings, hashes: list[int]):
+        self.strings, self.hashes = strings, hashes
+
+    def __getitem__(self, window: slice) -> list[str]:
+        strings = self.strings
+        return [strings[h] for h in self.hashes[window]]
+
+
+class ReportComponent:
+    """spaCy pipeline component: doc -> doc._.ctglip_findings (list[Finding])."""
+
+    def __init__(self, lexicon: Lexicon, skip_sections: frozenset[str]):
+        self.lexicon = lexicon
+        self.skip = skip_sections
+
+    def __call__(self, doc: Doc) -> Doc:
+        doc._.ctglip_findings = self.findings(doc)
+        return doc
+
+    def findings(self, doc: Doc) -> list[Finding]:
+        text = doc.user_data.get("text") or doc.text  # doc.text joins every token: read once
+        sents = [s for s in sentences(text) if s.section not in self.skip]
+        if not sents:
+            return []
+        matches = self.lexicon.matches(doc)
+        starts = [m.start for m in matches]
+        arr = doc.to_array([IDX, LOWER])  # token offsets and lower-case forms, without building Tokens
+        idx = arr[:, 0].tolist()
+        lower = _Lower(doc.vocab.strings, arr[:, 1].tolist())
+        out: list[Finding] = []
+        for i, s in enumerate(sents):
+            t0, t1 = bisect_left(idx, s.start), bisect_left(idx, s.end)
+            if t1 <= t0:
+                continue
+            lo, hi = bisect_left(starts, t0), bisect_left(starts, t1)
+            ms = [m for m in matches[lo:hi] if m.end <= t1]
+            if ms or s.header_organs:
+                out.extend(_sentence(lower, text, idx, s, ms, i))
+        return out
+
+
+def _clauses(ms: list[Match]) -> list[int]:
+    return [m.start for m in ms if m.kind == TERM]
+
+
+def _runs(lower: _Lower, orgs: list[Match], rels: list[Match], terms: list[int]) -> list[_Run]:
+    runs: list[_Run] = []
+    for m in orgs:
+        clause = bisect_right(terms, m.start)
+        landmark = any(r.end <= m.start <= r.end + 2 and bisect_right(terms, r.start) == clause for r in rels)
+        organs = m.payload
+        if runs and runs[-1].clause == clause:
+            prev = runs[-1]
+            gap = lower[prev.end:m.start]
+            if len(gap) == 1 and gap[0] in _RANGE and _is_vertebra(prev.organs) and _is_vertebra(organs):
+                a, b = _SPINE.index(prev.organs[-1]), _SPINE.index(organs[0])
+                organs = tuple(_SPINE[min(a, b):max(a, b) + 1])
+                prev.organs = tuple(dict.fromkeys(prev.organs + organs))
+                prev.end = m.end
+                continue
+            if not gap and (set(prev.organs) <= set(organs) or set(organs) <= set(prev.organs)):
+                # "T12 vertebral", "right lower lobe pulmonary": the more specific mention wins
+                prev.organs = min(prev.organs, organs, key=len)
+                prev.end = m.end
+                continue
+            if all(g in _CONNECT for g in gap) and prev.landmark == landmark:
+                sides = {side_of(o) for o in prev.organs}
+                if len(sides) == 1 and None not in sides and not _SIDE_WORDS.keys() & set(lower[m.start:m.end]):
+                    organs = narrow(organs, sides.pop())  # "left 7th and 8th ribs"
+                prev.organs = tuple(dict.fromkeys(prev.organs + organs))
+                prev.end = m.end
+                continue
+        runs.append(_Run(m.start, m.end, organs, clause, landmark))
+    return runs
+
+
+def _is_vertebra(organs: tuple[str, ...]) -> bool:
+    return len(organs) == 1 and organs[0] in _SPINE
+
+
+def _status(m: Match, ms: list[Match], terms: list[int]) -> tuple[int | None, bool]:
+    """(NEG, UNC, HIST or None for affirmed; whether the trigger is an interpretive hedge) for finding m."""
+    clause = bisect_right(terms, m.start)
+    pre = post = None
+    for t in ms:
+        if t.kind not in (NEG, UNC, HIST) or bisect_right(terms, t.start) != clause:
+            continue
+        direction, window, _ = t.payload
+        if t.end <= m.start and direction != "backward" and m.start - t.end <= window:
+            pre = t  # the last one before m is the nearest
+        elif t.start >= m.end and direction != "forward" and t.start - m.end <= window and post is None:
+            post = t
+    hit = post if pre is None or (pre.kind == HIST and post is not None) else pre  # "previously seen X has resolved"
+    if hit is None:
+        return None, False
+    if hit.kind == HIST and any(p.kind == PERSIST and bisect_right(terms, p.start) == clause for p in ms):
+        return None, False
+    return hit.kind, hit.payload[2]
+
+
+_SIDE_WORDS = {"left": "left", "right": "right", "bilateral": "both", "both": "both", "bilaterally": "both"}
+
+
+def _side_near(lower: _Lower, m: Match, ms: list[Match], terms: list[int]) -> str | None:
+    inside = {_SIDE_WORDS[w] for w in lower[m.start:m.end] if w in _SIDE_WORDS}
+    if len(inside) == 1:  # "fluid in the left pleural space"
+        side = inside.pop()
+        return None if side == "both" else side
+    clause = bisect_right(terms, m.start)
+    best = None
+    for t in ms:
+        if t.kind == SIDE and bisect_right(terms, t.start) == clause:
+            d = m.start - t.end if t.end <= m.start else t.start - m.end
+            if 0 <= d <= 3 and (best is None or d < best[0]):
+                best = (d, t.payload)
+    if best is None:
+        return None
+    return None if best[1] == "both" else best[1]
+
+
+def _bind(lower: _Lower, m: Match, runs: list[_Run], terms: list[int], sent: Sentence, ms: list[Match]) -> tuple[tuple[str, ...], bool]:
+    """Organs the finding m describes, and whether they came from the organ header."""
+    abn, implied, _ = m.payload
+    side = _side_near(lower, m, ms, terms)
+    if implied:
+        return narrow(implied, side), False
+    clause = bisect_right(terms, m.start)
+
+    def fit(run: _Run) -> tuple[str, ...]:
+        return tuple(o for o in run.organs if abn.applies_to(o))
+
+    live = [r for r in runs if not r.landmark and fit(r)]
+    same = [r for r in live if r.clause == clause]
+    if same:
+        before = [r for r in same if r.end <= m.start]
+        after = [r for r in same if r.start >= m.end]
+        adjective = fit(before[-1]) if before and before[-1].end == m.start else None
+        if after:
+            gap = lower[m.end:after[0].start]
+            if len(gap) <= 6 and gap and gap[0] in _PREP and all(g in _PREP or g[0].isdigit() or g in ("cm", "mm", ".", "x") for g in gap):
+                # "osseous lesion of the spine": the more specific of adjective and prepositional object
+                if adjective is None or set(fit(after[0])) <= set(adjective):
+                    return fit(after[0]), False
+        if adjective:
+            return adjective, False
+        best = min(same, key=lambda r: (m.start - r.end) if r.end <= m.start else (r.start - m.end) + 0.5)
+        return fit(best), False
+    if live:
+        best = min(live, key=lambda r: abs(r.start - m.start))
+        return fit(best), False
+    head = tuple(o for o in sent.header_organs if abn.applies_to(o))
+    if head:
+        return narrow(head, side or _sentence_side(ms)), True
+    return narrow(abn.default, side), False
+
+
+def _sentence_side(ms: list[Match]) -> str | None:
+    sides = {t.payload for t in ms if t.kind == SIDE}
+    return sides.pop() if len(sides) == 1 and "both" not in sides else None
+
+
+def _sentence(lower: _Lower, text: str, idx: list[int], sent: Sentence, ms: list[Match], index: int) -> list[Finding]:
+    terms = _clauses(ms)
+    orgs = [m for m in ms if m.kind == ORG]
+    rels = [m for m in ms if m.kind == REL]
+    runs = _runs(lower, orgs, rels, terms)
+    state: dict[str, _Organ] = {}
+    sentence_text = text[sent.start:sent.end]
+    sizes = _sizes(sentence_text, sent.start)
+
+    def slot(organ: str, header: bool = False) -> _Organ:
+        if organ not in state:
+            state[organ] = _Organ({}, {}, [], from_header=header)
+        return state[organ]
+
+    def nearest_size(m: Match) -> float | None:
+        if not sizes:
+            return None
+        pos = idx[m.start]
+        clause = bisect_right(terms, m.start)
+        same = [(abs(p - pos), v) for p, v in sizes if bisect_right(terms, bisect_right(idx, p) - 1) == clause]
+        pool = same or ([(abs(p - pos), v) for p, v in sizes] if len(sizes) == 1 else [])
+        return min(pool)[1] if pool else None
+
+    for m in ms:
+        if m.kind == ABN:
+            status, interpretive = _status(m, ms, terms)
+            if status == HIST:
+                continue
+            organs, from_header = _bind(lower, m, runs, terms, sent, ms)
+            if not organs:
+                continue
+            size = nearest_size(m) if status != NEG else None
+            abn, _, weak = m.payload
+            for o in organs:
+                st = slot(o, from_header)
+                canon = abn.canonical_for(o)
+                if status == NEG:
+                    st.negated.append(canon)
+                elif status == UNC:
+                    st.uncertain.setdefault(canon, (size, interpretive, abn.generic))
+                else:
+                    old = st.abnormal.get(canon)
+                    if old is None or (old[1] and not weak):
+                        st.abnormal[canon] = (size if old is None or size is not None else old[0], weak, abn.generic)
+        elif m.kind == NORM:
+            prev = [t for t in ms if t.end <= m.start and m.start - t.end <= 1]
+            if prev and prev[-1].kind == NEG:
+                continue
+            clause = bisect_right(terms, m.start)
+            targets = [r for r in runs if r.clause == clause and not r.landmark] or [r for r in runs if not r.landmark]
+            if targets:
+                for r in targets:
+                    for o in r.organs:
+                        slot(o).normal = True
+            elif sent.header_organs:
+                for o in narrow(sent.header_organs, _sentence_side(ms)):
+                    slot(o, True).normal = True
+    return _emit(state, sent, sentence_text, index)
+
+
+def _resolve(st: _Organ) -> None:
+    """Weak synonyms and generic descriptors give way to a hedged specific finding of the same organ and
+    sentence ("hypodensity in the liver, likely a cyst" -> uncertain cyst); after an observed descriptor an
+    interpretive hedge names what was observed ("lesion concerning for malignancy" -> abnormal mass)."""
+    if not st.uncertain and len(st.abnormal) < 2:
+        return
+    for canon, (_, interpretive, _) in st.uncertain.items():
+        if canon in st.abnormal and st.abnormal[canon][1] and not interpretive:
+            del st.abnormal[canon]
+    generic = [c for c, v in st.abnormal.items() if v[2]]
+    specific_unc = [c for c, v in st.uncertain.items() if not v[2] and c not in st.abnormal]
+    specific_abn = [c for c, v in st.abnormal.items() if not v[2]]
+    if not generic or not (specific_unc or specific_abn):
+        return
+    size = next((st.abnormal[c][0] for c in generic if st.abnormal[c][0] is not None), None)
+    for c in generic:
+        del st.abnormal[c]
+    for c in specific_unc:
+        if st.uncertain[c][1]:
+            s = st.uncertain.pop(c)[0]
+            st.abnormal[c] = (size if size is not None else s, False, False)
+
+
+def _emit(state: dict[str, _Organ], sent: Sentence, sentence_text: str, index: int) -> list[Finding]:
+    out = []
+    section = sent.section
+    for organ, st in state.items():
+        _resolve(st)
+        group = _GROUP[organ]
+        negated = tuple(sorted(set(st.negated))) if st.negated else ()
+        header = sent.header if st.from_header else None
+        for canon, (size, _, _) in st.abnormal.items():
+            out.append(Finding(organ, group, ABNORMAL, canon, sentence_text, section, negated, size, header, index))
+        for canon, (size, _, _) in st.uncertain.items():
+            if canon not in st.abnormal:
+                out.append(Finding(organ, group, UNCERTAIN, canon, sentence_text, section, negated, size, header, index))
+        if not st.abnormal and not st.uncertain and (st.normal or negated):
+            out.append(Finding(organ, group, NORMAL, None, sentence_text, section, negated, None, header, index))
+    return out

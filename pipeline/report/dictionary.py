@@ -1,0 +1,84 @@
+"""The abnormality dictionary (data/abnormalities.yaml): canonical names, synonyms, and their organs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+from pipeline.report.datafiles import load
+from pipeline.report.lexicon import expand_targets
+
+
+@dataclass(frozen=True)
+class Abnormality:
+    name: str  # canonical name, e.g. "pleural effusion"
+    synonyms: tuple[str, ...]  # lower-case phrases, the canonical name included
+    organs: frozenset[str]  # vocab classes it applies to (all of them when `any_organ`)
+    any_organ: bool  # "*" in the data file: applies to any organ
+    default: tuple[str, ...]  # classes assumed when no applicable organ is named
+    implies: tuple[tuple[str, tuple[str, ...]], ...]  # synonym -> classes it names by itself
+    by_organ: tuple[tuple[str, str], ...]  # class -> canonical name to use for it
+    generic: bool = False  # a descriptor ("lesion") that gives way to a specific finding
+    weak: frozenset[str] = frozenset()  # synonyms that give way to a hedged mention of this name
+
+    def applies_to(self, organ: str) -> bool:
+        return self.any_organ or organ in self.organs
+
+    def canonical_for(self, organ: str) -> str:
+        for o, name in self.by_organ:
+            if o == organ:
+                return name
+        return self.name
+
+
+@lru_cache(maxsize=1)
+def abnormalities() -> tuple[Abnormality, ...]:
+    out = []
+    for e in load("abnormalities.yaml"):
+        targets = [t for t in e.get("organs") or [] if t != "*"]
+        by_organ: list[tuple[str, str]] = []
+        for target, canon in (e.get("by_organ") or {}).items():
+            by_organ += [(o, canon) for o in expand_targets([target])]
+        base = [e["name"].lower(), *(s.lower() for s in e["synonyms"])]
+        syns = tuple(dict.fromkeys(base + [p for s in base for p in plurals(s)]))
+        out.append(
+            Abnormality(
+                name=e["name"],
+                synonyms=syns,
+                organs=frozenset(expand_targets(targets)),
+                any_organ="*" in (e.get("organs") or []),
+                default=expand_targets(e.get("default") or []),
+                implies=tuple((k.lower(), expand_targets(v)) for k, v in (e.get("implies") or {}).items()),
+                by_organ=tuple(by_organ),
+                generic=e.get("generic") == "true",
+                weak=frozenset(w.lower() for w in e.get("weak") or []),
+            )
+        )
+    return tuple(out)
+
+
+def plurals(phrase: str) -> list[str]:
+    """Plural forms of a phrase's last word ("stone" -> "stones", "opacity" -> "opacities")."""
+    head, _, last = phrase.rpartition(" ")
+    if len(last) < 3 or not last.isalpha() or last.endswith(("s", "ed", "ic", "al", "ous", "ing", "ar")):
+        return []
+    if last.endswith("y") and last[-2] not in "aeiou":
+        forms = [last[:-1] + "ies"]
+    elif last.endswith(("x", "ch", "sh")):
+        forms = [last + "es"]
+    else:
+        forms = [last + "s"]
+    return [f"{head} {f}".strip() for f in forms]
+
+
+def abnormality(name: str) -> Abnormality:
+    for a in abnormalities():
+        if a.name == name:
+            return a
+    raise KeyError(f"{name!r} is not a canonical abnormality of data/abnormalities.yaml")
+
+
+def abnormalities_for_organ(organ: str) -> list[Abnormality]:
+    """Abnormalities that can describe this vocab class, in dictionary order; the pairs stage draws
+    dictionary negatives from them. Generic ones (organs "*": mass, cyst, lesion, ...) apply to every organ."""
+    return [a for a in abnormalities() if a.applies_to(organ) or organ in a.default]

@@ -1,0 +1,46 @@
+"""The record a report sentence turns into, and the knobs of the rule pipeline."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+NORMAL = "normal"
+ABNORMAL = "abnormal"
+UNCERTAIN = "uncertain"
+NOT_MENTIONED = "not_mentioned"
+STATUSES = (NORMAL, ABNORMAL, UNCERTAIN)
+
+# Columns of the `report_findings` table (docs/ARCHITECTURE.md) followed by our extras.
+COLUMNS = (
+    "report_id", "organ", "group", "status", "abnormality", "sentence", "section", "negated", "size_mm",
+    "header", "sentence_index",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    organ: str  # vocab class name (pipeline.vocab), e.g. "kidney_left"
+    group: str  # its vocab group, e.g. "kidney"
+    status: str  # "normal" | "abnormal" | "uncertain"
+    abnormality: str | None  # canonical name from data/abnormalities.yaml; None for a normal finding
+    sentence: str  # the sentence as written (without its organ header)
+    section: str  # "findings", "impression", "addendum" or "body" (no header)
+    negated: tuple[str, ...] = ()  # canonical abnormalities negated for this organ in this sentence
+    size_mm: float | None = None  # largest dimension of the nearest measurement, in mm
+    header: str | None = None  # organ header the sentence sits under ("LIVER"), if any
+    sentence_index: int = 0  # position of the sentence in the report
+
+
+@dataclass(frozen=True)
+class ReportConfig:
+    """Options of the rule pipeline. The default reads FINDINGS, IMPRESSION and header-less text."""
+
+    # section names (after data/sections.yaml normalisation) whose sentences never produce findings
+    skip_sections: frozenset[str] = field(
+        default_factory=lambda: frozenset(
+            {"history", "indication", "clinical information", "technique", "comparison", "recommendation", "signature"}
+        )
+    )
+    max_chars: int = 200_000  # longer reports are truncated (and the problem recorded)
+    min_words_for_language_check: int = 12  # shorter texts are never called non-English
+    fast_tokenizer: bool = True  # nlp.RegexTokenizer instead of spaCy's rule-based English tokenizer

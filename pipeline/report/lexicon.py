@@ -1,0 +1,178 @@
+"""Organ lexicon: report phrases -> vocab classes, built from pipeline.vocab and data/organs.yaml.
+
+Class names give "left kidney", "L1 vertebra", "right 5th rib"; the data file adds synonyms,
+adjectives, plurals and groups ("hepatic", "adrenals", "lung bases", "osseous structures"). A group
+expands to all of its member classes (docs/ARCHITECTURE.md). data/radlex_synonyms.yaml, written at
+build time by `python -m pipeline.report.radlex` where the RadLex file is present, adds synonyms.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+
+from pipeline.report.datafiles import load
+from pipeline import vocab
+
+SIDES = ("left", "right")
+_ORDINALS = (
+    "first second third fourth fifth sixth seventh eighth ninth tenth eleventh twelfth".split()
+)
+
+
+def _data(name: str) -> dict:
+    return load(name, {}) or {}
+
+
+@lru_cache(maxsize=1)
+def _config() -> dict:
+    return _data("organs.yaml")
+
+
+@lru_cache(maxsize=1)
+def _groups() -> dict[str, tuple[str, ...]]:
+    skip = set(_config().get("not_organs", []))
+    return {g: tuple(m for m in members if m not in skip) for g, members in vocab.groups().items()}
+
+
+def expand_targets(targets) -> tuple[str, ...]:
+    """Vocab classes named by a list of class names, vocab groups or organs.yaml `sets` (in order, unique).
+    A name that is both a class and a group ("heart") means the class."""
+    if isinstance(targets, str):
+        targets = [targets]
+    sets = _config().get("sets", {})
+    organs = vocab.organs()
+    out: list[str] = []
+    for t in targets:
+        if t in organs:
+            out.append(t)
+        elif t in _groups():
+            out.extend(_groups()[t])
+        elif t in sets:
+            out.extend(expand_targets(sets[t]))
+        else:
+            raise KeyError(f"organ lexicon target {t!r} is neither a vocab class, a vocab group nor a set")
+    return tuple(dict.fromkeys(out))
+
+
+def side_of(organ: str) -> str | None:
+    return vocab.organ(organ).side
+
+
+def narrow(organs: tuple[str, ...], side: str | None) -> tuple[str, ...]:
+    """Keep the classes of one side; unsided classes are kept; an empty result falls back to all."""
+    if side not in SIDES:
+        return organs
+    kept = tuple(o for o in organs if side_of(o) in (side, None))
+    return kept or organs
+
+
+def _ordinal(n: int) -> str:
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
+
+
+def _class_terms(name: str) -> tuple[list[str], list[str]]:
+    """(case-insensitive phrases, case-sensitive phrases) generated from one vocab class name."""
+    lower: list[str] = []
+    exact: list[str] = []
+    m = re.fullmatch(r"vertebrae_([CTLS])(\d+)", name)
+    if m:
+        code = f"{m.group(1)}{m.group(2)}"
+        exact.append(code)
+        for c in {code, code.lower()}:
+            lower += [f"{c} vertebra", f"{c} vertebral body", f"{c} vertebral", f"{c} vertebrae", f"{c} level", f"vertebral body of {c}",
+                      f"{c} body"]
+        return lower, exact
+    m = re.fullmatch(r"rib_(left|right)_(\d+)", name)
+    if m:
+        side, n = m.group(1), int(m.group(2))
+        for num in (_ordinal(n), _ORDINALS[n - 1]):
+            lower += [f"{side} {num} rib", f"{num} {side} rib", f"{side} {num} ribs", f"{side} {num}"]
+        lower += [f"{side} rib {n}"]
+        return lower, exact
+    side = side_of(name)
+    base = name.replace("_", " ")
+    if side:
+        base = re.sub(rf"\b{side}\b", "", base).strip()
+        base = re.sub(r"\s+", " ", base)
+        lower += [f"{side} {base}", f"{base} {side}", f"{base}, {side}"]
+    else:
+        lower.append(base)
+    return lower, exact
+
+
+def _sided(phrase: str, targets) -> dict[str, tuple[str, ...]]:
+    members = expand_targets(targets)
+    out = {phrase: members}
+    for side in SIDES:
+        for form in (f"{side} {phrase}", f"{side}-sided {phrase}", f"{side} sided {phrase}", f"{phrase} on the {side}"):
+            out[form] = narrow(members, side)
+    for form in (f"bilateral {phrase}", f"both {phrase}", f"right and left {phrase}", f"left and right {phrase}",
+                 f"{phrase} bilaterally"):
+        out[form] = members
+    return out
+
+
+@lru_cache(maxsize=1)
+def organ_phrases() -> dict[str, tuple[str, ...]]:
+    """Lower-case phrase -> vocab classes (case-insensitive matching)."""
+    cfg = _config()
+    out: dict[str, tuple[str, ...]] = {}
+    for name, o in vocab.organs().items():
+        target = name if o.index_v2 is not None else vocab.v1_to_v2(name) or (name if name == "pulmonary_artery" else None)
+        if target is None or name in cfg.get("not_organs", []):
+            continue
+        for phrase in _class_terms(name)[0]:
+            out.setdefault(phrase.lower(), expand_targets(target))
+    for n in range(1, 13):  # "5th rib" without a side: both sides
+        for num in (_ordinal(n), _ORDINALS[n - 1]):
+            out[f"{num} rib"] = out[f"{num} ribs"] = expand_targets([f"rib_left_{n}", f"rib_right_{n}"])
+    radlex = _data("radlex_synonyms.yaml")
+    for phrase, target in radlex.items():
+        out.setdefault(phrase.lower(), expand_targets(target))
+    for phrase, target in (cfg.get("sided") or {}).items():
+        for form, members in _sided(phrase.lower(), target).items():
+            out[form] = members
+    for phrase, target in (cfg.get("terms") or {}).items():
+        out[phrase.lower()] = expand_targets(target)
+    return {k: v for k, v in out.items() if v}
+
+
+@lru_cache(maxsize=1)
+def exact_phrases() -> dict[str, tuple[str, ...]]:
+    """Case-sensitive phrase -> vocab classes (abbreviations: "GB", "IVC", "RLL", "L1")."""
+    out: dict[str, tuple[str, ...]] = {}
+    for name in vocab.v2_names():
+        for phrase in _class_terms(name)[1]:
+            out[phrase] = expand_targets(name)
+    for phrase, target in (_config().get("exact_case") or {}).items():
+        out[phrase] = expand_targets(target)
+    return out
+
+
+def _norm(text: str) -> str:
+    return re.sub(r"\s+", " ", re.sub(r"[^a-z0-9/&,+ -]", " ", text.lower())).strip(" -")
+
+
+@lru_cache(maxsize=4096)
+def header_organs(header: str) -> tuple[str, ...]:
+    """Vocab classes an organ-style header names ("LUNGS AND PLEURA" -> the lobes); () if none."""
+    key = _norm(header)
+    special = _config().get("headers") or {}
+    if key in special:
+        return expand_targets(special[key])
+    phrases = organ_phrases()
+    if key in phrases:
+        return phrases[key]
+    out: list[str] = []
+    for piece in re.split(r"\s*(?:,|/|&|\+|\band\b)\s*", key):
+        piece = piece.strip()
+        if not piece:
+            continue
+        hit = phrases.get(piece) or phrases.get(piece.rstrip("s"))
+        if not hit and piece in special:
+            hit = expand_targets(special[piece])
+        if hit:
+            out.extend(hit)
+    return tuple(dict.fromkeys(out))

@@ -1,0 +1,231 @@
+"""Report rules on hand-written sentences: modifiers, scopes, normal statements, groups and laterality,
+organ headers, sections, sentence splitting, measurements, several organs per sentence."""
+
+from __future__ import annotations
+
+import pytest
+
+from pipeline import vocab
+from pipeline.report import abnormalities, abnormalities_for_organ, extract_findings, organ_status, organ_texts
+
+LOBES = set(vocab.groups()["lung"])
+LOWER = {"lung_lower_lobe_left", "lung_lower_lobe_right"}
+
+
+def status(text: str) -> dict[str, str]:
+    return organ_status(extract_findings(text))
+
+
+def abn(text: str, organ: str) -> set[str]:
+    return {f.abnormality for f in extract_findings(text) if f.organ == organ and f.abnormality}
+
+
+@pytest.mark.parametrize("text", [
+    "No hepatic mass.", "The liver is without focal lesion.", "Liver negative for mass.",
+    "The liver is free of focal lesions.", "Absence of liver mass.", "A liver mass is not seen.",
+    "Hepatic mass has been ruled out.", "No evidence of hepatic mass.", "The liver is not enlarged.",
+])
+def test_negation_makes_the_organ_normal(text):
+    fs = extract_findings(text)
+    assert organ_status(fs) == {"liver": "normal"}
+    assert any(f.negated for f in fs)
+
+
+@pytest.mark.parametrize("text", [
+    "Possible hepatic mass.", "Probable liver cyst.", "Liver lesion may represent a cyst.",
+    "A hepatic mass cannot be excluded.", "Findings suspicious for hepatic mass.", "Likely hepatic cyst.",
+    "Questionable liver cyst.",
+])
+def test_uncertainty(text):
+    assert status(text) == {"liver": "uncertain"}
+
+
+@pytest.mark.parametrize("text", [
+    "History of hepatic cyst.", "Status post cholecystectomy.", "Prior liver mass.",
+])
+def test_historical_findings_are_not_current(text):
+    assert not [f for f in extract_findings(text) if f.status != "normal"]
+
+
+def test_historical_word_with_persistence_is_current():
+    assert status("Previously seen nodule in the left lower lobe is unchanged.") == {"lung_lower_lobe_left": "abnormal"}
+    assert status("The previously seen right pleural effusion has resolved.").get("lung_lower_lobe_right") == "normal"
+
+
+@pytest.mark.parametrize("sep", [", but", "; however,", ";", ", although"])
+def test_negation_scope_ends_at_terminators(sep):
+    fs = status(f"No hepatic mass{sep} there is a splenic cyst.")
+    assert fs == {"liver": "normal", "spleen": "abnormal"}
+
+
+def test_pseudo_negation_keeps_finding():
+    assert status("No change in the 4 mm right upper lobe nodule.") == {"lung_upper_lobe_right": "abnormal"}
+
+
+@pytest.mark.parametrize("text", [
+    "The liver is unremarkable.", "Liver within normal limits.", "The liver is normal in size and attenuation.",
+    "Liver: no abnormality.", "Liver: no acute findings.", "Normal liver.",
+])
+def test_normal_statements(text):
+    fs = extract_findings(text)
+    assert organ_status(fs) == {"liver": "normal"} and fs[0].abnormality is None
+
+
+def test_lungs_are_clear_and_several_organs_per_sentence():
+    assert set(status("The lungs are clear.")) == LOBES
+    fs = extract_findings("The liver, spleen, pancreas and adrenal glands are unremarkable.")
+    assert {f.organ for f in fs} == {"liver", "spleen", "pancreas", "adrenal_gland_left", "adrenal_gland_right"}
+    assert len(fs) == 5 and {f.status for f in fs} == {"normal"}
+
+
+@pytest.mark.parametrize("text,organs", [
+    ("Both kidneys are unremarkable.", {"kidney_left", "kidney_right"}),
+    ("The adrenals are normal.", {"adrenal_gland_left", "adrenal_gland_right"}),
+    ("Lung bases are clear.", LOWER),
+    ("The left lung is clear.", {"lung_upper_lobe_left", "lung_lower_lobe_left"}),
+    ("Right renal cyst.", {"kidney_right"}),
+    ("Cyst in the left kidney.", {"kidney_left"}),
+    ("Right lower lobe nodule.", {"lung_lower_lobe_right"}),
+    ("RLL nodule.", {"lung_lower_lobe_right"}),
+    ("Cholelithiasis.", {"gallbladder"}),
+    ("GB is unremarkable.", {"gallbladder"}),
+    ("The IVC is patent.", {"inferior_vena_cava"}),
+    ("The thoracic aorta is normal in caliber.", {"aorta"}),
+    ("Compression fracture of the L1 vertebral body.", {"vertebrae_L1"}),
+    ("Left 5th rib fracture.", {"rib_left_5"}),
+    ("Splenic cyst.", {"spleen"}),
+    ("T11-L1 compression deformities.", {"vertebrae_T11", "vertebrae_T12", "vertebrae_L1"}),
+])
+def test_groups_and_laterality(text, organs):
+    assert set(status(text)) == organs
+
+
+def test_osseous_structures_cover_the_skeleton():
+    organs = set(status("The osseous structures are intact."))
+    assert {"vertebrae_L1", "rib_left_5", "sternum", "hip_left"} <= organs and "liver" not in organs
+
+
+def test_default_organs_and_side_words():
+    assert status("Small left pleural effusion.") == {"lung_lower_lobe_left": "abnormal"}
+    assert status("Small bilateral pleural effusions.") == dict.fromkeys(LOWER, "abnormal")
+    assert status("Cardiomegaly.") == {"heart": "abnormal"}
+    assert abn("Hepatomegaly.", "liver") == {"hepatomegaly"}
+    assert abn("The liver is enlarged.", "liver") == {"hepatomegaly"}
+    assert abn("The spleen is enlarged.", "spleen") == {"splenomegaly"}
+
+
+def test_binding_to_the_nearest_organ_and_landmarks():
+    st = status("Hepatic cyst and left renal stone.")
+    assert st == {"liver": "abnormal", "kidney_left": "abnormal"}
+    assert abn("Hepatic cyst and left renal stone.", "liver") == {"cyst"}
+    assert set(status("Cysts in the liver and both kidneys.")) == {"liver", "kidney_left", "kidney_right"}
+    assert status("Cyst adjacent to the liver in the right kidney.") == {"kidney_right": "abnormal"}
+
+
+def test_hedged_diagnosis_after_a_descriptor():
+    fs = extract_findings("2 cm hypodensity in the liver, likely a cyst.")
+    assert organ_status(fs) == {"liver": "uncertain"} and abn("2 cm hypodensity in the liver, likely a cyst.", "liver") == {"cyst"}
+    assert status("Hypodense hepatic lesion, concerning for malignancy.") == {"liver": "abnormal"}
+
+
+def test_organ_headers():
+    text = "FINDINGS:\nLIVER: Normal in size. 2 cm cyst.\nLUNGS AND PLEURA: Clear.\nKidneys: right lower pole cyst."
+    fs = extract_findings(text)
+    st = organ_status(fs)
+    assert st["liver"] == "abnormal" and abn(text, "liver") == {"cyst"}
+    assert {o for o in st if o.startswith("lung_")} == LOBES
+    assert st == {**st, "kidney_right": "abnormal"} and "kidney_left" not in st
+    assert organ_texts(fs)["liver"] == "Liver: Normal in size. Liver: 2 cm cyst."
+    inline = status("Liver: normal. Spleen: enlarged.")
+    assert inline == {"liver": "normal", "spleen": "abnormal"}
+
+
+def test_sections():
+    text = ("CLINICAL HISTORY: Hepatic mass. INDICATION: renal stones.\nTECHNIQUE: CT of the liver.\n"
+            "COMPARISON: Prior CT with splenomegaly.\nFINDINGS: Normal kidneys.\nIMPRESSION: Unremarkable liver.")
+    fs = extract_findings(text)
+    assert {(f.organ, f.section) for f in fs} == {("kidney_left", "findings"), ("kidney_right", "findings"),
+                                                  ("liver", "impression")}
+    assert {f.section for f in extract_findings("The liver is normal.")} == {"body"}
+
+
+def test_findings_and_impression_deduplicated_in_organ_texts():
+    fs = extract_findings("FINDINGS: Splenomegaly. The liver is normal.\nIMPRESSION:\n1. Splenomegaly.")
+    assert organ_texts(fs) == {"spleen": "Splenomegaly.", "liver": "The liver is normal."}
+
+
+@pytest.mark.parametrize("text,n", [
+    ("1. Liver cyst. 2. Splenomegaly. 3. Normal kidneys.", 3),
+    ("A 1.8 cm. nodule in the RLL. Normal liver.", 2),
+    ("Nodule approx. 5 mm in the RLL, i.e. stable vs. prior. Dr. Smith was notified.", 1),
+    ("IMPRESSION\n1. Liver cyst\n2. Splenomegaly", 2),
+    ("There is a small\nleft pleural effusion. Normal\nliver.", 2),
+])
+def test_sentence_splitting(text, n):
+    sentences = {f.sentence_index for f in extract_findings(text)}
+    assert len(sentences) == n
+
+
+def test_measurements_in_mm():
+    assert extract_findings("1.8 x 1.2 cm nodule in the right upper lobe.")[0].size_mm == pytest.approx(18.0)
+    assert extract_findings("5 mm stone in the left kidney.")[0].size_mm == pytest.approx(5.0)
+    assert extract_findings("Right renal cyst.")[0].size_mm is None
+
+
+def test_dictionary_covers_the_catalog_and_organs():
+    names = {a.name for a in abnormalities()}
+    assert len(names) >= 60
+    assert {"mass", "cyst", "hepatomegaly", "steatosis", "splenomegaly", "stone", "nodule", "pleural effusion",
+            "aneurysm", "cardiomegaly", "fracture"} <= names
+    assert {"ground-glass opacity", "mosaic attenuation", "hiatal hernia", "coronary artery calcification"} <= names
+    liver = {a.name for a in abnormalities_for_organ("liver")}
+    assert {"steatosis", "hepatomegaly", "mass", "cyst"} <= liver and "pleural effusion" not in liver
+    assert "pleural effusion" in {a.name for a in abnormalities_for_organ("lung_lower_lobe_left")}
+    valid = set(vocab.organs())
+    for a in abnormalities():
+        assert a.organs <= valid and set(a.default) <= valid
+
+
+US_REPORT = """EXAM: CT CHEST ABDOMEN PELVIS WITH IV CONTRAST
+INDICATION: Colon cancer, restaging. History of renal stones.
+COMPARISON: CT 03/14/2023.
+FINDINGS:
+Lungs/pleura: Stable 4 mm nodule in the right middle lobe (series 4, image 120). No pleural effusion.
+Hepatobiliary: Several hypodense lesions in the liver, the largest measuring 2.3 cm, concerning for metastatic disease.
+Adrenals: Unremarkable.
+Kidneys/ureters: 3 mm nonobstructing calculus in the lower pole of the right kidney. No hydronephrosis.
+Bones: Chronic healed fractures of the left 7th and 8th ribs.
+IMPRESSION:
+1. Hepatic metastases.
+2. Nonobstructing right nephrolithiasis."""
+
+TRANSLATED_REPORT = """Clinical information: Abdominal pain. Question of cholecystolithiasis.
+Findings: Liver of normal size, homogeneous parenchyma, no focal lesions. Gallbladder with multiple concrements,
+wall not thickened. Spleen inconspicuous. Kidneys bilaterally orthotopic, no urinary congestion.
+Assessment: Cholecystolithiasis without signs of cholecystitis. Steatosis hepatis cannot be excluded."""
+
+
+def test_us_style_report():
+    st = status(US_REPORT)
+    assert st["lung_middle_lobe_right"] == "abnormal" and st["lung_upper_lobe_left"] == "normal"
+    assert st["liver"] == "abnormal" and abn(US_REPORT, "liver") == {"metastasis"}
+    assert st["adrenal_gland_left"] == st["adrenal_gland_right"] == "normal"
+    assert st["kidney_right"] == "abnormal" and st["kidney_left"] == "normal"
+    assert (st["rib_left_7"], st["rib_left_8"]) == ("abnormal", "abnormal") and "rib_right_8" not in st
+    sizes = {f.organ: f.size_mm for f in extract_findings(US_REPORT) if f.section == "findings" and f.size_mm}
+    assert sizes == {"lung_middle_lobe_right": 4.0, "liver": 23.0, "kidney_right": 3.0}
+
+
+def test_translated_report():
+    st = status(TRANSLATED_REPORT)
+    assert st == {"liver": "uncertain", "gallbladder": "abnormal", "spleen": "normal", "kidney_left": "normal",
+                  "kidney_right": "normal"}
+
+
+def test_regex_tokenizer_agrees_with_spacy_tokenizer():
+    from pipeline.report import ReportConfig
+
+    for text in (US_REPORT, TRANSLATED_REPORT):
+        fast = extract_findings(text)
+        slow = extract_findings(text, ReportConfig(fast_tokenizer=False))
+        assert {(f.organ, f.status, f.abnormality) for f in fast} == {(f.organ, f.status, f.abnormality) for f in slow}
