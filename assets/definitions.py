@@ -5,12 +5,23 @@ Loaded by `dagster dev` / `dagster asset materialize` from the repo root ([tool.
 
 import dagster as dg
 
-from assets import ingest, pairs, reports, segmentation
+from assets import evaluation, ingest, pairs, reports, segmentation, training
+from assets.io import JsonIOManager
 from assets.resources import ArchiveSource, DataRoot
 from assets.segmentation import Segmenter
 
 defs = dg.Definitions(
-    assets=[ingest.source_archive, ingest.ingest, segmentation.segmentation, reports.report_tables, pairs.pair_tables],
+    assets=[
+        ingest.source_archive, ingest.ingest, segmentation.segmentation, segmentation.lesion_masks,
+        reports.report_tables, pairs.pair_tables, training.grounded_model, training.global_model,
+        evaluation.evaluation_report,
+    ],
     asset_checks=[*ingest.CHECKS, *pairs.CHECKS],
-    resources={"data": DataRoot(), "source": ArchiveSource(), "segmenter": Segmenter()},
+    resources={
+        "data": DataRoot(),
+        "source": ArchiveSource(),
+        "segmenter": Segmenter(),
+        "pipes": dg.PipesSubprocessClient(),
+        "json_io": JsonIOManager(),
+    },
 )

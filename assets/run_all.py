@@ -22,7 +22,9 @@ STEPS: tuple[tuple[str, bool], ...] = (
     ("group:segmentation", True),
     ("group:reports", False),
     ("group:pairs", False),
-    ("group:training", False),
+    # one model at a time, so both get the same two cores and their throughput compares
+    ("grounded_model", False),
+    ("global_model", False),
     ("group:evaluation", False),
 )
 

@@ -4,16 +4,17 @@
 from typing import Literal
 
 import dagster as dg
+import numpy as np
 import pandas as pd
 from pydantic import Field
 
 from assets.metadata import image_md, table_metadata
 from assets.partitions import SHARDS, SINGLE_RUN
 from assets.resources import ArchiveSource, DataRoot
-from pipeline.segment import SegmenterConfig, StatsConfig, coverage_png, overlay_png
+from pipeline.segment import MaskNotFoundError, SegmenterConfig, StatsConfig, coverage_png, overlay_png, segment
 from pipeline.segment.batch import SegmentJob, segment_studies
 from pipeline.tables import table_path, write_table
-from pipeline.volume import load_nifti
+from pipeline.volume import Volume, load_nifti, save_nifti
 
 GROUP = "segmentation"
 
@@ -88,3 +89,29 @@ def segmentation(context: dg.AssetExecutionContext, config: SegmentationSettings
         meta["organs"] = int(stats["organ"].nunique())
         meta["cut_by_fov"] = int(stats["cut_by_fov"].sum())
     yield dg.MaterializeResult(asset_key="organ_stats", metadata=meta)
+
+
+@dg.asset(
+    group_name=GROUP, deps=["ct_studies"], partitions_def=SHARDS, backfill_policy=SINGLE_RUN,
+    description="Tumor masks on the canonical grid (lesions/<study_id>.nii.gz) for the segmentation benchmark, through the precomputed path.",
+)
+def lesion_masks(context: dg.AssetExecutionContext, data: DataRoot, source: ArchiveSource) -> dg.MaterializeResult:
+    root = data.root()
+    manifest = source.paths(root).masks_manifest
+    lesions = manifest.with_name("lesions_manifest.csv") if manifest else None
+    if lesions is None or not lesions.is_file():
+        context.log.warning("no lesions manifest beside the masks manifest; tumor segmentation will see no lesions")
+        return dg.MaterializeResult(metadata={"studies": 0, "note": "no lesions manifest"})
+    config = SegmenterConfig(backend="precomputed", manifest=str(lesions))
+    n, missing = 0, 0
+    for shard in context.partition_keys:
+        studies = pd.read_parquet(table_path("ct_studies", root, shard), columns=["study_id", "volume_path"])
+        for sid, vpath in zip(studies["study_id"], studies["volume_path"]):
+            try:
+                mask = segment(sid, load_nifti(vpath), config)
+            except MaskNotFoundError:
+                missing += 1
+                continue
+            save_nifti(Volume((mask.array > 0).astype(np.uint8), mask.affine), root / "lesions" / f"{sid}.nii.gz")
+            n += 1
+    return dg.MaterializeResult(metadata={"studies": n, "without_lesion_file": missing, "folder": dg.MetadataValue.path(str(root / "lesions"))})

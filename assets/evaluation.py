@@ -1,0 +1,80 @@
+"""The evaluation asset: the paper's table (random / CLIP / grounded) from the checkpoints it takes as inputs."""
+
+import hashlib
+from pathlib import Path
+
+import dagster as dg
+from pydantic import Field
+
+from assets.metadata import image_md
+from assets.resources import DataRoot
+from model.checkpoint import load_model
+from model.eval import EvalConfig, build_report, evaluate, load_eval_data
+from model.eval.segmentation import SegBudget
+from model.eval.tumor import FinetuneBudget
+from pipeline.atomic import write_bytes, write_json
+
+GROUP = "evaluation"
+
+
+class EvalSettings(dg.Config):
+    crop: list[int] = Field(default=[64, 64, 64], description="Crop (i, j, k) voxels around the labelled organs; match the training crop.")
+    k_abnormalities: int = Field(default=16, description="AD macro over the K most frequent (organ, abnormality) pairs (CT-GLIP: 16).")
+    n_bootstrap: int = Field(default=1000, description="Bootstrap resamples for the 95% intervals (patients resampled).")
+    td_steps: int = Field(default=10, description="Fine-tuning steps of the tumor-detection head + encoder.")
+    ts_steps: int = Field(default=20, description="Fine-tuning steps of the tumor-segmentation decoder (equal for every initialisation).")
+    seed: int = Field(default=0, description="Seed shared by every method's fine-tuning.")
+
+
+def _verified(ref: dict) -> Path:
+    path = Path(ref["model_path"])
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    if digest != ref["sha256"]:
+        raise dg.Failure(f"{path} changed since {ref['kind']}_model was materialized (sha256 {digest[:12]} != {ref['sha256'][:12]}); re-materialize it")
+    return path
+
+
+@dg.asset(
+    group_name=GROUP,
+    deps=["grounded_pairs", "lesion_masks"],
+    ins={"grounded_model": dg.AssetIn(), "global_model": dg.AssetIn()},
+    description="Zero-shot organ recognition and abnormality detection, tumor detection and segmentation: random vs CLIP vs grounded.",
+)
+def evaluation_report(context: dg.AssetExecutionContext, config: EvalSettings, data: DataRoot, grounded_model: dict, global_model: dict) -> dg.MaterializeResult:
+    root = data.root()
+    models = {"random": None, "CLIP": load_model(_verified(global_model)), "grounded": load_model(_verified(grounded_model))}
+    eval_data = load_eval_data(root, crop=tuple(config.crop))
+    eval_config = EvalConfig(
+        k_abnormalities=config.k_abnormalities, n_bootstrap=config.n_bootstrap, seed=config.seed,
+        td_budget=FinetuneBudget(steps=config.td_steps, seed=config.seed), ts_budget=SegBudget(steps=config.ts_steps, seed=config.seed),
+    )
+    result = evaluate(models, eval_data, eval_config)
+    provenance = {
+        "grounded_model": {k: grounded_model[k] for k in ("model_path", "sha256", "run_id")},
+        "global_model": {k: global_model[k] for k in ("model_path", "sha256", "run_id")},
+        "data": dict(eval_data.provenance),
+        "evaluation_run_id": context.run_id,
+    }
+    report = build_report(result, provenance)
+    out = root / "reports"
+    write_json(report.json, root / "tables" / "evaluation_report.json")
+    (out).mkdir(parents=True, exist_ok=True)
+    (out / "evaluation_report.md").write_text(
+        "## Evaluation (random / CLIP / grounded)\n\n" + report.table_markdown + "\n\n### Per abnormality\n\n" + report.abnormality_markdown + "\n"
+    )
+    write_bytes(report.roc_png, out / "roc.png")
+    write_bytes(report.organ_bars_png, out / "organ_bars.png")
+    for name, png in report.confusion_pngs.items():
+        write_bytes(png, out / f"confusion_{name}.png")
+    context.log.info("\n" + report.table_markdown)
+    meta = {
+        "table": dg.MetadataValue.md(report.table_markdown),
+        "per_abnormality": dg.MetadataValue.md(report.abnormality_markdown),
+        "roc": image_md(report.roc_png, "ROC"),
+        "organ_bars": image_md(report.organ_bars_png, "per-organ"),
+        "json": dg.MetadataValue.path(str(root / "tables" / "evaluation_report.json")),
+        "provenance": dg.MetadataValue.json(provenance),
+    }
+    for name, png in report.confusion_pngs.items():
+        meta[f"confusion_{name}"] = image_md(png, f"OR confusion {name}")
+    return dg.MaterializeResult(metadata=meta)

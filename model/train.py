@@ -1,0 +1,336 @@
+"""Pretraining loop: one process or data-parallel under ``torchrun`` (gloo on CPU, nccl on GPU).
+
+``train(config, data_root, out_dir, log)`` resumes from the newest checkpoint in
+``out_dir/checkpoints`` and continues exactly where it stopped (same batches, same augmentation,
+same optimizer and scheduler state), so a killed run ends with the weights of an uninterrupted one.
+
+Outputs in ``out_dir``: ``checkpoints/step_*.pt`` (full state), ``model.pt`` (weights + config),
+``loss_curve.png``, ``metrics.json``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import os
+import random
+import resource
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
+
+from model.checkpoint import (
+    latest_checkpoint,
+    load_checkpoint,
+    prune_checkpoints,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+    step_path,
+)
+from model.config import TrainConfig, io_metadata
+from model.data import Batch, GlobalBatchSampler, StudyDataset, collate
+from model.losses import CTGlipLoss, total_loss
+from model.network import CTGlip
+from pipeline.atomic import atomic_path, write_json
+
+logger = logging.getLogger(__name__)
+
+# fields that may change between a run and its resume (everything else must match the checkpoint)
+RUN_ONLY_FIELDS = frozenset(
+    {"steps", "checkpoint_every", "keep_checkpoints", "log_every", "num_workers", "num_threads", "resume"}
+)
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    checkpoint_path: Path  # the last full checkpoint (resumable)
+    model_path: Path  # weights + config, for `load_model`
+    loss_curve_path: Path
+    metrics_path: Path
+    steps: int
+    final_losses: dict[str, float]  # the last step's named terms and their sum ("loss")
+    samples_per_s: float  # global studies per second over the steps this call ran (first step excluded)
+    peak_rss_mb: float  # max resident memory of any training process
+    world_size: int
+    resumed_from: int | None  # step of the checkpoint this call started from
+    history: tuple[dict[str, float], ...]  # one dict per logged step
+
+
+@dataclass(frozen=True)
+class DistContext:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    device: torch.device = torch.device("cpu")
+    owns_group: bool = False  # this call initialised the process group (and tears it down)
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed() -> DistContext:
+    """Join the process group when launched by torchrun (WORLD_SIZE > 1); a no-op otherwise."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    device = torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
+    if world <= 1 and not dist.is_initialized():
+        return DistContext(device=device)
+    owns = False
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+        owns = True
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    return DistContext(dist.get_rank(), dist.get_world_size(), local_rank, device, owns)
+
+
+def lr_at(step: int, config: TrainConfig) -> float:
+    """Linear warm-up to ``lr``, then cosine decay to ``lr * min_lr_ratio`` at ``steps``."""
+    if step < config.warmup_steps:
+        return config.lr * (step + 1) / config.warmup_steps
+    span = max(1, config.steps - config.warmup_steps)
+    progress = min(1.0, (step - config.warmup_steps) / span)
+    floor = config.lr * config.min_lr_ratio
+    return floor + (config.lr - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def build_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.AdamW:
+    """AdamW; no weight decay on biases, norm weights and the logit scale (open_clip's rule)."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        (no_decay if p.ndim < 2 or "logit_scale" in name else decay).append(p)
+    groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=config.lr, betas=config.betas)
+
+
+def build_loss(config: TrainConfig) -> CTGlipLoss:
+    return CTGlipLoss(
+        organ_weight=config.organ_loss_weight,
+        abnormality_weight=config.abnormality_loss_weight,
+        global_weight=config.global_loss_weight,
+        false_negative_aware=config.false_negative_aware,
+    )
+
+
+def batch_to(batch: Batch, device: torch.device) -> Batch:
+    if device.type == "cpu":
+        return batch
+    moved = {
+        f.name: getattr(batch, f.name).to(device, non_blocking=True)
+        for f in dataclasses.fields(batch)
+        if isinstance(getattr(batch, f.name), torch.Tensor)
+    }
+    return dataclasses.replace(batch, **moved)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _check_resumable(saved: dict[str, Any], config: TrainConfig) -> None:
+    now = config.to_dict()
+    diff = sorted(k for k in set(saved) | set(now) if k not in RUN_ONLY_FIELDS and saved.get(k) != now.get(k))
+    if diff:
+        raise ValueError(f"checkpoint was trained with a different config ({diff}); use a new out_dir or resume=False")
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
+
+
+def plot_losses(history: list[dict[str, float]], path: str | os.PathLike) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    fig, ax = plt.subplots(figsize=(7, 4))
+    steps = [h["step"] for h in history]
+    keys = ["loss"] + sorted({k for h in history for k in h if k.endswith("_loss")})
+    for k in keys:
+        ax.plot(steps, [h.get(k, float("nan")) for h in history], label=k, lw=2 if k == "loss" else 1)
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.set_title("CT-GLIP pretraining")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def train(
+    config: TrainConfig,
+    data_root: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    log: Callable[[dict[str, float]], None] | None = None,
+) -> TrainResult:
+    ctx = init_distributed()
+    if config.num_threads:
+        torch.set_num_threads(config.num_threads)
+    out, ckpt_dir = Path(out_dir), Path(out_dir) / "checkpoints"
+    seed_everything(config.seed)
+
+    dataset = StudyDataset(data_root, config.data, config.split, train=True, seed=config.seed)
+    sampler = GlobalBatchSampler(len(dataset), config.batch_size, ctx.rank, ctx.world_size, config.seed)
+    model = CTGlip(config.model).to(ctx.device)
+    optimizer = build_optimizer(model, config)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_at(s, config) / config.lr)
+    loss_fn = build_loss(config)
+
+    step, epoch, start, history, resumed_from = 0, 0, 0, [], None
+    latest = latest_checkpoint(ckpt_dir) if config.resume else None
+    if latest is not None:
+        ckpt = load_checkpoint(latest, "cpu")  # RNG states must stay on the CPU
+        _check_resumable(ckpt["config"], config)
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        step, history, resumed_from = ckpt["step"], list(ckpt["history"]), ckpt["step"]
+        epoch, start = ckpt["sampler"]["epoch"], ckpt["sampler"]["start"]
+        rngs = ckpt["rng"]
+        set_rng_state(rngs[ctx.rank] if len(rngs) == ctx.world_size else rngs[0])
+        logger.info("resumed from %s at step %d", latest, step)
+    if ctx.is_main:
+        logger.info(
+            "training %s/%s: %.2fM parameters, %d studies, global batch %d on %d process(es), %d steps",
+            config.model.kind, config.model.image_encoder, model.param_count() / 1e6,
+            len(dataset), config.batch_size, ctx.world_size, config.steps,
+        )
+    net: torch.nn.Module = model
+    if ctx.world_size > 1:
+        net = DistributedDataParallel(model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
+
+    def save(path: Path, full: bool) -> None:
+        rngs = [rng_state()]
+        if ctx.world_size > 1:
+            rngs = [None] * ctx.world_size
+            dist.all_gather_object(rngs, rng_state())
+        if ctx.is_main:
+            state: dict[str, Any] = {
+                "model": model.state_dict(), "config": config.to_dict(), "io": io_metadata(config), "step": step, "history": history,
+            }
+            if full:
+                bpe = sampler.batches_per_epoch()
+                state |= {
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "sampler": {"epoch": epoch + 1, "start": 0} if start >= bpe else {"epoch": epoch, "start": start},
+                    "rng": rngs,
+                }
+            save_checkpoint(state, path)
+            if full:
+                prune_checkpoints(ckpt_dir, config.keep_checkpoints)
+        if ctx.world_size > 1:
+            dist.barrier()
+
+    timed_samples, timed_seconds = 0, 0.0
+    net.train()
+    while step < config.steps:
+        if start >= sampler.batches_per_epoch():
+            epoch, start = epoch + 1, 0
+        sampler.set_epoch(epoch, start)
+        dataset.set_epoch(epoch)
+        loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=collate, num_workers=config.num_workers)
+        t0 = time.perf_counter()
+        for batch in loader:
+            batch = batch_to(batch, ctx.device)
+            losses = loss_fn(**net(batch))
+            loss = total_loss(losses)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            lr = optimizer.param_groups[0]["lr"]
+            if config.grad_clip:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+            optimizer.step()
+            scheduler.step()
+            step, start = step + 1, start + 1
+            dt = time.perf_counter() - t0
+            if step - (resumed_from or 0) > 1:  # the first step pays for warm-up
+                timed_samples, timed_seconds = timed_samples + config.batch_size, timed_seconds + dt
+            if step % config.log_every == 0 or step == config.steps:
+                record = {
+                    "step": step,
+                    "epoch": epoch,
+                    "lr": lr,
+                    "loss": float(loss.detach()),
+                    **{k: float(v.detach()) for k, v in losses.items()},
+                    "logit_scale": float(model.logit_scale.detach().exp()),
+                    "samples_per_s": config.batch_size / dt,
+                    "step_time_s": dt,
+                }
+                history.append(record)
+                if ctx.is_main:
+                    logger.info("step %d/%d loss %.4f (%s) %.2f samples/s", step, config.steps, record["loss"],
+                                ", ".join(f"{k} {record[k]:.4f}" for k in losses), record["samples_per_s"])
+                    if log is not None:
+                        log(record)
+            if step % config.checkpoint_every == 0 or step == config.steps:
+                save(step_path(ckpt_dir, step), full=True)
+            if step >= config.steps:
+                break
+            t0 = time.perf_counter()
+
+    rss = torch.tensor([peak_rss_mb()], device=ctx.device)  # nccl reduces CUDA tensors only
+    if ctx.world_size > 1:
+        dist.all_reduce(rss, op=dist.ReduceOp.MAX)
+    model_path, curve_path, metrics_path = out / "model.pt", out / "loss_curve.png", out / "metrics.json"
+    save(model_path, full=False)
+    final = {k: v for k, v in history[-1].items() if k == "loss" or k.endswith("_loss")} if history else {}
+    result = TrainResult(
+        checkpoint_path=latest_checkpoint(ckpt_dir) or model_path,
+        model_path=model_path,
+        loss_curve_path=curve_path,
+        metrics_path=metrics_path,
+        steps=step,
+        final_losses=final,
+        samples_per_s=timed_samples / timed_seconds if timed_seconds else float("nan"),
+        peak_rss_mb=float(rss.item()),
+        world_size=ctx.world_size,
+        resumed_from=resumed_from,
+        history=tuple(history),
+    )
+    if ctx.is_main:
+        if history:
+            plot_losses(history, curve_path)
+        write_json(_metrics(result, config), metrics_path)
+        logger.info("done: step %d, %s, %.2f samples/s, checkpoint %s", step, final, result.samples_per_s, result.checkpoint_path)
+    if ctx.world_size > 1:
+        dist.barrier()
+    if ctx.owns_group:
+        dist.destroy_process_group()
+    return result
+
+
+def _metrics(result: TrainResult, config: TrainConfig) -> dict[str, Any]:
+    return {
+        "steps": result.steps,
+        "final_losses": result.final_losses,
+        "samples_per_s": result.samples_per_s,
+        "peak_rss_mb": result.peak_rss_mb,
+        "world_size": result.world_size,
+        "resumed_from": result.resumed_from,
+        "checkpoint_path": str(result.checkpoint_path),
+        "model_path": str(result.model_path),
+        "loss_curve_path": str(result.loss_curve_path),
+        "kind": config.model.kind,
+        "image_encoder": config.model.image_encoder,
+        "batch_size": config.batch_size,
+    }
