@@ -2,7 +2,11 @@
 
 Organs are superquadrics and tubes placed at nominal adult positions, then scaled per patient and
 jittered per organ, so size, position and shape vary. Painting order matters: later organs
-overwrite earlier ones (the heart and liver carve the lung bases, vessels run through fat).
+overwrite earlier ones (the heart and liver carve the lung bases, vessels run through fat, bones
+overwrite the muscles around them). Viscera are clipped to the body cavity and the musculoskeletal
+organs to the inside of the subcutaneous fat, so no organ pokes out of the skin (an enlarged liver
+presses on the abdominal wall instead) and every organ is one connected piece, as a real
+segmentation mask is.
 """
 
 from __future__ import annotations
@@ -47,6 +51,7 @@ class Part:
     hu: float
     cortex_hu: float | None = None  # bone: a denser outer shell where the normalised radius > cortex
     cortex: float = 0.75
+    displaces: bool = True  # False: fills only unlabelled voxels (an aneurysm sac grows around its neighbours)
 
 
 @dataclass(frozen=True)
@@ -54,6 +59,7 @@ class OrganModel:
     name: str  # a `total` v2 class name
     parts: tuple[Part, ...]
     subtract: tuple[Primitive, ...] = ()  # e.g. the spinal canal out of a vertebra
+    wall: bool = False  # musculoskeletal: clipped to the inside of the fat, not to the body cavity
 
 
 @dataclass(frozen=True)
@@ -117,8 +123,8 @@ def build_anatomy(patient: Patient, alt: Alterations = Alterations()) -> list[Or
 
     organs: list[OrganModel] = []
 
-    def add(name: str, *parts: Part, subtract: tuple[Primitive, ...] = ()) -> None:
-        organs.append(OrganModel(checked(name), tuple(parts), subtract))
+    def add(name: str, *parts: Part, subtract: tuple[Primitive, ...] = (), wall: bool = False) -> None:
+        organs.append(OrganModel(checked(name), tuple(parts), subtract, wall))
 
     # --- lungs: lobes share one hemithorax per side, so draw them from the same parameters
     for side, sx in (("right", 1), ("left", -1)):
@@ -129,8 +135,7 @@ def build_anatomy(patient: Patient, alt: Alterations = Alterations()) -> list[Or
         for which in (("upper", "middle", "lower") if side == "right" else ("upper", "lower")):
             add(lobe(side, which), Part(LungLobe(side, which, c, r, dome, oblique, horiz), -850))
 
-    add("trachea", Part(tube([(0, 5, 270), (0, 0, 200), (0, -5, 130)], 9), -950))
-    add("esophagus", Part(tube([(0, -25, 260), (-5, -32, 120), (-10, -30, 20), (-30, 5, -45)], 8), 40))
+    add("trachea", Part(tube([(0, 8, 310), (0, 5, 270), (0, 0, 200), (0, -5, 130)], 9, jitter=1.5), -950))
     add("heart", Part(Superquadric(P(-22, 25, 35, 6), R(62, 50, 58, "heart"), yaw_deg=rng.uniform(-30, -10)), 110))
     add("liver", Part(Superquadric(P(65, 10, -55, 6), R(95, 85, 75, "liver"), p=2.2, q=2.4,
                                    yaw_deg=rng.uniform(-10, 10)), alt.liver_hu if alt.liver_hu is not None else 60))
@@ -147,24 +152,40 @@ def build_anatomy(patient: Patient, alt: Alterations = Alterations()) -> list[Or
     add("colon", Part(tube([(75, 25, -290), (80, 5, -180), (70, 25, -110), (0, 65, -135), (-75, 5, -90),
                             (-80, -5, -200), (-45, 25, -300), (0, -45, -350)], 20), 15))
     add("urinary_bladder", Part(Superquadric(P(0, 35, -390, 5), R(42, 36, 34, "bladder")), 8))
+    # after the heart and stomach (it grooves them rather than being cut by an enlarged heart); right of
+    # the descending aorta, then across to the gastro-oesophageal junction, falling all the way
+    add("esophagus", Part(tube([(0, -22, 310), (0, -25, 260), (2, -30, 120), (6, -32, 40), (-10, -20, -10), (-30, 5, -45)],
+                               8), 40))
 
     # --- vessels (enhanced)
-    aorta_pts = [(15, 25, 60), (8, 15, 125), (-5, -5, 140), (-22, -28, 120), (-22, -38, 60), (-15, -40, -20),
+    # the arch passes anterior and to the left of the trachea, never through it
+    aorta_pts = [(15, 25, 60), (10, 28, 120), (-5, 26, 140), (-30, 5, 138), (-26, -28, 118), (-22, -38, 60), (-15, -40, -20),
                  (-10, -32, -120), (-6, -25, -170), (-5, -20, -235)]
-    aorta = tube(aorta_pts, (14, 14, 13, 12, 12, 11, 10, 10, 9), jitter=2)
+    aorta = tube(aorta_pts, (14, 14, 13, 12, 12, 12, 11, 10, 10, 9), jitter=1.5)
     aorta_parts = [Part(aorta, 220)]
     if alt.aneurysm_radius:
         # a fusiform infrarenal aneurysm: thrombus-lined sac around the normal lumen
-        c = np.mean(np.asarray(aorta.points[6:8]), axis=0)
+        c = np.mean(np.asarray(aorta.points[7:9]), axis=0)
         sac = Superquadric(tuple(float(v) for v in c), (alt.aneurysm_radius, alt.aneurysm_radius, 2.2 * alt.aneurysm_radius))
-        aorta_parts = [Part(sac, 45), Part(aorta, 220)]
+        aorta_parts = [Part(sac, 45, displaces=False), Part(aorta, 220)]
     add("aorta", *aorta_parts)
     add("inferior_vena_cava", Part(tube([(22, -25, -235), (25, -28, -120), (28, -10, -30), (15, 10, 15)], 11), 140))
-    add("portal_vein_and_splenic_vein", Part(tube([(50, 10, -70), (15, 0, -95), (-35, -12, -85), (-72, -25, -60)], 7), 180))
+    # splenic vein behind the pancreas, then the portal vein up to the hilum: rising monotonically from
+    # the spleen to the liver, so a cut through the field of view leaves one piece, as in real scans
+    add("portal_vein_and_splenic_vein",
+        Part(tube([(-70, -30, -93), (-38, -18, -92), (10, -6, -90), (48, 8, -68)], 7), 180))
 
-    # --- spine, cord and muscles
+    # --- muscles first: the bones painted after them take their share
     levels = level_z(1.0)
     canal_y = -78.0
+    for side, sx in (("left", -1), ("right", 1)):
+        add(f"autochthon_{side}", Part(tube([(30 * sx, -92, 200), (33 * sx, -95, -60), (35 * sx, -90, -300)], (18, 24, 20)), 50),
+            wall=True)
+        add(f"iliopsoas_{side}", Part(tube([(32 * sx, -45, -130), (45 * sx, -15, -280), (60 * sx, 45, -370),
+                                                 (70 * sx, 55, -420)], (12, 19, 15, 14)), 50))
+
+    # --- spine and cord. A vertebra is one piece: the body, the pedicles joining it to the arch,
+    # and the arch (laminae, spinous and transverse processes) around the canal.
     canal = tube([(0, canal_y, 300), (0, canal_y, -300)], 9, jitter=0)
     for lvl, (top, bottom) in levels.items():
         h = (top - bottom) - 5  # minus the disc
@@ -173,33 +194,50 @@ def build_anatomy(patient: Patient, alt: Alterations = Alterations()) -> list[Or
         name = vertebra(lvl)
         frac = alt.fracture_height if name == alt.fractured else 1.0
         body = Superquadric(P(0, -48, zc - h / 2 * (1 - frac)), (width * s, width * 0.8 * s, h / 2 * s * frac), q=6)
-        arch = Superquadric(P(0, -82, zc), (22 * s, 20 * s, h * 0.45 * s), p=3, q=4)
-        add(name, Part(body, 260, cortex_hu=750 if frac == 1 else 500), Part(arch, 300, cortex_hu=800), subtract=(canal,))
+        # pedicles and laminae: a ring around the canal from inside the body to behind the canal, as tall
+        # as the body, so body and arch are joined in every slice that shows them
+        pedicles = Superquadric(P(0, -72, zc), (12 * s, 24 * s, h / 2 * s), p=4, q=10)
+        arch = Superquadric(P(0, -84, zc), (22 * s, 20 * s, h * 0.45 * s), p=3, q=4)
+        add(name, Part(body, 260, cortex_hu=750 if frac == 1 else 500), Part(pedicles, 300, cortex_hu=800),
+            Part(arch, 300, cortex_hu=800), subtract=(canal,), wall=True)
     add("sacrum", Part(Superquadric(P(0, -75, _SACRUM_TOP - 50, 3), R(48, 26, 55, "sacrum", 0.05), p=2.5), 300,
-                       cortex_hu=800))
-    add("spinal_cord", Part(tube([(0, canal_y, 290), (0, canal_y, levels["L1"][1])], 5, jitter=0), 35))
+                       cortex_hu=800), wall=True)
+    add("spinal_cord", Part(tube([(0, canal_y, 290), (0, canal_y, levels["L1"][1])], 5, jitter=0), 35), wall=True)
     for side, sx in (("left", -1), ("right", 1)):
-        add(f"autochthon_{side}", Part(tube([(30 * sx, -92, 200), (33 * sx, -95, -60), (35 * sx, -90, -300)], (18, 24, 20)), 50))
-        add(f"iliopsoas_{side}", Part(tube([(32 * sx, -45, -130), (55 * sx, -25, -280), (80 * sx, 15, -410)],
-                                           (12, 20, 16)), 50))
-        add(f"hip_{side}",
-            Part(Superquadric(P(85 * sx, -35, -305, 3), R(42, 14, 58, "hip", 0.05), yaw_deg=-sx * 35), 300, cortex_hu=850),
-            Part(Superquadric(P(88 * sx, 8, -380, 3), R(28, 26, 26, "hip", 0.05)), 300, cortex_hu=850))
+        # the hip bone as one piece: iliac wing, the body of the ilium, and the acetabular roof
+        wing = Superquadric(P(85 * sx, -35, -305, 3), R(42, 14, 58, "hip", 0.05), yaw_deg=-sx * 35)
+        acetabulum = Superquadric(P(88 * sx, 8, -380, 3), R(28, 26, 26, "hip", 0.05))
+        wc, ac = np.asarray(wing.center), np.asarray(acetabulum.center)
+        ilium = Tube((tuple(float(v) for v in wc + np.array([0, 5, -25]) * s),
+                      tuple(float(v) for v in ac + np.array([0, -13, 12]) * s)), (18 * s, 18 * s))
+        add(f"hip_{side}", Part(wing, 300, cortex_hu=850), Part(ilium, 300, cortex_hu=850),
+            Part(acetabulum, 300, cortex_hu=850), wall=True)
         add(f"femur_{side}", Part(Superquadric(P(92 * sx, 10, -392, 2), R(24, 24, 24, "femur", 0.05)), 350, cortex_hu=900),
             Part(tube([(92 * sx, 10, -392), (115 * sx, 5, -425), (120 * sx, 5, -520)], (16, 14, 14), jitter=0), 350,
-                 cortex_hu=950))
+                 cortex_hu=950), wall=True)
 
-    # --- ribs: arcs from the costovertebral joint around the chest wall, falling anteriorly
+    # --- ribs: arcs around the chest wall from beside the spine, falling anteriorly. They follow the
+    # inside of the subcutaneous fat at their own height, so a rib is never clipped into pieces.
     for n in RIB_NUMBERS:
         top, bottom = levels[THORACIC[n - 1]]
-        z0 = (top + bottom) / 2
-        half_w = 60 + 70 * np.sin(np.pi * min(n, 9) / 18)  # upper ribs are short and narrow
+        z0 = (top + bottom) / 2 * s
+        bx, by = (float(v[0]) for v in body_half_axes(np.array([z0]), patient))
+        ix, iy = bx - patient.fat_mm - 4 - 6 * s, by - patient.fat_mm - 4 - 6 * s  # centreline inside the wall
+        theta = np.deg2rad(np.linspace(-62, 75 - 10 * max(0, n - 7), 9))  # upper ribs reach the sternum
+        drop = (24 + 0.6 * n) * s
         for side, sx in (("left", -1), ("right", 1)):
-            angles = np.linspace(-0.45 * np.pi, 0.15 * np.pi + 0.05 * n, 7)
-            pts = [(sx * (18 + half_w * np.cos(a)), -70 + 80 * (np.sin(a) + 0.45), z0 - 40 * (a / np.pi + 0.45))
-                   for a in angles]
-            add(checked(f"rib_{side}_{n}"), Part(tube(pts, 5, jitter=1), 300, cortex_hu=900, cortex=0.5))
-    add("sternum", Part(Superquadric(P(0, 95, 85, 3), R(18, 8, 75, "sternum", 0.05), q=2.5), 300, cortex_hu=850))
+            j = rng.normal(0.0, 1.0, 3)
+            pts = tuple((float(sx * ix * np.cos(t) + j[0]), float(iy * np.sin(t) + j[1]), float(z0 - drop * u + j[2]))
+                        for t, u in zip(theta, np.linspace(0, 1, len(theta))))
+            radius = float(5 * s * rng.uniform(0.9, 1.1))
+            add(checked(f"rib_{side}_{n}"), Part(Tube(pts, (radius,) * len(pts)), 300, cortex_hu=900, cortex=0.5),
+                wall=True)
+    # the sternum sits just inside the anterior chest wall (its depth follows the body, not the scale)
+    zs = np.linspace(10, 160, 16) * s
+    front = float(np.min(body_half_axes(zs, patient)[1])) - patient.fat_mm - 4
+    st = R(18, 8, 75, "sternum", 0.05)
+    add("sternum", Part(Superquadric((float(rng.normal(0, 2)), front - st[1], float(85 * s + rng.normal(0, 3))), st, q=2.5),
+                        300, cortex_hu=850), wall=True)
     return organs
 
 
@@ -214,28 +252,31 @@ def paint(organs: list[OrganModel], grid: Grid, patient: Patient) -> tuple[np.nd
     label = np.zeros(shape, dtype=np.uint8)
     # skin outline slice by slice: fat, a muscle wall, then visceral fat where no organ is drawn
     ax, ay = body_half_axes(grid.zs, patient)
-    xx, yy = grid.xs[:, None], grid.ys[None, :]
     fat_wall = patient.fat_mm
+    inner = (np.maximum(ax - fat_wall, 10), np.maximum(ay - fat_wall, 10))  # inside the subcutaneous fat
+    cavity = (np.maximum(ax - fat_wall - 12, 8), np.maximum(ay - fat_wall - 12, 8))  # inside the muscle wall
+    xx, yy = grid.xs[:, None], grid.ys[None, :]
     for k in range(shape[2]):
-        r_out = (xx / ax[k]) ** 2 + (yy / ay[k]) ** 2
-        r_in = (xx / max(ax[k] - fat_wall, 10)) ** 2 + (yy / max(ay[k] - fat_wall, 10)) ** 2
-        r_cav = (xx / max(ax[k] - fat_wall - 12, 8)) ** 2 + (yy / max(ay[k] - fat_wall - 12, 8)) ** 2
         sl = hu[:, :, k]
-        sl[r_out <= 1] = -100
-        sl[r_in <= 1] = 45
-        sl[r_cav <= 1] = -80
+        sl[(xx / ax[k]) ** 2 + (yy / ay[k]) ** 2 <= 1] = -100
+        sl[(xx / inner[0][k]) ** 2 + (yy / inner[1][k]) ** 2 <= 1] = 45
+        sl[(xx / cavity[0][k]) ** 2 + (yy / cavity[1][k]) ** 2 <= 1] = -80
     for org in organs:
         value = index_of(org.name)
+        hx, hy = inner if org.wall else cavity
         for part in org.parts:
             hit = rasterize(part.prim, grid)
             if hit is None:
                 continue
             win, rad = hit
-            inside = rad <= 1.0
+            x, y, _ = grid.coords(win)
+            inside = (rad <= 1.0) & ((x / hx[win[2]][None, None, :]) ** 2 + (y / hy[win[2]][None, None, :]) ** 2 <= 1)
             for sub in org.subtract:
                 cut = rasterize(sub, grid)
                 if cut is not None:
                     inside &= ~_window_mask(cut, win)
+            if not part.displaces:
+                inside &= label[win] == 0
             label[win][inside] = value
             if part.cortex_hu is None:
                 hu[win][inside] = part.hu

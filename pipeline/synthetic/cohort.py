@@ -33,6 +33,7 @@ FOVS = ("chest", "abdomen_pelvis", "chest_abdomen_pelvis")
 # Nominal z extent (top, bottom) in mm of each field of view, before patient scale and jitter.
 _FOV_Z = {"chest": (215.0, -70.0), "abdomen_pelvis": (20.0, -440.0), "chest_abdomen_pelvis": (215.0, -440.0)}
 _BODY_PART = {"chest": "CHEST", "abdomen_pelvis": "ABDOMEN", "chest_abdomen_pelvis": "CHEST_ABD_PELVIS"}  # CS: 16 chars max
+_AIR_MARGIN_MM = 4.0  # air between the skin and the in-plane edge of the field of view
 FAULTS = ("truncated_file", "mr_only", "empty_folder", "missing_slice", "missing_report")
 
 
@@ -131,17 +132,17 @@ def _grid(spec: CohortSpec, patient: Patient, fov: str, rng: np.random.Generator
     bottom += rng.normal(0, 12)
     z_probe = np.linspace(bottom, top, 50)
     ax, ay = body_half_axes(z_probe, patient)
-    need = 2 * float(ax.max()) + 4.0  # skin to skin, a few mm of air
     lo, hi = spec.pixel_spacing_mm
     dx = float(rng.uniform(lo, hi))
-    sizes = sorted(spec.matrix_sizes)
-    n = next((m for m in sizes if m * dx >= need), None)
-    if n is None:  # raise the spacing; a very large patient may still be cut at the edges
-        n = sizes[-1]
-        dx = min(hi, need / n)
     dz = float(spec.slice_spacings_mm[int(rng.integers(len(spec.slice_spacings_mm)))])
     nk = int(np.floor((top - bottom) / dz)) + 1
-    cx, cy = rng.normal(0, 5), rng.normal(-5, 5)
+    cx, cy = rng.normal(0, 5), rng.normal(-5, 5)  # the patient is not centred exactly on the table
+    # The whole skin outline fits in the in-plane field of view with a margin of air, so organs (all
+    # inside the skin) never touch its in-plane faces, here or after resampling: only z cuts happen.
+    need = 2 * max(float(ax.max()) + abs(cx), float(ay.max()) + abs(cy)) + 2 * _AIR_MARGIN_MM
+    sizes = sorted(spec.matrix_sizes)
+    n = next((m for m in sizes if m * hi >= need), sizes[-1])  # the smallest matrix that can cover the body
+    dx = max(dx, min(hi, need / n))  # raise the spacing (up to the max) to fit
     half = (n - 1) / 2.0
     xs = cx + dx * (half - np.arange(n))
     ys = cy + dx * (half - np.arange(n))

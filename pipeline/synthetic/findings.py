@@ -122,7 +122,7 @@ def place_lesions(
     kept: list[Finding] = []
     for f in findings:
         if f.kind == "pleural_effusion":
-            ok = all(_effusion(label, hu, grid.ys, index_of(o), rng) for o in f.organs)
+            ok = all(_effusion(label, hu, grid, index_of(o), rng) for o in f.organs)
             if ok:
                 kept.append(f)
             continue
@@ -140,7 +140,9 @@ def place_lesions(
             c = center if n == 0 else _pick_center(label == organ_idx, radius, spacing, rng) or center
             sphere = _sphere(label.shape, c, radius, spacing)
             if f.kind == "pancreatic_mass":
-                label[sphere] = organ_idx  # a mass expands the gland's outline
+                # a mass expands the gland's outline into the fat around it; it encases the splenic
+                # vein and pushes the bowel aside rather than cutting them, so neighbours stay whole
+                label[sphere & (label == 0)] = organ_idx
             inside = sphere & (label == organ_idx)
             inside[c] = True  # even a 2 mm stone shows in its voxel
             hu[inside] = value + (hu[inside] - hu[inside].mean()) * 0.2 if f.kind == "pancreatic_mass" else value
@@ -177,15 +179,20 @@ def _sphere(shape, center, radius: float, spacing: np.ndarray) -> np.ndarray:
     return out
 
 
-def _effusion(label: np.ndarray, hu: np.ndarray, ys: np.ndarray, lobe_idx: int, rng: np.random.Generator) -> bool:
+def _effusion(label: np.ndarray, hu: np.ndarray, grid: Grid, lobe_idx: int, rng: np.random.Generator) -> bool:
     """Replace the dependent (posterior) part of a lower lobe by fluid; the lobe keeps the rest."""
     mask = label == lobe_idx
+    ys = grid.ys
     if mask.sum() < 50:
         return False
     # the patient lies supine, so fluid collects at the most posterior (lowest y) part of the lobe
     y_lobe = ys[mask.any(axis=(0, 2))]
     cut = min(float(y_lobe.min()) + float(rng.uniform(12, 35)), float(y_lobe.max()) - 5)
-    fluid = mask & (ys < cut)[None, :, None]
+    # a moderate effusion: the lobe keeps most of its volume, not a thin anterior sliver
+    cut = min(cut, float(np.quantile(ys[np.nonzero(mask)[1]], 0.2)))
+    # a meniscus: the fluid rises along the lateral chest wall (a curved surface, not a flat plane)
+    xc = float(grid.xs[np.nonzero(mask)[0]].mean())
+    fluid = mask & (ys[None, :, None] < cut + 0.006 * (grid.xs[:, None, None] - xc) ** 2)
     if fluid.sum() < 10:
         return False
     label[fluid] = 0
