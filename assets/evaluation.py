@@ -53,7 +53,7 @@ def evaluation_report(context: dg.AssetExecutionContext, config: EvalSettings, d
         "grounded_model": {k: grounded_model[k] for k in ("model_path", "sha256", "run_id")},
         "global_model": {k: global_model[k] for k in ("model_path", "sha256", "run_id")},
         "data": dict(eval_data.provenance),
-        "evaluation_run_id": context.run_id,
+        "evaluation_run_id": context.run.run_id,
     }
     report = build_report(result, provenance)
     out = root / "reports"

@@ -69,7 +69,7 @@ def run_training(context: dg.AssetExecutionContext, kind: str, settings: TrainSe
     model_path = Path(str(meta["model_path"].value if hasattr(meta["model_path"], "value") else meta["model_path"]))
     curve = Path(str(meta["loss_curve_path"].value if hasattr(meta["loss_curve_path"], "value") else meta["loss_curve_path"]))
     meta["loss_curve"] = image_md(curve.read_bytes(), f"{kind} loss")
-    value = {"kind": kind, "model_path": str(model_path), "sha256": _sha256(model_path), "config": config.to_dict(), "run_id": context.run_id}
+    value = {"kind": kind, "model_path": str(model_path), "sha256": _sha256(model_path), "config": config.to_dict(), "run_id": context.run.run_id}
     meta["model_sha256"] = value["sha256"]
     return dg.Output(value, metadata=meta)
 
