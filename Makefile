@@ -7,6 +7,9 @@ PY := $(VENV)/bin/python
 export CTGLIP_DATA ?= $(CURDIR)/data
 # Project-local Dagster instance so runs persist without any global set-up.
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
+# Lets `dagster asset materialize --select X` find the Definitions without -m (its CLI ignores
+# pyproject's [tool.dagster] block); `source .venv/bin/activate` sets the same for your shell.
+export DAGSTER_MODULE_NAME ?= assets.definitions
 # Torch: 2.13.0 is the CPU build on this machine's disk; a bare `torch` pulls a multi-GB CUDA build.
 TORCH_PIN ?= torch==2.13.0
 # Only the class map of TotalSegmentator is needed by default (no weights, no nnU-Net); its full
@@ -26,6 +29,10 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install -q --disable-pip-version-check -e '.[test]' $(TORCH_PIN)
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps $(TOTALSEG_PIN)
 	@mkdir -p $(DAGSTER_HOME) && touch $(DAGSTER_HOME)/dagster.yaml
+	@grep -q DAGSTER_MODULE_NAME $(VENV)/bin/activate || printf '%s\n' \
+		'# ct-glip: project-local Dagster instance and Definitions for the dagster CLI' \
+		'export DAGSTER_HOME="$${DAGSTER_HOME:-$(DAGSTER_HOME)}"' \
+		'export DAGSTER_MODULE_NAME="$${DAGSTER_MODULE_NAME:-assets.definitions}"' >> $(VENV)/bin/activate
 	@touch $(STAMP)
 
 setup: $(STAMP)  ## create .venv and install everything (offline apart from the package registry)

@@ -43,9 +43,11 @@ def load_pair_inputs(root: Path) -> PairInputs:
     if missing:
         raise dg.Failure(
             description=(
-                f"grounded_pairs needs {', '.join(missing)} first. Materialize the upstream graph, e.g.\n"
-                f"  dagster asset materialize --select '+grounded_pairs' --partition-range shard-00...shard-07\n"
-                f"or simply `make run`."
+                f"grounded_pairs needs {', '.join(missing)} first. Run `make run`, or step by step:\n"
+                "  dagster asset materialize --select source_archive\n"
+                "  dagster asset materialize --select ct_studies,rejected_studies,canonical_volumes --partition-range shard-00...shard-07\n"
+                "  dagster asset materialize --select 'group:segmentation' --partition-range shard-00...shard-07\n"
+                "  dagster asset materialize --select report_findings,report_index"
             )
         )
     studies = read_table("ct_studies", root)
@@ -70,11 +72,15 @@ def _exists(name: str, root: Path) -> bool:
         dg.AssetSpec("pair_exclusions", group_name=GROUP, deps=UPSTREAM, description="Every organ not paired, with its reason."),
         dg.AssetSpec("study_texts", group_name=GROUP, deps=UPSTREAM, description="Whole-report text per study (findings + impression) for the global CLIP baseline."),
     ],
+    can_subset=True,
 )
 def pair_tables(context: dg.AssetExecutionContext, config: PairSettings, data: DataRoot):
     root = data.root()
     tables = mine_pairs(load_pair_inputs(root), config.to_config(), negatives_for=_negatives_for)
+    selected = {k.to_user_string() for k in context.selected_asset_keys}
     for name in ("grounded_pairs", "abnormality_pairs", "pair_exclusions", "study_texts"):
+        if name not in selected:
+            continue
         df: pd.DataFrame = getattr(tables, name)
         path = write_table(df, name, root)
         meta = table_metadata(df, path)

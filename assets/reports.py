@@ -9,6 +9,7 @@ from assets.metadata import table_metadata
 from assets.resources import ArchiveSource, DataRoot
 from pipeline.ids import pseudonym
 from pipeline.report import extract_table_checked
+from pipeline.report.accuracy import score
 from pipeline.tables import table_path, write_table
 
 GROUP = "reports"
@@ -33,11 +34,32 @@ def read_reports(path, text_column: str, id_column: str) -> pd.DataFrame:
     return out.dropna(subset=["report_id"]).drop_duplicates("report_id", keep="last").reset_index(drop=True)
 
 
+def _accuracy_metadata(findings: pd.DataFrame, report_ids: set, truth_dir) -> dict:
+    """Where the source carries a gold (the synthetic cohort), score the rules against it."""
+    gold_path = truth_dir / "organ_gold.parquet" if truth_dir else None
+    if gold_path is None or not gold_path.is_file():
+        return {}
+    gold = pd.read_parquet(gold_path)
+    gold["report_id"] = [pseudonym("report", a) for a in gold["accession"]]
+    gold = gold[gold["report_id"].isin(report_ids)]  # a study whose report never arrived is not a rule error
+    metrics = score(findings, gold.drop(columns=["accession"]), report_column="report_id")
+    worst = metrics.worst_sentences.head(15)
+    if worst.empty:
+        worst = metrics.errors[["organ", "gold_status", "pred_status", "sentences"]].head(15)
+    return {
+        "accuracy": dg.MetadataValue.json({k: v for k, v in metrics.summary().items()}),
+        "status_macro_f1": float(metrics.status_macro_f1),
+        "abnormality_f1": float(metrics.abnormality_f1),
+        "worst_sentences": dg.MetadataValue.md(worst.to_markdown(index=False) if len(worst) else "no errors"),
+    }
+
+
 @dg.multi_asset(
     specs=[
         dg.AssetSpec("report_findings", group_name=GROUP, deps=["source_archive"], description="One row per organ-level finding: organ, status, abnormality, sentence, section, negations, size."),
         dg.AssetSpec("report_index", group_name=GROUP, deps=["source_archive"], description="One row per report: findings count, characters, and any problem (empty, not English, decoding)."),
     ],
+    can_subset=True,
 )
 def report_tables(context: dg.AssetExecutionContext, config: ReportSettings, data: DataRoot, source: ArchiveSource):
     root = data.root()
@@ -53,14 +75,20 @@ def report_tables(context: dg.AssetExecutionContext, config: ReportSettings, dat
     index["n_findings"] = index["report_id"].map(findings.groupby("report_id").size()).fillna(0).astype(int)
     index["problem"] = index["report_id"].map(problems.set_index("report_id")["problem"] if len(problems) else {})
     index["has_text"] = index["n_chars"] > 0
-    write_table(findings, "report_findings", root)
-    write_table(index, "report_index", root)
+    selected = {k.to_user_string() for k in context.selected_asset_keys}
+    if "report_findings" in selected:
+        write_table(findings, "report_findings", root)
+    if "report_index" in selected:
+        write_table(index, "report_index", root)
     context.log.info(f"{len(reports)} reports -> {len(findings)} findings; {index['problem'].notna().sum()} with a problem")
-    meta = table_metadata(findings, table_path("report_findings", root))
-    if len(findings):
-        meta["status"] = dg.MetadataValue.json(findings["status"].value_counts().to_dict())
-        meta["abnormalities"] = dg.MetadataValue.json(findings["abnormality"].value_counts().head(20).to_dict())
-    yield dg.MaterializeResult(asset_key="report_findings", metadata=meta)
-    imeta = table_metadata(index, table_path("report_index", root))
-    imeta["problems"] = dg.MetadataValue.json(index["problem"].value_counts().to_dict())
-    yield dg.MaterializeResult(asset_key="report_index", metadata=imeta)
+    if "report_findings" in selected:
+        meta = table_metadata(findings, table_path("report_findings", root))
+        meta.update(_accuracy_metadata(findings, set(reports["report_id"]), source.paths(root).truth_dir))
+        if len(findings):
+            meta["status"] = dg.MetadataValue.json(findings["status"].value_counts().to_dict())
+            meta["abnormalities"] = dg.MetadataValue.json(findings["abnormality"].value_counts().head(20).to_dict())
+        yield dg.MaterializeResult(asset_key="report_findings", metadata=meta)
+    if "report_index" in selected:
+        imeta = table_metadata(index, table_path("report_index", root))
+        imeta["problems"] = dg.MetadataValue.json(index["problem"].value_counts().to_dict())
+        yield dg.MaterializeResult(asset_key="report_index", metadata=imeta)
