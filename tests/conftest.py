@@ -23,3 +23,14 @@ def realdata() -> Path:
 def _demo_pseudonym_key(monkeypatch):
     # Tests must not depend on a key set in the developer's shell.
     monkeypatch.delenv("CTGLIP_PSEUDONYM_KEY", raising=False)
+
+
+@pytest.fixture()
+def one_torch_thread():
+    """Tiny tensors: extra threads only add contention on a shared two-core CPU."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

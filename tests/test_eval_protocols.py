@@ -19,15 +19,7 @@ from model.eval.report import COLUMNS, checkpoint_provenance, metrics_from_json
 from model.eval.segmentation import SegBudget, compare_initialisations, from_state_dict, train_segmentation
 from model.eval.tumor import FinetuneBudget, linear_probe, organ_tumor, study_tumor
 
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models gain nothing from threads; on a shared 2-core machine they only contend."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 FAST = EvalConfig(n_bootstrap=30, td_budget=FinetuneBudget(steps=2), ts_budget=SegBudget(steps=2, width=4))

@@ -18,13 +18,7 @@ from model.losses import total_loss
 from model.network import CTGlip
 from model.train import build_loss
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Tiny tensors: threads only add contention on a shared CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 GLOBAL_BATCH = [0, 1, 2, 3]

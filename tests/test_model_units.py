@@ -19,13 +19,7 @@ from model.network import CTGlip, organ_weights
 from model.text import CachedTextEncoder, FakeTextBackbone, text_id
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Tiny tensors: threads only add contention on a shared CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
@@ -205,3 +199,33 @@ def test_model_package_does_not_import_dagster():
     for path in Path(model.__file__).parent.rglob("*.py"):
         text = path.read_text()
         assert "import dagster" not in text and "from dagster" not in text, path
+
+
+def test_dictionary_positive_has_the_form_of_its_negatives(tmp_path):
+    """A report sentence among short dictionary phrases is found by its style alone (the loss fell to
+    ~0.005 in 60 demo steps without the image); the default positive is '<abnormality> of the <organ>',
+    and negatives naming another abnormality this organ has in the study are dropped (they are true)."""
+    import pandas as pd
+
+    from model.data import read_studies
+
+    tables = tmp_path / "tables"
+    tables.mkdir()
+    pd.DataFrame({
+        "pair_id": ["p1"], "study_id": ["s1"], "organ": ["liver"], "index_v2": [5], "split": ["train"],
+        "status": ["abnormal"], "text": ["3 cm mass in the liver. Small cyst."],
+        "volume_path": ["volumes/s1.nii.gz"], "mask_path": ["masks/s1.nii.gz"],
+    }).to_parquet(tables / "grounded_pairs.parquet")
+    pd.DataFrame({
+        "pair_id": ["a1", "a2"], "study_id": ["s1", "s1"], "organ": ["liver", "liver"], "index_v2": [5, 5],
+        "abnormality": ["mass", "cyst"], "positive_text": ["3 cm mass in the liver.", "Small cyst."],
+        "negatives": [["cyst of the liver", "steatosis of the liver"], ["mass of the liver", "hepatomegaly of the liver"]],
+        "split": ["train", "train"],
+    }).to_parquet(tables / "abnormality_pairs.parquet")
+    (study,) = read_studies(tmp_path)
+    by = {a.abnormality: a for a in study.abnormalities}
+    assert by["mass"].positive == "mass of the liver"
+    assert by["mass"].negatives == ("steatosis of the liver",)
+    assert by["cyst"].negatives == ("hepatomegaly of the liver",)
+    (study,) = read_studies(tmp_path, abnormality_positive="report")
+    assert {a.abnormality: a.positive for a in study.abnormalities}["mass"] == "3 cm mass in the liver."
