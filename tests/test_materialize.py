@@ -31,9 +31,12 @@ def test_whole_graph_materializes(tmp_path):
     }
     instance = dg.DagsterInstance.ephemeral()
 
+    run_ids = []
+
     def run(assets, checks=(), **kw):
         result = dg.materialize([*assets, *checks], resources=resources, instance=instance, **kw)
         assert result.success
+        run_ids.append(result.run_id)
         return result
 
     run([ingest.source_archive])
@@ -62,3 +65,38 @@ def test_whole_graph_materializes(tmp_path):
     report = json.loads((root / "tables" / "evaluation_report.json").read_text())
     assert report, "evaluation_report.json is empty"
     assert (root / "reports" / "roc.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    _assert_no_identifiers(root, instance, run_ids)
+
+
+def _identifiers(dicom_dir) -> set[str]:
+    """Names, patient ids, birth dates and accession numbers as the hospital export holds them."""
+    import pydicom
+
+    found: set[str] = set()
+    for path in sorted(p for p in dicom_dir.rglob("*") if p.is_file()):
+        try:
+            ds = pydicom.dcmread(path, stop_before_pixels=True)
+        except Exception:  # the cohort's deliberately broken files
+            continue
+        for tag in ("PatientName", "PatientID", "PatientBirthDate", "AccessionNumber"):
+            value = str(ds.get(tag, "") or "")
+            if len(value) >= 4:
+                found.add(value)
+                found.update(part for part in value.split("^") if len(part) >= 4)
+    return found
+
+
+def _assert_no_identifiers(root, instance, run_ids) -> None:
+    secrets = _identifiers(root / "source" / "dicom")
+    assert len(secrets) > 10
+    texts = {}
+    for table in (root / "tables").rglob("*.parquet"):
+        texts[str(table)] = pd.read_parquet(table).astype(str).to_csv()
+    for path in root.rglob("*"):
+        if "source" not in path.relative_to(root).parts:
+            texts[f"name:{path}"] = path.name
+    for run_id in run_ids:
+        texts[f"logs:{run_id}"] = "\n".join(str(e.user_message) for e in instance.all_logs(run_id))
+    leaks = {where: s for where, text in texts.items() for s in secrets if s in text}
+    assert leaks == {}
