@@ -113,6 +113,13 @@ class DataConfig:
     min_organ_voxels: int = _f(8, "an organ with fewer voxels inside the crop is dropped with its pairs")
     include_uncertain: bool = _f(False, "keep organ pairs whose report status is 'uncertain'")
     max_negatives: int = _f(8, "dictionary negatives per abnormality pair (first ones of the `negatives` column)")
+    abnormality_positive: Literal["dictionary", "report"] = _f(
+        "dictionary",
+        "positive text of the dictionary loss: 'dictionary' = '<abnormality> of the <organ>', the same form as its "
+        "negatives (the task is then which abnormality, read from the image); 'report' = the report sentences "
+        "(`positive_text`) -- a report sentence among short dictionary phrases is picked by its style alone, so "
+        "the loss falls to ~0 without looking at the image",
+    )
 
 
 @dataclass(frozen=True)

@@ -61,8 +61,27 @@ def _resolve(root: Path, p: str) -> Path:
     return path if path.is_absolute() else root / path
 
 
-def read_studies(data_root: str | os.PathLike, split: str = "train", include_uncertain: bool = False) -> list[StudyRecord]:
-    """Group the pair tables by study, in study_id order."""
+def dictionary_text(abnormality: str, organ: str) -> str:
+    """An abnormality as a dictionary phrase, the form of the `negatives` column: 'mass of the liver'."""
+    from pipeline.pairs import readable
+
+    try:
+        words = readable(organ)
+    except KeyError:  # names outside the vocabulary (test stand-ins)
+        words = organ.replace("_", " ")
+    return f"{abnormality} of the {words}"
+
+
+def read_studies(
+    data_root: str | os.PathLike, split: str = "train", include_uncertain: bool = False, abnormality_positive: str = "dictionary"
+) -> list[StudyRecord]:
+    """Group the pair tables by study, in study_id order.
+
+    ``abnormality_positive``: see ``DataConfig.abnormality_positive``. Either way, a dictionary
+    negative naming another abnormality the same organ has in this study is dropped (it is true).
+    """
+    if abnormality_positive not in ("dictionary", "report"):
+        raise ValueError(f"abnormality_positive must be 'dictionary' or 'report', not {abnormality_positive!r}")
     root = Path(data_root)
     tables = root / "tables"
     gp = pd.read_parquet(tables / "grounded_pairs.parquet")
@@ -82,9 +101,15 @@ def read_studies(data_root: str | os.PathLike, split: str = "train", include_unc
         )
         abn = ()
         if sid in ap_by:
+            rows = ap_by[sid].sort_values("pair_id")
+            true = {(r.organ, dictionary_text(str(r.abnormality), r.organ)) for r in rows.itertuples()}
             abn = tuple(
-                AbnormalityPair(r.organ, int(r.index_v2), str(r.abnormality), str(r.positive_text), tuple(r.negatives))
-                for r in ap_by[sid].sort_values("pair_id").itertuples()
+                AbnormalityPair(
+                    r.organ, int(r.index_v2), str(r.abnormality),
+                    dictionary_text(str(r.abnormality), r.organ) if abnormality_positive == "dictionary" else str(r.positive_text),
+                    tuple(n for n in r.negatives if (r.organ, n) not in true),
+                )
+                for r in rows.itertuples()
             )
         first = g.iloc[0]
         out.append(
@@ -126,7 +151,7 @@ def normalise_hu(hu: np.ndarray, window: tuple[float, float]) -> np.ndarray:
 class StudyDataset(Dataset):
     def __init__(self, data_root: str | os.PathLike, config: DataConfig, split: str = "train", train: bool = True, seed: int = 0):
         self.config, self.train, self.seed = config, train, seed
-        self.studies = read_studies(data_root, split, config.include_uncertain)
+        self.studies = read_studies(data_root, split, config.include_uncertain, config.abnormality_positive)
         self.epoch = 0
         log.info("%d %s studies, %d organ pairs", len(self.studies), split, sum(len(s.organs) for s in self.studies))
 

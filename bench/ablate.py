@@ -1,0 +1,221 @@
+"""Ablations of the demo pretraining: why are the evaluation figures low, and which demo settings fix it?
+
+For each named setting, trains the grounded (CT-GLIP) and the global (CLIP) model on the same data
+root with the same budget (in this process, ``--threads`` torch threads), then runs the four
+protocols (random / CLIP / grounded) and prints one table row per (setting, method), plus timings.
+Learning curves: ``--curve-every K`` keeps a checkpoint every K steps and scores the zero-shot
+protocols (OR, AD) on each, so the table shows OR accuracy against steps; the loss curves go to
+``<work>/<setting>/<kind>/loss_curve.png`` and everything to ``<work>/results.json``.
+
+The data root is only read; models and results go under ``--work``.
+
+    python bench/ablate.py --data-root /tmp/ctg1 --settings report_positive,demo
+    python bench/ablate.py --data-root /tmp/ablate_big/root --settings s300 --curve-every 50
+    python bench/ablate.py --list                 # the settings and what they change
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+# name -> (overrides of model.config.demo(), help). Evaluation settings ride along under "eval".
+SETTINGS: dict[str, tuple[dict, str]] = {
+    "report_positive": ({"data": {"abnormality_positive": "report"}}, "the demo before the fix: report sentence as dictionary positive, 60 steps"),
+    "demo": ({}, "the current demo() preset: 60 steps, batch 4, lr 1e-3"),
+    "s150": ({"steps": 150}, "150 steps"),
+    "s300": ({"steps": 300}, "300 steps"),
+    "s300_lr3e-4": ({"steps": 300, "lr": 3e-4}, "300 steps, lr 3e-4"),
+    "s300_lr3e-3": ({"steps": 300, "lr": 3e-3}, "300 steps, lr 3e-3"),
+    "s300_b8": ({"steps": 300, "batch_size": 8}, "300 steps, batch 8"),
+    "s300_organs": ({"steps": 300, "data": {"crop_center": "organs"}}, "300 steps, crop on the box of all paired organs (the eval crop)"),
+    "s300_nofn": ({"steps": 300, "false_negative_aware": False}, "300 steps, plain InfoNCE (no false-negative-aware targets)"),
+    "s300_report": ({"steps": 300, "data": {"abnormality_positive": "report"}}, "300 steps, report-sentence dictionary positive (bug)"),
+}
+
+
+def _setting(name: str) -> tuple[dict, str]:
+    if name in SETTINGS:
+        return SETTINGS[name]
+    # free form: "steps=200,lr=3e-4,batch_size=8"
+    over: dict = {}
+    for kv in name.split(","):
+        k, v = kv.split("=")
+        val: object = v
+        for cast in (int, float):
+            try:
+                val = cast(v)
+                break
+            except ValueError:
+                pass
+        node = over
+        *parents, leaf = k.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = val
+    return over, "custom"
+
+
+def train_pair(name: str, overrides: dict, data_root: Path, work: Path, curve_every: int | None, threads: int) -> dict:
+    from model.config import demo, replace
+    from model.train import train
+
+    out: dict = {}
+    for kind in ("grounded", "global"):
+        cfg = demo(**overrides) if overrides else demo()
+        extra: dict = {"model": {"kind": kind}, "num_threads": threads, "resume": False}
+        if curve_every:
+            extra |= {"checkpoint_every": curve_every, "keep_checkpoints": 10_000}
+        cfg = replace(cfg, **extra)
+        t0 = time.perf_counter()
+        res = train(cfg, data_root, work / name / kind)
+        out[kind] = {
+            "model_path": str(res.model_path),
+            "train_s": time.perf_counter() - t0,
+            "samples_per_s": res.samples_per_s,
+            "final_losses": res.final_losses,
+            "history": [{k: h[k] for k in h if k == "step" or k.endswith("loss") or k == "logit_scale"} for h in res.history],
+            "checkpoints": str(work / name / kind / "checkpoints"),
+        }
+    return out
+
+
+def run_eval(models: dict, data, protocols: tuple[str, ...], n_boot: int, td_steps: int, ts_steps: int, k_abn: int):
+    from model.eval import EvalConfig, evaluate
+    from model.eval.segmentation import SegBudget
+    from model.eval.tumor import FinetuneBudget
+
+    cfg = EvalConfig(protocols=protocols, n_bootstrap=n_boot, k_abnormalities=k_abn,
+                     td_budget=FinetuneBudget(steps=td_steps), ts_budget=SegBudget(steps=ts_steps))
+    t0 = time.perf_counter()
+    result = evaluate(models, data, cfg)
+    metrics = result.metrics()
+    rows = {m: {k: (v.value if v is not None else float("nan")) for k, v in ms.items()} for m, ms in metrics.items()}
+    for m, r in result.methods.items():
+        if r.organ_recognition is not None:
+            rows[m]["or_classes"] = len(r.organ_recognition.classes)
+            rows[m]["or_n"] = int(len(r.organ_recognition.y_true))
+            rows[m]["or_per_class"] = r.organ_recognition.per_class_accuracy
+    return rows, time.perf_counter() - t0, result
+
+
+def plot_curves(name: str, entry: dict, path: Path) -> None:
+    """Loss per step of both models, and OR accuracy / AD AUC per checkpoint when scored."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for kind, t in entry["train"].items():
+        hist = t["history"]
+        for key in sorted({k for h in hist for k in h if k.endswith("_loss")}):
+            axes[0].plot([h["step"] for h in hist], [h.get(key, float("nan")) for h in hist], label=f"{kind} {key}", lw=1)
+    axes[0].set_xlabel("step")
+    axes[0].set_ylabel("loss")
+    axes[0].legend(fontsize=7)
+    for label, pts in entry.get("curve", {}).items():
+        axes[1].plot([p["step"] for p in pts], [p["or_acc"] for p in pts], "o-", label=f"{label} OR acc")
+        axes[1].plot([p["step"] for p in pts], [p["ad_auc"] for p in pts], "s--", label=f"{label} AD AUC")
+    axes[1].set_xlabel("step")
+    axes[1].set_ylim(0, 1)
+    axes[1].legend(fontsize=7)
+    fig.suptitle(name)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def _fmt(x: object) -> str:
+    return "  n/a" if not isinstance(x, (int, float)) or not math.isfinite(x) else f"{x:5.3f}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python bench/ablate.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data-root", type=Path, default=Path(os.environ.get("CTGLIP_DATA", "data")), help="materialized data root (read only)")
+    ap.add_argument("--work", type=Path, default=Path("/tmp/ablate_runs"), help="where models and results go")
+    ap.add_argument("--settings", default="demo", help="comma-separated names from --list, or one free-form 'steps=200;lr=3e-4' (use ';')")
+    ap.add_argument("--list", action="store_true", help="list the named settings and exit")
+    ap.add_argument("--protocols", default="or,ad,td,ts", help="evaluation protocols")
+    ap.add_argument("--n-bootstrap", type=int, default=200)
+    ap.add_argument("--td-steps", type=int, default=10)
+    ap.add_argument("--ts-steps", type=int, default=20)
+    ap.add_argument("--k-abnormalities", type=int, default=16)
+    ap.add_argument("--curve-every", type=int, default=None, help="score OR/AD on a checkpoint every K steps (learning curve)")
+    ap.add_argument("--threads", type=int, default=2, help="torch threads")
+    ap.add_argument("--reuse", action="store_true", help="skip training when <work>/<setting>/<kind>/model.pt exists")
+    args = ap.parse_args(argv)
+    if args.list:
+        for k, (o, h) in SETTINGS.items():
+            print(f"{k:16s} {h}   overrides={json.dumps(o)}")
+        return 0
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
+    import torch
+
+    torch.set_num_threads(args.threads)
+    from model.checkpoint import load_model, step_checkpoints
+    from model.eval import load_eval_data
+
+    names = [args.settings.replace(";", ",")] if "=" in args.settings else args.settings.split(",")
+    protocols = tuple(args.protocols.split(","))
+    args.work.mkdir(parents=True, exist_ok=True)
+    results_path = args.work / "results.json"
+    all_results = json.loads(results_path.read_text()) if results_path.exists() else {}
+    data_cache: dict = {}
+    for name in names:
+        overrides, help_ = _setting(name)
+        crop = tuple((overrides.get("data", {}) or {}).get("crop_size", (64, 64, 64)))
+        if crop not in data_cache:
+            data_cache[crop] = load_eval_data(args.data_root, crop=crop)
+        data = data_cache[crop]
+        print(f"\n=== {name}: {help_}  (test studies {data.provenance['n_cases']})", flush=True)
+        if args.reuse and all((args.work / name / k / "model.pt").exists() for k in ("grounded", "global")) and name in all_results:
+            trained = all_results[name]["train"]
+        else:
+            trained = train_pair(name, overrides, args.data_root, args.work, args.curve_every, args.threads)
+        for kind in ("grounded", "global"):
+            t = trained[kind]
+            print(f"  {kind:8s} trained in {t['train_s']:.0f} s ({t['samples_per_s']:.2f} studies/s), final {t['final_losses']}", flush=True)
+        models = {"random": None, "CLIP": load_model(trained["global"]["model_path"]), "grounded": load_model(trained["grounded"]["model_path"])}
+        rows, eval_s, _ = run_eval(models, data, protocols, args.n_bootstrap, args.td_steps, args.ts_steps, args.k_abnormalities)
+        curve: dict = {}
+        if args.curve_every:
+            for kind, label in (("grounded", "grounded"), ("global", "CLIP")):
+                for step, path in step_checkpoints(trained[kind]["checkpoints"]):
+                    r, _, _ = run_eval({label: load_model(path)}, data, ("or", "ad"), 50, 0, 0, args.k_abnormalities)
+                    curve.setdefault(label, []).append({"step": step, "or_acc": r[label]["or_acc"], "ad_auc": r[label]["ad_auc"],
+                                                        "ad_f1": r[label]["ad_f1"]})
+        all_results[name] = {"overrides": overrides, "train": trained, "eval": rows, "eval_s": eval_s, "curve": curve,
+                             "data_root": str(args.data_root), "n_cases": data.provenance["n_cases"]}
+        results_path.write_text(json.dumps(all_results, indent=1, default=str))
+        plot_curves(name, all_results[name], args.work / f"{name}_curves.png")
+        print(f"  evaluation {eval_s:.0f} s")
+        for label, pts in curve.items():
+            print(f"  curve {label:8s} " + "  ".join(f"{p['step']}: OR {_fmt(p['or_acc'])} ADauc {_fmt(p['ad_auc'])}" for p in pts))
+
+    print("\n| setting | data | method | OR acc | AD F1 | AD AUC | TD AUC | TS DSC | train s (grounded/global) | eval s |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for name in names:
+        r = all_results[name]
+        tr = r["train"]
+        for m, row in r["eval"].items():
+            print(f"| {name} | {Path(r['data_root']).name} {r['n_cases']} | {m} | {_fmt(row['or_acc'])} | {_fmt(row['ad_f1'])} | "
+                  f"{_fmt(row['ad_auc'])} | {_fmt(row['td_auc'])} | {_fmt(row['ts_dsc'])} | "
+                  f"{tr['grounded']['train_s']:.0f}/{tr['global']['train_s']:.0f} | {r['eval_s']:.0f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
