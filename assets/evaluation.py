@@ -1,6 +1,5 @@
 """The evaluation asset: the paper's table (random / CLIP / grounded) from the checkpoints it takes as inputs."""
 
-import hashlib
 from pathlib import Path
 
 import dagster as dg
@@ -10,6 +9,7 @@ from assets.metadata import image_md
 from assets.resources import DataRoot
 from model.checkpoint import load_model
 from model.eval import EvalConfig, build_report, evaluate, load_eval_data
+from model.eval.data import fingerprint
 from model.eval.segmentation import SegBudget
 from model.eval.tumor import FinetuneBudget
 from pipeline.atomic import write_bytes, write_json
@@ -28,7 +28,7 @@ class EvalSettings(dg.Config):
 
 def _verified(ref: dict) -> Path:
     path = Path(ref["model_path"])
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    digest = fingerprint(path)
     if digest != ref["sha256"]:
         raise dg.Failure(f"{path} changed since {ref['kind']}_model was materialized (sha256 {digest[:12]} != {ref['sha256'][:12]}); re-materialize it")
     return path

@@ -14,7 +14,7 @@ from assets.metadata import image_md, table_metadata
 from assets.partitions import N_SHARDS, SHARD_KEYS, SHARDS, SINGLE_RUN
 from assets.pictures import montage_png
 from assets.resources import ArchiveSource, DataRoot
-from pipeline.atomic import write_json
+from pipeline.atomic import atomic_path, write_json
 from pipeline.ingest import IngestConfig, ingest_archive
 from pipeline.resample import ResampleOptions
 from pipeline.synthetic.cohort import CohortSpec, generate_cohort
@@ -53,8 +53,6 @@ def _write_lesion_manifest(source_dir: Path) -> None:
     """Lesion masks reach the canonical grid through the same precomputed-mask path as organs."""
     lesions = sorted((source_dir / "truth" / "lesions").glob("*.nii.gz"))
     rows = [{"StudyInstanceUID": p.name[: -len(".nii.gz")], "mask_path": f"../truth/lesions/{p.name}", "format": "nifti_multilabel"} for p in lesions]
-    from pipeline.atomic import atomic_path
-
     with atomic_path(source_dir / "masks" / "lesions_manifest.csv", suffix=".csv") as tmp:
         pd.DataFrame(rows, columns=["StudyInstanceUID", "mask_path", "format"]).to_csv(tmp, index=False)
 
@@ -94,7 +92,10 @@ def ingest(context: dg.AssetExecutionContext, config: IngestSettings, data: Data
         write_table(studies[studies["shard"] == key], "ct_studies", root, key)
         write_table(rejected[rejected["shard"] == key], "rejected_studies", root, f"ingest-{key}")
     unchanged = sum(r.n_unchanged for r in results)
-    timings = {k: round(v, 2) for r in results for k, v in r.timings.items()}
+    timings: dict[str, float] = {}
+    for r in results:  # one call per shard when only some shards run: sum their step times
+        for k, v in r.timings.items():
+            timings[k] = round(timings.get(k, 0.0) + v, 2)
     context.log.info(f"{len(studies)} studies, {len(rejected)} rejected, {unchanged} unchanged and skipped")
 
     meta = table_metadata(studies, table_path("ct_studies", root))

@@ -16,6 +16,7 @@ from pydantic import Field
 from assets.metadata import image_md
 from assets.resources import DataRoot
 from model.config import TrainConfig, demo, paper, replace
+from model.eval.data import fingerprint
 
 GROUP = "training"
 ENTRY = Path(__file__).with_name("train_entry.py")
@@ -42,14 +43,6 @@ class TrainSettings(dg.Config):
         )
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def run_training(context: dg.AssetExecutionContext, kind: str, settings: TrainSettings, data: DataRoot, pipes: dg.PipesSubprocessClient):
     root = data.root()
     config = settings.to_config(kind)
@@ -69,7 +62,7 @@ def run_training(context: dg.AssetExecutionContext, kind: str, settings: TrainSe
     model_path = Path(str(meta["model_path"].value if hasattr(meta["model_path"], "value") else meta["model_path"]))
     curve = Path(str(meta["loss_curve_path"].value if hasattr(meta["loss_curve_path"], "value") else meta["loss_curve_path"]))
     meta["loss_curve"] = image_md(curve.read_bytes(), f"{kind} loss")
-    value = {"kind": kind, "model_path": str(model_path), "sha256": _sha256(model_path), "config": config.to_dict(), "run_id": context.run.run_id}
+    value = {"kind": kind, "model_path": str(model_path), "sha256": fingerprint(model_path), "config": config.to_dict(), "run_id": context.run.run_id}
     meta["model_sha256"] = value["sha256"]
     return dg.Output(value, metadata=meta)
 
