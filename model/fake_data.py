@@ -124,7 +124,7 @@ def tiny_config(**overrides: object) -> TrainConfig:
         warmup_steps=1,
         lr=3e-3,
         model=dict(
-            text_encoder="fake", img_size=(32, 32, 32), embed_dim=32,
+            image_encoder="cnn", text_encoder="fake", img_size=(32, 32, 32), embed_dim=32,
             cnn_channels=(8, 16), cnn_strides=(2, 2), cnn_blocks=(1, 1), cnn_output_stride=2,
             vit_patch_size=(8, 8, 8), vit_hidden_size=32, vit_mlp_dim=64, vit_layers=1, vit_heads=2,
         ),

@@ -95,3 +95,9 @@ def v1_to_v2(name: str) -> str | None:
     if o.group in members:
         return o.group
     return members[0] if len(members) == 1 else None
+
+
+def counted(name: str) -> bool:
+    """Ribs and vertebrae: told apart by counting from a landmark (the first rib, the sacrum), not by
+    their own look, so a crop that misses the landmark cannot name them."""
+    return re.match(r"^(rib_|vertebrae_)", name) is not None

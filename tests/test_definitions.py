@@ -33,3 +33,16 @@ def test_pipeline_and_model_never_import_dagster():
     pattern = re.compile(r"^\s*(import dagster|from dagster)\b", re.M)
     offenders = [str(p.relative_to(REPO)) for d in ("pipeline", "model") for p in (REPO / d).rglob("*.py") if pattern.search(p.read_text())]
     assert offenders == []
+
+
+def test_train_settings_take_the_presets_values_unless_set():
+    """Unset fields keep the preset's values: the paper preset is not cut to the demo's budget."""
+    from assets.training import TrainSettings
+    from model.config import demo, paper
+
+    cfg = TrainSettings().to_config("global")
+    assert (cfg.model.kind, cfg.model.image_encoder, cfg.steps) == ("global", demo().model.image_encoder, demo().steps)
+    big = TrainSettings(preset="paper").to_config("grounded")
+    assert (big.steps, big.batch_size, big.model.text_encoder) == (paper().steps, paper().batch_size, paper().model.text_encoder)
+    small = TrainSettings(image_encoder="cnn", steps=7, text_encoder="fake").to_config("grounded")
+    assert (small.model.image_encoder, small.steps, small.model.text_encoder, small.lr) == ("cnn", 7, "fake", demo().lr)

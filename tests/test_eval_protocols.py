@@ -82,6 +82,8 @@ def test_evaluate_runs_every_protocol_and_random_row_is_not_applicable():
     for name in ("grounded", "clip"):
         assert 0.0 <= m[name]["or_acc"].value <= 1.0
         assert result.methods[name].organ_recognition.classes == ("spleen", "kidney_left", "liver")  # v2 index order
+        # no rib or vertebra among these organs: OR without them is the same protocol
+        assert m[name]["or_acc_distinct"].value == m[name]["or_acc"].value
     assert result.ad_tasks == (("liver", "mass"),)
 
 
@@ -94,7 +96,7 @@ def test_report_has_the_papers_shape_and_json_round_trips(tmp_path):
     ckpt.write_bytes(b"weights")
     report = build_report(result, {"checkpoints": {"grounded": checkpoint_provenance(ckpt)}, "data_version": "v1"})
     assert list(report.table.index) == ["random", "clip", "grounded"]
-    assert list(report.table.columns) == ["OR acc", "AD F1", "AD AUC", "TD AUC", "TS DSC"]
+    assert list(report.table.columns) == ["OR acc", "AD F1", "AD AUC", "TD AUC", "TS DSC", "OR acc w/o ribs, vertebrae"]
     assert report.table.loc["random", "OR acc"] == "n/a" and report.table.loc["grounded", "TS DSC"] == "n/a"
     assert "OR acc" in report.table_markdown and "|" in report.table_markdown
     assert list(report.abnormality_table[["organ", "abnormality"]].itertuples(index=False, name=None)) == [("liver", "mass")]

@@ -98,3 +98,10 @@ def test_prompts_are_readable_and_several():
     assert "the left kidney" in ps and len(ps) >= 2
     normal, abnormal = prompts.abnormality_prompts("liver", "mass")
     assert "no mass in the liver" in normal and "mass in the liver" in abnormal
+
+
+def test_counted_structures_are_ribs_and_vertebrae_only():
+    from pipeline.vocab import counted
+
+    assert counted("rib_left_5") and counted("vertebrae_L2") and counted("vertebrae_C1")
+    assert not any(counted(n) for n in ("sacrum", "liver", "lung_upper_lobe_left", "sternum", "costal_cartilages"))

@@ -222,10 +222,43 @@ def test_dictionary_positive_has_the_form_of_its_negatives(tmp_path):
         "negatives": [["cyst of the liver", "steatosis of the liver"], ["mass of the liver", "hepatomegaly of the liver"]],
         "split": ["train", "train"],
     }).to_parquet(tables / "abnormality_pairs.parquet")
-    (study,) = read_studies(tmp_path)
+    (study,) = read_studies(tmp_path, dictionary="table")
     by = {a.abnormality: a for a in study.abnormalities}
     assert by["mass"].positive == "mass of the liver"
     assert by["mass"].negatives == ("steatosis of the liver",)
     assert by["cyst"].negatives == ("hepatomegaly of the liver",)
-    (study,) = read_studies(tmp_path, abnormality_positive="report")
+    (study,) = read_studies(tmp_path, abnormality_positive="report", dictionary="table")
     assert {a.abnormality: a.positive for a in study.abnormalities}["mass"] == "3 cm mass in the liver."
+
+
+def test_split_dictionary_trains_normal_organs_against_the_abnormalities_seen(tmp_path):
+    """dictionary='split': negatives are the abnormalities the split names for the organ (never a phrase
+    that is never positive, which the text alone would rule out) plus 'normal <organ>'; a normal organ
+    gets a row 'normal <organ>' against them; an organ with no abnormality in the split gets none."""
+    import pandas as pd
+
+    from model.data import read_studies
+
+    tables = tmp_path / "tables"
+    tables.mkdir()
+    pd.DataFrame({
+        "pair_id": ["p1", "p2", "p3", "p4"], "study_id": ["s1", "s2", "s2", "s3"],
+        "organ": ["liver", "liver", "spleen", "liver"], "index_v2": [5, 5, 1, 5], "split": ["train"] * 3 + ["test"],
+        "status": ["abnormal", "normal", "normal", "normal"], "text": ["Liver mass. Liver cyst.", "normal", "normal", "normal"],
+        "volume_path": ["v.nii.gz"] * 4, "mask_path": ["m.nii.gz"] * 4,
+    }).to_parquet(tables / "grounded_pairs.parquet")
+    pd.DataFrame({
+        "pair_id": ["a1", "a2"], "study_id": ["s1", "s1"], "organ": ["liver", "liver"], "index_v2": [5, 5],
+        "abnormality": ["mass", "cyst"], "positive_text": ["Liver mass.", "Liver cyst."],
+        "negatives": [["fracture of the liver"], ["fracture of the liver"]], "split": ["train", "train"],
+    }).to_parquet(tables / "abnormality_pairs.parquet")
+    s1, s2 = read_studies(tmp_path)
+    by = {a.abnormality: a for a in s1.abnormalities}
+    assert by["mass"].negatives == ("normal liver",)  # cyst is true in this study
+    (normal,) = s2.abnormalities  # the spleen has no abnormality in the split: no row
+    assert (normal.organ, normal.abnormality, normal.positive) == ("liver", "normal", "normal liver")
+    assert normal.negatives == ("cyst of the liver", "mass of the liver")
+    assert [o.text for o in s1.organs] == ["liver: Liver mass. Liver cyst."]  # texts name their organ
+    assert [o.text for o in read_studies(tmp_path, organ_text="report")[0].organs] == ["Liver mass. Liver cyst."]
+    (s3,) = read_studies(tmp_path, split="test")  # the test split has no abnormality: no dictionary
+    assert s3.abnormalities == ()

@@ -22,11 +22,13 @@ from model.eval.metrics import Estimate
 from model.eval.segmentation import SegBudget, SegResult, from_model, segmentation_protocol
 from model.eval.tumor import FinetuneBudget, TDResult, tumor_detection
 from model.eval.zero_shot import ADResult, ORResult, abnormality_detection, organ_recognition, select_ad_tasks
+from pipeline.vocab import counted
 
 log = logging.getLogger(__name__)
 
 PROTOCOLS = ("or", "ad", "td", "ts")
 HEADLINE = ("or_acc", "ad_f1", "ad_auc", "td_auc", "ts_dsc")
+DETAIL = ("or_acc_distinct",)  # also in the table: OR over the organs that are not counted (ribs, vertebrae)
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,7 @@ class MethodResult:
     abnormality_detection: ADResult | None = None
     tumor_detection: TDResult | None = None
     tumor_segmentation: SegResult | None = None
+    organ_recognition_distinct: ORResult | None = None  # OR without ribs and vertebrae (``vocab.counted``)
 
     def metrics(self, td_headline: str = "probe_study") -> dict[str, Estimate]:
         """Headline metrics (``HEADLINE``) and the detail ones; missing = not applicable / not run."""
@@ -74,6 +77,7 @@ class MethodResult:
             "td_auc": td.auc.get(td_headline, miss) if td else miss,
             "ts_dsc": ts.dice if ts else miss,
             "or_macro_f1": orr.macro_f1 if orr else miss,
+            "or_acc_distinct": self.organ_recognition_distinct.accuracy if self.organ_recognition_distinct else miss,
         }
         for key in ("probe_study", "probe_organ", "finetune_study", "finetune_organ"):
             out[f"td_auc_{key}"] = td.auc.get(key, miss) if td else miss
@@ -128,13 +132,18 @@ def evaluate(models: Mapping[str, object | None], data: EvalData, config: EvalCo
         log.info("evaluating %s", name)
         pretrained = model is not None
         encoder = model if pretrained else _random_factory(models, config)()
-        orr = ad = td = ts = None
+        orr = orr_distinct = ad = td = ts = None
         if pretrained and {"or", "ad"} & set(config.protocols) and len(te_rows):
             te_emb = organ_embeddings(model, test, te_rows)
             if "or" in config.protocols:
                 cls_emb = prompt_embeddings(model, [prompts.organ_prompts(c, config.organ_templates) for c in classes])
                 orr = organ_recognition(te_emb, te_rows["organ"].tolist(), cls_emb, classes, te_groups,
                                         config.n_bootstrap, config.seed)
+                keep = [i for i, c in enumerate(classes) if not counted(c)]
+                sel = np.flatnonzero(~te_rows["organ"].map(counted).to_numpy())
+                if keep and len(sel):
+                    orr_distinct = organ_recognition(te_emb[sel], te_rows["organ"].iloc[sel].tolist(), cls_emb[keep],
+                                                     [classes[i] for i in keep], te_groups[sel], config.n_bootstrap, config.seed)
             if "ad" in config.protocols and tasks:
                 va_emb = organ_embeddings(model, val, va_rows) if len(va_rows) else np.zeros((0, te_emb.shape[1]))
                 sets = [prompts.abnormality_prompts(o, a, config.normal_templates, config.abnormal_templates) for o, a in tasks]
@@ -152,5 +161,5 @@ def evaluate(models: Mapping[str, object | None], data: EvalData, config: EvalCo
                                            config.ts_empty_dice, config.n_bootstrap)
             elif name == next(iter(models)):
                 notes.append("TS: no training or test case with a lesion mask")
-        results[name] = MethodResult(name, pretrained, orr, ad, td, ts)
+        results[name] = MethodResult(name, pretrained, orr, ad, td, ts, orr_distinct)
     return EvalResult(results, config, tasks, tuple(notes), dict(data.provenance))
