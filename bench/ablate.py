@@ -9,8 +9,8 @@ protocols (OR, AD) on each, so the table shows OR accuracy against steps; the lo
 
 The data root is only read; models and results go under ``--work``.
 
-    python bench/ablate.py --data-root /tmp/ctg1 --settings report_positive,demo
-    python bench/ablate.py --data-root /tmp/ablate_big/root --settings s300 --curve-every 50
+    python bench/ablate.py --data-root /tmp/ctg1 --settings demo,table_dictionary
+    python bench/ablate.py --data-root /tmp/bench/root --settings s600 --curve-every 200
     python bench/ablate.py --list                 # the settings and what they change
 """
 
@@ -33,16 +33,19 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 # name -> (overrides of model.config.demo(), help). Evaluation settings ride along under "eval".
 SETTINGS: dict[str, tuple[dict, str]] = {
-    "report_positive": ({"data": {"abnormality_positive": "report"}}, "the demo before the fix: report sentence as dictionary positive, 60 steps"),
-    "demo": ({}, "the current demo() preset: 60 steps, batch 4, lr 1e-3"),
-    "s150": ({"steps": 150}, "150 steps"),
-    "s300": ({"steps": 300}, "300 steps"),
-    "s300_lr3e-4": ({"steps": 300, "lr": 3e-4}, "300 steps, lr 3e-4"),
-    "s300_lr3e-3": ({"steps": 300, "lr": 3e-3}, "300 steps, lr 3e-3"),
-    "s300_b8": ({"steps": 300, "batch_size": 8}, "300 steps, batch 8"),
-    "s300_organs": ({"steps": 300, "data": {"crop_center": "organs"}}, "300 steps, crop on the box of all paired organs (the eval crop)"),
-    "s300_nofn": ({"steps": 300, "false_negative_aware": False}, "300 steps, plain InfoNCE (no false-negative-aware targets)"),
-    "s300_report": ({"steps": 300, "data": {"abnormality_positive": "report"}}, "300 steps, report-sentence dictionary positive (bug)"),
+    "demo": ({}, "the current demo() preset: ViT, 300 steps, batch 4, lr 1e-3, split dictionary, named organ texts"),
+    "s600": ({"steps": 600}, "600 steps"),
+    "s1200": ({"steps": 1200}, "1200 steps"),
+    "cnn60": ({"model": {"image_encoder": "cnn"}, "steps": 60}, "the session-1 demo encoder and budget: residual CNN, 60 steps"),
+    "cnn150": ({"model": {"image_encoder": "cnn"}, "steps": 150}, "residual CNN, 150 steps"),
+    "table_dictionary": ({"data": {"dictionary": "table"}}, "dictionary negatives from the `negatives` column, abnormal organs only"),
+    "report_text": ({"data": {"organ_text": "report"}}, "organ texts without the organ's name"),
+    "report_positive": ({"data": {"abnormality_positive": "report", "dictionary": "table"}},
+                        "report sentence as dictionary positive among table negatives (the session-1 bug)"),
+    "lr3e-4": ({"lr": 3e-4}, "lr 3e-4"),
+    "b8": ({"batch_size": 8}, "batch 8"),
+    "organs_crop": ({"data": {"crop_center": "organs"}}, "crop on the box of all paired organs (the eval crop)"),
+    "nofn": ({"false_negative_aware": False}, "plain InfoNCE (no false-negative-aware targets)"),
 }
 
 

@@ -157,3 +157,14 @@ def test_dice_ce_loss_is_near_zero_for_a_confident_correct_prediction():
     logits = torch.cat([(target == 0).float(), (target == 1).float()], 1) * 50.0
     assert float(dice_ce_loss(logits, target)) < 1e-3
     assert float(dice_ce_loss(-logits, target)) > 1.0
+
+
+def test_dice_ce_loss_leaves_the_background_out_of_the_dice():
+    """Hand-computed: 64 voxels, one lesion voxel, uniform logits (p = 0.5 everywhere).
+    CE = ln 2; foreground Dice = 1 - 2 * 0.5 / (0.5 * 64 + 1) = 1 - 1 / 33 (background left out)."""
+    from model.eval.segmentation import dice_ce_loss
+
+    target = torch.zeros((1, 1, 4, 4, 4), dtype=torch.long)
+    target[0, 0, 0, 0, 0] = 1
+    loss = float(dice_ce_loss(torch.zeros((1, 2, 4, 4, 4)), target))
+    assert loss == pytest.approx(math.log(2) + 1 - 1 / 33, abs=1e-5)

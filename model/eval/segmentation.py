@@ -34,15 +34,16 @@ class SegBudget:
     seed: int = 0  # decoder initialisation and case order: equal for every initialisation compared
 
 
-def dice_ce_loss(logits: torch.Tensor, target: torch.Tensor, smooth: float = 1e-5) -> torch.Tensor:
-    """Soft Dice (per case and class, background included) + cross-entropy: MONAI's
-    ``DiceCELoss(to_onehot_y=True, softmax=True)`` with its defaults, without importing MONAI.
+def dice_ce_loss(logits: torch.Tensor, target: torch.Tensor, smooth: float = 1e-5, batch_dice: bool = True) -> torch.Tensor:
+    """Soft Dice of the foreground classes + cross-entropy, nnU-Net's default loss: the background
+    is left out of the Dice (with it, a small lesion's Dice is swamped and an all-background
+    prediction scores well), and with ``batch_dice`` the Dice sums over the batch before dividing.
     ``logits`` (b, k, D, H, W), ``target`` (b, 1, D, H, W) int."""
     ce = nn.functional.cross_entropy(logits, target[:, 0])
-    prob = logits.softmax(1)
-    onehot = nn.functional.one_hot(target[:, 0], logits.shape[1]).movedim(-1, 1).to(prob.dtype)
-    dims = tuple(range(2, logits.ndim))
-    inter = (prob * onehot).sum(dims)  # (b, k)
+    prob = logits.softmax(1)[:, 1:]
+    onehot = nn.functional.one_hot(target[:, 0], logits.shape[1]).movedim(-1, 1)[:, 1:].to(prob.dtype)
+    dims = (0, *range(2, logits.ndim)) if batch_dice else tuple(range(2, logits.ndim))
+    inter = (prob * onehot).sum(dims)  # (k - 1,) or (b, k - 1)
     denom = prob.sum(dims) + onehot.sum(dims)
     dice = 1.0 - (2.0 * inter + smooth) / (denom + smooth)
     return ce + dice.mean()
