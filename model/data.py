@@ -95,6 +95,32 @@ def organ_dictionary(ap: pd.DataFrame) -> dict[str, tuple[str, ...]]:
     return {o: tuple(sorted(a)) for o, a in out.items()}
 
 
+def _dictionary_rows(
+    rows: pd.DataFrame, organs: Sequence[OrganPair], vocab: dict[str, tuple[str, ...]] | None, positive: str
+) -> tuple[AbnormalityPair, ...]:
+    """One study's dictionary rows: its abnormality pairs, then (with a split ``vocab``) its normal organs.
+    ``vocab`` None: the table's `negatives` column, abnormal organs only."""
+    true = {(str(r.organ), str(r.abnormality)) for r in rows.itertuples()}
+
+    def negatives(organ: str, table: Sequence[str]) -> tuple[str, ...]:
+        if vocab is None:
+            return tuple(n for n in table if n not in {dictionary_text(a, o) for o, a in true if o == organ})
+        return tuple(dictionary_text(a, organ) for a in vocab.get(organ, ()) if (organ, a) not in true)
+
+    out = [
+        AbnormalityPair(
+            r.organ, int(r.index_v2), str(r.abnormality),
+            dictionary_text(str(r.abnormality), r.organ) if positive == "dictionary" else str(r.positive_text),
+            negatives(r.organ, list(r.negatives)) + (() if vocab is None else (normal_text(r.organ),)),
+        )
+        for r in rows.itertuples()
+    ]
+    if vocab is not None:
+        out += [AbnormalityPair(o.organ, o.label, NORMAL, normal_text(o.organ), negatives(o.organ, []))
+                for o in organs if o.normal and vocab.get(o.organ)]
+    return tuple(out)
+
+
 def read_studies(
     data_root: str | os.PathLike,
     split: str = "train",
@@ -126,7 +152,7 @@ def read_studies(
     st = pd.read_parquet(st_path) if st_path.exists() else pd.DataFrame(columns=["study_id", "text"])
     texts = dict(zip(st["study_id"], st["text"]))
     ap_by = {k: g for k, g in ap.groupby("study_id")} if len(ap) else {}
-    vocab = organ_dictionary(ap) if dictionary == "split" else {}
+    vocab = organ_dictionary(ap)
     out = []
     for sid, g in gp.sort_values(["study_id", "index_v2", "pair_id"]).groupby("study_id", sort=True):
         organs = tuple(
@@ -135,26 +161,7 @@ def read_studies(
             for r in g.itertuples()
         )
         rows = ap_by[sid].sort_values("pair_id") if sid in ap_by else ap.iloc[:0]
-        true = {(r.organ, str(r.abnormality)) for r in rows.itertuples()}
-
-        def negatives(organ: str, table: Sequence[str]) -> tuple[str, ...]:
-            if dictionary == "table":
-                return tuple(n for n in table if n not in {dictionary_text(a, o) for o, a in true if o == organ})
-            return tuple(dictionary_text(a, organ) for a in vocab.get(organ, ()) if (organ, a) not in true) + (normal_text(organ),)
-
-        abn = tuple(
-            AbnormalityPair(
-                r.organ, int(r.index_v2), str(r.abnormality),
-                dictionary_text(str(r.abnormality), r.organ) if abnormality_positive == "dictionary" else str(r.positive_text),
-                negatives(r.organ, list(r.negatives)),
-            )
-            for r in rows.itertuples()
-        )
-        if dictionary == "split":
-            abn += tuple(
-                AbnormalityPair(o.organ, o.label, NORMAL, normal_text(o.organ), negatives(o.organ, [])[:-1])
-                for o in organs if o.normal and vocab.get(o.organ)
-            )
+        abn = _dictionary_rows(rows, organs, vocab if dictionary == "split" else None, abnormality_positive)
         first = g.iloc[0]
         out.append(
             StudyRecord(
