@@ -168,3 +168,20 @@ def test_dice_ce_loss_leaves_the_background_out_of_the_dice():
     target[0, 0, 0, 0, 0] = 1
     loss = float(dice_ce_loss(torch.zeros((1, 2, 4, 4, 4)), target))
     assert loss == pytest.approx(math.log(2) + 1 - 1 / 33, abs=1e-5)
+
+
+def test_dice_ce_loss_weighs_the_lesion_in_the_cross_entropy():
+    """Hand-computed: logits favour background by 1 everywhere; 63 background voxels cost ln(1 + e^-1)
+    each, the lesion voxel ln(1 + e); the weighted mean is (63 a + w b) / (63 + w)."""
+    from model.eval.segmentation import dice_ce_loss
+
+    target = torch.zeros((1, 1, 4, 4, 4), dtype=torch.long)
+    target[0, 0, 0, 0, 0] = 1
+    logits = torch.zeros((1, 2, 4, 4, 4))
+    logits[:, 0] = 1.0
+    a, b = math.log1p(math.exp(-1)), math.log1p(math.e)
+    p_fg = 1 / (1 + math.e)
+    dice = 1 - (2 * p_fg + 1e-5) / (64 * p_fg + 1 + 1e-5)
+    for w in (1.0, 20.0):
+        expected = (63 * a + w * b) / (63 + w) + dice
+        assert float(dice_ce_loss(logits, target, fg_weight=w)) == pytest.approx(expected, abs=1e-5)
