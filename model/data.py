@@ -21,7 +21,7 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from model.config import DataConfig
-from model.text import text_id
+from model.text import readable_organ, text_id
 from pipeline.volume import load_nifti
 
 log = logging.getLogger(__name__)
@@ -62,29 +62,19 @@ def _resolve(root: Path, p: str) -> Path:
     return path if path.is_absolute() else root / path
 
 
-def organ_words(organ: str) -> str:
-    """A class name as the pair texts write it: 'kidney_left' -> 'left kidney'."""
-    from pipeline.pairs import readable
-
-    try:
-        return readable(organ)
-    except KeyError:  # names outside the vocabulary (test stand-ins)
-        return organ.replace("_", " ")
-
-
 def dictionary_text(abnormality: str, organ: str) -> str:
     """An abnormality as a dictionary phrase, the form of the `negatives` column: 'mass of the liver'."""
-    return f"{abnormality} of the {organ_words(organ)}"
+    return f"{abnormality} of the {readable_organ(organ)}"
 
 
 def normal_text(organ: str) -> str:
     """The dictionary phrase of an organ without abnormality: 'normal liver'."""
-    return f"normal {organ_words(organ)}"
+    return f"normal {readable_organ(organ)}"
 
 
 def named_text(organ: str, text: str) -> str:
     """An organ pair's text led by the organ's name: 'heart: Cardiomegaly.'."""
-    return f"{organ_words(organ)}: {text}"
+    return f"{readable_organ(organ)}: {text}"
 
 
 def organ_dictionary(ap: pd.DataFrame) -> dict[str, tuple[str, ...]]:
@@ -101,10 +91,11 @@ def _dictionary_rows(
     """One study's dictionary rows: its abnormality pairs, then (with a split ``vocab``) its normal organs.
     ``vocab`` None: the table's `negatives` column, abnormal organs only."""
     true = {(str(r.organ), str(r.abnormality)) for r in rows.itertuples()}
+    true_text = {(o, dictionary_text(a, o)) for o, a in true}
 
     def negatives(organ: str, table: Sequence[str]) -> tuple[str, ...]:
         if vocab is None:
-            return tuple(n for n in table if n not in {dictionary_text(a, o) for o, a in true if o == organ})
+            return tuple(n for n in table if (organ, n) not in true_text)
         return tuple(dictionary_text(a, organ) for a in vocab.get(organ, ()) if (organ, a) not in true)
 
     out = [
@@ -152,7 +143,7 @@ def read_studies(
     st = pd.read_parquet(st_path) if st_path.exists() else pd.DataFrame(columns=["study_id", "text"])
     texts = dict(zip(st["study_id"], st["text"]))
     ap_by = {k: g for k, g in ap.groupby("study_id")} if len(ap) else {}
-    vocab = organ_dictionary(ap)
+    vocab = organ_dictionary(ap) if dictionary == "split" else None
     out = []
     for sid, g in gp.sort_values(["study_id", "index_v2", "pair_id"]).groupby("study_id", sort=True):
         organs = tuple(
@@ -161,7 +152,7 @@ def read_studies(
             for r in g.itertuples()
         )
         rows = ap_by[sid].sort_values("pair_id") if sid in ap_by else ap.iloc[:0]
-        abn = _dictionary_rows(rows, organs, vocab if dictionary == "split" else None, abnormality_positive)
+        abn = _dictionary_rows(rows, organs, vocab, abnormality_positive)
         first = g.iloc[0]
         out.append(
             StudyRecord(

@@ -22,6 +22,18 @@ from model.config import FAKE_TEXT, GT_MINILM, ModelConfig
 log = logging.getLogger(__name__)
 
 
+def readable_organ(name: str) -> str:
+    """A class name as words, the same form the pair texts use (``pipeline.pairs.readable``):
+    ``kidney_left`` -> ``left kidney``; names outside the vocabulary (test stand-ins) have their
+    underscores replaced."""
+    from pipeline.pairs import readable  # lazily: pandas-heavy, and only texts need it
+
+    try:
+        return readable(name)
+    except KeyError:
+        return name.replace("_", " ")
+
+
 def text_hash(text: str) -> str:
     """Stable hex digest of a sentence (the cache key)."""
     return hashlib.sha1(text.encode("utf-8")).hexdigest()

@@ -28,7 +28,6 @@ log = logging.getLogger(__name__)
 
 PROTOCOLS = ("or", "ad", "td", "ts")
 HEADLINE = ("or_acc", "ad_f1", "ad_auc", "td_auc", "ts_dsc")
-DETAIL = ("or_acc_distinct",)  # also in the table: OR over the organs that are not counted (ribs, vertebrae)
 
 
 @dataclass(frozen=True)

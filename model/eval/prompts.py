@@ -6,7 +6,7 @@ of the L2-normalised prompt embeddings, normalised again.
 
 from __future__ import annotations
 
-from pipeline.pairs import readable
+from model.text import readable_organ  # the same words as the training texts
 
 ORGAN_TEMPLATES: tuple[str, ...] = (
     "the {organ}",
@@ -26,16 +26,6 @@ ABNORMAL_TEMPLATES: tuple[str, ...] = (
     "there is {abn} in the {organ}",
     "findings of {abn} in the {organ}",
 )
-
-
-def readable_organ(name: str) -> str:
-    """A class name as words, the same form the pair texts use (``pipeline.pairs.readable``):
-    ``kidney_left`` -> ``left kidney``; names outside the vocabulary (test stand-ins) have their
-    underscores replaced."""
-    try:
-        return readable(name)
-    except KeyError:
-        return name.replace("_", " ")
 
 
 def organ_prompts(organ: str, templates: tuple[str, ...] = ORGAN_TEMPLATES) -> list[str]:
