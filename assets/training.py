@@ -15,7 +15,7 @@ from pydantic import Field
 
 from assets.metadata import image_md
 from assets.resources import DataRoot
-from model.config import TrainConfig, demo, paper, replace
+from model.config import SOFT_TISSUE, TrainConfig, demo, paper, replace
 from model.eval.data import fingerprint
 
 GROUP = "training"
@@ -33,12 +33,16 @@ class TrainSettings(dg.Config):
     nproc_per_node: int = Field(default=1, description="torchrun processes (data parallel, gloo on CPU).")
     checkpoint_every: Optional[int] = Field(default=None, description="Checkpoint every K steps (exact resume after a kill); unset = the preset's.")
     text_encoder: Optional[str] = Field(default=None, description="Frozen text encoder: the packaged MiniLM, a Hugging Face id or a local path; unset = the preset's.")
+    soft_tissue_channel: Optional[bool] = Field(default=None, description="Add a soft-tissue HU window (-160, 240) as a second input channel (where lesions show); unset = the preset's (demo, paper: on).")
+    grounded_global_weight: Optional[float] = Field(default=None, description="Grounded model only: weight of an added whole-volume vs report term (trains the study embedding); 0 = CT-GLIP as published; unset = the preset's.")
 
     def to_config(self, kind: str) -> TrainConfig:
         base = {"demo": demo, "paper": paper}[self.preset]()
         encoder = None if self.image_encoder == "preset" else self.image_encoder
-        model = {"kind": kind, "image_encoder": encoder, "text_encoder": self.text_encoder}
-        top = {"steps": self.steps, "batch_size": self.batch_size, "lr": self.lr, "checkpoint_every": self.checkpoint_every}
+        windows = None if self.soft_tissue_channel is None else ((SOFT_TISSUE,) if self.soft_tissue_channel else ())
+        model = {"kind": kind, "image_encoder": encoder, "text_encoder": self.text_encoder, "extra_windows": windows}
+        top = {"steps": self.steps, "batch_size": self.batch_size, "lr": self.lr, "checkpoint_every": self.checkpoint_every,
+               "grounded_global_weight": self.grounded_global_weight}
         return replace(
             base, seed=self.seed, model={k: v for k, v in model.items() if v is not None},
             **{k: v for k, v in top.items() if v is not None},

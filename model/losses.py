@@ -135,7 +135,7 @@ class CTGlipLoss(nn.Module):
                 dictionary_loss(abnormality_features, positive_text_features, negative_text_features, negative_mask, logit_scale)
             )
             out["abnormality_loss"] = self.abnormality_weight * (per_row.mean() if len(per_row) else zero)
-        if image_features is not None:
+        if image_features is not None and self.global_weight:
             img, txt, ids = gather(image_features), gather(text_features), gather(text_ids, with_grad=False)
             out["global_loss"] = self.global_weight * soft_contrastive(img, txt, logit_scale, self._positives(ids))
         return out

@@ -98,7 +98,27 @@ class ViTEncoder(nn.Module):
 
 
 def build_image_encoder(config: ModelConfig) -> nn.Module:
-    return ResidualUNetEncoder(config) if config.image_encoder == "cnn" else ViTEncoder(config)
+    channels = 1 + len(config.extra_windows)
+    return ResidualUNetEncoder(config, channels) if config.image_encoder == "cnn" else ViTEncoder(config, channels)
+
+
+class HUWindows(nn.Module):
+    """The input (``input_window`` scaled to [-1, 1]) and one channel per extra HU window.
+
+    An extra window inside the input window is an exact re-scaling of the same values, so data
+    loading, evaluation and segmentation keep one channel and every checkpoint windows alike.
+    """
+
+    def __init__(self, input_window: tuple[float, float], extra: tuple[tuple[float, float], ...]):
+        super().__init__()
+        self.input_window, self.extra = tuple(input_window), tuple(tuple(w) for w in extra)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.extra:
+            return x
+        lo, hi = self.input_window
+        hu = (x + 1) * ((hi - lo) / 2) + lo  # (b, 1, D, H, W)
+        return torch.cat([x, *(((hu.clamp(a, b) - a) * (2 / (b - a)) - 1) for a, b in self.extra)], dim=1)
 
 
 def organ_weights(labels: torch.Tensor, organ_index: torch.Tensor, size: tuple[int, ...], mode: str = "area") -> torch.Tensor:
@@ -126,6 +146,7 @@ class CTGlip(nn.Module):
     def __init__(self, config: ModelConfig, text_encoder: CachedTextEncoder | None = None):
         super().__init__()
         self.config = config
+        self.windows = HUWindows(config.input_window, config.extra_windows)
         self.encoder = build_image_encoder(config)
         self.image_proj = nn.Linear(self.encoder.out_channels, config.embed_dim)
         # frozen and cached; a plain attribute (not a submodule) so it stays out of state_dict and DDP
@@ -134,8 +155,11 @@ class CTGlip(nn.Module):
         self.logit_scale = nn.Parameter(torch.tensor(float(config.logit_scale_init)))
 
     # -- image ---------------------------------------------------------------------------
+    def input_channels(self, volume: torch.Tensor) -> torch.Tensor:
+        return self.windows(volume)  # (b, 1, D, H, W) -> (b, 1 + extra windows, D, H, W)
+
     def feature_map(self, volume: torch.Tensor) -> torch.Tensor:
-        return self.encoder(volume)  # (b, 1, D, H, W) -> (b, c, d, h, w)
+        return self.encoder(self.windows(volume))  # (b, 1, D, H, W) -> (b, c, d, h, w)
 
     def pool_organs(self, fmap: torch.Tensor, labels: torch.Tensor, organ_index: torch.Tensor) -> torch.Tensor:
         """Masked average pooling: ``organ_index`` rows (batch item, v2 label) -> (n, e) L2-normalised."""
@@ -187,6 +211,10 @@ class CTGlip(nn.Module):
             "positive_text_features": text[batch.abn_positive_idx],  # (m, e)
             "negative_text_features": text[neg_idx.clamp_min(0)],  # (m, k, e)
             "negative_mask": neg_idx >= 0,  # (m, k)
+            # the global model's inputs too; the loss uses them where TrainConfig.grounded_global_weight > 0
+            "image_features": self.encode_global(batch.volume, fmap),  # (b, e)
+            "text_features": text[batch.study_text_idx],  # (b, e)
+            "text_ids": batch.text_ids[batch.study_text_idx],  # (b,)
             "logit_scale": scale,
         }
 

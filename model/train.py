@@ -119,7 +119,7 @@ def build_loss(config: TrainConfig) -> CTGlipLoss:
     return CTGlipLoss(
         organ_weight=config.organ_loss_weight,
         abnormality_weight=config.abnormality_loss_weight,
-        global_weight=config.global_loss_weight,
+        global_weight=config.global_loss_weight if config.model.kind == "global" else config.grounded_global_weight,
         false_negative_aware=config.false_negative_aware,
     )
 

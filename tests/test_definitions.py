@@ -46,3 +46,6 @@ def test_train_settings_take_the_presets_values_unless_set():
     assert (big.steps, big.batch_size, big.model.text_encoder) == (paper().steps, paper().batch_size, paper().model.text_encoder)
     small = TrainSettings(image_encoder="cnn", steps=7, text_encoder="fake").to_config("grounded")
     assert (small.model.image_encoder, small.steps, small.model.text_encoder, small.lr) == ("cnn", 7, "fake", demo().lr)
+    assert small.model.extra_windows == demo().model.extra_windows and small.grounded_global_weight == demo().grounded_global_weight
+    wide = TrainSettings(soft_tissue_channel=False, grounded_global_weight=0.5).to_config("grounded")
+    assert wide.model.extra_windows == () and wide.grounded_global_weight == 0.5

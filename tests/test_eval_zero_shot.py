@@ -98,6 +98,10 @@ def test_prompts_are_readable_and_several():
     assert "the left kidney" in ps and len(ps) >= 2
     normal, abnormal = prompts.abnormality_prompts("liver", "mass")
     assert "no mass in the liver" in normal and "mass in the liver" in abnormal
+    # the grounded model's dictionary phrasings (model.data) are among them
+    from model.data import dictionary_text, normal_text
+
+    assert normal_text("liver") in normal and dictionary_text("mass", "liver") in abnormal
 
 
 def test_counted_structures_are_ribs_and_vertebrae_only():

@@ -14,13 +14,17 @@ ORGAN_TEMPLATES: tuple[str, ...] = (
     "the {organ} on a CT scan",
     "this is the {organ}",
 )
+# The first phrasing of each is the grounded model's dictionary form (model.data: 'normal liver',
+# 'mass of the liver'); the others are report-like, the global model's training texts.
 NORMAL_TEMPLATES: tuple[str, ...] = (
+    "normal {organ}",
     "no {abn} in the {organ}",
     "the {organ} shows no {abn}",
     "the {organ} is unremarkable",
     "no evidence of {abn} in the {organ}",
 )
 ABNORMAL_TEMPLATES: tuple[str, ...] = (
+    "{abn} of the {organ}",
     "{abn} in the {organ}",
     "the {organ} shows {abn}",
     "there is {abn} in the {organ}",

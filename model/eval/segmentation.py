@@ -66,14 +66,14 @@ class SegDecoder(nn.Module):
     """UNet-style: from the (b, c, d, h, w) feature map, transposed-conv x2 steps with conv blocks up
     to the input size, then a full-resolution skip from the volume itself and a 1x1 head (2 classes)."""
 
-    def __init__(self, in_channels: int, n_up: int, width: int = 16, n_classes: int = 2) -> None:
+    def __init__(self, in_channels: int, n_up: int, width: int = 16, n_classes: int = 2, skip_channels: int = 1) -> None:
         super().__init__()
         self.bottleneck = _block(in_channels, width)
         self.ups = nn.ModuleList(
             nn.ModuleDict({"up": nn.ConvTranspose3d(width, width, 2, stride=2), "conv": _block(width, width)})
             for _ in range(n_up)
         )
-        self.skip = _block(1, width)
+        self.skip = _block(skip_channels, width)
         self.head = nn.Sequential(_block(2 * width, width), nn.Conv3d(width, n_classes, 1))
 
     def forward(self, fmap: torch.Tensor, volume: torch.Tensor) -> torch.Tensor:
@@ -94,17 +94,24 @@ class SegNet(nn.Module):
         self.decoder = decoder
 
     def forward(self, volume: torch.Tensor) -> torch.Tensor:
-        return self.decoder(self.encoder.feature_map(volume), volume)
+        return self.decoder(self.encoder.feature_map(volume), _input_channels(self.encoder, volume))
+
+
+def _input_channels(encoder: nn.Module, volume: torch.Tensor) -> torch.Tensor:
+    """What the encoder sees (its HU windows, where it has several): the decoder's full-resolution skip."""
+    channels = getattr(encoder, "input_channels", None)
+    return channels(volume) if callable(channels) else volume
 
 
 def build_segnet(encoder: nn.Module, sample_shape: tuple[int, int, int], width: int = 16) -> SegNet:
     """Probe the encoder once to size the decoder: channels and the number of x2 steps."""
     device = model_device(encoder)
     with torch.no_grad():
-        fmap = encoder.feature_map(torch.zeros((1, 1, *sample_shape), device=device))
+        probe = torch.zeros((1, 1, *sample_shape), device=device)
+        fmap, skip = encoder.feature_map(probe), _input_channels(encoder, probe)
     ratio = max(s / f for s, f in zip(sample_shape, fmap.shape[2:]))
     n_up = max(int(round(math.log2(ratio))), 0)
-    return SegNet(encoder, SegDecoder(fmap.shape[1], n_up, width)).to(device)
+    return SegNet(encoder, SegDecoder(fmap.shape[1], n_up, width, skip_channels=skip.shape[1])).to(device)
 
 
 def _batch(cases: Sequence[Case], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
