@@ -49,6 +49,7 @@ SETTINGS: dict[str, tuple[dict, str]] = {
     "one_window": ({"steps": 600, "model": {"extra_windows": []}}, "600 steps, the wide HU window only (no soft-tissue channel)"),
     "global_term": ({"steps": 600, "grounded_global_weight": 1.0},
                     "600 steps, the grounded model also trained with the global volume-report loss"),
+    "global_term1200": ({"steps": 1200, "grounded_global_weight": 1.0}, "global_term at 1200 steps"),
     "nofn": ({"false_negative_aware": False}, "plain InfoNCE (no false-negative-aware targets)"),
 }
 
@@ -165,6 +166,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--settings", default="demo", help="comma-separated names from --list, or one free-form 'steps=200;lr=3e-4' (use ';')")
     ap.add_argument("--list", action="store_true", help="list the named settings and exit")
     ap.add_argument("--protocols", default="or,ad,td,ts", help="evaluation protocols")
+    ap.add_argument("--methods", default="random,CLIP,grounded",
+                    help="rows to evaluate (e.g. 'grounded' where a setting changes only the grounded model)")
     ap.add_argument("--n-bootstrap", type=int, default=200)
     ap.add_argument("--td-steps", type=int, default=10)
     ap.add_argument("--ts-steps", type=int, default=20)
@@ -186,6 +189,7 @@ def main(argv: list[str] | None = None) -> int:
 
     names = [args.settings.replace(";", ",")] if "=" in args.settings else args.settings.split(",")
     protocols = tuple(args.protocols.split(","))
+    methods = args.methods.split(",")
     args.work.mkdir(parents=True, exist_ok=True)
     results_path = args.work / "results.json"
     all_results = json.loads(results_path.read_text()) if results_path.exists() else {}
@@ -205,10 +209,13 @@ def main(argv: list[str] | None = None) -> int:
             t = trained[kind]
             print(f"  {kind:8s} trained in {t['train_s']:.0f} s ({t['samples_per_s']:.2f} studies/s), final {t['final_losses']}", flush=True)
         models = {"random": None, "CLIP": load_model(trained["global"]["model_path"]), "grounded": load_model(trained["grounded"]["model_path"])}
+        models = {m: v for m, v in models.items() if m in methods}
         rows, eval_s, _ = run_eval(models, data, protocols, args.n_bootstrap, args.td_steps, args.ts_steps, args.k_abnormalities)
         curve: dict = {}
         if args.curve_every:
             for kind, label in (("grounded", "grounded"), ("global", "CLIP")):
+                if label not in methods:
+                    continue
                 for step, path in step_checkpoints(trained[kind]["checkpoints"]):
                     r, _, _ = run_eval({label: load_model(path)}, data, ("or", "ad"), 50, 0, 0, args.k_abnormalities)
                     curve.setdefault(label, []).append({"step": step, "or_acc": r[label]["or_acc"], "ad_auc": r[label]["ad_auc"],
