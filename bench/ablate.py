@@ -120,11 +120,16 @@ def run_eval(models: dict, data, protocols: tuple[str, ...], n_boot: int, td_ste
     result = evaluate(models, data, cfg)
     metrics = result.metrics()
     rows = {m: {k: (v.value if v is not None else float("nan")) for k, v in ms.items()} for m, ms in metrics.items()}
+    for m, ms in metrics.items():  # the 95% bootstrap intervals beside the values
+        rows[m] |= {f"{k}_ci": [v.low, v.high] for k, v in ms.items() if v is not None}
     for m, r in result.methods.items():
         if r.organ_recognition is not None:
             rows[m]["or_classes"] = len(r.organ_recognition.classes)
             rows[m]["or_n"] = int(len(r.organ_recognition.y_true))
             rows[m]["or_per_class"] = r.organ_recognition.per_class_accuracy
+        if r.abnormality_detection is not None:
+            rows[m]["ad_per_pair"] = {f"{p.organ}/{p.abnormality}": {"n_pos": p.n_pos, "n_neg": p.n_neg, "auc": p.auc.value,
+                                                                    "f1": p.f1.value} for p in r.abnormality_detection.pairs}
     return rows, time.perf_counter() - t0, result
 
 
