@@ -47,6 +47,7 @@ SETTINGS: dict[str, tuple[dict, str]] = {
     "b8": ({"batch_size": 8}, "batch 8"),
     "organs_crop": ({"data": {"crop_center": "organs"}}, "crop on the box of all paired organs (the eval crop)"),
     "one_window": ({"steps": 600, "model": {"extra_windows": []}}, "600 steps, the wide HU window only (no soft-tissue channel)"),
+    "one_window1200": ({"steps": 1200, "model": {"extra_windows": []}}, "one_window at 1200 steps"),
     "global_term": ({"steps": 600, "grounded_global_weight": 1.0},
                     "600 steps, the grounded model also trained with the global volume-report loss"),
     "global_term1200": ({"steps": 1200, "grounded_global_weight": 1.0}, "global_term at 1200 steps"),
