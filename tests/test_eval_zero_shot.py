@@ -66,6 +66,31 @@ def test_abnormality_detection_aligned_embeddings():
     assert len(scores) == 60 and labels.tolist() == y_te.tolist()
 
 
+def _scored(d: np.ndarray) -> np.ndarray:
+    """Unit 2-d embeddings whose AD score against prompts normal=(1, 0), abnormal=(0, 1) is ``d``."""
+    theta = np.pi / 4 + np.arcsin(np.asarray(d) / np.sqrt(2))
+    return np.stack([np.cos(theta), np.sin(theta)], axis=1)
+
+
+def test_ad_f1_with_one_pooled_threshold():
+    # validation: liver +0.2 / -0.5, spleen +0.6 / +0.4. Own thresholds: 0.2 and 0.6. Pooled: F1 at
+    # 0.6 = 2/3, at 0.4 = 1/2, at 0.2 = 4/5, at -0.5 = 2/3 -> one threshold 0.2.
+    # test: liver +0.3 / -0.3, spleen +0.5 / +0.1: own thresholds F1 1 and 0 (0.5 < 0.6), pooled 1 and 1.
+    def rows(split, organs, pos):
+        return pd.concat([_rows(2, o, a, np.array(p), f"{split}-{o}") for o, a, p in zip(organs, ["mass", "splenomegaly"], pos)],
+                         ignore_index=True)
+    organs = ["liver", "spleen"]
+    prompts_ = {("liver", "mass"): (np.array([1.0, 0]), np.array([0, 1.0])),
+                ("spleen", "splenomegaly"): (np.array([1.0, 0]), np.array([0, 1.0]))}
+    res = abnormality_detection(_scored([0.3, -0.3, 0.5, 0.1]), rows("te", organs, [[1, 0], [1, 0]]),
+                                _scored([0.2, -0.5, 0.6, 0.4]), rows("va", organs, [[1, 0], [1, 0]]),
+                                prompts_, [("liver", "mass"), ("spleen", "splenomegaly")], n_boot=10)
+    assert [p.threshold for p in res.pairs] == pytest.approx([0.2, 0.6])
+    assert [p.f1.value for p in res.pairs] == [1.0, 0.0]
+    assert res.macro_f1.value == pytest.approx(0.5)
+    assert res.macro_f1_pooled.value == pytest.approx(1.0)
+
+
 def test_abnormality_detection_random_is_near_chance():
     rng = np.random.default_rng(3)
     y = rng.integers(0, 2, 400)
