@@ -82,6 +82,11 @@ class ModelConfig:
     logit_scale_init: float = _f(math.log(1 / 0.07), "initial log logit scale (CLIP: log(1/0.07))")
     logit_scale_max: float = _f(100.0, "the logit scale is clamped to at most this (CLIP: 100)")
 
+    @property
+    def in_channels(self) -> int:
+        """Image channels the encoder sees: the input, then one per extra HU window."""
+        return 1 + len(self.extra_windows)
+
     def __post_init__(self) -> None:
         if self.kind not in ("grounded", "global"):
             raise ValueError(f"kind must be 'grounded' or 'global', not {self.kind!r}")
@@ -216,7 +221,7 @@ def io_metadata(config: TrainConfig) -> dict[str, Any]:
     m, d = config.model, config.data
     return {
         "image": {
-            "shape": ["b", 1, *m.img_size], "channels_inside": 1 + len(m.extra_windows),
+            "shape": ["b", 1, *m.img_size], "channels_inside": m.in_channels,
             "extra_windows": [list(w) for w in m.extra_windows], "dtype": "float32", "axes": "RAS voxel order (i, j, k), no flips",
             "spacing_mm": d.spacing_mm, "value_range": [-1.0, 1.0], "from_hu_window": list(d.hu_window),
         },

@@ -98,8 +98,8 @@ class ViTEncoder(nn.Module):
 
 
 def build_image_encoder(config: ModelConfig) -> nn.Module:
-    channels = 1 + len(config.extra_windows)
-    return ResidualUNetEncoder(config, channels) if config.image_encoder == "cnn" else ViTEncoder(config, channels)
+    encoder = ResidualUNetEncoder if config.image_encoder == "cnn" else ViTEncoder
+    return encoder(config, config.in_channels)
 
 
 class HUWindows(nn.Module):
@@ -159,7 +159,7 @@ class CTGlip(nn.Module):
         return self.windows(volume)  # (b, 1, D, H, W) -> (b, 1 + extra windows, D, H, W)
 
     def feature_map(self, volume: torch.Tensor) -> torch.Tensor:
-        return self.encoder(self.windows(volume))  # (b, 1, D, H, W) -> (b, c, d, h, w)
+        return self.encoder(self.input_channels(volume))  # (b, 1, D, H, W) -> (b, c, d, h, w)
 
     def pool_organs(self, fmap: torch.Tensor, labels: torch.Tensor, organ_index: torch.Tensor) -> torch.Tensor:
         """Masked average pooling: ``organ_index`` rows (batch item, v2 label) -> (n, e) L2-normalised."""
