@@ -180,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--k-abnormalities", type=int, default=16)
     ap.add_argument("--curve-every", type=int, default=None, help="score OR/AD on a checkpoint every K steps (learning curve)")
     ap.add_argument("--threads", type=int, default=2, help="torch threads")
-    ap.add_argument("--reuse", action="store_true", help="skip training when <work>/<setting>/<kind>/model.pt exists")
+    ap.add_argument("--reuse", action="store_true", help="skip training when the setting's recorded models (results.json) still exist")
     args = ap.parse_args(argv)
     if args.list:
         for k, (o, h) in SETTINGS.items():
@@ -207,8 +207,10 @@ def main(argv: list[str] | None = None) -> int:
             data_cache[crop] = load_eval_data(args.data_root, crop=crop)
         data = data_cache[crop]
         print(f"\n=== {name}: {help_}  (test studies {data.provenance['n_cases']})", flush=True)
-        if args.reuse and all((args.work / name / k / "model.pt").exists() for k in ("grounded", "global")) and name in all_results:
-            trained = all_results[name]["train"]
+        stored = all_results.get(name, {}).get("train", {})
+        # the recorded model paths, not <setting>/<kind>/: a global model may be shared from another setting
+        if args.reuse and all(Path(stored.get(k, {}).get("model_path", "")).is_file() for k in ("grounded", "global")):
+            trained = stored
         else:
             trained = train_pair(name, overrides, args.data_root, args.work, args.curve_every, args.threads)
         for kind in ("grounded", "global"):
