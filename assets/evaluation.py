@@ -23,6 +23,7 @@ class EvalSettings(dg.Config):
     n_bootstrap: int = Field(default=1000, description="Bootstrap resamples for the 95% intervals (patients resampled).")
     td_steps: int = Field(default=10, description="Fine-tuning steps of the tumor-detection head + encoder.")
     ts_steps: int = Field(default=20, description="Fine-tuning steps of the tumor-segmentation decoder (equal for every initialisation).")
+    ts_repeats: int = Field(default=1, ge=1, description="Tumor-segmentation runs per method (seeds seed, seed + 1, ...); each test case's Dice is averaged over them.")
     seed: int = Field(default=0, description="Seed shared by every method's fine-tuning.")
 
 
@@ -46,7 +47,7 @@ def evaluation_report(context: dg.AssetExecutionContext, config: EvalSettings, d
     eval_data = load_eval_data(root, crop=tuple(config.crop))
     eval_config = EvalConfig(
         k_abnormalities=config.k_abnormalities, n_bootstrap=config.n_bootstrap, seed=config.seed,
-        td_budget=FinetuneBudget(steps=config.td_steps, seed=config.seed), ts_budget=SegBudget(steps=config.ts_steps, seed=config.seed),
+        td_budget=FinetuneBudget(steps=config.td_steps, seed=config.seed), ts_budget=SegBudget(steps=config.ts_steps, seed=config.seed, repeats=config.ts_repeats),
     )
     result = evaluate(models, eval_data, eval_config)
     provenance = {

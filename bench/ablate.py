@@ -110,13 +110,14 @@ def train_pair(name: str, overrides: dict, data_root: Path, work: Path, curve_ev
     return out
 
 
-def run_eval(models: dict, data, protocols: tuple[str, ...], n_boot: int, td_steps: int, ts_steps: int, k_abn: int):
+def run_eval(models: dict, data, protocols: tuple[str, ...], n_boot: int, td_steps: int, ts_steps: int, k_abn: int,
+             ts_repeats: int = 1):
     from model.eval import EvalConfig, evaluate
     from model.eval.segmentation import SegBudget
     from model.eval.tumor import FinetuneBudget
 
     cfg = EvalConfig(protocols=protocols, n_bootstrap=n_boot, k_abnormalities=k_abn,
-                     td_budget=FinetuneBudget(steps=td_steps), ts_budget=SegBudget(steps=ts_steps))
+                     td_budget=FinetuneBudget(steps=td_steps), ts_budget=SegBudget(steps=ts_steps, repeats=ts_repeats))
     t0 = time.perf_counter()
     result = evaluate(models, data, cfg)
     metrics = result.metrics()
@@ -128,6 +129,8 @@ def run_eval(models: dict, data, protocols: tuple[str, ...], n_boot: int, td_ste
             rows[m]["or_classes"] = len(r.organ_recognition.classes)
             rows[m]["or_n"] = int(len(r.organ_recognition.y_true))
             rows[m]["or_per_class"] = r.organ_recognition.per_class_accuracy
+        if r.tumor_segmentation is not None:
+            rows[m]["ts_per_run"] = list(r.tumor_segmentation.per_run)
         if r.abnormality_detection is not None:
             rows[m]["ad_per_pair"] = {f"{p.organ}/{p.abnormality}": {"n_pos": p.n_pos, "n_neg": p.n_neg, "auc": p.auc.value,
                                                                     "f1": p.f1.value} for p in r.abnormality_detection.pairs}
@@ -177,6 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n-bootstrap", type=int, default=200)
     ap.add_argument("--td-steps", type=int, default=10)
     ap.add_argument("--ts-steps", type=int, default=20)
+    ap.add_argument("--ts-repeats", type=int, default=1, help="TS runs per method (seeds 0, 1, ...); per-case Dice averaged")
     ap.add_argument("--k-abnormalities", type=int, default=16)
     ap.add_argument("--curve-every", type=int, default=None, help="score OR/AD on a checkpoint every K steps (learning curve)")
     ap.add_argument("--threads", type=int, default=2, help="torch threads")
@@ -218,7 +222,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {kind:8s} trained in {t['train_s']:.0f} s ({t['samples_per_s']:.2f} studies/s), final {t['final_losses']}", flush=True)
         models = {"random": None, "CLIP": load_model(trained["global"]["model_path"]), "grounded": load_model(trained["grounded"]["model_path"])}
         models = {m: v for m, v in models.items() if m in methods}
-        rows, eval_s, _ = run_eval(models, data, protocols, args.n_bootstrap, args.td_steps, args.ts_steps, args.k_abnormalities)
+        rows, eval_s, _ = run_eval(models, data, protocols, args.n_bootstrap, args.td_steps, args.ts_steps, args.k_abnormalities,
+                                     args.ts_repeats)
         curve: dict = {}
         if args.curve_every:
             for kind, label in (("grounded", "grounded"), ("global", "CLIP")):

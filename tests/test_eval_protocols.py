@@ -16,7 +16,7 @@ from eval_stubs import TinyGlip, synthetic_data
 from model.eval import EvalConfig, build_report, evaluate, load_eval_data
 from model.eval.metrics import roc_auc
 from model.eval.report import COLUMNS, checkpoint_provenance, metrics_from_json
-from model.eval.segmentation import SegBudget, compare_initialisations, from_state_dict, train_segmentation
+from model.eval.segmentation import SegBudget, compare_initialisations, from_state_dict, segmentation_protocol, train_segmentation
 from model.eval.tumor import FinetuneBudget, linear_probe, organ_tumor, study_tumor
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -65,6 +65,24 @@ def test_compare_initialisations_uses_equal_budget_and_seed():
     res = compare_initialisations(inits, train, test, SegBudget(steps=2, width=4), n_boot=10)
     assert res["a"].losses == res["b"].losses  # same weights + same seeds = same run
     assert len(res["a"].per_case) == 2 and 0.0 <= res["a"].dice.value <= 1.0
+
+
+def test_segmentation_repeats_average_each_case_over_seeded_runs():
+    data = synthetic_data(n_per_split=2, size=16)
+    train = [(c.volume, c.lesion) for c in data.split("train")]
+    test = [(c.volume, c.lesion) for c in data.split("test")]
+    torch.manual_seed(5)
+    make = from_state_dict(TinyGlip, TinyGlip().state_dict())
+    budget = SegBudget(steps=6, width=4, lr=1e-2, seed=7)
+    one = [segmentation_protocol(make, train, test, SegBudget(steps=6, width=4, lr=1e-2, seed=s), n_boot=10) for s in (7, 8)]
+    both = segmentation_protocol(make, train, test, SegBudget(steps=6, width=4, lr=1e-2, seed=7, repeats=2), n_boot=10)
+    assert one[0].per_case.tolist() == [0.0, 1.0] and one[1].per_case[1] == 0.0  # the seeds disagree
+    np.testing.assert_allclose(both.per_case, (one[0].per_case + one[1].per_case) / 2)
+    assert both.per_run == (one[0].dice.value, one[1].dice.value)
+    assert both.losses == one[0].losses  # the first run's curve
+    assert segmentation_protocol(make, train, test, budget, n_boot=10).per_case.tolist() == one[0].per_case.tolist()
+    with pytest.raises(ValueError, match="repeats"):
+        SegBudget(repeats=0)
 
 
 def test_evaluate_runs_every_protocol_and_random_row_is_not_applicable():

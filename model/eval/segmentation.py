@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Mapping, Sequence
 
 import numpy as np
@@ -34,6 +34,12 @@ class SegBudget:
     fg_weight: float = 20.0  # cross-entropy weight of the lesion class: lesions are ~0.1% of the voxels, and
     # unweighted the decoder settled on all background for every initialisation (Dice 0 after 120-200 steps)
     seed: int = 0  # decoder initialisation and case order: equal for every initialisation compared
+    repeats: int = 1  # runs with seeds seed, seed + 1, ...; each test case's Dice is averaged over them, since
+    # one run's decoder can stay on the background class while another leaves it
+
+    def __post_init__(self) -> None:
+        if self.repeats < 1:
+            raise ValueError(f"SegBudget.repeats must be at least 1, got {self.repeats}")
 
 
 def dice_ce_loss(
@@ -160,8 +166,9 @@ def predict_masks(net: SegNet, cases: Sequence[Case]) -> list[np.ndarray]:
 @dataclass(frozen=True)
 class SegResult:
     dice: Estimate  # mean Dice over test cases with its bootstrap interval
-    per_case: np.ndarray  # Dice per test case
-    losses: tuple[float, ...]  # training loss per step
+    per_case: np.ndarray  # Dice per test case (the mean over the runs)
+    losses: tuple[float, ...]  # training loss per step of the first run
+    per_run: tuple[float, ...] = ()  # mean Dice of each run (seed, seed + 1, ...)
 
 
 def segmentation_protocol(
@@ -173,16 +180,23 @@ def segmentation_protocol(
     empty: float = 1.0,
     n_boot: int = 1000,
 ) -> SegResult:
-    """Build an encoder with ``make_encoder()`` (called under ``budget.seed``, so a random
-    initialisation is reproducible), fine-tune with a fresh decoder, and score Dice on ``test``
-    (``empty``: the Dice of a case with neither lesion nor prediction, see ``metrics.dice``)."""
-    torch.manual_seed(budget.seed)
-    net, losses = train_segmentation(make_encoder(), train, budget)
-    preds = predict_masks(net, test)
-    _, per_case = metrics.mean_dice(preds, [c[1] for c in test], empty)
+    """For each of ``budget.repeats`` seeds: build an encoder with ``make_encoder()`` (called under
+    that seed, so a random initialisation is reproducible), fine-tune with a fresh decoder, and score
+    Dice on ``test`` (``empty``: the Dice of a case with neither lesion nor prediction, see
+    ``metrics.dice``). A case's Dice is its mean over the runs; the interval resamples cases."""
+    runs, first_losses = [], ()
+    for r in range(budget.repeats):
+        run = replace(budget, seed=budget.seed + r, repeats=1)
+        torch.manual_seed(run.seed)
+        net, losses = train_segmentation(make_encoder(), train, run)
+        _, dice = metrics.mean_dice(predict_masks(net, test), [c[1] for c in test], empty)
+        runs.append(dice)
+        first_losses = first_losses or tuple(losses)
     nanmean = lambda d: float(np.nanmean(d)) if np.isfinite(d).any() else float("nan")  # noqa: E731
+    with np.errstate(all="ignore"):
+        per_case = np.nanmean(np.stack(runs), axis=0) if len(test) else np.zeros(0)
     dice = metrics.estimate(nanmean, per_case, n=n_boot, seed=budget.seed, groups=groups) if len(test) else Estimate.missing()
-    return SegResult(dice, per_case, tuple(losses))
+    return SegResult(dice, per_case, first_losses, tuple(nanmean(d) for d in runs))
 
 
 def from_state_dict(factory: Callable[[], nn.Module], state_dict: Mapping[str, torch.Tensor] | None) -> Callable[[], nn.Module]:
