@@ -89,6 +89,7 @@ def test_ad_f1_with_one_pooled_threshold():
     assert [p.f1.value for p in res.pairs] == [1.0, 0.0]
     assert res.macro_f1.value == pytest.approx(0.5)
     assert res.macro_f1_pooled.value == pytest.approx(1.0)
+    assert res.macro_f1_all_positive.value == pytest.approx(2 / 3)  # 1 of 2 positive in each pair: 2 * 0.5 / 1.5
 
 
 def test_abnormality_detection_random_is_near_chance():

@@ -78,6 +78,7 @@ class MethodResult:
             "or_macro_f1": orr.macro_f1 if orr else miss,
             "or_acc_distinct": self.organ_recognition_distinct.accuracy if self.organ_recognition_distinct else miss,
             "ad_f1_pooled_threshold": ad.macro_f1_pooled if ad else miss,
+            "ad_f1_all_positive": ad.macro_f1_all_positive if ad else miss,
         }
         for key in ("probe_study", "probe_organ", "finetune_study", "finetune_organ"):
             out[f"td_auc_{key}"] = td.auc.get(key, miss) if td else miss

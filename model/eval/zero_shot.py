@@ -141,6 +141,9 @@ class ADResult:
     # F1 at one threshold for every pair, chosen on the validation scores of all pairs together: a
     # pair's own threshold rests on its 1-3 validation positives at the benchmark's scale
     macro_f1_pooled: Estimate = Estimate.missing()
+    # F1 of calling every instance abnormal: the floor a threshold can always reach, 2p / (1 + p) at
+    # prevalence p; with normal organs as negatives p is high, so F1 says little where AUC says much
+    macro_f1_all_positive: Estimate = Estimate.missing()
 
     def pooled(self) -> tuple[np.ndarray, np.ndarray]:
         """All test (score, label) of the pairs together, for a pooled ROC curve."""
@@ -218,4 +221,5 @@ def abnormality_detection(
         macro_f1_pooled=metrics.estimate(
             macro_f1, task, y, (s >= one_threshold).astype(int), n=n_boot, seed=seed, groups=groups
         ),
+        macro_f1_all_positive=metrics.estimate(macro_f1, task, y, np.ones_like(y), n=n_boot, seed=seed, groups=groups),
     )
