@@ -37,6 +37,7 @@ SETTINGS: dict[str, tuple[dict, str]] = {
     "demo": ({}, "the current demo() preset: ViT, 300 steps, batch 4, lr 1e-3, split dictionary, named organ texts, wide + soft-tissue windows"),
     "s600": ({"steps": 600}, "600 steps"),
     "s1200": ({"steps": 1200}, "1200 steps"),
+    "s2400": ({"steps": 2400}, "2400 steps"),
     "cnn60": ({"model": {"image_encoder": "cnn"}, "steps": 60}, "the session-1 demo encoder and budget: residual CNN, 60 steps"),
     "cnn150": ({"model": {"image_encoder": "cnn"}, "steps": 150}, "residual CNN, 150 steps"),
     "table_dictionary": ({"data": {"dictionary": "table"}}, "dictionary negatives from the `negatives` column, abnormal organs only"),
