@@ -117,6 +117,9 @@ def test_report_has_the_papers_shape_and_json_round_trips(tmp_path):
     assert list(report.table.columns) == ["OR acc", "AD F1", "AD AUC", "TD AUC", "TS DSC", "OR acc w/o ribs, vertebrae"]
     assert report.table.loc["random", "OR acc"] == "n/a" and report.table.loc["grounded", "TS DSC"] == "n/a"
     assert "OR acc" in report.table_markdown and "|" in report.table_markdown
+    (pair,) = result.methods["grounded"].abnormality_detection.pairs
+    prevalence = pair.n_pos / (pair.n_pos + pair.n_neg)
+    assert f"every organ abnormal (no model): {2 * prevalence / (1 + prevalence):.3f}" in report.table_markdown
     assert list(report.abnormality_table[["organ", "abnormality"]].itertuples(index=False, name=None)) == [("liver", "mass")]
     assert "grounded AUC" in report.abnormality_table and "random AUC" not in report.abnormality_table
     for png in (report.roc_png, report.organ_bars_png, *report.confusion_pngs.values()):

@@ -154,10 +154,19 @@ class Report:
     json: dict = field(default_factory=dict)
 
 
+def ad_f1_floor(result: EvalResult) -> Estimate:
+    """The AD F1 of calling every instance abnormal (the same pairs for every method, so one figure)."""
+    ads = [m.abnormality_detection for m in result.methods.values() if m.abnormality_detection is not None]
+    return ads[0].macro_f1_all_positive if ads else Estimate.missing()
+
+
 def build_report(result: EvalResult, provenance: Mapping[str, object] | None = None) -> Report:
     table = results_table(result.metrics())
     abn = abnormality_table(result)
+    floor = ad_f1_floor(result)
     notes = "".join(f"\n- {n}" for n in result.notes)
+    if floor.applicable:
+        notes += f"\n- AD F1 of calling every organ abnormal (no model): {fmt(floor)}"
     md = table.to_markdown() + "\n\nCells: value [95% bootstrap interval]; n/a = not applicable or not run." + notes
     return Report(
         table=table,
