@@ -134,6 +134,15 @@ def test_report_has_the_papers_shape_and_json_round_trips(tmp_path):
     assert back["grounded"]["td_auc"].value == pytest.approx(result.metrics()["grounded"]["td_auc"].value)
 
 
+def test_report_json_keeps_each_segmentation_run():
+    data = synthetic_data(n_per_split=2, size=16)
+    torch.manual_seed(0)
+    config = EvalConfig(n_bootstrap=10, protocols=("ts",), ts_budget=SegBudget(steps=2, width=4, repeats=2))
+    result = evaluate({"grounded": TinyGlip()}, data, config)
+    per_run = build_report(result).json["ts_dsc_per_run"]["grounded"]
+    assert per_run == list(result.methods["grounded"].tumor_segmentation.per_run) and len(per_run) == 2
+
+
 def _nifti(array: np.ndarray, path) -> None:
     nib.save(nib.Nifti1Image(array, np.eye(4)), str(path))
 

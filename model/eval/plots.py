@@ -45,7 +45,8 @@ def roc_png(curves: Mapping[str, Mapping[str, tuple[np.ndarray, np.ndarray, floa
             ax.plot(fpr, tpr, label=f"{method} (AUC {auc:.3f})")
         ax.plot([0, 1], [0, 1], ls=":", c="grey")
         ax.set(xlabel="false positive rate", ylabel="true positive rate", title=task, xlim=(0, 1), ylim=(0, 1.01))
-        ax.legend(loc="lower right", fontsize=7)
+        if curves.get(task):  # an empty panel ("(none)") has nothing to label
+            ax.legend(loc="lower right", fontsize=7)
     return _png(fig)
 
 

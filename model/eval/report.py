@@ -129,8 +129,8 @@ def report_json(result: EvalResult, provenance: Mapping[str, object] | None = No
         "per_abnormality": per_abn,
         "ad_tasks": [list(t) for t in result.ad_tasks],
         # TS Dice of each fine-tuning run (seeds seed, seed + 1, ...); the table shows their per-case mean
-        "ts_dsc_per_run": {name: list(m.tumor_segmentation.per_run) for name, m in result.methods.items()
-                           if m.tumor_segmentation is not None},
+        "ts_dsc_per_run": {name: [d if np.isfinite(d) else None for d in m.tumor_segmentation.per_run]
+                           for name, m in result.methods.items() if m.tumor_segmentation is not None},
         "notes": list(result.notes),
         "config": _config_dict(result),
         "provenance": {"data": result.provenance, **dict(provenance or {})},
