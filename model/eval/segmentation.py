@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import math
+import warnings
 from dataclasses import dataclass, replace
 from typing import Callable, Mapping, Sequence
 
@@ -193,7 +194,8 @@ def segmentation_protocol(
         runs.append(dice)
         first_losses = first_losses or tuple(losses)
     nanmean = lambda d: float(np.nanmean(d)) if np.isfinite(d).any() else float("nan")  # noqa: E731
-    with np.errstate(all="ignore"):
+    with warnings.catch_warnings():  # a case with neither lesion nor prediction in any run stays nan (empty=nan)
+        warnings.simplefilter("ignore", RuntimeWarning)
         per_case = np.nanmean(np.stack(runs), axis=0) if len(test) else np.zeros(0)
     dice = metrics.estimate(nanmean, per_case, n=n_boot, seed=budget.seed, groups=groups) if len(test) else Estimate.missing()
     return SegResult(dice, per_case, first_losses, tuple(nanmean(d) for d in runs))
