@@ -39,6 +39,18 @@ def _cmd(selection: str, sharded: bool, config: str | None) -> list[str]:
     return cmd
 
 
+def ensure_dagster_home(env: dict[str, str] = os.environ) -> Path | None:
+    """Create $DAGSTER_HOME (and an empty dagster.yaml) where it is set but missing: the Dagster CLI refuses a
+    home that does not exist, which would fail the first step of a run pointed at a new folder."""
+    home = env.get("DAGSTER_HOME")
+    if not home:
+        return None
+    path = Path(home)
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "dagster.yaml").touch()
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m assets.run_all",
@@ -49,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     root = data_root()
+    ensure_dagster_home()
     started = time.time()
     for selection, sharded in STEPS:
         step = time.time()

@@ -49,3 +49,12 @@ def test_train_settings_take_the_presets_values_unless_set():
     assert small.model.extra_windows == demo().model.extra_windows and small.grounded_global_weight == demo().grounded_global_weight
     wide = TrainSettings(soft_tissue_channel=False, grounded_global_weight=0.5).to_config("grounded")
     assert wide.model.extra_windows == () and wide.grounded_global_weight == 0.5
+
+
+def test_run_all_creates_a_missing_dagster_home(tmp_path):
+    from assets.run_all import ensure_dagster_home
+
+    home = tmp_path / "new" / "dh"
+    assert ensure_dagster_home({"DAGSTER_HOME": str(home)}) == home
+    assert (home / "dagster.yaml").is_file()
+    assert ensure_dagster_home({}) is None  # unset: Dagster's own default applies
