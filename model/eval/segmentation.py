@@ -185,20 +185,21 @@ def segmentation_protocol(
     that seed, so a random initialisation is reproducible), fine-tune with a fresh decoder, and score
     Dice on ``test`` (``empty``: the Dice of a case with neither lesion nor prediction, see
     ``metrics.dice``). A case's Dice is its mean over the runs; the interval resamples cases."""
-    runs, first_losses = [], ()
+    means, per_run_case, curves = [], [], []
     for r in range(budget.repeats):
         run = replace(budget, seed=budget.seed + r, repeats=1)
         torch.manual_seed(run.seed)
         net, losses = train_segmentation(make_encoder(), train, run)
-        _, dice = metrics.mean_dice(predict_masks(net, test), [c[1] for c in test], empty)
-        runs.append(dice)
-        first_losses = first_losses or tuple(losses)
+        mean, dice = metrics.mean_dice(predict_masks(net, test), [c[1] for c in test], empty)
+        means.append(mean)
+        per_run_case.append(dice)
+        curves.append(tuple(losses))
     nanmean = lambda d: float(np.nanmean(d)) if np.isfinite(d).any() else float("nan")  # noqa: E731
     with warnings.catch_warnings():  # a case with neither lesion nor prediction in any run stays nan (empty=nan)
         warnings.simplefilter("ignore", RuntimeWarning)
-        per_case = np.nanmean(np.stack(runs), axis=0) if len(test) else np.zeros(0)
+        per_case = np.nanmean(np.stack(per_run_case), axis=0) if len(test) else np.zeros(0)
     dice = metrics.estimate(nanmean, per_case, n=n_boot, seed=budget.seed, groups=groups) if len(test) else Estimate.missing()
-    return SegResult(dice, per_case, first_losses, tuple(nanmean(d) for d in runs))
+    return SegResult(dice, per_case, curves[0], tuple(means))
 
 
 def from_state_dict(factory: Callable[[], nn.Module], state_dict: Mapping[str, torch.Tensor] | None) -> Callable[[], nn.Module]:
