@@ -7,9 +7,6 @@ PY := $(VENV)/bin/python
 export CTGLIP_DATA ?= $(CURDIR)/data
 # Project-local Dagster instance so runs persist without any global set-up.
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
-# Lets `dagster asset materialize --select X` find the Definitions without -m (its CLI ignores
-# pyproject's [tool.dagster] block); `source .venv/bin/activate` sets the same for your shell.
-export DAGSTER_MODULE_NAME ?= assets.definitions
 # Torch: 2.13.0 is the CPU build on this machine's disk; a bare `torch` pulls a multi-GB CUDA build.
 TORCH_PIN ?= torch==2.13.0
 # Only the class map of TotalSegmentator is needed by default (no weights, no nnU-Net); its full
@@ -28,11 +25,14 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install -q --disable-pip-version-check $(TORCH_PIN)
 	$(PY) -m pip install -q --disable-pip-version-check -e '.[test]' $(TORCH_PIN)
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps $(TOTALSEG_PIN)
-	@mkdir -p $(DAGSTER_HOME) && touch $(DAGSTER_HOME)/dagster.yaml
-	@grep -q DAGSTER_MODULE_NAME $(VENV)/bin/activate || printf '%s\n' \
-		'# ct-glip: project-local Dagster instance and Definitions for the dagster CLI' \
-		'export DAGSTER_HOME="$${DAGSTER_HOME:-$(DAGSTER_HOME)}"' \
-		'export DAGSTER_MODULE_NAME="$${DAGSTER_MODULE_NAME:-assets.definitions}"' >> $(VENV)/bin/activate
+	@mkdir -p $(DAGSTER_HOME)
+	@test -s $(DAGSTER_HOME)/dagster.yaml || printf 'telemetry:\n  enabled: false\n' > $(DAGSTER_HOME)/dagster.yaml
+	@# `dagster asset materialize` finds our Definitions through a start-up hook, not an exported
+	@# DAGSTER_MODULE_NAME, which would stop `dagster dev` from serving the UI (assets/cli_env.py).
+	@echo 'import assets.cli_env' > "$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/ct_glip_dagster.pth"
+	@sed -i '/^# ct-glip: project-local/d; /DAGSTER_MODULE_NAME/d; /^export DAGSTER_HOME="$$.DAGSTER_HOME:-/d' $(VENV)/bin/activate
+	@printf '%s\n' '# ct-glip: project-local Dagster instance for the dagster CLI' \
+		'export DAGSTER_HOME="$${DAGSTER_HOME:-$(DAGSTER_HOME)}"' >> $(VENV)/bin/activate
 	@touch $(STAMP)
 
 setup: $(STAMP)  ## create .venv and install everything (offline apart from the package registry)
@@ -40,11 +40,12 @@ setup: $(STAMP)  ## create .venv and install everything (offline apart from the 
 run: $(STAMP)  ## materialize the whole asset graph on the synthetic cohort into $CTGLIP_DATA
 	$(PY) -m assets.run_all
 
-test: $(STAMP)  ## run the test suite
+test: $(STAMP)  ## run the test suite (installs the Debian packages some tests drive: tests/system_deps.sh)
+	@bash tests/system_deps.sh
 	$(PY) -m pytest -q
 
-ui: $(STAMP)  ## Dagster UI on http://127.0.0.1:$(UI_PORT) (loopback only)
-	$(VENV)/bin/dagster dev -h 127.0.0.1 -p $(UI_PORT)
+ui: $(STAMP)  ## Dagster UI on http://127.0.0.1:$(UI_PORT) (loopback only); prints the URL once it answers
+	$(PY) -m assets.ui --host 127.0.0.1 --port $(UI_PORT)
 
 bench: $(STAMP)  ## run every benchmark in bench/
 	@for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done

@@ -19,6 +19,16 @@ def realdata() -> Path:
     return REALDATA
 
 
+@pytest.fixture(scope="session")
+def tiny_graph(tmp_path_factory):
+    """The whole asset graph at a tiny budget, run once per session into a persistent Dagster home."""
+    from tiny_graph import materialize_tiny_graph
+
+    with pytest.MonkeyPatch.context() as mp:  # the session-scoped run must not see a developer's key either
+        mp.delenv("CTGLIP_PSEUDONYM_KEY", raising=False)
+        return materialize_tiny_graph(tmp_path_factory.mktemp("tiny_graph"))
+
+
 @pytest.fixture(autouse=True)
 def _demo_pseudonym_key(monkeypatch):
     # Tests must not depend on a key set in the developer's shell.

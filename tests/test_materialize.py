@@ -1,56 +1,19 @@
-"""One materialization of the whole asset graph into tmp_path, at a tiny budget, with the real Dagster machinery."""
+"""One materialization of the whole asset graph at a tiny budget, with the real Dagster machinery (tests/tiny_graph.py)."""
 
 from __future__ import annotations
 
 import json
 
-import dagster as dg
 import pandas as pd
 import pytest
 
-from assets import evaluation, ingest, pairs, reports, segmentation, training
-from assets.io import JsonIOManager
-from assets.partitions import SHARD_KEYS
-from assets.resources import ArchiveSource, DataRoot
-from assets.segmentation import Segmenter
 from pipeline.tables import read_table
-
-RANGE = {"dagster/asset_partition_range_start": SHARD_KEYS[0], "dagster/asset_partition_range_end": SHARD_KEYS[-1]}
-TINY_TRAIN = {"steps": 2, "batch_size": 2, "checkpoint_every": 2, "text_encoder": "fake"}
 
 
 @pytest.mark.slow
-def test_whole_graph_materializes(tmp_path):
-    root = tmp_path / "data"
-    resources = {
-        "data": DataRoot(path=str(root)),
-        "source": ArchiveSource(n_studies=6, seed=3),
-        "segmenter": Segmenter(),
-        "pipes": dg.PipesSubprocessClient(),
-        "json_io": JsonIOManager(path=str(root)),
-    }
-    instance = dg.DagsterInstance.ephemeral()
-
-    run_ids = []
-
-    def run(assets, checks=(), **kw):
-        result = dg.materialize([*assets, *checks], resources=resources, instance=instance, **kw)
-        assert result.success
-        run_ids.append(result.run_id)
-        return result
-
-    run([ingest.source_archive])
-    workers = {"config": {"workers": 1}}
-    run([ingest.ingest, segmentation.segmentation, segmentation.lesion_masks], ingest.CHECKS, tags=RANGE,
-        run_config={"ops": {"ingest": workers, "segmentation": workers}})
-    run([reports.report_tables])
-    result = run([pairs.pair_tables], pairs.CHECKS, run_config={"ops": {"pair_tables": {"config": {"split_ratios": [0.5, 0.25, 0.25]}}}})
-    assert all(e.passed for e in result.get_asset_check_evaluations())
-    run([training.grounded_model, training.global_model], run_config={"ops": {
-        "grounded_model": {"config": TINY_TRAIN}, "global_model": {"config": TINY_TRAIN}}})
-    run([training.grounded_model, training.global_model, evaluation.evaluation_report], selection=[evaluation.evaluation_report], run_config={"ops": {"evaluation_report": {"config": {
-        "n_bootstrap": 20, "td_steps": 1, "ts_steps": 1}}}})
-
+def test_whole_graph_materializes(tiny_graph):
+    root = tiny_graph.root
+    assert tiny_graph.pair_checks_passed
     studies = read_table("ct_studies", root)
     rejected = read_table("rejected_studies", root)
     # every good study comes through (the 6 regular ones and the one whose report is missing);
@@ -66,7 +29,7 @@ def test_whole_graph_materializes(tmp_path):
     assert report, "evaluation_report.json is empty"
     assert (root / "reports" / "roc.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
-    _assert_no_identifiers(root, instance, run_ids)
+    _assert_no_identifiers(root, tiny_graph.instance, tiny_graph.run_ids)
 
 
 def _identifiers(dicom_dir) -> set[str]:

@@ -1,0 +1,62 @@
+"""The whole asset graph at a tiny budget, materialized once per test session into a persistent Dagster home.
+
+`test_materialize` checks its tables; `test_ui` serves the same runs in the real UI.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import dagster as dg
+
+from assets import evaluation, ingest, pairs, reports, segmentation, training
+from assets.io import JsonIOManager
+from assets.partitions import SHARD_KEYS
+from assets.resources import ArchiveSource, DataRoot
+from assets.segmentation import Segmenter
+
+RANGE = {"dagster/asset_partition_range_start": SHARD_KEYS[0], "dagster/asset_partition_range_end": SHARD_KEYS[-1]}
+TINY_TRAIN = {"steps": 2, "batch_size": 2, "checkpoint_every": 2, "text_encoder": "fake"}
+
+
+@dataclass
+class TinyGraph:
+    root: Path  # CTGLIP_DATA of the run
+    home: Path  # DAGSTER_HOME holding its runs
+    instance: dg.DagsterInstance
+    run_ids: list[str] = field(default_factory=list)
+    pair_checks_passed: bool = False
+
+
+def materialize_tiny_graph(base: Path) -> TinyGraph:
+    root, home = base / "data", base / "dagster_home"
+    home.mkdir(parents=True)
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    graph = TinyGraph(root, home, dg.DagsterInstance.from_config(str(home)))
+    resources = {
+        "data": DataRoot(path=str(root)),
+        "source": ArchiveSource(n_studies=6, seed=3),
+        "segmenter": Segmenter(),
+        "pipes": dg.PipesSubprocessClient(),
+        "json_io": JsonIOManager(path=str(root)),
+    }
+
+    def run(assets, checks=(), **kw):
+        result = dg.materialize([*assets, *checks], resources=resources, instance=graph.instance, **kw)
+        assert result.success
+        graph.run_ids.append(result.run_id)
+        return result
+
+    run([ingest.source_archive])
+    workers = {"config": {"workers": 1}}
+    run([ingest.ingest, segmentation.segmentation, segmentation.lesion_masks], ingest.CHECKS, tags=RANGE,
+        run_config={"ops": {"ingest": workers, "segmentation": workers}})
+    run([reports.report_tables])
+    result = run([pairs.pair_tables], pairs.CHECKS, run_config={"ops": {"pair_tables": {"config": {"split_ratios": [0.5, 0.25, 0.25]}}}})
+    graph.pair_checks_passed = all(e.passed for e in result.get_asset_check_evaluations())
+    run([training.grounded_model, training.global_model], run_config={"ops": {
+        "grounded_model": {"config": TINY_TRAIN}, "global_model": {"config": TINY_TRAIN}}})
+    run([training.grounded_model, training.global_model, evaluation.evaluation_report], selection=[evaluation.evaluation_report], run_config={"ops": {"evaluation_report": {"config": {
+        "n_bootstrap": 20, "td_steps": 1, "ts_steps": 1}}}})
+    return graph
