@@ -61,6 +61,8 @@ def _ctrate_source(context: dg.AssetExecutionContext, source: ArchiveSource, roo
     return dg.MaterializeResult(metadata={
         "kind": "ctrate", "split": source.ctrate_split, "volumes": len(volumes), "studies": int(volumes["chosen"].sum()),
         "patients": int(volumes["patient_key"].nunique()), "left_out": len(problems),
+        "left_out_volumes": dg.MetadataValue.md(problems[["volume_name", "problem"]].head(20).to_markdown(index=False) if len(problems) else "none"),
+        "other_reconstructions": int(((volumes["problem"] == "") & ~volumes["chosen"]).sum()),
         "hu_rules": dg.MetadataValue.json(volumes["hu_rule"].value_counts().to_dict()),
         "spacing_rules": dg.MetadataValue.json(volumes["spacing_rule"].str.partition(" (")[0].value_counts().to_dict()),
         "manifest": dg.MetadataValue.path(str(manifest)), "reports": dg.MetadataValue.path(str(reports)),

@@ -76,6 +76,8 @@ def release(tmp_path_factory) -> Path:
     # header spacing disagreeing with the metadata's
     save(vol("train_4_b_1"), hu, ras_affine(xy=0.8))
     save(vol("valid_1_a_1"), hu, ras_affine())
+    vol("train_5_a_1").parent.mkdir(parents=True)
+    vol("train_5_a_1").write_bytes(b"\x1f\x8b truncated download")  # unreadable: a row with its problem, not a crash
     train = ["train_1_a_1", "train_1_a_2", "train_2_a_1", "train_3_a_1", "train_4_b_1"]
 
     def csv(rel: str, columns: list[str], rows: list[list]) -> None:
@@ -96,21 +98,22 @@ def release(tmp_path_factory) -> Path:
 
 def test_release_layout_ids_reports_labels(release):
     frame = scan_ctrate(release, "train").set_index("volume_name")
-    assert list(frame.index) == ["train_1_a_1", "train_1_a_2", "train_2_a_1", "train_3_a_1", "train_4_b_1"]
+    assert list(frame.index) == ["train_1_a_1", "train_1_a_2", "train_2_a_1", "train_3_a_1", "train_4_b_1", "train_5_a_1"]
     assert frame.loc["train_1_a_2", "patient_key"] == "train_1" and frame.loc["train_1_a_2", "study_key"] == "train_1_a"
     assert frame.loc["train_4_b_1", "patient_key"] == "train_4" and frame.loc["train_4_b_1", "study_key"] == "train_4_b"
     assert frame.loc["train_1_a_1", "report_text"] == "FINDINGS: Findings of train_1_a. The heart is enlarged.\nIMPRESSION: Cardiomegaly."
     assert frame.loc["train_4_b_1", "report_text"] == "FINDINGS: Findings of train_4_b. The heart is enlarged."  # "Not given." dropped
     assert frame.loc["train_1_a_1", "Cardiomegaly"] == 1 and frame.loc["train_1_a_1", "Emphysema"] == 0
-    assert frame["Cardiomegaly"].isna().tolist() == [False, False, False, False, True]  # no label row for train_4_b_1
-    assert (frame["problem"] == "").all()
+    assert frame["Cardiomegaly"].isna().tolist() == [False, False, False, False, True, True]  # no label rows for these
+    assert (frame["problem"].drop("train_5_a_1") == "").all() and frame.loc["train_5_a_1", "problem"] != ""
+    assert not frame.loc["train_5_a_1", "chosen"]
     valid = scan_ctrate(release, "valid")
     assert valid["volume_name"].tolist() == ["valid_1_a_1"] and valid["report_text"].iloc[0] == "FINDINGS: Normal.\nIMPRESSION: Normal."
 
 
 def test_one_reconstruction_per_scan(release):
     frame = scan_ctrate(release, "train").set_index("volume_name")
-    assert frame.groupby("study_key")["chosen"].sum().eq(1).all()
+    assert frame[frame["problem"] == ""].groupby("study_key")["chosen"].sum().eq(1).all()
     assert frame.loc["train_1_a_1", "chosen"] and not frame.loc["train_1_a_2", "chosen"]
     assert "train_1_a_1" in frame.loc["train_1_a_2", "choice"]
 
@@ -178,7 +181,8 @@ def test_source_resource_kind_ctrate(release, tmp_path):
     source = ArchiveSource(kind="ctrate", ctrate_dir=str(release), ctrate_split="train")
     result = dg.materialize([source_archive], resources={"data": DataRoot(path=str(tmp_path)), "source": source})
     meta = result.asset_materializations_for_node("source_archive")[0].metadata
-    assert meta["studies"].value == 4 and meta["volumes"].value == 5 and meta["patients"].value == 4
+    assert meta["studies"].value == 4 and meta["volumes"].value == 6 and meta["patients"].value == 5
+    assert meta["left_out"].value == 1 and "train_5_a_1" in meta["left_out_volumes"].value and meta["other_reconstructions"].value == 1
     paths = source.paths(tmp_path)
     assert paths.nifti_manifest.is_file() and paths.reports_csv.is_file() and paths.dicom_dir is None
     with pytest.raises(ValueError, match="ctrate_dir"):
