@@ -78,6 +78,7 @@ def test_killed_run_resumes_to_the_same_weights(data_root, tmp_path):
     assert latest_checkpoint(tmp_path / "killed" / "checkpoints").name == "step_0000002.pt"
     ckpt = load_checkpoint(latest_checkpoint(tmp_path / "killed" / "checkpoints"))
     assert {"model", "optimizer", "scheduler", "step", "config", "rng", "sampler"} <= set(ckpt)
+    assert load_model(latest_checkpoint(tmp_path / "killed" / "checkpoints")).config == cfg.model  # learning curves read these
     resumed = train(cfg, data_root, tmp_path / "killed")
     assert resumed.resumed_from == 2 and resumed.steps == 5
     a, b = load_file(straight.model_path / WEIGHTS), load_file(resumed.model_path / WEIGHTS)
