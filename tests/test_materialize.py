@@ -46,8 +46,10 @@ def test_whole_graph_materializes(tmp_path):
     run([reports.report_tables])
     result = run([pairs.pair_tables], pairs.CHECKS, run_config={"ops": {"pair_tables": {"config": {"split_ratios": [0.5, 0.25, 0.25]}}}})
     assert all(e.passed for e in result.get_asset_check_evaluations())
-    run([training.grounded_model, training.global_model], run_config={"ops": {
+    trained = run([training.grounded_model, training.global_model], run_config={"ops": {
         "grounded_model": {"config": TINY_TRAIN}, "global_model": {"config": TINY_TRAIN}}})
+    card = trained.asset_materializations_for_node("grounded_model")[0].metadata["model_card"].value
+    assert "## Training data" in card and "grounded" in card  # the exported model's card, shown in the UI
     run([training.grounded_model, training.global_model, evaluation.evaluation_report], selection=[evaluation.evaluation_report], run_config={"ops": {"evaluation_report": {"config": {
         "n_bootstrap": 20, "td_steps": 1, "ts_steps": 1}}}})
 
