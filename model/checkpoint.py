@@ -139,7 +139,7 @@ def save_model(directory: str | os.PathLike, state_dict: dict[str, torch.Tensor]
     with atomic_path(directory / WEIGHTS, suffix=".safetensors") as tmp:
         save_file(tensors, str(tmp), metadata={"format": "pt", "ct-glip": FORMAT})
     with atomic_path(directory / CARD, suffix=".md") as tmp:
-        tmp.write_text(model_card(config))
+        tmp.write_text(_model_card(config))
     write_json(config, directory / CONFIG)
     return directory
 
@@ -188,7 +188,7 @@ def load_model(
     return model.to(map_location).eval()
 
 
-def model_card(config: dict[str, Any]) -> str:
+def _model_card(config: dict[str, Any]) -> str:
     """A short model card (markdown) from an exported model's config dict."""
     train, io, training = config["train"], config.get("io", {}), config.get("training", {})
     m = train["model"]
