@@ -175,15 +175,26 @@ def test_ingest_takes_ctrate_through_the_nifti_manifest(release, tmp_path):
 
 
 def test_source_resource_kind_ctrate(release, tmp_path):
-    from assets.ingest import source_archive
+    from assets.ingest import ingest, source_archive
+    from assets.partitions import SHARD_KEYS
+    from assets.reports import read_reports
     from assets.resources import ArchiveSource, DataRoot
+    from pipeline.tables import read_table
 
     source = ArchiveSource(kind="ctrate", ctrate_dir=str(release), ctrate_split="train")
-    result = dg.materialize([source_archive], resources={"data": DataRoot(path=str(tmp_path)), "source": source})
+    resources = {"data": DataRoot(path=str(tmp_path)), "source": source}
+    result = dg.materialize([source_archive], resources=resources)
     meta = result.asset_materializations_for_node("source_archive")[0].metadata
     assert meta["studies"].value == 4 and meta["volumes"].value == 6 and meta["patients"].value == 5
     assert meta["left_out"].value == 1 and "train_5_a_1" in meta["left_out_volumes"].value and meta["other_reconstructions"].value == 1
     paths = source.paths(tmp_path)
     assert paths.nifti_manifest.is_file() and paths.reports_csv.is_file() and paths.dicom_dir is None
+    # the existing ingest stage, all shards in one run, as `make run` does
+    shards = {"dagster/asset_partition_range_start": SHARD_KEYS[0], "dagster/asset_partition_range_end": SHARD_KEYS[-1]}
+    assert dg.materialize([ingest], resources=resources, tags=shards, run_config={"ops": {"ingest": {"config": {"workers": 1}}}}).success
+    studies = read_table("ct_studies", tmp_path)
+    assert len(studies) == 4 and read_table("rejected_studies", tmp_path).empty
+    reports = read_reports(paths.reports_csv, "ReportText", "AccessionNumber")
+    assert set(studies["report_id"]) == set(reports["report_id"])  # every study finds its report
     with pytest.raises(ValueError, match="ctrate_dir"):
         ArchiveSource(kind="ctrate").paths(tmp_path)
