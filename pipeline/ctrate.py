@@ -19,7 +19,7 @@ recorded per volume:
   volume only when it shows no air either way.
 - spacing (``spacing_rule``): the NIfTI header wins where it carries geometry (it is what the voxels were
   written with; the metadata's ZSpacing can be a slice thickness), and a disagreement with the metadata
-  is recorded; a blank header (no qform/sform, unit voxels) takes XYSpacing/ZSpacing and, when given,
+  is recorded; a blank header (no qform/sform and unit voxels, or an identity affine) takes XYSpacing/ZSpacing and, when given,
   ImageOrientationPatient/ImagePositionPatient from the metadata (``metadata``), with array axis i along
   the DICOM row direction as DICOM-to-NIfTI converters write it.
 - ids: volume ``train_123_a_1`` is patient ``train_123``, scan (our study) ``train_123_a``, reconstruction 1.
@@ -228,7 +228,10 @@ def decide_geometry(img: nib.Nifti1Image, info: pd.Series | None) -> tuple[np.nd
     """The voxel-to-RAS affine and the rule that chose it (see the module doc)."""
     header = img.header
     zooms = np.asarray(header.get_zooms()[:3], dtype=float)
-    blank = int(header["qform_code"]) == 0 and int(header["sform_code"]) == 0 and np.allclose(zooms, 1.0)
+    # blank: no qform/sform and unit voxels, or an identity affine (what writing an array with np.eye(4) gives);
+    # a real CT at exactly 1 mm, axis-aligned, with its origin at 0 is not met in practice
+    no_codes = int(header["qform_code"]) == 0 and int(header["sform_code"]) == 0
+    blank = (no_codes and np.allclose(zooms, 1.0)) or np.allclose(img.affine, np.eye(4))
     xy = _floats(info.get("XYSpacing")) if info is not None else []
     z = _floats(info.get("ZSpacing")) if info is not None else []
     meta = np.array([xy[0], xy[-1], z[0]]) if xy and z else None

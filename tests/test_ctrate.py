@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.ctrate import LABELS, scan_ctrate, write_ctrate_source
+from pipeline.ctrate import LABELS, decide_geometry, scan_ctrate, write_ctrate_source
 from pipeline.ingest import IngestConfig, ingest_archive
 from pipeline.volume import load_nifti
 
@@ -41,7 +41,7 @@ def ras_affine(xy: float = XY, z: float = Z) -> np.ndarray:
 
 
 def save(path: Path, array: np.ndarray, affine: np.ndarray | None, scaling: tuple[float, float] | None = None) -> None:
-    """A NIfTI as the releases store them: ``affine=None`` is the first release's blank header."""
+    """A NIfTI as the releases store them; ``affine=None`` writes no geometry at all."""
     path.parent.mkdir(parents=True, exist_ok=True)
     img = nib.Nifti1Image(array, affine)  # None: no qform/sform, unit voxels
     if scaling is not None:
@@ -69,8 +69,9 @@ def release(tmp_path_factory) -> Path:
     save(vol("train_1_a_1"), hu, ras_affine())
     # a second reconstruction of the same scan: thicker slices, less coverage
     save(vol("train_1_a_2"), hu[:, :, :8], ras_affine(z=3.0))
-    # first release: raw stored values (HU + 1024) and a blank header; the metadata carries rescale and spacing
-    save(vol("train_2_a_1"), (hu.astype(np.int32) + 1024).astype(np.int16), None)
+    # first release: raw stored values (HU + 1024) and a blank header (an identity affine); the metadata carries
+    # rescale and spacing
+    save(vol("train_2_a_1"), (hu.astype(np.int32) + 1024).astype(np.int16), np.eye(4))
     # raw values with the rescale in the NIfTI header itself: applied by the reader, never again
     save(vol("train_3_a_1"), (hu.astype(np.int32) + 1024).astype(np.int16), ras_affine(), scaling=(1.0, -1024.0))
     # header spacing disagreeing with the metadata's
@@ -140,6 +141,15 @@ def test_spacing_rule_says_which_wins(release):
     assert affine[:3, 3] == pytest.approx([150.0, 160.0, -300.0])
     off = frame.loc["train_4_b_1"]
     assert off["spacing_rule"].startswith("header (metadata XYSpacing/ZSpacing") and off["spacing_x"] == pytest.approx(0.8)
+
+
+def test_header_without_geometry_codes_is_blank_too(tmp_path):
+    save(tmp_path / "v.nii.gz", phantom_hu(), None)  # no qform/sform, unit voxels
+    info = pd.Series(meta_row("v"), index=METADATA_COLUMNS)
+    affine, rule = decide_geometry(nib.load(str(tmp_path / "v.nii.gz")), info)
+    assert rule.startswith("metadata (blank NIfTI header") and np.linalg.norm(affine[:3, :3], axis=0) == pytest.approx([XY, XY, Z])
+    affine, rule = decide_geometry(nib.load(str(tmp_path / "v.nii.gz")), None)
+    assert rule.startswith("unknown")
 
 
 def test_flat_folder_of_volumes(tmp_path, release):
