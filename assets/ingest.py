@@ -15,6 +15,7 @@ from assets.partitions import N_SHARDS, SHARD_KEYS, SHARDS, SINGLE_RUN
 from assets.pictures import montage_png
 from assets.resources import ArchiveSource, DataRoot
 from pipeline.atomic import atomic_path, write_json
+from pipeline.ctrate import write_ctrate_source
 from pipeline.ingest import IngestConfig, ingest_archive
 from pipeline.resample import ResampleOptions
 from pipeline.synthetic.cohort import CohortSpec, generate_cohort
@@ -29,6 +30,8 @@ IDENTIFYING = ("patientname", "patient_name", "patientid", "birth", "accession",
 def source_archive(context: dg.AssetExecutionContext, data: DataRoot, source: ArchiveSource) -> dg.MaterializeResult:
     root = data.root()
     paths = source.paths(root)
+    if source.kind == "ctrate":
+        return _ctrate_source(context, source, root)
     if source.kind != "synthetic":
         return dg.MaterializeResult(metadata={"kind": source.kind, "dicom_dir": str(paths.dicom_dir or ""), "nifti_manifest": str(paths.nifti_manifest or "")})
     spec = CohortSpec(n_studies=source.n_studies, seed=source.seed, reserved_phrasing=source.reserved_phrasing)
@@ -46,6 +49,23 @@ def source_archive(context: dg.AssetExecutionContext, data: DataRoot, source: Ar
         "kind": "synthetic", "studies": len(truth), "seed": spec.seed,
         "folder": dg.MetadataValue.path(str(root / "source")),
         "fov": dg.MetadataValue.json(truth["fov"].value_counts().to_dict()) if "fov" in truth else None,
+    })
+
+
+def _ctrate_source(context: dg.AssetExecutionContext, source: ArchiveSource, root: Path) -> dg.MaterializeResult:
+    """CT-RATE: one manifest row per chosen volume and its report, for the ingest and report stages."""
+    manifest, reports, volumes = write_ctrate_source(Path(source.ctrate_dir).expanduser(), source.ctrate_split, source.ctrate_source(root))
+    problems = volumes[volumes["problem"] != ""]
+    for row in problems.itertuples():
+        context.log.warning(f"CT-RATE volume {row.volume_name} left out: {row.problem}")
+    return dg.MaterializeResult(metadata={
+        "kind": "ctrate", "split": source.ctrate_split, "volumes": len(volumes), "studies": int(volumes["chosen"].sum()),
+        "patients": int(volumes["patient_key"].nunique()), "left_out": len(problems),
+        "left_out_volumes": dg.MetadataValue.md(problems[["volume_name", "problem"]].head(20).to_markdown(index=False) if len(problems) else "none"),
+        "other_reconstructions": int(((volumes["problem"] == "") & ~volumes["chosen"]).sum()),
+        "hu_rules": dg.MetadataValue.json(volumes["hu_rule"].value_counts().to_dict()),
+        "spacing_rules": dg.MetadataValue.json(volumes["spacing_rule"].str.partition(" (")[0].value_counts().to_dict()),
+        "manifest": dg.MetadataValue.path(str(manifest)), "reports": dg.MetadataValue.path(str(reports)),
     })
 
 

@@ -1,4 +1,4 @@
-"""Resources: the data root, the archive source (synthetic cohort or your own DICOM), the segmenter."""
+"""Resources: the data root, the archive source (synthetic cohort, your own DICOM or NIfTI, CT-RATE), the segmenter."""
 
 from __future__ import annotations
 
@@ -33,11 +33,15 @@ class SourcePaths:
 class ArchiveSource(dg.ConfigurableResource):
     """The studies to ingest. The default is the embedded synthetic cohort, generated under <data root>/source."""
 
-    kind: Literal["synthetic", "dicom", "nifti"] = Field(
-        default="synthetic", description="synthetic: the embedded cohort; dicom: a folder of DICOM files; nifti: a manifest CSV of .nii.gz scans."
+    kind: Literal["synthetic", "dicom", "nifti", "ctrate"] = Field(
+        default="synthetic",
+        description="synthetic: the embedded cohort; dicom: a folder of DICOM files; nifti: a manifest CSV of .nii.gz scans; "
+        "ctrate: a CT-RATE release folder (or a flat folder of its volumes), read by pipeline.ctrate.",
     )
     dicom_dir: str = Field(default="", description="kind=dicom: folder scanned recursively for DICOM files (any layout).")
     nifti_manifest: str = Field(default="", description="kind=nifti: CSV with scan_path, patient_key, study_key, report_key.")
+    ctrate_dir: str = Field(default="", description="kind=ctrate: the CT-RATE folder ({train,valid}/<patient>/<scan>/*.nii.gz and the release CSVs).")
+    ctrate_split: Literal["train", "valid"] = Field(default="train", description="kind=ctrate: the CT-RATE split to ingest.")
     reports_csv: str = Field(default="", description="RIS export CSV with AccessionNumber and ReportText columns.")
     masks_manifest: str = Field(default="", description="Precomputed masks manifest CSV (StudyInstanceUID, mask_path, format); empty: none.")
     n_studies: int = Field(default=24, description="kind=synthetic: number of studies to generate.")
@@ -54,8 +58,17 @@ class ArchiveSource(dg.ConfigurableResource):
         def opt(p: str) -> Path | None:
             return Path(p).expanduser().resolve() if p else None
 
+        if self.kind == "ctrate":
+            if not self.ctrate_dir:
+                raise ValueError("ArchiveSource(kind='ctrate') needs ctrate_dir")
+            src = self.ctrate_source(root)  # written by the source_archive asset from the release's files
+            return SourcePaths(None, src / "manifest.csv", src / "reports.csv", opt(self.masks_manifest), None)
         if self.kind == "dicom" and not self.dicom_dir:
             raise ValueError("ArchiveSource(kind='dicom') needs dicom_dir")
         if self.kind == "nifti" and not self.nifti_manifest:
             raise ValueError("ArchiveSource(kind='nifti') needs nifti_manifest")
         return SourcePaths(opt(self.dicom_dir), opt(self.nifti_manifest), opt(self.reports_csv), opt(self.masks_manifest), None)
+
+    def ctrate_source(self, root: Path) -> Path:
+        """kind=ctrate: the folder holding the manifest and reports derived from the release."""
+        return root / "source" / "ctrate" / self.ctrate_split

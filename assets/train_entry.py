@@ -32,7 +32,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--config", type=Path, help="JSON file of TrainConfig fields (overrides the preset)")
     p.add_argument("--preset", choices=sorted(PRESETS), default="demo")
     p.add_argument("--data-root", type=Path, default=Path(os.environ.get("CTGLIP_DATA", "data")))
-    p.add_argument("--out", type=Path, required=True, help="output folder (checkpoints, model.pt, loss curve)")
+    p.add_argument("--out", type=Path, required=True, help="output folder (checkpoints, model/ = the exported model, loss curve)")
     return p.parse_args(argv)
 
 

@@ -15,6 +15,7 @@ from pydantic import Field
 
 from assets.metadata import image_md
 from assets.resources import DataRoot
+from model.checkpoint import CARD
 from model.config import SOFT_TISSUE, TrainConfig, demo, paper, replace
 from model.eval.data import fingerprint
 
@@ -68,6 +69,7 @@ def run_training(context: dg.AssetExecutionContext, kind: str, settings: TrainSe
     model_path = Path(str(meta["model_path"].value if hasattr(meta["model_path"], "value") else meta["model_path"]))
     curve = Path(str(meta["loss_curve_path"].value if hasattr(meta["loss_curve_path"], "value") else meta["loss_curve_path"]))
     meta["loss_curve"] = image_md(curve.read_bytes(), f"{kind} loss")
+    meta["model_card"] = dg.MetadataValue.md((model_path / CARD).read_text())
     value = {"kind": kind, "model_path": str(model_path), "sha256": fingerprint(model_path), "config": config.to_dict(), "run_id": context.run.run_id}
     meta["model_sha256"] = value["sha256"]
     return dg.Output(value, metadata=meta)

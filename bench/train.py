@@ -50,13 +50,16 @@ def run(name: str, overrides: dict, data_root: Path, work: Path, nproc: int = 1,
     return metrics
 
 
-def max_diffs(a: Path, b: Path) -> tuple[float, float]:
-    """Largest weight difference and largest per-step loss difference of two runs' model.pt."""
-    import torch
+def max_diffs(a: dict, b: dict) -> tuple[float, float]:
+    """Largest weight difference (exported models) and largest per-step loss difference (last checkpoints) of two runs."""
+    from safetensors.torch import load_file
 
-    ca, cb = torch.load(a, weights_only=False), torch.load(b, weights_only=False)
-    weights = max(float((ca["model"][k].float() - cb["model"][k].float()).abs().max()) for k in ca["model"])
-    losses = max(abs(x["loss"] - y["loss"]) for x, y in zip(ca["history"], cb["history"]))
+    from model.checkpoint import WEIGHTS, load_checkpoint
+
+    wa, wb = load_file(str(Path(a["model_path"]) / WEIGHTS)), load_file(str(Path(b["model_path"]) / WEIGHTS))
+    weights = max(float((wa[k].float() - wb[k].float()).abs().max()) for k in wa)
+    ha, hb = load_checkpoint(a["checkpoint_path"])["history"], load_checkpoint(b["checkpoint_path"])["history"]
+    losses = max(abs(x["loss"] - y["loss"]) for x, y in zip(ha, hb))
     return weights, losses
 
 
@@ -101,7 +104,7 @@ def main() -> None:
 
         if not args.skip_scaling:
             results["cnn_2proc"] = two = run("cnn2p", with_model(image_encoder="cnn"), data_root, work, nproc=2, threads=args.threads)
-            w_diff, loss_diff = max_diffs(Path(cnn["model_path"]), Path(two["model_path"]))
+            w_diff, loss_diff = max_diffs(cnn, two)
             results["scaling"] = {
                 "speedup_2proc_vs_1proc": two["samples_per_s"] / cnn["samples_per_s"],
                 "max_weight_diff_1proc_vs_2proc": w_diff,

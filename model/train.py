@@ -4,7 +4,8 @@
 ``out_dir/checkpoints`` and continues exactly where it stopped (same batches, same augmentation,
 same optimizer and scheduler state), so a killed run ends with the weights of an uninterrupted one.
 
-Outputs in ``out_dir``: ``checkpoints/step_*.pt`` (full state), ``model.pt`` (weights + config),
+Outputs in ``out_dir``: ``checkpoints/step_*.pt`` (full state), ``model/`` (the exported model:
+``model.safetensors``, ``config.json``, model card ``README.md``; see ``model.checkpoint``),
 ``loss_curve.png``, ``metrics.json``.
 """
 
@@ -33,6 +34,7 @@ from model.checkpoint import (
     prune_checkpoints,
     rng_state,
     save_checkpoint,
+    save_model,
     set_rng_state,
     step_path,
 )
@@ -53,7 +55,7 @@ RUN_ONLY_FIELDS = frozenset(
 @dataclass(frozen=True)
 class TrainResult:
     checkpoint_path: Path  # the last full checkpoint (resumable)
-    model_path: Path  # weights + config, for `load_model`
+    model_path: Path  # the exported model folder, for `load_model`
     loss_curve_path: Path
     metrics_path: Path
     steps: int
@@ -218,26 +220,21 @@ def train(
     if ctx.world_size > 1:
         net = DistributedDataParallel(model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
 
-    def save(path: Path, full: bool) -> None:
+    def save(path: Path) -> None:
         rngs = [rng_state()]
         if ctx.world_size > 1:
             rngs = [None] * ctx.world_size
             dist.all_gather_object(rngs, rng_state())
         if ctx.is_main:
-            state: dict[str, Any] = {
+            bpe = sampler.batches_per_epoch()
+            save_checkpoint({
                 "model": model.state_dict(), "config": config.to_dict(), "io": io_metadata(config), "step": step, "history": history,
-            }
-            if full:
-                bpe = sampler.batches_per_epoch()
-                state |= {
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "sampler": {"epoch": epoch + 1, "start": 0} if start >= bpe else {"epoch": epoch, "start": start},
-                    "rng": rngs,
-                }
-            save_checkpoint(state, path)
-            if full:
-                prune_checkpoints(ckpt_dir, config.keep_checkpoints)
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "sampler": {"epoch": epoch + 1, "start": 0} if start >= bpe else {"epoch": epoch, "start": start},
+                "rng": rngs,
+            }, path)
+            prune_checkpoints(ckpt_dir, config.keep_checkpoints)
         if ctx.world_size > 1:
             dist.barrier()
 
@@ -283,7 +280,7 @@ def train(
                     if log is not None:
                         log(record)
             if step % config.checkpoint_every == 0 or step == config.steps:
-                save(step_path(ckpt_dir, step), full=True)
+                save(step_path(ckpt_dir, step))
             if step >= config.steps:
                 break
             t0 = time.perf_counter()
@@ -291,8 +288,7 @@ def train(
     rss = torch.tensor([peak_rss_mb()], device=ctx.device)  # nccl reduces CUDA tensors only
     if ctx.world_size > 1:
         dist.all_reduce(rss, op=dist.ReduceOp.MAX)
-    model_path, curve_path, metrics_path = out / "model.pt", out / "loss_curve.png", out / "metrics.json"
-    save(model_path, full=False)
+    model_path, curve_path, metrics_path = out / "model", out / "loss_curve.png", out / "metrics.json"
     final = {k: v for k, v in history[-1].items() if k == "loss" or k.endswith("_loss")} if history else {}
     result = TrainResult(
         checkpoint_path=latest_checkpoint(ckpt_dir) or model_path,
@@ -308,6 +304,7 @@ def train(
         history=tuple(history),
     )
     if ctx.is_main:
+        save_model(model_path, model.state_dict(), export_config(config, result, dataset))
         if history:
             plot_losses(history, curve_path)
         write_json(_metrics(result, config), metrics_path)
@@ -317,6 +314,28 @@ def train(
     if ctx.owns_group:
         dist.destroy_process_group()
     return result
+
+
+def export_config(config: TrainConfig, result: TrainResult, dataset: StudyDataset) -> dict[str, Any]:
+    """config.json of the exported model: the training config, the I/O record, and what the model card reports."""
+    studies = dataset.studies
+    return {
+        "train": config.to_dict(),
+        "io": io_metadata(config),
+        "step": result.steps,
+        "training": {
+            "data": {
+                "split": config.split,
+                "studies": len(studies),
+                "organ_text_pairs": sum(len(s.organs) for s in studies),
+                "abnormality_pairs": sum(len(s.abnormalities) for s in studies),
+                "organs": len({o.organ for s in studies for o in s.organs}),
+            },
+            "final_losses": result.final_losses,
+            "samples_per_s": result.samples_per_s if math.isfinite(result.samples_per_s) else None,  # JSON has no NaN
+            "world_size": result.world_size,
+        },
+    }
 
 
 def _metrics(result: TrainResult, config: TrainConfig) -> dict[str, Any]:

@@ -49,13 +49,17 @@ CT_STUDIES_COLUMNS = [
     "hu_min", "hu_max", "fingerprint", "shard", "slice_thickness", "tilt_deg", "corrections", "skipped_series",
 ]  # fmt: skip
 REJECTED_COLUMNS = ["study_id", "stage", "reason", "detail", "source_format", "shard"]
+# optional NIfTI manifest columns, for sources whose side-car metadata a reader has already judged
+# (pipeline.ctrate): a rescale to HU of the stored values, a voxel-to-RAS affine (JSON 4x4) replacing a
+# blank header, and the rules that chose them, recorded in the study's `corrections`
+MANIFEST_OPTIONAL = ("rescale_slope", "rescale_intercept", "affine", "hu_rule", "spacing_rule")
 
 
 @dataclass(frozen=True)
 class IngestConfig:
     data_root: Path
     dicom_root: Path | None = None  # default: <data_root>/source/dicom
-    nifti_manifest: Path | None = None  # CSV: scan_path (relative to the CSV), patient_key, study_key, report_key
+    nifti_manifest: Path | None = None  # CSV: scan_path (relative to the CSV), patient_key, study_key, report_key (+ MANIFEST_OPTIONAL)
     resample: ResampleOptions = ResampleOptions()
     select: SelectOptions = SelectOptions()
     geometry: GeometryOptions = GeometryOptions()
@@ -277,7 +281,8 @@ def ingest_nifti_scan(scan_path: Path, keys: dict, config: IngestConfig, fingerp
         if min(arr.shape) < 2:
             raise IngestError("load", "too_few_slices", f"NIfTI has shape {arr.shape}")
         timings["read"] = perf_counter() - t0
-        volume = Volume(arr, vol.affine, {"source_format": "nifti"})
+        arr, affine, corrections = _manifest_overrides(arr, vol.affine, keys)
+        volume = Volume(arr, affine, {"source_format": "nifti", "corrections": corrections})
         extra = {"series_id": "", "skipped_series": []}
         return _finish(volume, config, ids, fingerprint or "", timings, extra)
     except IngestError as err:
@@ -285,6 +290,26 @@ def ingest_nifti_scan(scan_path: Path, keys: dict, config: IngestConfig, fingerp
     except Exception as err:  # noqa: BLE001
         log.exception("study %s failed unexpectedly", study_id)
         return _reject(config, study_id, IngestError("internal", "unexpected_error", f"{type(err).__name__}: {str(err)[:200]}"), None, "nifti", timings)
+
+
+def _manifest_overrides(arr: np.ndarray, affine: np.ndarray, keys: dict) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Apply a manifest row's optional rescale and affine (MANIFEST_OPTIONAL); say what was done."""
+    get = lambda k: str(keys.get(k) or "").strip()  # noqa: E731
+    corrections = []
+    slope, intercept = float(get("rescale_slope") or 1.0), float(get("rescale_intercept") or 0.0)
+    if (slope, intercept) != (1.0, 0.0):
+        arr = arr.astype(np.float32) * np.float32(slope) + np.float32(intercept)
+        corrections.append(f"rescale from manifest: slope {slope:g}, intercept {intercept:g}")
+    if get("hu_rule"):
+        corrections.append(f"hu rule: {get('hu_rule')}")
+    if get("affine"):
+        affine = np.asarray(json.loads(get("affine")), dtype=float)
+        if affine.shape != (4, 4):
+            raise IngestError("load", "bad_manifest_affine", f"manifest affine has shape {affine.shape}, expected 4x4")
+        corrections.append("affine from manifest")
+    if get("spacing_rule"):
+        corrections.append(f"spacing rule: {get('spacing_rule')}")
+    return arr, affine, corrections
 
 
 def _worker_init(threads: int) -> None:
@@ -390,13 +415,15 @@ def _ingest(config: IngestConfig, shard: str | None, progress, pool, t_start: fl
             if not _take(study_id):
                 continue
             path = (manifest.parent / rec["scan_path"]).resolve()
+            keys = {k: rec[k] for k in ("patient_key", "study_key", "report_key", *MANIFEST_OPTIONAL) if k in rec}
+            overrides = json.dumps({k: keys[k] for k in MANIFEST_OPTIONAL if k in keys}, sort_keys=True)
             try:
                 st = path.stat()
-                files = [(rec["scan_path"], st.st_size, st.st_mtime_ns)]
+                files = [(rec["scan_path"] + (f"\0{overrides}" if overrides != "{}" else ""), st.st_size, st.st_mtime_ns)]
             except OSError:
                 rejected.append({"study_id": study_id, "stage": "load", "reason": "missing_file", "detail": "the manifest's scan file does not exist", "source_format": "nifti"})
                 continue
-            _queue("nifti", study_id, path, {k: rec[k] for k in ("patient_key", "study_key", "report_key")}, files)
+            _queue("nifti", study_id, path, keys, files)
 
     rows = list(cached_rows)
     timings: dict = {"scan": scan_s}

@@ -14,6 +14,8 @@ from pipeline.tables import read_table
 def test_whole_graph_materializes(tiny_graph):
     root = tiny_graph.root
     assert tiny_graph.pair_checks_passed
+    card = tiny_graph.model_card
+    assert "## Training data" in card and "grounded" in card  # the exported model's card, shown in the UI
     studies = read_table("ct_studies", root)
     rejected = read_table("rejected_studies", root)
     # every good study comes through (the 6 regular ones and the one whose report is missing);

@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from model.checkpoint import latest_checkpoint, load_checkpoint, load_model
+from safetensors.torch import load_file
+
+from model.checkpoint import WEIGHTS, latest_checkpoint, load_checkpoint, load_model
 from model.config import TrainConfig
 from model.data import StudyDataset, collate
 from model.fake_data import make_fake_data_root, tiny_config
@@ -54,6 +56,9 @@ def test_a_few_steps_reduce_the_loss(kind, data_root, tmp_path):
     assert result.loss_curve_path.stat().st_size > 1000 and result.samples_per_s > 0
     metrics = json.loads(result.metrics_path.read_text())
     assert metrics["steps"] == 8 and Path(metrics["checkpoint_path"]) == result.checkpoint_path
+    exported = json.loads((result.model_path / "config.json").read_text())  # the model card's source
+    assert exported["step"] == 8 and exported["training"]["data"]["studies"] == len(StudyDataset(data_root, cfg.data, cfg.split))
+    assert exported["training"]["final_losses"] == result.final_losses
 
 
 class Killed(Exception):
@@ -73,9 +78,10 @@ def test_killed_run_resumes_to_the_same_weights(data_root, tmp_path):
     assert latest_checkpoint(tmp_path / "killed" / "checkpoints").name == "step_0000002.pt"
     ckpt = load_checkpoint(latest_checkpoint(tmp_path / "killed" / "checkpoints"))
     assert {"model", "optimizer", "scheduler", "step", "config", "rng", "sampler"} <= set(ckpt)
+    assert load_model(latest_checkpoint(tmp_path / "killed" / "checkpoints")).config == cfg.model  # learning curves read these
     resumed = train(cfg, data_root, tmp_path / "killed")
     assert resumed.resumed_from == 2 and resumed.steps == 5
-    a, b = load_checkpoint(straight.model_path)["model"], load_checkpoint(resumed.model_path)["model"]
+    a, b = load_file(straight.model_path / WEIGHTS), load_file(resumed.model_path / WEIGHTS)
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6)
     assert [h["step"] for h in resumed.history] == [1, 2, 3, 4, 5]
@@ -96,7 +102,7 @@ def test_entry_script_by_hand(data_root, tmp_path, monkeypatch):
     cfg.write_text(json.dumps(tiny_config(steps=2, model={"image_encoder": "vit"}).to_dict()))
     monkeypatch.delenv("DAGSTER_PIPES_CONTEXT", raising=False)
     assert entry.main(["--config", str(cfg), "--data-root", str(data_root), "--out", str(tmp_path / "out")]) == 0
-    model = load_model(tmp_path / "out" / "model.pt")
+    model = load_model(tmp_path / "out" / "model")
     assert model.config.image_encoder == "vit"
     assert (tmp_path / "out" / "loss_curve.png").exists()
 
@@ -122,11 +128,11 @@ def test_sigkilled_process_resumes_to_the_same_weights(data_root, tmp_path):
         time.sleep(0.01)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    if not (out / "checkpoints").is_dir() or (out / "model.pt").exists():
+    if not (out / "checkpoints").is_dir() or (out / "model" / "config.json").exists():
         pytest.skip("the run finished (or never started) before it could be killed")
     resumed = train(cfg, data_root, out)
     assert resumed.resumed_from is not None and 1 <= resumed.resumed_from < 12, resumed.resumed_from
     straight = train(cfg, data_root, tmp_path / "straight")
-    a, b = load_checkpoint(straight.model_path)["model"], load_checkpoint(resumed.model_path)["model"]
+    a, b = load_file(straight.model_path / WEIGHTS), load_file(resumed.model_path / WEIGHTS)
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6)

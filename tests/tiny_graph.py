@@ -27,6 +27,7 @@ class TinyGraph:
     instance: dg.DagsterInstance
     run_ids: list[str] = field(default_factory=list)
     pair_checks_passed: bool = False
+    model_card: str = ""  # the grounded model's card as the training asset shows it
 
 
 def materialize_tiny_graph(base: Path) -> TinyGraph:
@@ -55,8 +56,9 @@ def materialize_tiny_graph(base: Path) -> TinyGraph:
     run([reports.report_tables])
     result = run([pairs.pair_tables], pairs.CHECKS, run_config={"ops": {"pair_tables": {"config": {"split_ratios": [0.5, 0.25, 0.25]}}}})
     graph.pair_checks_passed = all(e.passed for e in result.get_asset_check_evaluations())
-    run([training.grounded_model, training.global_model], run_config={"ops": {
+    trained = run([training.grounded_model, training.global_model], run_config={"ops": {
         "grounded_model": {"config": TINY_TRAIN}, "global_model": {"config": TINY_TRAIN}}})
+    graph.model_card = trained.asset_materializations_for_node("grounded_model")[0].metadata["model_card"].value
     run([training.grounded_model, training.global_model, evaluation.evaluation_report], selection=[evaluation.evaluation_report], run_config={"ops": {"evaluation_report": {"config": {
         "n_bootstrap": 20, "td_steps": 1, "ts_steps": 1}}}})
     return graph
