@@ -42,10 +42,10 @@ def test_html_rtf_caps_crlf_and_bytes():
     rtf = r"{\rtf1\ansi{\fonttbl\f0 Arial;}\f0\fs20 FINDINGS: The liver is enlarged.\par No pleural effusion.\par}"
     caps = "FINDINGS: THE LIVER IS ENLARGED. NO PLEURAL EFFUSION."
     crlf = "FINDINGS:\r\nThe liver is enlarged.\r\nNo pleural effusion.\r\n"
-    expected = {("liver", "abnormal"), ("lung_lower_lobe_left", "normal"), ("lung_lower_lobe_right", "normal")}
+    expected = {("liver", None, "abnormal"), (None, "pleura", "normal")}
     for text in (GOOD, html, rtf, caps, crlf, GOOD.encode("utf-8"), crlf.encode("utf-16")):
         findings, _ = extract_findings_checked(text)
-        assert {(f.organ, f.status) for f in findings} == expected, text
+        assert {(f.organ, f.region, f.status) for f in findings} == expected, text
         assert all("<" not in f.sentence and "\\" not in f.sentence for f in findings)
 
 
@@ -60,8 +60,8 @@ def test_non_utf8_bytes_are_decoded_with_a_note():
 def test_extract_table_rows_and_problems():
     df = pd.DataFrame({"acc": ["A1", "A2", "A3"], "text": [GOOD, "", "Normal kidneys."]})
     findings, problems = extract_table_checked(df, "text", "acc")
-    assert list(findings.columns[:9]) == ["report_id", "organ", "group", "status", "abnormality", "sentence",
-                                          "section", "negated", "size_mm"]
+    assert list(findings.columns[:10]) == ["report_id", "organ", "region", "group", "status", "abnormality", "sentence",
+                                           "section", "negated", "size_mm"]
     assert set(findings["report_id"]) == {"A1", "A3"}
     assert problems.to_dict("records") == [{"report_id": "A2", "problem": "empty report"}]
     assert findings.equals(extract_table(df, "text", "acc"))
@@ -77,7 +77,7 @@ def test_cli_on_a_tiny_csv(tmp_path):
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
     df = pd.read_parquet(out)
-    assert set(df["organ"]) == {"liver", "lung_lower_lobe_left", "lung_lower_lobe_right"}
+    assert set(zip(df["organ"].fillna(""), df["region"].fillna(""))) == {("liver", ""), ("", "pleura")}
     assert pd.read_csv(problems)["report_id"].tolist() == ["A2"]
     from pipeline.report.__main__ import main
 

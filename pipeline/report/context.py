@@ -24,7 +24,7 @@ from spacy.tokens import Doc
 
 from pipeline import vocab
 from pipeline.report.finding import ABNORMAL, NORMAL, UNCERTAIN, Finding
-from pipeline.report.lexicon import narrow, side_of
+from pipeline.report.lexicon import REGION, narrow, region_of, side_of
 from pipeline.report.nlp import ABN, HIST, NEG, NORM, ORG, PERSIST, REL, SIDE, TERM, UNC, Lexicon, Match
 from pipeline.report.segment import Sentence, sentences
 
@@ -32,6 +32,10 @@ _CONNECT = frozenset({",", "and", "or", "the", "both", "/", "&", "as", "well", "
 _PREP = frozenset({"in", "within", "of", "the", "both", "involving", "at", "on", "throughout", "seen", "noted", "is",
                    "are", "identified", "present", "from", "arising", "along", "to", "a", "an", "lower", "upper",
                    "pole", "mid", "superior", "inferior", "posterior", "anterior", "lateral", "medial"})
+# words between a part and its whole: "lower lobe superior segment of the right lung"
+_PART = frozenset("""segment segments subsegment subsegments superior inferior anterior posterior lateral medial
+    apicoposterior anteromedial posterobasal laterobasal mediobasal anterobasal basal part parts portion portions zone
+    zones region regions area areas aspect aspects section sections peripheral central subpleural lobe lobes""".split())
 _RANGE = frozenset({"-", "\u2013", "through", "to", "thru"})
 _SIZE = re.compile(
     r"(\d+(?:\.\d+)?)(?:\s*(?:x|\u00d7|by)\s*(\d+(?:\.\d+)?))?(?:\s*(?:x|\u00d7|by)\s*(\d+(?:\.\d+)?))?\s*"
@@ -140,6 +144,13 @@ def _runs(lower: _Lower, orgs: list[Match], rels: list[Match], terms: list[int])
                 prev.organs = min(prev.organs, organs, key=len)
                 prev.end = m.end
                 continue
+            part = set(prev.organs) & set(organs)
+            if ("of" in gap and part and len(part) < max(len(prev.organs), len(organs)) and prev.landmark == landmark
+                    and all(g in _CONNECT or g in _PART for g in gap)):
+                # part of a whole: "the apex of the right lung", "lower lobe superior segment of the left lung"
+                prev.organs = tuple(o for o in prev.organs if o in part)
+                prev.end = m.end
+                continue
             if all(g in _CONNECT for g in gap) and prev.landmark == landmark:
                 sides = {side_of(o) for o in prev.organs}
                 if len(sides) == 1 and None not in sides and not _SIDE_WORDS.keys() & set(lower[m.start:m.end]):
@@ -219,9 +230,11 @@ def _bind(lower: _Lower, m: Match, runs: list[_Run], terms: list[int], sent: Sen
                 if adjective is None or set(fit(after[0])) <= set(adjective):
                     return fit(after[0]), False
         if adjective:
-            return adjective, False
+            return _sided(adjective, side), False
         best = min(same, key=lambda r: (m.start - r.end) if r.end <= m.start else (r.start - m.end) + 0.5)
-        return fit(best), False
+        return _sided(fit(best), side), False
+    if any(not r.landmark and r.clause == clause for r in runs):
+        return (), False  # its clause names where it is, and it cannot be there ("plaque in the pleura" is no aortic plaque)
     if live:
         best = min(live, key=lambda r: abs(r.start - m.start))
         return fit(best), False
@@ -229,6 +242,13 @@ def _bind(lower: _Lower, m: Match, runs: list[_Run], terms: list[int], sent: Sen
     if head:
         return narrow(head, side or _sentence_side(ms)), True
     return narrow(abn.default, side), False
+
+
+def _sided(organs: tuple[str, ...], side: str | None) -> tuple[str, ...]:
+    """Organs of both sides named with a side word beside the finding keep that side ("apical emphysema on the left")."""
+    if side is None or len({side_of(o) for o in organs} - {None}) < 2:
+        return organs
+    return narrow(organs, side)
 
 
 def _sentence_side(ms: list[Match]) -> str | None:
@@ -261,6 +281,8 @@ def _sentence(lower: _Lower, text: str, idx: list[int], sent: Sentence, ms: list
 
     for m in ms:
         if m.kind == ABN:
+            if m.payload[0].requires and not _near(lower, m, m.payload[0].requires, terms):
+                continue
             status, interpretive = _status(m, ms, terms)
             if status == HIST:
                 continue
@@ -269,8 +291,11 @@ def _sentence(lower: _Lower, text: str, idx: list[int], sent: Sentence, ms: list
                 continue
             size = nearest_size(m) if status != NEG else None
             abn, _, weak = m.payload
+            region_side = None
+            if any(o.startswith(REGION) for o in organs):
+                region_side = _side_near(lower, m, ms, terms) or _sentence_side(ms)
             for o in organs:
-                st = slot(o, from_header)
+                st = slot(_place(o, region_side), from_header)
                 canon = abn.canonical_for(o)
                 if status == NEG:
                     st.negated.append(canon)
@@ -289,11 +314,24 @@ def _sentence(lower: _Lower, text: str, idx: list[int], sent: Sentence, ms: list
             if targets:
                 for r in targets:
                     for o in r.organs:
-                        slot(o).normal = True
+                        slot(_place(o, None)).normal = True
             elif sent.header_organs:
                 for o in narrow(sent.header_organs, _sentence_side(ms)):
-                    slot(o, True).normal = True
+                    slot(_place(o, None), True).normal = True
     return _emit(state, sent, sentence_text, index)
+
+
+def _near(lower: _Lower, m: Match, words: frozenset[str], terms: list[int], window: int = 4) -> bool:
+    """Whether one of the words stands within `window` tokens of m, in its clause ("heart size increased")."""
+    clause = bisect_right(terms, m.start)
+    lo = terms[clause - 1] if clause else 0
+    hi = terms[clause] if clause < len(terms) else m.end + window
+    return bool(words.intersection(lower[max(lo, m.start - window):min(hi, m.end + window)]))
+
+
+def _place(organ: str, side: str | None) -> str:
+    """The state key of an organ, or of a region with the side it was named with ("region:pleura|left")."""
+    return f"{organ}|{side or ''}" if organ.startswith(REGION) else organ
 
 
 def _resolve(st: _Organ) -> None:
@@ -322,16 +360,20 @@ def _resolve(st: _Organ) -> None:
 def _emit(state: dict[str, _Organ], sent: Sentence, sentence_text: str, index: int) -> list[Finding]:
     out = []
     section = sent.section
-    for organ, st in state.items():
+    for key, st in state.items():
         _resolve(st)
-        group = _GROUP[organ]
+        organ, group, region, side = key, _GROUP.get(key), None, None
+        if key.startswith(REGION):
+            place, _, side = key.partition("|")
+            organ, region, side = None, region_of(place), side or None
         negated = tuple(sorted(set(st.negated))) if st.negated else ()
         header = sent.header if st.from_header else None
+        extra = {"region": region, "side": side}
         for canon, (size, _, _) in st.abnormal.items():
-            out.append(Finding(organ, group, ABNORMAL, canon, sentence_text, section, negated, size, header, index))
+            out.append(Finding(organ, group, ABNORMAL, canon, sentence_text, section, negated, size, header, index, **extra))
         for canon, (size, _, _) in st.uncertain.items():
             if canon not in st.abnormal:
-                out.append(Finding(organ, group, UNCERTAIN, canon, sentence_text, section, negated, size, header, index))
+                out.append(Finding(organ, group, UNCERTAIN, canon, sentence_text, section, negated, size, header, index, **extra))
         if not st.abnormal and not st.uncertain and (st.normal or negated):
-            out.append(Finding(organ, group, NORMAL, None, sentence_text, section, negated, None, header, index))
+            out.append(Finding(organ, group, NORMAL, None, sentence_text, section, negated, None, header, index, **extra))
     return out

@@ -11,10 +11,12 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 
-from pipeline.report.datafiles import load
 from pipeline import vocab
+from pipeline.report.datafiles import load
+from pipeline.report.finding import REGIONS
 
 SIDES = ("left", "right")
+REGION = "region:"  # prefix of a target that is a region without an organ mask ("region:lymph_node")
 _ORDINALS = (
     "first second third fourth fifth sixth seventh eighth ninth tenth eleventh twelfth".split()
 )
@@ -44,7 +46,11 @@ def expand_targets(targets) -> tuple[str, ...]:
     organs = vocab.organs()
     out: list[str] = []
     for t in targets:
-        if t in organs:
+        if t.startswith(REGION):
+            if t[len(REGION):] not in REGIONS:
+                raise KeyError(f"organ lexicon target {t!r} names no region of {REGIONS}")
+            out.append(t)
+        elif t in organs:
             out.append(t)
         elif t in _groups():
             out.extend(_groups()[t])
@@ -56,7 +62,12 @@ def expand_targets(targets) -> tuple[str, ...]:
 
 
 def side_of(organ: str) -> str | None:
-    return vocab.organ(organ).side
+    return None if organ.startswith(REGION) else vocab.organ(organ).side
+
+
+def region_of(target: str) -> str | None:
+    """The region a lexicon target names ("region:pleura" -> "pleura"), None for a vocab class."""
+    return target[len(REGION):] if target.startswith(REGION) else None
 
 
 def narrow(organs: tuple[str, ...], side: str | None) -> tuple[str, ...]:
