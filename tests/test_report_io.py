@@ -111,3 +111,19 @@ def test_accuracy_scorer_on_a_hand_computed_example():
     assert m.abnormality_f1_all == pytest.approx(2 * (2 / 3) * (2 / 3) / (4 / 3))  # P 2/3, R 2/3
     assert set(zip(m.errors["report_id"], m.errors["organ"])) == {("r2", "liver"), ("r2", "spleen")}
     assert m.worst_sentences["errors"].sum() == 2 and m.n_reports == 2 and m.n_rows == 5
+
+
+def test_cli_adds_ctrate_label_columns(tmp_path):
+    csv = tmp_path / "reports.csv"
+    texts = ["Calcific atheroma plaques in the aorta. Pericardial effusion was not observed. Heart size increased.",
+             "No pathological finding. No enlarged lymph nodes were detected.", ""]
+    pd.DataFrame({"id": ["r1", "r2", "r3"], "text": texts, "CT-RATE": ["a", "b", "c"]}).to_csv(csv, index=False)
+    out = tmp_path / "labels.parquet"
+    run = subprocess.run([sys.executable, "-m", "pipeline.report", str(csv), "--text-column", "text", "--id-column", "id",
+                          "--labels", "ctrate", "--out", str(out)], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    df = pd.read_parquet(out).set_index("id")
+    assert len(df.columns) == 2 + 18 and "CT-RATE" in df.columns
+    assert df.loc["r1", "Arterial wall calcification"] == 1 and df.loc["r1", "Cardiomegaly"] == 1
+    assert df.loc["r1", "Pericardial effusion"] == 0
+    assert df.drop(columns=["text", "CT-RATE"]).loc[["r2", "r3"]].to_numpy().sum() == 0

@@ -116,12 +116,26 @@ class ReportComponent:
             lo, hi = bisect_left(starts, t0), bisect_left(starts, t1)
             ms = [m for m in matches[lo:hi] if m.end <= t1]
             if ms or s.header_organs:
-                out.extend(_sentence(lower, text, idx, s, ms, i))
+                out.extend(_sentence(lower, text, idx, s, ms, i, t0, t1))
         return out
 
 
-def _clauses(ms: list[Match]) -> list[int]:
-    return [m.start for m in ms if m.kind == TERM]
+def _clauses(ms: list[Match], lower: "_Lower", t0: int, t1: int) -> list[int]:
+    """Clause boundaries (token offsets): terminators, and both ends of a parenthesised question
+    ("mosaic attenuation (small airway disease?)": the question hedges only what it holds)."""
+    terms = [m.start for m in ms if m.kind == TERM]
+    words = lower[t0:t1]
+    if "?" in words and "(" in words:
+        open_at = None
+        for i, w in enumerate(words):
+            if w == "(":
+                open_at = i
+            elif w == ")" and open_at is not None:
+                if "?" in words[open_at:i]:
+                    terms += [t0 + open_at, t0 + i]
+                open_at = None
+        terms.sort()
+    return terms
 
 
 def _runs(lower: _Lower, orgs: list[Match], rels: list[Match], terms: list[int]) -> list[_Run]:
@@ -241,6 +255,8 @@ def _bind(lower: _Lower, m: Match, runs: list[_Run], terms: list[int], sent: Sen
     head = tuple(o for o in sent.header_organs if abn.applies_to(o))
     if head:
         return narrow(head, side or _sentence_side(ms)), True
+    if implied is not None:  # a placed_only synonym ("density increase") named without a place it fits
+        return (), False
     return narrow(abn.default, side), False
 
 
@@ -256,8 +272,9 @@ def _sentence_side(ms: list[Match]) -> str | None:
     return sides.pop() if len(sides) == 1 and "both" not in sides else None
 
 
-def _sentence(lower: _Lower, text: str, idx: list[int], sent: Sentence, ms: list[Match], index: int) -> list[Finding]:
-    terms = _clauses(ms)
+def _sentence(lower: _Lower, text: str, idx: list[int], sent: Sentence, ms: list[Match], index: int,
+              t0: int, t1: int) -> list[Finding]:
+    terms = _clauses(ms, lower, t0, t1)
     orgs = [m for m in ms if m.kind == ORG]
     rels = [m for m in ms if m.kind == REL]
     runs = _runs(lower, orgs, rels, terms)

@@ -52,6 +52,9 @@ def abnormalities() -> tuple[Abnormality, ...]:
             unplaced |= {p for u in unplaced for p in plurals(u)}
             placed = [x for x in syns if x not in unplaced]
             implies = {**dict.fromkeys(placed, expand_targets(e["implies_all"])), **implies}
+        for syn in e.get("placed_only") or []:  # no default organs: only where the sentence names a place
+            for form in (syn.lower(), *plurals(syn.lower())):
+                implies.setdefault(form, ())
         organs = set(expand_targets(targets))
         if organs & _VERTEBRAE:
             organs.add(SPINE)  # what applies to a vertebra applies to the spine named without a level
@@ -75,8 +78,10 @@ def abnormalities() -> tuple[Abnormality, ...]:
 def plurals(phrase: str) -> list[str]:
     """Plural forms of a phrase's last word ("stone" -> "stones", "opacity" -> "opacities")."""
     head, _, last = phrase.rpartition(" ")
-    if len(last) < 3 or not last.isalpha() or last.endswith(("s", "ed", "ic", "al", "ous", "ing", "ar")):
+    if len(last) < 3 or not last.isalpha() or last.endswith(("s", "ed", "ic", "al", "ous", "ar")):
         return []
+    if last.endswith("ing"):  # nouns in -ing: "thickenings", "findings"; verbs never take -s here
+        return [f"{head} {last}s".strip()]
     if last.endswith("y") and last[-2] not in "aeiou":
         forms = [last[:-1] + "ies"]
     elif last.endswith(("x", "ch", "sh")):

@@ -81,7 +81,7 @@ class Lexicon:
             for syn in a.synonyms:
                 organs = implied.get(syn)
                 weak = syn in a.weak
-                add(syn, f"ABN:{i}:{','.join(organs or ())}:{weak}", ABN, (a, organs, weak))
+                add(syn, f"ABN:{i}:{organs!r}:{weak}", ABN, (a, organs, weak))
                 self.findings[" ".join(t.text for t in nlp.tokenizer(syn))] = (a, organs, weak)
         mods = _modifiers()
         for cat, kind in MOD_KINDS.items():

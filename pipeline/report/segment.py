@@ -109,6 +109,10 @@ def _split_points(text: str, start: int, end: int) -> list[int]:
             if _newline_splits(text, m.start(), start, end):
                 cuts.append(pos)
             continue
+        if "?" in m.group():
+            before = text[cuts[-1]:m.start()]
+            if before.count("(") > before.count(")"):
+                continue  # a question inside parentheses: "(small airway disease? small vessel disease?)"
         word = _WORD_END.search(text, max(start, m.start() - 12), m.start())
         w = word.group(1).lower().rstrip(".") if word else ""
         nxt = _NEXT_CHAR.match(text, pos, end).group(1)
