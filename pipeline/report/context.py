@@ -338,7 +338,7 @@ def _sentence(lower: _Lower, text: str, idx: list[int], sent: Sentence, ms: list
     return _emit(state, sent, sentence_text, index)
 
 
-def _near(lower: _Lower, m: Match, words: frozenset[str], terms: list[int], window: int = 4) -> bool:
+def _near(lower: _Lower, m: Match, words: frozenset[str], terms: list[int], window: int = 6) -> bool:
     """Whether one of the words stands within `window` tokens of m, in its clause ("heart size increased")."""
     clause = bisect_right(terms, m.start)
     lo = terms[clause - 1] if clause else 0
