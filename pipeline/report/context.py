@@ -28,7 +28,7 @@ from pipeline.report.lexicon import REGION, narrow, region_of, side_of
 from pipeline.report.nlp import ABN, HIST, NEG, NORM, ORG, PERSIST, REL, SIDE, TERM, UNC, Lexicon, Match
 from pipeline.report.segment import Sentence, sentences
 
-_CONNECT = frozenset({",", "and", "or", "the", "both", "/", "&", "as", "well", "including", "of", "its", "+"})
+_CONNECT = frozenset({",", "and", "or", "the", "both", "/", "&", "as", "well", "including", "of", "its", "+", "-", "\u2013"})
 _PREP = frozenset({"in", "within", "of", "the", "both", "involving", "at", "on", "throughout", "seen", "noted", "is",
                    "are", "identified", "present", "from", "arising", "along", "to", "a", "an", "lower", "upper",
                    "pole", "mid", "superior", "inferior", "posterior", "anterior", "lateral", "medial"})
