@@ -24,7 +24,7 @@ from spacy.tokens import Doc
 
 from pipeline import vocab
 from pipeline.report.finding import ABNORMAL, NORMAL, UNCERTAIN, Finding
-from pipeline.report.lexicon import REGION, narrow, region_of, side_of
+from pipeline.report.lexicon import ELSEWHERE, REGION, narrow, region_of, side_of
 from pipeline.report.nlp import ABN, HIST, NEG, NORM, ORG, PERSIST, REL, SIDE, TERM, UNC, Lexicon, Match
 from pipeline.report.segment import Sentence, sentences
 
@@ -378,6 +378,8 @@ def _emit(state: dict[str, _Organ], sent: Sentence, sentence_text: str, index: i
     out = []
     section = sent.section
     for key, st in state.items():
+        if key.startswith(ELSEWHERE):
+            continue
         _resolve(st)
         organ, group, region, side = key, _GROUP.get(key), None, None
         if key.startswith(REGION):

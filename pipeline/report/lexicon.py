@@ -17,6 +17,9 @@ from pipeline.report.finding import REGIONS
 
 SIDES = ("left", "right")
 REGION = "region:"  # prefix of a target that is a region without an organ mask ("region:lymph_node")
+# body parts we keep no findings for (breast, subcutaneous fat, chest wall, ...): naming one keeps a
+# finding from falling back to its default organs ("nodules in both breasts" are no lung nodules)
+ELSEWHERE = REGION + "elsewhere"
 _ORDINALS = (
     "first second third fourth fifth sixth seventh eighth ninth tenth eleventh twelfth".split()
 )
@@ -47,7 +50,7 @@ def expand_targets(targets) -> tuple[str, ...]:
     out: list[str] = []
     for t in targets:
         if t.startswith(REGION):
-            if t[len(REGION):] not in REGIONS:
+            if t[len(REGION):] not in REGIONS and t != ELSEWHERE:
                 raise KeyError(f"organ lexicon target {t!r} names no region of {REGIONS}")
             out.append(t)
         elif t in organs:
@@ -147,6 +150,8 @@ def organ_phrases() -> dict[str, tuple[str, ...]]:
             out[form] = members
     for phrase, target in (cfg.get("terms") or {}).items():
         out[phrase.lower()] = expand_targets(target)
+    for phrase in cfg.get("elsewhere") or []:
+        out.setdefault(phrase.lower(), (ELSEWHERE,))
     return {k: v for k, v in out.items() if v}
 
 
