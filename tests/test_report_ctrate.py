@@ -65,3 +65,16 @@ def test_labels_cli_on_real_reports(dev, tmp_path):
     # agreement with the manual labels on these 20 reports is far above chance
     gold = dev.head(20)[list(SCORED)].to_numpy()
     assert (table[list(SCORED)].to_numpy() == gold).mean() >= 0.9
+
+
+def test_report_findings_metadata_shows_the_dev_set_table(dev, tmp_path):
+    """The `report_findings` asset's metadata: macro F1 (all and held out) and the per-label table."""
+    from assets.reports import _ctrate_metadata
+
+    csv = tmp_path / "dev.csv"
+    dev.head(60).to_csv(csv, index=False)
+    meta = _ctrate_metadata(csv)
+    assert 0.0 < meta["ctrate_macro_f1"] <= 1.0 and 0.0 <= meta["ctrate_macro_f1_held_out"] <= 1.0
+    table = meta["ctrate_per_label"].value
+    assert all(name in table for name in SCORED) and "held_out" in table and "macro F1" in table
+    assert _ctrate_metadata(tmp_path / "absent.csv") == {}
