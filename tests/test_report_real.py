@@ -125,3 +125,13 @@ def test_ctrate_labels_from_findings():
     positive = {k for k, v in labels.items() if v}
     assert positive == {"Arterial wall calcification", "Coronary artery wall calcification", "Cardiomegaly",
                         "Lymphadenopathy", "Lung opacity", "Lung nodule", "Medical material"}
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("The ascending aorta diameter is 45 mm.", {("aorta", "aneurysm")}),  # the aorta's by_organ name for dilatation
+    ("Pulmonary artery diameter was measured as 32 mm.", {("pulmonary_artery", "dilatation")}),
+    ("Ascending aorta diameter was measured as 36 mm.", set()),
+    ("Ectatic ascending aorta.", {("aorta", "aneurysm")}),
+])
+def test_vessel_diameters_above_their_limit_are_dilated(text, expected):
+    assert places(text, "abnormal") == expected

@@ -24,7 +24,8 @@ from spacy.tokens import Doc
 
 from pipeline import vocab
 from pipeline.report.finding import ABNORMAL, NORMAL, UNCERTAIN, Finding
-from pipeline.report.lexicon import ELSEWHERE, REGION, narrow, region_of, side_of
+from pipeline.report.dictionary import abnormality
+from pipeline.report.lexicon import ELSEWHERE, REGION, diameter_limits, narrow, region_of, side_of
 from pipeline.report.nlp import ABN, HIST, NEG, NORM, ORG, PERSIST, REL, SIDE, TERM, UNC, Lexicon, Match
 from pipeline.report.segment import Sentence, sentences
 
@@ -42,6 +43,8 @@ _SIZE = re.compile(
     r"(mm|cm|millimet(?:er|re)s?|centimet(?:er|re)s?)\b",
     re.I,
 )
+_MEASURE = frozenset({"diameter", "diameters", "caliber", "calibre", "calibration", "measured", "measures", "measuring", "width"})
+_DILATATION = abnormality("dilatation")
 _GROUP = {name: o.group for name, o in vocab.organs().items()}
 _SPINE = [n for n in vocab.groups()["spine"] if n.startswith("vertebrae_")][::-1]  # C1 .. S1
 
@@ -335,7 +338,32 @@ def _sentence(lower: _Lower, text: str, idx: list[int], sent: Sentence, ms: list
             elif sent.header_organs:
                 for o in narrow(sent.header_organs, _sentence_side(ms)):
                     slot(_place(o, None), True).normal = True
+    if sizes:
+        _diameters(lower, idx, runs, terms, sizes, t0, t1, slot)
     return _emit(state, sent, sentence_text, index)
+
+
+def _diameters(lower: _Lower, idx: list[int], runs: list[_Run], terms: list[int], sizes: list[tuple[int, float]],
+               t0: int, t1: int, slot) -> None:
+    """Size statements: a vessel whose diameter is given above its normal limit is dilated ("ascending aorta
+    diameter is 45 mm"); limits from data/organs.yaml `diameter_limits_mm`."""
+    for r in runs:
+        if r.landmark:
+            continue
+        for organ in r.organs:
+            limit = diameter_limits().get(organ)
+            if limit is None:
+                continue
+            lo = terms[r.clause - 1] if r.clause else t0
+            hi = terms[r.clause] if r.clause < len(terms) else t1
+            if not _MEASURE.intersection(lower[lo:hi]):
+                continue
+            given = [v for p, v in sizes if r.end <= bisect_right(idx, p) - 1 < hi]
+            if given and given[0] > limit:
+                st = slot(organ)
+                canon = _DILATATION.canonical_for(organ)
+                if canon not in st.abnormal and canon not in st.negated:
+                    st.abnormal[canon] = (given[0], False, False)
 
 
 def _near(lower: _Lower, m: Match, words: frozenset[str], terms: list[int], window: int = 6) -> bool:

@@ -192,3 +192,13 @@ def header_organs(header: str) -> tuple[str, ...]:
         if hit:
             out.extend(hit)
     return tuple(dict.fromkeys(out))
+
+
+@lru_cache(maxsize=1)
+def diameter_limits() -> dict[str, float]:
+    """Vessel -> the largest normal diameter in mm (data/organs.yaml `diameter_limits_mm`)."""
+    out: dict[str, float] = {}
+    for target, mm in (_config().get("diameter_limits_mm") or {}).items():
+        for organ in expand_targets(target):
+            out[organ] = float(mm)
+    return out
