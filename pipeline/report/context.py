@@ -250,7 +250,7 @@ def _bind(lower: _Lower, m: Match, runs: list[_Run], terms: list[int], sent: Sen
             return _sided(adjective, side), False
         best = min(same, key=lambda r: (m.start - r.end) if r.end <= m.start else (r.start - m.end) + 0.5)
         return _sided(fit(best), side), False
-    if any(not r.landmark and r.clause == clause and r.organs != (ELSEWHERE,) for r in runs):
+    if any(not r.landmark and r.clause == clause for r in runs):
         return (), False  # its clause names where it is, and it cannot be there ("plaque in the pleura" is no aortic plaque)
     if live:
         best = min(live, key=lambda r: abs(r.start - m.start))

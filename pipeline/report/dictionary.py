@@ -7,7 +7,7 @@ from functools import lru_cache
 
 from pipeline.report.datafiles import load
 from pipeline import vocab
-from pipeline.report.lexicon import REGION, expand_targets
+from pipeline.report.lexicon import ELSEWHERE, REGION, expand_targets
 
 SPINE = REGION + "spine"
 _VERTEBRAE = frozenset(n for n in vocab.groups()["spine"] if n.startswith("vertebrae_"))
@@ -27,7 +27,7 @@ class Abnormality:
     requires: frozenset[str] = frozenset()  # words one of which must stand near the mention ("size increased")
 
     def applies_to(self, organ: str) -> bool:
-        return self.any_organ or organ in self.organs
+        return self.any_organ or organ in self.organs or organ == ELSEWHERE
 
     def canonical_for(self, organ: str) -> str:
         for o, name in self.by_organ:
