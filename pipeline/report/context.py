@@ -123,11 +123,11 @@ class ReportComponent:
         return out
 
 
-def _clauses(ms: list[Match], lower: "_Lower", t0: int, t1: int) -> list[int]:
+def _clauses(ms: list[Match], lower: "_Lower", t0: int, t1: int, question: bool) -> list[int]:
     """Clause boundaries (token offsets): terminators, and both ends of a parenthesised question
     ("mosaic attenuation (small airway disease?)": the question hedges only what it holds)."""
     terms = [m.start for m in ms if m.kind == TERM]
-    words = lower[t0:t1]
+    words = lower[t0:t1] if question else ()
     if "?" in words and "(" in words:
         open_at = None
         for i, w in enumerate(words):
@@ -277,12 +277,12 @@ def _sentence_side(ms: list[Match]) -> str | None:
 
 def _sentence(lower: _Lower, text: str, idx: list[int], sent: Sentence, ms: list[Match], index: int,
               t0: int, t1: int) -> list[Finding]:
-    terms = _clauses(ms, lower, t0, t1)
+    sentence_text = text[sent.start:sent.end]
+    terms = _clauses(ms, lower, t0, t1, "?" in sentence_text and "(" in sentence_text)
     orgs = [m for m in ms if m.kind == ORG]
     rels = [m for m in ms if m.kind == REL]
     runs = _runs(lower, orgs, rels, terms)
     state: dict[str, _Organ] = {}
-    sentence_text = text[sent.start:sent.end]
     sizes = _sizes(sentence_text, sent.start)
 
     def slot(organ: str, header: bool = False) -> _Organ:

@@ -11,6 +11,7 @@ import re
 from typing import NamedTuple
 from functools import lru_cache
 import spacy
+from spacy.attrs import ORTH, SPACY
 from spacy.language import Language
 from spacy.matcher import PhraseMatcher
 from spacy.tokens import Doc
@@ -128,9 +129,12 @@ class Lexicon:
         the first finding ("pleural thickening"); where that phrase is a finding, it is matched on the
         second word (replacing a shorter reading of it)."""
         extra = []
+        arr = doc.to_array([ORTH, SPACY])  # token forms and trailing-space flags, without building Tokens
+        hyphen = doc.vocab.strings["-"]
+        n = len(doc)
         for m in out:
             e = m.end
-            if m.kind != ABN or e + 1 >= len(doc) or doc[e].text != "-" or doc[e - 1].whitespace_ or doc[e].whitespace_:
+            if m.kind != ABN or e + 1 >= n or arr[e, 0] != hyphen or arr[e - 1, 1] or arr[e, 1]:
                 continue
             words = [t.lower_ for t in doc[m.start:e - 1]] + [doc[e + 1].lower_]
             hit = self.findings.get(" ".join(words))
