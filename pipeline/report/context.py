@@ -23,7 +23,7 @@ from spacy.attrs import IDX, LOWER
 from spacy.tokens import Doc
 
 from pipeline import vocab
-from pipeline.report.finding import ABNORMAL, NORMAL, UNCERTAIN, Finding
+from pipeline.report.finding import ABNORMAL, NORMAL, REGIONS, UNCERTAIN, Finding
 from pipeline.report.dictionary import abnormality
 from pipeline.report.lexicon import ELSEWHERE, REGION, diameter_limits, narrow, region_of, side_of
 from pipeline.report.nlp import ABN, HIST, NEG, NORM, ORG, PERSIST, REL, SIDE, TERM, UNC, Lexicon, Match
@@ -45,6 +45,7 @@ _SIZE = re.compile(
 )
 _MEASURE = frozenset({"diameter", "diameters", "caliber", "calibre", "calibration", "measured", "measures", "measuring", "width"})
 _DILATATION = abnormality("dilatation")
+_REGION_KEYS = frozenset([REGION + r for r in REGIONS] + [ELSEWHERE])
 _GROUP = {name: o.group for name, o in vocab.organs().items()}
 _SPINE = [n for n in vocab.groups()["spine"] if n.startswith("vertebrae_")][::-1]  # C1 .. S1
 
@@ -312,7 +313,7 @@ def _sentence(lower: _Lower, text: str, idx: list[int], sent: Sentence, ms: list
             size = nearest_size(m) if status != NEG else None
             abn, _, weak = m.payload
             region_side = None
-            if any(o.startswith(REGION) for o in organs):
+            if not _REGION_KEYS.isdisjoint(organs):
                 region_side = _side_near(lower, m, ms, terms) or _sentence_side(ms)
             for o in organs:
                 st = slot(_place(o, region_side), from_header)
@@ -376,7 +377,7 @@ def _near(lower: _Lower, m: Match, words: frozenset[str], terms: list[int], wind
 
 def _place(organ: str, side: str | None) -> str:
     """The state key of an organ, or of a region with the side it was named with ("region:pleura|left")."""
-    return f"{organ}|{side or ''}" if organ.startswith(REGION) else organ
+    return f"{organ}|{side or ''}" if organ in _REGION_KEYS else organ
 
 
 def _resolve(st: _Organ) -> None:
@@ -406,21 +407,22 @@ def _emit(state: dict[str, _Organ], sent: Sentence, sentence_text: str, index: i
     out = []
     section = sent.section
     for key, st in state.items():
-        if key.startswith(ELSEWHERE):
-            continue
-        _resolve(st)
-        organ, group, region, side = key, _GROUP.get(key), None, None
-        if key.startswith(REGION):
+        group = _GROUP.get(key)
+        if group is not None or not key.startswith(REGION):
+            organ, region, side = key, None, None
+        else:  # a region, with the side it was named with ("region:pleura|left")
             place, _, side = key.partition("|")
+            if place == ELSEWHERE:
+                continue
             organ, region, side = None, region_of(place), side or None
+        _resolve(st)
         negated = tuple(sorted(set(st.negated))) if st.negated else ()
         header = sent.header if st.from_header else None
-        extra = {"region": region, "side": side}
         for canon, (size, _, _) in st.abnormal.items():
-            out.append(Finding(organ, group, ABNORMAL, canon, sentence_text, section, negated, size, header, index, **extra))
+            out.append(Finding(organ, group, ABNORMAL, canon, sentence_text, section, negated, size, header, index, region, side))
         for canon, (size, _, _) in st.uncertain.items():
             if canon not in st.abnormal:
-                out.append(Finding(organ, group, UNCERTAIN, canon, sentence_text, section, negated, size, header, index, **extra))
+                out.append(Finding(organ, group, UNCERTAIN, canon, sentence_text, section, negated, size, header, index, region, side))
         if not st.abnormal and not st.uncertain and (st.normal or negated):
-            out.append(Finding(organ, group, NORMAL, None, sentence_text, section, negated, None, header, index, **extra))
+            out.append(Finding(organ, group, NORMAL, None, sentence_text, section, negated, None, header, index, region, side))
     return out
