@@ -1,5 +1,6 @@
 """Report assets: organ-level findings from the RIS export, and which studies have a usable report."""
 
+from pathlib import Path
 
 import dagster as dg
 import pandas as pd
@@ -10,6 +11,7 @@ from assets.resources import ArchiveSource, DataRoot
 from pipeline.ids import pseudonym
 from pipeline.report import extract_table_checked
 from pipeline.report.accuracy import score
+from pipeline.report.labels import SCORED, dev_csv, read_labelled, score_reports
 from pipeline.tables import table_path, write_table
 
 GROUP = "reports"
@@ -19,6 +21,8 @@ class ReportSettings(dg.Config):
     workers: int = Field(default=1, description="Processes for rule extraction (1 is fastest below a few thousand reports).")
     text_column: str = Field(default="ReportText", description="Report text column of the RIS export.")
     id_column: str = Field(default="AccessionNumber", description="Column linking a report to its study (pseudonymized on read).")
+    ctrate_dev_csv: str = Field(default="", description="Real reports with manual CT-RATE labels to score the rules on "
+                                "(shown as metadata); empty = ../shared/realdata/reports_ctrate_dev where present, else skipped.")
 
 
 def read_reports(path, text_column: str, id_column: str) -> pd.DataFrame:
@@ -54,6 +58,25 @@ def _accuracy_metadata(findings: pd.DataFrame, report_ids: set, truth_dir) -> di
     }
 
 
+def _ctrate_metadata(path: Path) -> dict:
+    """Where real reports with manual CT-RATE labels are at hand, the rules' report-level F1 on them."""
+    if not path.is_file():
+        return {}
+    scores = score_reports(read_labelled(path))
+    wide = scores.pivot(index="label", columns="part", values="f1").loc[list(SCORED), ["dev", "held_out", "all"]]
+    wide.insert(0, "positives", scores[scores["part"] == "all"].set_index("label")["support"].loc[list(SCORED)])
+    macro = scores.groupby("part")["f1"].mean()
+    return {
+        "ctrate_macro_f1": float(macro["all"]),
+        "ctrate_macro_f1_held_out": float(macro["held_out"]),
+        "ctrate_per_label": dg.MetadataValue.md(
+            f"Real CT-RATE reports ({path.name}), report-level F1 over {len(SCORED)} labels; dev = 3/4 of them "
+            f"(where the rules were tuned), held_out = the other quarter.\n\n"
+            + wide.to_markdown(floatfmt=".3f") + f"\n\n**macro F1**: dev {macro['dev']:.3f}, held out "
+            f"{macro['held_out']:.3f}, all {macro['all']:.3f}"),
+    }
+
+
 @dg.multi_asset(
     specs=[
         dg.AssetSpec("report_findings", group_name=GROUP, deps=["source_archive"], description="One row per organ-level finding: organ, status, abnormality, sentence, section, negations, size."),
@@ -84,6 +107,7 @@ def report_tables(context: dg.AssetExecutionContext, config: ReportSettings, dat
     if "report_findings" in selected:
         meta = table_metadata(findings, table_path("report_findings", root))
         meta.update(_accuracy_metadata(findings, set(reports["report_id"]), source.paths(root).truth_dir))
+        meta.update(_ctrate_metadata(Path(config.ctrate_dev_csv) if config.ctrate_dev_csv else dev_csv()))
         if len(findings):
             meta["status"] = dg.MetadataValue.json(findings["status"].value_counts().to_dict())
             meta["abnormalities"] = dg.MetadataValue.json(findings["abnormality"].value_counts().head(20).to_dict())

@@ -121,6 +121,19 @@ def _organ_findings(findings: pd.DataFrame) -> pd.DataFrame:
     return out.drop(columns="rank")
 
 
+def _region_findings(findings: pd.DataFrame, studies: pd.DataFrame) -> pd.DataFrame:
+    """Findings without an organ mask (lymph nodes, pleura, mediastinum, medical material, the spine named
+    without a level): one exclusion row per (study, region) with the region's strongest status."""
+    if findings.empty or "region" not in findings.columns:
+        return pd.DataFrame(columns=["study_id", "patient_id", "organ", "reason", "status", "region"])
+    f = findings[findings["organ"].isna() & findings["region"].notna()]
+    rank = f["status"].map(STATUS_RANK).fillna(0).astype(int)
+    out = rank.groupby([f["report_id"], f["region"]], sort=False).max().rename("rank").reset_index()
+    out["status"] = out["rank"].map({v: k for k, v in STATUS_RANK.items()})
+    out = out.merge(studies[["study_id", "patient_id", "report_id"]], on="report_id")
+    return out.assign(organ=None, reason="region_without_mask")
+
+
 def _exclusion_reasons(stats: pd.DataFrame, config: PairConfig) -> np.ndarray:
     """Per organ_stats row, first that applies: study_without_report, cut_by_fov (if excluded), too_small,
     quality_flagged:<the other exclude_flags present, in config order>; None = paired."""
@@ -190,9 +203,10 @@ def mine_pairs(
     described = described.merge(seg_keys, on=["report_id", "organ"], how="left", indicator=True)
     not_segmented = described[described["_merge"] == "left_only"].assign(reason="described_not_segmented")
 
-    excl_cols = ["study_id", "patient_id", "organ", "reason", "status"]
+    excl_cols = ["study_id", "patient_id", "organ", "reason", "status", "region"]
     exclusions = pd.concat(
-        [excluded.reindex(columns=excl_cols), not_segmented.reindex(columns=excl_cols)], ignore_index=True
+        [excluded.reindex(columns=excl_cols), not_segmented.reindex(columns=excl_cols),
+         _region_findings(inputs.findings, studies).reindex(columns=excl_cols)], ignore_index=True
     )
     no_report = studies[~studies["has_report"]]
     with_stats = set(stats["study_id"].unique().tolist())

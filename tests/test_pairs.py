@@ -88,3 +88,22 @@ def test_readable_names():
     assert readable("kidney_left") == "left kidney"
     assert readable("lung_lower_lobe_right") == "right lung lower lobe"
     assert readable("liver") == "liver"
+
+
+def test_region_findings_are_excluded_with_a_reason_of_their_own(inputs):
+    """Lymph nodes, pleura and the like have no organ mask: never a grounded pair, one exclusion per region."""
+    region = pd.DataFrame([
+        {"report_id": "rep-a", "organ": None, "region": "lymph_node", "status": "abnormal", "abnormality": "lymphadenopathy",
+         "sentence": "Mediastinal lymph nodes up to 15 mm.", "section": "findings"},
+        {"report_id": "rep-a", "organ": None, "region": "pleura", "status": "normal", "abnormality": None,
+         "sentence": "No pleural effusion.", "section": "findings"},
+        {"report_id": "rep-a", "organ": None, "region": "pleura", "status": "abnormal", "abnormality": "pleural thickening",
+         "sentence": "Left pleural thickening.", "section": "findings"},
+    ])
+    findings = pd.concat([inputs.findings.assign(region=None), region], ignore_index=True)
+    out = mine_pairs(PairInputs(inputs.studies, inputs.organ_stats, findings, inputs.report_ids, inputs.mask_paths))
+    assert out.grounded_pairs["organ"].notna().all()
+    rows = out.pair_exclusions[out.pair_exclusions["reason"] == "region_without_mask"]
+    assert sorted(zip(rows["study_id"], rows["region"], rows["status"])) == [
+        ("stu-a", "lymph_node", "abnormal"), ("stu-a", "pleura", "abnormal")]
+    assert rows["organ"].isna().all()

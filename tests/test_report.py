@@ -6,6 +6,8 @@ from __future__ import annotations
 import pytest
 
 from pipeline import vocab
+from pipeline.report.finding import REGIONS
+from pipeline.report.lexicon import REGION
 from pipeline.report import abnormalities, abnormalities_for_organ, extract_findings, organ_status, organ_texts
 
 LOBES = set(vocab.groups()["lung"])
@@ -49,7 +51,7 @@ def test_historical_findings_are_not_current(text):
 
 def test_historical_word_with_persistence_is_current():
     assert status("Previously seen nodule in the left lower lobe is unchanged.") == {"lung_lower_lobe_left": "abnormal"}
-    assert status("The previously seen right pleural effusion has resolved.").get("lung_lower_lobe_right") == "normal"
+    assert status("The previously seen right pleural effusion has resolved.") == {"pleura": "normal"}
 
 
 @pytest.mark.parametrize("sep", [", but", "; however,", ";", ", although"])
@@ -102,12 +104,15 @@ def test_groups_and_laterality(text, organs):
 
 def test_osseous_structures_cover_the_skeleton():
     organs = set(status("The osseous structures are intact."))
-    assert {"vertebrae_L1", "rib_left_5", "sternum", "hip_left"} <= organs and "liver" not in organs
+    # the spine named without a level is one region, not 26 vertebrae
+    assert {"spine", "rib_left_5", "sternum", "hip_left"} <= organs and "liver" not in organs
+    assert not any(o.startswith("vertebrae_") for o in organs)
 
 
 def test_default_organs_and_side_words():
-    assert status("Small left pleural effusion.") == {"lung_lower_lobe_left": "abnormal"}
-    assert status("Small bilateral pleural effusions.") == dict.fromkeys(LOWER, "abnormal")
+    # pleural findings sit on the pleura (a region without an organ mask), with their side
+    assert [(f.region, f.side, f.status) for f in extract_findings("Small left pleural effusion.")] == [("pleura", "left", "abnormal")]
+    assert status("Small bilateral pleural effusions.") == {"pleura": "abnormal"}
     assert status("Cardiomegaly.") == {"heart": "abnormal"}
     assert abn("Hepatomegaly.", "liver") == {"hepatomegaly"}
     assert abn("The liver is enlarged.", "liver") == {"hepatomegaly"}
@@ -180,8 +185,8 @@ def test_dictionary_covers_the_catalog_and_organs():
     assert {"ground-glass opacity", "mosaic attenuation", "hiatal hernia", "coronary artery calcification"} <= names
     liver = {a.name for a in abnormalities_for_organ("liver")}
     assert {"steatosis", "hepatomegaly", "mass", "cyst"} <= liver and "pleural effusion" not in liver
-    assert "pleural effusion" in {a.name for a in abnormalities_for_organ("lung_lower_lobe_left")}
-    valid = set(vocab.organs())
+    assert "pleural effusion" not in {a.name for a in abnormalities_for_organ("lung_lower_lobe_left")}
+    valid = set(vocab.organs()) | {REGION + r for r in REGIONS}
     for a in abnormalities():
         assert a.organs <= valid and set(a.default) <= valid
 
@@ -207,7 +212,7 @@ Assessment: Cholecystolithiasis without signs of cholecystitis. Steatosis hepati
 
 def test_us_style_report():
     st = status(US_REPORT)
-    assert st["lung_middle_lobe_right"] == "abnormal" and st["lung_upper_lobe_left"] == "normal"
+    assert st["lung_middle_lobe_right"] == "abnormal" and st["pleura"] == "normal"
     assert st["liver"] == "abnormal" and abn(US_REPORT, "liver") == {"metastasis"}
     assert st["adrenal_gland_left"] == st["adrenal_gland_right"] == "normal"
     assert st["kidney_right"] == "abnormal" and st["kidney_left"] == "normal"

@@ -42,10 +42,10 @@ def test_html_rtf_caps_crlf_and_bytes():
     rtf = r"{\rtf1\ansi{\fonttbl\f0 Arial;}\f0\fs20 FINDINGS: The liver is enlarged.\par No pleural effusion.\par}"
     caps = "FINDINGS: THE LIVER IS ENLARGED. NO PLEURAL EFFUSION."
     crlf = "FINDINGS:\r\nThe liver is enlarged.\r\nNo pleural effusion.\r\n"
-    expected = {("liver", "abnormal"), ("lung_lower_lobe_left", "normal"), ("lung_lower_lobe_right", "normal")}
+    expected = {("liver", None, "abnormal"), (None, "pleura", "normal")}
     for text in (GOOD, html, rtf, caps, crlf, GOOD.encode("utf-8"), crlf.encode("utf-16")):
         findings, _ = extract_findings_checked(text)
-        assert {(f.organ, f.status) for f in findings} == expected, text
+        assert {(f.organ, f.region, f.status) for f in findings} == expected, text
         assert all("<" not in f.sentence and "\\" not in f.sentence for f in findings)
 
 
@@ -60,8 +60,8 @@ def test_non_utf8_bytes_are_decoded_with_a_note():
 def test_extract_table_rows_and_problems():
     df = pd.DataFrame({"acc": ["A1", "A2", "A3"], "text": [GOOD, "", "Normal kidneys."]})
     findings, problems = extract_table_checked(df, "text", "acc")
-    assert list(findings.columns[:9]) == ["report_id", "organ", "group", "status", "abnormality", "sentence",
-                                          "section", "negated", "size_mm"]
+    assert list(findings.columns[:10]) == ["report_id", "organ", "region", "group", "status", "abnormality", "sentence",
+                                           "section", "negated", "size_mm"]
     assert set(findings["report_id"]) == {"A1", "A3"}
     assert problems.to_dict("records") == [{"report_id": "A2", "problem": "empty report"}]
     assert findings.equals(extract_table(df, "text", "acc"))
@@ -77,7 +77,7 @@ def test_cli_on_a_tiny_csv(tmp_path):
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
     df = pd.read_parquet(out)
-    assert set(df["organ"]) == {"liver", "lung_lower_lobe_left", "lung_lower_lobe_right"}
+    assert set(zip(df["organ"].fillna(""), df["region"].fillna(""))) == {("liver", ""), ("", "pleura")}
     assert pd.read_csv(problems)["report_id"].tolist() == ["A2"]
     from pipeline.report.__main__ import main
 
@@ -111,3 +111,19 @@ def test_accuracy_scorer_on_a_hand_computed_example():
     assert m.abnormality_f1_all == pytest.approx(2 * (2 / 3) * (2 / 3) / (4 / 3))  # P 2/3, R 2/3
     assert set(zip(m.errors["report_id"], m.errors["organ"])) == {("r2", "liver"), ("r2", "spleen")}
     assert m.worst_sentences["errors"].sum() == 2 and m.n_reports == 2 and m.n_rows == 5
+
+
+def test_cli_adds_ctrate_label_columns(tmp_path):
+    csv = tmp_path / "reports.csv"
+    texts = ["Calcific atheroma plaques in the aorta. Pericardial effusion was not observed. Heart size increased.",
+             "No pathological finding. No enlarged lymph nodes were detected.", ""]
+    pd.DataFrame({"id": ["r1", "r2", "r3"], "text": texts, "CT-RATE": ["a", "b", "c"]}).to_csv(csv, index=False)
+    out = tmp_path / "labels.parquet"
+    run = subprocess.run([sys.executable, "-m", "pipeline.report", str(csv), "--text-column", "text", "--id-column", "id",
+                          "--labels", "ctrate", "--out", str(out)], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    df = pd.read_parquet(out).set_index("id")
+    assert len(df.columns) == 2 + 18 and "CT-RATE" in df.columns
+    assert df.loc["r1", "Arterial wall calcification"] == 1 and df.loc["r1", "Cardiomegaly"] == 1
+    assert df.loc["r1", "Pericardial effusion"] == 0
+    assert df.drop(columns=["text", "CT-RATE"]).loc[["r2", "r3"]].to_numpy().sum() == 0

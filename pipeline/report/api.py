@@ -114,12 +114,14 @@ def extract_table(df: pd.DataFrame, text_column: str, id_column: str, workers: i
 
 
 def organ_status(findings: Iterable[Finding]) -> dict[str, str]:
-    """Per organ: abnormal if any finding is abnormal, else uncertain if any is, else normal."""
+    """Per organ (or region, for findings without an organ mask): abnormal if any finding is abnormal,
+    else uncertain if any is, else normal."""
     rank = {NORMAL: 0, UNCERTAIN: 1, ABNORMAL: 2}
     out: dict[str, str] = {}
     for f in findings:
-        if f.organ not in out or rank[f.status] > rank[out[f.organ]]:
-            out[f.organ] = f.status
+        place = f.organ or f.region
+        if place not in out or rank[f.status] > rank[out[place]]:
+            out[place] = f.status
     return out
 
 
@@ -128,11 +130,11 @@ def _key(sentence: str) -> str:
 
 
 def organ_texts(findings: Iterable[Finding]) -> dict[str, str]:
-    """Per organ: the sentences describing it, in report order, each once (FINDINGS and IMPRESSION
+    """Per organ (or region): the sentences describing it, in report order, each once (FINDINGS and IMPRESSION
     often repeat one another); a sentence under an organ header keeps the header ("Liver: Normal.")."""
     seen: dict[str, dict[str, str]] = {}
     for f in sorted(findings, key=lambda f: f.sentence_index):
         text = f"{f.header.strip().capitalize()}: {f.sentence}" if f.header else f.sentence
-        seen.setdefault(f.organ, {}).setdefault(_key(text), text)
+        seen.setdefault(f.organ or f.region, {}).setdefault(_key(text), text)
     return {organ: " ".join(s if s.rstrip()[-1:] in ".!?" else s + "." for s in sents.values())
             for organ, sents in seen.items()}

@@ -23,21 +23,29 @@ from spacy.attrs import IDX, LOWER
 from spacy.tokens import Doc
 
 from pipeline import vocab
-from pipeline.report.finding import ABNORMAL, NORMAL, UNCERTAIN, Finding
-from pipeline.report.lexicon import narrow, side_of
+from pipeline.report.finding import ABNORMAL, NORMAL, REGIONS, UNCERTAIN, Finding
+from pipeline.report.dictionary import abnormality
+from pipeline.report.lexicon import ELSEWHERE, REGION, diameter_limits, narrow, region_of, side_of
 from pipeline.report.nlp import ABN, HIST, NEG, NORM, ORG, PERSIST, REL, SIDE, TERM, UNC, Lexicon, Match
 from pipeline.report.segment import Sentence, sentences
 
-_CONNECT = frozenset({",", "and", "or", "the", "both", "/", "&", "as", "well", "including", "of", "its", "+"})
+_CONNECT = frozenset({",", "and", "or", "the", "both", "/", "&", "as", "well", "including", "of", "its", "+", "-", "\u2013"})
 _PREP = frozenset({"in", "within", "of", "the", "both", "involving", "at", "on", "throughout", "seen", "noted", "is",
                    "are", "identified", "present", "from", "arising", "along", "to", "a", "an", "lower", "upper",
                    "pole", "mid", "superior", "inferior", "posterior", "anterior", "lateral", "medial"})
+# words between a part and its whole: "lower lobe superior segment of the right lung"
+_PART = frozenset("""segment segments subsegment subsegments superior inferior anterior posterior lateral medial
+    apicoposterior anteromedial posterobasal laterobasal mediobasal anterobasal basal part parts portion portions zone
+    zones region regions area areas aspect aspects section sections peripheral central subpleural lobe lobes""".split())
 _RANGE = frozenset({"-", "\u2013", "through", "to", "thru"})
 _SIZE = re.compile(
     r"(\d+(?:\.\d+)?)(?:\s*(?:x|\u00d7|by)\s*(\d+(?:\.\d+)?))?(?:\s*(?:x|\u00d7|by)\s*(\d+(?:\.\d+)?))?\s*"
     r"(mm|cm|millimet(?:er|re)s?|centimet(?:er|re)s?)\b",
     re.I,
 )
+_MEASURE = frozenset({"diameter", "diameters", "caliber", "calibre", "calibration", "measured", "measures", "measuring", "width"})
+_DILATATION = abnormality("dilatation")
+_REGION_KEYS = frozenset([REGION + r for r in REGIONS] + [ELSEWHERE])
 _GROUP = {name: o.group for name, o in vocab.organs().items()}
 _SPINE = [n for n in vocab.groups()["spine"] if n.startswith("vertebrae_")][::-1]  # C1 .. S1
 
@@ -112,12 +120,26 @@ class ReportComponent:
             lo, hi = bisect_left(starts, t0), bisect_left(starts, t1)
             ms = [m for m in matches[lo:hi] if m.end <= t1]
             if ms or s.header_organs:
-                out.extend(_sentence(lower, text, idx, s, ms, i))
+                out.extend(_sentence(lower, text, idx, s, ms, i, t0, t1))
         return out
 
 
-def _clauses(ms: list[Match]) -> list[int]:
-    return [m.start for m in ms if m.kind == TERM]
+def _clauses(ms: list[Match], lower: "_Lower", t0: int, t1: int, question: bool) -> list[int]:
+    """Clause boundaries (token offsets): terminators, and both ends of a parenthesised question
+    ("mosaic attenuation (small airway disease?)": the question hedges only what it holds)."""
+    terms = [m.start for m in ms if m.kind == TERM]
+    words = lower[t0:t1] if question else ()
+    if "?" in words and "(" in words:
+        open_at = None
+        for i, w in enumerate(words):
+            if w == "(":
+                open_at = i
+            elif w == ")" and open_at is not None:
+                if "?" in words[open_at:i]:
+                    terms += [t0 + open_at, t0 + i]
+                open_at = None
+        terms.sort()
+    return terms
 
 
 def _runs(lower: _Lower, orgs: list[Match], rels: list[Match], terms: list[int]) -> list[_Run]:
@@ -138,6 +160,13 @@ def _runs(lower: _Lower, orgs: list[Match], rels: list[Match], terms: list[int])
             if not gap and (set(prev.organs) <= set(organs) or set(organs) <= set(prev.organs)):
                 # "T12 vertebral", "right lower lobe pulmonary": the more specific mention wins
                 prev.organs = min(prev.organs, organs, key=len)
+                prev.end = m.end
+                continue
+            part = set(prev.organs) & set(organs)
+            if ("of" in gap and part and len(part) < max(len(prev.organs), len(organs)) and prev.landmark == landmark
+                    and all(g in _CONNECT or g in _PART for g in gap)):
+                # part of a whole: "the apex of the right lung", "lower lobe superior segment of the left lung"
+                prev.organs = tuple(o for o in prev.organs if o in part)
                 prev.end = m.end
                 continue
             if all(g in _CONNECT for g in gap) and prev.landmark == landmark:
@@ -219,16 +248,27 @@ def _bind(lower: _Lower, m: Match, runs: list[_Run], terms: list[int], sent: Sen
                 if adjective is None or set(fit(after[0])) <= set(adjective):
                     return fit(after[0]), False
         if adjective:
-            return adjective, False
+            return _sided(adjective, side), False
         best = min(same, key=lambda r: (m.start - r.end) if r.end <= m.start else (r.start - m.end) + 0.5)
-        return fit(best), False
+        return _sided(fit(best), side), False
+    if any(not r.landmark and r.clause == clause for r in runs):
+        return (), False  # its clause names where it is, and it cannot be there ("plaque in the pleura" is no aortic plaque)
     if live:
         best = min(live, key=lambda r: abs(r.start - m.start))
         return fit(best), False
     head = tuple(o for o in sent.header_organs if abn.applies_to(o))
     if head:
         return narrow(head, side or _sentence_side(ms)), True
+    if implied is not None:  # a placed_only synonym ("density increase") named without a place it fits
+        return (), False
     return narrow(abn.default, side), False
+
+
+def _sided(organs: tuple[str, ...], side: str | None) -> tuple[str, ...]:
+    """Organs of both sides named with a side word beside the finding keep that side ("apical emphysema on the left")."""
+    if side is None or len({side_of(o) for o in organs} - {None}) < 2:
+        return organs
+    return narrow(organs, side)
 
 
 def _sentence_side(ms: list[Match]) -> str | None:
@@ -236,13 +276,14 @@ def _sentence_side(ms: list[Match]) -> str | None:
     return sides.pop() if len(sides) == 1 and "both" not in sides else None
 
 
-def _sentence(lower: _Lower, text: str, idx: list[int], sent: Sentence, ms: list[Match], index: int) -> list[Finding]:
-    terms = _clauses(ms)
+def _sentence(lower: _Lower, text: str, idx: list[int], sent: Sentence, ms: list[Match], index: int,
+              t0: int, t1: int) -> list[Finding]:
+    sentence_text = text[sent.start:sent.end]
+    terms = _clauses(ms, lower, t0, t1, "?" in sentence_text and "(" in sentence_text)
     orgs = [m for m in ms if m.kind == ORG]
     rels = [m for m in ms if m.kind == REL]
     runs = _runs(lower, orgs, rels, terms)
     state: dict[str, _Organ] = {}
-    sentence_text = text[sent.start:sent.end]
     sizes = _sizes(sentence_text, sent.start)
 
     def slot(organ: str, header: bool = False) -> _Organ:
@@ -261,6 +302,8 @@ def _sentence(lower: _Lower, text: str, idx: list[int], sent: Sentence, ms: list
 
     for m in ms:
         if m.kind == ABN:
+            if m.payload[0].requires and not _near(lower, m, m.payload[0].requires, terms):
+                continue
             status, interpretive = _status(m, ms, terms)
             if status == HIST:
                 continue
@@ -269,8 +312,11 @@ def _sentence(lower: _Lower, text: str, idx: list[int], sent: Sentence, ms: list
                 continue
             size = nearest_size(m) if status != NEG else None
             abn, _, weak = m.payload
+            region_side = None
+            if not _REGION_KEYS.isdisjoint(organs):
+                region_side = _side_near(lower, m, ms, terms) or _sentence_side(ms)
             for o in organs:
-                st = slot(o, from_header)
+                st = slot(_place(o, region_side), from_header)
                 canon = abn.canonical_for(o)
                 if status == NEG:
                     st.negated.append(canon)
@@ -289,11 +335,49 @@ def _sentence(lower: _Lower, text: str, idx: list[int], sent: Sentence, ms: list
             if targets:
                 for r in targets:
                     for o in r.organs:
-                        slot(o).normal = True
+                        slot(_place(o, None)).normal = True
             elif sent.header_organs:
                 for o in narrow(sent.header_organs, _sentence_side(ms)):
-                    slot(o, True).normal = True
+                    slot(_place(o, None), True).normal = True
+    if sizes:
+        _diameters(lower, idx, runs, terms, sizes, t0, t1, slot)
     return _emit(state, sent, sentence_text, index)
+
+
+def _diameters(lower: _Lower, idx: list[int], runs: list[_Run], terms: list[int], sizes: list[tuple[int, float]],
+               t0: int, t1: int, slot) -> None:
+    """Size statements: a vessel whose diameter is given above its normal limit is dilated ("ascending aorta
+    diameter is 45 mm"); limits from data/organs.yaml `diameter_limits_mm`."""
+    for r in runs:
+        if r.landmark:
+            continue
+        for organ in r.organs:
+            limit = diameter_limits().get(organ)
+            if limit is None:
+                continue
+            lo = terms[r.clause - 1] if r.clause else t0
+            hi = terms[r.clause] if r.clause < len(terms) else t1
+            if not _MEASURE.intersection(lower[lo:hi]):
+                continue
+            given = [v for p, v in sizes if r.end <= bisect_right(idx, p) - 1 < hi]
+            if given and given[0] > limit:
+                st = slot(organ)
+                canon = _DILATATION.canonical_for(organ)
+                if canon not in st.abnormal and canon not in st.negated:
+                    st.abnormal[canon] = (given[0], False, False)
+
+
+def _near(lower: _Lower, m: Match, words: frozenset[str], terms: list[int], window: int = 6) -> bool:
+    """Whether one of the words stands within `window` tokens of m, in its clause ("heart size increased")."""
+    clause = bisect_right(terms, m.start)
+    lo = terms[clause - 1] if clause else 0
+    hi = terms[clause] if clause < len(terms) else m.end + window
+    return bool(words.intersection(lower[max(lo, m.start - window):min(hi, m.end + window)]))
+
+
+def _place(organ: str, side: str | None) -> str:
+    """The state key of an organ, or of a region with the side it was named with ("region:pleura|left")."""
+    return f"{organ}|{side or ''}" if organ in _REGION_KEYS else organ
 
 
 def _resolve(st: _Organ) -> None:
@@ -322,16 +406,23 @@ def _resolve(st: _Organ) -> None:
 def _emit(state: dict[str, _Organ], sent: Sentence, sentence_text: str, index: int) -> list[Finding]:
     out = []
     section = sent.section
-    for organ, st in state.items():
+    for key, st in state.items():
+        group = _GROUP.get(key)
+        if group is not None or not key.startswith(REGION):
+            organ, region, side = key, None, None
+        else:  # a region, with the side it was named with ("region:pleura|left")
+            place, _, side = key.partition("|")
+            if place == ELSEWHERE:
+                continue
+            organ, region, side = None, region_of(place), side or None
         _resolve(st)
-        group = _GROUP[organ]
         negated = tuple(sorted(set(st.negated))) if st.negated else ()
         header = sent.header if st.from_header else None
         for canon, (size, _, _) in st.abnormal.items():
-            out.append(Finding(organ, group, ABNORMAL, canon, sentence_text, section, negated, size, header, index))
+            out.append(Finding(organ, group, ABNORMAL, canon, sentence_text, section, negated, size, header, index, region, side))
         for canon, (size, _, _) in st.uncertain.items():
             if canon not in st.abnormal:
-                out.append(Finding(organ, group, UNCERTAIN, canon, sentence_text, section, negated, size, header, index))
+                out.append(Finding(organ, group, UNCERTAIN, canon, sentence_text, section, negated, size, header, index, region, side))
         if not st.abnormal and not st.uncertain and (st.normal or negated):
-            out.append(Finding(organ, group, NORMAL, None, sentence_text, section, negated, None, header, index))
+            out.append(Finding(organ, group, NORMAL, None, sentence_text, section, negated, None, header, index, region, side))
     return out

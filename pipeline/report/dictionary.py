@@ -6,7 +6,11 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from pipeline.report.datafiles import load
-from pipeline.report.lexicon import expand_targets
+from pipeline import vocab
+from pipeline.report.lexicon import ELSEWHERE, REGION, expand_targets
+
+SPINE = REGION + "spine"
+_VERTEBRAE = frozenset(n for n in vocab.groups()["spine"] if n.startswith("vertebrae_"))
 
 
 @dataclass(frozen=True)
@@ -20,9 +24,10 @@ class Abnormality:
     by_organ: tuple[tuple[str, str], ...]  # class -> canonical name to use for it
     generic: bool = False  # a descriptor ("lesion") that gives way to a specific finding
     weak: frozenset[str] = frozenset()  # synonyms that give way to a hedged mention of this name
+    requires: frozenset[str] = frozenset()  # words one of which must stand near the mention ("size increased")
 
     def applies_to(self, organ: str) -> bool:
-        return self.any_organ or organ in self.organs
+        return self.any_organ or organ in self.organs or organ == ELSEWHERE
 
     def canonical_for(self, organ: str) -> str:
         for o, name in self.by_organ:
@@ -41,17 +46,30 @@ def abnormalities() -> tuple[Abnormality, ...]:
             by_organ += [(o, canon) for o in expand_targets([target])]
         base = [e["name"].lower(), *(s.lower() for s in e["synonyms"])]
         syns = tuple(dict.fromkeys(base + [p for s in base for p in plurals(s)]))
+        implies = {k.lower(): expand_targets(v) for k, v in (e.get("implies") or {}).items()}
+        if e.get("implies_all"):  # every synonym names its place by itself ("stent" -> medical material)
+            unplaced = {u.lower() for u in e.get("unplaced") or []}
+            unplaced |= {p for u in unplaced for p in plurals(u)}
+            placed = [x for x in syns if x not in unplaced]
+            implies = {**dict.fromkeys(placed, expand_targets(e["implies_all"])), **implies}
+        for syn in e.get("placed_only") or []:  # no default organs: only where the sentence names a place
+            for form in (syn.lower(), *plurals(syn.lower())):
+                implies.setdefault(form, ())
+        organs = set(expand_targets(targets))
+        if organs & _VERTEBRAE:
+            organs.add(SPINE)  # what applies to a vertebra applies to the spine named without a level
         out.append(
             Abnormality(
                 name=e["name"],
                 synonyms=syns,
-                organs=frozenset(expand_targets(targets)),
+                organs=frozenset(organs),
                 any_organ="*" in (e.get("organs") or []),
                 default=expand_targets(e.get("default") or []),
-                implies=tuple((k.lower(), expand_targets(v)) for k, v in (e.get("implies") or {}).items()),
+                implies=tuple(implies.items()),
                 by_organ=tuple(by_organ),
                 generic=e.get("generic") == "true",
                 weak=frozenset(w.lower() for w in e.get("weak") or []),
+                requires=frozenset(w.lower() for w in e.get("requires") or []),
             )
         )
     return tuple(out)
@@ -60,8 +78,10 @@ def abnormalities() -> tuple[Abnormality, ...]:
 def plurals(phrase: str) -> list[str]:
     """Plural forms of a phrase's last word ("stone" -> "stones", "opacity" -> "opacities")."""
     head, _, last = phrase.rpartition(" ")
-    if len(last) < 3 or not last.isalpha() or last.endswith(("s", "ed", "ic", "al", "ous", "ing", "ar")):
+    if len(last) < 3 or not last.isalpha() or last.endswith(("s", "ed", "ic", "al", "ous", "ar")):
         return []
+    if last.endswith("ing"):  # nouns in -ing: "thickenings", "findings"; verbs never take -s here
+        return [f"{head} {last}s".strip()]
     if last.endswith("y") and last[-2] not in "aeiou":
         forms = [last[:-1] + "ies"]
     elif last.endswith(("x", "ch", "sh")):
@@ -81,4 +101,4 @@ def abnormality(name: str) -> Abnormality:
 def abnormalities_for_organ(organ: str) -> list[Abnormality]:
     """Abnormalities that can describe this vocab class, in dictionary order; the pairs stage draws
     dictionary negatives from them. Generic ones (organs "*": mass, cyst, lesion, ...) apply to every organ."""
-    return [a for a in abnormalities() if a.applies_to(organ) or organ in a.default]
+    return [a for a in abnormalities() if a.any_organ or organ in a.organs or organ in a.default]

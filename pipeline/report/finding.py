@@ -9,18 +9,20 @@ ABNORMAL = "abnormal"
 UNCERTAIN = "uncertain"
 NOT_MENTIONED = "not_mentioned"
 STATUSES = (NORMAL, ABNORMAL, UNCERTAIN)
+# places a finding can sit that have no organ mask (data/organs.yaml `regions`)
+REGIONS = ("lymph_node", "pleura", "mediastinum", "medical_material", "spine")
 
 # Columns of the `report_findings` table (docs/ARCHITECTURE.md) followed by our extras.
 COLUMNS = (
-    "report_id", "organ", "group", "status", "abnormality", "sentence", "section", "negated", "size_mm",
-    "header", "sentence_index",
+    "report_id", "organ", "region", "group", "status", "abnormality", "sentence", "section", "negated", "size_mm",
+    "header", "sentence_index", "side",
 )
 
 
 @dataclass(frozen=True, slots=True)
 class Finding:
-    organ: str  # vocab class name (pipeline.vocab), e.g. "kidney_left"
-    group: str  # its vocab group, e.g. "kidney"
+    organ: str | None  # vocab class name (pipeline.vocab), e.g. "kidney_left"; None for a region finding
+    group: str | None  # its vocab group, e.g. "kidney"; None for a region finding
     status: str  # "normal" | "abnormal" | "uncertain"
     abnormality: str | None  # canonical name from data/abnormalities.yaml; None for a normal finding
     sentence: str  # the sentence as written (without its organ header)
@@ -29,6 +31,8 @@ class Finding:
     size_mm: float | None = None  # largest dimension of the nearest measurement, in mm
     header: str | None = None  # organ header the sentence sits under ("LIVER"), if any
     sentence_index: int = 0  # position of the sentence in the report
+    region: str | None = None  # where a finding without an organ mask sits: one of REGIONS; None for organs
+    side: str | None = None  # "left" | "right" for a region finding named with a side ("right pleural effusion")
 
 
 @dataclass(frozen=True)

@@ -11,10 +11,15 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 
-from pipeline.report.datafiles import load
 from pipeline import vocab
+from pipeline.report.datafiles import load
+from pipeline.report.finding import REGIONS
 
 SIDES = ("left", "right")
+REGION = "region:"  # prefix of a target that is a region without an organ mask ("region:lymph_node")
+# body parts we keep no findings for (breast, subcutaneous fat, chest wall, ...): naming one keeps a
+# finding from falling back to its default organs ("nodules in both breasts" are no lung nodules)
+ELSEWHERE = REGION + "elsewhere"
 _ORDINALS = (
     "first second third fourth fifth sixth seventh eighth ninth tenth eleventh twelfth".split()
 )
@@ -44,7 +49,11 @@ def expand_targets(targets) -> tuple[str, ...]:
     organs = vocab.organs()
     out: list[str] = []
     for t in targets:
-        if t in organs:
+        if t.startswith(REGION):
+            if t[len(REGION):] not in REGIONS and t != ELSEWHERE:
+                raise KeyError(f"organ lexicon target {t!r} names no region of {REGIONS}")
+            out.append(t)
+        elif t in organs:
             out.append(t)
         elif t in _groups():
             out.extend(_groups()[t])
@@ -56,7 +65,12 @@ def expand_targets(targets) -> tuple[str, ...]:
 
 
 def side_of(organ: str) -> str | None:
-    return vocab.organ(organ).side
+    return None if organ.startswith(REGION) else vocab.organ(organ).side
+
+
+def region_of(target: str) -> str | None:
+    """The region a lexicon target names ("region:pleura" -> "pleura"), None for a vocab class."""
+    return target[len(REGION):] if target.startswith(REGION) else None
 
 
 def narrow(organs: tuple[str, ...], side: str | None) -> tuple[str, ...]:
@@ -136,6 +150,8 @@ def organ_phrases() -> dict[str, tuple[str, ...]]:
             out[form] = members
     for phrase, target in (cfg.get("terms") or {}).items():
         out[phrase.lower()] = expand_targets(target)
+    for phrase in cfg.get("elsewhere") or []:
+        out.setdefault(phrase.lower(), (ELSEWHERE,))
     return {k: v for k, v in out.items() if v}
 
 
@@ -176,3 +192,13 @@ def header_organs(header: str) -> tuple[str, ...]:
         if hit:
             out.extend(hit)
     return tuple(dict.fromkeys(out))
+
+
+@lru_cache(maxsize=1)
+def diameter_limits() -> dict[str, float]:
+    """Vessel -> the largest normal diameter in mm (data/organs.yaml `diameter_limits_mm`)."""
+    out: dict[str, float] = {}
+    for target, mm in (_config().get("diameter_limits_mm") or {}).items():
+        for organ in expand_targets(target):
+            out[organ] = float(mm)
+    return out

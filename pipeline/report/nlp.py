@@ -11,6 +11,7 @@ import re
 from typing import NamedTuple
 from functools import lru_cache
 import spacy
+from spacy.attrs import ORTH, SPACY
 from spacy.language import Language
 from spacy.matcher import PhraseMatcher
 from spacy.tokens import Doc
@@ -32,7 +33,29 @@ class Match(NamedTuple):  # a tuple: built ~100 times per report, cheaper than a
 
 
 def _modifiers() -> dict:
-    return load("modifiers.yaml")
+    """data/modifiers.yaml, with negspacy's curated clinical termset (Chapman's NegEx lists, "en_clinical")
+    merged in: its preceding and following negations, pseudo-negations and terminations join ours, each term
+    once, and where a term is already ours in any category ours wins ("cannot be excluded" stays uncertain)."""
+    mods = load("modifiers.yaml")
+    try:
+        from negspacy.termsets import termset
+    except ImportError:  # the rules still run, with our lists only
+        return mods
+    curated = termset("en_clinical").get_patterns()
+    ours = {t.lower() for cat in ("negated", "uncertain", "historical") for d in ("forward", "backward")
+            for t in mods[cat][d]["terms"]}
+    ours |= {t.lower() for cat in ("pseudo", "terminate", "relation", "persist", "normal") for t in mods[cat]["terms"]}
+    ours |= {t.lower() for t in mods.get("curated_skip") or []}
+    into = {"preceding_negations": mods["negated"]["forward"]["terms"],
+            "following_negations": mods["negated"]["backward"]["terms"],
+            "pseudo_negations": mods["pseudo"]["terms"], "termination": mods["terminate"]["terms"]}
+    for key, terms in into.items():
+        for t in curated.get(key, []):
+            t = " ".join(t.lower().split())
+            if t and t not in ours:
+                terms.append(t)
+                ours.add(t)
+    return mods
 
 
 class Lexicon:
@@ -53,12 +76,14 @@ class Lexicon:
         exact: dict[str, dict[str, list[str]]] = {}
         for phrase, organs in exact_phrases().items():
             add(phrase, "ORG:" + ",".join(organs), ORG, organs, exact)
+        self.findings: dict[str, tuple] = {}  # finding phrase -> payload, for hyphenated compounds
         for i, a in enumerate(abnormalities()):
             implied = dict(a.implies)
             for syn in a.synonyms:
                 organs = implied.get(syn)
                 weak = syn in a.weak
-                add(syn, f"ABN:{i}:{','.join(organs or ())}:{weak}", ABN, (a, organs, weak))
+                add(syn, f"ABN:{i}:{organs!r}:{weak}", ABN, (a, organs, weak))
+                self.findings[" ".join(t.text for t in nlp.tokenizer(syn))] = (a, organs, weak)
         mods = _modifiers()
         for cat, kind in MOD_KINDS.items():
             fwd, bwd = mods[cat]["forward"], mods[cat]["backward"]
@@ -97,7 +122,28 @@ class Lexicon:
                 taken[s:e] = b"\x01" * (e - s)
             out.append(Match(s, e, kind, payload[k][1]))
         out.sort()
-        return out
+        return self._compounds(doc, out) if "-" in doc.user_data.get("text", "-") else out
+
+    def _compounds(self, doc: Doc, out: list[Match]) -> list[Match]:
+        """Hyphenated coordination: in "pleural effusion-thickening" the second word shares the head of
+        the first finding ("pleural thickening"); where that phrase is a finding, it is matched on the
+        second word (replacing a shorter reading of it)."""
+        extra = []
+        arr = doc.to_array([ORTH, SPACY])  # token forms and trailing-space flags, without building Tokens
+        hyphen = doc.vocab.strings["-"]
+        n = len(doc)
+        for m in out:
+            e = m.end
+            if m.kind != ABN or e + 1 >= n or arr[e, 0] != hyphen or arr[e - 1, 1] or arr[e, 1]:
+                continue
+            words = [t.lower_ for t in doc[m.start:e - 1]] + [doc[e + 1].lower_]
+            hit = self.findings.get(" ".join(words))
+            if hit is not None:
+                extra.append(Match(e + 1, e + 2, ABN, hit))
+        if not extra:
+            return out
+        kept = [m for m in out if not any(m.start < x.end and x.start < m.end for x in extra)]
+        return sorted(kept + extra)
 
 
 @lru_cache(maxsize=1)

@@ -43,6 +43,8 @@ _WORD_END = re.compile(r"([A-Za-z][A-Za-z.]*)$")
 _NEXT_CHAR = re.compile(r"\s*(\S?)")
 _BOUNDARY = re.compile(r"[.!?]+(?=[\s\"')\]]|$)|\n")
 _LIST_INLINE = re.compile(r"(?<=[:;])\s+(?=\(?\d{1,2}[.)]\s+[A-Za-z])")
+# items of an impression run together on one line: ' " Hiatal hernia " Emphysema', ' • Atelectasis • ...'
+_ITEM_INLINE = re.compile(r'(?<=\s)["\u201c\u201d\u2022\u00b7]+(?=\s*[A-Za-z])')
 _LAST_WORD = re.compile(r"([A-Za-z]+)[ \t]*$")
 _LINE_HEADER = re.compile(r"(?m)^[ \t]*([A-Za-z][A-Za-z /&\-]{1,40}?)[ \t]*:?[ \t]*$")
 _LIST_MARK = re.compile(r"\s*(?:\(?\d{1,2}[.)](?=\s|[A-Za-z])|[-*\u2022\u00b7>]+(?=\s))\s*")
@@ -109,6 +111,10 @@ def _split_points(text: str, start: int, end: int) -> list[int]:
             if _newline_splits(text, m.start(), start, end):
                 cuts.append(pos)
             continue
+        if "?" in m.group():
+            before = text[cuts[-1]:m.start()]
+            if before.count("(") > before.count(")"):
+                continue  # a question inside parentheses: "(small airway disease? small vessel disease?)"
         word = _WORD_END.search(text, max(start, m.start() - 12), m.start())
         w = word.group(1).lower().rstrip(".") if word else ""
         nxt = _NEXT_CHAR.match(text, pos, end).group(1)
@@ -123,6 +129,8 @@ def _split_points(text: str, start: int, end: int) -> list[int]:
     # inline numbered lists: "... normal. 2. Kidneys ..." is cut above; "...: 1. Liver" and "; 2) ..." here
     for m in _LIST_INLINE.finditer(text, start, end):
         cuts.append(m.end())
+    for m in _ITEM_INLINE.finditer(text, start, end):
+        cuts += (m.start(), m.end())  # the mark alone has no letters and is dropped
     cuts.append(end)
     return sorted(set(cuts))
 

@@ -1,0 +1,137 @@
+"""CT-RATE's 18 report-level abnormality labels from our findings, and their F1 against manual labels.
+
+    from pipeline.report import extract_findings
+    from pipeline.report.labels import ctrate_labels
+    ctrate_labels(extract_findings(text))  # {"Medical material": 0, "Arterial wall calcification": 1, ...}
+
+One fixed mapping (data/ctrate_labels.yaml): a label is 1 when the report has an abnormal finding
+whose canonical abnormality is one of the label's names, on one of its organs or regions where the
+label names them. Uncertain findings do not count ("(cyst?)" is not a labelled cyst).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import pandas as pd
+
+from pipeline.report.datafiles import load
+from pipeline.report.finding import ABNORMAL, Finding
+from pipeline.report.lexicon import expand_targets
+
+# CT-RATE's label names, in its column order
+CTRATE = (
+    "Medical material", "Arterial wall calcification", "Cardiomegaly", "Pericardial effusion",
+    "Coronary artery wall calcification", "Hiatal hernia", "Lymphadenopathy", "Emphysema", "Atelectasis",
+    "Lung nodule", "Lung opacity", "Pulmonary fibrotic sequela", "Pleural effusion", "Mosaic attenuation pattern",
+    "Peribronchial thickening", "Consolidation", "Bronchiectasis", "Interlobular septal thickening",
+)
+# the 17 scored labels: devices are left out (CT-RATE's own evaluation leaves them out too)
+SCORED = tuple(name for name in CTRATE if name != "Medical material")
+
+
+@dataclass(frozen=True)
+class _Rule:
+    abnormalities: frozenset[str]
+    places: frozenset[str] | None  # organs (vocab classes) or regions; None = anywhere
+
+
+@lru_cache(maxsize=1)
+def _rules() -> dict[str, _Rule]:
+    data = load("ctrate_labels.yaml")
+    out = {}
+    for name in CTRATE:
+        spec = data[name]
+        places = None
+        if spec.get("organs") or spec.get("regions"):
+            places = frozenset(expand_targets(spec.get("organs") or [])) | frozenset(spec.get("regions") or [])
+        out[name] = _Rule(frozenset(spec["abnormalities"]), places)
+    return out
+
+
+def _positive(rule: _Rule, abnormality: str | None, place: str | None) -> bool:
+    return abnormality in rule.abnormalities and (rule.places is None or place in rule.places)
+
+
+def ctrate_labels(findings: Iterable[Finding]) -> dict[str, int]:
+    """The 18 CT-RATE labels (0/1) of one report's findings."""
+    rules = _rules()
+    out = dict.fromkeys(CTRATE, 0)
+    for f in findings:
+        if f.status != ABNORMAL:
+            continue
+        place = f.organ or f.region
+        for name, rule in rules.items():
+            if not out[name] and _positive(rule, f.abnormality, place):
+                out[name] = 1
+    return out
+
+
+def label_table(findings: pd.DataFrame, report_ids: Iterable) -> pd.DataFrame:
+    """One row per report id (in the given order): `report_id` and one 0/1 column per CT-RATE label,
+    from a findings table (report_id, organ, region, status, abnormality)."""
+    ids = list(report_ids)
+    out = pd.DataFrame({"report_id": ids})
+    abnormal = findings[findings["status"] == ABNORMAL]
+    place = abnormal["organ"].where(abnormal["organ"].notna(), abnormal["region"])
+    for name, rule in _rules().items():
+        hit = abnormal["abnormality"].isin(rule.abnormalities)
+        if rule.places is not None:
+            hit &= place.isin(rule.places)
+        positive = set(abnormal.loc[hit, "report_id"])
+        out[name] = [int(r in positive) for r in ids]
+    return out
+
+
+def label_f1(predicted: pd.DataFrame, gold: pd.DataFrame, labels: Iterable[str] = SCORED) -> pd.DataFrame:
+    """Per label: F1, precision, recall, support of `predicted` against `gold` (both with report_id and
+    the label columns; rows matched by report_id). sklearn's binary F1 (1.0 where neither side has a positive)."""
+    from sklearn.metrics import precision_recall_fscore_support
+
+    merged = gold[["report_id", *labels]].merge(predicted[["report_id", *labels]], on="report_id", suffixes=("", "_pred"))
+    rows = []
+    for name in labels:
+        y, p = merged[name].astype(int), merged[name + "_pred"].astype(int)
+        prec, rec, f1, _ = precision_recall_fscore_support(y, p, average="binary", zero_division=1.0)
+        rows.append({"label": name, "f1": float(f1), "precision": float(prec), "recall": float(rec), "support": int(y.sum())})
+    return pd.DataFrame(rows)
+
+
+def held_out(report_id: str) -> bool:
+    """A fixed quarter of any labelled set, by a hash of the report id: rules are developed on the other
+    three quarters and this one only checks that they generalise."""
+    return hashlib.sha256(str(report_id).encode()).digest()[0] % 4 == 0
+
+
+def score_reports(reports: pd.DataFrame, text_column: str = "report_text", id_column: str = "report_id",
+                  workers: int = 1) -> pd.DataFrame:
+    """Our rules on a table of reports with manual CT-RATE label columns: per scored label F1, precision,
+    recall and support on the development part, the held-out part and all reports."""
+    from pipeline.report.api import extract_table
+
+    findings = extract_table(reports, text_column, id_column, workers=workers)
+    predicted = label_table(findings, reports[id_column])
+    gold = reports.rename(columns={id_column: "report_id"})
+    parts = {"all": gold, "dev": gold[~gold["report_id"].map(held_out)], "held_out": gold[gold["report_id"].map(held_out)]}
+    return pd.concat([label_f1(predicted, g).assign(part=name) for name, g in parts.items()], ignore_index=True)
+
+
+def dev_csv() -> Path:
+    """Where the CT-RATE development set is expected: $CTGLIP_REALDATA (else ../shared/realdata beside the
+    repository) / reports_ctrate_dev / ctrate_reports_labels.csv. It may be absent."""
+    root = os.environ.get("CTGLIP_REALDATA") or Path(__file__).resolve().parents[3] / "shared" / "realdata"
+    return Path(root) / "reports_ctrate_dev" / "ctrate_reports_labels.csv"
+
+
+def read_labelled(path: Path) -> pd.DataFrame:
+    """A CSV of reports with CT-RATE label columns (report_id, report_text, the 18 labels)."""
+    df = pd.read_csv(path, dtype={"report_id": str, "report_text": str}, keep_default_na=False)
+    missing = {"report_id", "report_text", *CTRATE} - set(df.columns)
+    if missing:
+        raise ValueError(f"{path}: missing column(s) {sorted(missing)}")
+    return df

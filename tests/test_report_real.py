@@ -1,0 +1,137 @@
+"""Report rules on real language: each real CT-RATE sentence quoted in issue 13 (and two short ones in the
+same style) pinned to its expected findings; regions without an organ mask; exact anatomy; CT-RATE labels."""
+
+from __future__ import annotations
+
+import pytest
+
+from pipeline.report import extract_findings
+from pipeline.report.labels import CTRATE, ctrate_labels
+
+UPPER = {"lung_upper_lobe_left", "lung_upper_lobe_right"}
+LOWER = {"lung_lower_lobe_left", "lung_lower_lobe_right"}
+
+
+def places(text: str, status: str | None = None) -> set[tuple[str, str | None]]:
+    """(organ or region, abnormality) of the findings, optionally of one status."""
+    return {(f.organ or f.region, f.abnormality) for f in extract_findings(text) if status in (None, f.status)}
+
+
+def abnormal_places(text: str) -> set[str]:
+    return {f.organ or f.region for f in extract_findings(text) if f.status == "abnormal"}
+
+
+def test_passive_negation_of_a_hyphenated_compound():
+    fs = extract_findings("Pericardial effusion-thickening was not observed.")
+    assert {(f.organ, f.status) for f in fs} == {("heart", "normal")}
+    assert set(fs[0].negated) == {"pericardial effusion"}
+    fs = extract_findings("Pleural effusion-thickening was not detected.")
+    assert {(f.region, f.status) for f in fs} == {("pleura", "normal")}
+    assert set(fs[0].negated) == {"pleural effusion", "pleural thickening"}
+
+
+def test_sequelae_density_increase_in_both_apexes():
+    text = "Pleuroparenchymal sequelae density increases were observed in both lung apexes."
+    assert abnormal_places(text) == UPPER
+    assert {a for _, a in places(text, "abnormal")} == {"fibrotic change"}
+
+
+@pytest.mark.parametrize("text", ["Heart size increased.", "The cardiothoracic index increased in favor of the heart."])
+def test_size_statements_make_cardiomegaly(text):
+    assert places(text) == {("heart", "cardiomegaly")}
+
+
+def test_calcific_atheroma_plaques_in_the_aortic_wall():
+    assert places("There are millimetric calcific atheroma plaques in the walls of the aorta.") == {("aorta", "aortic calcification")}
+
+
+@pytest.mark.parametrize("text", [
+    "No enlarged lymph nodes in prevascular, pre-paratracheal, subcarinal or bilateral hilar-axillary pathological dimensions were detected.",
+    "No enlarged lymph nodes in pathological dimensions were detected.",
+    "Pathological size and configuration of lymph nodes are not observed at both hilar levels.",
+])
+def test_negated_lymph_nodes_are_a_normal_region(text):
+    fs = extract_findings(text)
+    assert {(f.organ, f.region, f.status) for f in fs} == {(None, "lymph_node", "normal")}
+
+
+@pytest.mark.parametrize("text", [
+    "Mediastinal lymph nodes are observed.", "Right upper paratracheal millimetric lymph node is observed.",
+    "There are lymph nodes in the mediastinum and hilar regions, the largest 12 mm in short axis.",
+])
+def test_lymph_nodes_described_are_a_lymph_node_finding(text):
+    assert ("lymph_node", "lymphadenopathy") in places(text, "abnormal")
+    assert all(f.organ is None for f in extract_findings(text) if f.region == "lymph_node")
+
+
+def test_consolidative_density_with_segments_of_one_side():
+    text = ("Consolidative density increases with air bronchograms are observed in almost all basal segments, "
+            "especially in the lower lobe superior segment of the right lung.")
+    assert places(text, "abnormal") == {(o, "consolidation") for o in LOWER}
+
+
+def test_a_vertebra_without_a_level_is_one_spine_finding():
+    fs = extract_findings("Degenerative osteophytes were observed at the vertebra endplate corners.")
+    assert [(f.organ, f.region, f.abnormality) for f in fs] == [(None, "spine", "degenerative change")]
+    assert places("Compression fracture of the T7 vertebra.") == {("vertebrae_T7", "fracture")}
+
+
+def test_apexes_are_upper_lobes_of_the_named_side():
+    assert abnormal_places("Emphysema in both lung apexes.") == UPPER
+    assert abnormal_places("A nodule is seen in the apex of the right lung.") == {"lung_upper_lobe_right"}
+    assert abnormal_places("Apical paraseptal emphysema on the left.") == {"lung_upper_lobe_left"}
+    assert abnormal_places("A nodule in the lingula.") == {"lung_upper_lobe_left"}
+
+
+@pytest.mark.parametrize("text,region", [
+    ("A port catheter is observed in the right internal jugular vein.", "medical_material"),
+    ("Sternotomy sutures and a prosthetic valve are present.", "medical_material"),
+    ("Right pleural effusion.", "pleura"),
+    ("Left pleural thickening.", "pleura"),
+    ("A mass is present in the anterior mediastinum.", "mediastinum"),
+])
+def test_regions_without_an_organ_mask(text, region):
+    assert region in abnormal_places(text)
+
+
+def test_region_findings_keep_their_side():
+    fs = [f for f in extract_findings("Right pleural effusion and left pleural thickening.") if f.region == "pleura"]
+    assert {(f.side, f.abnormality) for f in fs} == {("right", "pleural effusion"), ("left", "pleural thickening")}
+
+
+@pytest.mark.parametrize("text,status", [
+    ("A hypodense lesion was observed in the left lobe of the liver (cyst?).", "uncertain"),
+    ("Nodular opacity in the right lower lobe? Atelectasis?", "uncertain"),
+    ("The lesions in the liver described in the previous examination could not be selected in this examination.", "normal"),
+    ("No nodule was detected in the lung parenchyma.", "normal"),
+    ("A nodule is not seen in the right lung.", "normal"),
+])
+def test_hedges_and_passive_negation(text, status):
+    assert {f.status for f in extract_findings(text)} == {status}
+
+
+def test_bulleted_and_quoted_impressions():
+    text = 'FINDINGS: Heart size is normal. "" • Emphysematous changes in both lungs. • Hiatal hernia.'
+    labels = ctrate_labels(extract_findings(text))
+    assert labels["Emphysema"] == 1 and labels["Hiatal hernia"] == 1 and labels["Cardiomegaly"] == 0
+
+
+def test_ctrate_labels_from_findings():
+    text = ("Calcific atheroma plaques in the aorta and coronary arteries. Heart size increased. Pericardial effusion was "
+            "not observed. Mediastinal lymph nodes up to 15 mm. Ground-glass density increases in the right lower lobe. "
+            "Pleural effusion is not seen. A 4 mm nodule in the left upper lobe. A catheter is observed.")
+    labels = ctrate_labels(extract_findings(text))
+    assert list(labels) == list(CTRATE)
+    positive = {k for k, v in labels.items() if v}
+    assert positive == {"Arterial wall calcification", "Coronary artery wall calcification", "Cardiomegaly",
+                        "Lymphadenopathy", "Lung opacity", "Lung nodule", "Medical material"}
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("The ascending aorta diameter is 45 mm.", {("aorta", "aneurysm")}),  # the aorta's by_organ name for dilatation
+    ("Pulmonary artery diameter was measured as 32 mm.", {("pulmonary_artery", "dilatation")}),
+    ("Ascending aorta diameter was measured as 36 mm.", set()),
+    ("Ectatic ascending aorta.", {("aorta", "aneurysm")}),
+])
+def test_vessel_diameters_above_their_limit_are_dilated(text, expected):
+    assert places(text, "abnormal") == expected
