@@ -39,7 +39,7 @@ class ArchiveSource(dg.ConfigurableResource):
     dicom_dir: str = Field(default="", description="kind=dicom: folder scanned recursively for DICOM files (any layout).")
     nifti_manifest: str = Field(default="", description="kind=nifti: CSV with scan_path, patient_key, study_key, report_key.")
     reports_csv: str = Field(default="", description="RIS export CSV with AccessionNumber and ReportText columns.")
-    masks_manifest: str = Field(default="", description="Precomputed masks manifest CSV (StudyInstanceUID, mask_path, format); empty: none.")
+    masks_manifest: str = Field(default="", description="Precomputed masks manifest CSV: mask_path, format, and the study named by StudyInstanceUID, SeriesInstanceUID, study_key (NIfTI) or study_id (stu-… from ct_studies); empty: none.")
     n_studies: int = Field(default=24, description="kind=synthetic: number of studies to generate.")
     seed: int = Field(default=0, description="kind=synthetic: generator seed.")
     reserved_phrasing: bool = Field(
