@@ -273,8 +273,9 @@ def _abnormality_pairs(
 
 
 def _study_texts(findings: pd.DataFrame, studies: pd.DataFrame) -> pd.DataFrame:
-    """The whole-report text for the global baseline: findings and impression sentences, in order, deduplicated."""
-    sections = {"findings", "impression", "FINDINGS", "IMPRESSION"}
+    """The whole-report text for the global baseline: findings and impression sentences, in order, deduplicated.
+    A report without section headers has all its findings in "body" (real exports often do): those count too."""
+    sections = {"findings", "impression", "body", "FINDINGS", "IMPRESSION"}
     in_text = [s is None or s != s or s in sections for s in findings["section"].tolist()]  # s != s: NaN
     f = findings.loc[in_text, ["report_id", "sentence"]]
     f = f.assign(sentence=[x.strip() if isinstance(x, str) else None for x in f["sentence"].tolist()])

@@ -116,3 +116,12 @@ def test_readable_names():
     assert readable("kidney_left") == "left kidney"
     assert readable("lung_lower_lobe_right") == "right lung lower lobe"
     assert readable("liver") == "liver"
+
+
+def test_study_text_of_a_report_without_headers(inputs):
+    """Real reports often have no FINDINGS/IMPRESSION headers: their sentences are in section "body"."""
+    findings = inputs.findings.assign(section="body")
+    texts = mine_pairs(PairInputs(inputs.studies, inputs.organ_stats, findings, inputs.report_ids, inputs.mask_paths)).study_texts
+    text = texts.set_index("study_id")["text"]
+    assert text["stu-a"] == "A 12 mm hepatic cyst. The pancreas is normal."
+    assert text["stu-b"] == "Possible liver mass."
