@@ -32,8 +32,8 @@ class PairSettings(dg.Config):
     max_cut_face_ratio: float = Field(
         default=PairConfig.max_cut_face_ratio, ge=0.0, le=1.0,
         description="keep_if_inside: largest kept ratio of the organ's area on the cut face to its largest parallel "
-        "cross-section (small = it tapers out inside the scan). 0.5 keeps cut organs with a median of 0.93 of "
-        "their volume inside on the synthetic cohort (bench/cut_organs.py).",
+        "cross-section (small = it tapers out inside the scan). At 0.5 the cut organs kept had a median 0.97 of "
+        "their volume inside on synthetic anatomy and 0.96 on crops of a real segmentation (bench/cut_organs.py).",
     )
 
     def to_config(self) -> PairConfig:
