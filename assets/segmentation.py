@@ -88,6 +88,7 @@ def segmentation(context: dg.AssetExecutionContext, config: SegmentationSettings
     yield dg.MaterializeResult(
         asset_key="organ_masks",
         metadata={"studies": len(studies_done), "rejected": n_rejected, "unchanged_skipped": n_unchanged,
+                  "masks_manifest_problems": len(bad_rows),
                   "folder": dg.MetadataValue.path(str(root / "masks")), **pictures},
     )
     meta = table_metadata(stats, table_path("organ_stats", root))

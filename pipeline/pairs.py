@@ -38,6 +38,10 @@ class PairConfig:
     area on the cut face over its largest parallel cross-section) is at most max_cut_face_ratio."""
     max_cut_face_ratio: float = 0.5
     """keep_if_inside: the largest cut_face_ratio kept (see bench/cut_organs.py for what it keeps)."""
+    n_negatives: int = 8
+    """Dictionary negatives per abnormality pair."""
+    seed: int = 0
+    """Seed for drawing dictionary negatives."""
 
     def __post_init__(self) -> None:
         if self.cut_organs not in CUT_RULES:
@@ -47,10 +51,6 @@ class PairConfig:
     def cut_rule(self) -> str:
         """The rule as recorded in grounded_pairs.cut_rule."""
         return f"keep_if_inside:{self.max_cut_face_ratio:g}" if self.cut_organs == "keep_if_inside" else self.cut_organs
-    n_negatives: int = 8
-    """Dictionary negatives per abnormality pair."""
-    seed: int = 0
-    """Seed for drawing dictionary negatives."""
 
 
 @dataclass(frozen=True)
