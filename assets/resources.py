@@ -43,7 +43,7 @@ class ArchiveSource(dg.ConfigurableResource):
     ctrate_dir: str = Field(default="", description="kind=ctrate: the CT-RATE folder ({train,valid}/<patient>/<scan>/*.nii.gz and the release CSVs).")
     ctrate_split: Literal["train", "valid"] = Field(default="train", description="kind=ctrate: the CT-RATE split to ingest.")
     reports_csv: str = Field(default="", description="RIS export CSV with AccessionNumber and ReportText columns.")
-    masks_manifest: str = Field(default="", description="Precomputed masks manifest CSV (StudyInstanceUID, mask_path, format); empty: none.")
+    masks_manifest: str = Field(default="", description="Precomputed masks manifest CSV: mask_path, format, and the study named by StudyInstanceUID, SeriesInstanceUID, study_key (NIfTI) or study_id (stu-… from ct_studies); empty: none.")
     n_studies: int = Field(default=24, description="kind=synthetic: number of studies to generate.")
     seed: int = Field(default=0, description="kind=synthetic: generator seed.")
     reserved_phrasing: bool = Field(

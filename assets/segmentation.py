@@ -9,11 +9,13 @@ import pandas as pd
 from pydantic import Field
 
 from assets.metadata import image_md, table_metadata
-from assets.partitions import SHARDS, SINGLE_RUN
+from assets.partitions import N_SHARDS, SHARDS, SINGLE_RUN
 from assets.resources import ArchiveSource, DataRoot
-from pipeline.segment import MaskNotFoundError, SegmenterConfig, StatsConfig, coverage_png, overlay_png, segment
-from pipeline.segment.batch import SegmentJob, segment_studies
-from pipeline.tables import table_path, write_table
+from pipeline.ids import pseudonym
+from pipeline.ingest import shard_of
+from pipeline.segment import MaskNotFoundError, SegmenterConfig, StatsConfig, coverage_png, manifest_problems, overlay_png, segment
+from pipeline.segment.batch import REJECTED_COLUMNS, SegmentJob, segment_studies
+from pipeline.tables import read_table, table_path, write_table
 from pipeline.volume import Volume, load_nifti, save_nifti
 
 GROUP = "segmentation"
@@ -55,20 +57,24 @@ def segmentation(context: dg.AssetExecutionContext, config: SegmentationSettings
     seg_config = segmenter.to_config(str(manifest) if manifest else None)
     stats_config = StatsConfig(min_volume_ml=config.min_volume_ml, min_largest_component=config.min_largest_component)
     all_stats, n_rejected, n_unchanged = [], 0, 0
+    bad_rows = _manifest_rejections(root, manifest) if segmenter.backend == "precomputed" else pd.DataFrame(columns=REJECTED_COLUMNS)
+    for detail in bad_rows["detail"]:
+        context.log.error(f"masks manifest: {detail}")
     for shard in context.partition_keys:
         path = table_path("ct_studies", root, shard)
         if not path.is_file():
             raise dg.Failure(f"ct_studies for {shard} not found at {path}; materialize ct_studies for this shard first")
-        studies = pd.read_parquet(path, columns=["study_id", "volume_path"])
-        jobs = [SegmentJob(s, v) for s, v in zip(studies["study_id"], studies["volume_path"])]
+        studies = pd.read_parquet(path, columns=["study_id", "volume_path", "series_id"])
+        jobs = [SegmentJob(s, v, r or "") for s, v, r in zip(studies["study_id"], studies["volume_path"], studies["series_id"])]
         result = segment_studies(
             jobs, root / "masks", seg_config, stats_config, workers=config.workers,
             progress=lambda done, total: context.log.info(f"{shard}: segmented {done}/{total} studies"),
         )
         write_table(result.organ_stats, "organ_stats", root, shard)
-        write_table(result.rejected, "rejected_studies", root, f"segmentation-{shard}")
+        rejected = pd.concat([result.rejected, bad_rows[bad_rows["shard"] == shard].drop(columns="shard")], ignore_index=True)
+        write_table(rejected, "rejected_studies", root, f"segmentation-{shard}")
         all_stats.append(result.organ_stats)
-        n_rejected += len(result.rejected)
+        n_rejected += len(rejected)
         n_unchanged += result.n_unchanged
     stats = pd.concat(all_stats, ignore_index=True) if all_stats else pd.DataFrame()
     studies_done = stats["study_id"].unique().tolist() if len(stats) else []
@@ -82,6 +88,7 @@ def segmentation(context: dg.AssetExecutionContext, config: SegmentationSettings
     yield dg.MaterializeResult(
         asset_key="organ_masks",
         metadata={"studies": len(studies_done), "rejected": n_rejected, "unchanged_skipped": n_unchanged,
+                  "masks_manifest_problems": len(bad_rows),
                   "folder": dg.MetadataValue.path(str(root / "masks")), **pictures},
     )
     meta = table_metadata(stats, table_path("organ_stats", root))
@@ -89,6 +96,25 @@ def segmentation(context: dg.AssetExecutionContext, config: SegmentationSettings
         meta["organs"] = int(stats["organ"].nunique())
         meta["cut_by_fov"] = int(stats["cut_by_fov"].sum())
     yield dg.MaterializeResult(asset_key="organ_stats", metadata=meta)
+
+
+def _manifest_rejections(root, manifest) -> pd.DataFrame:
+    """One rejection row per bad masks-manifest row (no key, duplicate, matches no ingested study), each in the
+    shard of its own id so that every shard's run writes it once. Rows are matched against every shard's studies."""
+    cols = [*REJECTED_COLUMNS, "shard"]
+    if manifest is None or not manifest.is_file():
+        return pd.DataFrame(columns=cols)
+    studies = read_table("ct_studies", root, columns=["study_id", "series_id"])
+    try:
+        rejected = set(read_table("rejected_studies", root, columns=["study_id"])["study_id"])
+    except FileNotFoundError:
+        rejected = set()
+    problems = manifest_problems(manifest, set(studies["study_id"]) | rejected, set(studies["series_id"].dropna()) - {""})
+    rows = []
+    for p in problems:
+        sid = pseudonym("study", f"masks-manifest:{manifest}:{p.line}")
+        rows.append({"study_id": sid, "stage": "segmentation", "reason": "masks_manifest_row", "detail": p.detail, "shard": shard_of(sid, N_SHARDS)})
+    return pd.DataFrame(rows, columns=cols)
 
 
 @dg.asset(

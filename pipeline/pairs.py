@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Literal, get_args
 
 import numpy as np
 import pandas as pd
@@ -18,6 +18,8 @@ import pandas as pd
 from pipeline import vocab
 
 STATUS_RANK = {"normal": 0, "uncertain": 1, "abnormal": 2}
+CutRule = Literal["exclude", "keep_flagged", "keep_if_inside"]
+CUT_RULES: tuple[str, ...] = get_args(CutRule)
 
 
 @dataclass(frozen=True)
@@ -30,12 +32,25 @@ class PairConfig:
     """Changing the salt reshuffles patients between splits; keep it fixed for comparable runs."""
     exclude_flags: tuple[str, ...] = ("too_small", "fragmented")
     """Organ quality flags (from organ_stats) that exclude an organ from pairing."""
-    exclude_cut_by_fov: bool = True
-    """Organs cut by the field of view are excluded (their mask and pooled feature are partial)."""
+    cut_organs: CutRule = "keep_if_inside"
+    """Organs cut by the field of view: "exclude" them, "keep_flagged" (all kept, cut_by_fov recorded), or
+    "keep_if_inside": kept when the organ tapers out inside the scan, i.e. its organ_stats cut_face_ratio (its
+    area on the cut face over its largest parallel cross-section) is at most max_cut_face_ratio."""
+    max_cut_face_ratio: float = 0.5
+    """keep_if_inside: the largest cut_face_ratio kept (see bench/cut_organs.py for what it keeps)."""
     n_negatives: int = 8
     """Dictionary negatives per abnormality pair."""
     seed: int = 0
     """Seed for drawing dictionary negatives."""
+
+    def __post_init__(self) -> None:
+        if self.cut_organs not in CUT_RULES:
+            raise ValueError(f"cut_organs must be one of {CUT_RULES}, got {self.cut_organs!r}")
+
+    @property
+    def cut_rule(self) -> str:
+        """The rule as recorded in grounded_pairs.cut_rule."""
+        return f"keep_if_inside:{self.max_cut_face_ratio:g}" if self.cut_organs == "keep_if_inside" else self.cut_organs
 
 
 @dataclass(frozen=True)
@@ -149,11 +164,22 @@ def _exclusion_reasons(stats: pd.DataFrame, config: PairConfig) -> np.ndarray:
     for flag in others:
         flagged = np.where(hit[flag], flagged + "," + flag, flagged)
     flagged = np.array(["quality_flagged:" + x[1:] if x else None for x in flagged.tolist()], dtype=object)
-    cut = stats["cut_by_fov"].fillna(False).astype(bool).to_numpy() & config.exclude_cut_by_fov
+    cut = stats["cut_by_fov"].fillna(False).astype(bool).to_numpy() & _cut_excluded(stats, config)
     too_small = hit.get("too_small", np.zeros(n, dtype=bool))
     reason = np.where(too_small, "too_small", flagged)
     reason = np.where(cut, "cut_by_fov", reason)
     return np.where(stats["has_report"].to_numpy(dtype=bool), reason, "study_without_report")
+
+
+def _cut_excluded(stats: pd.DataFrame, config: PairConfig) -> np.ndarray:
+    """Per row: would the cut-organ rule exclude this organ if it is cut (a missing ratio counts as fully cut)."""
+    n = len(stats)
+    if config.cut_organs == "exclude":
+        return np.ones(n, dtype=bool)
+    if config.cut_organs == "keep_flagged":
+        return np.zeros(n, dtype=bool)
+    ratio = pd.to_numeric(stats.get("cut_face_ratio", pd.Series(np.nan, index=stats.index)), errors="coerce")
+    return ~(ratio.to_numpy(dtype=float) <= config.max_cut_face_ratio)
 
 
 def _pair_id(*parts: str) -> str:
@@ -190,10 +216,13 @@ def mine_pairs(
     kept["group"] = kept["organ"].map({o: vocab.organ(o).group for o in organs})
     kept["index_v1"] = kept["organ"].map({o: vocab.organ(o).index_v1 for o in organs}).astype("Int64")
     kept["pair_id"] = [_pair_id(s, o) for s, o in zip(kept["study_id"].tolist(), kept["organ"].tolist())]
+    kept["cut_by_fov"] = kept["cut_by_fov"].fillna(False).astype(bool)
+    kept["cut_face_ratio"] = pd.to_numeric(kept.get("cut_face_ratio", pd.Series(np.nan, index=kept.index)), errors="coerce").astype(float)
+    kept["cut_rule"] = config.cut_rule
     pair_cols = [
         "pair_id", "patient_id", "study_id", "organ", "group", "index_v2", "index_v1", "text", "text_source",
         "status", "abnormalities", "volume_path", "mask_path", "bbox_vox", "bbox_mm", "volume_ml",
-        "quality_flags", "split",
+        "quality_flags", "cut_by_fov", "cut_face_ratio", "cut_rule", "split",
     ]
     grounded = kept[pair_cols].sort_values(["study_id", "index_v2"]).reset_index(drop=True)
 
@@ -258,8 +287,9 @@ def _abnormality_pairs(
 
 
 def _study_texts(findings: pd.DataFrame, studies: pd.DataFrame) -> pd.DataFrame:
-    """The whole-report text for the global baseline: findings and impression sentences, in order, deduplicated."""
-    sections = {"findings", "impression", "FINDINGS", "IMPRESSION"}
+    """The whole-report text for the global baseline: findings and impression sentences, in order, deduplicated.
+    A report without section headers has all its findings in "body" (real exports often do): those count too."""
+    sections = {"findings", "impression", "body", "FINDINGS", "IMPRESSION"}
     in_text = [s is None or s != s or s in sections for s in findings["section"].tolist()]  # s != s: NaN
     f = findings.loc[in_text, ["report_id", "sentence"]]
     f = f.assign(sentence=[x.strip() if isinstance(x, str) else None for x in f["sentence"].tolist()])

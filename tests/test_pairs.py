@@ -63,6 +63,34 @@ def test_pairs_and_exclusions(inputs):
     }
 
 
+@pytest.mark.parametrize(("rule", "kept"), [
+    (PairConfig(cut_organs="exclude"), set()),
+    (PairConfig(cut_organs="keep_flagged"), {"kidney_left", "kidney_right", "stomach"}),
+    (PairConfig(cut_organs="keep_if_inside", max_cut_face_ratio=0.5), {"kidney_left"}),
+    (PairConfig(cut_organs="keep_if_inside", max_cut_face_ratio=0.8), {"kidney_left", "kidney_right"}),
+])
+def test_cut_organ_rule(inputs, rule, kept):
+    stats = pd.concat([inputs.organ_stats, pd.DataFrame([
+        _stats("stu-a", "kidney_right", 2, cut=True), _stats("stu-a", "stomach", 6, cut=True)])], ignore_index=True)
+    # kidney_left tapers out at the cut, kidney_right is cut wider, the stomach's ratio is unknown (an old table)
+    stats["cut_face_ratio"] = stats["organ"].map({"kidney_left": 0.3, "kidney_right": 0.7}).fillna(0.0)
+    stats.loc[stats["organ"] == "stomach", "cut_face_ratio"] = float("nan")
+    out = mine_pairs(PairInputs(inputs.studies, stats, inputs.findings, inputs.report_ids, inputs.mask_paths), rule)
+    pairs = out.grounded_pairs
+    assert set(pairs.loc[pairs["cut_by_fov"], "organ"]) == kept
+    assert (pairs["cut_rule"] == rule.cut_rule).all()
+    cut_excluded = set(out.pair_exclusions.loc[out.pair_exclusions["reason"] == "cut_by_fov", "organ"])
+    assert cut_excluded == {"kidney_left", "kidney_right", "stomach"} - kept
+    assert not pairs.loc[~pairs["cut_by_fov"], "organ"].isin(["kidney_left", "kidney_right", "stomach"]).any()
+
+
+def test_cut_rule_is_checked_and_named():
+    assert PairConfig().cut_rule == "keep_if_inside:0.5"
+    assert PairConfig(cut_organs="exclude").cut_rule == "exclude"
+    with pytest.raises(ValueError, match="cut_organs"):
+        PairConfig(cut_organs="drop")
+
+
 def test_abnormality_pairs_draw_dictionary_negatives_by_seed(inputs):
     negs = lambda organ: ["cyst", "mass", "steatosis", "hepatomegaly"]  # noqa: E731
     a = mine_pairs(inputs, PairConfig(n_negatives=2, seed=1), negatives_for=negs).abnormality_pairs
@@ -107,3 +135,12 @@ def test_region_findings_are_excluded_with_a_reason_of_their_own(inputs):
     assert sorted(zip(rows["study_id"], rows["region"], rows["status"])) == [
         ("stu-a", "lymph_node", "abnormal"), ("stu-a", "pleura", "abnormal")]
     assert rows["organ"].isna().all()
+
+
+def test_study_text_of_a_report_without_headers(inputs):
+    """Real reports often have no FINDINGS/IMPRESSION headers: their sentences are in section "body"."""
+    findings = inputs.findings.assign(section="body")
+    texts = mine_pairs(PairInputs(inputs.studies, inputs.organ_stats, findings, inputs.report_ids, inputs.mask_paths)).study_texts
+    text = texts.set_index("study_id")["text"]
+    assert text["stu-a"] == "A 12 mm hepatic cyst. The pancreas is normal."
+    assert text["stu-b"] == "Possible liver mass."

@@ -9,7 +9,7 @@ from nibabel.orientations import apply_orientation, axcodes2ornt, inv_ornt_aff, 
 
 from pipeline import vocab
 from pipeline.ids import pseudonym
-from pipeline.segment import MaskNotFoundError, SegmenterConfig, read_manifest, segment
+from pipeline.segment import MaskNotFoundError, SegmenterConfig, manifest_problems, read_manifest, segment
 from pipeline.volume import Volume, save_nifti
 
 V2 = {n: i for i, n in vocab.class_map("total").items()}
@@ -60,7 +60,44 @@ def test_manifest_uses_pseudonyms_only(mask_source):
     root, _, _ = mask_source
     records = read_manifest(root / "source" / "masks" / "manifest.csv")
     assert set(records) == {pseudonym("study", f"1.2.3.{i}") for i in (1, 2, 3)}
-    assert all(r.study_id.startswith("stu-") and "1.2.3" not in r.study_id for r in records.values())
+    assert all(r.key.startswith("stu-") and "1.2.3" not in r.key for r in records.values())
+    assert [r.line for r in records.values()] == [2, 3, 4]
+
+
+def test_manifest_names_a_study_by_series_study_key_or_study_id(mask_source):
+    root, ct, labels = mask_source
+    manifest = root / "source" / "masks" / "by_key.csv"
+    pd.DataFrame({
+        "SeriesInstanceUID": ["1.2.9.1", "", "", "", "", ""],
+        "StudyInstanceUID": ["", "", "", "", "", "1.2.3.1"],
+        "study_key": ["", "scan-7", "", "", "scan-7", "anon-folder"],
+        "study_id": ["", "", pseudonym("study", "anon-folder"), "", "", ""],
+        "mask_path": ["multi/a.nii.gz"] * 6,
+        "format": ["nifti_multilabel"] * 6,
+    }).to_csv(manifest, index=False)
+    config = SegmenterConfig(manifest=str(manifest))
+    by_series = segment(pseudonym("study", "1.2.3.1"), ct, config, series_id=pseudonym("series", "1.2.9.1"))
+    assert np.array_equal(by_series.array, labels.array)
+    for study in ("scan-7", "anon-folder"):
+        assert np.array_equal(segment(pseudonym("study", study), ct, config).array, labels.array)
+
+    known = {pseudonym("study", s) for s in ("scan-7", "anon-folder")}
+    problems = manifest_problems(manifest, known, {pseudonym("series", "1.2.9.1")})
+    # line 5 names nothing, line 6 repeats line 3's study_key, line 7's StudyInstanceUID comes before its
+    # study_key and matches nothing; each names the file and the line, and no identifier
+    assert [p.line for p in problems] == [5, 6, 7]
+    assert "names no study" in problems[0].detail and "same study as line 3" in problems[1].detail
+    assert "study key matches no ingested study" in problems[2].detail
+    assert all(str(manifest) in p.detail and "scan-7" not in p.detail and "1.2.3" not in p.detail for p in problems)
+    problems = manifest_problems(manifest, known, set())
+    assert [p.line for p in problems] == [2, 5, 6, 7] and "SeriesInstanceUID matches no ingested study" in problems[0].detail
+
+
+def test_manifest_without_a_key_column_is_refused(tmp_path):
+    manifest = tmp_path / "m.csv"
+    pd.DataFrame({"mask_path": ["a.nii.gz"], "format": ["nifti_multilabel"]}).to_csv(manifest, index=False)
+    with pytest.raises(ValueError, match="one of SeriesInstanceUID, StudyInstanceUID, study_key, study_id"):
+        read_manifest(manifest)
 
 
 def test_multilabel_and_folder_land_identically(mask_source, monkeypatch):
@@ -83,5 +120,5 @@ def test_v1_multilabel_is_relabelled(mask_source):
 def test_unknown_study_raises(mask_source):
     root, ct, _ = mask_source
     config = SegmenterConfig(manifest=str(root / "source" / "masks" / "manifest.csv"))
-    with pytest.raises(MaskNotFoundError, match="stu-"):
+    with pytest.raises(MaskNotFoundError, match="SeriesInstanceUID, its StudyInstanceUID, or study_id stu-"):
         segment(pseudonym("study", "9.9.9"), ct, config)

@@ -39,6 +39,27 @@ def test_stats_columns_flags_and_geometry():
     assert liver.hu_mean == 60 and liver.hu_std == 0 and liver.quality_flags == []
     assert spleen.cut_by_fov and spleen.quality_flags == ["cut_by_fov"]
     assert set(pancreas.quality_flags) == {"too_small", "fragmented"}
+    assert liver.cut_face_ratio == 0.0 and spleen.cut_face_ratio == 1.0  # a box: full width at the cut
+
+
+def test_cut_face_ratio_is_the_area_at_the_cut_over_the_largest_section():
+    """A cone whose tip is cut off: the section on the last slice over the widest section, per face touched."""
+    lab = np.zeros((21, 21, 12), np.uint8)
+    ii, jj = np.mgrid[:21, :21]
+    for k in range(12):  # radius 10 at k=0, shrinking towards k=11, which is the field of view's last slice
+        lab[:, :, k][(ii - 10) ** 2 + (jj - 10) ** 2 <= (10 - 0.8 * k) ** 2] = LIVER
+    areas = (lab == LIVER).sum(axis=(0, 1))
+    # the disc of radius 10 also touches the i and j faces, at single voxels: small ratios there
+    row = organ_stats("stu-4", Volume(lab, AFFINE), None).iloc[0]
+    assert row.cut_by_fov
+    assert row.cut_face_ratio == areas[0] / areas.max() == 1.0  # k=0 is the widest slice and a face
+    row = organ_stats("stu-5", Volume(lab[:, :, 1:], AFFINE), None).iloc[0]  # cut where it already narrows
+    assert row.cut_face_ratio == areas[1] / areas[1:].max() == 1.0
+    lab[:, :, 0] = 0  # the widest slice off the face: only the tip end (k=11) and in-plane faces are touched
+    padded = np.pad(lab, ((2, 2), (2, 2), (0, 0)))
+    row = organ_stats("stu-6", Volume(padded, AFFINE), None).iloc[0]
+    assert row.cut_by_fov and row.cut_face_ratio == areas[11] / areas[1:].max()
+    assert 0 < row.cut_face_ratio < 0.2
 
 
 def test_stats_of_empty_map_and_without_ct():

@@ -29,10 +29,14 @@ log = logging.getLogger(__name__)
 REJECTED_COLUMNS = ["study_id", "stage", "reason", "detail"]
 
 
+STATS_VERSION = "2"  # bump when organ_stats gains or changes a column, so cached rows are recomputed
+
+
 @dataclass(frozen=True)
 class SegmentJob:
     study_id: str
     volume_path: str
+    series_id: str = ""  # the series ingest chose (pseudonym): precomputed masks may name it
 
 
 @dataclass(frozen=True)
@@ -51,7 +55,7 @@ def _stat(path: Path) -> str:
 
 
 def _fingerprint(job: SegmentJob, config: SegmenterConfig, stats: StatsConfig) -> str:
-    parts = [job.volume_path, _stat(Path(job.volume_path)), json.dumps(asdict(config), sort_keys=True, default=str),
+    parts = [STATS_VERSION, job.volume_path, job.series_id, _stat(Path(job.volume_path)), json.dumps(asdict(config), sort_keys=True, default=str),
              json.dumps(asdict(stats), sort_keys=True)]
     if config.manifest:
         parts.append(_stat(Path(config.manifest)))
@@ -67,7 +71,7 @@ def _one(job: SegmentJob, out_dir: Path, config: SegmenterConfig, stats_config: 
         if side.is_file() and json.loads(side.read_text()).get("fingerprint") == fp and mask_path.is_file() and cached_stats.is_file():
             return pd.read_parquet(cached_stats), None, True
         ct = load_nifti(job.volume_path)
-        labels = segment(job.study_id, ct, config)
+        labels = segment(job.study_id, ct, config, job.series_id)
         if not np.any(labels.array):
             raise ValueError("segmentation is empty: no organ labelled on the canonical grid")
         save_nifti(labels, mask_path, dtype=np.uint8)

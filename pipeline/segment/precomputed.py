@@ -1,9 +1,12 @@
 """The ``precomputed`` segmenter: masks that arrive with the studies, put on the canonical grid.
 
-``source/masks/manifest.csv`` lists ``StudyInstanceUID``, ``mask_path`` (relative to the manifest) and
-``format``: ``nifti_multilabel`` (one label map, v2 or v1 indices), ``nifti_folder`` (TotalSegmentator's
-``<organ>.nii.gz`` per class) or ``dicom_seg``. UIDs become ``study`` pseudonyms on read; nothing else
-leaves this module.
+``source/masks/manifest.csv`` lists ``mask_path`` (relative to the manifest), ``format``
+(``nifti_multilabel``: one label map, v2 or v1 indices; ``nifti_folder``: TotalSegmentator's ``<organ>.nii.gz``
+per class; ``dicom_seg``) and, to name the study, at least one of the columns ``SeriesInstanceUID``,
+``StudyInstanceUID``, ``study_key`` (a NIfTI source's manifest key) or ``study_id`` (the ``stu-…`` id ingest
+reports, for studies whose exported UIDs are blank). A row uses the first of these it fills, in that order. UIDs
+become pseudonyms on read; nothing else leaves this module. A row that names no study is a problem of that
+row (``manifest_problems``), never a failure of every study.
 """
 
 from __future__ import annotations
@@ -25,7 +28,11 @@ from pipeline.volume import Volume, load_nifti
 
 log = logging.getLogger(__name__)
 
-MANIFEST_COLUMNS = ("StudyInstanceUID", "mask_path", "format")
+MANIFEST_COLUMNS = ("mask_path", "format")
+# The first of these a row fills names its study: a series UID, a study UID (or, for a NIfTI source, the
+# manifest's study_key), or the pseudonymous study_id ingest reported.
+KEY_COLUMNS = ("SeriesInstanceUID", "StudyInstanceUID", "study_key", "study_id")
+_KEY_KINDS = ("series", "study", "study", None)
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
 
@@ -35,9 +42,22 @@ class MaskNotFoundError(KeyError):
 
 @dataclass(frozen=True)
 class MaskRecord:
-    study_id: str
+    key: str  # the study's pseudonym (stu-…) or its series' (ser-…)
     path: Path
     format: str
+    line: int  # line of the manifest file (the header is line 1)
+
+
+@dataclass(frozen=True)
+class ManifestProblem:
+    line: int
+    detail: str  # names the file and the line, never an identifier
+
+
+@dataclass(frozen=True)
+class Manifest:
+    records: dict[str, MaskRecord]
+    problems: tuple[ManifestProblem, ...]
 
 
 def manifest_path(config: SegmenterConfig) -> Path:
@@ -49,27 +69,63 @@ def manifest_path(config: SegmenterConfig) -> Path:
 
 
 def read_manifest(path: str | os.PathLike) -> dict[str, MaskRecord]:
-    """study_id -> mask record, from the manifest at ``path`` (cached until the file changes)."""
+    """Study or series pseudonym -> mask record, from the manifest at ``path`` (cached until the file changes).
+    Rows that name no study are left out; ``manifest_problems`` says which and why."""
+    return dict(_load_manifest(path).records)
+
+
+def manifest_problems(path: str | os.PathLike, study_ids: set[str], series_ids: set[str]) -> list[ManifestProblem]:
+    """The manifest's bad rows: no key, a duplicate key, or a key that matches none of the ingested
+    ``study_ids`` / ``series_ids`` (pseudonyms)."""
+    manifest = _load_manifest(path)
+    problems = list(manifest.problems)
+    for key, record in manifest.records.items():
+        if key not in study_ids and key not in series_ids:
+            column = "SeriesInstanceUID" if key.startswith("ser-") else "study key"
+            problems.append(ManifestProblem(record.line, f"{Path(path).resolve()}, line {record.line}: its {column} matches no ingested study"))
+    return sorted(problems, key=lambda p: p.line)
+
+
+def _load_manifest(path: str | os.PathLike) -> Manifest:
     path = Path(path).resolve()
     if not path.is_file():
-        raise FileNotFoundError(f"mask manifest not found: {path} (expected columns {', '.join(MANIFEST_COLUMNS)})")
-    return dict(_read_manifest(path, path.stat().st_mtime_ns, pseudonym_key()))
+        raise FileNotFoundError(f"mask manifest not found: {path} (expected columns {', '.join(MANIFEST_COLUMNS)} and one of {', '.join(KEY_COLUMNS)})")
+    return _read_manifest(path, path.stat().st_mtime_ns, pseudonym_key())
+
+
+def _row_key(row: dict) -> str | None:
+    for column, kind in zip(KEY_COLUMNS, _KEY_KINDS):
+        value = str(row.get(column) or "").strip()
+        if not value:
+            continue
+        if kind is None:  # already a pseudonym
+            return value if value.startswith("stu-") else None
+        return pseudonym(kind, value)
+    return None
 
 
 @lru_cache(maxsize=8)
-def _read_manifest(path: Path, _mtime: int, _key: bytes) -> tuple[tuple[str, MaskRecord], ...]:
+def _read_manifest(path: Path, _mtime: int, _key: bytes) -> Manifest:
     df = pd.read_csv(path, dtype=str, keep_default_na=False)
     missing = [c for c in MANIFEST_COLUMNS if c not in df.columns]
-    if missing:
-        raise ValueError(f"{path}: missing column(s) {missing}; expected {list(MANIFEST_COLUMNS)}")
+    if missing or not any(c in df.columns for c in KEY_COLUMNS):
+        raise ValueError(f"{path}: missing column(s) {missing or ['one of ' + ', '.join(KEY_COLUMNS)]}; "
+                         f"expected {list(MANIFEST_COLUMNS)} and one of {list(KEY_COLUMNS)}")
     out: dict[str, MaskRecord] = {}
-    for row in df.itertuples(index=False):
-        fmt = row.format.strip()
+    problems: list[ManifestProblem] = []
+    for line, row in enumerate(df.to_dict("records"), start=2):
+        where = f"{path}, line {line}"
+        fmt = row["format"].strip()
         if fmt not in MASK_FORMATS:
-            raise ValueError(f"{path}: unknown mask format {fmt!r}; expected one of {MASK_FORMATS}")
-        study_id = pseudonym("study", row.StudyInstanceUID)
-        out[study_id] = MaskRecord(study_id, (path.parent / row.mask_path.strip()).resolve(), fmt)
-    return tuple(out.items())
+            raise ValueError(f"{where}: unknown mask format {fmt!r}; expected one of {MASK_FORMATS}")
+        key = _row_key(row)
+        if key is None:
+            problems.append(ManifestProblem(line, f"{where}: names no study (fill {', '.join(c for c in KEY_COLUMNS if c in df.columns)}; a study_id starts with 'stu-')"))
+        elif key in out:
+            problems.append(ManifestProblem(line, f"{where}: names the same study as line {out[key].line}; the first is used"))
+        else:
+            out[key] = MaskRecord(key, (path.parent / row["mask_path"].strip()).resolve(), fmt, line)
+    return Manifest(out, tuple(problems))
 
 
 def _checked_v2(array: np.ndarray, what: str) -> np.ndarray:
@@ -145,7 +201,7 @@ def load_dicom_seg(path: Path, extra_labels: tuple[tuple[str, str], ...] = ()) -
 def load_mask(record: MaskRecord, config: SegmenterConfig) -> Volume:
     """The mask of ``record`` on its own grid, in v2 indices."""
     if not record.path.exists():
-        raise FileNotFoundError(f"mask of {record.study_id} not found: {record.path}")
+        raise FileNotFoundError(f"mask of {record.key} (manifest line {record.line}) not found: {record.path}")
     if record.format == "nifti_multilabel":
         return load_multilabel(record.path, config.label_space)
     if record.format == "nifti_folder":
@@ -153,12 +209,17 @@ def load_mask(record: MaskRecord, config: SegmenterConfig) -> Volume:
     return load_dicom_seg(record.path, config.seg_labels)
 
 
-def segment_precomputed(study_id: str, volume: Volume, config: SegmenterConfig) -> Volume:
-    """The study's precomputed mask on ``volume``'s grid (uint8, v2 indices)."""
-    records = read_manifest(manifest_path(config))
-    if study_id not in records:
-        raise MaskNotFoundError(f"{study_id}: no mask listed in {manifest_path(config)}")
-    record = records[study_id]
+def segment_precomputed(study_id: str, volume: Volume, config: SegmenterConfig, series_id: str = "") -> Volume:
+    """The study's precomputed mask on ``volume``'s grid (uint8, v2 indices), found by its series or study."""
+    path = manifest_path(config)
+    records = read_manifest(path)
+    record = records.get(series_id) if series_id else None
+    record = record or records.get(study_id)
+    if record is None:
+        raise MaskNotFoundError(
+            f"{study_id}: no mask listed in {path} (name the study in a row by its SeriesInstanceUID, its "
+            f"StudyInstanceUID, or study_id {study_id})"
+        )
     mask = load_mask(record, config)
     out = resample_nearest(mask, volume.shape, volume.affine)
     if np.any(mask.array) and not np.any(out.array):

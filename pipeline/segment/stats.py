@@ -7,6 +7,9 @@ and HU sums from two weighted bincounts. Only the connected-component check look
 Conventions: ``bbox_vox`` = (i0, j0, k0, i1, j1, k1), half-open like Python slices
 (``labels[i0:i1, j0:j1, k0:k1]`` is the organ's box); ``bbox_mm`` = (x0, y0, z0, x1, y1, z1), the RAS
 extent of the box's outer voxel faces; ``centroid_mm`` = RAS centre of mass of the voxel centres.
+``cut_face_ratio`` = for an organ cut by the field of view, its area on the outermost slice at each face it
+touches over its largest area on a slice parallel to that face, the largest over those faces (0 when not cut):
+near 1 where the organ goes on at full width beyond the edge, small where it tapers out inside the scan.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from pipeline.volume import Volume
 
 COLUMNS = (
     "study_id", "organ", "index_v2", "voxels", "volume_ml", "bbox_vox", "bbox_mm", "centroid_mm",
-    "hu_mean", "hu_std", "cut_by_fov", "quality_flags",
+    "hu_mean", "hu_std", "cut_by_fov", "cut_face_ratio", "quality_flags",
 )
 _CHUNK = 1 << 22  # voxels per chunk: bounds the temporary index arrays to a few 10 MB
 _CONNECTIVITY = np.ones((3, 3, 3), dtype=bool)
@@ -60,8 +63,22 @@ def _largest_fraction(lab: np.ndarray, index: int, box: tuple[slice, ...]) -> fl
     return float(sizes.max() / sizes.sum())
 
 
+def _cut_face_ratios(hists, present: list[int], lo, hi, low, high) -> np.ndarray:
+    """Per present organ: the largest, over the faces it touches, of its area on its outermost slice at that
+    face over its largest area on a slice parallel to that face (0 where it touches none)."""
+    out = np.zeros(len(present))
+    for axis, h in enumerate(hists):
+        areas = h[:, present]  # (positions along this axis, organs): the organ's area on each slice
+        peak = areas.max(axis=0)
+        cols = np.arange(len(present))
+        for touched, pos in ((low[:, axis], lo[:, axis]), (high[:, axis], hi[:, axis] - 1)):
+            ratio = areas[pos, cols] / np.maximum(peak, 1)
+            out = np.where(touched, np.maximum(out, ratio), out)
+    return out
+
+
 _DTYPES = {"index_v2": "int64", "voxels": "int64", "volume_ml": "float64", "hu_mean": "float64",
-           "hu_std": "float64", "cut_by_fov": "bool"}
+           "hu_std": "float64", "cut_by_fov": "bool", "cut_face_ratio": "float64"}
 
 
 def empty_stats() -> pd.DataFrame:
@@ -108,7 +125,9 @@ def organ_stats(study_id: str, labels: Volume, ct: Volume | None, config: StatsC
     voxel_ml = abs(float(np.linalg.det(labels.affine[:3, :3]))) / 1000.0
     shape = np.array(lab.shape)
     m = config.fov_margin
-    cut = (lo <= m).any(axis=1) | (hi >= shape - m).any(axis=1)
+    low, high = lo <= m, hi >= shape - m
+    cut = low.any(axis=1) | high.any(axis=1)
+    face_ratio = _cut_face_ratios((h0, h1, h2), present, lo, hi, low, high)
 
     rows = []
     for n, index in enumerate(present):
@@ -129,6 +148,7 @@ def organ_stats(study_id: str, labels: Volume, ct: Volume | None, config: StatsC
             "study_id": study_id, "organ": names[index], "index_v2": index, "voxels": count,
             "volume_ml": ml, "bbox_vox": [int(v) for v in (*lo[n], *hi[n])],
             "bbox_mm": [float(v) for v in bbox_mm[n]], "centroid_mm": [float(v) for v in centroid_mm[n]],
-            "hu_mean": float(mean), "hu_std": float(np.sqrt(var)), "cut_by_fov": bool(cut[n]), "quality_flags": flags,
+            "hu_mean": float(mean), "hu_std": float(np.sqrt(var)), "cut_by_fov": bool(cut[n]),
+            "cut_face_ratio": float(face_ratio[n]), "quality_flags": flags,
         })
     return pd.DataFrame(rows, columns=list(COLUMNS))
