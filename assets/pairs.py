@@ -8,6 +8,7 @@ import pandas as pd
 from pydantic import Field
 
 from assets.metadata import table_metadata
+from assets.queues import CPU
 from assets.resources import DataRoot
 from pipeline.pairs import PairConfig, PairInputs, mine_pairs
 from pipeline.tables import read_table, write_table
@@ -73,6 +74,7 @@ def _exists(name: str, root: Path) -> bool:
         dg.AssetSpec("study_texts", group_name=GROUP, deps=UPSTREAM, description="Whole-report text per study (findings + impression) for the global CLIP baseline."),
     ],
     can_subset=True,
+    op_tags=CPU,
 )
 def pair_tables(context: dg.AssetExecutionContext, config: PairSettings, data: DataRoot):
     root = data.root()
@@ -102,17 +104,17 @@ def _rows_check(name: str, root: Path) -> dg.AssetCheckResult:
     )
 
 
-@dg.asset_check(asset="grounded_pairs", blocking=True, description="No patient appears in two splits (sql/check_patient_leakage.sql).")
+@dg.asset_check(asset="grounded_pairs", blocking=True, op_tags=CPU, description="No patient appears in two splits (sql/check_patient_leakage.sql).")
 def no_patient_leakage(data: DataRoot) -> dg.AssetCheckResult:
     return _rows_check("check_patient_leakage", data.root())
 
 
-@dg.asset_check(asset="grounded_pairs", blocking=True, description="Every pair has non-empty text (sql/check_empty_text.sql).")
+@dg.asset_check(asset="grounded_pairs", blocking=True, op_tags=CPU, description="Every pair has non-empty text (sql/check_empty_text.sql).")
 def no_empty_text(data: DataRoot) -> dg.AssetCheckResult:
     return _rows_check("check_empty_text", data.root())
 
 
-@dg.asset_check(asset="grounded_pairs", blocking=True, description="Every pair's volume and organ mask file exists.")
+@dg.asset_check(asset="grounded_pairs", blocking=True, op_tags=CPU, description="Every pair's volume and organ mask file exists.")
 def mask_files_exist(data: DataRoot) -> dg.AssetCheckResult:
     pairs = read_table("grounded_pairs", data.root(), columns=["study_id", "volume_path", "mask_path"]).drop_duplicates("study_id")
     missing = pairs[~pairs["volume_path"].map(lambda p: Path(p).is_file()) | ~pairs["mask_path"].map(lambda p: isinstance(p, str) and Path(p).is_file())]

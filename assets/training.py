@@ -14,6 +14,7 @@ import dagster as dg
 from pydantic import Field
 
 from assets.metadata import image_md
+from assets.queues import GPU
 from assets.resources import DataRoot
 from model.config import SOFT_TISSUE, TrainConfig, demo, paper, replace
 from model.eval.data import fingerprint
@@ -73,13 +74,13 @@ def run_training(context: dg.AssetExecutionContext, kind: str, settings: TrainSe
     return dg.Output(value, metadata=meta)
 
 
-@dg.asset(group_name=GROUP, deps=UPSTREAM, io_manager_key="json_io", kinds={"pytorch"},
+@dg.asset(group_name=GROUP, deps=UPSTREAM, io_manager_key="json_io", kinds={"pytorch"}, op_tags=GPU,
           description="CT-GLIP: organ-level (grounded) contrastive pretraining; value = checkpoint reference.")
 def grounded_model(context: dg.AssetExecutionContext, config: TrainSettings, data: DataRoot, pipes: dg.PipesSubprocessClient):
     return run_training(context, "grounded", config, data, pipes)
 
 
-@dg.asset(group_name=GROUP, deps=UPSTREAM, io_manager_key="json_io", kinds={"pytorch"},
+@dg.asset(group_name=GROUP, deps=UPSTREAM, io_manager_key="json_io", kinds={"pytorch"}, op_tags=GPU,
           description="Vanilla CLIP baseline: whole volume vs whole report, same encoders, data and steps.")
 def global_model(context: dg.AssetExecutionContext, config: TrainSettings, data: DataRoot, pipes: dg.PipesSubprocessClient):
     return run_training(context, "global", config, data, pipes)
