@@ -12,7 +12,7 @@ import dagster as dg
 import yaml
 from dagster_celery import celery_executor
 
-from assets.definitions import defs as local_defs
+from assets import definitions
 
 CELERY_YAML = Path(__file__).resolve().parents[1] / "deploy" / "cluster" / "celery.yaml"
 GPU_RUN = {"ctglip/gpu": "1"}
@@ -34,6 +34,6 @@ JOBS = [
 ]
 
 defs = dg.Definitions.merge(
-    local_defs,
+    definitions.defs,
     dg.Definitions(jobs=JOBS, executor=celery_executor.configured(executor_config(), name="celery")),
 )
