@@ -154,8 +154,10 @@ def prepare_home(cluster: Cluster) -> dict[str, str]:
     shutil.copyfile(DAGSTER_YAML, home / "dagster.yaml")
     (cluster.state / "dagster_shared").mkdir(parents=True, exist_ok=True)
     cluster.data_root.mkdir(parents=True, exist_ok=True)
-    # dagster-celery starts `celery` from PATH: the venv's
-    return {**os.environ, **cluster.env, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+    env = {**os.environ, **cluster.env, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}  # dagster-celery starts `celery` from PATH
+    # the code location comes from deploy/cluster/workspace.yaml; the Makefile's module name would clash with it
+    env.pop("DAGSTER_MODULE_NAME", None)
+    return env
 
 
 def start_worker(cluster: Cluster, name: str, queues: tuple[str, ...], env: dict[str, str]) -> subprocess.Popen:
