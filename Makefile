@@ -15,7 +15,7 @@ TOTALSEG_PIN ?= totalsegmentator==2.18.0
 STAMP := $(VENV)/.ct-glip-installed
 UI_PORT ?= 3000
 
-.PHONY: setup run test ui bench clean help
+.PHONY: setup run test ui cluster bench clean help
 
 help:  ## list the targets
 	@grep -E '^[a-z]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -40,12 +40,17 @@ setup: $(STAMP)  ## create .venv and install everything (offline apart from the 
 run: $(STAMP)  ## materialize the whole asset graph on the synthetic cohort into $CTGLIP_DATA
 	$(PY) -m assets.run_all
 
-test: $(STAMP)  ## run the test suite (installs the Debian packages some tests drive: tests/system_deps.sh)
+test: $(STAMP)  ## run the test suite (first installs the Debian packages tests drive where missing: chromium, PostgreSQL, Redis)
 	@bash tests/system_deps.sh
+	@deploy/cluster/install-servers.sh
 	$(PY) -m pytest -q
 
 ui: $(STAMP)  ## Dagster UI on http://127.0.0.1:$(UI_PORT) (loopback only); prints the URL once it answers
 	$(PY) -m assets.ui --host 127.0.0.1 --port $(UI_PORT)
+
+cluster: $(STAMP)  ## the cluster on this machine: PostgreSQL, Redis, two Celery workers, daemon, UI on http://127.0.0.1:3001
+	@deploy/cluster/install-servers.sh
+	$(PY) -m deploy.cluster.local up
 
 bench: $(STAMP)  ## run every benchmark in bench/
 	@for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done

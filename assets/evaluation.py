@@ -6,6 +6,7 @@ import dagster as dg
 from pydantic import Field
 
 from assets.metadata import image_md
+from assets.queues import GPU
 from assets.resources import DataRoot
 from model.checkpoint import load_model
 from model.eval import EvalConfig, build_report, evaluate, load_eval_data
@@ -39,6 +40,7 @@ def _verified(ref: dict) -> Path:
     group_name=GROUP,
     deps=["grounded_pairs", "lesion_masks"],
     ins={"grounded_model": dg.AssetIn(), "global_model": dg.AssetIn()},
+    op_tags=GPU,
     description="Zero-shot organ recognition and abnormality detection, tumor detection and segmentation: random vs CLIP vs grounded.",
 )
 def evaluation_report(context: dg.AssetExecutionContext, config: EvalSettings, data: DataRoot, grounded_model: dict, global_model: dict) -> dg.MaterializeResult:

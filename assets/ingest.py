@@ -13,6 +13,7 @@ from pydantic import Field
 from assets.metadata import image_md, table_metadata
 from assets.partitions import N_SHARDS, SHARD_KEYS, SHARDS, SINGLE_RUN
 from assets.pictures import montage_png
+from assets.queues import CPU
 from assets.resources import ArchiveSource, DataRoot
 from pipeline.atomic import atomic_path, write_json
 from pipeline.ctrate import write_ctrate_source
@@ -26,7 +27,7 @@ GROUP = "ingest"
 IDENTIFYING = ("patientname", "patient_name", "patientid", "birth", "accession", "mrn", "institution")
 
 
-@dg.asset(group_name=GROUP, description="The archive to ingest: generates the embedded synthetic cohort under <data>/source, or records your own archive.")
+@dg.asset(group_name=GROUP, op_tags=CPU, description="The archive to ingest: generates the embedded synthetic cohort under <data>/source, or records your own archive.")
 def source_archive(context: dg.AssetExecutionContext, data: DataRoot, source: ArchiveSource) -> dg.MaterializeResult:
     root = data.root()
     paths = source.paths(root)
@@ -93,6 +94,7 @@ class IngestSettings(dg.Config):
     ],
     partitions_def=SHARDS,
     backfill_policy=SINGLE_RUN,
+    op_tags=CPU,
 )
 def ingest(context: dg.AssetExecutionContext, config: IngestSettings, data: DataRoot, source: ArchiveSource):
     root = data.root()
@@ -131,7 +133,7 @@ def ingest(context: dg.AssetExecutionContext, config: IngestSettings, data: Data
     yield dg.MaterializeResult(asset_key="canonical_volumes", metadata=vmeta)
 
 
-@dg.asset_check(asset="ct_studies", description="Every canonical volume has the configured spacing.")
+@dg.asset_check(asset="ct_studies", op_tags=CPU, description="Every canonical volume has the configured spacing.")
 def spacing_is_target(config: IngestSettings, data: DataRoot) -> dg.AssetCheckResult:
     studies = read_table("ct_studies", data.root())
     sp = studies[["spacing_x", "spacing_y", "spacing_z"]].to_numpy(dtype=float)
@@ -139,7 +141,7 @@ def spacing_is_target(config: IngestSettings, data: DataRoot) -> dg.AssetCheckRe
     return dg.AssetCheckResult(passed=bad.empty, metadata={"off_target": len(bad), "target_mm": config.spacing_mm})
 
 
-@dg.asset_check(asset="ct_studies", description="HU range of every volume is plausible CT (air near -1000, no missing or double rescale).")
+@dg.asset_check(asset="ct_studies", op_tags=CPU, description="HU range of every volume is plausible CT (air near -1000, no missing or double rescale).")
 def hu_range_sane(data: DataRoot) -> dg.AssetCheckResult:
     studies = read_table("ct_studies", data.root())
     bad = studies[(studies["hu_min"] < -1100) | (studies["hu_min"] > -500) | (studies["hu_max"] > 4000) | (studies["hu_max"] < 100)]
@@ -155,7 +157,7 @@ def identifying_columns(df: pd.DataFrame) -> list[str]:
     return bad
 
 
-@dg.asset_check(asset="ct_studies", blocking=True, description="No identifying columns or raw identifiers in ct_studies and rejected_studies.")
+@dg.asset_check(asset="ct_studies", blocking=True, op_tags=CPU, description="No identifying columns or raw identifiers in ct_studies and rejected_studies.")
 def no_identifying_columns(data: DataRoot) -> dg.AssetCheckResult:
     root = data.root()
     found = {name: identifying_columns(read_table(name, root)) for name in ("ct_studies", "rejected_studies")}

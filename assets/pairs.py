@@ -9,6 +9,7 @@ import pandas as pd
 from pydantic import Field
 
 from assets.metadata import table_metadata
+from assets.queues import CPU
 from assets.resources import DataRoot
 from pipeline.pairs import CutRule, PairConfig, PairInputs, mine_pairs
 from pipeline.tables import read_table, write_table
@@ -86,6 +87,7 @@ def _exists(name: str, root: Path) -> bool:
         dg.AssetSpec("study_texts", group_name=GROUP, deps=UPSTREAM, description="Whole-report text per study (findings + impression) for the global CLIP baseline."),
     ],
     can_subset=True,
+    op_tags=CPU,
 )
 def pair_tables(context: dg.AssetExecutionContext, config: PairSettings, data: DataRoot):
     root = data.root()
@@ -137,7 +139,7 @@ def why_no_pairs(exclusions: pd.DataFrame, rejected: pd.DataFrame | None = None)
     return "0 pairs: " + ", ".join(parts) + "; see pair_exclusions"
 
 
-@dg.asset_check(asset="grounded_pairs", blocking=True, description="At least one pair; when none, says why from pair_exclusions.")
+@dg.asset_check(asset="grounded_pairs", blocking=True, op_tags=CPU, description="At least one pair; when none, says why from pair_exclusions.")
 def has_pairs(data: DataRoot) -> dg.AssetCheckResult:
     root = data.root()
     n = len(read_table("grounded_pairs", root, columns=["pair_id"]))
@@ -152,12 +154,12 @@ def has_pairs(data: DataRoot) -> dg.AssetCheckResult:
         "pairs": 0, "reasons": dg.MetadataValue.json(exclusions["reason"].fillna("unknown").value_counts().to_dict())})
 
 
-@dg.asset_check(asset="grounded_pairs", blocking=True, description="No patient appears in two splits (sql/check_patient_leakage.sql).")
+@dg.asset_check(asset="grounded_pairs", blocking=True, op_tags=CPU, description="No patient appears in two splits (sql/check_patient_leakage.sql).")
 def no_patient_leakage(data: DataRoot) -> dg.AssetCheckResult:
     return _rows_check("check_patient_leakage", data.root())
 
 
-@dg.asset_check(asset="grounded_pairs", blocking=True, description="Every pair has non-empty text (sql/check_empty_text.sql).")
+@dg.asset_check(asset="grounded_pairs", blocking=True, op_tags=CPU, description="Every pair has non-empty text (sql/check_empty_text.sql).")
 def no_empty_text(data: DataRoot) -> dg.AssetCheckResult:
     return _rows_check("check_empty_text", data.root())
 
@@ -166,7 +168,7 @@ def _is_file(path: object) -> bool:
     return isinstance(path, str) and bool(path) and Path(path).is_file()
 
 
-@dg.asset_check(asset="grounded_pairs", blocking=True, description="Every pair's volume and organ mask file exists.")
+@dg.asset_check(asset="grounded_pairs", blocking=True, op_tags=CPU, description="Every pair's volume and organ mask file exists.")
 def mask_files_exist(data: DataRoot) -> dg.AssetCheckResult:
     pairs = read_table("grounded_pairs", data.root(), columns=["study_id", "volume_path", "mask_path"]).drop_duplicates("study_id")
     # plain bool arrays: an empty frame's map() keeps the string dtype, on which ~ and | fail

@@ -7,6 +7,7 @@ import pandas as pd
 from pydantic import Field
 
 from assets.metadata import table_metadata
+from assets.queues import CPU
 from assets.resources import ArchiveSource, DataRoot
 from pipeline.ids import pseudonym
 from pipeline.report import extract_table_checked
@@ -83,6 +84,7 @@ def _ctrate_metadata(path: Path) -> dict:
         dg.AssetSpec("report_index", group_name=GROUP, deps=["source_archive"], description="One row per report: findings count, characters, and any problem (empty, not English, decoding)."),
     ],
     can_subset=True,
+    op_tags=CPU,
 )
 def report_tables(context: dg.AssetExecutionContext, config: ReportSettings, data: DataRoot, source: ArchiveSource):
     root = data.root()

@@ -10,6 +10,7 @@ from pydantic import Field
 
 from assets.metadata import image_md, table_metadata
 from assets.partitions import N_SHARDS, SHARDS, SINGLE_RUN
+from assets.queues import CPU, GPU
 from assets.resources import ArchiveSource, DataRoot
 from pipeline.ids import pseudonym
 from pipeline.ingest import shard_of
@@ -50,6 +51,7 @@ class SegmentationSettings(dg.Config):
     ],
     partitions_def=SHARDS,
     backfill_policy=SINGLE_RUN,
+    op_tags=GPU,
 )
 def segmentation(context: dg.AssetExecutionContext, config: SegmentationSettings, data: DataRoot, source: ArchiveSource, segmenter: Segmenter):
     root = data.root()
@@ -118,7 +120,7 @@ def _manifest_rejections(root, manifest) -> pd.DataFrame:
 
 
 @dg.asset(
-    group_name=GROUP, deps=["ct_studies"], partitions_def=SHARDS, backfill_policy=SINGLE_RUN,
+    group_name=GROUP, deps=["ct_studies"], partitions_def=SHARDS, backfill_policy=SINGLE_RUN, op_tags=CPU,
     description="Tumor masks on the canonical grid (lesions/<study_id>.nii.gz) for the segmentation benchmark, through the precomputed path.",
 )
 def lesion_masks(context: dg.AssetExecutionContext, data: DataRoot, source: ArchiveSource) -> dg.MaterializeResult:

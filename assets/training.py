@@ -14,6 +14,7 @@ import dagster as dg
 from pydantic import Field
 
 from assets.metadata import image_md
+from assets.queues import GPU
 from assets.resources import DataRoot
 from model.checkpoint import CARD
 from model.config import SOFT_TISSUE, TrainConfig, demo, paper, replace
@@ -32,6 +33,7 @@ class TrainSettings(dg.Config):
     lr: Optional[float] = Field(default=None, description="Peak learning rate (AdamW, cosine schedule); unset = the preset's.")
     seed: int = Field(default=0, description="Seed of initialisation, shuffling and augmentation.")
     nproc_per_node: int = Field(default=1, description="torchrun processes (data parallel, gloo on CPU).")
+    num_threads: Optional[int] = Field(default=None, description="Torch threads per training process; unset = torch's default (every core). `make run` trains both models side by side with 1 each.")
     checkpoint_every: Optional[int] = Field(default=None, description="Checkpoint every K steps (exact resume after a kill); unset = the preset's.")
     text_encoder: Optional[str] = Field(default=None, description="Frozen text encoder: the packaged MiniLM, a Hugging Face id or a local path; unset = the preset's.")
     soft_tissue_channel: Optional[bool] = Field(default=None, description="Add a soft-tissue HU window (-160, 240) as a second input channel (where lesions show); unset = the preset's (demo, paper: on).")
@@ -43,7 +45,7 @@ class TrainSettings(dg.Config):
         windows = None if self.soft_tissue_channel is None else ((SOFT_TISSUE,) if self.soft_tissue_channel else ())
         model = {"kind": kind, "image_encoder": encoder, "text_encoder": self.text_encoder, "extra_windows": windows}
         top = {"steps": self.steps, "batch_size": self.batch_size, "lr": self.lr, "checkpoint_every": self.checkpoint_every,
-               "grounded_global_weight": self.grounded_global_weight}
+               "grounded_global_weight": self.grounded_global_weight, "num_threads": self.num_threads}
         return replace(
             base, seed=self.seed, model={k: v for k, v in model.items() if v is not None},
             **{k: v for k, v in top.items() if v is not None},
@@ -75,13 +77,13 @@ def run_training(context: dg.AssetExecutionContext, kind: str, settings: TrainSe
     return dg.Output(value, metadata=meta)
 
 
-@dg.asset(group_name=GROUP, deps=UPSTREAM, io_manager_key="json_io", kinds={"pytorch"},
+@dg.asset(group_name=GROUP, deps=UPSTREAM, io_manager_key="json_io", kinds={"pytorch"}, op_tags=GPU,
           description="CT-GLIP: organ-level (grounded) contrastive pretraining; value = checkpoint reference.")
 def grounded_model(context: dg.AssetExecutionContext, config: TrainSettings, data: DataRoot, pipes: dg.PipesSubprocessClient):
     return run_training(context, "grounded", config, data, pipes)
 
 
-@dg.asset(group_name=GROUP, deps=UPSTREAM, io_manager_key="json_io", kinds={"pytorch"},
+@dg.asset(group_name=GROUP, deps=UPSTREAM, io_manager_key="json_io", kinds={"pytorch"}, op_tags=GPU,
           description="Vanilla CLIP baseline: whole volume vs whole report, same encoders, data and steps.")
 def global_model(context: dg.AssetExecutionContext, config: TrainSettings, data: DataRoot, pipes: dg.PipesSubprocessClient):
     return run_training(context, "global", config, data, pipes)

@@ -58,3 +58,37 @@ def test_run_all_creates_a_missing_dagster_home(tmp_path):
     assert ensure_dagster_home({"DAGSTER_HOME": str(home)}) == home
     assert (home / "dagster.yaml").is_file()
     assert ensure_dagster_home({}) is None  # unset: Dagster's own default applies
+
+
+def test_every_step_names_its_celery_queue():
+    """On a cluster each step goes to the queue its tag names: GPU work to `gpu`, everything else to `cpu`;
+    an untagged step would wait on a queue no worker reads."""
+    from assets.cluster import defs as cluster_defs
+    from assets.queues import QUEUE_TAG
+
+    job = cluster_defs.get_repository_def().get_implicit_global_asset_job_def()
+    queues = {node.name: node.tags.get(QUEUE_TAG) for node in job.graph.node_defs}
+    gpu = {name for name, q in queues.items() if q == "gpu"}
+    assert gpu == {"segmentation", "grounded_model", "global_model", "evaluation_report"}
+    assert all(q in ("cpu", "gpu") for q in queues.values()), queues
+    assert job.executor_def.name == "celery"
+    tagged = {j.name for j in cluster_defs.get_repository_def().get_all_jobs() if j.tags.get("ctglip/gpu")}
+    assert tagged == {"segmentation_job", "training_job", "evaluation_job"}
+
+
+def test_cluster_instance_config_is_valid(monkeypatch, tmp_path):
+    """deploy/cluster/dagster.yaml and celery.yaml pass Dagster's own schema checks."""
+    import yaml
+    from dagster._core.instance.config import dagster_instance_config
+
+    from assets.cluster import executor_config
+
+    monkeypatch.setenv("CTGLIP_POSTGRES_URL", "postgresql+psycopg2://dagster@127.0.0.1:5433/dagster")
+    monkeypatch.setenv("CTGLIP_DAGSTER_SHARED", str(tmp_path))
+    config, _ = dagster_instance_config(str(REPO / "deploy" / "cluster"))
+    assert config["run_coordinator"]["class"] == "QueuedRunCoordinator"
+    limits = config["run_coordinator"]["config"]["tag_concurrency_limits"]
+    assert [(x["key"], x["limit"]) for x in limits] == [("ctglip/gpu", 1)]
+    assert "postgres" in config["storage"]
+    assert set(executor_config()) >= {"broker", "backend", "config_source"}
+    assert yaml.safe_load((REPO / "deploy" / "k8s" / "values.yaml").read_text())["runLauncher"]["type"] == "CeleryK8sRunLauncher"
