@@ -7,7 +7,7 @@ from pydantic import Field
 
 from assets.metadata import image_md
 from assets.resources import DataRoot
-from model.checkpoint import load_model
+from model.checkpoint import load_model, preprocessing_of
 from model.eval import EvalConfig, build_report, evaluate, load_eval_data
 from model.eval.data import fingerprint
 from model.eval.segmentation import SegBudget
@@ -18,7 +18,6 @@ GROUP = "evaluation"
 
 
 class EvalSettings(dg.Config):
-    crop: list[int] = Field(default=[64, 64, 64], description="Crop (i, j, k) voxels around the labelled organs; match the training crop.")
     k_abnormalities: int = Field(default=16, description="AD macro over the K most frequent (organ, abnormality) pairs (CT-GLIP: 16).")
     n_bootstrap: int = Field(default=1000, description="Bootstrap resamples for the 95% intervals (patients resampled).")
     td_steps: int = Field(default=10, description="Fine-tuning steps of the tumor-detection head + encoder.")
@@ -43,8 +42,12 @@ def _verified(ref: dict) -> Path:
 )
 def evaluation_report(context: dg.AssetExecutionContext, config: EvalSettings, data: DataRoot, grounded_model: dict, global_model: dict) -> dg.MaterializeResult:
     root = data.root()
-    models = {"random": None, "CLIP": load_model(_verified(global_model)), "grounded": load_model(_verified(grounded_model))}
-    eval_data = load_eval_data(root, crop=tuple(config.crop))
+    paths = {"CLIP": _verified(global_model), "grounded": _verified(grounded_model)}
+    preprocessing = {name: preprocessing_of(p) for name, p in paths.items()}
+    if preprocessing["CLIP"] != preprocessing["grounded"]:
+        raise dg.Failure(f"the two checkpoints were fed differently ({preprocessing}); one evaluation needs one input")
+    models = {"random": None, **{name: load_model(p) for name, p in paths.items()}}
+    eval_data = load_eval_data(root, preprocessing["grounded"])
     eval_config = EvalConfig(
         k_abnormalities=config.k_abnormalities, n_bootstrap=config.n_bootstrap, seed=config.seed,
         td_budget=FinetuneBudget(steps=config.td_steps, seed=config.seed), ts_budget=SegBudget(steps=config.ts_steps, seed=config.seed, repeats=config.ts_repeats),

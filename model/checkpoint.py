@@ -20,6 +20,7 @@ import torch
 
 from model.config import ModelConfig, TrainConfig
 from model.network import CTGlip
+from model.preprocess import Preprocessing
 from model.text import CachedTextEncoder
 from pipeline.atomic import atomic_path
 
@@ -77,6 +78,13 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 def config_of(checkpoint: dict[str, Any]) -> TrainConfig:
     return TrainConfig.from_dict(checkpoint["config"])
+
+
+def preprocessing_of(checkpoint: dict[str, Any] | str | os.PathLike) -> Preprocessing:
+    """How the checkpoint's network was fed (``io["preprocessing"]``; older files: their ``config.data``)."""
+    ckpt = checkpoint if isinstance(checkpoint, dict) else load_checkpoint(checkpoint)
+    record = ckpt.get("io", {}).get("preprocessing")
+    return Preprocessing.from_record(record) if record else Preprocessing.of(config_of(ckpt).data)
 
 
 def load_model(
