@@ -1,5 +1,6 @@
 """The evaluation asset: the paper's table (random / CLIP / grounded) from the checkpoints it takes as inputs."""
 
+import dataclasses
 from pathlib import Path
 
 import dagster as dg
@@ -9,6 +10,7 @@ from assets.metadata import image_md
 from assets.resources import DataRoot
 from model.checkpoint import load_model, preprocessing_of
 from model.eval import EvalConfig, build_report, evaluate, load_eval_data
+from model.eval.baseline import no_learning, read_features
 from model.eval.data import fingerprint
 from model.eval.segmentation import SegBudget
 from model.eval.tumor import FinetuneBudget
@@ -38,7 +40,7 @@ def _verified(ref: dict) -> Path:
     group_name=GROUP,
     deps=["grounded_pairs", "lesion_masks"],
     ins={"grounded_model": dg.AssetIn(), "global_model": dg.AssetIn()},
-    description="Zero-shot organ recognition and abnormality detection, tumor detection and segmentation: random vs CLIP vs grounded.",
+    description="Zero-shot organ recognition and abnormality detection, tumor detection and segmentation: random vs CLIP vs grounded, and a no-learning row (logistic regression on organ_stats).",
 )
 def evaluation_report(context: dg.AssetExecutionContext, config: EvalSettings, data: DataRoot, grounded_model: dict, global_model: dict) -> dg.MaterializeResult:
     root = data.root()
@@ -53,6 +55,9 @@ def evaluation_report(context: dg.AssetExecutionContext, config: EvalSettings, d
         td_budget=FinetuneBudget(steps=config.td_steps, seed=config.seed), ts_budget=SegBudget(steps=config.ts_steps, seed=config.seed, repeats=config.ts_repeats),
     )
     result = evaluate(models, eval_data, eval_config)
+    features = read_features(root, [c.study_id for c in eval_data.cases])  # the no-learning row: organ_stats alone
+    baseline = no_learning(eval_data, features, result.ad_tasks, eval_config)
+    result = dataclasses.replace(result, methods={**result.methods, "no_learning": baseline})
     provenance = {
         "grounded_model": {k: grounded_model[k] for k in ("model_path", "sha256", "run_id")},
         "global_model": {k: global_model[k] for k in ("model_path", "sha256", "run_id")},

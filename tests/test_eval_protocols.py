@@ -243,3 +243,22 @@ def test_random_row_redraws_every_parameter_and_differs_per_repeat():
     a = randomly_initialised(trained)
     torch.manual_seed(3)
     assert all(torch.equal(x, y) for x, y in zip(a.parameters(), randomly_initialised(trained).parameters()))
+
+
+def test_no_learning_row_reads_what_organ_intensity_gives_away():
+    import pandas as pd
+
+    from model.eval.baseline import no_learning, stats_features
+    from pipeline.segment.stats import organ_stats
+    from pipeline.volume import Volume
+
+    data = synthetic_data(n_per_split=6)
+    stats = [organ_stats(c.study_id, Volume(c.labels.astype(np.uint8), np.eye(4)), Volume(c.volume * 1000, np.eye(4)))
+             for c in data.cases]
+    features = stats_features(pd.concat(stats, ignore_index=True))
+    assert list(features.columns[:3]) == ["hu_mean", "hu_std", "volume_ml"]
+    result = no_learning(data, features, [("liver", "mass")], EvalConfig(n_bootstrap=20))
+    m = result.metrics()
+    # the lesion is 20 noise SDs brighter than its liver: the liver's mean HU separates the classes exactly
+    assert m["ad_auc"].value == 1.0 and m["td_auc"].value == 1.0
+    assert math.isnan(m["or_acc"].value) and math.isnan(m["ts_dsc"].value) and not result.pretrained

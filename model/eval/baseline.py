@@ -34,16 +34,15 @@ def stats_features(stats: pd.DataFrame) -> pd.DataFrame:
 
 
 def read_features(data_root: str | os.PathLike, study_ids: Sequence[str]) -> pd.DataFrame:
-    """``stats_features`` of ``study_ids``: from the ``organ_stats`` table where it exists (only
-    those studies' rows are read), else computed by ``pipeline.segment.stats.organ_stats`` -- the
+    """``stats_features`` of ``study_ids``: from the ``organ_stats`` table where it exists, else computed by ``pipeline.segment.stats.organ_stats`` -- the
     function that writes that table -- from the studies' volumes and label maps."""
-    from pipeline.tables import table_path
+    from pipeline.tables import read_table, table_path
 
     root = Path(data_root)
-    path = table_path("organ_stats", root)
     ids = sorted(set(map(str, study_ids)))
-    if path.exists():
-        return stats_features(pd.read_parquet(path, filters=[("study_id", "in", ids)]))
+    if table_path("organ_stats", root).exists():  # sharded; a shard of a study without organs has null-typed columns
+        stats = read_table("organ_stats", root)
+        return stats_features(stats[stats["study_id"].isin(ids)].reset_index(drop=True))
     from pipeline.segment.stats import organ_stats
     from pipeline.volume import load_nifti
 
