@@ -61,6 +61,7 @@ def text_cut(model, texts: list[str]) -> dict:
 
 
 def run(args: argparse.Namespace) -> dict:
+    import numpy as np
     import torch
 
     from ablate import _setting, train_pair
@@ -111,7 +112,9 @@ def run(args: argparse.Namespace) -> dict:
         for metric in METRICS:
             est = seed_estimate(runs[name], metric, **boot).to_dict()
             per_seed = [v if v == v else None for v in seed_values(runs[name], metric, headline)]  # NaN -> null
-            methods[name][metric] = est | {"per_seed": per_seed}
+            finite = [v for v in per_seed if v is not None]
+            sd = float(np.std(finite, ddof=1)) if len(finite) > 1 else None  # spread over pretraining seeds
+            methods[name][metric] = est | {"per_seed": per_seed, "seed_sd": sd}
     paired = {f"{a}-{b}": {metric: paired_difference(runs[a], runs[b], metric, **boot).to_dict() for metric in METRICS}
               for a, b in PAIRS}
     clip = load_model(trained[seeds[0]]["global"]["model_path"])
@@ -132,7 +135,8 @@ def run(args: argparse.Namespace) -> dict:
         "methods": methods,
         "paired": paired,
         "notes": sorted({n for r in results for n in r.notes}) + [
-            "each method: mean over pretraining seeds, 95% patient bootstrap of that mean; per_seed: each seed's value",
+            "each method: mean over pretraining seeds, 95% patient bootstrap of that mean; per_seed: each seed's value, "
+            "seed_sd: their standard deviation",
             "paired: A - B of the seed means, one patient resample for both methods",
             "no_learning: logistic regression on organ_stats (HU mean, HU spread, volume, bounding box), fit on train"],
         "wall_s": {"train": round(train_s, 1), "total": round(time.perf_counter() - t0, 1)},

@@ -110,6 +110,7 @@ def test_benchmark_writes_the_record_the_issue_specifies(root, tmp_path):
     assert record["methods"]["no_learning"]["td_auc"]["value"] is not None
     grounded = record["methods"]["grounded"]["or_acc"]
     assert len(grounded["per_seed"]) == 2 and grounded["value"] == pytest.approx(np.mean(grounded["per_seed"]))
+    assert grounded["seed_sd"] == pytest.approx(np.std(grounded["per_seed"], ddof=1))
     assert record["cohort"]["studies"]["test"] == 4 and record["cohort"]["preprocessing"]["crop_size"] == [32, 32, 32]
     assert record["cohort"]["global_text"]["tokens_cut"] == 0
     assert "bench/benchmark.py" in record["command"] and record["seeds"] == [0, 1]
