@@ -15,7 +15,7 @@ TOTALSEG_PIN ?= totalsegmentator==2.18.0
 STAMP := $(VENV)/.ct-glip-installed
 UI_PORT ?= 3000
 
-.PHONY: setup run test ui bench clean help
+.PHONY: setup run test ui bench benchmark clean help
 
 help:  ## list the targets
 	@grep -E '^[a-z]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -47,8 +47,11 @@ test: $(STAMP)  ## run the test suite (installs the Debian packages some tests d
 ui: $(STAMP)  ## Dagster UI on http://127.0.0.1:$(UI_PORT) (loopback only); prints the URL once it answers
 	$(PY) -m assets.ui --host 127.0.0.1 --port $(UI_PORT)
 
-bench: $(STAMP)  ## run every benchmark in bench/
-	@for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+bench: $(STAMP)  ## run every speed/ablation script in bench/ (not the test-split benchmark)
+	@for b in bench/*.py; do [ $$b = bench/benchmark.py ] && continue; echo "== $$b"; $(PY) $$b || exit 1; done
+
+benchmark: $(STAMP)  ## the one command that reads the test split: writes bench/results/benchmark.json (hours)
+	$(PY) bench/benchmark.py
 
 clean:  ## remove generated data and the Dagster instance (keeps .venv)
 	rm -rf $(CTGLIP_DATA) $(DAGSTER_HOME)

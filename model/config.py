@@ -74,7 +74,13 @@ class ModelConfig:
         f"or {FAKE_TEXT!r} (tiny hashed bag-of-words, tests only)",
     )
     text_pooling: Literal["mean", "cls"] = _f("mean", "token pooling of the text encoder ('mean' for MiniLM)")
-    text_max_length: int = _f(128, "tokens per sentence (longer texts are truncated)")
+    text_max_length: int = _f(128, "tokens the text encoder sees at once (with special tokens)")
+    long_text: Literal["chunk", "truncate"] = _f(
+        "chunk",
+        "a text longer than text_max_length tokens: 'chunk' = split into consecutive windows, encode each, "
+        "token-weighted mean of the windows (nothing is cut: the global model sees its whole report); "
+        "'truncate' = keep the first text_max_length tokens",
+    )
     fake_text_dim: int = _f(64, "width of the 'fake' text encoder")
     text_cache_dir: str | None = _f(
         None, "on-disk cache of frozen text embeddings (one .npy per text hash); None = in-memory only"
@@ -217,9 +223,14 @@ class TrainConfig:
 
 
 def io_metadata(config: TrainConfig) -> dict[str, Any]:
-    """What the network consumes and produces (a MONAI-bundle-style record, stored in checkpoints)."""
+    """What the network consumes and produces (a MONAI-bundle-style record, stored in checkpoints).
+
+    ``preprocessing`` is the record evaluation and inference read back (``model.preprocess``)."""
+    from model.preprocess import Preprocessing  # model.preprocess types its argument with DataConfig
+
     m, d = config.model, config.data
     return {
+        "preprocessing": Preprocessing.of(d).to_record(),
         "image": {
             "shape": ["b", 1, *m.img_size], "channels_inside": m.in_channels,
             "extra_windows": [list(w) for w in m.extra_windows], "dtype": "float32", "axes": "RAS voxel order (i, j, k), no flips",
