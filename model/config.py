@@ -194,14 +194,27 @@ class TrainConfig:
         "On a shared, oversubscribed CPU 1 thread can be faster than several"
     )
     resume: bool = _f(True, "continue from the newest checkpoint in out_dir when there is one")
+    device: str = _f(
+        "auto", "'auto' (one CUDA device per process when torch sees one, else the CPU), 'cpu' or 'cuda'; "
+        "a run may resume on another device"
+    )
+    precision: Literal["float32", "bf16"] = _f(
+        "float32", "'bf16' autocasts the forward pass to bfloat16 (GPU; on a CPU it is usually slower); the loss stays float32"
+    )
+    grad_accum_steps: int = _f(
+        1, "batches of batch_size accumulated per optimisation step (effective batch = batch_size * grad_accum_steps, "
+        "for memory); each batch's contrastive negatives stay within that batch"
+    )
 
     def __post_init__(self) -> None:
         if tuple(self.model.img_size) != tuple(self.data.crop_size):
             raise ValueError(f"model.img_size {self.model.img_size} != data.crop_size {self.data.crop_size}")
         if tuple(self.model.input_window) != tuple(self.data.hu_window):
             raise ValueError(f"model.input_window {self.model.input_window} != data.hu_window {self.data.hu_window}")
-        if self.batch_size < 1 or self.steps < 1 or self.checkpoint_every < 1:
-            raise ValueError("batch_size, steps and checkpoint_every must be positive")
+        if self.batch_size < 1 or self.steps < 1 or self.checkpoint_every < 1 or self.grad_accum_steps < 1:
+            raise ValueError("batch_size, steps, checkpoint_every and grad_accum_steps must be positive")
+        if self.precision not in ("float32", "bf16"):
+            raise ValueError(f"precision must be 'float32' or 'bf16', not {self.precision!r}")
 
     # -- presets ---------------------------------------------------------------------------
     @classmethod
