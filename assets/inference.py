@@ -35,23 +35,25 @@ def study_embeddings(context: dg.AssetExecutionContext, config: EmbeddingSetting
     root = data.root()
     model_path = _verified(grounded_model)
     options = InferenceOptions(queries=tuple(config.queries), device=config.device, precision=config.precision)
-    tables, pictures, skipped = [], {}, []
+    inputs, shard_of, skipped = [], {}, []
     for shard in context.partition_keys:
         studies = pd.read_parquet(table_path("ct_studies", root, shard), columns=["study_id", "volume_path"])
-        inputs = []
         for sid, vpath in zip(studies["study_id"], studies["volume_path"]):
             mask = root / "masks" / f"{sid}.nii.gz"
             if not mask.is_file():  # rejected by segmentation: recorded there
                 skipped.append(sid)
                 continue
-            inputs.append(StudyInput(sid, volume=str(vpath), mask=str(mask), heatmaps=len(pictures) + len(inputs) < config.heatmap_studies))
-        rows = []
-        for result in infer(model_path, inputs, options):
-            rows.append(result.embeddings.assign(study_id=result.study_id)[COLUMNS])
-            for query, heat in result.heatmaps.items():
-                pictures[f"heatmap_{len(pictures)}"] = image_md(heatmap_png(result.grid.array, heat, f"{result.study_id}: {query}"), query)
-            context.log.info(f"{shard}: {result.study_id} embedded ({len(result.embeddings) - 1} organs)")
-        table = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=COLUMNS)
+            inputs.append(StudyInput(sid, volume=str(vpath), mask=str(mask), heatmaps=len(inputs) < config.heatmap_studies))
+            shard_of[sid] = shard
+    rows, pictures = {shard: [] for shard in context.partition_keys}, {}
+    for result in infer(model_path, inputs, options):  # one model load for every shard of the run
+        rows[shard_of[result.study_id]].append(result.embeddings.assign(study_id=result.study_id)[COLUMNS])
+        for query, heat in result.heatmaps.items():
+            pictures[f"heatmap_{len(pictures)}"] = image_md(heatmap_png(result.grid.array, heat, f"{result.study_id}: {query}"), query)
+        context.log.info(f"{result.study_id} embedded ({len(result.embeddings) - 1} organs), {len(shard_of)} studies in the run")
+    tables = []
+    for shard, parts in rows.items():
+        table = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=COLUMNS)
         write_table(table, "study_embeddings", root, shard)
         tables.append(table)
     table = pd.concat(tables, ignore_index=True)

@@ -165,8 +165,13 @@ def _model_folder(path: str | os.PathLike) -> Path:
 
 
 def preprocessing_of(checkpoint: dict[str, Any] | str | os.PathLike) -> Preprocessing:
-    """How the checkpoint's network was fed (``io["preprocessing"]``; older files: their ``config.data``)."""
-    ckpt = checkpoint if isinstance(checkpoint, dict) else load_checkpoint(checkpoint)
+    """How the checkpoint's network was fed (``io["preprocessing"]``; older files: their ``config.data``).
+
+    ``checkpoint``: a loaded dict, a step checkpoint (``.pt``) or an exported model folder (its config.json)."""
+    if isinstance(checkpoint, dict):
+        ckpt = checkpoint
+    else:
+        ckpt = load_checkpoint(checkpoint) if Path(checkpoint).suffix == ".pt" else read_config(checkpoint)
     record = ckpt.get("io", {}).get("preprocessing")
     return Preprocessing.from_record(record) if record else Preprocessing.of(config_of(ckpt).data)
 

@@ -1,4 +1,6 @@
-"""Command line of ``model.inference``: embed one CT study, score it, map text queries onto it.
+"""Embed one CT study with a trained ct-glip model, score it zero-shot, and map text queries onto it.
+
+The command line of ``model.inference.infer``:
 
     python -m model.infer --checkpoint data/models/grounded-XXXX/model --volume ct.nii.gz \\
         --mask organs.nii.gz --query "mass of the liver" --out out/
@@ -24,7 +26,11 @@ Writes into OUT:
                        (paraphrases averaged) and its two-way softmax 'probability'
   heatmaps/Q.nii.gz    per --query, cosine of every voxel's feature with the text, on the canonical grid
   heatmaps/Q.png       axial and coronal slices through the heatmap's peak over the CT
-  summary.json         grid, organs found, seconds spent in ingest, segmentation, encoder and heatmaps
+  summary.json         grid, organs found, seconds spent in ingest, segmentation, encoder, zero-shot scoring, heatmaps
+
+Example:
+  python -m model.infer --checkpoint data/models/grounded-XXXX/model --volume ct.nii.gz --mask organs.nii.gz \\
+      --query "mass of the liver" --query "the spleen" --out out/
 
 Without --mask the configured segmenter runs (TotalSegmentator; it needs its weights installed, see the README).
 Exit status: 0 done, 2 bad input (missing or foreign checkpoint, not a CT, missing weights), 1 anything else.

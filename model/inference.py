@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from monai.inferers import SlidingWindowInferer
 
-from model.checkpoint import load_model, preprocessing_of, read_config
+from model.checkpoint import load_model, preprocessing_of
 from model.eval.features import prompt_embeddings
 from model.eval.prompts import abnormality_prompts
 from model.network import CTGlip
@@ -115,9 +115,7 @@ def infer(checkpoint: str | os.PathLike, studies: Sequence[StudyInput], options:
     path = Path(checkpoint)
     if not path.exists():
         raise FileNotFoundError(f"no trained model at {path}: expected an exported model folder (model.safetensors, config.json) or a step_*.pt")
-    if path.is_dir():
-        read_config(path)  # format check first: a model of another version is refused with its version
-    pre = preprocessing_of(path if path.suffix == ".pt" else read_config(path))
+    pre = preprocessing_of(path)  # checks the format first: a model of another version is refused with its version
     device = resolve_device(options.device)
     model = load_model(path, map_location=device)
     queries = _text(model, [[q] for q in options.queries]) if options.queries else None

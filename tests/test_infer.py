@@ -84,7 +84,7 @@ def test_cli_writes_embeddings_scores_and_heatmaps(trained, unseen, tmp_path):
 
 def test_the_sliding_window_of_a_one_crop_study_is_the_network_itself(trained, tmp_path):
     """A study exactly one crop large: the stitched map is the network's own map, the study embedding its encode_global."""
-    model, pre = load_model(trained), preprocessing_of(json.loads((trained / "config.json").read_text()))
+    model, pre = load_model(trained), preprocessing_of(trained)
     rng = np.random.default_rng(0)
     hu = rng.integers(-1000, 400, size=pre.crop_size).astype(np.int16)
     labels = np.zeros(pre.crop_size, np.uint8)
