@@ -26,6 +26,7 @@ STEPS: tuple[tuple[str, bool], ...] = (
     ("grounded_model", False),
     ("global_model", False),
     ("group:evaluation", False),
+    ("group:inference", True),
 )
 
 
