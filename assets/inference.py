@@ -34,7 +34,8 @@ class EmbeddingSettings(dg.Config):
 def study_embeddings(context: dg.AssetExecutionContext, config: EmbeddingSettings, data: DataRoot, grounded_model: dict) -> dg.MaterializeResult:
     root = data.root()
     model_path = _verified(grounded_model)
-    options = InferenceOptions(queries=tuple(config.queries), device=config.device, precision=config.precision)
+    options = InferenceOptions(queries=tuple(config.queries), device=config.device, precision=config.precision,
+                               text_cache_dir=str(root / "cache" / "text"))  # prompts encoded once across runs
     inputs, shard_of, skipped = [], {}, []
     for shard in context.partition_keys:
         studies = pd.read_parquet(table_path("ct_studies", root, shard), columns=["study_id", "volume_path"])

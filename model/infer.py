@@ -52,6 +52,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--overlap", type=float, default=0.25, help="sliding-window overlap in [0, 1) (default: 0.25)")
     p.add_argument("--segmenter-device", default="auto", help="TotalSegmentator's device when no --mask (default: auto)")
     p.add_argument("--segmenter-full", action="store_true", help="TotalSegmentator's full-resolution model instead of the 3 mm 'fast' one")
+    p.add_argument("--text-cache", default=str(Path("~/.cache/ct-glip/text").expanduser()),
+                   help="folder caching the frozen text encoder's vectors, so the dictionary's prompts are encoded once "
+                        "(default: ~/.cache/ct-glip/text; '' = no disk cache)")
     p.add_argument("-v", "--verbose", action="store_true", help="log progress")
     return p
 
@@ -67,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     source = args.volume or args.dicom
     study = StudyInput(pseudonym("study", str(Path(source).resolve())), volume=args.volume, dicom=args.dicom, mask=args.mask)
     options = InferenceOptions(
-        queries=tuple(args.query), device=args.device, precision=args.precision, overlap=args.overlap,
+        queries=tuple(args.query), device=args.device, text_cache_dir=args.text_cache or None, precision=args.precision, overlap=args.overlap,
         segmenter=SegmenterConfig(backend="totalsegmentator", fast=not args.segmenter_full, device=args.segmenter_device),
     )
     try:

@@ -20,6 +20,7 @@ configured segmenter: TotalSegmentator by default), and is covered whole by MONA
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
@@ -35,10 +36,11 @@ import torch
 import torch.nn.functional as F
 from monai.inferers import SlidingWindowInferer
 
-from model.checkpoint import load_model, preprocessing_of
+from model.checkpoint import config_of, load_checkpoint, load_model, preprocessing_of, read_config
 from model.eval.features import prompt_embeddings
 from model.eval.prompts import abnormality_prompts
 from model.network import CTGlip
+from model.text import build_text_encoder
 from model.preprocess import Preprocessing, window
 from model.train import autocast
 from pipeline.atomic import write_bytes, write_json, write_parquet
@@ -81,6 +83,7 @@ class InferenceOptions:
     overlap: float = 0.25  # sliding-window overlap (rounded so window steps fall on feature-map cells)
     sw_batch_size: int = 1  # windows per encoder call
     min_organ_voxels: int | None = None  # None: the checkpoint's own minimum
+    text_cache_dir: str | None = None  # on-disk cache of frozen text vectors: the dictionary's prompts are encoded once, not per run
 
     def __post_init__(self) -> None:
         if self.precision not in ("float32", "bf16"):
@@ -117,7 +120,11 @@ def infer(checkpoint: str | os.PathLike, studies: Sequence[StudyInput], options:
         raise FileNotFoundError(f"no trained model at {path}: expected an exported model folder (model.safetensors, config.json) or a step_*.pt")
     pre = preprocessing_of(path)  # checks the format first: a model of another version is refused with its version
     device = resolve_device(options.device)
-    model = load_model(path, map_location=device)
+    text = None
+    if options.text_cache_dir:
+        ckpt = load_checkpoint(path) if path.suffix == ".pt" else read_config(path)
+        text = build_text_encoder(dataclasses.replace(config_of(ckpt).model, text_cache_dir=options.text_cache_dir))
+    model = load_model(path, map_location=device, text_encoder=text)
     queries = _text(model, [[q] for q in options.queries]) if options.queries else None
     for study in studies:
         yield _infer_one(model, pre, study, options, device, queries)

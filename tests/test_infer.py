@@ -57,7 +57,7 @@ def test_cli_writes_embeddings_scores_and_heatmaps(trained, unseen, tmp_path):
     vol, mask, ras_labels = unseen
     out = tmp_path / "out"
     run = subprocess.run([sys.executable, "-m", "model.infer", "--checkpoint", str(trained), "--volume", str(vol), "--mask", str(mask),
-                          "--query", "mass of the liver", "--query", "the spleen", "--out", str(out)],
+                          "--query", "mass of the liver", "--query", "the spleen", "--out", str(out), "--text-cache", str(tmp_path / "text")],
                          capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr
     emb = pd.read_parquet(out / "embeddings.parquet")
@@ -79,7 +79,7 @@ def test_cli_writes_embeddings_scores_and_heatmaps(trained, unseen, tmp_path):
     assert (out / "heatmaps" / "the_spleen.png").read_bytes()[:4] == b"\x89PNG"
     summary = json.loads((out / "summary.json").read_text())
     assert set(summary["timings_s"]) == {"ingest", "segmentation", "encoder", "zero_shot", "heatmaps"}
-    assert "organs embedded" in run.stdout
+    assert "organs embedded" in run.stdout and any((tmp_path / "text").rglob("*.npy"))  # prompts cached for the next run
 
 
 def test_the_sliding_window_of_a_one_crop_study_is_the_network_itself(trained, tmp_path):
