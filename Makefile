@@ -15,7 +15,7 @@ TOTALSEG_PIN ?= totalsegmentator==2.18.0
 STAMP := $(VENV)/.ct-glip-installed
 UI_PORT ?= 3000
 
-.PHONY: setup run test ui cluster bench clean help
+.PHONY: setup run test ui cluster bench benchmark clean help
 
 help:  ## list the targets
 	@grep -E '^[a-z]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -52,8 +52,11 @@ cluster: $(STAMP)  ## the cluster on this machine: PostgreSQL, Redis, two Celery
 	@deploy/cluster/install-servers.sh
 	$(PY) -m deploy.cluster.local up
 
-bench: $(STAMP)  ## run every benchmark in bench/
-	@for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+bench: $(STAMP)  ## run every speed/ablation script in bench/ (not the test-split benchmark)
+	@for b in bench/*.py; do [ $$b = bench/benchmark.py ] && continue; echo "== $$b"; $(PY) $$b || exit 1; done
+
+benchmark: $(STAMP)  ## the one command that reads the test split: writes bench/results/benchmark.json (hours)
+	$(PY) bench/benchmark.py
 
 clean:  ## remove generated data and the Dagster instance (keeps .venv)
 	rm -rf $(CTGLIP_DATA) $(DAGSTER_HOME)

@@ -31,6 +31,7 @@ JOBS = [
     dg.define_asset_job("pairs_job", selection=dg.AssetSelection.groups("pairs"), description="Grounded pairs (cpu)."),
     dg.define_asset_job("training_job", selection=dg.AssetSelection.groups("training"), tags=GPU_RUN, description="Both models (gpu)."),
     dg.define_asset_job("evaluation_job", selection=dg.AssetSelection.groups("evaluation"), tags=GPU_RUN, description="The evaluation (gpu)."),
+    dg.define_asset_job("inference_job", selection=dg.AssetSelection.groups("inference"), tags=GPU_RUN, description="Study embeddings per shard (gpu)."),
 ]
 
 defs = dg.Definitions.merge(

@@ -5,7 +5,7 @@ Loaded by `dagster dev` / `dagster asset materialize` from the repo root ([tool.
 
 import dagster as dg
 
-from assets import evaluation, ingest, pairs, reports, segmentation, training
+from assets import evaluation, inference, ingest, pairs, reports, segmentation, training
 from assets.io import JsonIOManager
 from assets.resources import ArchiveSource, DataRoot
 from assets.segmentation import Segmenter
@@ -14,7 +14,7 @@ defs = dg.Definitions(
     assets=[
         ingest.source_archive, ingest.ingest, segmentation.segmentation, segmentation.lesion_masks,
         reports.report_tables, pairs.pair_tables, training.grounded_model, training.global_model,
-        evaluation.evaluation_report,
+        evaluation.evaluation_report, inference.study_embeddings,
     ],
     asset_checks=[*ingest.CHECKS, *pairs.CHECKS],
     resources={

@@ -1,5 +1,6 @@
 """The evaluation asset: the paper's table (random / CLIP / grounded) from the checkpoints it takes as inputs."""
 
+import dataclasses
 from pathlib import Path
 
 import dagster as dg
@@ -8,8 +9,9 @@ from pydantic import Field
 from assets.metadata import image_md
 from assets.queues import GPU
 from assets.resources import DataRoot
-from model.checkpoint import load_model
+from model.checkpoint import load_model, preprocessing_of
 from model.eval import EvalConfig, build_report, evaluate, load_eval_data
+from model.eval.baseline import no_learning, read_features
 from model.eval.data import fingerprint
 from model.eval.segmentation import SegBudget
 from model.eval.tumor import FinetuneBudget
@@ -19,7 +21,6 @@ GROUP = "evaluation"
 
 
 class EvalSettings(dg.Config):
-    crop: list[int] = Field(default=[64, 64, 64], description="Crop (i, j, k) voxels around the labelled organs; match the training crop.")
     k_abnormalities: int = Field(default=16, description="AD macro over the K most frequent (organ, abnormality) pairs (CT-GLIP: 16).")
     n_bootstrap: int = Field(default=1000, description="Bootstrap resamples for the 95% intervals (patients resampled).")
     td_steps: int = Field(default=10, description="Fine-tuning steps of the tumor-detection head + encoder.")
@@ -41,17 +42,24 @@ def _verified(ref: dict) -> Path:
     deps=["grounded_pairs", "lesion_masks"],
     ins={"grounded_model": dg.AssetIn(), "global_model": dg.AssetIn()},
     op_tags=GPU,
-    description="Zero-shot organ recognition and abnormality detection, tumor detection and segmentation: random vs CLIP vs grounded.",
+    description="Zero-shot organ recognition and abnormality detection, tumor detection and segmentation: random vs CLIP vs grounded, and a no-learning row (logistic regression on organ_stats).",
 )
 def evaluation_report(context: dg.AssetExecutionContext, config: EvalSettings, data: DataRoot, grounded_model: dict, global_model: dict) -> dg.MaterializeResult:
     root = data.root()
-    models = {"random": None, "CLIP": load_model(_verified(global_model)), "grounded": load_model(_verified(grounded_model))}
-    eval_data = load_eval_data(root, crop=tuple(config.crop))
+    paths = {"CLIP": _verified(global_model), "grounded": _verified(grounded_model)}
+    preprocessing = {name: preprocessing_of(p) for name, p in paths.items()}
+    if preprocessing["CLIP"] != preprocessing["grounded"]:
+        raise dg.Failure(f"the two checkpoints were fed differently ({preprocessing}); one evaluation needs one input")
+    models = {"random": None, **{name: load_model(p) for name, p in paths.items()}}
+    eval_data = load_eval_data(root, preprocessing["grounded"])
     eval_config = EvalConfig(
         k_abnormalities=config.k_abnormalities, n_bootstrap=config.n_bootstrap, seed=config.seed,
         td_budget=FinetuneBudget(steps=config.td_steps, seed=config.seed), ts_budget=SegBudget(steps=config.ts_steps, seed=config.seed, repeats=config.ts_repeats),
     )
     result = evaluate(models, eval_data, eval_config)
+    features = read_features(root, [c.study_id for c in eval_data.cases])  # the no-learning row: organ_stats alone
+    baseline = no_learning(eval_data, features, result.ad_tasks, eval_config)
+    result = dataclasses.replace(result, methods={**result.methods, "no_learning": baseline})
     provenance = {
         "grounded_model": {k: grounded_model[k] for k in ("model_path", "sha256", "run_id")},
         "global_model": {k: global_model[k] for k in ("model_path", "sha256", "run_id")},

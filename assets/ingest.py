@@ -35,7 +35,8 @@ def source_archive(context: dg.AssetExecutionContext, data: DataRoot, source: Ar
         return _ctrate_source(context, source, root)
     if source.kind != "synthetic":
         return dg.MaterializeResult(metadata={"kind": source.kind, "dicom_dir": str(paths.dicom_dir or ""), "nifti_manifest": str(paths.nifti_manifest or "")})
-    spec = CohortSpec(n_studies=source.n_studies, seed=source.seed, reserved_phrasing=source.reserved_phrasing)
+    spec = CohortSpec(n_studies=source.n_studies, seed=source.seed, reserved_phrasing=source.reserved_phrasing,
+                      appearance=source.appearance)
     stamp = root / "source" / "cohort.json"
     wanted = json.loads(json.dumps(asdict(spec)))
     if stamp.is_file() and json.loads(stamp.read_text()) == wanted:

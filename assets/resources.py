@@ -49,6 +49,10 @@ class ArchiveSource(dg.ConfigurableResource):
     reserved_phrasing: bool = Field(
         default=False, description="kind=synthetic: write reports with the evaluation-only paraphrase bank."
     )
+    appearance: Literal["uniform", "varied"] = Field(
+        default="uniform", description="kind=synthetic: 'uniform' = one HU per organ and one noise level for everyone (the demo); "
+        "'varied' = per-study contrast phase, per-patient organ HU, texture, slice blur and noise, recorded as ground truth.",
+    )
 
     def paths(self, root: Path) -> SourcePaths:
         if self.kind == "synthetic":

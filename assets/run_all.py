@@ -32,6 +32,7 @@ STEPS: tuple[tuple[str, bool], ...] = (
     # other with two threads each, and both still get the same share, so their throughput compares
     ("grounded_model,global_model", False),
     ("group:evaluation", False),
+    ("group:inference", True),
 )
 MODELS = ("grounded_model", "global_model")
 SIDE_BY_SIDE = "grounded_model,global_model"

@@ -1,4 +1,9 @@
-"""Ablations of the demo pretraining: why are the evaluation figures low, and which demo settings fix it?
+"""Ablations of the demo pretraining, scored on the VALIDATION split: which demo settings help?
+
+Choices are made here, on train and validation only: this script never reads a test row, a test
+volume or a test report (``load_eval_data(splits=("train", "val"))``; tests/test_benchmark.py
+checks it). AD thresholds are chosen on train, metrics are scored on validation. The test split is
+read once, by ``bench/benchmark.py``.
 
 For each named setting, trains the grounded (CT-GLIP) and the global (CLIP) model on the same data
 root with the same budget (in this process, ``--threads`` torch threads), then runs the four
@@ -78,13 +83,28 @@ def _setting(name: str) -> tuple[dict, str]:
     return over, "custom"
 
 
-def train_pair(name: str, overrides: dict, data_root: Path, work: Path, curve_every: int | None, threads: int) -> dict:
-    from model.config import demo, replace
+PRESETS = ("demo", "tiny")  # model.config.demo (the real demo), model.fake_data.tiny_config (seconds, for tests)
+
+
+def base_config(preset: str, overrides: dict):
+    from model.config import demo
+    from model.fake_data import tiny_config
+
+    if preset not in PRESETS:
+        raise ValueError(f"preset must be one of {PRESETS}, not {preset!r}")
+    if preset == "tiny":
+        return tiny_config(**overrides)
+    return demo(**overrides) if overrides else demo()
+
+
+def train_pair(name: str, overrides: dict, data_root: Path, work: Path, curve_every: int | None, threads: int,
+               preset: str = "demo") -> dict:
+    from model.config import replace
     from model.train import train
 
     out: dict = {}
     for kind in ("grounded", "global"):
-        cfg = demo(**overrides) if overrides else demo()
+        cfg = base_config(preset, overrides)
         extra: dict = {"model": {"kind": kind}, "num_threads": threads, "resume": False}
         if curve_every:
             extra |= {"checkpoint_every": curve_every, "keep_checkpoints": 10_000}
@@ -117,7 +137,8 @@ def run_eval(models: dict, data, protocols: tuple[str, ...], n_boot: int, td_ste
     from model.eval.segmentation import SegBudget
     from model.eval.tumor import FinetuneBudget
 
-    cfg = EvalConfig(protocols=protocols, n_bootstrap=n_boot, k_abnormalities=k_abn,
+    # validation is scored; AD thresholds come from train (the test split is never loaded here)
+    cfg = EvalConfig(protocols=protocols, n_bootstrap=n_boot, k_abnormalities=k_abn, val_split="train", test_split="val",
                      td_budget=FinetuneBudget(steps=td_steps), ts_budget=SegBudget(steps=ts_steps, repeats=ts_repeats))
     t0 = time.perf_counter()
     result = evaluate(models, data, cfg)
@@ -185,6 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--k-abnormalities", type=int, default=16)
     ap.add_argument("--curve-every", type=int, default=None, help="score OR/AD on a checkpoint every K steps (learning curve)")
     ap.add_argument("--threads", type=int, default=2, help="torch threads")
+    ap.add_argument("--preset", default="demo", choices=PRESETS, help="base config the settings override")
     ap.add_argument("--reuse", action="store_true", help="skip training when the setting's recorded models (results.json) still exist")
     args = ap.parse_args(argv)
     if args.list:
@@ -195,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(args.threads)
-    from model.checkpoint import load_model, step_checkpoints
+    from model.checkpoint import load_model, preprocessing_of, step_checkpoints
     from model.eval import load_eval_data
 
     names = [args.settings.replace(";", ",")] if "=" in args.settings else args.settings.split(",")
@@ -207,17 +229,21 @@ def main(argv: list[str] | None = None) -> int:
     data_cache: dict = {}
     for name in names:
         overrides, help_ = _setting(name)
-        crop = tuple((overrides.get("data", {}) or {}).get("crop_size", (64, 64, 64)))
-        if crop not in data_cache:
-            data_cache[crop] = load_eval_data(args.data_root, crop=crop)
-        data = data_cache[crop]
-        print(f"\n=== {name}: {help_}  (test studies {data.provenance['n_cases']})", flush=True)
+        print(f"\n=== {name}: {help_}", flush=True)
         stored = all_results.get(name, {}).get("train", {})
         # the recorded model paths, not <setting>/<kind>/: a global model may be shared from another setting
         if args.reuse and all(Path(stored.get(k, {}).get("model_path", "")).is_file() for k in ("grounded", "global")):
             trained = stored
         else:
-            trained = train_pair(name, overrides, args.data_root, args.work, args.curve_every, args.threads)
+            trained = train_pair(name, overrides, args.data_root, args.work, args.curve_every, args.threads, args.preset)
+        # each checkpoint is fed as it was trained (its own preprocessing record)
+        pre = preprocessing_of(trained["grounded"]["model_path"])
+        if preprocessing_of(trained["global"]["model_path"]) != pre:
+            raise ValueError(f"{name}: the grounded and global checkpoints were fed differently")
+        if pre not in data_cache:
+            data_cache[pre] = load_eval_data(args.data_root, pre, splits=("train", "val"))
+        data = data_cache[pre]
+        print(f"  validation studies {data.provenance['n_cases']}", flush=True)
         for kind in ("grounded", "global"):
             t = trained[kind]
             print(f"  {kind:8s} trained in {t['train_s']:.0f} s ({t['samples_per_s']:.2f} studies/s), final {t['final_losses']}", flush=True)

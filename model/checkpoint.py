@@ -31,6 +31,7 @@ from safetensors.torch import load_file, save_file
 
 from model.config import ModelConfig, TrainConfig
 from model.network import CTGlip
+from model.preprocess import Preprocessing
 from model.text import CachedTextEncoder
 from pipeline.atomic import atomic_path, write_json
 
@@ -161,6 +162,18 @@ def read_config(path: str | os.PathLike) -> dict[str, Any]:
 def _model_folder(path: str | os.PathLike) -> Path:
     p = Path(path)
     return p.parent if p.name in (WEIGHTS, CONFIG, CARD) else p
+
+
+def preprocessing_of(checkpoint: dict[str, Any] | str | os.PathLike) -> Preprocessing:
+    """How the checkpoint's network was fed (``io["preprocessing"]``; older files: their ``config.data``).
+
+    ``checkpoint``: a loaded dict, a step checkpoint (``.pt``) or an exported model folder (its config.json)."""
+    if isinstance(checkpoint, dict):
+        ckpt = checkpoint
+    else:
+        ckpt = load_checkpoint(checkpoint) if Path(checkpoint).suffix == ".pt" else read_config(checkpoint)
+    record = ckpt.get("io", {}).get("preprocessing")
+    return Preprocessing.from_record(record) if record else Preprocessing.of(config_of(ckpt).data)
 
 
 def load_model(

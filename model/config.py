@@ -74,7 +74,13 @@ class ModelConfig:
         f"or {FAKE_TEXT!r} (tiny hashed bag-of-words, tests only)",
     )
     text_pooling: Literal["mean", "cls"] = _f("mean", "token pooling of the text encoder ('mean' for MiniLM)")
-    text_max_length: int = _f(128, "tokens per sentence (longer texts are truncated)")
+    text_max_length: int = _f(128, "tokens the text encoder sees at once (with special tokens)")
+    long_text: Literal["chunk", "truncate"] = _f(
+        "chunk",
+        "a text longer than text_max_length tokens: 'chunk' = split into consecutive windows, encode each, "
+        "token-weighted mean of the windows (nothing is cut: the global model sees its whole report); "
+        "'truncate' = keep the first text_max_length tokens",
+    )
     fake_text_dim: int = _f(64, "width of the 'fake' text encoder")
     text_cache_dir: str | None = _f(
         None, "on-disk cache of frozen text embeddings (one .npy per text hash); None = in-memory only"
@@ -188,14 +194,27 @@ class TrainConfig:
         "On a shared, oversubscribed CPU 1 thread can be faster than several"
     )
     resume: bool = _f(True, "continue from the newest checkpoint in out_dir when there is one")
+    device: str = _f(
+        "auto", "'auto' (one CUDA device per process when torch sees one, else the CPU), 'cpu' or 'cuda'; "
+        "a run may resume on another device"
+    )
+    precision: Literal["float32", "bf16"] = _f(
+        "float32", "'bf16' autocasts the forward pass to bfloat16 (GPU; on a CPU it is usually slower); the loss stays float32"
+    )
+    grad_accum_steps: int = _f(
+        1, "batches of batch_size accumulated per optimisation step (effective batch = batch_size * grad_accum_steps, "
+        "for memory); each batch's contrastive negatives stay within that batch"
+    )
 
     def __post_init__(self) -> None:
         if tuple(self.model.img_size) != tuple(self.data.crop_size):
             raise ValueError(f"model.img_size {self.model.img_size} != data.crop_size {self.data.crop_size}")
         if tuple(self.model.input_window) != tuple(self.data.hu_window):
             raise ValueError(f"model.input_window {self.model.input_window} != data.hu_window {self.data.hu_window}")
-        if self.batch_size < 1 or self.steps < 1 or self.checkpoint_every < 1:
-            raise ValueError("batch_size, steps and checkpoint_every must be positive")
+        if self.batch_size < 1 or self.steps < 1 or self.checkpoint_every < 1 or self.grad_accum_steps < 1:
+            raise ValueError("batch_size, steps, checkpoint_every and grad_accum_steps must be positive")
+        if self.precision not in ("float32", "bf16"):
+            raise ValueError(f"precision must be 'float32' or 'bf16', not {self.precision!r}")
 
     # -- presets ---------------------------------------------------------------------------
     @classmethod
@@ -217,9 +236,14 @@ class TrainConfig:
 
 
 def io_metadata(config: TrainConfig) -> dict[str, Any]:
-    """What the network consumes and produces (a MONAI-bundle-style record, stored in checkpoints)."""
+    """What the network consumes and produces (a MONAI-bundle-style record, stored in checkpoints).
+
+    ``preprocessing`` is the record evaluation and inference read back (``model.preprocess``)."""
+    from model.preprocess import Preprocessing  # model.preprocess types its argument with DataConfig
+
     m, d = config.model, config.data
     return {
+        "preprocessing": Preprocessing.of(d).to_record(),
         "image": {
             "shape": ["b", 1, *m.img_size], "channels_inside": m.in_channels,
             "extra_windows": [list(w) for w in m.extra_windows], "dtype": "float32", "axes": "RAS voxel order (i, j, k), no flips",

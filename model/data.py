@@ -21,12 +21,12 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from model.config import DataConfig
+from model.preprocess import Preprocessing, crop_centre, prepare_study
 from model.text import readable_organ, text_id
 from pipeline.volume import load_nifti
 
 log = logging.getLogger(__name__)
 
-AIR_HU = -1024
 NORMAL = "normal"  # the `abnormality` of a normal organ's dictionary row
 
 
@@ -133,14 +133,15 @@ def read_studies(
         raise ValueError(f"organ_text must be 'named' or 'report', not {organ_text!r}")
     root = Path(data_root)
     tables = root / "tables"
-    gp = pd.read_parquet(tables / "grounded_pairs.parquet")
-    gp = gp[gp["split"] == split]
+    # rows of other splits are never read (filtered by the parquet reader), so training on "train"
+    # cannot see a test label or report
+    gp = pd.read_parquet(tables / "grounded_pairs.parquet", filters=[("split", "==", split)])
     if not include_uncertain:
         gp = gp[gp["status"] != "uncertain"]
+    ids = sorted(gp["study_id"].unique())
     ap_path, st_path = tables / "abnormality_pairs.parquet", tables / "study_texts.parquet"
-    ap = pd.read_parquet(ap_path) if ap_path.exists() else pd.DataFrame(columns=["study_id"])
-    ap = ap[ap["study_id"].isin(gp["study_id"])] if len(ap) else ap
-    st = pd.read_parquet(st_path) if st_path.exists() else pd.DataFrame(columns=["study_id", "text"])
+    ap = pd.read_parquet(ap_path, filters=[("study_id", "in", ids)]) if ap_path.exists() and ids else pd.DataFrame(columns=["study_id"])
+    st = pd.read_parquet(st_path, filters=[("study_id", "in", ids)]) if st_path.exists() and ids else pd.DataFrame(columns=["study_id", "text"])
     texts = dict(zip(st["study_id"], st["text"]))
     ap_by = {k: g for k, g in ap.groupby("study_id")} if len(ap) else {}
     vocab = organ_dictionary(ap) if dictionary == "split" else None
@@ -167,34 +168,12 @@ def read_studies(
     return out
 
 
-def crop_box(center: np.ndarray, size: tuple[int, ...]) -> list[int]:
-    return [int(round(c)) - s // 2 for c, s in zip(center, size)]
-
-
-def crop_pad(array: np.ndarray, start: list[int], size: tuple[int, ...], fill: int) -> np.ndarray:
-    """``array[start : start + size]`` on every axis, with ``fill`` outside the array."""
-    out = np.full(size, fill, dtype=array.dtype)
-    src, dst = [], []
-    for st, sz, n in zip(start, size, array.shape):
-        lo, hi = max(st, 0), min(st + sz, n)
-        if hi <= lo:
-            return out
-        src.append(slice(lo, hi))
-        dst.append(slice(lo - st, hi - st))
-    out[tuple(dst)] = array[tuple(src)]
-    return out
-
-
-def normalise_hu(hu: np.ndarray, window: tuple[float, float]) -> np.ndarray:
-    lo, hi = window
-    return (np.clip(hu.astype(np.float32), lo, hi) - lo) / (hi - lo) * 2.0 - 1.0
-
-
 class StudyDataset(Dataset):
     def __init__(self, data_root: str | os.PathLike, config: DataConfig, split: str = "train", train: bool = True, seed: int = 0):
         self.config, self.train, self.seed = config, train, seed
         self.studies = read_studies(data_root, split, config.include_uncertain, config.abnormality_positive, config.dictionary,
                                     config.organ_text)
+        self.preprocessing = Preprocessing.of(config)  # the deterministic part, shared with evaluation
         self.epoch = 0
         log.info("%d %s studies, %d organ pairs", len(self.studies), split, sum(len(s.organs) for s in self.studies))
 
@@ -208,33 +187,23 @@ class StudyDataset(Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         s, cfg = self.studies[index], self.config
         rng = np.random.default_rng([self.seed, self.epoch, index])
-        vol = load_nifti(s.volume_path)
-        if cfg.spacing_mm is not None and not np.allclose(vol.spacing, cfg.spacing_mm, atol=1e-3):
-            raise ValueError(f"{s.study_id}: spacing {vol.spacing} mm, the config expects {cfg.spacing_mm} mm")
-        hu, labels = vol.array, load_nifti(s.mask_path).array
-        if hu.shape != labels.shape:
-            raise ValueError(f"{s.study_id}: volume {hu.shape} and mask {labels.shape} differ")
+        ct, labels = load_nifti(s.volume_path), load_nifti(s.mask_path)
         centre_on = [o.label for o in s.organs]
         if cfg.crop_center == "random_organ" and centre_on:
             centre_on = [centre_on[rng.integers(len(centre_on))] if self.train else centre_on[0]]
-        paired = np.isin(labels, centre_on) if cfg.crop_center != "body" else np.zeros(0, dtype=bool)
-        where = np.argwhere(paired) if paired.any() else np.argwhere(hu > -500)
-        center = (where.min(0) + where.max(0)) / 2 if len(where) else np.array(hu.shape) / 2
+        centre = crop_centre(labels.array, centre_on if cfg.crop_center != "body" else [], ct.array)
         if self.train and cfg.max_shift:
-            center = center + rng.integers(-cfg.max_shift, cfg.max_shift + 1, size=3)
-        start = crop_box(center, cfg.crop_size)
-        hu = crop_pad(hu, start, cfg.crop_size, AIR_HU)
-        labels = crop_pad(labels, start, cfg.crop_size, 0)
-        x = normalise_hu(hu, cfg.hu_window)
+            centre = centre + rng.integers(-cfg.max_shift, cfg.max_shift + 1, size=3)
+        p = prepare_study(ct, labels, [o.label for o in s.organs], self.preprocessing, centre=centre, study_id=s.study_id)
+        x = p.volume
         if self.train and cfg.intensity_jitter:
             scale, shift = rng.uniform(-1, 1, size=2) * cfg.intensity_jitter
             x = x * np.float32(1 + scale) + np.float32(shift)
-        counts = np.bincount(labels.ravel().astype(np.int64), minlength=256)
-        keep = {o.label for o in s.organs if counts[o.label] >= cfg.min_organ_voxels}
+        keep = set(p.kept)
         return {
             "study_id": s.study_id,
             "volume": torch.from_numpy(np.ascontiguousarray(x))[None],  # (1, D, H, W)
-            "labels": torch.from_numpy(labels.astype(np.int16)),  # (D, H, W)
+            "labels": torch.from_numpy(p.labels.astype(np.int16)),  # (D, H, W)
             "organs": [o for o in s.organs if o.label in keep],
             "abnormalities": [a for a in s.abnormalities if a.label in keep],
             "max_negatives": cfg.max_negatives,

@@ -57,11 +57,12 @@ def make_fake_data_root(
     seed: int = 0,
     val_fraction: float = 0.0,
     p_abnormal: float = 0.35,
+    spacing_mm: float = 3.0,
 ) -> Path:
     """Write volumes, masks and the three tables under ``root``; returns ``root``."""
     root = Path(root)
     rng = np.random.default_rng(seed)
-    affine = np.diag([3.0, 3.0, 3.0, 1.0])
+    affine = np.diag([spacing_mm, spacing_mm, spacing_mm, 1.0])  # organ sizes are in voxels, whatever the spacing
     gp, ap, st = [], [], []
     for s in range(n_studies):
         sid = f"stu-fake{s:04d}"

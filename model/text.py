@@ -53,40 +53,79 @@ class TextBackbone(Protocol):
 
 
 class HFTextBackbone:
-    """A Hugging Face encoder (``AutoModel``) with mean or [CLS] pooling, frozen, in eval mode."""
+    """A Hugging Face encoder (``AutoModel``) with mean or [CLS] pooling, frozen, in eval mode.
 
-    def __init__(self, name_or_path: str, pooling: str = "mean", max_length: int = 128, batch_size: int = 64):
+    ``long_text="chunk"`` (the default) cuts nothing: a text longer than ``max_length`` tokens is
+    split into consecutive windows of at most ``max_length`` tokens (special tokens included), each
+    window is encoded on its own, and the text's vector is the token-weighted mean of the windows'
+    mean-pooled vectors (``cls`` pooling: the mean of the windows' [CLS] vectors). A text that fits
+    is encoded exactly as before. ``"truncate"`` keeps the first ``max_length`` tokens only.
+    ``n_texts``, ``n_long`` and ``n_tokens_cut`` count what this backbone encoded, so a run can
+    report how much a truncating encoder would have lost (or did lose).
+    """
+
+    def __init__(self, name_or_path: str, pooling: str = "mean", max_length: int = 128, batch_size: int = 64,
+                 long_text: str = "chunk"):
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
         from transformers import AutoModel, AutoTokenizer  # heavy import, only when used
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
-
+        if long_text not in ("chunk", "truncate"):
+            raise ValueError(f"long_text must be 'chunk' or 'truncate', not {long_text!r}")
         path = resolve_text_model(name_or_path)
         self.tokenizer = AutoTokenizer.from_pretrained(path)
         self.model = AutoModel.from_pretrained(path).eval().requires_grad_(False)
-        self.key = re.sub(r"[^A-Za-z0-9_.-]+", "_", name_or_path) + f"-{pooling}-{max_length}"
+        chunk = "-chunk" if long_text == "chunk" else ""  # chunked vectors of long texts differ: another cache namespace
+        self.key = re.sub(r"[^A-Za-z0-9_.-]+", "_", name_or_path) + f"-{pooling}-{max_length}{chunk}"
         self.dim = int(self.model.config.hidden_size)
-        self.pooling, self.max_length, self.batch_size = pooling, max_length, batch_size
+        self.pooling, self.max_length, self.batch_size, self.long_text = pooling, max_length, batch_size, long_text
+        self.n_texts = self.n_long = self.n_tokens_cut = 0
+
+    def token_counts(self, texts: list[str]) -> list[int]:
+        """Tokens of each text with the special tokens, before any cut."""
+        return [len(ids) for ids in self.tokenizer(list(texts), truncation=False)["input_ids"]]
+
+    def _windows(self, text: str) -> list[list[int]]:
+        # the special tokens around any text ([CLS] ... [SEP] for BERT-like encoders)
+        empty = self.tokenizer("")["input_ids"]
+        head, tail = empty[:1], empty[1:]
+        ids = self.tokenizer(text, truncation=False)["input_ids"][len(head) : -len(tail) or None]
+        inner = self.max_length - len(empty)
+        self.n_texts += 1
+        if len(ids) > inner:
+            self.n_long += 1
+            if self.long_text == "truncate":
+                self.n_tokens_cut += len(ids) - inner
+                ids = ids[:inner]
+        return [head + ids[i : i + inner] + tail for i in range(0, max(len(ids), 1), inner)]
 
     @torch.no_grad()
     def encode(self, texts: list[str]) -> torch.Tensor:
-        out = []
-        for i in range(0, len(texts), self.batch_size):
-            tok = self.tokenizer(
-                texts[i : i + self.batch_size], padding=True, truncation=True,
-                max_length=self.max_length, return_tensors="pt",
-            )
+        windows, owner = [], []
+        for t, text in enumerate(texts):
+            for w in self._windows(text):
+                windows.append(w)
+                owner.append(t)
+        pooled, weight = [], []
+        for i in range(0, len(windows), self.batch_size):
+            tok = self.tokenizer.pad({"input_ids": windows[i : i + self.batch_size]}, return_tensors="pt")
             tok = {k: v.to(self.model.device) for k, v in tok.items()}
             hidden = self.model(**tok).last_hidden_state  # (n, t, dim)
+            mask = tok["attention_mask"].unsqueeze(-1).to(hidden.dtype)  # (n, t, 1)
             if self.pooling == "cls":
-                pooled = hidden[:, 0]
+                pooled.append(hidden[:, 0].float().cpu())
+                weight.append(torch.ones(hidden.shape[0]))
             else:
-                mask = tok["attention_mask"].unsqueeze(-1).to(hidden.dtype)  # (n, t, 1)
-                pooled = (hidden * mask).sum(1) / mask.sum(1).clamp_min(1.0)
-            out.append(pooled.float().cpu())
-        return torch.cat(out) if out else torch.zeros(0, self.dim)
+                pooled.append(((hidden * mask).sum(1) / mask.sum(1).clamp_min(1.0)).float().cpu())
+                weight.append(mask.sum((1, 2)).float().cpu())
+        if not texts:
+            return torch.zeros(0, self.dim)
+        vecs, w = torch.cat(pooled), torch.cat(weight)  # (windows, dim), (windows,)
+        index = torch.tensor(owner)
+        total = torch.zeros(len(texts), self.dim).index_add_(0, index, vecs * w[:, None])  # (n, dim)
+        return total / torch.zeros(len(texts)).index_add_(0, index, w)[:, None]
 
 
 class FakeTextBackbone:
@@ -178,6 +217,7 @@ def build_text_encoder(config: ModelConfig) -> CachedTextEncoder:
     if config.text_encoder == FAKE_TEXT:
         backbone: TextBackbone = FakeTextBackbone(config.fake_text_dim)
     else:
-        backbone = HFTextBackbone(config.text_encoder, config.text_pooling, config.text_max_length)
+        backbone = HFTextBackbone(config.text_encoder, config.text_pooling, config.text_max_length,
+                                  long_text=config.long_text)
     log.info("text encoder %s (dim %d, frozen)", backbone.key, backbone.dim)
     return CachedTextEncoder(backbone, config.text_cache_dir)

@@ -48,7 +48,7 @@ logger = logging.getLogger(__name__)
 
 # fields that may change between a run and its resume (everything else must match the checkpoint)
 RUN_ONLY_FIELDS = frozenset(
-    {"steps", "checkpoint_every", "keep_checkpoints", "log_every", "num_workers", "num_threads", "resume"}
+    {"steps", "checkpoint_every", "keep_checkpoints", "log_every", "num_workers", "num_threads", "resume", "device"}
 )
 
 
@@ -80,11 +80,19 @@ class DistContext:
         return self.rank == 0
 
 
-def init_distributed() -> DistContext:
-    """Join the process group when launched by torchrun (WORLD_SIZE > 1); a no-op otherwise."""
+def init_distributed(device_setting: str = "auto") -> DistContext:
+    """Join the process group when launched by torchrun (WORLD_SIZE > 1); a no-op otherwise.
+
+    ``device_setting`` (``TrainConfig.device``): 'auto' takes this process's CUDA device when torch
+    sees one, 'cuda' insists on it, 'cpu' stays on the CPU."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    device = torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
+    if device_setting not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', not {device_setting!r}")
+    if device_setting == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device='cuda' asked for, but torch sees no CUDA device (use 'auto' or 'cpu')")
+    use_cuda = device_setting != "cpu" and torch.cuda.is_available()
+    device = torch.device(f"cuda:{local_rank}") if use_cuda else torch.device("cpu")
     if world <= 1 and not dist.is_initialized():
         return DistContext(device=device)
     owns = False
@@ -126,6 +134,11 @@ def build_loss(config: TrainConfig) -> CTGlipLoss:
     )
 
 
+def autocast(device: torch.device, precision: str):
+    """bf16 autocast on ``device`` (``TrainConfig.precision``); a no-op context for float32."""
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
 def batch_to(batch: Batch, device: torch.device) -> Batch:
     if device.type == "cpu":
         return batch
@@ -144,8 +157,8 @@ def seed_everything(seed: int) -> None:
 
 
 def _check_resumable(saved: dict[str, Any], config: TrainConfig) -> None:
-    now = config.to_dict()
-    diff = sorted(k for k in set(saved) | set(now) if k not in RUN_ONLY_FIELDS and saved.get(k) != now.get(k))
+    now, default = config.to_dict(), TrainConfig().to_dict()  # a field newer than the checkpoint counts as its default
+    diff = sorted(k for k in set(saved) | set(now) if k not in RUN_ONLY_FIELDS and saved.get(k, default.get(k)) != now.get(k))
     if diff:
         raise ValueError(f"checkpoint was trained with a different config ({diff}); use a new out_dir or resume=False")
 
@@ -184,7 +197,7 @@ def train(
     out_dir: str | os.PathLike,
     log: Callable[[dict[str, float]], None] | None = None,
 ) -> TrainResult:
-    ctx = init_distributed()
+    ctx = init_distributed(config.device)
     if config.num_threads:
         torch.set_num_threads(config.num_threads)
     out, ckpt_dir = Path(out_dir), Path(out_dir) / "checkpoints"
@@ -238,7 +251,8 @@ def train(
         if ctx.world_size > 1:
             dist.barrier()
 
-    timed_samples, timed_seconds = 0, 0.0
+    timed_samples, timed_seconds, micro = 0, 0.0, 0
+    optimizer.zero_grad(set_to_none=True)
     net.train()
     while step < config.steps:
         if start >= sampler.batches_per_epoch():
@@ -249,19 +263,28 @@ def train(
         t0 = time.perf_counter()
         for batch in loader:
             batch = batch_to(batch, ctx.device)
-            losses = loss_fn(**net(batch))
+            start += 1
+            with autocast(ctx.device, config.precision):
+                outputs = net(batch)
+            # the loss in float32: bf16 logits lose the small differences the contrastive softmax needs
+            losses = loss_fn(**{k: v.float() if v.is_floating_point() else v for k, v in outputs.items()})
             loss = total_loss(losses)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            (loss / config.grad_accum_steps).backward()
+            micro += 1
+            if micro < config.grad_accum_steps:
+                continue  # the next batch (of this epoch or the next) adds to the same step
+            micro = 0
             lr = optimizer.param_groups[0]["lr"]
             if config.grad_clip:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
             optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
             scheduler.step()
-            step, start = step + 1, start + 1
+            step += 1
             dt = time.perf_counter() - t0
+            samples = config.batch_size * config.grad_accum_steps
             if step - (resumed_from or 0) > 1:  # the first step pays for warm-up
-                timed_samples, timed_seconds = timed_samples + config.batch_size, timed_seconds + dt
+                timed_samples, timed_seconds = timed_samples + samples, timed_seconds + dt
             if step % config.log_every == 0 or step == config.steps:
                 record = {
                     "step": step,
@@ -270,7 +293,7 @@ def train(
                     "loss": float(loss.detach()),
                     **{k: float(v.detach()) for k, v in losses.items()},
                     "logit_scale": float(model.logit_scale.detach().exp()),
-                    "samples_per_s": config.batch_size / dt,
+                    "samples_per_s": samples / dt,
                     "step_time_s": dt,
                 }
                 history.append(record)
@@ -344,6 +367,10 @@ def _metrics(result: TrainResult, config: TrainConfig) -> dict[str, Any]:
         "final_losses": result.final_losses,
         "samples_per_s": result.samples_per_s,
         "peak_rss_mb": result.peak_rss_mb,
+        "peak_cuda_mb": torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None,
+        "device": "cuda" if torch.cuda.is_available() and config.device != "cpu" else "cpu",
+        "precision": config.precision,
+        "grad_accum_steps": config.grad_accum_steps,
         "world_size": result.world_size,
         "resumed_from": result.resumed_from,
         "checkpoint_path": str(result.checkpoint_path),

@@ -1,49 +1,25 @@
-"""A tiny stand-in for CT-GLIP's model interface (tests of model/eval only)."""
+"""Tiny real CT-GLIP networks and synthetic evaluation data (tests of model/eval only)."""
 
 from __future__ import annotations
 
-import hashlib
+import dataclasses
 
 import numpy as np
 import pandas as pd
-import torch
-import torch.nn.functional as F
-from torch import nn
 
+from model.config import ModelConfig
 from model.eval.data import EvalCase, EvalData
+from model.network import CTGlip
+
+TINY = ModelConfig(
+    image_encoder="cnn", text_encoder="fake", fake_text_dim=16, img_size=(16, 16, 16), embed_dim=16,
+    cnn_channels=(4, 8), cnn_strides=(2, 2), cnn_blocks=(1, 1), cnn_output_stride=2,
+)
 
 
-class TinyGlip(nn.Module):
-    """feature_map: one stride-2 conv; pool_organs: masked average + projection; text: hashed words."""
-
-    def __init__(self, dim: int = 16, channels: int = 4) -> None:
-        super().__init__()
-        self.conv = nn.Conv3d(1, channels, 3, stride=2, padding=1)
-        self.proj = nn.Linear(channels, dim)
-        self.dim = dim
-        self.logit_scale = nn.Parameter(torch.tensor(float(np.log(1 / 0.07))))
-
-    def feature_map(self, volume: torch.Tensor) -> torch.Tensor:
-        return F.leaky_relu(self.conv(volume))  # (b, c, D/2, H/2, W/2)
-
-    def pool_organs(self, fmap: torch.Tensor, labels: torch.Tensor, organ_index: torch.Tensor) -> torch.Tensor:
-        lab = F.interpolate(labels[:, None].float(), size=fmap.shape[2:], mode="nearest")[:, 0]  # (b, d, h, w)
-        out = []
-        for b, v in organ_index.tolist():
-            w = (lab[b] == v).float()
-            out.append((fmap[b] * w).sum((1, 2, 3)) / w.sum().clamp(min=1))
-        return F.normalize(self.proj(torch.stack(out)), dim=-1)  # (n, dim)
-
-    def encode_global(self, volume: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.proj(self.feature_map(volume).mean((2, 3, 4))), dim=-1)
-
-    def encode_text(self, texts: list[str], normalize: bool = True) -> torch.Tensor:
-        out = torch.zeros(len(texts), self.dim)
-        for i, t in enumerate(texts):
-            for word in t.lower().split():
-                h = int(hashlib.sha256(word.encode()).hexdigest()[:8], 16)
-                out[i, h % self.dim] += 1.0
-        return F.normalize(out, dim=-1) if normalize else out
+def tiny_glip(kind: str = "grounded") -> CTGlip:
+    """A real CT-GLIP network, small enough for 16^3 volumes in milliseconds (weights from torch's RNG)."""
+    return CTGlip(dataclasses.replace(TINY, kind=kind))
 
 
 ORGANS = (("liver", 5), ("spleen", 1), ("kidney_left", 3))

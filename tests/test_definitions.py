@@ -10,7 +10,7 @@ REPO = Path(__file__).resolve().parents[1]
 EXPECTED_ASSETS = [
     "abnormality_pairs", "canonical_volumes", "ct_studies", "evaluation_report", "global_model", "grounded_model",
     "grounded_pairs", "lesion_masks", "organ_masks", "organ_stats", "pair_exclusions", "rejected_studies",
-    "report_findings", "report_index", "source_archive", "study_texts",
+    "report_findings", "report_index", "source_archive", "study_embeddings", "study_texts",
 ]
 
 

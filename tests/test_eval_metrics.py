@@ -110,3 +110,27 @@ def test_eval_package_does_not_import_dagster():
     for path in Path(model.eval.__file__).parent.glob("*.py"):
         text = path.read_text()
         assert "import dagster" not in text and "from dagster" not in text, path
+
+
+def test_library_metrics_agree_with_the_hand_written_oracles():
+    import metric_oracles as oracle
+
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        n = int(rng.integers(2, 40))
+        y = rng.integers(0, 2, n)
+        s = np.round(rng.normal(size=n) + y, 1)  # rounded: ties happen
+        pred = rng.integers(0, 2, n)
+        assert M.roc_auc(s, y) == pytest.approx(oracle.roc_auc(s, y), nan_ok=True)
+        for a, b in zip(M.roc_curve(s, y), oracle.roc_curve(s, y)):
+            np.testing.assert_allclose(a, b)
+        assert M.f1_binary(y, pred) == pytest.approx(oracle.f1_binary(y, pred), nan_ok=True)
+        k = int(rng.integers(2, 6))
+        t, p = rng.integers(0, k, n), rng.integers(0, k, n)
+        np.testing.assert_array_equal(M.confusion_matrix(t, p, k + 1), oracle.confusion_matrix(t, p, k + 1))
+        np.testing.assert_allclose(M.per_class_f1(t, p, k + 1), oracle.per_class_f1(t, p, k + 1))
+        assert M.macro_f1(t, p, k) == pytest.approx(oracle.macro_f1(t, p, k))
+        assert M.top1_accuracy(t, p) == pytest.approx(oracle.top1_accuracy(t, p))
+        a, b = rng.random((5, 6, 7)) > 0.7, rng.random((5, 6, 7)) > 0.6
+        assert M.dice(a, b) == pytest.approx(oracle.dice(a, b))
+    assert M.dice(np.zeros(3), np.zeros(3)) == 1.0 and np.isnan(M.roc_auc([1, 2], [1, 1]))

@@ -12,11 +12,12 @@ import pandas as pd
 import pytest
 import torch
 
-from eval_stubs import TinyGlip, synthetic_data
+from eval_stubs import synthetic_data, tiny_glip
 from model.eval import EvalConfig, build_report, evaluate, load_eval_data
 from model.eval.metrics import roc_auc
 from model.eval.report import COLUMNS, checkpoint_provenance, metrics_from_json
 from model.eval.segmentation import SegBudget, compare_initialisations, from_state_dict, segmentation_protocol, train_segmentation
+from model.preprocess import Preprocessing
 from model.eval.tumor import FinetuneBudget, linear_probe, organ_tumor, study_tumor
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -50,7 +51,7 @@ def test_segmentation_decoder_reduces_loss_on_a_toy_lesion():
     lesion = np.zeros(vol.shape, bool)
     lesion[4:10, 4:10, 4:10] = True
     vol[lesion] = 1.0
-    net, losses = train_segmentation(TinyGlip(), [(vol, lesion)], SegBudget(steps=15, lr=1e-2, width=4))
+    net, losses = train_segmentation(tiny_glip(), [(vol, lesion)], SegBudget(steps=15, lr=1e-2, width=4))
     assert np.mean(losses[-3:]) < losses[0]
     assert net(torch.as_tensor(vol)[None, None]).shape == (1, 2, 16, 16, 16)
 
@@ -60,8 +61,8 @@ def test_compare_initialisations_uses_equal_budget_and_seed():
     train = [(c.volume, c.lesion) for c in data.split("train")]
     test = [(c.volume, c.lesion) for c in data.split("test")]
     torch.manual_seed(5)
-    state = TinyGlip().state_dict()
-    inits = {"a": from_state_dict(TinyGlip, state), "b": from_state_dict(TinyGlip, state)}
+    state = tiny_glip().state_dict()
+    inits = {"a": from_state_dict(tiny_glip, state), "b": from_state_dict(tiny_glip, state)}
     res = compare_initialisations(inits, train, test, SegBudget(steps=2, width=4), n_boot=10)
     assert res["a"].losses == res["b"].losses  # same weights + same seeds = same run
     assert len(res["a"].per_case) == 2 and 0.0 <= res["a"].dice.value <= 1.0
@@ -72,11 +73,12 @@ def test_segmentation_repeats_average_each_case_over_seeded_runs():
     train = [(c.volume, c.lesion) for c in data.split("train")]
     test = [(c.volume, c.lesion) for c in data.split("test")]
     torch.manual_seed(5)
-    make = from_state_dict(TinyGlip, TinyGlip().state_dict())
+    make = from_state_dict(tiny_glip, tiny_glip().state_dict())
     budget = SegBudget(steps=6, width=4, lr=1e-2, seed=7)
     one = [segmentation_protocol(make, train, test, SegBudget(steps=6, width=4, lr=1e-2, seed=s), n_boot=10) for s in (7, 8)]
     both = segmentation_protocol(make, train, test, SegBudget(steps=6, width=4, lr=1e-2, seed=7, repeats=2), n_boot=10)
-    assert one[0].per_case.tolist() == [0.0, 1.0] and one[1].per_case[1] == 0.0  # the seeds disagree
+    assert one[0].losses != one[1].losses  # another seed, another run
+    assert all(0.0 <= d <= 1.0 for run in one for d in run.per_case)
     np.testing.assert_allclose(both.per_case, (one[0].per_case + one[1].per_case) / 2)
     assert both.per_run == (one[0].dice.value, one[1].dice.value)
     assert both.losses == one[0].losses  # the first run's curve
@@ -88,7 +90,7 @@ def test_segmentation_repeats_average_each_case_over_seeded_runs():
 def test_evaluate_runs_every_protocol_and_random_row_is_not_applicable():
     data = synthetic_data(n_per_split=4)
     torch.manual_seed(0)
-    models = {"grounded": TinyGlip(), "clip": TinyGlip(), "random": None}
+    models = {"grounded": tiny_glip(), "clip": tiny_glip("global"), "random": None}
     result = evaluate(models, data, FAST)
     m = result.metrics()
     assert set(m) == {"grounded", "clip", "random"}
@@ -108,7 +110,7 @@ def test_evaluate_runs_every_protocol_and_random_row_is_not_applicable():
 def test_report_has_the_papers_shape_and_json_round_trips(tmp_path):
     data = synthetic_data(n_per_split=4)
     torch.manual_seed(0)
-    result = evaluate({"grounded": TinyGlip(), "random": None, "clip": TinyGlip()}, data,
+    result = evaluate({"grounded": tiny_glip(), "random": None, "clip": tiny_glip("global")}, data,
                       EvalConfig(n_bootstrap=20, protocols=("or", "ad", "td"), td_budget=None))
     ckpt = tmp_path / "g.pt"
     ckpt.write_bytes(b"weights")
@@ -138,7 +140,7 @@ def test_report_json_keeps_each_segmentation_run():
     data = synthetic_data(n_per_split=2, size=16)
     torch.manual_seed(0)
     config = EvalConfig(n_bootstrap=10, protocols=("ts",), ts_budget=SegBudget(steps=2, width=4, repeats=2))
-    result = evaluate({"grounded": TinyGlip()}, data, config)
+    result = evaluate({"grounded": tiny_glip()}, data, config)
     per_run = build_report(result).json["ts_dsc_per_run"]["grounded"]
     assert per_run == list(result.methods["grounded"].tumor_segmentation.per_run) and len(per_run) == 2
 
@@ -168,7 +170,8 @@ def test_load_eval_data_reads_the_data_root(tmp_path):
                          "index_v2": idx, "status": status, "abnormalities": abn, "split": split,
                          "volume_path": f"volumes/{sid}.nii.gz", "mask_path": str(tmp_path / "masks" / f"{sid}.nii.gz")})
     pd.DataFrame(rows).to_parquet(tmp_path / "tables" / "grounded_pairs.parquet")
-    data = load_eval_data(tmp_path, crop=(8, 8, 8))
+    pre = Preprocessing(crop_size=(8, 8, 8), spacing_mm=1.0)
+    data = load_eval_data(tmp_path, pre)
     assert [c.split for c in data.cases] == ["train", "val", "test"]
     assert all(c.volume.shape == (8, 8, 8) and c.volume.dtype == np.float32 for c in data.cases)
     assert data.cases[0].volume.max() == pytest.approx(-1.0)  # -1000 HU -> -1
@@ -176,7 +179,11 @@ def test_load_eval_data_reads_the_data_root(tmp_path):
     assert data.organs["organ"].tolist() == ["liver"] * 3  # the one-voxel spleen is dropped
     assert data.organs.loc[0, "abnormalities"] == ["mass"] and data.organ_rows("test")["study_id"].tolist() == ["stu-2"]
     assert data.provenance["n_cases"] == {"train": 1, "val": 1, "test": 1} and data.provenance["missing_lesion_masks"] == 2
-    assert len(load_eval_data(tmp_path, crop=None, missing_lesion="exclude").cases) == 1
+    assert len(load_eval_data(tmp_path, pre, missing_lesion="exclude").cases) == 1
+    assert data.provenance["preprocessing"]["crop_size"] == [8, 8, 8]
+    assert [c.split for c in load_eval_data(tmp_path, pre, splits=("train", "val")).cases] == ["train", "val"]
+    with pytest.raises(ValueError, match="spacing"):
+        load_eval_data(tmp_path, Preprocessing(crop_size=(8, 8, 8), spacing_mm=3.0))
 
 
 def test_dice_ce_loss_is_near_zero_for_a_confident_correct_prediction():
@@ -215,3 +222,43 @@ def test_dice_ce_loss_weighs_the_lesion_in_the_cross_entropy():
     for w in (1.0, 20.0):
         expected = (63 * a + w * b) / (63 + w) + dice
         assert float(dice_ce_loss(logits, target, fg_weight=w)) == pytest.approx(expected, abs=1e-5)
+
+
+def test_random_row_redraws_every_parameter_and_differs_per_repeat():
+    from model.eval.features import randomly_initialised
+
+    trained = tiny_glip()
+    with torch.no_grad():
+        for p in trained.parameters():
+            p.add_(1.0)  # stands for training: no parameter is at its initial value any more
+    one, two = randomly_initialised(trained, seed=1), randomly_initialised(trained, seed=2)
+    names = [n for n, _ in trained.named_parameters()]
+    assert names == [n for n, _ in one.named_parameters()]
+    for (name, p), q, r in zip(trained.named_parameters(), one.parameters(), two.parameters()):
+        assert not torch.equal(p, q), name  # nothing is kept from the trained model
+        if q.flatten().unique().numel() > 1:  # random, not a constant start (norm weights, logit scale)
+            assert not torch.equal(q, r), name  # each draw is a new network
+    assert one.text_encoder is trained.text_encoder  # the frozen text encoder is shared, not a parameter
+    torch.manual_seed(3)
+    a = randomly_initialised(trained)
+    torch.manual_seed(3)
+    assert all(torch.equal(x, y) for x, y in zip(a.parameters(), randomly_initialised(trained).parameters()))
+
+
+def test_no_learning_row_reads_what_organ_intensity_gives_away():
+    import pandas as pd
+
+    from model.eval.baseline import no_learning, stats_features
+    from pipeline.segment.stats import organ_stats
+    from pipeline.volume import Volume
+
+    data = synthetic_data(n_per_split=6)
+    stats = [organ_stats(c.study_id, Volume(c.labels.astype(np.uint8), np.eye(4)), Volume(c.volume * 1000, np.eye(4)))
+             for c in data.cases]
+    features = stats_features(pd.concat(stats, ignore_index=True))
+    assert list(features.columns[:3]) == ["hu_mean", "hu_std", "volume_ml"]
+    result = no_learning(data, features, [("liver", "mass")], EvalConfig(n_bootstrap=20))
+    m = result.metrics()
+    # the lesion is 20 noise SDs brighter than its liver: the liver's mean HU separates the classes exactly
+    assert m["ad_auc"].value == 1.0 and m["td_auc"].value == 1.0
+    assert math.isnan(m["or_acc"].value) and math.isnan(m["ts_dsc"].value) and not result.pretrained

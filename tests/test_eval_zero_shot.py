@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -123,11 +125,37 @@ def test_prompts_are_readable_and_several():
     ps = prompts.organ_prompts("kidney_left")
     assert "the left kidney" in ps and len(ps) >= 2
     normal, abnormal = prompts.abnormality_prompts("liver", "mass")
-    assert "no mass in the liver" in normal and "mass in the liver" in abnormal
-    # the grounded model's dictionary phrasings (model.data) are among them
-    from model.data import dictionary_text, normal_text
+    assert "Mass is not present in the liver." in normal and "Mass is present in the liver." in abnormal  # CT-CLIP's form
+    assert len(normal) >= 3 and len(abnormal) >= 3 and not set(normal) & set(abnormal)
 
-    assert normal_text("liver") in normal and dictionary_text("mass", "liver") in abnormal
+
+def _sentences(text: str) -> set[str]:
+    return {t.strip().lower().rstrip(".") for t in re.split(r"(?<=[.;:])\s+", text) if t.strip()}
+
+
+def test_zero_shot_prompts_share_no_text_or_template_with_training(tmp_path):
+    from model.data import dictionary_text, named_text, normal_text, read_studies
+    from model.fake_data import make_fake_data_root
+    from pipeline.synthetic.phrases import DEFAULT, RESERVED
+
+    root = make_fake_data_root(tmp_path, n_studies=10, shape=(32, 32, 24), p_abnormal=0.6)
+    training: set[str] = set()
+    tasks: set[tuple[str, str]] = set()
+    for options in ({}, {"dictionary": "table", "abnormality_positive": "report", "organ_text": "report"}):
+        for s in read_studies(root, "train", **options):
+            texts = [o.text for o in s.organs] + [s.text]
+            texts += [t for a in s.abnormalities for t in (a.positive, *a.negatives)]
+            tasks |= {(a.organ, a.abnormality) for a in s.abnormalities if a.abnormality != "normal"}
+            training |= {t.strip().lower().rstrip(".") for t in texts} | {x for t in texts for x in _sentences(t)}
+    assert tasks and len(training) > 20
+    rendered = {p.lower().rstrip(".") for o, a in tasks for p in sum(prompts.abnormality_prompts(o, a), [])}
+    rendered |= {p.lower() for o, _ in tasks for p in prompts.organ_prompts(o)}
+    assert not rendered & training
+    # the templates themselves: neither the training forms (model.data) nor a report phrase (either bank)
+    forms = {dictionary_text("{abn}", "{organ}"), normal_text("{organ}"), named_text("{organ}", "{text}")}
+    forms |= {p for bank in (DEFAULT, RESERVED) for ps in bank.values() for p in ps}
+    templates = prompts.ORGAN_TEMPLATES + prompts.NORMAL_TEMPLATES + prompts.ABNORMAL_TEMPLATES
+    assert not {t.lower().rstrip(".") for t in templates} & {f.lower().rstrip(".") for f in forms}
 
 
 def test_counted_structures_are_ribs_and_vertebrae_only():

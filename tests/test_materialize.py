@@ -30,6 +30,9 @@ def test_whole_graph_materializes(tiny_graph):
     report = json.loads((root / "tables" / "evaluation_report.json").read_text())
     assert report, "evaluation_report.json is empty"
     assert (root / "reports" / "roc.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    embeddings = read_table("study_embeddings", root)  # every study with an organ mask, a whole-study row each
+    assert set(embeddings["study_id"]) == {p.name[: -len(".nii.gz")] for p in (root / "masks").glob("*.nii.gz")}
+    assert (embeddings["organ"] == "whole_study").sum() == embeddings["study_id"].nunique()
 
     _assert_no_identifiers(root, tiny_graph.instance, tiny_graph.run_ids)
 

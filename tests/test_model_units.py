@@ -11,8 +11,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from model.config import ModelConfig, TrainConfig, demo, describe, paper, replace
-from model.data import GlobalBatchSampler, StudyDataset, collate, crop_pad
+from model.config import GT_MINILM, ModelConfig, TrainConfig, demo, describe, paper, replace
+from model.data import GlobalBatchSampler, StudyDataset, collate
+from model.preprocess import crop_pad
 from model.fake_data import make_fake_data_root, tiny_config
 from model.losses import CTGlipLoss, dictionary_loss, positive_mask, soft_contrastive
 from model.network import CTGlip, organ_weights
@@ -150,6 +151,22 @@ def test_packaged_minilm_text_encoder(monkeypatch):
     v = F.normalize(enc(texts + texts[:1]), dim=-1)
     assert v.shape == (4, 384) and enc.n_encoded == 3
     assert v[0] @ v[1] > v[0] @ v[2]
+
+
+def test_long_texts_are_encoded_whole_not_cut(monkeypatch):
+    """Two reports that differ only after the first window: chunking tells them apart, truncation cannot."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    from model.text import HFTextBackbone
+
+    start = " ".join(["The liver is normal in size and attenuation without a focal lesion."] * 3)
+    texts = [start + " The spleen is enlarged.", start + " The kidneys are unremarkable."]
+    chunk, cut = HFTextBackbone(GT_MINILM, max_length=24), HFTextBackbone(GT_MINILM, max_length=24, long_text="truncate")
+    assert all(n > 24 for n in chunk.token_counts(texts))
+    a, b = chunk.encode(texts), cut.encode(texts)
+    assert not torch.allclose(a[0], a[1], atol=1e-4) and torch.allclose(b[0], b[1], atol=1e-6)
+    assert chunk.n_long == cut.n_long == 2 and chunk.n_tokens_cut == 0 < cut.n_tokens_cut
+    short = HFTextBackbone(GT_MINILM, max_length=24).encode(["The liver is normal."])
+    assert torch.allclose(short, cut.encode(["The liver is normal."]), atol=1e-6)  # a text that fits: unchanged
 
 
 def test_dataset_items_crop_and_collate(data_root):

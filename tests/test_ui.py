@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-GROUPS = ("ingest", "segmentation", "reports", "pairs", "training", "evaluation")
+GROUPS = ("ingest", "segmentation", "reports", "pairs", "training", "evaluation", "inference")
 READY = re.compile(r"Dagster UI ready: (http://\S+)")
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 

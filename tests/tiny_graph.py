@@ -10,7 +10,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from assets import evaluation, ingest, pairs, reports, segmentation, training
+from assets import evaluation, inference, ingest, pairs, reports, segmentation, training
 from assets.io import JsonIOManager
 from assets.partitions import SHARD_KEYS
 from assets.resources import ArchiveSource, DataRoot
@@ -61,4 +61,6 @@ def materialize_tiny_graph(base: Path) -> TinyGraph:
     graph.model_card = trained.asset_materializations_for_node("grounded_model")[0].metadata["model_card"].value
     run([training.grounded_model, training.global_model, evaluation.evaluation_report], selection=[evaluation.evaluation_report], run_config={"ops": {"evaluation_report": {"config": {
         "n_bootstrap": 20, "td_steps": 1, "ts_steps": 1}}}})
+    run([training.grounded_model, inference.study_embeddings], selection=[inference.study_embeddings], tags=RANGE,
+        run_config={"ops": {"study_embeddings": {"config": {"queries": ["the liver"], "heatmap_studies": 1}}}})
     return graph

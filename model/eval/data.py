@@ -2,8 +2,8 @@
 
 ``load_eval_data`` builds it from the data root: ``tables/grounded_pairs`` (one row per kept
 (study, organ) with split, status and abnormality list), ``volumes/``, ``masks/`` and
-``lesions/<study_id>.nii.gz``. Volumes are cropped (or padded) to one shape around the organs so
-they batch, and HU are windowed to the model's input range.
+``lesions/<study_id>.nii.gz``. Every study goes through the one preprocessing path of training
+(``model.preprocess``), with the evaluated checkpoint's own record.
 """
 
 from __future__ import annotations
@@ -13,10 +13,11 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import pandas as pd
+
+from model.preprocess import Preprocessing, prepare_study
 
 log = logging.getLogger(__name__)
 
@@ -45,34 +46,6 @@ class EvalData:
 
     def organ_rows(self, name: str) -> pd.DataFrame:
         return self.organs[self.organs["split"] == name].reset_index(drop=True)
-
-
-def window_hu(array: np.ndarray, window: tuple[float, float] = (-1000.0, 1000.0)) -> np.ndarray:
-    """HU clipped to ``window`` and scaled to [-1, 1] (float32), as ``model.config.DataConfig.hu_window``."""
-    low, high = window
-    a = np.clip(np.asarray(array, dtype=np.float32), low, high)
-    return 2.0 * (a - low) / (high - low) - 1.0
-
-
-def crop_box(labels: np.ndarray, shape: tuple[int, int, int], organs: Sequence[int] | None = None) -> tuple[slice, ...]:
-    """A ``shape`` window (may run past the edges) centred on the box of ``organs``' labels (default:
-    every label), the same centre and rounding as training (``model.data``, ``crop_center="organs"``)."""
-    fg = np.argwhere(np.isin(labels, list(organs)) if organs is not None else labels > 0)
-    centre = (fg.min(0) + fg.max(0)) / 2.0 if fg.size else np.array(labels.shape) / 2.0
-    starts = [int(round(c)) - s // 2 for c, s in zip(centre, shape)]
-    return tuple(slice(b, b + s) for b, s in zip(starts, shape))
-
-
-def crop_or_pad(array: np.ndarray, box: tuple[slice, ...], fill: float) -> np.ndarray:
-    """The window ``box`` of ``array``; parts outside the array are ``fill``."""
-    out = np.full([s.stop - s.start for s in box], fill, dtype=array.dtype)
-    src, dst = [], []
-    for s, n in zip(box, array.shape):
-        lo, hi = max(s.start, 0), min(s.stop, n)
-        src.append(slice(lo, max(hi, lo)))
-        dst.append(slice(lo - s.start, lo - s.start + max(hi - lo, 0)))
-    out[tuple(dst)] = array[tuple(src)]
-    return out
 
 
 def _merge_rows(pairs: pd.DataFrame) -> pd.DataFrame:
@@ -117,27 +90,26 @@ def fingerprint(path: str | os.PathLike) -> str:
 
 def load_eval_data(
     data_root: str | os.PathLike,
-    crop: tuple[int, int, int] | None = (64, 64, 64),
+    preprocessing: Preprocessing = Preprocessing(),
     splits: tuple[str, ...] = ("train", "val", "test"),
-    hu_window: tuple[float, float] = (-1000.0, 1000.0),
-    min_organ_voxels: int = 8,
     max_cases_per_split: int | None = None,
     missing_lesion: str = "empty",
 ) -> EvalData:
-    """Read cases and organ rows of ``splits`` from the data root.
+    """Read cases and organ rows of ``splits`` from the data root, each study through
+    ``model.preprocess.prepare_study`` with ``preprocessing`` -- pass the evaluated checkpoint's own
+    record (``model.checkpoint.preprocessing_of``): crop around the study's organs, spacing check,
+    HU window, and organ rows with fewer than ``min_organ_voxels`` voxels in the crop dropped.
 
-    ``crop``: every volume is cut (or padded with air / background) to this shape, centred on its
-    labelled organs; ``None`` keeps native shapes (then batch size 1 everywhere).
+    Only rows of ``splits`` are read from ``grounded_pairs`` (a parquet filter), so a caller that
+    leaves ``"test"`` out never loads a test study's labels or images.
     ``missing_lesion``: a study without ``lesions/<study_id>.nii.gz`` is taken as lesion-free
     (``"empty"``) or left out (``"exclude"``).
-    ``crop``, ``hu_window`` and ``min_organ_voxels`` mean what they mean in ``model.config.DataConfig``
-    (pass the trained model's values): organ rows with fewer voxels inside the crop are dropped.
     """
-    from pipeline.tables import read_table, table_path
+    from pipeline.tables import table_path
     from pipeline.volume import load_nifti
 
     root = Path(data_root).resolve()
-    pairs = read_table("grounded_pairs", root)
+    pairs = _read_pairs(root, splits)
     rows = _merge_rows(pairs)
     rows = rows[rows["split"].isin(splits)]
     paths = pairs.drop_duplicates("study_id").set_index("study_id")[["volume_path", "mask_path"]]
@@ -155,33 +127,35 @@ def load_eval_data(
                 n_missing += 1
                 if missing_lesion == "exclude":
                     continue
-            vol = load_nifti(_resolve(root, paths.at[sid, "volume_path"], root / "volumes" / f"{sid}.nii.gz")).array
-            lab = load_nifti(_resolve(root, paths.at[sid, "mask_path"], root / "masks" / f"{sid}.nii.gz")).array
-            les = load_nifti(lesion_path).array > 0 if lesion_path.exists() else np.zeros(lab.shape, bool)
+            ct = load_nifti(_resolve(root, paths.at[sid, "volume_path"], root / "volumes" / f"{sid}.nii.gz"))
+            lab = load_nifti(_resolve(root, paths.at[sid, "mask_path"], root / "masks" / f"{sid}.nii.gz"))
+            les = load_nifti(lesion_path).array > 0 if lesion_path.exists() else np.zeros(lab.array.shape, bool)
             r = rows[rows["study_id"] == sid]
-            patient = str(r["patient_id"].iloc[0])
-            if crop is not None:
-                box = crop_box(lab, crop, r["index_v2"].astype(int).tolist())
-                vol = crop_or_pad(vol, box, fill=-1024)
-                lab = crop_or_pad(lab, box, fill=0)
-                les = crop_or_pad(les, box, fill=False)
-            counts = np.bincount(lab.ravel().astype(np.int64))
-            r = r[[int(i) < len(counts) and counts[int(i)] >= min_organ_voxels for i in r["index_v2"]]]
-            kept.append(r)
-            cases.append(
-                EvalCase(sid, patient, split,
-                         window_hu(vol, hu_window), lab.astype(np.int64), les.astype(bool))
-            )
+            p = prepare_study(ct, lab, r["index_v2"].astype(int).tolist(), preprocessing, lesion=les, study_id=str(sid))
+            kept.append(r[r["index_v2"].astype(int).isin(p.kept)])
+            cases.append(EvalCase(str(sid), str(r["patient_id"].iloc[0]), split, p.volume, p.labels, p.lesion))
     if n_missing:
         log.warning("%d studies have no lesion mask (%s)", n_missing, missing_lesion)
     organs = pd.concat(kept, ignore_index=True) if kept else pd.DataFrame(columns=ORGAN_COLUMNS)
     provenance = {
         "data_root": str(root),
         "grounded_pairs_sha256": fingerprint(table_path("grounded_pairs", root)),
-        "crop": list(crop) if crop else None,
-        "hu_window": list(hu_window),
+        "preprocessing": preprocessing.to_record(),
         "splits": list(splits),
         "n_cases": {s: sum(c.split == s for c in cases) for s in splits},
         "missing_lesion_masks": n_missing,
     }
     return EvalData(tuple(cases), organs.reset_index(drop=True), provenance)
+
+
+def _read_pairs(root: Path, splits: tuple[str, ...]) -> pd.DataFrame:
+    """``grounded_pairs`` rows of ``splits`` only (and their aliases), filtered while reading."""
+    from pipeline.tables import table_path
+
+    path = table_path("grounded_pairs", root)
+    if not path.exists():
+        from pipeline.tables import read_table
+
+        return read_table("grounded_pairs", root)  # raises its clear error
+    names = sorted({*splits, *(a for a, s in SPLIT_ALIASES.items() if s in splits)})
+    return pd.read_parquet(path, filters=[("split", "in", names)])

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Mapping
 
 import numpy as np
+import torch
 from torch import nn
 
 from model.eval import prompts
@@ -44,15 +45,16 @@ class EvalConfig:
     td_l2: float = 1e-2  # linear probe penalty
     td_budget: FinetuneBudget | None = FinetuneBudget()  # None skips TD fine-tuning
     td_headline: str = "probe_study"  # which TD AUC fills the table's "TD AUC" column
-    tumor_organs: tuple[str, ...] | None = None  # organ-level TD classes; None = those with a lesion
+    tumor_organs: tuple[str, ...] | None = None  # organ-level TD classes; None = those with a lesion in train
     ts_budget: SegBudget = SegBudget()
     ts_positive_only: bool = True  # TS trains and scores on cases with a lesion only
     ts_empty_dice: float = 1.0  # Dice of a case with neither lesion nor prediction
     n_bootstrap: int = 1000
     seed: int = 0
     random_model: Callable[[], nn.Module] | None = field(default=None, compare=False)
-    """Builds the random-initialisation model; default: a pretrained model's architecture with its
-    parameters reset under ``seed`` (``features.randomly_initialised``)."""
+    """Builds the random-initialisation model; default: a pretrained model's architecture with every
+    parameter drawn afresh (``features.randomly_initialised``), a new draw for TD (under ``seed``)
+    and for every TS repeat (under the repeat's seed)."""
 
 
 @dataclass(frozen=True)
@@ -104,7 +106,7 @@ def _random_factory(models: Mapping[str, object | None], config: EvalConfig) -> 
     template = next((m for m in models.values() if m is not None), None)
     if template is None:
         raise ValueError("a random-initialisation row needs EvalConfig.random_model or one pretrained model to copy")
-    return lambda: randomly_initialised(template, config.seed)
+    return lambda: randomly_initialised(template)  # from torch's random state: each protocol and repeat seeds it
 
 
 def evaluate(models: Mapping[str, object | None], data: EvalData, config: EvalConfig = EvalConfig()) -> EvalResult:
@@ -117,12 +119,14 @@ def evaluate(models: Mapping[str, object | None], data: EvalData, config: EvalCo
     te_groups = te_rows["patient_id"].to_numpy()
     val = data.split(config.val_split)
     classes = tuple(te_rows.sort_values("index_v2")["organ"].drop_duplicates())
-    tasks = tuple(select_ad_tasks(te_rows, config.k_abnormalities, config.ad_negatives))
+    # chosen without test labels: the most frequent pairs of train that validation can score (a test
+    # pair without positives or negatives gets no AUC and drops out of the macro)
+    tasks = tuple(select_ad_tasks(va_rows, config.k_abnormalities, config.ad_negatives, frequency_rows=tr_rows))
     notes: list[str] = []
     if any(m is None for m in models.values()):
         notes.append("random initialisation: zero-shot OR and AD are not applicable (no image-text alignment); reported as NaN")
     if "ad" in config.protocols and not tasks:
-        notes.append("AD: no (organ, abnormality) pair with positives and negatives in the test split")
+        notes.append("AD: no (organ, abnormality) pair of train with positives and negatives in the validation split")
     seg_train = [(c.volume, c.lesion) for c in train if c.lesion.any() or not config.ts_positive_only]
     seg_test_cases = [c for c in test if c.lesion.any() or not config.ts_positive_only]
     seg_test = [(c.volume, c.lesion) for c in seg_test_cases]
@@ -132,7 +136,9 @@ def evaluate(models: Mapping[str, object | None], data: EvalData, config: EvalCo
     for name, model in models.items():
         log.info("evaluating %s", name)
         pretrained = model is not None
-        encoder = model if pretrained else _random_factory(models, config)()
+        make = (lambda m=model: m) if pretrained else _random_factory(models, config)
+        torch.manual_seed(config.seed)
+        encoder = make()
         orr = orr_distinct = ad = td = ts = None
         if pretrained and {"or", "ad"} & set(config.protocols) and len(te_rows):
             te_emb = organ_embeddings(model, test, te_rows)
@@ -157,8 +163,8 @@ def evaluate(models: Mapping[str, object | None], data: EvalData, config: EvalCo
                                  config.tumor_organs, config.n_bootstrap, config.seed)
         if "ts" in config.protocols:
             if seg_train and seg_test:
-                make = from_model(encoder)
-                ts = segmentation_protocol(make, seg_train, seg_test, config.ts_budget, seg_groups,
+                # the random row draws a new network per repeat (segmentation_protocol seeds each one)
+                ts = segmentation_protocol(from_model(encoder) if pretrained else make, seg_train, seg_test, config.ts_budget, seg_groups,
                                            config.ts_empty_dice, config.n_bootstrap)
             elif name == next(iter(models)):
                 notes.append("TS: no training or test case with a lesion mask")

@@ -82,11 +82,23 @@ def prompt_embeddings(model: object, prompt_sets: Sequence[Sequence[str]]) -> np
     return _normalize(np.stack(out)).astype(np.float32)
 
 
-def randomly_initialised(model: nn.Module, seed: int) -> nn.Module:
-    """A copy of ``model`` with every submodule's ``reset_parameters()`` re-run under ``seed``:
-    the same architecture, random weights (the "random initialisation" row)."""
+def randomly_initialised(model: nn.Module, seed: int | None = None) -> nn.Module:
+    """A model of ``model``'s architecture with every parameter drawn afresh (the "random" row).
+
+    A model built from a config (``CTGlip``: ``type(model)(model.config, text_encoder=...)``) is
+    rebuilt by its own constructor, so every parameter -- ViT position embeddings and the logit
+    scale included -- starts as a new training run would; the frozen text encoder is shared. Any
+    other module is deep-copied and every submodule's ``reset_parameters()`` re-run. ``seed``
+    None draws from torch's current random state, so callers that seed each repeat differently
+    get a fresh network per repeat.
+    """
+    if seed is not None:
+        torch.manual_seed(seed)
+    config = getattr(model, "config", None)
+    if config is not None and hasattr(model, "text_encoder"):
+        fresh = type(model)(config, text_encoder=model.text_encoder)
+        return fresh.to(model_device(model)).train(model.training)
     fresh = copy.deepcopy(model)
-    torch.manual_seed(seed)
     for m in fresh.modules():
         reset = getattr(m, "reset_parameters", None)
         if callable(reset):

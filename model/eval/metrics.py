@@ -1,4 +1,6 @@
-"""Evaluation metrics in plain numpy, with bootstrap confidence intervals.
+"""Evaluation metrics from kept libraries (scikit-learn, MONAI), with bootstrap confidence intervals.
+
+The hand-written versions these replaced live on as test oracles (tests/metric_oracles.py).
 
 Conventions:
 - labels are integer arrays; binary scores are "higher = more likely positive";
@@ -15,6 +17,8 @@ from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
+from sklearn import metrics as _sk
+from sklearn.metrics import accuracy_score
 
 __all__ = [
     "top1_accuracy",
@@ -36,29 +40,23 @@ __all__ = [
 
 def top1_accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float:
     y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
-    if y_true.size == 0:
-        return float("nan")
-    return float(np.mean(y_true == y_pred))
+    return float(accuracy_score(y_true, y_pred)) if y_true.size else float("nan")
 
 
 def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int | None = None) -> np.ndarray:
     """``cm[i, j]`` = number of items of true class ``i`` predicted as ``j`` (classes 0..n-1)."""
-    y_true = np.asarray(y_true, dtype=int)
-    y_pred = np.asarray(y_pred, dtype=int)
+    y_true, y_pred = np.asarray(y_true, dtype=int), np.asarray(y_pred, dtype=int)
     if n_classes is None:
         n_classes = int(max(y_true.max(initial=-1), y_pred.max(initial=-1)) + 1)
-    cm = np.zeros((n_classes, n_classes), dtype=int)
-    np.add.at(cm, (y_true, y_pred), 1)
-    return cm
+    return _sk.confusion_matrix(y_true, y_pred, labels=np.arange(n_classes)) if n_classes else np.zeros((0, 0), int)
 
 
 def per_class_f1(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int | None = None) -> np.ndarray:
     """F1 of each class (one-vs-rest); ``nan`` for a class neither present nor predicted."""
     cm = confusion_matrix(y_true, y_pred, n_classes)
-    tp = np.diag(cm).astype(float)
-    denom = cm.sum(0) + cm.sum(1)  # 2tp + fp + fn
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(denom > 0, 2 * tp / denom, np.nan)
+    f1 = _sk.f1_score(np.asarray(y_true, int), np.asarray(y_pred, int), labels=np.arange(len(cm)), average=None,
+                      zero_division=0.0) if len(cm) else np.zeros(0)
+    return np.where(cm.sum(0) + cm.sum(1) > 0, f1, np.nan)
 
 
 def macro_f1(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int | None = None) -> float:
@@ -72,49 +70,34 @@ def macro_f1(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int | None = Non
 
 
 def roc_curve(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(fpr, tpr, thresholds), thresholds descending, starting at +inf; tied scores form one step."""
-    scores = np.asarray(scores, dtype=float)
-    labels = np.asarray(labels).astype(bool)
-    order = np.argsort(-scores, kind="mergesort")
-    s, y = scores[order], labels[order]
-    last_of_tie = np.r_[np.flatnonzero(np.diff(s)), s.size - 1] if s.size else np.array([], int)
-    tp = np.cumsum(y)[last_of_tie]
-    fp = np.cumsum(~y)[last_of_tie]
-    n_pos, n_neg = labels.sum(), (~labels).sum()
-    with np.errstate(invalid="ignore", divide="ignore"):
-        tpr = np.r_[0.0, tp / n_pos]
-        fpr = np.r_[0.0, fp / n_neg]
-    return fpr, tpr, np.r_[np.inf, s[last_of_tie]]
+    """(fpr, tpr, thresholds), thresholds descending, starting at +inf; tied scores form one step
+    (scikit-learn's ``roc_curve`` with every point kept)."""
+    scores, labels = np.asarray(scores, dtype=float), np.asarray(labels).astype(bool)
+    if labels.all() or not labels.any():  # one class: the missing rate is undefined
+        order = np.unique(scores)[::-1]
+        n_pos, n_neg = labels.sum(), (~labels).sum()
+        tp = np.array([(labels & (scores >= t)).sum() for t in order], float)
+        fp = np.array([(~labels & (scores >= t)).sum() for t in order], float)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.r_[0.0, fp / n_neg], np.r_[0.0, tp / n_pos], np.r_[np.inf, order]
+    fpr, tpr, thr = _sk.roc_curve(labels, scores, drop_intermediate=False)
+    return fpr, tpr, np.r_[np.inf, thr[1:]]
 
 
 def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:
-    """Area under the ROC curve = P(score_pos > score_neg) + 0.5 P(tie) (Mann-Whitney, ties as half).
-
-    ``nan`` when only one class is present.
-    """
-    scores = np.asarray(scores, dtype=float)
+    """Area under the ROC curve (scikit-learn; ties count half); ``nan`` when only one class is present."""
     labels = np.asarray(labels).astype(bool)
-    n_pos, n_neg = int(labels.sum()), int((~labels).sum())
-    if n_pos == 0 or n_neg == 0:
+    if labels.all() or not labels.any():
         return float("nan")
-    # average ranks handle ties exactly
-    order = np.argsort(scores, kind="mergesort")
-    ranks = np.empty(scores.size, dtype=float)
-    sorted_scores = scores[order]
-    _, first, counts = np.unique(sorted_scores, return_index=True, return_counts=True)
-    avg = first + (counts + 1) / 2.0  # 1-based average rank of each tie block
-    ranks[order] = np.repeat(avg, counts)
-    u = ranks[labels].sum() - n_pos * (n_pos + 1) / 2.0
-    return float(u / (n_pos * n_neg))
+    return float(_sk.roc_auc_score(labels, np.asarray(scores, dtype=float)))
 
 
 def f1_binary(y_true: np.ndarray, y_pred: np.ndarray) -> float:
-    """F1 of the positive class; ``nan`` when there are no positives in truth or prediction."""
-    y_true = np.asarray(y_true).astype(bool)
-    y_pred = np.asarray(y_pred).astype(bool)
-    tp = int(np.sum(y_true & y_pred))
-    denom = int(y_true.sum() + y_pred.sum())
-    return float(2 * tp / denom) if denom else float("nan")
+    """F1 of the positive class (scikit-learn); ``nan`` when there are no positives in truth or prediction."""
+    y_true, y_pred = np.asarray(y_true).astype(bool), np.asarray(y_pred).astype(bool)
+    if not (y_true.any() or y_pred.any()):
+        return float("nan")
+    return float(_sk.f1_score(y_true, y_pred, zero_division=0.0))
 
 
 def f1_at_threshold(scores: np.ndarray, labels: np.ndarray, threshold: float) -> float:
@@ -141,13 +124,16 @@ def choose_threshold(scores: np.ndarray, labels: np.ndarray) -> float:
 
 
 def dice(pred: np.ndarray, truth: np.ndarray, empty: float = 1.0) -> float:
-    """Dice of two binary masks; ``empty`` when both are empty (see module docstring)."""
-    pred = np.asarray(pred).astype(bool)
-    truth = np.asarray(truth).astype(bool)
-    denom = int(pred.sum() + truth.sum())
-    if denom == 0:
+    """Dice of two binary masks (MONAI ``DiceMetric``); ``empty`` when both are empty (see module docstring)."""
+    import torch
+    from monai.metrics import DiceMetric
+
+    pred, truth = np.asarray(pred).astype(bool), np.asarray(truth).astype(bool)
+    if not (pred.any() or truth.any()):
         return float(empty)
-    return float(2 * np.sum(pred & truth) / denom)
+    as_tensor = lambda a: torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))[None, None]  # noqa: E731
+    metric = DiceMetric(include_background=True, reduction="none", ignore_empty=False)
+    return float(metric(as_tensor(pred), as_tensor(truth))[0, 0])
 
 
 def mean_dice(preds: list[np.ndarray], truths: list[np.ndarray], empty: float = 1.0) -> tuple[float, np.ndarray]:

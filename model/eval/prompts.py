@@ -14,21 +14,22 @@ ORGAN_TEMPLATES: tuple[str, ...] = (
     "the {organ} on a CT scan",
     "this is the {organ}",
 )
-# The first phrasing of each is the grounded model's dictionary form (model.data: 'normal liver',
-# 'mass of the liver'); the others are report-like, the global model's training texts.
+# CT-CLIP's zero-shot form ("{abn} is present in the {organ}." / "... is not present ...") and
+# paraphrases of it, averaged. None is a training text or the form of one: the grounded model's
+# dictionary says "normal liver" / "mass of the liver" (model.data), its organ texts "liver: <report>",
+# and the reports are the synthetic phrase banks (pipeline/synthetic/phrases.py);
+# tests/test_eval_zero_shot.py checks the sets are disjoint.
 NORMAL_TEMPLATES: tuple[str, ...] = (
-    "normal {organ}",
-    "no {abn} in the {organ}",
-    "the {organ} shows no {abn}",
-    "the {organ} is unremarkable",
-    "no evidence of {abn} in the {organ}",
+    "{abn} is not present in the {organ}.",
+    "There is no {abn} in the {organ}.",
+    "The {organ} shows no sign of {abn}.",
+    "No evidence of {abn} is seen in the {organ}.",
 )
 ABNORMAL_TEMPLATES: tuple[str, ...] = (
-    "{abn} of the {organ}",
-    "{abn} in the {organ}",
-    "the {organ} shows {abn}",
-    "there is {abn} in the {organ}",
-    "findings of {abn} in the {organ}",
+    "{abn} is present in the {organ}.",
+    "There is {abn} in the {organ}.",
+    "The {organ} shows signs of {abn}.",
+    "Evidence of {abn} is seen in the {organ}.",
 )
 
 
@@ -45,6 +46,10 @@ def abnormality_prompts(
 ) -> tuple[list[str], list[str]]:
     """(normal phrasings, abnormal phrasings) for one (organ, abnormality) pair."""
     words = readable_organ(organ)
-    normal = [t.format(organ=words, abn=abnormality) for t in normal_templates]
-    abnormal = [t.format(organ=words, abn=abnormality) for t in abnormal_templates]
+    normal = [_sentence(t.format(organ=words, abn=abnormality)) for t in normal_templates]
+    abnormal = [_sentence(t.format(organ=words, abn=abnormality)) for t in abnormal_templates]
     return normal, abnormal
+
+
+def _sentence(text: str) -> str:
+    return text[:1].upper() + text[1:]

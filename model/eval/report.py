@@ -1,6 +1,6 @@
 """Report assembly: the paper-shaped table, the per-abnormality table, pictures and a JSON record.
 
-Rows: random / CLIP / grounded (any method names; known ones first in that order). Columns:
+Rows: no-learning / random / CLIP / grounded (any method names; known ones first in that order). Columns:
 OR acc, AD F1, AD AUC, TD AUC, TS DSC (the paper's), then OR acc without the counted structures
 (ribs, vertebrae: ``pipeline.vocab.counted``), each "value [low, high]" with the 95% bootstrap interval;
 "n/a" where a protocol does not apply (zero-shot for random initialisation) or was not run.
@@ -25,7 +25,7 @@ from model.eval.plots import grouped_bars_png, roc_png
 
 COLUMNS = {"or_acc": "OR acc", "ad_f1": "AD F1", "ad_auc": "AD AUC", "td_auc": "TD AUC", "ts_dsc": "TS DSC",
            "or_acc_distinct": "OR acc w/o ribs, vertebrae"}
-PREFERRED_ORDER = ("random", "clip", "global", "grounded", "ct-glip")
+PREFERRED_ORDER = ("no_learning", "random", "clip", "global", "grounded", "ct-glip")
 
 
 def fmt(e: Estimate, digits: int = 3) -> str:

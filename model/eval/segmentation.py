@@ -1,6 +1,6 @@
 """Tumor segmentation (TS): a small decoder on a pretrained encoder's feature map, fine-tuned on
 the training split's lesion masks (Dice + cross-entropy), scored by Dice on the test split.
-(Plain torch blocks, so this module does not pull in MONAI.)
+The loss and the Dice are MONAI's (``DiceLoss``, ``DiceMetric`` via ``metrics.dice``).
 
 ``compare_initialisations`` runs the same budget and seeds for every initialisation (random,
 global CLIP, grounded), so only the encoder's starting weights differ.
@@ -46,21 +46,20 @@ class SegBudget:
 def dice_ce_loss(
     logits: torch.Tensor, target: torch.Tensor, smooth: float = 1e-5, batch_dice: bool = True, fg_weight: float = 1.0
 ) -> torch.Tensor:
-    """Soft Dice of the foreground classes + cross-entropy, nnU-Net's default loss: the background
-    is left out of the Dice (with it, a small lesion's Dice is swamped and an all-background
-    prediction scores well), and with ``batch_dice`` the Dice sums over the batch before dividing.
-    ``fg_weight`` weighs the foreground classes in the cross-entropy (a weighted mean).
+    """nnU-Net's default loss from kept parts: MONAI's soft ``DiceLoss`` of the foreground classes
+    (the background is left out: with it, a small lesion's Dice is swamped and an all-background
+    prediction scores well; with ``batch_dice`` the Dice sums over the batch before dividing) plus
+    torch's cross-entropy with the foreground classes weighted ``fg_weight``. (MONAI's
+    ``DiceCELoss`` would apply the class weight to the Dice term as well.)
     ``logits`` (b, k, D, H, W), ``target`` (b, 1, D, H, W) int."""
+    from monai.losses import DiceLoss
+
     weight = torch.full((logits.shape[1],), float(fg_weight), dtype=logits.dtype, device=logits.device)
     weight[0] = 1.0
     ce = nn.functional.cross_entropy(logits, target[:, 0], weight=weight)
-    prob = logits.softmax(1)[:, 1:]
-    onehot = nn.functional.one_hot(target[:, 0], logits.shape[1]).movedim(-1, 1)[:, 1:].to(prob.dtype)
-    dims = (0, *range(2, logits.ndim)) if batch_dice else tuple(range(2, logits.ndim))
-    inter = (prob * onehot).sum(dims)  # (k - 1,) or (b, k - 1)
-    denom = prob.sum(dims) + onehot.sum(dims)
-    dice = 1.0 - (2.0 * inter + smooth) / (denom + smooth)
-    return ce + dice.mean()
+    dice = DiceLoss(include_background=False, to_onehot_y=True, softmax=True, batch=batch_dice,
+                    smooth_nr=smooth, smooth_dr=smooth)(logits, target)
+    return ce + dice
 
 
 def _block(cin: int, cout: int) -> nn.Sequential:
@@ -170,6 +169,7 @@ class SegResult:
     per_case: np.ndarray  # Dice per test case (the mean over the runs)
     losses: tuple[float, ...]  # training loss per step of the first run
     per_run: tuple[float, ...] = ()  # mean Dice of each run (seed, seed + 1, ...)
+    groups: np.ndarray | None = None  # bootstrap group (patient) of each test case
 
 
 def segmentation_protocol(
@@ -199,7 +199,7 @@ def segmentation_protocol(
         warnings.simplefilter("ignore", RuntimeWarning)
         per_case = np.nanmean(np.stack(per_run_case), axis=0) if len(test) else np.zeros(0)
     dice = metrics.estimate(nanmean, per_case, n=n_boot, seed=budget.seed, groups=groups) if len(test) else Estimate.missing()
-    return SegResult(dice, per_case, curves[0], tuple(means))
+    return SegResult(dice, per_case, curves[0], tuple(means), None if groups is None else np.asarray(groups))
 
 
 def from_state_dict(factory: Callable[[], nn.Module], state_dict: Mapping[str, torch.Tensor] | None) -> Callable[[], nn.Module]:

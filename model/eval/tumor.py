@@ -61,30 +61,21 @@ def tumor_organ_rows(cases: Sequence[EvalCase], rows: pd.DataFrame, organs: Sequ
 
 
 def linear_probe(
-    train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, l2: float = 1e-2, max_iter: int = 200
+    train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, l2: float = 1e-2, max_iter: int = 1000
 ) -> np.ndarray:
-    """Logistic regression on standardised features (L-BFGS, penalty ``l2 * |w|^2``); returns test
-    probabilities. With one class in training, every test score is that class's frequency."""
-    train_y = np.asarray(train_y, dtype=float)
+    """scikit-learn ``LogisticRegression`` on standardised features, penalty ``l2 * |w|^2`` added to
+    the mean log-loss (``C = 1 / (2 l2 n)``); returns test probabilities. With one class in
+    training, every test score is that class's frequency."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    train_y = np.asarray(train_y, dtype=int)
     if len(np.unique(train_y)) < 2:
         return np.full(len(test_x), float(train_y.mean()) if len(train_y) else 0.5)
-    mean, std = train_x.mean(0), train_x.std(0) + 1e-6
-    x = torch.as_tensor((train_x - mean) / std, dtype=torch.float64)
-    y = torch.as_tensor(train_y, dtype=torch.float64)
-    w = torch.zeros(x.shape[1], dtype=torch.float64, requires_grad=True)
-    b = torch.zeros((), dtype=torch.float64, requires_grad=True)
-    opt = torch.optim.LBFGS([w, b], max_iter=max_iter, line_search_fn="strong_wolfe")
-
-    def closure() -> torch.Tensor:
-        opt.zero_grad()
-        loss = nn.functional.binary_cross_entropy_with_logits(x @ w + b, y) + l2 * (w * w).sum()
-        loss.backward()
-        return loss
-
-    opt.step(closure)
-    tx = torch.as_tensor((test_x - mean) / std, dtype=torch.float64)
-    with torch.no_grad():
-        return torch.sigmoid(tx @ w + b).numpy()
+    fit = make_pipeline(StandardScaler(), LogisticRegression(C=1.0 / (2.0 * l2 * len(train_y)), max_iter=max_iter))
+    fit.fit(np.asarray(train_x, dtype=np.float64), train_y)
+    return fit.predict_proba(np.asarray(test_x, dtype=np.float64))[:, 1] if len(test_x) else np.zeros(0)
 
 
 # --- (b) fine-tuning ----------------------------------------------------------------------
@@ -158,6 +149,7 @@ def finetune_classifier(
 class TDResult:
     auc: dict[str, Estimate]  # "probe_study", "probe_organ", "finetune_study", "finetune_organ"
     scores: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)  # same keys: (scores, labels)
+    groups: dict[str, np.ndarray | None] = field(default_factory=dict)  # same keys: bootstrap groups (patients)
 
 
 def tumor_detection(
@@ -176,15 +168,15 @@ def tumor_detection(
     ``budget`` is None) by fine-tuning. Bootstrap groups: patients (study level: studies' patients)."""
     auc: dict[str, Estimate] = {}
     scores: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    item_groups: dict[str, np.ndarray | None] = {}
     tr_y, te_y = study_tumor(train_cases), study_tumor(test_cases)
     study_groups = np.array([c.patient_id for c in test_cases])
     tr_items = pd.DataFrame({"study_id": [c.study_id for c in train_cases]})
     te_items = pd.DataFrame({"study_id": [c.study_id for c in test_cases]})
 
     organs = tumor_organs
-    if organs is None:
-        both = pd.concat([train_rows, test_rows], ignore_index=True)
-        organs = tumor_organ_rows(list(train_cases) + list(test_cases), both)["organ"].unique().tolist()
+    if organs is None:  # from the training split's lesions: the test split chooses nothing
+        organs = tumor_organ_rows(train_cases, train_rows)["organ"].unique().tolist()
     tr_rows = tumor_organ_rows(train_cases, train_rows, organs)
     te_rows = tumor_organ_rows(test_cases, test_rows, organs)
     tr_oy, te_oy = organ_tumor(train_cases, tr_rows), organ_tumor(test_cases, te_rows)
@@ -192,6 +184,7 @@ def tumor_detection(
 
     def record(key: str, s: np.ndarray, y: np.ndarray, g: np.ndarray | None) -> None:
         scores[key] = (np.asarray(s, dtype=float), y)
+        item_groups[key] = g
         auc[key] = metrics.estimate(metrics.roc_auc, s, y, n=n_boot, seed=seed, groups=g) if len(y) else Estimate.missing()
 
     if len(train_cases) and len(test_cases):
@@ -208,4 +201,4 @@ def tumor_detection(
             cols = ["study_id", "index_v2"]
             record("finetune_organ", finetune_classifier(model, train_cases, tr_rows[cols], tr_oy, test_cases,
                                                          te_rows[cols], budget), te_oy, organ_groups)
-    return TDResult(auc, scores)
+    return TDResult(auc, scores, item_groups)

@@ -39,6 +39,7 @@ class ORResult:
     macro_f1: Estimate
     confusion: np.ndarray  # (k, k), rows true
     per_class_accuracy: dict[str, float]  # recall of each organ
+    groups: np.ndarray | None = None  # (n,) bootstrap groups (patients), for paired comparisons
 
     def confusion_png(self, title: str = "organ recognition") -> bytes:
         return confusion_png(self.confusion, list(self.classes), title)
@@ -77,6 +78,7 @@ def organ_recognition(
         ),
         confusion=cm,
         per_class_accuracy=recall,
+        groups=None if groups is None else np.asarray(groups),
     )
 
 
@@ -131,6 +133,7 @@ class ADPairResult:
     f1: Estimate
     scores: np.ndarray  # test scores
     labels: np.ndarray  # test labels
+    groups: np.ndarray | None = None  # test bootstrap groups (patients)
 
 
 @dataclass(frozen=True)
@@ -186,15 +189,34 @@ def abnormality_detection(
     (normal, abnormal) prompt embedding pair. A task without validation positives gets the
     threshold +inf (predicts no positive, F1 = 0 if the test split has positives).
     """
+
+    def score(emb: np.ndarray, rows: pd.DataFrame, task: tuple[str, str]) -> np.ndarray:
+        take, _ = ad_labels(rows, *task, negatives)
+        return ad_scores(emb[take], *prompt_emb[task]) if len(take) else np.zeros(0)
+
+    scores = {t: (score(test_emb, test_rows, t), score(val_emb, val_rows, t)) for t in tasks}
+    return ad_from_scores(scores, test_rows, val_rows, tasks, negatives, group_col, n_boot, seed)
+
+
+def ad_from_scores(
+    scores: Mapping[tuple[str, str], tuple[np.ndarray, np.ndarray]],
+    test_rows: pd.DataFrame,
+    val_rows: pd.DataFrame,
+    tasks: Sequence[tuple[str, str]],
+    negatives: str = "normal",
+    group_col: str = "patient_id",
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> ADResult:
+    """AD metrics from any scorer: ``scores[(organ, abn)]`` = (test scores, validation scores) of
+    the task's items (``ad_labels`` order); thresholds are chosen on validation."""
     results: list[ADPairResult] = []
     pooled: list[tuple[np.ndarray, ...]] = []
     val_pooled: list[tuple[np.ndarray, np.ndarray]] = []
     for t, (organ, abn) in enumerate(tasks):
-        normal, abnormal = prompt_emb[(organ, abn)]
         take, y = ad_labels(test_rows, organ, abn, negatives)
-        s = ad_scores(test_emb[take], normal, abnormal) if len(take) else np.zeros(0)
-        vtake, vy = ad_labels(val_rows, organ, abn, negatives)
-        vs = ad_scores(val_emb[vtake], normal, abnormal) if len(vtake) else np.zeros(0)
+        _, vy = ad_labels(val_rows, organ, abn, negatives)
+        s, vs = (np.asarray(a, dtype=float) for a in scores[(organ, abn)])
         val_pooled.append((vs, vy))
         thr = metrics.choose_threshold(vs, vy)
         pred = (s >= thr).astype(int)
@@ -204,7 +226,7 @@ def abnormality_detection(
                 organ, abn, int(y.sum()), int(len(y) - y.sum()), thr,
                 auc=metrics.estimate(metrics.roc_auc, s, y, n=n_boot, seed=seed, groups=g),
                 f1=metrics.estimate(metrics.f1_binary, y, pred, n=n_boot, seed=seed, groups=g),
-                scores=s, labels=y,
+                scores=s, labels=y, groups=g,
             )
         )
         pooled.append((np.full(len(y), t), s, y, pred, g if g is not None else take))

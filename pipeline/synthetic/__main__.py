@@ -20,11 +20,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="random seed; same seed -> identical cohort")
     parser.add_argument("--reserved-phrasing", action="store_true",
                         help="write reports with the held-out (evaluation-only) paraphrase bank")
+    parser.add_argument("--appearance", choices=("uniform", "varied"), default="uniform",
+                        help="'varied': per-study contrast phase, per-patient organ HU, texture, slice blur and noise")
     parser.add_argument("--no-faults", action="store_true", help=f"omit the faulty inputs ({', '.join(FAULTS)})")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     spec = CohortSpec(n_studies=args.n, seed=args.seed, reserved_phrasing=args.reserved_phrasing,
-                      faults=not args.no_faults)
+                      faults=not args.no_faults, appearance=args.appearance)
     start = time.perf_counter()
     manifest = generate_cohort(spec, args.out)
     logging.info("wrote %d studies (+%d faulty inputs) to %s in %.1f s", manifest.n_studies, len(manifest.faults),

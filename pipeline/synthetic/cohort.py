@@ -17,9 +17,11 @@ import numpy as np
 import pandas as pd
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, generate_uid
 
+from pipeline import vocab
 from pipeline.atomic import atomic_path, write_parquet
 from pipeline.synthetic import identity
 from pipeline.synthetic.anatomy import Patient, build_anatomy, drawn_organs, index_of, paint
+from pipeline.synthetic.appearance import apply_appearance, draw_appearance
 from pipeline.synthetic.dicom_writer import SeriesHeader, write_ct_series
 from pipeline.synthetic.findings import CATALOG, Finding, alterations, place_lesions, sample_findings
 from pipeline.synthetic.reports import write_report
@@ -57,6 +59,13 @@ class CohortSpec:
     companion_series_prob: float = 0.5  # chance of each extra series: a scout, a coronal reformat
     noise_hu: float = 12.0
     fov_weights: tuple[float, float, float] = (0.3, 0.35, 0.35)  # chest, abdomen_pelvis, chest_abdomen_pelvis
+    # "uniform": one HU per organ for everyone, one noise level (the demo); "varied": per-study contrast phase,
+    # per-patient organ HU, texture, slice blur and noise, recorded in truth/studies.parquet (appearance.py)
+    appearance: str = "uniform"
+
+    def __post_init__(self) -> None:
+        if self.appearance not in ("uniform", "varied"):
+            raise ValueError(f"appearance must be 'uniform' or 'varied', not {self.appearance!r}")
 
 
 @dataclass(frozen=True)
@@ -190,10 +199,18 @@ def synthesize_study(spec: CohortSpec, index: int) -> SyntheticStudy:
     organs = build_anatomy(patient, alt)
     labels, hu = paint(organs, grid, patient)
     lesions, findings = place_lesions(findings, labels, hu, grid, rng)
-    hu += rng.standard_normal(hu.shape, dtype=np.float32) * np.float32(spec.noise_hu)
+    affine = _affine(grid)
+    noise_hu = spec.noise_hu
+    if spec.appearance == "varied":  # its own random stream: the uniform cohort stays bit for bit as it was
+        arng = np.random.default_rng([spec.seed, index, 3])
+        names = vocab.class_map(vocab.V2_TASK)
+        look = draw_appearance(arng, [names[int(i)] for i in np.unique(labels) if int(i) in names], params["slice_spacing"])
+        hu = apply_appearance(hu, labels, look, tuple(np.linalg.norm(affine[:3, :3], axis=0)), arng)
+        noise_hu = look.noise_hu
+        params = dict(params, **look.record())
+    hu += rng.standard_normal(hu.shape, dtype=np.float32) * np.float32(noise_hu)
     hu_i16 = np.clip(np.rint(hu), -1024, 3071).astype(np.int16)
     del hu
-    affine = _affine(grid)
 
     drawn = drawn_organs()
     counts = np.bincount(labels.ravel(), minlength=256)

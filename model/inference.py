@@ -1,0 +1,324 @@
+"""A trained model on new studies: one entry, ``infer(checkpoint, studies, options)``.
+
+Each study goes through the pipeline's own ingest steps (NIfTI or one DICOM series read into RAS,
+the HU check, resampling to the checkpoint's spacing), gets an organ label map (a given mask, or the
+configured segmenter: TotalSegmentator by default), and is covered whole by MONAI's
+``SlidingWindowInferer`` at the checkpoint's crop size, windowed the way the checkpoint was trained
+(``model.checkpoint.preprocessing_of`` -> ``model.preprocess.window``). From the stitched feature map:
+
+- one embedding per organ (masked average, ``CTGlip.pool_organs``) and one for the whole study (the
+  plain average over the study's grid, padding excluded, as ``encode_global`` averages a crop);
+- zero-shot scores for every abnormality the dictionary (``pipeline/report/data/abnormalities.yaml``)
+  allows for each organ: cos(e, abnormal prompts) - cos(e, normal prompts), each side the average of
+  the evaluation's paraphrases (``model.eval.prompts``), and the two-way softmax at the model's logit
+  scale as ``probability``;
+- per text query, the cosine of each feature-map cell with the text, upsampled to the canonical grid.
+
+``write_outputs`` stores one result: ``embeddings.parquet`` (organ, embedding), ``scores.json``,
+``heatmaps/<query>.nii.gz`` + ``.png`` and ``summary.json`` (timings, grid, organs).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from time import perf_counter
+from typing import Iterator, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from monai.inferers import SlidingWindowInferer
+
+from model.checkpoint import config_of, load_checkpoint, load_model, preprocessing_of, read_config
+from model.eval.features import prompt_embeddings
+from model.eval.prompts import abnormality_prompts
+from model.network import CTGlip
+from model.text import build_text_encoder
+from model.preprocess import Preprocessing, window
+from model.train import autocast
+from pipeline.atomic import write_bytes, write_json, write_parquet
+from pipeline.hu import check_hu
+from pipeline.resample import ResampleOptions, resample_volume
+from pipeline.segment import SegmenterConfig, segment, to_grid_of
+from pipeline.volume import Volume, load_nifti, save_nifti
+from pipeline.vocab import class_map
+
+log = logging.getLogger(__name__)
+
+STUDY = "whole_study"  # the `organ` of the whole-study embedding row
+
+
+class NotCTError(ValueError):
+    """The input's values are not CT Hounsfield units (the pipeline's HU check says why)."""
+
+
+@dataclass(frozen=True)
+class StudyInput:
+    """One study: a NIfTI file or a DICOM folder holding one series, and optionally its label map."""
+
+    study_id: str  # a pseudonymous id: it names rows and logs, never a patient
+    volume: str | None = None  # NIfTI path (HU)
+    dicom: str | None = None  # folder of one DICOM series
+    mask: str | None = None  # NIfTI label map (TotalSegmentator `total` v2 indices), any grid covering the volume
+    heatmaps: bool = True  # compute the query heatmaps for this study
+
+    def __post_init__(self) -> None:
+        if (self.volume is None) == (self.dicom is None):
+            raise ValueError(f"{self.study_id}: give exactly one of a volume (NIfTI) or a DICOM folder")
+
+
+@dataclass(frozen=True)
+class InferenceOptions:
+    queries: tuple[str, ...] = ()  # texts whose voxel-similarity heatmaps are computed
+    segmenter: SegmenterConfig = SegmenterConfig(backend="totalsegmentator")  # used where a study has no mask
+    device: str = "auto"  # "auto" (CUDA when present), "cpu", "cuda", "cuda:1", ...
+    precision: str = "float32"  # or "bf16": autocast of the image encoder
+    overlap: float = 0.25  # sliding-window overlap (rounded so window steps fall on feature-map cells)
+    sw_batch_size: int = 1  # windows per encoder call
+    min_organ_voxels: int | None = None  # None: the checkpoint's own minimum
+    text_cache_dir: str | None = None  # on-disk cache of frozen text vectors: the dictionary's prompts are encoded once, not per run
+
+    def __post_init__(self) -> None:
+        if self.precision not in ("float32", "bf16"):
+            raise ValueError(f"precision must be 'float32' or 'bf16', not {self.precision!r}")
+        if not 0 <= self.overlap < 1:
+            raise ValueError(f"overlap must be in [0, 1), not {self.overlap}")
+
+
+@dataclass(frozen=True)
+class StudyResult:
+    study_id: str
+    grid: Volume  # the canonical volume (HU, int16) on which masks and heatmaps lie
+    labels: np.ndarray  # (D, H, W) uint8 organ label map on the canonical grid
+    embeddings: pd.DataFrame  # organ, index_v2, voxels, embedding (whole study last, index_v2 -1)
+    scores: dict  # organ -> abnormality -> {"score", "probability"}
+    heatmaps: dict[str, np.ndarray] = field(default_factory=dict)  # query -> (D, H, W) float32 cosine
+    timings: dict[str, float] = field(default_factory=dict)  # seconds: ingest, segmentation, encoder, zero_shot, heatmaps
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"device {device!r} asked for, but torch sees no CUDA device (use 'cpu' or 'auto')")
+    return dev
+
+
+def infer(checkpoint: str | os.PathLike, studies: Sequence[StudyInput], options: InferenceOptions = InferenceOptions()) -> Iterator[StudyResult]:
+    """Embed, score and (with queries) map each study with the trained model at ``checkpoint``
+    (an exported model folder or a step checkpoint); the model loads once, studies follow lazily."""
+    path = Path(checkpoint)
+    if not path.exists():
+        raise FileNotFoundError(f"no trained model at {path}: expected an exported model folder (model.safetensors, config.json) or a step_*.pt")
+    pre = preprocessing_of(path)  # checks the format first: a model of another version is refused with its version
+    device = resolve_device(options.device)
+    text = None
+    if options.text_cache_dir:
+        ckpt = load_checkpoint(path) if path.suffix == ".pt" else read_config(path)
+        text = build_text_encoder(dataclasses.replace(config_of(ckpt).model, text_cache_dir=options.text_cache_dir))
+    model = load_model(path, map_location=device, text_encoder=text)
+    queries = _text(model, [[q] for q in options.queries]) if options.queries else None
+    for study in studies:
+        yield _infer_one(model, pre, study, options, device, queries)
+
+
+# --- one study -------------------------------------------------------------------------------
+
+
+def _ingest(study: StudyInput, pre: Preprocessing) -> Volume:
+    """The pipeline's steps: read into RAS, check HU, resample to the checkpoint's spacing."""
+    if study.dicom is not None:
+        from pipeline.dicom.load import load_dicom_series  # pydicom only when a DICOM study comes
+
+        if not Path(study.dicom).is_dir():
+            raise FileNotFoundError(f"{study.study_id}: DICOM folder {study.dicom} not found")
+        volume = load_dicom_series(study.dicom)
+    else:
+        if not Path(study.volume).is_file():
+            raise FileNotFoundError(f"{study.study_id}: volume {study.volume} not found")
+        volume = load_nifti(study.volume)
+        if volume.array.ndim == 4 and volume.array.shape[3] == 1:
+            volume = Volume(volume.array[..., 0], volume.affine, volume.meta)
+        if volume.array.ndim != 3:
+            raise ValueError(f"{study.study_id}: a 3-d CT volume is expected, this one has shape {volume.array.shape}")
+    hu = check_hu(volume.array)
+    if not hu.ok:
+        raise NotCTError(f"{study.study_id}: the volume does not look like CT in Hounsfield units ({hu.reason}: {hu.detail})")
+    spacing = pre.spacing_mm if pre.spacing_mm is not None else min(volume.spacing)
+    return resample_volume(volume, ResampleOptions(spacing=(spacing,) * 3))
+
+
+def _labels(study: StudyInput, canon: Volume, segmenter: SegmenterConfig) -> np.ndarray:
+    if study.mask is None:
+        return np.asarray(segment(study.study_id, canon, segmenter).array, dtype=np.uint8)
+    if not Path(study.mask).is_file():
+        raise FileNotFoundError(f"{study.study_id}: mask {study.mask} not found")
+    return np.asarray(to_grid_of(load_nifti(study.mask), canon).array, dtype=np.uint8)
+
+
+def _stride(model: CTGlip, crop: tuple[int, int, int]) -> tuple[int, ...]:
+    with torch.no_grad():
+        probe = model.feature_map(torch.zeros((1, 1, *crop), device=model.logit_scale.device))
+    return tuple(c // f for c, f in zip(crop, probe.shape[2:]))
+
+
+@torch.no_grad()
+def _feature_map(model: CTGlip, image: np.ndarray, pre: Preprocessing, options: InferenceOptions, device: torch.device) -> torch.Tensor:
+    """(c, d, h, w) on the CPU: windows of the checkpoint's crop, stitched over the whole (padded) study."""
+    stride = _stride(model, pre.crop_size)
+    # window steps a whole number of feature cells apart, so stitched cells line up with every window's
+    step = [max(s, int(round(c * (1 - options.overlap) / s)) * s) for c, s in zip(pre.crop_size, stride)]
+    overlap = [1 - (st + 1e-3) / c for st, c in zip(step, pre.crop_size)]  # MONAI floors crop * (1 - overlap)
+    inferer = SlidingWindowInferer(roi_size=pre.crop_size, sw_batch_size=options.sw_batch_size, overlap=overlap,
+                                   mode="gaussian", padding_mode="constant", cval=-1.0, sw_device=device, device="cpu",
+                                   progress=False)
+    x = torch.from_numpy(image)[None, None]  # (1, 1, D, H, W) in [-1, 1]
+
+    def predict(window: torch.Tensor) -> torch.Tensor:
+        with autocast(device, options.precision):
+            return model.feature_map(window).float()  # (n, c, d, h, w)
+
+    return inferer(x, predict)[0]
+
+
+def _text(model: CTGlip, prompt_sets: list[list[str]]) -> np.ndarray:
+    return prompt_embeddings(model, prompt_sets)  # (n, e): paraphrases averaged, normalised
+
+
+@torch.no_grad()
+def _infer_one(model: CTGlip, pre: Preprocessing, study: StudyInput, options: InferenceOptions, device: torch.device,
+               queries: np.ndarray | None) -> StudyResult:
+    timings: dict[str, float] = {}
+    t0 = perf_counter()
+    canon = _ingest(study, pre)
+    timings["ingest"] = perf_counter() - t0
+    t0 = perf_counter()
+    labels = _labels(study, canon, options.segmenter)
+    timings["segmentation"] = perf_counter() - t0
+
+    t0 = perf_counter()
+    shape = canon.shape
+    stride = _stride(model, pre.crop_size)
+    padded = [math.ceil(n / s) * s for n, s in zip(shape, stride)]  # feature cells cover whole voxel blocks
+    hu = np.full(padded, pre.air_hu, dtype=np.float32)
+    hu[: shape[0], : shape[1], : shape[2]] = canon.array
+    fmap = _feature_map(model, window(hu, pre.hu_window), pre, options, device)  # (c, d, h, w)
+    lab = np.zeros(padded, dtype=np.int64)
+    lab[: shape[0], : shape[1], : shape[2]] = labels
+    counts = np.bincount(lab.ravel(), minlength=256)
+    minimum = pre.min_organ_voxels if options.min_organ_voxels is None else options.min_organ_voxels
+    names = class_map()
+    present = [int(i) for i in np.flatnonzero(counts[1:] >= minimum) + 1 if int(i) in names]
+    proj_device = model.logit_scale.device
+    index = torch.tensor([[0, i] for i in present], dtype=torch.long).reshape(-1, 2)
+    organ_emb = model.pool_organs(fmap[None].to(proj_device), torch.from_numpy(lab)[None].to(proj_device), index)  # (n, e)
+    inside = tuple(slice(0, n // s) for n, s in zip(shape, stride))  # cells inside the study (the last partial one left out)
+    cells = fmap[(slice(None), *inside)] if all(n >= s for n, s in zip(shape, stride)) else fmap
+    study_emb = F.normalize(model.image_proj(cells.mean(dim=(1, 2, 3)).to(proj_device)), dim=-1)  # (e,)
+    timings["encoder"] = perf_counter() - t0
+
+    organ_names = [names[i] for i in present]
+    rows = [{"organ": n, "index_v2": i, "voxels": int(counts[i]), "embedding": e.tolist()}
+            for n, i, e in zip(organ_names, present, organ_emb.float().cpu().numpy())]
+    rows.append({"organ": STUDY, "index_v2": -1, "voxels": int(np.prod(shape)), "embedding": study_emb.float().cpu().numpy().tolist()})
+    embeddings = pd.DataFrame(rows, columns=["organ", "index_v2", "voxels", "embedding"])
+    t0 = perf_counter()
+    scores = _scores(model, organ_names, organ_emb.float().cpu().numpy())
+    timings["zero_shot"] = perf_counter() - t0
+
+    t0 = perf_counter()
+    heatmaps: dict[str, np.ndarray] = {}
+    if queries is not None and study.heatmaps:
+        # the projection is linear: projecting every cell then normalising gives each cell's embedding
+        cell_emb = F.normalize(model.image_proj(fmap.permute(1, 2, 3, 0).to(proj_device)), dim=-1)  # (d, h, w, e)
+        text = torch.from_numpy(queries).to(cell_emb)  # (q, e)
+        sim = torch.einsum("dhwe,qe->qdhw", cell_emb, text)  # (q, d, h, w)
+        up = F.interpolate(sim[None].float(), size=tuple(padded), mode="trilinear", align_corners=False)[0]
+        for q, volume in zip(options.queries, up.cpu().numpy()):
+            heatmaps[q] = np.ascontiguousarray(volume[: shape[0], : shape[1], : shape[2]], dtype=np.float32)
+    timings["heatmaps"] = perf_counter() - t0
+    log.info("study %s: %d organs, %s", study.study_id, len(present), ", ".join(f"{k} {v:.1f}s" for k, v in timings.items()))
+    return StudyResult(study.study_id, canon, labels.astype(np.uint8), embeddings, scores, heatmaps, timings)
+
+
+def _scores(model: CTGlip, organs: list[str], emb: np.ndarray) -> dict:
+    """organ -> abnormality -> score (abnormal minus normal cosine) and its two-way softmax."""
+    from pipeline.report.dictionary import abnormalities_for_organ
+
+    pairs = [(i, o, a.canonical_for(o)) for i, o in enumerate(organs) for a in abnormalities_for_organ(o)]
+    pairs = list(dict.fromkeys(pairs))
+    if not pairs:
+        return {}
+    sets = [abnormality_prompts(o, a) for _, o, a in pairs]
+    normal = _text(model, [n for n, _ in sets])  # (p, e)
+    abnormal = _text(model, [a for _, a in sets])
+    rows = emb[[i for i, _, _ in pairs]]  # (p, e)
+    score = (rows * abnormal).sum(1) - (rows * normal).sum(1)
+    scale = float(model.logit_scale.detach().clamp(max=math.log(model.config.logit_scale_max)).exp())
+    out: dict = {}
+    for (_, organ, abn), s in zip(pairs, score):
+        out.setdefault(organ, {})[abn] = {"score": round(float(s), 6), "probability": round(1 / (1 + math.exp(-scale * float(s))), 6)}
+    return out
+
+
+# --- outputs ---------------------------------------------------------------------------------
+
+
+def query_slug(query: str) -> str:
+    """A file name for a query: lower-case words joined by '_', at most 60 characters."""
+    return re.sub(r"[^a-z0-9]+", "_", query.lower()).strip("_")[:60] or "query"
+
+
+def heatmap_png(ct: np.ndarray, heat: np.ndarray, title: str) -> bytes:
+    """Axial and coronal slices through the heatmap's peak: CT in grey, similarity in colour."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    i, j, k = np.unravel_index(int(np.argmax(heat)), heat.shape)
+    lo, hi = float(np.percentile(heat, 50)), float(heat.max())
+    fig, axes = plt.subplots(1, 2, figsize=(8, 4.2))
+    # RAS arrays: an axial slice is (i, j) at k, a coronal one (i, k) at j; transposed so up is anterior / superior
+    for ax, (img, hm, name) in zip(axes, ((ct[:, :, k], heat[:, :, k], f"axial k={k}"), (ct[:, j, :], heat[:, j, :], f"coronal j={j}"))):
+        ax.imshow(np.clip(img.T, -1000, 1000), cmap="gray", origin="lower")
+        shown = ax.imshow(np.ma.masked_less(hm.T, lo), cmap="inferno", origin="lower", alpha=0.55, vmin=lo, vmax=hi)
+        ax.set_title(name)
+        ax.axis("off")
+    fig.colorbar(shown, ax=axes, shrink=0.8, label="cosine with the text")
+    fig.suptitle(title[:80])
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=80)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def write_outputs(result: StudyResult, out: str | os.PathLike, checkpoint: str | os.PathLike = "") -> dict[str, Path]:
+    """Write one study's result under ``out`` (every file atomically); returns what was written."""
+    out = Path(out)
+    written = {"embeddings": write_parquet(result.embeddings[["organ", "embedding"]], out / "embeddings.parquet")}
+    written["scores"] = write_json({"study_id": result.study_id, "checkpoint": str(checkpoint),
+                                    "score": "cos(organ, abnormal prompts) - cos(organ, normal prompts), paraphrases averaged",
+                                    "probability": "two-way softmax of the two cosines at the model's logit scale",
+                                    "organs": result.scores}, out / "scores.json")
+    for query, heat in result.heatmaps.items():
+        slug = query_slug(query)
+        written[f"heatmap:{query}"] = save_nifti(Volume(heat, result.grid.affine), out / "heatmaps" / f"{slug}.nii.gz", dtype=np.float32)
+        written[f"png:{query}"] = write_bytes(heatmap_png(result.grid.array, heat, query), out / "heatmaps" / f"{slug}.png")
+    written["summary"] = write_json({
+        "study_id": result.study_id, "grid_shape": list(result.grid.shape), "spacing_mm": list(result.grid.spacing),
+        "affine": np.asarray(result.grid.affine).tolist(), "organs": result.embeddings["organ"].tolist(),
+        "queries": {q: f"heatmaps/{query_slug(q)}.nii.gz" for q in result.heatmaps},
+        "timings_s": {k: round(v, 3) for k, v in result.timings.items()},
+    }, out / "summary.json")
+    return written

@@ -1,0 +1,43 @@
+"""The study_embeddings asset on a tiny trained model: one row per (study, organ), heatmaps in its metadata."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dagster as dg
+import pandas as pd
+import pytest
+
+from assets.inference import EmbeddingSettings, study_embeddings
+from assets.resources import DataRoot
+from model.eval.data import fingerprint
+from model.fake_data import make_fake_data_root, tiny_config
+from model.inference import STUDY
+from model.train import train
+from pipeline.tables import table_path, write_table
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    base = tmp_path_factory.mktemp("asset")
+    root = make_fake_data_root(base / "train", n_studies=4, shape=(40, 40, 36))
+    return train(tiny_config(steps=2, batch_size=2, checkpoint_every=2), root, base / "run").model_path
+
+
+def test_study_embeddings_asset(trained, tmp_path):
+    root = make_fake_data_root(tmp_path / "data", n_studies=3, shape=(40, 40, 36), seed=5)
+    ids = sorted(p.name[: -len(".nii.gz")] for p in (root / "volumes").glob("*.nii.gz"))
+    (root / "masks" / f"{ids[2]}.nii.gz").unlink()  # as if segmentation had rejected it
+    write_table(pd.DataFrame({"study_id": ids, "volume_path": [str(root / "volumes" / f"{s}.nii.gz") for s in ids]}), "ct_studies", root, "shard-00")
+    ref = {"kind": "grounded", "model_path": str(trained), "sha256": fingerprint(trained), "run_id": "test"}
+    context = dg.build_asset_context(partition_key="shard-00")
+    result = study_embeddings(context, config=EmbeddingSettings(queries=["the liver"], heatmap_studies=1, device="cpu"),
+                              data=DataRoot(path=str(root)), grounded_model=ref)
+    table = pd.read_parquet(table_path("study_embeddings", root, "shard-00"))
+    assert list(table.columns) == ["study_id", "organ", "embedding"] and set(table["study_id"]) == set(ids[:2])
+    assert (table.groupby("study_id")["organ"].apply(lambda o: (o == STUDY).sum()) == 1).all()
+    meta = result.metadata
+    assert meta["without_mask"] == 1 and meta["studies"] == 2
+    assert [k for k in meta if k.startswith("heatmap_")] == ["heatmap_0"] and "data:image/png;base64" in meta["heatmap_0"].value
