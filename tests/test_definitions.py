@@ -69,7 +69,7 @@ def test_every_step_names_its_celery_queue():
     job = cluster_defs.get_repository_def().get_implicit_global_asset_job_def()
     queues = {node.name: node.tags.get(QUEUE_TAG) for node in job.graph.node_defs}
     gpu = {name for name, q in queues.items() if q == "gpu"}
-    assert gpu == {"segmentation", "grounded_model", "global_model", "evaluation_report"}
+    assert gpu == {"segmentation", "grounded_model", "global_model", "evaluation_report", "study_embeddings"}
     assert all(q in ("cpu", "gpu") for q in queues.values()), queues
     assert job.executor_def.name == "celery"
     tagged = {j.name for j in cluster_defs.get_repository_def().get_all_jobs() if j.tags.get("ctglip/gpu")}
