@@ -73,7 +73,7 @@ def test_every_step_names_its_celery_queue():
     assert all(q in ("cpu", "gpu") for q in queues.values()), queues
     assert job.executor_def.name == "celery"
     tagged = {j.name for j in cluster_defs.get_repository_def().get_all_jobs() if j.tags.get("ctglip/gpu")}
-    assert tagged == {"segmentation_job", "training_job", "evaluation_job"}
+    assert tagged == {"segmentation_job", "training_job", "evaluation_job", "inference_job"}
 
 
 def test_cluster_instance_config_is_valid(monkeypatch, tmp_path):
