@@ -130,11 +130,12 @@ class Lexicon:
         second word (replacing a shorter reading of it)."""
         extra = []
         arr = doc.to_array([ORTH, SPACY])  # token forms and trailing-space flags, without building Tokens
+        orth, space = arr[:, 0].tolist(), arr[:, 1].tolist()  # plain ints: numpy item access is slow
         hyphen = doc.vocab.strings["-"]
         n = len(doc)
         for m in out:
             e = m.end
-            if m.kind != ABN or e + 1 >= n or arr[e, 0] != hyphen or arr[e - 1, 1] or arr[e, 1]:
+            if m.kind != ABN or e + 1 >= n or orth[e] != hyphen or space[e - 1] or space[e]:
                 continue
             words = [t.lower_ for t in doc[m.start:e - 1]] + [doc[e + 1].lower_]
             hit = self.findings.get(" ".join(words))
@@ -182,6 +183,7 @@ class _KeepText:
 # numbers (with decimals), words (letters, then digits: "L1", "T12"), words with an apostrophe, any
 # other non-space character alone ("-", "/", ".", ";")
 _TOKEN_WS = re.compile(r"(\d+(?:\.\d+)?|[^\W\d_]+\d*(?:['\u2019][^\W\d_]+)?|\S)(\s*)")
+_ODD_WS = re.compile(r"[^\S ]|  ")  # whitespace other than single spaces
 
 
 class RegexTokenizer:
@@ -200,7 +202,14 @@ class RegexTokenizer:
         if lead:
             words.append(text[:lead])
             spaces.append(False)
-        for tok, ws in _TOKEN_WS.findall(text, lead):
+        pairs = _TOKEN_WS.findall(text, lead)
+        if _ODD_WS.search(text, lead) is None:  # every gap is "" or " ": the common case, without a Python loop
+            if pairs:
+                toks, gaps = zip(*pairs)
+                words += toks
+                spaces += map(" ".__eq__, gaps)
+            pairs = ()
+        for tok, ws in pairs:
             words.append(tok)
             if not ws:
                 spaces.append(False)
