@@ -183,7 +183,6 @@ class _KeepText:
 # numbers (with decimals), words (letters, then digits: "L1", "T12"), words with an apostrophe, any
 # other non-space character alone ("-", "/", ".", ";")
 _TOKEN_WS = re.compile(r"(\d+(?:\.\d+)?|[^\W\d_]+\d*(?:['\u2019][^\W\d_]+)?|\S)(\s*)")
-_ODD_WS = re.compile(r"[^\S ]|  ")  # whitespace other than single spaces
 
 
 class RegexTokenizer:
@@ -202,14 +201,7 @@ class RegexTokenizer:
         if lead:
             words.append(text[:lead])
             spaces.append(False)
-        pairs = _TOKEN_WS.findall(text, lead)
-        if _ODD_WS.search(text, lead) is None:  # every gap is "" or " ": the common case, without a Python loop
-            if pairs:
-                toks, gaps = zip(*pairs)
-                words += toks
-                spaces += map(" ".__eq__, gaps)
-            pairs = ()
-        for tok, ws in pairs:
+        for tok, ws in _TOKEN_WS.findall(text, lead):
             words.append(tok)
             if not ws:
                 spaces.append(False)
