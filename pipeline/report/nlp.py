@@ -130,11 +130,12 @@ class Lexicon:
         second word (replacing a shorter reading of it)."""
         extra = []
         arr = doc.to_array([ORTH, SPACY])  # token forms and trailing-space flags, without building Tokens
+        orth, space = arr[:, 0].tolist(), arr[:, 1].tolist()  # plain ints: numpy item access is slow
         hyphen = doc.vocab.strings["-"]
         n = len(doc)
         for m in out:
             e = m.end
-            if m.kind != ABN or e + 1 >= n or arr[e, 0] != hyphen or arr[e - 1, 1] or arr[e, 1]:
+            if m.kind != ABN or e + 1 >= n or orth[e] != hyphen or space[e - 1] or space[e]:
                 continue
             words = [t.lower_ for t in doc[m.start:e - 1]] + [doc[e + 1].lower_]
             hit = self.findings.get(" ".join(words))
