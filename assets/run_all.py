@@ -18,6 +18,7 @@ import dagster as dg
 import yaml
 
 from assets import definitions
+from assets.cli_env import ensure_dagster_home
 from assets.partitions import SHARD_KEYS
 from pipeline.tables import data_root
 
@@ -69,18 +70,6 @@ def run_models_side_by_side(instance: dg.DagsterInstance, run_config: dict):
         ops[name] = op
     config = {**run_config, "ops": ops, "execution": {"config": {"multiprocess": {"max_concurrent": len(MODELS)}}}}
     return dg.execute_job(dg.reconstructable(models_job), instance, run_config=config, asset_selection=[dg.AssetKey(m) for m in MODELS])
-
-
-def ensure_dagster_home(env: dict[str, str] = os.environ) -> Path | None:
-    """Create $DAGSTER_HOME (and an empty dagster.yaml) where it is set but missing: the Dagster CLI refuses a
-    home that does not exist, which would fail the first step of a run pointed at a new folder."""
-    home = env.get("DAGSTER_HOME")
-    if not home:
-        return None
-    path = Path(home)
-    path.mkdir(parents=True, exist_ok=True)
-    (path / "dagster.yaml").touch()
-    return path
 
 
 def main(argv: list[str] | None = None) -> int:

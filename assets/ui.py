@@ -23,20 +23,14 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from assets.run_all import ensure_dagster_home
+from assets.cli_env import ensure_dagster_home, without_pointer_vars
 
 DEFINITIONS = "assets.definitions"
-# Set for the `dagster` CLI, but fatal to the children of `dagster dev` (see the module docstring).
-CONFLICTING_ENV = ("DAGSTER_MODULE_NAME", "DAGSTER_PYTHON_FILE", "DAGSTER_PACKAGE_NAME", "DAGSTER_ATTRIBUTE")
 
 
 def dev_command(host: str, port: int) -> list[str]:
     exe = Path(sys.executable).with_name("dagster")
     return [str(exe), "dev", "-m", DEFINITIONS, "-h", host, "-p", str(port)]
-
-
-def child_env(env: dict[str, str]) -> dict[str, str]:
-    return {k: v for k, v in env.items() if k not in CONFLICTING_ENV}
 
 
 def port_in_use(host: str, port: int) -> bool:
@@ -84,7 +78,7 @@ def serve(host: str, port: int, timeout_s: float) -> int:
     # A parent may have left SIGINT ignored (a background job, a test runner): Ctrl-C must still stop us and them.
     signal.signal(signal.SIGINT, signal.default_int_handler)
     proc = subprocess.Popen(
-        cmd, env=child_env(dict(os.environ)), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        cmd, env=without_pointer_vars(dict(os.environ)), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         text=True, bufsize=1, start_new_session=True, preexec_fn=_default_sigint,
     )
     tail: collections.deque[str] = collections.deque(maxlen=40)

@@ -42,3 +42,10 @@ def test_venv_dagster_lists_assets_without_activation(tmp_path):
     done = subprocess.run([DAGSTER, "asset", "list"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert {"grounded_pairs", "evaluation_report", "ct_studies"} <= set(done.stdout.split())
+
+
+def test_dagster_dev_children_get_no_pointer_variable():
+    from assets.cli_env import POINTER_VARS, without_pointer_vars
+
+    env = {v: "x" for v in POINTER_VARS} | {"DAGSTER_HOME": "/h", "PATH": "/bin"}
+    assert without_pointer_vars(env) == {"DAGSTER_HOME": "/h", "PATH": "/bin"}

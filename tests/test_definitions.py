@@ -52,7 +52,7 @@ def test_train_settings_take_the_presets_values_unless_set():
 
 
 def test_run_all_creates_a_missing_dagster_home(tmp_path):
-    from assets.run_all import ensure_dagster_home
+    from assets.cli_env import ensure_dagster_home
 
     home = tmp_path / "new" / "dh"
     assert ensure_dagster_home({"DAGSTER_HOME": str(home)}) == home

@@ -21,6 +21,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from assets.cli_env import without_pointer_vars
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 DAGSTER_YAML = HERE / "dagster.yaml"
@@ -155,9 +157,8 @@ def prepare_home(cluster: Cluster) -> dict[str, str]:
     (cluster.state / "dagster_shared").mkdir(parents=True, exist_ok=True)
     cluster.data_root.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, **cluster.env, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}  # dagster-celery starts `celery` from PATH
-    # the code location comes from deploy/cluster/workspace.yaml; the Makefile's module name would clash with it
-    env.pop("DAGSTER_MODULE_NAME", None)
-    return env
+    # the code location comes from deploy/cluster/workspace.yaml; an exported module name would clash with it
+    return without_pointer_vars(env)
 
 
 def start_worker(cluster: Cluster, name: str, queues: tuple[str, ...], env: dict[str, str]) -> subprocess.Popen:
