@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -23,7 +24,7 @@ from torch.utils.data import Dataset, Sampler
 from model.config import DataConfig
 from model.preprocess import Preprocessing, crop_centre, prepare_study
 from model.text import readable_organ, text_id
-from pipeline.volume import load_nifti
+from pipeline.volume import Volume, load_nifti
 
 log = logging.getLogger(__name__)
 
@@ -169,8 +170,14 @@ def read_studies(
 
 
 class StudyDataset(Dataset):
-    def __init__(self, data_root: str | os.PathLike, config: DataConfig, split: str = "train", train: bool = True, seed: int = 0):
+    """Items of one split. Decoded volumes and masks stay in memory up to ``cache_mb`` per loader process
+    (least recently used first out): every epoch reads every study again, and decompressing its
+    .nii.gz cost a third of a demo training step (bench/train.py)."""
+
+    def __init__(self, data_root: str | os.PathLike, config: DataConfig, split: str = "train", train: bool = True, seed: int = 0,
+                 cache_mb: float = 1024):
         self.config, self.train, self.seed = config, train, seed
+        self.cache_bytes, self._cache = cache_mb * 2**20, OrderedDict()
         self.studies = read_studies(data_root, split, config.include_uncertain, config.abnormality_positive, config.dictionary,
                                     config.organ_text)
         self.preprocessing = Preprocessing.of(config)  # the deterministic part, shared with evaluation
@@ -187,7 +194,7 @@ class StudyDataset(Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         s, cfg = self.studies[index], self.config
         rng = np.random.default_rng([self.seed, self.epoch, index])
-        ct, labels = load_nifti(s.volume_path), load_nifti(s.mask_path)
+        ct, labels = self._load(index)
         centre_on = [o.label for o in s.organs]
         if cfg.crop_center == "random_organ" and centre_on:
             centre_on = [centre_on[rng.integers(len(centre_on))] if self.train else centre_on[0]]
@@ -209,6 +216,18 @@ class StudyDataset(Dataset):
             "max_negatives": cfg.max_negatives,
             "text": s.text,
         }
+
+    def _load(self, index: int) -> tuple[Volume, Volume]:
+        if index in self._cache:
+            self._cache.move_to_end(index)
+            return self._cache[index]
+        s = self.studies[index]
+        pair = load_nifti(s.volume_path), load_nifti(s.mask_path)
+        self._cache[index] = pair
+        size = lambda p: p[0].array.nbytes + p[1].array.nbytes  # noqa: E731
+        while self._cache and sum(map(size, self._cache.values())) > self.cache_bytes:
+            self._cache.popitem(last=False)
+        return pair
 
 
 @dataclass

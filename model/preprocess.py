@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
-from monai.transforms import ScaleIntensityRange
 
 if TYPE_CHECKING:
     from model.config import DataConfig
@@ -82,10 +81,14 @@ def crop_pad(array: np.ndarray, start: Sequence[int], size: Sequence[int], fill:
 
 
 def window(hu: np.ndarray, hu_window: tuple[float, float]) -> np.ndarray:
-    """HU clipped to ``hu_window`` and scaled to [-1, 1], float32 (MONAI ``ScaleIntensityRange``)."""
+    """HU clipped to ``hu_window`` and scaled to [-1, 1], float32 (MONAI's ``ScaleIntensityRange`` with
+    ``clip=True`` computes the same; in numpy, since MONAI's tensor and metadata round trip cost more than
+    the crop itself on every training item)."""
     lo, hi = hu_window
-    scale = ScaleIntensityRange(a_min=lo, a_max=hi, b_min=-1.0, b_max=1.0, clip=True, dtype=np.float32)
-    return np.asarray(scale(np.asarray(hu, dtype=np.float32)), dtype=np.float32)
+    out = np.asarray(hu, dtype=np.float32) - np.float32(lo)
+    out *= np.float32(2.0 / (hi - lo))
+    out -= np.float32(1.0)
+    return np.clip(out, -1.0, 1.0, out=out)
 
 
 def prepare_study(

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from model.eval import metrics as M
+from model.eval import resampled
 
 
 def test_auc_hand_computed():
@@ -134,3 +135,50 @@ def test_library_metrics_agree_with_the_hand_written_oracles():
         a, b = rng.random((5, 6, 7)) > 0.7, rng.random((5, 6, 7)) > 0.6
         assert M.dice(a, b) == pytest.approx(oracle.dice(a, b))
     assert M.dice(np.zeros(3), np.zeros(3)) == 1.0 and np.isnan(M.roc_auc([1, 2], [1, 1]))
+
+
+def _cases(seed: int, n: int = 40):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, n)
+    s = np.round(y + rng.normal(0, 1.0, n), 1)  # rounded: ties inside and across classes
+    groups = rng.integers(0, n // 3, n)  # patients with several cases
+    task = rng.integers(0, 4, n)
+    return y, s, groups, task
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_resampled_metrics_equal_scikit_learn_on_every_resample(seed):
+    # the one-pass forms against scikit-learn called on each resample's drawn cases (the generic loop)
+    y, s, groups, task = _cases(seed)
+    pred = (s > 0.5).astype(int)
+    k = 5
+    y_cls, p_cls = (y * 2 + task) % k, (pred * 2 + task + (s > 1.2)) % k
+    dice = np.where(np.arange(len(y)) % 7 == 0, np.nan, np.abs(s) / 3)
+    cases = [
+        (M.ROC_AUC, (s, y)), (M.F1, (y, pred)), (M.ACCURACY, (y_cls, p_cls)), (M.macro_f1_of(k), (y_cls, p_cls)),
+        (M.NANMEAN, (dice,)), (M.macro_over_tasks(M.ROC_AUC), (task, s, y)), (M.macro_over_tasks(M.F1), (task, y, pred)),
+    ]
+    for g in (None, groups):
+        w = resampled.counts(len(y), 60, seed, g)
+        assert w.shape == (60, len(y)) and np.all(w.sum(1) > 0)
+        if g is not None:  # a patient's cases are drawn together
+            for patient in np.unique(g):
+                assert np.all(w[:, g == patient] == w[:, g == patient][:, :1])
+        else:
+            assert np.all(w.sum(1) == len(y))
+        for metric, arrays in cases:
+            fast = M.resampled_values(metric, w, *arrays)
+            slow = M.resampled_values(metric.fn, w, *arrays)
+            np.testing.assert_allclose(fast, slow, rtol=1e-12, atol=1e-12, equal_nan=True, err_msg=str(metric.fn))
+            assert M.bootstrap_ci(metric, *arrays, n=60, seed=seed, groups=g) == pytest.approx(
+                M.bootstrap_ci(metric.fn, *arrays, n=60, seed=seed, groups=g), nan_ok=True)
+
+
+def test_resampled_metrics_are_nan_where_undefined():
+    w = np.array([[2.0, 0.0, 0.0], [1.0, 1.0, 1.0]])
+    auc = resampled.roc_auc(w, np.array([0.1, 0.5, 0.9]), np.array([0, 1, 1]))
+    assert np.isnan(auc[0]) and auc[1] == 1.0  # only a negative drawn: undefined
+    f1 = resampled.f1_binary(w, np.array([0, 1, 1]), np.array([0, 1, 0]))
+    assert np.isnan(f1[0]) and f1[1] == pytest.approx(2 / 3)
+    assert resampled.nanmean(w, np.array([1.0, np.nan, np.nan]))[1] == 1.0
+    assert np.isnan(resampled.nanmean(np.array([[0.0, 1.0, 1.0]]), np.array([1.0, np.nan, np.nan]))[0])

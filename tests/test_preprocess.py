@@ -36,6 +36,15 @@ def test_window_clips_and_scales_to_minus_one_one():
     assert window(hu, HU).dtype == np.float32
 
 
+def test_window_equals_monai_scale_intensity_range():
+    from monai.transforms import ScaleIntensityRange
+
+    hu = np.random.default_rng(0).normal(0, 700, (9, 8, 7)).astype(np.int16)
+    for lo, hi in (HU, (-1000.0, 1000.0), (-160.0, 240.0)):
+        monai = ScaleIntensityRange(a_min=lo, a_max=hi, b_min=-1.0, b_max=1.0, clip=True, dtype=np.float32)
+        np.testing.assert_allclose(window(hu, (lo, hi)), np.asarray(monai(hu.astype(np.float32))), atol=1e-6)
+
+
 def test_prepare_study_crops_pads_and_counts_organs():
     labels = np.zeros((10, 10, 10), np.uint8)
     labels[0:4, 0:4, 0:4] = 5  # 64 voxels, at the corner: the crop runs past the edge

@@ -104,12 +104,12 @@ def no_learning(data: EvalData, features: pd.DataFrame, tasks: Sequence[tuple[st
                            _study_x(features, [c.study_id for c in test], index))
         s, y, g = linear_probe(x_tr, study_tumor(train), x_te, config.td_l2), study_tumor(test), np.array([c.patient_id for c in test])
         td_scores["probe_study"], td_groups["probe_study"] = (s, y), g
-        auc["probe_study"] = metrics.estimate(metrics.roc_auc, s, y, n=config.n_bootstrap, seed=config.seed, groups=g)
+        auc["probe_study"] = metrics.estimate(metrics.ROC_AUC, s, y, n=config.n_bootstrap, seed=config.seed, groups=g)
     tr_t, te_t = tumor_organ_rows(train, tr_rows, organs), tumor_organ_rows(test, te_rows, organs)
     if len(tr_t) and len(te_t):
         x_tr, x_te = _fill(_organ_x(features, tr_t), _organ_x(features, te_t))
         s, y, g = linear_probe(x_tr, organ_tumor(train, tr_t), x_te, config.td_l2), organ_tumor(test, te_t), te_t["patient_id"].to_numpy()
         td_scores["probe_organ"], td_groups["probe_organ"] = (s, y), g
-        auc["probe_organ"] = metrics.estimate(metrics.roc_auc, s, y, n=config.n_bootstrap, seed=config.seed, groups=g)
+        auc["probe_organ"] = metrics.estimate(metrics.ROC_AUC, s, y, n=config.n_bootstrap, seed=config.seed, groups=g)
     td = TDResult(auc, td_scores, td_groups) if auc else None
     return MethodResult(name, pretrained=False, abnormality_detection=ad, tumor_detection=td)

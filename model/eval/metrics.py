@@ -14,11 +14,14 @@ Conventions:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from typing import Callable
 
 import numpy as np
 from sklearn import metrics as _sk
 from sklearn.metrics import accuracy_score
+
+from model.eval import resampled
 
 __all__ = [
     "top1_accuracy",
@@ -32,6 +35,14 @@ __all__ = [
     "choose_threshold",
     "dice",
     "mean_dice",
+    "Metric",
+    "ACCURACY",
+    "ROC_AUC",
+    "F1",
+    "NANMEAN",
+    "macro_over_tasks",
+    "macro_f1_of",
+    "resampled_values",
     "bootstrap_ci",
     "Estimate",
     "estimate",
@@ -143,6 +154,59 @@ def mean_dice(preds: list[np.ndarray], truths: list[np.ndarray], empty: float = 
     return mean, per_case
 
 
+@dataclass(frozen=True)
+class Metric:
+    """A metric (``fn``, scikit-learn on one sample) with its form over bootstrap weights: ``weighted(w,
+    *arrays)`` gives ``(B,)`` values for the ``(B, n)`` resample counts ``w`` (``model.eval.resampled``),
+    so a bootstrap needs no call per resample."""
+
+    fn: Callable[..., float]
+    weighted: Callable[..., np.ndarray]
+
+    def __call__(self, *arrays: np.ndarray) -> float:
+        return self.fn(*arrays)
+
+
+def _macro_over_tasks(fn: Callable[..., float]) -> Callable[..., float]:
+    def metric(task: np.ndarray, *arrays: np.ndarray) -> float:
+        vals = [fn(*(a[task == t] for a in arrays)) for t in np.unique(task)]
+        vals = [v for v in vals if np.isfinite(v)]
+        return float(np.mean(vals)) if vals else float("nan")
+
+    return metric
+
+
+def _nanmean(values: np.ndarray) -> float:
+    values = np.asarray(values, dtype=float)
+    return float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")
+
+
+ACCURACY = Metric(top1_accuracy, resampled.accuracy)
+ROC_AUC = Metric(roc_auc, resampled.roc_auc)
+F1 = Metric(f1_binary, resampled.f1_binary)
+NANMEAN = Metric(_nanmean, resampled.nanmean)  # e.g. per-case Dice, cases without a value left out
+
+
+def macro_over_tasks(metric: Metric) -> Metric:
+    """``metric`` on each task's cases (first array: the task of each case), averaged over the tasks
+    where it is defined."""
+    return Metric(_macro_over_tasks(metric.fn), partial(resampled.macro_over_tasks, metric.weighted))
+
+
+def macro_f1_of(n_classes: int) -> Metric:
+    """``macro_f1`` over classes 0..n_classes-1 as a ``Metric``."""
+    return Metric(partial(macro_f1, n_classes=n_classes), partial(resampled.macro_f1, n_classes=n_classes))
+
+
+def resampled_values(metric_fn: Callable[..., float], w: np.ndarray, *arrays: np.ndarray) -> np.ndarray:
+    """The metric on each resample of ``w`` (``(B, n)`` counts): in one pass for a ``Metric``,
+    else one call per resample on the drawn cases."""
+    if isinstance(metric_fn, Metric):
+        return np.asarray(metric_fn.weighted(w, *arrays), dtype=float)
+    cases = np.arange(w.shape[1])
+    return np.array([metric_fn(*(a[np.repeat(cases, row.astype(int))] for a in arrays)) for row in w], dtype=float)
+
+
 def bootstrap_ci(
     metric_fn: Callable[..., float],
     *arrays: np.ndarray,
@@ -156,7 +220,8 @@ def bootstrap_ci(
     Cases (the first axis of every array) are resampled with replacement; with ``groups``
     (e.g. patient or study ids) whole groups are resampled (cluster bootstrap), so the interval
     respects correlated cases. Resamples where the metric is undefined (``nan``) are dropped;
-    if none is left, the interval is (nan, nan). Deterministic for a given ``seed``.
+    if none is left, the interval is (nan, nan). Deterministic for a given ``seed``. A ``Metric``
+    is computed over all resamples at once; any other callable once per resample.
     """
     arrays = tuple(np.asarray(a) for a in arrays)
     if not arrays:
@@ -167,22 +232,7 @@ def bootstrap_ci(
     value = float(metric_fn(*arrays))
     if size == 0:
         return value, float("nan"), float("nan")
-    rng = np.random.default_rng(seed)
-    members: list[np.ndarray] | None = None
-    if groups is not None:
-        groups = np.asarray(groups)
-        if len(groups) != size:
-            raise ValueError("groups must have one entry per case")
-        _, inverse = np.unique(groups, return_inverse=True)
-        members = [np.flatnonzero(inverse == g) for g in range(int(inverse.max()) + 1)]
-    stats = np.empty(n, dtype=float)
-    for b in range(n):
-        if members is None:
-            idx = rng.integers(0, size, size=size)
-        else:
-            pick = rng.integers(0, len(members), size=len(members))
-            idx = np.concatenate([members[i] for i in pick])
-        stats[b] = metric_fn(*(a[idx] for a in arrays))
+    stats = resampled_values(metric_fn, resampled.counts(size, n, seed, groups), *arrays)
     stats = stats[np.isfinite(stats)]
     if stats.size == 0:
         return value, float("nan"), float("nan")

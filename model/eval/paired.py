@@ -13,31 +13,18 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from model.eval import metrics
+from model.eval import metrics, resampled
 from model.eval.evaluate import MethodResult
 from model.eval.metrics import Estimate
 
-Items = tuple[Callable[..., float], tuple[np.ndarray, ...], np.ndarray]  # (metric, per-item arrays, patient groups)
-
-
-def _macro(fn: Callable[..., float]) -> Callable[..., float]:
-    def metric(task: np.ndarray, *arrays: np.ndarray) -> float:
-        vals = [fn(*(a[task == t] for a in arrays)) for t in np.unique(task)]
-        vals = [v for v in vals if np.isfinite(v)]
-        return float(np.mean(vals)) if vals else float("nan")
-
-    return metric
-
-
-def _nanmean(d: np.ndarray) -> float:
-    return float(np.nanmean(d)) if np.isfinite(d).any() else float("nan")
+Items = tuple[metrics.Metric, tuple[np.ndarray, ...], np.ndarray]  # (metric, per-item arrays, patient groups)
 
 
 def metric_items(m: MethodResult, metric: str, td_headline: str = "probe_study") -> Items | None:
     """The per-item arrays behind one headline metric of ``m`` (None: not run or not applicable)."""
     if metric == "or_acc" and m.organ_recognition is not None and m.organ_recognition.groups is not None:
         r = m.organ_recognition
-        return metrics.top1_accuracy, (r.y_true, r.y_pred), r.groups
+        return metrics.ACCURACY, (r.y_true, r.y_pred), r.groups
     if metric in ("ad_auc", "ad_f1") and m.abnormality_detection is not None and m.abnormality_detection.pairs:
         pairs = m.abnormality_detection.pairs
         task = np.concatenate([np.full(len(p.labels), t) for t, p in enumerate(pairs)])
@@ -45,40 +32,32 @@ def metric_items(m: MethodResult, metric: str, td_headline: str = "probe_study")
         s = np.concatenate([p.scores for p in pairs])
         g = np.concatenate([p.groups if p.groups is not None else np.zeros(len(p.labels)) for p in pairs])
         if metric == "ad_auc":
-            return _macro(metrics.roc_auc), (task, s, y), g
+            return metrics.macro_over_tasks(metrics.ROC_AUC), (task, s, y), g
         pred = np.concatenate([(p.scores >= p.threshold).astype(int) for p in pairs])
-        return _macro(metrics.f1_binary), (task, y, pred), g
+        return metrics.macro_over_tasks(metrics.F1), (task, y, pred), g
     if metric == "td_auc" and m.tumor_detection is not None and td_headline in m.tumor_detection.scores:
         s, y = m.tumor_detection.scores[td_headline]
         g = m.tumor_detection.groups.get(td_headline)
-        return metrics.roc_auc, (s, y), g if g is not None else np.arange(len(y))
+        return metrics.ROC_AUC, (s, y), g if g is not None else np.arange(len(y))
     if metric == "ts_dsc" and m.tumor_segmentation is not None and len(m.tumor_segmentation.per_case):
         ts = m.tumor_segmentation
-        return _nanmean, (ts.per_case,), ts.groups if ts.groups is not None else np.arange(len(ts.per_case))
+        return metrics.NANMEAN, (ts.per_case,), ts.groups if ts.groups is not None else np.arange(len(ts.per_case))
     return None
 
 
-def _resample(groups: np.ndarray, n: int, seed: int) -> list[np.ndarray]:
-    """``n`` patient-level resamples: each a list of item indices."""
-    _, inverse = np.unique(groups, return_inverse=True)
-    members = [np.flatnonzero(inverse == g) for g in range(int(inverse.max()) + 1)] if len(groups) else []
-    rng = np.random.default_rng(seed)
-    out = []
-    for _ in range(n):
-        pick = rng.integers(0, len(members), size=len(members))
-        out.append(np.concatenate([members[i] for i in pick]) if len(members) else np.zeros(0, int))
-    return out
+def _seed_mean(items: Sequence[Items], w: np.ndarray | None = None) -> float | np.ndarray:
+    """The mean over seeds of each seed's metric (seeds where it is undefined left out): on all items,
+    or on each resample of the ``(B, n)`` counts ``w``."""
+    if w is None:
+        vals = [fn(*arrays) for fn, arrays, _ in items]
+        vals = [v for v in vals if np.isfinite(v)]
+        return float(np.mean(vals)) if vals else float("nan")
+    return resampled.mean_finite(np.stack([metrics.resampled_values(fn, w, *arrays) for fn, arrays, _ in items]))
 
 
-def _seed_mean(items: Sequence[Items], idx: np.ndarray | None = None) -> float:
-    vals = [fn(*(a if idx is None else a[idx] for a in arrays)) for fn, arrays, _ in items]
-    vals = [v for v in vals if np.isfinite(v)]
-    return float(np.mean(vals)) if vals else float("nan")
-
-
-def _interval(stat: Callable[[np.ndarray | None], float], groups: np.ndarray, n: int, seed: int) -> Estimate:
+def _interval(stat: Callable[[np.ndarray | None], float | np.ndarray], groups: np.ndarray, n: int, seed: int) -> Estimate:
     value = stat(None)
-    boots = np.array([stat(idx) for idx in _resample(groups, n, seed)]) if len(groups) else np.zeros(0)
+    boots = stat(resampled.counts(len(groups), n, seed, groups)) if len(groups) else np.zeros(0)
     boots = boots[np.isfinite(boots)]
     if not np.isfinite(value) or not boots.size:
         return Estimate(value, float("nan"), float("nan"))
@@ -107,7 +86,7 @@ def seed_estimate(runs: Sequence[MethodResult], metric: str, td_headline: str = 
     if not items:
         return Estimate.missing()
     groups = _check_aligned(items)
-    return _interval(lambda idx: _seed_mean(items, idx), groups, n, seed)
+    return _interval(lambda w: _seed_mean(items, w), groups, n, seed)
 
 
 def paired_difference(runs_a: Sequence[MethodResult], runs_b: Sequence[MethodResult], metric: str,
@@ -117,7 +96,7 @@ def paired_difference(runs_a: Sequence[MethodResult], runs_b: Sequence[MethodRes
     if not a or not b:
         return Estimate.missing()
     groups = _check_aligned(a, b)
-    return _interval(lambda idx: _seed_mean(a, idx) - _seed_mean(b, idx), groups, n, seed)
+    return _interval(lambda w: _seed_mean(a, w) - _seed_mean(b, w), groups, n, seed)
 
 
 def seed_values(runs: Sequence[MethodResult], metric: str, td_headline: str = "probe_study") -> list[float]:

@@ -194,11 +194,10 @@ def segmentation_protocol(
         means.append(mean)
         per_run_case.append(dice)
         curves.append(tuple(losses))
-    nanmean = lambda d: float(np.nanmean(d)) if np.isfinite(d).any() else float("nan")  # noqa: E731
     with warnings.catch_warnings():  # a case with neither lesion nor prediction in any run stays nan (empty=nan)
         warnings.simplefilter("ignore", RuntimeWarning)
         per_case = np.nanmean(np.stack(per_run_case), axis=0) if len(test) else np.zeros(0)
-    dice = metrics.estimate(nanmean, per_case, n=n_boot, seed=budget.seed, groups=groups) if len(test) else Estimate.missing()
+    dice = metrics.estimate(metrics.NANMEAN, per_case, n=n_boot, seed=budget.seed, groups=groups) if len(test) else Estimate.missing()
     return SegResult(dice, per_case, curves[0], tuple(means), None if groups is None else np.asarray(groups))
 
 

@@ -185,7 +185,7 @@ def tumor_detection(
     def record(key: str, s: np.ndarray, y: np.ndarray, g: np.ndarray | None) -> None:
         scores[key] = (np.asarray(s, dtype=float), y)
         item_groups[key] = g
-        auc[key] = metrics.estimate(metrics.roc_auc, s, y, n=n_boot, seed=seed, groups=g) if len(y) else Estimate.missing()
+        auc[key] = metrics.estimate(metrics.ROC_AUC, s, y, n=n_boot, seed=seed, groups=g) if len(y) else Estimate.missing()
 
     if len(train_cases) and len(test_cases):
         record("probe_study", linear_probe(study_embeddings(model, train_cases), tr_y,

@@ -72,10 +72,8 @@ def organ_recognition(
         classes=classes,
         y_true=y_true,
         y_pred=y_pred,
-        accuracy=metrics.estimate(metrics.top1_accuracy, y_true, y_pred, n=n_boot, seed=seed, groups=groups),
-        macro_f1=metrics.estimate(
-            lambda t, p: metrics.macro_f1(t, p, k), y_true, y_pred, n=n_boot, seed=seed, groups=groups
-        ),
+        accuracy=metrics.estimate(metrics.ACCURACY, y_true, y_pred, n=n_boot, seed=seed, groups=groups),
+        macro_f1=metrics.estimate(metrics.macro_f1_of(k), y_true, y_pred, n=n_boot, seed=seed, groups=groups),
         confusion=cm,
         per_class_accuracy=recall,
         groups=None if groups is None else np.asarray(groups),
@@ -161,15 +159,6 @@ def ad_scores(emb: np.ndarray, normal_emb: np.ndarray, abnormal_emb: np.ndarray)
     return e @ _normalize(abnormal_emb) - e @ _normalize(normal_emb)
 
 
-def _macro(fn):
-    def metric(task: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
-        vals = [fn(a[task == t], b[task == t]) for t in np.unique(task)]
-        vals = [v for v in vals if np.isfinite(v)]
-        return float(np.mean(vals)) if vals else float("nan")
-
-    return metric
-
-
 def abnormality_detection(
     test_emb: np.ndarray,
     test_rows: pd.DataFrame,
@@ -224,8 +213,8 @@ def ad_from_scores(
         results.append(
             ADPairResult(
                 organ, abn, int(y.sum()), int(len(y) - y.sum()), thr,
-                auc=metrics.estimate(metrics.roc_auc, s, y, n=n_boot, seed=seed, groups=g),
-                f1=metrics.estimate(metrics.f1_binary, y, pred, n=n_boot, seed=seed, groups=g),
+                auc=metrics.estimate(metrics.ROC_AUC, s, y, n=n_boot, seed=seed, groups=g),
+                f1=metrics.estimate(metrics.F1, y, pred, n=n_boot, seed=seed, groups=g),
                 scores=s, labels=y, groups=g,
             )
         )
@@ -235,10 +224,10 @@ def ad_from_scores(
     task, s, y, pred, g = (np.concatenate(parts) for parts in zip(*pooled))
     groups = g if group_col in test_rows else None
     one_threshold = metrics.choose_threshold(*(np.concatenate(parts) for parts in zip(*val_pooled)))
-    macro_f1 = _macro(metrics.f1_binary)
+    macro_f1 = metrics.macro_over_tasks(metrics.F1)
     return ADResult(
         tuple(results),
-        macro_auc=metrics.estimate(_macro(metrics.roc_auc), task, s, y, n=n_boot, seed=seed, groups=groups),
+        macro_auc=metrics.estimate(metrics.macro_over_tasks(metrics.ROC_AUC), task, s, y, n=n_boot, seed=seed, groups=groups),
         macro_f1=metrics.estimate(macro_f1, task, y, pred, n=n_boot, seed=seed, groups=groups),
         macro_f1_pooled=metrics.estimate(
             macro_f1, task, y, (s >= one_threshold).astype(int), n=n_boot, seed=seed, groups=groups
