@@ -114,13 +114,19 @@ def test_cli_scores_the_18_labels_with_intervals_and_thresholds_from_train(train
     assert "macro AUC" in run.stdout and "CT-CLIP 0.733, fVLM 0.778" in run.stdout
 
 
-def test_the_evaluated_split_labels_never_choose_a_threshold(trained, release, tmp_path):
+def test_the_evaluated_split_labels_never_choose_a_threshold(trained, release, tmp_path, caplog):
     """Flipping every valid label leaves the thresholds as they were and turns each AUC into 1 - AUC."""
     flipped = tmp_path / "flipped"
     shutil.copytree(release, flipped)
     write_labels(flipped, "valid", {n: [1 - x for x in v] for n, v in VALID_LABELS.items()})
-    options = CtrateEvalOptions(n_boot=50, inference=InferenceOptions(segmenter=None, dictionary_scores=False, device="cpu"))
+    options = CtrateEvalOptions(n_boot=50, cache_dir=str(tmp_path / "cache"),
+                                inference=InferenceOptions(segmenter=None, dictionary_scores=False, device="cpu"))
     a, b = (evaluate_ctrate(trained, root, options) for root in (release, flipped))
+    # a re-run takes every embedding from the cache, and scores the same
+    with caplog.at_level("INFO", logger="model.eval.ctrate"):
+        again = evaluate_ctrate(trained, release, options)
+    assert "valid: 0 volumes embedded, 6 from the cache" in caplog.text and "train: 0 volumes embedded, 4 from the cache" in caplog.text
+    pd.testing.assert_frame_equal(again.scores, a.scores)
     assert a.organ_aware_not_run == "no organ masks (give a masks folder or a segmenter)" and len(a.variants) == 1
     for x, y in zip(a.variants[0].labels, b.variants[0].labels):
         assert x.threshold == y.threshold and (x.n_pos, x.n_neg) == (y.n_neg, y.n_pos)

@@ -28,6 +28,7 @@ the command line is ``python -m model.eval.ctrate``.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import os
@@ -42,7 +43,7 @@ from model.eval.features import prompt_embeddings
 from model.eval.metrics import Estimate
 from model.eval.prompts import abnormality_prompts
 from model.inference import STUDY, InferenceOptions, LoadedModel, NotCTError, StudyInput, infer, load_for_inference, logit_scale
-from pipeline.atomic import atomic_path, write_json
+from pipeline.atomic import atomic_path, write_json, write_parquet
 from pipeline.ctrate import LABELS, SPLITS, scan_ctrate
 from pipeline.report.labels import label_organs
 from pipeline.segment import SegmenterDependencyError, WeightsMissingError
@@ -68,6 +69,9 @@ class CtrateEvalOptions:
     threshold_volumes: int = 1000  # volumes of the threshold split scored (whole patients, a seeded sample); 0: all
     volumes: str = "all"  # "all": every reconstruction; "chosen": one per scan
     masks_dir: str | None = None  # organ label maps named <volume_name>.nii.gz (TotalSegmentator 'total' v2)
+    # embeddings kept per volume, keyed by the model, the volume and mask files and the options that shape them,
+    # so a re-run (or one stopped half-way) embeds only what changed; None: no cache
+    cache_dir: str | None = None
     n_boot: int = 1000  # bootstrap resamples of patients
     seed: int = 0  # bootstrap and threshold-sample seed
     # segmenter: for volumes without a file in masks_dir (None: none, those fall back to the whole study)
@@ -237,22 +241,40 @@ def _embed(loaded: LoadedModel, frame: pd.DataFrame, options: CtrateEvalOptions)
     """volume_name -> its embeddings (organ, embedding; whole study last), and the volumes that failed."""
     out: dict[str, pd.DataFrame] = {}
     problems: list[dict] = []
+    cached = 0
+    model_key = _files_key(*sorted(p for p in Path(loaded.path).rglob("*") if p.is_file())) if Path(loaded.path).is_dir() else _files_key(loaded.path)
     for k, row in enumerate(frame.itertuples(), start=1):
         mask = Path(options.masks_dir) / f"{row.volume_name}.nii.gz" if options.masks_dir else None
+        mask = mask if mask is not None and mask.is_file() else None
         manifest = (("rescale_slope", str(row.rescale_slope)), ("rescale_intercept", str(row.rescale_intercept)), ("affine", row.affine))
-        study = StudyInput(row.volume_name, volume=row.volume_path, mask=str(mask) if mask and mask.is_file() else None,
-                           heatmaps=False, manifest=manifest)
+        study = StudyInput(row.volume_name, volume=row.volume_path, mask=str(mask) if mask else None, heatmaps=False, manifest=manifest)
+        opts = options.inference
+        key = hashlib.sha256(repr((model_key, _files_key(row.volume_path, *([mask] if mask else [])), manifest, opts.segmenter,
+                                   opts.precision, opts.overlap, opts.min_organ_voxels)).encode()).hexdigest()[:24]
+        path = Path(options.cache_dir) / f"{row.volume_name}.{key}.parquet" if options.cache_dir else None
+        if path is not None and path.is_file():
+            out[row.volume_name] = pd.read_parquet(path)
+            cached += 1
+            continue
         try:
-            (result,) = infer(loaded, [study], options.inference)
+            (result,) = infer(loaded, [study], opts)
         except (WeightsMissingError, SegmenterDependencyError):
             raise  # the configuration, not this volume
         except (NotCTError, ValueError, OSError, EOFError) as err:
             problems.append({"split": row.split, "volume_name": row.volume_name, "reason": f"{type(err).__name__}: {str(err)[:200]}"})
             continue
-        out[row.volume_name] = result.embeddings
+        out[row.volume_name] = result.embeddings[["organ", "embedding"]]
+        if path is not None:
+            write_parquet(out[row.volume_name], path)
         if k % 25 == 0 or k == len(frame):
             log.info("%s: %d/%d volumes embedded", row.split, k, len(frame))
+    log.info("%s: %d volumes embedded, %d from the cache, %d failed", frame["split"].iloc[0], len(out) - cached, cached, len(problems))
     return out, problems
+
+
+def _files_key(*paths: str | os.PathLike) -> tuple:
+    """What says a file is unchanged without reading it: path, size, modification time."""
+    return tuple((str(Path(p).resolve()), (st := Path(p).stat()).st_size, st.st_mtime_ns) for p in paths)
 
 
 # --- scores ----------------------------------------------------------------------------------
@@ -396,7 +418,8 @@ Thresholds (F1, accuracy) are chosen on --threshold-split (default: the other sp
 AUC needs none. 95% intervals: percentile bootstrap over patients. A label with one class only in the split is n/a.
 
 Writes OUT (JSON: per-label and macro AUC, F1, accuracy with intervals, thresholds, skipped volumes, the published
-anchors) and OUT's stem + .scores.csv beside it (one row per volume, prompt variant and label).
+anchors) and OUT's stem + .scores.csv beside it (one row per volume, prompt variant and label); the embeddings are
+kept in --cache, so running the command again embeds only what changed.
 Published anchors, zero-shot macro AUC on CT-RATE (fVLM paper): CT-CLIP {ANCHORS['CT-CLIP']}, fVLM {ANCHORS['fVLM']}.
 
 Example:
@@ -423,6 +446,9 @@ def parser():
     p.add_argument("--segmenter", choices=("none", "totalsegmentator"), default="none",
                    help="segment volumes without a mask in --masks (default: none: they use the whole study)")
     p.add_argument("--segmenter-device", default="auto", help="TotalSegmentator's device (default: auto)")
+    p.add_argument("--cache", default=None,
+                   help="folder keeping each volume's embeddings, so a re-run embeds only volumes, masks or models that changed "
+                        "(default: OUT's stem + .embeddings beside OUT; '' = none)")
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples of patients (default: 1000)")
     p.add_argument("--seed", type=int, default=0, help="bootstrap and threshold-sample seed (default: 0)")
     p.add_argument("--device", default="auto", help="'auto' (CUDA when present), 'cpu' or 'cuda[:N]' (default: auto)")
@@ -450,6 +476,7 @@ def main(argv: list[str] | None = None) -> int:
         options = CtrateEvalOptions(
             split=args.split, threshold_split=threshold, threshold_volumes=args.threshold_volumes, volumes=args.volumes,
             masks_dir=args.masks, n_boot=args.bootstrap, seed=args.seed,
+            cache_dir=str(Path(args.out).with_name(f"{Path(args.out).stem}.embeddings")) if args.cache is None else (args.cache or None),
             inference=InferenceOptions(segmenter=segmenter, dictionary_scores=False, device=args.device, precision=args.precision,
                                        overlap=args.overlap, text_cache_dir=args.text_cache or None),
         )
