@@ -17,7 +17,9 @@ the command line is ``python -m model.eval.ctrate``.
   maximum over the label's organs found in its mask (present in any of them). A volume whose mask holds
   none of them, or has no mask, is scored on its whole-study embedding with the same prompts (counted as
   ``n_fallback``); a label with no organ (medical material, lymphadenopathy, pleural effusion: regions)
-  keeps the CT-CLIP pair on the whole study.
+  keeps the CT-CLIP pair on the whole study. A mask is placed by its own NIfTI header; for a first-release
+  volume with a blank header (geometry from the metadata CSV) a mask written from that file carries the blank
+  header too and would not line up: segment such volumes from ingest's corrected copies instead.
 - Score: one per volume and label, the two-way softmax at the model's logit scale of the present and
   not-present cosines (the probability of "present"); AUC and thresholds use its logit,
   scale * (cos present - cos not present), which orders volumes the same way without saturating.
@@ -32,6 +34,7 @@ import hashlib
 import logging
 import math
 import os
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -403,10 +406,10 @@ __all__ = ["ANCHORS", "CtrateEvalOptions", "CtrateResult", "LabelResult", "Varia
 
 # --- command line ----------------------------------------------------------------------------
 
-EPILOG = f"""\
-Score rule (one score per volume and label): {SCORE_RULE}.
-CT-CLIP prompts: {CTCLIP_RULE}.
-Organ-aware prompts (grounded models, with --masks or --segmenter): {ORGAN_RULE}.
+EPILOG = "\n".join(textwrap.fill(text, 115) for text in (
+    f"Score: {SCORE_RULE}.", f"CT-CLIP prompts: {CTCLIP_RULE}.",
+    f"Organ-aware prompts (grounded models, with --masks or --segmenter): {ORGAN_RULE}.",
+)) + f"""
 
 Volumes: every usable, labelled volume of the split (--volumes all: each reconstruction, as CT-CLIP scores its
 validation set) or one per scan (--volumes chosen). CT-RATE has no organ masks: without --masks only the CT-CLIP
