@@ -2,7 +2,8 @@
 
 Each study goes through the pipeline's own ingest steps (NIfTI or one DICOM series read into RAS,
 the HU check, resampling to the checkpoint's spacing), gets an organ label map (a given mask, or the
-configured segmenter: TotalSegmentator by default), and is covered whole by MONAI's
+configured segmenter: TotalSegmentator by default; with ``segmenter=None`` none, and the study has its
+whole-study embedding only), and is covered whole by MONAI's
 ``SlidingWindowInferer`` at the checkpoint's crop size, windowed the way the checkpoint was trained
 (``model.checkpoint.preprocessing_of`` -> ``model.preprocess.window``). From the stitched feature map:
 
@@ -45,6 +46,7 @@ from model.preprocess import Preprocessing, window
 from model.train import autocast
 from pipeline.atomic import write_bytes, write_json, write_parquet
 from pipeline.hu import check_hu
+from pipeline.ingest import manifest_overrides
 from pipeline.resample import ResampleOptions, resample_volume
 from pipeline.segment import SegmenterConfig, segment, to_grid_of
 from pipeline.volume import Volume, load_nifti, save_nifti
@@ -68,6 +70,9 @@ class StudyInput:
     dicom: str | None = None  # folder of one DICOM series
     mask: str | None = None  # NIfTI label map (TotalSegmentator `total` v2 indices), any grid covering the volume
     heatmaps: bool = True  # compute the query heatmaps for this study
+    # a NIfTI manifest row's corrections (pipeline.ingest.MANIFEST_OPTIONAL: rescale to HU, affine of a blank
+    # header) as (column, value) pairs, applied on reading the volume the way ingest applies them
+    manifest: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
         if (self.volume is None) == (self.dicom is None):
@@ -77,7 +82,9 @@ class StudyInput:
 @dataclass(frozen=True)
 class InferenceOptions:
     queries: tuple[str, ...] = ()  # texts whose voxel-similarity heatmaps are computed
-    segmenter: SegmenterConfig = SegmenterConfig(backend="totalsegmentator")  # used where a study has no mask
+    # used where a study has no mask; None: no organ map, such a study gets its whole-study embedding only
+    segmenter: SegmenterConfig | None = SegmenterConfig(backend="totalsegmentator")
+    dictionary_scores: bool = True  # score every organ against the abnormality dictionary (StudyResult.scores)
     device: str = "auto"  # "auto" (CUDA when present), "cpu", "cuda", "cuda:1", ...
     precision: str = "float32"  # or "bf16": autocast of the image encoder
     overlap: float = 0.25  # sliding-window overlap (rounded so window steps fall on feature-map cells)
@@ -103,6 +110,16 @@ class StudyResult:
     timings: dict[str, float] = field(default_factory=dict)  # seconds: ingest, segmentation, encoder, zero_shot, heatmaps
 
 
+@dataclass(frozen=True)
+class LoadedModel:
+    """A model loaded once for many calls of ``infer`` (and for encoding texts with the same model)."""
+
+    path: Path
+    model: CTGlip
+    pre: Preprocessing
+    device: torch.device
+
+
 def resolve_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -112,9 +129,19 @@ def resolve_device(device: str) -> torch.device:
     return dev
 
 
-def infer(checkpoint: str | os.PathLike, studies: Sequence[StudyInput], options: InferenceOptions = InferenceOptions()) -> Iterator[StudyResult]:
+def infer(checkpoint: str | os.PathLike | LoadedModel, studies: Sequence[StudyInput],
+          options: InferenceOptions = InferenceOptions()) -> Iterator[StudyResult]:
     """Embed, score and (with queries) map each study with the trained model at ``checkpoint``
-    (an exported model folder or a step checkpoint); the model loads once, studies follow lazily."""
+    (an exported model folder, a step checkpoint, or one ``load_for_inference`` returned); the model
+    loads once, studies follow lazily."""
+    loaded = checkpoint if isinstance(checkpoint, LoadedModel) else load_for_inference(checkpoint, options)
+    queries = _text(loaded.model, [[q] for q in options.queries]) if options.queries else None
+    for study in studies:
+        yield _infer_one(loaded.model, loaded.pre, study, options, loaded.device, queries)
+
+
+def load_for_inference(checkpoint: str | os.PathLike, options: InferenceOptions = InferenceOptions()) -> LoadedModel:
+    """The model at ``checkpoint`` on ``options.device``, with its preprocessing record, ready for ``infer``."""
     path = Path(checkpoint)
     if not path.exists():
         raise FileNotFoundError(f"no trained model at {path}: expected an exported model folder (model.safetensors, config.json) or a step_*.pt")
@@ -124,10 +151,7 @@ def infer(checkpoint: str | os.PathLike, studies: Sequence[StudyInput], options:
     if options.text_cache_dir:
         ckpt = load_checkpoint(path) if path.suffix == ".pt" else read_config(path)
         text = build_text_encoder(dataclasses.replace(config_of(ckpt).model, text_cache_dir=options.text_cache_dir))
-    model = load_model(path, map_location=device, text_encoder=text)
-    queries = _text(model, [[q] for q in options.queries]) if options.queries else None
-    for study in studies:
-        yield _infer_one(model, pre, study, options, device, queries)
+    return LoadedModel(path, load_model(path, map_location=device, text_encoder=text), pre, device)
 
 
 # --- one study -------------------------------------------------------------------------------
@@ -149,6 +173,9 @@ def _ingest(study: StudyInput, pre: Preprocessing) -> Volume:
             volume = Volume(volume.array[..., 0], volume.affine, volume.meta)
         if volume.array.ndim != 3:
             raise ValueError(f"{study.study_id}: a 3-d CT volume is expected, this one has shape {volume.array.shape}")
+        if study.manifest:
+            array, affine, _ = manifest_overrides(volume.array, volume.affine, dict(study.manifest))
+            volume = Volume(array, affine, volume.meta)
     hu = check_hu(volume.array)
     if not hu.ok:
         raise NotCTError(f"{study.study_id}: the volume does not look like CT in Hounsfield units ({hu.reason}: {hu.detail})")
@@ -156,7 +183,9 @@ def _ingest(study: StudyInput, pre: Preprocessing) -> Volume:
     return resample_volume(volume, ResampleOptions(spacing=(spacing,) * 3))
 
 
-def _labels(study: StudyInput, canon: Volume, segmenter: SegmenterConfig) -> np.ndarray:
+def _labels(study: StudyInput, canon: Volume, segmenter: SegmenterConfig | None) -> np.ndarray:
+    if study.mask is None and segmenter is None:
+        return np.zeros(canon.shape, dtype=np.uint8)
     if study.mask is None:
         return np.asarray(segment(study.study_id, canon, segmenter).array, dtype=np.uint8)
     if not Path(study.mask).is_file():
@@ -231,7 +260,7 @@ def _infer_one(model: CTGlip, pre: Preprocessing, study: StudyInput, options: In
     rows.append({"organ": STUDY, "index_v2": -1, "voxels": int(np.prod(shape)), "embedding": study_emb.float().cpu().numpy().tolist()})
     embeddings = pd.DataFrame(rows, columns=["organ", "index_v2", "voxels", "embedding"])
     t0 = perf_counter()
-    scores = _scores(model, organ_names, organ_emb.float().cpu().numpy())
+    scores = _scores(model, organ_names, organ_emb.float().cpu().numpy()) if options.dictionary_scores else {}
     timings["zero_shot"] = perf_counter() - t0
 
     t0 = perf_counter()
@@ -249,6 +278,11 @@ def _infer_one(model: CTGlip, pre: Preprocessing, study: StudyInput, options: In
     return StudyResult(study.study_id, canon, labels.astype(np.uint8), embeddings, scores, heatmaps, timings)
 
 
+def logit_scale(model: CTGlip) -> float:
+    """The model's softmax temperature as trained (exp of the learnt log scale, capped as in training)."""
+    return float(model.logit_scale.detach().clamp(max=math.log(model.config.logit_scale_max)).exp())
+
+
 def _scores(model: CTGlip, organs: list[str], emb: np.ndarray) -> dict:
     """organ -> abnormality -> score (abnormal minus normal cosine) and its two-way softmax."""
     from pipeline.report.dictionary import abnormalities_for_organ
@@ -262,7 +296,7 @@ def _scores(model: CTGlip, organs: list[str], emb: np.ndarray) -> dict:
     abnormal = _text(model, [a for _, a in sets])
     rows = emb[[i for i, _, _ in pairs]]  # (p, e)
     score = (rows * abnormal).sum(1) - (rows * normal).sum(1)
-    scale = float(model.logit_scale.detach().clamp(max=math.log(model.config.logit_scale_max)).exp())
+    scale = logit_scale(model)
     out: dict = {}
     for (_, organ, abn), s in zip(pairs, score):
         out.setdefault(organ, {})[abn] = {"score": round(float(s), 6), "probability": round(1 / (1 + math.exp(-scale * float(s))), 6)}

@@ -281,7 +281,7 @@ def ingest_nifti_scan(scan_path: Path, keys: dict, config: IngestConfig, fingerp
         if min(arr.shape) < 2:
             raise IngestError("load", "too_few_slices", f"NIfTI has shape {arr.shape}")
         timings["read"] = perf_counter() - t0
-        arr, affine, corrections = _manifest_overrides(arr, vol.affine, keys)
+        arr, affine, corrections = manifest_overrides(arr, vol.affine, keys)
         volume = Volume(arr, affine, {"source_format": "nifti", "corrections": corrections})
         extra = {"series_id": "", "skipped_series": []}
         return _finish(volume, config, ids, fingerprint or "", timings, extra)
@@ -292,7 +292,7 @@ def ingest_nifti_scan(scan_path: Path, keys: dict, config: IngestConfig, fingerp
         return _reject(config, study_id, IngestError("internal", "unexpected_error", f"{type(err).__name__}: {str(err)[:200]}"), None, "nifti", timings)
 
 
-def _manifest_overrides(arr: np.ndarray, affine: np.ndarray, keys: dict) -> tuple[np.ndarray, np.ndarray, list[str]]:
+def manifest_overrides(arr: np.ndarray, affine: np.ndarray, keys: dict) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Apply a manifest row's optional rescale and affine (MANIFEST_OPTIONAL); say what was done."""
     get = lambda k: str(keys.get(k) or "").strip()  # noqa: E731
     corrections = []

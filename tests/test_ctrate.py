@@ -13,88 +13,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.ctrate import LABELS, decide_geometry, scan_ctrate, write_ctrate_source
+from pipeline.ctrate import decide_geometry, scan_ctrate, write_ctrate_source
 from pipeline.ingest import IngestConfig, ingest_archive
 from pipeline.volume import load_nifti
 
-SHAPE = (40, 40, 24)
-XY, Z = 0.75, 1.5
-METADATA_COLUMNS = [
-    "VolumeName", "Manufacturer", "SeriesDescription", "ManufacturerModelName", "PatientSex", "PatientAge",
-    "ReconstructionDiameter", "RescaleIntercept", "RescaleSlope", "RescaleType", "ImageOrientationPatient",
-    "ImagePositionPatient", "XYSpacing", "ZSpacing", "Rows", "Columns", "NumberofSlices",
-]  # fmt: skip
-REPORT_COLUMNS = ["VolumeName", "ClinicalInformation_EN", "Technique_EN", "Findings_EN", "Impressions_EN"]
-
-
-def phantom_hu(n_slices: int = SHAPE[2]) -> np.ndarray:
-    """Air around an elliptic body of soft tissue (40 HU) holding two lungs (-850 HU), int16 HU."""
-    i, j = np.meshgrid(np.arange(SHAPE[0]), np.arange(SHAPE[1]), indexing="ij")
-    body = ((i - 20) / 16) ** 2 + ((j - 20) / 12) ** 2 <= 1
-    lungs = (((i - 13) / 5) ** 2 + ((j - 20) / 6) ** 2 <= 1) | (((i - 27) / 5) ** 2 + ((j - 20) / 6) ** 2 <= 1)
-    plane = np.where(lungs, -850, np.where(body, 40, -1000)).astype(np.int16)
-    return np.repeat(plane[:, :, None], n_slices, axis=2)
-
-
-def ras_affine(xy: float = XY, z: float = Z) -> np.ndarray:
-    return np.diag([xy, xy, z, 1.0])
-
-
-def save(path: Path, array: np.ndarray, affine: np.ndarray | None, scaling: tuple[float, float] | None = None) -> None:
-    """A NIfTI as the releases store them; ``affine=None`` writes no geometry at all."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    img = nib.Nifti1Image(array, affine)  # None: no qform/sform, unit voxels
-    if scaling is not None:
-        img.header.set_slope_inter(*scaling)
-    nib.save(img, str(path))
-
-
-def meta_row(name: str, xy: float = XY, z: float = Z, intercept: float = -1024.0) -> list:
-    return [f"{name}.nii.gz", "SIEMENS", "THORAX 1.5", "SOMATOM", "F", "056Y", "380", intercept, 1, "HU",
-            "[1, 0, 0, 0, 1, 0]", "[-150.0, -160.0, -300.0]", f"[{xy}, {xy}]", z, SHAPE[0], SHAPE[1], SHAPE[2]]
+from ctrate_release import METADATA_COLUMNS, XY, Z, meta_row, phantom_hu, ras_affine, save, write_release
 
 
 @pytest.fixture(scope="module")
 def release(tmp_path_factory) -> Path:
     """A CT-RATE release folder: dataset/{train,valid}/<patient>/<scan>/<volume>.nii.gz and the four CSV kinds."""
-    root = tmp_path_factory.mktemp("ctrate")
-    ds = root / "dataset"
-    hu = phantom_hu()
-
-    def vol(name: str) -> Path:
-        split, patient, scan, _ = name.split("_")
-        return ds / split / f"{split}_{patient}" / f"{split}_{patient}_{scan}" / f"{name}.nii.gz"
-
-    # v2: values stored in HU with a real header, while the metadata still lists intercept -1024
-    save(vol("train_1_a_1"), hu, ras_affine())
-    # a second reconstruction of the same scan: thicker slices, less coverage
-    save(vol("train_1_a_2"), hu[:, :, :8], ras_affine(z=3.0))
-    # first release: raw stored values (HU + 1024) and a blank header (an identity affine); the metadata carries
-    # rescale and spacing
-    save(vol("train_2_a_1"), (hu.astype(np.int32) + 1024).astype(np.int16), np.eye(4))
-    # raw values with the rescale in the NIfTI header itself: applied by the reader, never again
-    save(vol("train_3_a_1"), (hu.astype(np.int32) + 1024).astype(np.int16), ras_affine(), scaling=(1.0, -1024.0))
-    # header spacing disagreeing with the metadata's
-    save(vol("train_4_b_1"), hu, ras_affine(xy=0.8))
-    save(vol("valid_1_a_1"), hu, ras_affine())
-    vol("train_5_a_1").parent.mkdir(parents=True)
-    vol("train_5_a_1").write_bytes(b"\x1f\x8b truncated download")  # unreadable: a row with its problem, not a crash
-    train = ["train_1_a_1", "train_1_a_2", "train_2_a_1", "train_3_a_1", "train_4_b_1"]
-
-    def csv(rel: str, columns: list[str], rows: list[list]) -> None:
-        (ds / rel).parent.mkdir(parents=True, exist_ok=True)
-        pd.DataFrame(rows, columns=columns).to_csv(ds / rel, index=False)
-
-    csv("metadata/train_metadata.csv", METADATA_COLUMNS, [meta_row(n) for n in train])
-    csv("metadata/validation_metadata.csv", METADATA_COLUMNS, [meta_row("valid_1_a_1")])
-    reports = [[f"{n}.nii.gz", "Cough.", "Non-contrast chest CT.", f"Findings of {n[:-2]}. The heart is enlarged.",
-                "Not given." if n.startswith("train_4") else "Cardiomegaly."] for n in train]
-    csv("radiology_text_reports/train_reports.csv", REPORT_COLUMNS, reports)
-    csv("radiology_text_reports/validation_reports.csv", REPORT_COLUMNS, [["valid_1_a_1.nii.gz", "", "", "Normal.", "Normal."]])
-    labels = [[f"{n}.nii.gz", *[int(k == 2) for k in range(len(LABELS))]] for n in train if n != "train_4_b_1"]
-    csv("multi_abnormality_labels/train_predicted_labels.csv", ["VolumeName", *LABELS], labels)
-    csv("multi_abnormality_labels/valid_predicted_labels.csv", ["VolumeName", *LABELS], [["valid_1_a_1.nii.gz", *[0] * len(LABELS)]])
-    return root
+    return write_release(tmp_path_factory.mktemp("ctrate"))
 
 
 def test_release_layout_ids_reports_labels(release):

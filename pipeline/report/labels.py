@@ -72,6 +72,27 @@ def ctrate_labels(findings: Iterable[Finding]) -> dict[str, int]:
     return out
 
 
+@lru_cache(maxsize=None)
+def label_organs(name: str) -> tuple[str, ...]:
+    """The organs (vocab classes) a CT-RATE label is about, for organ-aware prompts: the label's own organs
+    in data/ctrate_labels.yaml where it names them, else where the dictionary places its abnormalities when
+    no organ is named (their ``default``, else their organs unless they apply to any). Regions (pleura,
+    lymph nodes, medical material) have no organ mask and are left out: such a label has no organs."""
+    from pipeline.report.dictionary import abnormality
+    from pipeline.vocab import class_map
+
+    rule = _rules()[name]
+    if rule.places is not None:
+        places = sorted(rule.places)
+    else:
+        places = []
+        for a in sorted(rule.abnormalities):
+            entry = abnormality(a)
+            places += entry.default or ([] if entry.any_organ else sorted(entry.organs))
+    classes = set(class_map().values())
+    return tuple(o for o in dict.fromkeys(places) if o in classes)
+
+
 def label_table(findings: pd.DataFrame, report_ids: Iterable) -> pd.DataFrame:
     """One row per report id (in the given order): `report_id` and one 0/1 column per CT-RATE label,
     from a findings table (report_id, organ, region, status, abnormality)."""
