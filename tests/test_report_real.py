@@ -135,3 +135,31 @@ def test_ctrate_labels_from_findings():
 ])
 def test_vessel_diameters_above_their_limit_are_dilated(text, expected):
     assert places(text, "abnormal") == expected
+
+
+def test_loose_vessel_names_carry_findings_but_no_normal_statement():
+    assert places("The heart and mediastinal vascular structures have a natural appearance.") == {("heart", None)}
+    assert ("aorta", "aortic calcification") in places("Calcified atheroma plaques in the mediastinal main vascular "
+                                                      "structures.", "abnormal")
+    assert places("The thoracic aorta is normal in caliber.") == {("aorta", None)}
+
+
+@pytest.mark.parametrize("text", [
+    "No finding in favor of pneumonia was detected.",
+    "There was no finding in favor of a mass lesion in the lung parenchyma.",
+])
+def test_a_negated_hedge_is_a_negation(text):
+    assert {f.status for f in extract_findings(text)} == {"normal"}
+
+
+def test_both_pulmonary_arteries_are_the_vessels_not_the_lungs():
+    assert places("Both pulmonary arteries are of normal calibre.") == {("pulmonary_artery", None)}
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("The aortic arch measures 30 mm, wider than normal.", set()),
+    ("There was no significant difference in the mass in the right lower lobe.", {("lung_lower_lobe_right", "mass")}),
+])
+def test_comparisons_are_no_normal_statement_nor_negation(text, expected):
+    assert places(text, "normal") == set()
+    assert places(text, "abnormal") == expected

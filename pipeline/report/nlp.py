@@ -18,7 +18,7 @@ from spacy.tokens import Doc
 
 from pipeline.report.datafiles import load
 from pipeline.report.dictionary import abnormalities
-from pipeline.report.lexicon import exact_phrases, organ_phrases
+from pipeline.report.lexicon import exact_phrases, organ_phrases, vague_phrases
 
 # match kinds, in the order that settles ties between equally long matches
 PSEUDO, ABN, ORG, NEG, UNC, HIST, NORM, TERM, REL, PERSIST, SIDE = range(11)
@@ -29,7 +29,7 @@ class Match(NamedTuple):  # a tuple: built ~100 times per report, cheaper than a
     start: int  # token offsets
     end: int
     kind: int
-    payload: object  # organs | (Abnormality, implied organs, weak) | (direction, window, interpretive) | side
+    payload: object  # (organs, vague) | (Abnormality, implied organs, weak) | (direction, window, interpretive) | side
 
 
 def _modifiers() -> dict:
@@ -71,11 +71,13 @@ class Lexicon:
             self.payload[nlp.vocab.strings.add(key)] = (kind, payload)
             table.setdefault(key, {}).setdefault(phrase, [])
 
+        vague = vague_phrases()
         for phrase, organs in organ_phrases().items():
-            add(phrase, "ORG:" + ",".join(organs), ORG, organs)
+            loose = phrase in vague
+            add(phrase, "ORG:" + ",".join(organs) + (":vague" if loose else ""), ORG, (organs, loose))
         exact: dict[str, dict[str, list[str]]] = {}
         for phrase, organs in exact_phrases().items():
-            add(phrase, "ORG:" + ",".join(organs), ORG, organs, exact)
+            add(phrase, "ORG:" + ",".join(organs), ORG, (organs, False), exact)
         self.findings: dict[str, tuple] = {}  # finding phrase -> payload, for hyphenated compounds
         for i, a in enumerate(abnormalities()):
             implied = dict(a.implies)
