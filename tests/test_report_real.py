@@ -163,3 +163,14 @@ def test_both_pulmonary_arteries_are_the_vessels_not_the_lungs():
 def test_comparisons_are_no_normal_statement_nor_negation(text, expected):
     assert places(text, "normal") == set()
     assert places(text, "abnormal") == expected
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("Calcified atherosclerotic changes were observed in the wall of the thoracic aorta.", {("aorta", "aortic calcification")}),
+    ("Thickening was observed in both adrenal glands.", {("adrenal_gland_left", "adenoma"), ("adrenal_gland_right", "adenoma")}),
+    ("Thickening of the pleura on the right.", {("pleura", "pleural thickening")}),
+    ("The diameter of the pulmonary trunk has increased.", {("pulmonary_artery", "dilatation")}),
+    ("Schmorl nodule impressions were observed in the thoracic vertebrae end plates.", {("spine", "degenerative change")}),
+])
+def test_organ_specific_names_of_generic_findings(text, expected):
+    assert places(text, "abnormal") == expected
