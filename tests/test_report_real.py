@@ -174,3 +174,27 @@ def test_comparisons_are_no_normal_statement_nor_negation(text, expected):
 ])
 def test_organ_specific_names_of_generic_findings(text, expected):
     assert places(text, "abnormal") == expected
+
+
+@pytest.mark.parametrize("text", ["No pleural or pericardial effusion was detected.",
+                                  "Pleural-pericardial effusion was not detected."])
+def test_coordinated_modifiers_share_the_finding(text):
+    fs = extract_findings(text)
+    assert {(f.organ or f.region, f.status) for f in fs} == {("pleura", "normal"), ("heart", "normal")}
+    assert {n for f in fs for n in f.negated} == {"pleural effusion", "pericardial effusion"}
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("CTR is normal.", {("heart", None)}),
+    ("No pathological increase in wall thickness was observed in the esophagus.", {("esophagus", None)}),
+])
+def test_more_normal_statements(text, expected):
+    assert places(text, "normal") == expected
+
+
+def test_calcules_are_stones():
+    assert places("There are staghorn type calcules in the right kidney.", "abnormal") == {("kidney_right", "stone")}
+
+
+def test_post_posed_absent_negates():
+    assert {(f.region, f.status) for f in extract_findings("Pleural effusion absent.")} == {("pleura", "normal")}

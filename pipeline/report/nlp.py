@@ -102,6 +102,7 @@ class Lexicon:
         for side, terms in mods["side"].items():
             for t in terms:
                 add(t.lower(), f"SIDE:{side}", SIDE, side)
+        self._coordinators = frozenset(nlp.vocab.strings.add(w) for w in ("or", "and", "-", "/", "Or", "And"))
         for table, matcher in ((lower, self.lower), (exact, self.exact)):
             for key, phrases in table.items():
                 matcher.add(key, list(nlp.tokenizer.pipe(phrases)))
@@ -124,25 +125,34 @@ class Lexicon:
                 taken[s:e] = b"\x01" * (e - s)
             out.append(Match(s, e, kind, payload[k][1]))
         out.sort()
-        return self._compounds(doc, out) if "-" in doc.user_data.get("text", "-") else out
+        return self._compounds(doc, out)
 
     def _compounds(self, doc: Doc, out: list[Match]) -> list[Match]:
-        """Hyphenated coordination: in "pleural effusion-thickening" the second word shares the head of
-        the first finding ("pleural thickening"); where that phrase is a finding, it is matched on the
-        second word (replacing a shorter reading of it)."""
+        """Coordinated modifiers sharing one head noun. Hyphenated, after the finding: in "pleural
+        effusion-thickening" the second word shares the head of the first finding ("pleural thickening").
+        Before it: in "pleural or pericardial effusion" and "pleural-pericardial effusion" the first word
+        shares the finding's head ("pleural effusion"). Where that phrase is a finding, it is matched on the
+        extra word (replacing a shorter reading of it, such as the organ "pleural")."""
         extra = []
         arr = doc.to_array([ORTH, SPACY])  # token forms and trailing-space flags, without building Tokens
         orth, space = arr[:, 0].tolist(), arr[:, 1].tolist()  # plain ints: numpy item access is slow
-        hyphen = doc.vocab.strings["-"]
+        strings = doc.vocab.strings
+        hyphen = strings["-"]
         n = len(doc)
         for m in out:
-            e = m.end
-            if m.kind != ABN or e + 1 >= n or orth[e] != hyphen or space[e - 1] or space[e]:
+            if m.kind != ABN:
                 continue
-            words = [t.lower_ for t in doc[m.start:e - 1]] + [doc[e + 1].lower_]
-            hit = self.findings.get(" ".join(words))
-            if hit is not None:
-                extra.append(Match(e + 1, e + 2, ABN, hit))
+            s, e = m.start, m.end
+            if e + 1 < n and orth[e] == hyphen and not space[e - 1] and not space[e]:
+                words = [t.lower_ for t in doc[s:e - 1]] + [doc[e + 1].lower_]
+                hit = self.findings.get(" ".join(words))
+                if hit is not None:
+                    extra.append(Match(e + 1, e + 2, ABN, hit))
+            if e - s >= 2 and s >= 2 and orth[s - 1] in self._coordinators:
+                words = [strings[orth[s - 2]].lower()] + [t.lower_ for t in doc[s + 1:e]]
+                hit = self.findings.get(" ".join(words))
+                if hit is not None:
+                    extra.append(Match(s - 2, s - 1, ABN, hit))
         if not extra:
             return out
         kept = [m for m in out if not any(m.start < x.end and x.start < m.end for x in extra)]
