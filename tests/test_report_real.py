@@ -198,3 +198,10 @@ def test_calcules_are_stones():
 
 def test_post_posed_absent_negates():
     assert {(f.region, f.status) for f in extract_findings("Pleural effusion absent.")} == {("pleura", "normal")}
+
+
+def test_no_increase_in_a_thickness_finding_negates_it():
+    assert places("However, there was no increase in peribronchial wall thickness.", "abnormal") == set()
+    # "no increase" alone stays a pseudo-trigger: the nodule is there, its size did not grow
+    assert places("No increase in the size of the nodule in the right lower lobe.", "abnormal") == {
+        ("lung_lower_lobe_right", "nodule")}
