@@ -19,7 +19,7 @@ import re
 from bisect import bisect_left, bisect_right
 from dataclasses import dataclass
 
-from spacy.attrs import IDX, LOWER
+from spacy.attrs import IDX, LOWER, SPACY
 from spacy.tokens import Doc
 
 from pipeline import vocab
@@ -107,11 +107,12 @@ class ReportComponent:
         sents = [s for s in sentences(text) if s.section not in self.skip]
         if not sents:
             return []
-        matches = self.lexicon.matches(doc)
-        starts = [m.start for m in matches]
-        arr = doc.to_array([IDX, LOWER])  # token offsets and lower-case forms, without building Tokens
+        arr = doc.to_array([IDX, LOWER, SPACY])  # token offsets, lower-case forms, trailing spaces: no Tokens built
         idx = arr[:, 0].tolist()
-        lower = _Lower(doc.vocab.strings, arr[:, 1].tolist())
+        lower_ids = arr[:, 1].tolist()
+        matches = self.lexicon.matches(doc, lower_ids, arr[:, 2].tolist())
+        starts = [m.start for m in matches]
+        lower = _Lower(doc.vocab.strings, lower_ids)
         out: list[Finding] = []
         for i, s in enumerate(sents):
             t0, t1 = bisect_left(idx, s.start), bisect_left(idx, s.end)
