@@ -135,3 +135,73 @@ def test_ctrate_labels_from_findings():
 ])
 def test_vessel_diameters_above_their_limit_are_dilated(text, expected):
     assert places(text, "abnormal") == expected
+
+
+def test_loose_vessel_names_carry_findings_but_no_normal_statement():
+    assert places("The heart and mediastinal vascular structures have a natural appearance.") == {("heart", None)}
+    assert ("aorta", "aortic calcification") in places("Calcified atheroma plaques in the mediastinal main vascular "
+                                                      "structures.", "abnormal")
+    assert places("The thoracic aorta is normal in caliber.") == {("aorta", None)}
+
+
+@pytest.mark.parametrize("text", [
+    "No finding in favor of pneumonia was detected.",
+    "There was no finding in favor of a mass lesion in the lung parenchyma.",
+])
+def test_a_negated_hedge_is_a_negation(text):
+    assert {f.status for f in extract_findings(text)} == {"normal"}
+
+
+def test_both_pulmonary_arteries_are_the_vessels_not_the_lungs():
+    assert places("Both pulmonary arteries are of normal calibre.") == {("pulmonary_artery", None)}
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("The aortic arch measures 30 mm, wider than normal.", set()),
+    ("There was no significant difference in the mass in the right lower lobe.", {("lung_lower_lobe_right", "mass")}),
+])
+def test_comparisons_are_no_normal_statement_nor_negation(text, expected):
+    assert places(text, "normal") == set()
+    assert places(text, "abnormal") == expected
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("Calcified atherosclerotic changes were observed in the wall of the thoracic aorta.", {("aorta", "aortic calcification")}),
+    ("Thickening was observed in both adrenal glands.", {("adrenal_gland_left", "adenoma"), ("adrenal_gland_right", "adenoma")}),
+    ("Thickening of the pleura on the right.", {("pleura", "pleural thickening")}),
+    ("The diameter of the pulmonary trunk has increased.", {("pulmonary_artery", "dilatation")}),
+    ("Schmorl nodule impressions were observed in the thoracic vertebrae end plates.", {("spine", "degenerative change")}),
+])
+def test_organ_specific_names_of_generic_findings(text, expected):
+    assert places(text, "abnormal") == expected
+
+
+@pytest.mark.parametrize("text", ["No pleural or pericardial effusion was detected.",
+                                  "Pleural-pericardial effusion was not detected."])
+def test_coordinated_modifiers_share_the_finding(text):
+    fs = extract_findings(text)
+    assert {(f.organ or f.region, f.status) for f in fs} == {("pleura", "normal"), ("heart", "normal")}
+    assert {n for f in fs for n in f.negated} == {"pleural effusion", "pericardial effusion"}
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("CTR is normal.", {("heart", None)}),
+    ("No pathological increase in wall thickness was observed in the esophagus.", {("esophagus", None)}),
+])
+def test_more_normal_statements(text, expected):
+    assert places(text, "normal") == expected
+
+
+def test_calcules_are_stones():
+    assert places("There are staghorn type calcules in the right kidney.", "abnormal") == {("kidney_right", "stone")}
+
+
+def test_post_posed_absent_negates():
+    assert {(f.region, f.status) for f in extract_findings("Pleural effusion absent.")} == {("pleura", "normal")}
+
+
+def test_no_increase_in_a_thickness_finding_negates_it():
+    assert places("However, there was no increase in peribronchial wall thickness.", "abnormal") == set()
+    # "no increase" alone stays a pseudo-trigger: the nodule is there, its size did not grow
+    assert places("No increase in the size of the nodule in the right lower lobe.", "abnormal") == {
+        ("lung_lower_lobe_right", "nodule")}

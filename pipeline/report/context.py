@@ -19,7 +19,7 @@ import re
 from bisect import bisect_left, bisect_right
 from dataclasses import dataclass
 
-from spacy.attrs import IDX, LOWER
+from spacy.attrs import IDX, LOWER, SPACY
 from spacy.tokens import Doc
 
 from pipeline import vocab
@@ -107,11 +107,12 @@ class ReportComponent:
         sents = [s for s in sentences(text) if s.section not in self.skip]
         if not sents:
             return []
-        matches = self.lexicon.matches(doc)
-        starts = [m.start for m in matches]
-        arr = doc.to_array([IDX, LOWER])  # token offsets and lower-case forms, without building Tokens
+        arr = doc.to_array([IDX, LOWER, SPACY])  # token offsets, lower-case forms, trailing spaces: no Tokens built
         idx = arr[:, 0].tolist()
-        lower = _Lower(doc.vocab.strings, arr[:, 1].tolist())
+        lower_ids = arr[:, 1].tolist()
+        matches = self.lexicon.matches(doc, lower_ids, arr[:, 2].tolist())
+        starts = [m.start for m in matches]
+        lower = _Lower(doc.vocab.strings, lower_ids)
         out: list[Finding] = []
         for i, s in enumerate(sents):
             t0, t1 = bisect_left(idx, s.start), bisect_left(idx, s.end)
@@ -147,7 +148,7 @@ def _runs(lower: _Lower, orgs: list[Match], rels: list[Match], terms: list[int])
     for m in orgs:
         clause = bisect_right(terms, m.start)
         landmark = any(r.end <= m.start <= r.end + 2 and bisect_right(terms, r.start) == clause for r in rels)
-        organs = m.payload
+        organs = m.payload[0]
         if runs and runs[-1].clause == clause:
             prev = runs[-1]
             gap = lower[prev.end:m.start]
@@ -197,11 +198,19 @@ def _status(m: Match, ms: list[Match], terms: list[int]) -> tuple[int | None, bo
         elif t.start >= m.end and direction != "forward" and t.start - m.end <= window and post is None:
             post = t
     hit = post if pre is None or (pre.kind == HIST and post is not None) else pre  # "previously seen X has resolved"
+    if pre is not None and hit is pre and pre.kind == UNC and _negates(pre, ms, clause, terms):
+        return NEG, False  # a negated hedge: "no finding in favor of pneumonia", "not suggestive of malignancy"
     if hit is None:
         return None, False
     if hit.kind == HIST and any(p.kind == PERSIST and bisect_right(terms, p.start) == clause for p in ms):
         return None, False
     return hit.kind, hit.payload[2]
+
+
+def _negates(hedge: Match, ms: list[Match], clause: int, terms: list[int], gap: int = 3) -> bool:
+    """Whether a forward negation stands at most `gap` tokens before the hedge, in its clause."""
+    return any(t.kind == NEG and t.payload[0] != "backward" and t.end <= hedge.start <= t.end + gap
+               and bisect_right(terms, t.start) == clause for t in ms)
 
 
 _SIDE_WORDS = {"left": "left", "right": "right", "bilateral": "both", "both": "both", "bilaterally": "both"}
@@ -341,7 +350,10 @@ def _sentence(lower: _Lower, text: str, idx: list[int], sent: Sentence, ms: list
                     slot(_place(o, None), True).normal = True
     if sizes:
         _diameters(lower, idx, runs, terms, sizes, t0, t1, slot)
-    return _emit(state, sent, sentence_text, index)
+    vague = {o for m in orgs if m.payload[1] for o in m.payload[0]}
+    if vague:
+        vague -= {o for m in orgs if not m.payload[1] for o in m.payload[0]}
+    return _emit(state, sent, sentence_text, index, vague)
 
 
 def _diameters(lower: _Lower, idx: list[int], runs: list[_Run], terms: list[int], sizes: list[tuple[int, float]],
@@ -403,7 +415,8 @@ def _resolve(st: _Organ) -> None:
             st.abnormal[c] = (size if size is not None else s, False, False)
 
 
-def _emit(state: dict[str, _Organ], sent: Sentence, sentence_text: str, index: int) -> list[Finding]:
+def _emit(state: dict[str, _Organ], sent: Sentence, sentence_text: str, index: int, vague: set[str]) -> list[Finding]:
+    """Findings of one sentence; organs it names only loosely (`vague`) get no normal finding."""
     out = []
     section = sent.section
     for key, st in state.items():
@@ -423,6 +436,6 @@ def _emit(state: dict[str, _Organ], sent: Sentence, sentence_text: str, index: i
         for canon, (size, _, _) in st.uncertain.items():
             if canon not in st.abnormal:
                 out.append(Finding(organ, group, UNCERTAIN, canon, sentence_text, section, negated, size, header, index, region, side))
-        if not st.abnormal and not st.uncertain and (st.normal or negated):
+        if not st.abnormal and not st.uncertain and (st.normal or negated) and key not in vague:
             out.append(Finding(organ, group, NORMAL, None, sentence_text, section, negated, None, header, index, region, side))
     return out

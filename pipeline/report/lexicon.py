@@ -156,6 +156,16 @@ def organ_phrases() -> dict[str, tuple[str, ...]]:
 
 
 @lru_cache(maxsize=1)
+def vague_phrases() -> frozenset[str]:
+    """Phrases of organ_phrases() that carry findings but not normal statements (data/organs.yaml `vague`)."""
+    out = frozenset(p.lower() for p in _config().get("vague") or [])
+    missing = out - organ_phrases().keys()
+    if missing:
+        raise KeyError(f"organs.yaml `vague` names phrases that are no organ terms: {sorted(missing)}")
+    return out
+
+
+@lru_cache(maxsize=1)
 def exact_phrases() -> dict[str, tuple[str, ...]]:
     """Case-sensitive phrase -> vocab classes (abbreviations: "GB", "IVC", "RLL", "L1")."""
     out: dict[str, tuple[str, ...]] = {}

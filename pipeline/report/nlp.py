@@ -11,14 +11,13 @@ import re
 from typing import NamedTuple
 from functools import lru_cache
 import spacy
-from spacy.attrs import ORTH, SPACY
 from spacy.language import Language
 from spacy.matcher import PhraseMatcher
 from spacy.tokens import Doc
 
 from pipeline.report.datafiles import load
 from pipeline.report.dictionary import abnormalities
-from pipeline.report.lexicon import exact_phrases, organ_phrases
+from pipeline.report.lexicon import exact_phrases, organ_phrases, vague_phrases
 
 # match kinds, in the order that settles ties between equally long matches
 PSEUDO, ABN, ORG, NEG, UNC, HIST, NORM, TERM, REL, PERSIST, SIDE = range(11)
@@ -29,7 +28,7 @@ class Match(NamedTuple):  # a tuple: built ~100 times per report, cheaper than a
     start: int  # token offsets
     end: int
     kind: int
-    payload: object  # organs | (Abnormality, implied organs, weak) | (direction, window, interpretive) | side
+    payload: object  # (organs, vague) | (Abnormality, implied organs, weak) | (direction, window, interpretive) | side
 
 
 def _modifiers() -> dict:
@@ -71,11 +70,13 @@ class Lexicon:
             self.payload[nlp.vocab.strings.add(key)] = (kind, payload)
             table.setdefault(key, {}).setdefault(phrase, [])
 
+        vague = vague_phrases()
         for phrase, organs in organ_phrases().items():
-            add(phrase, "ORG:" + ",".join(organs), ORG, organs)
+            loose = phrase in vague
+            add(phrase, "ORG:" + ",".join(organs) + (":vague" if loose else ""), ORG, (organs, loose))
         exact: dict[str, dict[str, list[str]]] = {}
         for phrase, organs in exact_phrases().items():
-            add(phrase, "ORG:" + ",".join(organs), ORG, organs, exact)
+            add(phrase, "ORG:" + ",".join(organs), ORG, (organs, False), exact)
         self.findings: dict[str, tuple] = {}  # finding phrase -> payload, for hyphenated compounds
         for i, a in enumerate(abnormalities()):
             implied = dict(a.implies)
@@ -100,12 +101,15 @@ class Lexicon:
         for side, terms in mods["side"].items():
             for t in terms:
                 add(t.lower(), f"SIDE:{side}", SIDE, side)
+        self._coordinators = frozenset(nlp.vocab.strings.add(w) for w in ("or", "and", "-", "/"))  # LOWER ids
+        self._hyphen = nlp.vocab.strings.add("-")
         for table, matcher in ((lower, self.lower), (exact, self.exact)):
             for key, phrases in table.items():
                 matcher.add(key, list(nlp.tokenizer.pipe(phrases)))
 
-    def matches(self, doc: Doc) -> list[Match]:
-        """Longest non-overlapping matches, sorted by position."""
+    def matches(self, doc: Doc, lower: list[int], space: list[bool]) -> list[Match]:
+        """Longest non-overlapping matches, sorted by position; `lower` and `space` are the doc's LOWER and
+        SPACY columns (read once by the caller)."""
         payload = self.payload
         cands = [(s - e, payload[k][0], s, e, k) for k, s, e in self.lower(doc) + self.exact(doc)]
         cands.sort()  # longest first, then by kind priority, then leftmost
@@ -122,25 +126,31 @@ class Lexicon:
                 taken[s:e] = b"\x01" * (e - s)
             out.append(Match(s, e, kind, payload[k][1]))
         out.sort()
-        return self._compounds(doc, out) if "-" in doc.user_data.get("text", "-") else out
+        return self._compounds(doc, out, lower, space)
 
-    def _compounds(self, doc: Doc, out: list[Match]) -> list[Match]:
-        """Hyphenated coordination: in "pleural effusion-thickening" the second word shares the head of
-        the first finding ("pleural thickening"); where that phrase is a finding, it is matched on the
-        second word (replacing a shorter reading of it)."""
+    def _compounds(self, doc: Doc, out: list[Match], lower: list[int], space: list[bool]) -> list[Match]:
+        """Coordinated modifiers sharing one head noun. Hyphenated, after the finding: in "pleural
+        effusion-thickening" the second word shares the head of the first finding ("pleural thickening").
+        Before it: in "pleural or pericardial effusion" and "pleural-pericardial effusion" the first word
+        shares the finding's head ("pleural effusion"). Where that phrase is a finding, it is matched on the
+        extra word (replacing a shorter reading of it, such as the organ "pleural")."""
         extra = []
-        arr = doc.to_array([ORTH, SPACY])  # token forms and trailing-space flags, without building Tokens
-        orth, space = arr[:, 0].tolist(), arr[:, 1].tolist()  # plain ints: numpy item access is slow
-        hyphen = doc.vocab.strings["-"]
-        n = len(doc)
+        strings = doc.vocab.strings
+        hyphen = self._hyphen
+        coordinators = self._coordinators
+        n = len(lower)
         for m in out:
-            e = m.end
-            if m.kind != ABN or e + 1 >= n or orth[e] != hyphen or space[e - 1] or space[e]:
+            if m.kind != ABN:
                 continue
-            words = [t.lower_ for t in doc[m.start:e - 1]] + [doc[e + 1].lower_]
-            hit = self.findings.get(" ".join(words))
-            if hit is not None:
-                extra.append(Match(e + 1, e + 2, ABN, hit))
+            s, e = m.start, m.end
+            if e + 1 < n and lower[e] == hyphen and not space[e - 1] and not space[e]:
+                hit = self.findings.get(" ".join([strings[h] for h in lower[s:e - 1]] + [strings[lower[e + 1]]]))
+                if hit is not None:
+                    extra.append(Match(e + 1, e + 2, ABN, hit))
+            if e - s >= 2 and s >= 2 and lower[s - 1] in coordinators:
+                hit = self.findings.get(" ".join([strings[lower[s - 2]]] + [strings[h] for h in lower[s + 1:e]]))
+                if hit is not None:
+                    extra.append(Match(s - 2, s - 1, ABN, hit))
         if not extra:
             return out
         kept = [m for m in out if not any(m.start < x.end and x.start < m.end for x in extra)]
@@ -183,6 +193,8 @@ class _KeepText:
 # numbers (with decimals), words (letters, then digits: "L1", "T12"), words with an apostrophe, any
 # other non-space character alone ("-", "/", ".", ";")
 _TOKEN_WS = re.compile(r"(\d+(?:\.\d+)?|[^\W\d_]+\d*(?:['\u2019][^\W\d_]+)?|\S)(\s*)")
+# whitespace that becomes a token of its own: leading, doubled, or other than a plain space
+_ODD_SPACE = re.compile(r"^\s|\s\s|[^\S ]")
 
 
 class RegexTokenizer:
@@ -195,6 +207,11 @@ class RegexTokenizer:
         self.vocab = vocab
 
     def __call__(self, text: str) -> Doc:
+        if not _ODD_SPACE.search(text):  # only single spaces between tokens (most reports): no space tokens
+            pairs = _TOKEN_WS.findall(text)
+            doc = Doc(self.vocab, words=[t for t, _ in pairs], spaces=[bool(ws) for _, ws in pairs])
+            doc.user_data["text"] = text
+            return doc
         words: list[str] = []
         spaces: list[bool] = []
         lead = len(text) - len(text.lstrip())
