@@ -1,7 +1,6 @@
 """The evaluation asset: the paper's table (random / CLIP / grounded) from the checkpoints it takes as inputs."""
 
 import dataclasses
-from pathlib import Path
 
 import dagster as dg
 from pydantic import Field
@@ -9,10 +8,10 @@ from pydantic import Field
 from assets.metadata import image_md
 from assets.queues import GPU
 from assets.resources import DataRoot
+from assets.training import verified_model
 from model.checkpoint import load_model, preprocessing_of
 from model.eval import EvalConfig, build_report, evaluate, load_eval_data
 from model.eval.baseline import no_learning, read_features
-from model.eval.data import fingerprint
 from model.eval.segmentation import SegBudget
 from model.eval.tumor import FinetuneBudget
 from pipeline.atomic import write_bytes, write_json
@@ -29,14 +28,6 @@ class EvalSettings(dg.Config):
     seed: int = Field(default=0, description="Seed shared by every method's fine-tuning.")
 
 
-def _verified(ref: dict) -> Path:
-    path = Path(ref["model_path"])
-    digest = fingerprint(path)
-    if digest != ref["sha256"]:
-        raise dg.Failure(f"{path} changed since {ref['kind']}_model was materialized (sha256 {digest[:12]} != {ref['sha256'][:12]}); re-materialize it")
-    return path
-
-
 @dg.asset(
     group_name=GROUP,
     deps=["grounded_pairs", "lesion_masks"],
@@ -46,7 +37,7 @@ def _verified(ref: dict) -> Path:
 )
 def evaluation_report(context: dg.AssetExecutionContext, config: EvalSettings, data: DataRoot, grounded_model: dict, global_model: dict) -> dg.MaterializeResult:
     root = data.root()
-    paths = {"CLIP": _verified(global_model), "grounded": _verified(grounded_model)}
+    paths = {"CLIP": verified_model(global_model), "grounded": verified_model(grounded_model)}
     preprocessing = {name: preprocessing_of(p) for name, p in paths.items()}
     if preprocessing["CLIP"] != preprocessing["grounded"]:
         raise dg.Failure(f"the two checkpoints were fed differently ({preprocessing}); one evaluation needs one input")

@@ -6,11 +6,11 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
-from assets.evaluation import _verified
 from assets.metadata import image_md, table_metadata
 from assets.partitions import SHARDS, SINGLE_RUN
 from assets.queues import GPU
 from assets.resources import DataRoot
+from assets.training import verified_model
 from model.inference import InferenceOptions, StudyInput, heatmap_png, infer
 from pipeline.tables import table_path, write_table
 
@@ -33,9 +33,11 @@ class EmbeddingSettings(dg.Config):
 )
 def study_embeddings(context: dg.AssetExecutionContext, config: EmbeddingSettings, data: DataRoot, grounded_model: dict) -> dg.MaterializeResult:
     root = data.root()
-    model_path = _verified(grounded_model)
+    model_path = verified_model(grounded_model)
+    # the table keeps embeddings only: no zero-shot dictionary scores, whose ~3,000 prompts cost more than
+    # embedding the demo's studies (`python -m model.infer` writes them per study)
     options = InferenceOptions(queries=tuple(config.queries), device=config.device, precision=config.precision,
-                               text_cache_dir=str(root / "cache" / "text"))  # prompts encoded once across runs
+                               text_cache_dir=str(root / "cache" / "text"), dictionary_scores=False)
     inputs, shard_of, skipped = [], {}, []
     for shard in context.partition_keys:
         studies = pd.read_parquet(table_path("ct_studies", root, shard), columns=["study_id", "volume_path"])

@@ -52,6 +52,15 @@ class TrainSettings(dg.Config):
         )
 
 
+def verified_model(ref: dict) -> Path:
+    """The checkpoint a model asset's value points to, refused if it changed since that materialization."""
+    path = Path(ref["model_path"])
+    digest = fingerprint(path)
+    if digest != ref["sha256"]:
+        raise dg.Failure(f"{path} changed since {ref['kind']}_model was materialized (sha256 {digest[:12]} != {ref['sha256'][:12]}); re-materialize it")
+    return path
+
+
 def run_training(context: dg.AssetExecutionContext, kind: str, settings: TrainSettings, data: DataRoot, pipes: dg.PipesSubprocessClient):
     root = data.root()
     config = settings.to_config(kind)

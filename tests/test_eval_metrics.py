@@ -157,6 +157,8 @@ def test_resampled_metrics_equal_scikit_learn_on_every_resample(seed):
     cases = [
         (M.ROC_AUC, (s, y)), (M.F1, (y, pred)), (M.ACCURACY, (y_cls, p_cls)), (M.macro_f1_of(k), (y_cls, p_cls)),
         (M.NANMEAN, (dice,)), (M.macro_over_tasks(M.ROC_AUC), (task, s, y)), (M.macro_over_tasks(M.F1), (task, y, pred)),
+        (M.macro_over_columns(M.ROC_AUC), (np.stack([s, -s, s * task], 1), np.stack([y, y, pred], 1))),
+        (M.macro_over_columns(M.F1), (np.stack([y, pred], 1), np.stack([pred, y], 1))),
     ]
     for g in (None, groups):
         w = resampled.counts(len(y), 60, seed, g)

@@ -331,15 +331,6 @@ def _score(prompts: _Prompts, frame: pd.DataFrame, embeddings: dict[str, pd.Data
 # --- metrics ---------------------------------------------------------------------------------
 
 
-def _macro(fn):
-    def metric(a: np.ndarray, b: np.ndarray) -> float:  # (n, labels) each
-        vals = [fn(a[:, j], b[:, j]) for j in range(a.shape[1])]
-        vals = [v for v in vals if np.isfinite(v)]
-        return float(np.mean(vals)) if vals else float("nan")
-
-    return metric
-
-
 def _metrics(scores: pd.DataFrame, variant: str, options: CtrateEvalOptions, rule: str) -> VariantResult:
     part = scores[scores["variant"] == variant]
 
@@ -366,17 +357,17 @@ def _metrics(scores: pd.DataFrame, variant: str, options: CtrateEvalOptions, rul
         if 0 < n_pos < len(y):
             scored.append(label)
             preds[label] = pred
-            auc = metrics.estimate(metrics.roc_auc, s, y, **boot)
-            f1 = metrics.estimate(metrics.f1_binary, y, pred, **boot) if tuned else Estimate.missing()
-            acc = metrics.estimate(metrics.top1_accuracy, y, pred, **boot) if tuned else Estimate.missing()
+            auc = metrics.estimate(metrics.ROC_AUC, s, y, **boot)
+            f1 = metrics.estimate(metrics.F1, y, pred, **boot) if tuned else Estimate.missing()
+            acc = metrics.estimate(metrics.ACCURACY, y, pred, **boot) if tuned else Estimate.missing()
         else:
             auc = f1 = acc = Estimate.missing()
         labels.append(LabelResult(label, n_pos, len(y) - n_pos, auc, f1, acc, threshold, **organ_info))
     if scored:
         s, y = logit[scored].to_numpy(float), truth[scored].to_numpy(int)
-        macro_auc = metrics.estimate(_macro(metrics.roc_auc), s, y, **boot)
+        macro_auc = metrics.estimate(metrics.macro_over_columns(metrics.ROC_AUC), s, y, **boot)
         p = np.stack([preds[label] for label in scored], axis=1)
-        macro_f1 = metrics.estimate(_macro(metrics.f1_binary), y, p, **boot) if tuned else Estimate.missing()
+        macro_f1 = metrics.estimate(metrics.macro_over_columns(metrics.F1), y, p, **boot) if tuned else Estimate.missing()
     else:
         macro_auc = macro_f1 = Estimate.missing()
     return VariantResult(variant, rule, tuple(labels), macro_auc, macro_f1)

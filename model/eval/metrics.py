@@ -41,6 +41,7 @@ __all__ = [
     "F1",
     "NANMEAN",
     "macro_over_tasks",
+    "macro_over_columns",
     "macro_f1_of",
     "resampled_values",
     "bootstrap_ci",
@@ -176,6 +177,15 @@ def _macro_over_tasks(fn: Callable[..., float]) -> Callable[..., float]:
     return metric
 
 
+def _macro_over_columns(fn: Callable[..., float]) -> Callable[..., float]:
+    def metric(*arrays: np.ndarray) -> float:
+        vals = [fn(*(a[:, j] for a in arrays)) for j in range(arrays[0].shape[1])]
+        vals = [v for v in vals if np.isfinite(v)]
+        return float(np.mean(vals)) if vals else float("nan")
+
+    return metric
+
+
 def _nanmean(values: np.ndarray) -> float:
     values = np.asarray(values, dtype=float)
     return float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")
@@ -191,6 +201,12 @@ def macro_over_tasks(metric: Metric) -> Metric:
     """``metric`` on each task's cases (first array: the task of each case), averaged over the tasks
     where it is defined."""
     return Metric(_macro_over_tasks(metric.fn), partial(resampled.macro_over_tasks, metric.weighted))
+
+
+def macro_over_columns(metric: Metric) -> Metric:
+    """``metric`` on each column of ``(n, k)`` arrays (e.g. one column per label), averaged over the
+    columns where it is defined."""
+    return Metric(_macro_over_columns(metric.fn), partial(resampled.macro_over_columns, metric.weighted))
 
 
 def macro_f1_of(n_classes: int) -> Metric:

@@ -97,6 +97,13 @@ def macro_over_tasks(per_task, w: np.ndarray, task: np.ndarray, *arrays: np.ndar
     return mean_finite(np.stack(rows)) if rows else np.full(len(w), np.nan)
 
 
+def macro_over_columns(per_column, w: np.ndarray, *arrays: np.ndarray) -> np.ndarray:
+    """Mean over the columns of ``(n, k)`` arrays of ``per_column`` on each column, ``nan`` ones left out."""
+    k = np.asarray(arrays[0]).shape[1]
+    rows = [per_column(w, *(np.asarray(a)[:, j] for a in arrays)) for j in range(k)]
+    return mean_finite(np.stack(rows)) if rows else np.full(len(w), np.nan)
+
+
 def mean_finite(values: np.ndarray) -> np.ndarray:
     """Mean over axis 0 of the finite entries; ``nan`` where there is none."""
     finite = np.isfinite(values)
