@@ -21,10 +21,10 @@ from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, generate
 from pipeline import vocab
 from pipeline.atomic import atomic_path, write_parquet
 from pipeline.synthetic import identity
-from pipeline.synthetic.anatomy import Patient, build_anatomy, drawn_organs, index_of, paint
+from pipeline.synthetic.anatomy import Alterations, Patient, build_anatomy, drawn_organs, index_of, paint
 from pipeline.synthetic.appearance import apply_appearance, draw_appearance
 from pipeline.synthetic.dicom_writer import SeriesHeader, write_ct_series
-from pipeline.synthetic.findings import (CATALOG, Finding, VariedLesions, alterations, place_lesions, sample_findings,
+from pipeline.synthetic.findings import (CATALOG, SIZES, Finding, VariedLesions, alterations, place_lesions, sample_findings,
                                          varied_sizes)
 from pipeline.synthetic.reports import Misreport, misreport, write_report
 from pipeline.synthetic.series import coronal_reformat, scout
@@ -105,6 +105,17 @@ def cohort_spec(preset: str = "demo", **overrides) -> CohortSpec:
     if preset not in PRESETS:
         raise ValueError(f"preset must be one of {sorted(PRESETS)}, not {preset!r}")
     return CohortSpec(**{**PRESETS[preset], **overrides})
+
+
+def volume_ratios(patient: Patient, alt: Alterations, organs: tuple[str, ...]) -> dict[str, float]:
+    """Each organ's painted volume over the same patient's nominal one (no size change), on a coarse grid
+    holding the whole torso: neighbours and the body wall clip an enlarged organ, so this is not the factor cubed."""
+    from dataclasses import replace
+
+    grid = Grid(np.arange(260.0, -260.0, -5.0), np.arange(260.0, -260.0, -5.0), np.arange(-620.0, 380.0, 5.0))
+    nominal, _ = paint(build_anatomy(patient, replace(alt, organ_scale={})), grid, patient)
+    actual, _ = paint(build_anatomy(patient, alt), grid, patient)
+    return {o: round(float((actual == index_of(o)).sum()) / max(float((nominal == index_of(o)).sum()), 1.0), 3) for o in organs}
 
 
 def expected_split(patient_mrn: str) -> str:
@@ -252,6 +263,9 @@ def synthesize_study(spec: CohortSpec, index: int) -> SyntheticStudy:
         alt, findings = varied_sizes(findings, alt, np.random.default_rng([spec.seed, patient_no, 4]),
                                      np.random.default_rng([spec.seed, index, 4]))
         params = dict(params, organ_scale=json.dumps({o: round(alt.organ_scale[o], 3) for o in sorted(alt.organ_scale)}))
+        ratios = volume_ratios(patient, alt, tuple(SIZES))
+    else:
+        ratios = {}
     organs = build_anatomy(patient, alt)
     labels, hu = paint(organs, grid, patient)
     affine = _affine(grid)
@@ -329,7 +343,8 @@ def synthesize_study(spec: CohortSpec, index: int) -> SyntheticStudy:
             "report_abnormalities": sorted({f.canonical for f in said_by.get(o, [])}),  # what the report says
             "omitted_kinds": sorted({f.kind for f in omitted.get(o, [])}),  # in the image, not in the report
             "report_only_kinds": sorted({f.kind for f in extra.get(o, [])}),  # in the report, not in the image
-            "volume_ratio": float(alt.organ_scale.get(o, 1.0)) ** 3,  # to the patient's nominal organ
+            "size_factor": float(alt.organ_scale.get(o, 1.0)),  # radius factor against the patient's nominal organ
+            "volume_ratio": ratios.get(o, float("nan")),  # painted volume against it (organ_sizes="varied" only)
             "volume_ml_native": float(counts[index_of(o)]) * voxel_ml,
         }
         for o in drawn

@@ -87,8 +87,8 @@ def paint_lesion(draw: LesionDraw, kind: str, organ_idx: int, label: np.ndarray,
         centre = near[int(rng.integers(len(near)))] if len(near) else np.argwhere(sub)[0]
     else:  # the deepest of a few random voxels, so most of the lesion lies inside
         depth = distance_transform_edt(sub, sampling=spacing)
-        picks = np.argwhere(sub)[rng.integers(int(sub.sum()), size=12)]
-        centre = max(picks, key=lambda p: min(float(depth[tuple(p)]), radius))
+        picks = np.argwhere(sub)[rng.integers(int(sub.sum()), size=24)]
+        centre = max(picks, key=lambda p: min(float(depth[tuple(p)]), radius + 2.0 * float(spacing.max())))
     grids = np.ogrid[tuple(slice(0, s.stop - s.start) for s in box)]
     offset = [(g - c) * s for g, c, s in zip(grids, centre, spacing)]
     rho = _shape_field(draw, radius, offset, rng)  # <= 1 inside the lesion
