@@ -19,7 +19,7 @@ from pipeline.atomic import atomic_path, write_json
 from pipeline.ctrate import write_ctrate_source
 from pipeline.ingest import IngestConfig, ingest_archive
 from pipeline.resample import ResampleOptions
-from pipeline.synthetic.cohort import CohortSpec, generate_cohort
+from pipeline.synthetic.cohort import cohort_spec, generate_cohort
 from pipeline.tables import read_table, table_path, write_table
 from pipeline.volume import load_nifti
 
@@ -35,8 +35,8 @@ def source_archive(context: dg.AssetExecutionContext, data: DataRoot, source: Ar
         return _ctrate_source(context, source, root)
     if source.kind != "synthetic":
         return dg.MaterializeResult(metadata={"kind": source.kind, "dicom_dir": str(paths.dicom_dir or ""), "nifti_manifest": str(paths.nifti_manifest or "")})
-    spec = CohortSpec(n_studies=source.n_studies, seed=source.seed, reserved_phrasing=source.reserved_phrasing,
-                      appearance=source.appearance)
+    spec = cohort_spec(source.preset, n_studies=source.n_studies, seed=source.seed, reserved_phrasing=source.reserved_phrasing,
+                       **({"appearance": source.appearance} if source.appearance else {}))
     stamp = root / "source" / "cohort.json"
     wanted = json.loads(json.dumps(asdict(spec)))
     if stamp.is_file() and json.loads(stamp.read_text()) == wanted:

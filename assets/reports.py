@@ -45,18 +45,31 @@ def _accuracy_metadata(findings: pd.DataFrame, report_ids: set, truth_dir) -> di
     if gold_path is None or not gold_path.is_file():
         return {}
     gold = pd.read_parquet(gold_path)
+    if "report_abnormalities" in gold:  # the rules read the report: score them on what it says, not on the image
+        gold["abnormalities"] = gold["report_abnormalities"]
     gold["report_id"] = [pseudonym("report", a) for a in gold["accession"]]
     gold = gold[gold["report_id"].isin(report_ids)]  # a study whose report never arrived is not a rule error
     metrics = score(findings, gold.drop(columns=["accession"]), report_column="report_id")
     worst = metrics.worst_sentences.head(15)
     if worst.empty:
         worst = metrics.errors[["organ", "gold_status", "pred_status", "sentences"]].head(15)
-    return {
+    out = {
         "accuracy": dg.MetadataValue.json({k: v for k, v in metrics.summary().items()}),
         "status_macro_f1": float(metrics.status_macro_f1),
         "abnormality_f1": float(metrics.abnormality_f1),
         "worst_sentences": dg.MetadataValue.md(worst.to_markdown(index=False) if len(worst) else "no errors"),
     }
+    studies_path = truth_dir / "studies.parquet"
+    if studies_path.is_file():  # the held-out paraphrases (validation and test reports of the benchmark cohort)
+        studies = pd.read_parquet(studies_path, columns=["accession", "reserved_phrasing"])
+        reserved = set(studies.loc[studies["reserved_phrasing"].astype(bool), "accession"])
+        held = gold[gold["accession"].isin(reserved)] if "accession" in gold else gold.iloc[:0]
+        if len(held):
+            rm = score(findings, held.drop(columns=["accession"]), report_column="report_id")
+            out["reserved_phrasing_accuracy"] = dg.MetadataValue.json(rm.summary())
+            out["reserved_phrasing_status_macro_f1"] = float(rm.status_macro_f1)
+            out["reserved_phrasing_abnormality_f1"] = float(rm.abnormality_f1)
+    return out
 
 
 def _ctrate_metadata(path: Path) -> dict:

@@ -49,9 +49,15 @@ class ArchiveSource(dg.ConfigurableResource):
     reserved_phrasing: bool = Field(
         default=False, description="kind=synthetic: write reports with the evaluation-only paraphrase bank."
     )
-    appearance: Literal["uniform", "varied"] = Field(
-        default="uniform", description="kind=synthetic: 'uniform' = one HU per organ and one noise level for everyone (the demo); "
-        "'varied' = per-study contrast phase, per-patient organ HU, texture, slice blur and noise, recorded as ground truth.",
+    preset: Literal["demo", "benchmark"] = Field(
+        default="demo", description="kind=synthetic: 'demo' = the quick demo cohort; 'benchmark' = the cohort that needs "
+        "learning: varied appearance, organ sizes and lesions, imperfect reports, the reserved phrasing on validation and "
+        "test (pipeline.synthetic.cohort.PRESETS).",
+    )
+    appearance: Literal["", "uniform", "varied"] = Field(
+        default="", description="kind=synthetic: empty = the preset's; 'uniform' = one HU per organ and one noise level for "
+        "everyone (the demo); 'varied' = per-study contrast phase, per-patient organ HU, texture, slice blur and noise, "
+        "recorded as ground truth.",
     )
 
     def paths(self, root: Path) -> SourcePaths:

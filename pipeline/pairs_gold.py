@@ -74,6 +74,8 @@ def score_pairs(
 ) -> PairScore:
     """Agreement of pair statuses with the gold report status, recall of abnormal organs, and split leakage."""
     g = keyed_gold(gold)
+    if "report_abnormalities" in g:  # pairs come from the report: names are scored against what it says
+        g["abnormalities"] = g["report_abnormalities"]
     gcols = ["study_id", "organ", "report_status", "image_status", "abnormalities", "in_image", "cut_by_fov"]
     gold_k = g[gcols].rename(columns={"abnormalities": "gold_abnormalities"})
     gold_k = gold_k.rename(columns={"report_status": "gold_report_status", "image_status": "gold_image_status"})

@@ -4,6 +4,11 @@
 (study, organ) with split, status and abnormality list), ``volumes/``, ``masks/`` and
 ``lesions/<study_id>.nii.gz``. Every study goes through the one preprocessing path of training
 (``model.preprocess``), with the evaluated checkpoint's own record.
+
+Labels: pairs are mined from reports, and reports miss findings and mention some the image does not
+show (the benchmark cohort does so on purpose). Where the source carries the image truth
+(``source/truth/organ_gold.parquet`` of the synthetic cohort), each organ's status and abnormalities
+are taken from it instead (``labels="image"``); elsewhere the report is the only label there is.
 """
 
 from __future__ import annotations
@@ -94,6 +99,7 @@ def load_eval_data(
     splits: tuple[str, ...] = ("train", "val", "test"),
     max_cases_per_split: int | None = None,
     missing_lesion: str = "empty",
+    labels: str = "image",
 ) -> EvalData:
     """Read cases and organ rows of ``splits`` from the data root, each study through
     ``model.preprocess.prepare_study`` with ``preprocessing`` -- pass the evaluated checkpoint's own
@@ -104,7 +110,11 @@ def load_eval_data(
     leaves ``"test"`` out never loads a test study's labels or images.
     ``missing_lesion``: a study without ``lesions/<study_id>.nii.gz`` is taken as lesion-free
     (``"empty"``) or left out (``"exclude"``).
+    ``labels``: ``"image"`` takes status and abnormalities from the source's image truth where there is one
+    (only the rows of ``splits`` are read from it), ``"report"`` keeps the pairs' (the reports').
     """
+    if labels not in ("image", "report"):
+        raise ValueError(f"labels must be 'image' or 'report', not {labels!r}")
     from pipeline.tables import table_path
     from pipeline.volume import load_nifti
 
@@ -112,6 +122,9 @@ def load_eval_data(
     pairs = _read_pairs(root, splits)
     rows = _merge_rows(pairs)
     rows = rows[rows["split"].isin(splits)]
+    n_from_image = 0
+    if labels == "image":
+        rows, n_from_image = image_truth_labels(root, rows)
     paths = pairs.drop_duplicates("study_id").set_index("study_id")[["volume_path", "mask_path"]]
 
     cases: list[EvalCase] = []
@@ -144,6 +157,8 @@ def load_eval_data(
         "splits": list(splits),
         "n_cases": {s: sum(c.split == s for c in cases) for s in splits},
         "missing_lesion_masks": n_missing,
+        "labels": "image truth (source/truth/organ_gold.parquet)" if n_from_image else "reports (grounded_pairs)",
+        "organ_rows_from_image_truth": n_from_image,
     }
     return EvalData(tuple(cases), organs.reset_index(drop=True), provenance)
 
@@ -159,3 +174,31 @@ def _read_pairs(root: Path, splits: tuple[str, ...]) -> pd.DataFrame:
         return read_table("grounded_pairs", root)  # raises its clear error
     names = sorted({*splits, *(a for a, s in SPLIT_ALIASES.items() if s in splits)})
     return pd.read_parquet(path, filters=[("split", "in", names)])
+
+
+def image_truth_labels(root: Path, rows: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+    """``rows`` with status and abnormalities from the image truth of ``root/source/truth/organ_gold.parquet``
+    where it has the (study, organ), and how many rows it had. Only the gold rows of ``rows``' studies are read
+    (matched by the study pseudonym, under this process's key), so a caller without test rows reads no test label."""
+    from pipeline.ids import pseudonym
+
+    path = root / "source" / "truth" / "organ_gold.parquet"
+    if not path.is_file() or rows.empty:
+        return rows, 0
+    uids = pd.read_parquet(path, columns=["study_uid"])["study_uid"].dropna().unique()
+    wanted = set(rows["study_id"])
+    keep = [u for u in uids if pseudonym("study", u) in wanted]
+    if not keep:
+        return rows, 0
+    gold = pd.read_parquet(path, columns=["study_uid", "organ", "image_status", "abnormalities"],
+                           filters=[("study_uid", "in", keep)])
+    gold["study_id"] = gold["study_uid"].map(lambda u: pseudonym("study", u))
+    truth = gold.set_index(["study_id", "organ"])
+    keys = pd.MultiIndex.from_arrays([rows["study_id"], rows["organ"]])
+    hit = keys.isin(truth.index)
+    out = rows.copy()
+    matched = truth.reindex(keys[hit])
+    out.loc[hit, "status"] = matched["image_status"].to_numpy()
+    out.loc[hit, "abnormalities"] = pd.Series([sorted(a) if a is not None else [] for a in matched["abnormalities"]],
+                                              index=out.index[hit], dtype=object)
+    return out, int(hit.sum())

@@ -8,6 +8,7 @@ Layout under ``out_dir``: ``dicom/`` (varied folder layouts), ``reports.csv`` (R
 from __future__ import annotations
 
 import csv
+import json
 import logging
 import shutil
 from dataclasses import dataclass, field
@@ -20,11 +21,12 @@ from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, generate
 from pipeline import vocab
 from pipeline.atomic import atomic_path, write_parquet
 from pipeline.synthetic import identity
-from pipeline.synthetic.anatomy import Patient, build_anatomy, drawn_organs, index_of, paint
+from pipeline.synthetic.anatomy import Alterations, Patient, build_anatomy, drawn_organs, index_of, paint
 from pipeline.synthetic.appearance import apply_appearance, draw_appearance
 from pipeline.synthetic.dicom_writer import SeriesHeader, write_ct_series
-from pipeline.synthetic.findings import CATALOG, Finding, alterations, place_lesions, sample_findings
-from pipeline.synthetic.reports import write_report
+from pipeline.synthetic.findings import (CATALOG, SIZES, Finding, VariedLesions, alterations, place_lesions, sample_findings,
+                                         varied_sizes)
+from pipeline.synthetic.reports import Misreport, misreport, write_report
 from pipeline.synthetic.series import coronal_reformat, scout
 from pipeline.synthetic.shapes import Grid
 from pipeline.volume import Volume, save_nifti
@@ -36,6 +38,9 @@ FOVS = ("chest", "abdomen_pelvis", "chest_abdomen_pelvis")
 _FOV_Z = {"chest": (215.0, -70.0), "abdomen_pelvis": (20.0, -440.0), "chest_abdomen_pelvis": (215.0, -440.0)}
 _BODY_PART = {"chest": "CHEST", "abdomen_pelvis": "ABDOMEN", "chest_abdomen_pelvis": "CHEST_ABD_PELVIS"}  # CS: 16 chars max
 _AIR_MARGIN_MM = 4.0  # air between the skin and the in-plane edge of the field of view
+LESION_COLUMNS = ["accession", "study_uid", "organ", "kind", "lesion_no", "diameter_mm", "extent_mm", "voxels", "volume_ml",
+                  "contrast_hu", "mean_contrast_hu", "noise_hu", "iso_intense", "pattern", "shape", "touches_capsule",
+                  "placed_at_edge"]
 FAULTS = ("truncated_file", "mr_only", "empty_folder", "missing_slice", "missing_report")
 
 
@@ -62,10 +67,65 @@ class CohortSpec:
     # "uniform": one HU per organ for everyone, one noise level (the demo); "varied": per-study contrast phase,
     # per-patient organ HU, texture, slice blur and noise, recorded in truth/studies.parquet (appearance.py)
     appearance: str = "uniform"
+    # "fixed": organs at the patient's scale, "-megaly" well above it (the demo); "varied": normal liver, spleen
+    # and heart sizes spread into the "-megaly" range (findings.SIZES), the volume ratio in organ_gold
+    organ_sizes: str = "fixed"
+    # "simple": one constant-HU sphere inside its organ (the demo); "varied": 5-50 mm, iso-intense to obvious,
+    # rim / necrotic, lobulated, at the capsule, several (lesions.py); truth/lesions.parquet has one row per lesion
+    lesions: str = "simple"
+    report_omission: float = 0.0  # share of image findings the report leaves out
+    report_extra: float = 0.0  # share of the report's findings that the image does not show
+    # the reports of validation and test patients (by pipeline.pairs' split of their pseudonymous id) use the
+    # held-out paraphrase bank, training reports the default one
+    reserved_for_evaluation: bool = False
 
     def __post_init__(self) -> None:
         if self.appearance not in ("uniform", "varied"):
             raise ValueError(f"appearance must be 'uniform' or 'varied', not {self.appearance!r}")
+        if self.organ_sizes not in ("fixed", "varied"):
+            raise ValueError(f"organ_sizes must be 'fixed' or 'varied', not {self.organ_sizes!r}")
+        if self.lesions not in ("simple", "varied"):
+            raise ValueError(f"lesions must be 'simple' or 'varied', not {self.lesions!r}")
+        if not (0.0 <= self.report_omission < 1.0 and 0.0 <= self.report_extra < 1.0):
+            raise ValueError("report_omission and report_extra are shares in [0, 1)")
+
+
+# Named cohorts: "demo" (what `make run` and most tests use) and "benchmark", the cohort that needs learning
+# (issue 14): every realism setting on, reports about as imperfect as real ones (roughly: a radiologist misses some
+# 10-30% of image findings on review, and over-calls fewer), the reserved phrasing on validation and test.
+PRESETS: dict[str, dict] = {
+    "demo": {},
+    "benchmark": {"appearance": "varied", "organ_sizes": "varied", "lesions": "varied", "report_omission": 0.15,
+                  "report_extra": 0.05, "reserved_for_evaluation": True},
+}
+
+
+def cohort_spec(preset: str = "demo", **overrides) -> CohortSpec:
+    """The ``CohortSpec`` of a named preset, with ``overrides`` (n_studies, seed, ...) on top."""
+    if preset not in PRESETS:
+        raise ValueError(f"preset must be one of {sorted(PRESETS)}, not {preset!r}")
+    return CohortSpec(**{**PRESETS[preset], **overrides})
+
+
+def volume_ratios(patient: Patient, alt: Alterations, organs: tuple[str, ...]) -> dict[str, float]:
+    """Each organ's painted volume over the same patient's nominal one (no size change), on a coarse grid
+    holding the whole torso: neighbours and the body wall clip an enlarged organ, so this is not the factor cubed."""
+    from dataclasses import replace
+
+    grid = Grid(np.arange(260.0, -260.0, -5.0), np.arange(260.0, -260.0, -5.0), np.arange(-620.0, 380.0, 5.0))
+    nominal, _ = paint(build_anatomy(patient, replace(alt, organ_scale={})), grid, patient)
+    actual, _ = paint(build_anatomy(patient, alt), grid, patient)
+    return {o: round(float((actual == index_of(o)).sum()) / max(float((nominal == index_of(o)).sum()), 1.0), 3) for o in organs}
+
+
+def expected_split(patient_mrn: str) -> str:
+    """The split pipeline.pairs will give this patient with its default ratios and salt, under the pseudonym key
+    of this process (``CTGLIP_PSEUDONYM_KEY``): generate and pair with the same key."""
+    from pipeline.ids import pseudonym
+    from pipeline.pairs import PairConfig, assign_split
+
+    cfg = PairConfig()
+    return str(assign_split(pd.Series([pseudonym("patient", patient_mrn)]), cfg.split_ratios, cfg.split_salt).iloc[0])
 
 
 @dataclass(frozen=True)
@@ -91,6 +151,8 @@ class SyntheticStudy:
     gold: tuple[dict, ...]  # organ_gold rows
     extras: tuple[ExtraSeries, ...] = ()
     params: dict = field(default_factory=dict)
+    lesion_rows: tuple[dict, ...] = ()  # truth/lesions.parquet rows, one per painted focal lesion
+    misreport: Misreport | None = None  # what the report says against the image (None: exactly the image's findings)
 
     @property
     def accession(self) -> str:
@@ -196,17 +258,28 @@ def synthesize_study(spec: CohortSpec, index: int) -> SyntheticStudy:
 
     findings = sample_findings(rng, _visible(build_anatomy(patient), grid))
     alt, findings = alterations(findings, rng)
+    # every realism setting draws from its own random stream: with them off the demo stays bit for bit as it was
+    if spec.organ_sizes == "varied":
+        alt, findings = varied_sizes(findings, alt, np.random.default_rng([spec.seed, patient_no, 4]),
+                                     np.random.default_rng([spec.seed, index, 4]))
+        params = dict(params, organ_scale=json.dumps({o: round(alt.organ_scale[o], 3) for o in sorted(alt.organ_scale)}))
+        ratios = volume_ratios(patient, alt, tuple(SIZES))
+    else:
+        ratios = {}
     organs = build_anatomy(patient, alt)
     labels, hu = paint(organs, grid, patient)
-    lesions, findings = place_lesions(findings, labels, hu, grid, rng)
     affine = _affine(grid)
     noise_hu = spec.noise_hu
-    if spec.appearance == "varied":  # its own random stream: the uniform cohort stays bit for bit as it was
+    look = None
+    if spec.appearance == "varied":
         arng = np.random.default_rng([spec.seed, index, 3])
         names = vocab.class_map(vocab.V2_TASK)
         look = draw_appearance(arng, [names[int(i)] for i in np.unique(labels) if int(i) in names], params["slice_spacing"])
-        hu = apply_appearance(hu, labels, look, tuple(np.linalg.norm(affine[:3, :3], axis=0)), arng)
         noise_hu = look.noise_hu
+    varied = VariedLesions(np.random.default_rng([spec.seed, index, 5]), noise_hu) if spec.lesions == "varied" else None
+    lesions, findings, lesion_rows = place_lesions(findings, labels, hu, grid, rng, varied)
+    if look is not None:
+        hu = apply_appearance(hu, labels, look, tuple(np.linalg.norm(affine[:3, :3], axis=0)), arng)
         params = dict(params, **look.record())
     hu += rng.standard_normal(hu.shape, dtype=np.float32) * np.float32(noise_hu)
     hu_i16 = np.clip(np.rint(hu), -1024, 3071).astype(np.int16)
@@ -223,8 +296,16 @@ def synthesize_study(spec: CohortSpec, index: int) -> SyntheticStudy:
     comparison = None
     if visit == 1:
         comparison = f"CT dated {first_date[:4]}-{first_date[4:6]}-{first_date[6:]}."
-    report = write_report(findings, in_image, drawn, fov, rng, reserved=spec.reserved_phrasing, comparison=comparison,
+    split = expected_split(mrn)
+    reserved = spec.reserved_phrasing or (spec.reserved_for_evaluation and split != "train")
+    said = None
+    if spec.report_omission or spec.report_extra:
+        said = misreport(findings, in_image, spec.report_omission, spec.report_extra,
+                         np.random.default_rng([spec.seed, index, 6]))
+    report = write_report(said.reported if said else findings, in_image, drawn, fov, rng, reserved=reserved,
+                          comparison=comparison,
                           radiologist=identity.RADIOLOGISTS[int(rng.integers(len(identity.RADIOLOGISTS)))])
+    params = dict(params, split=split, reserved_phrasing=reserved)
 
     study_uid = _uid(spec.seed, index, "study")
     header = SeriesHeader(
@@ -240,18 +321,30 @@ def synthesize_study(spec: CohortSpec, index: int) -> SyntheticStudy:
         rescale_intercept=-1024.0 if rng.random() < 0.7 else 0.0,
     )
     voxel_ml = float(abs(np.linalg.det(affine[:3, :3]))) / 1000.0
-    by_organ: dict[str, list[Finding]] = {}
-    for f in findings:
-        for o in f.organs:
-            by_organ.setdefault(o, []).append(f)
+    def per_organ(fs) -> dict[str, list[Finding]]:
+        out: dict[str, list[Finding]] = {}
+        for f in fs:
+            for o in f.organs:
+                out.setdefault(o, []).append(f)
+        return out
+
+    by_organ = per_organ(findings)  # the image truth
+    said_by = per_organ(said.reported) if said else by_organ
+    omitted = per_organ(said.omitted) if said else {}
+    extra = per_organ(said.report_only) if said else {}
     gold = tuple(
         {
             "accession": accession, "study_uid": study_uid, "organ": o,
             "in_image": o in in_image, "cut_by_fov": bool(border[index_of(o)] > 0),
             "image_status": "abnormal" if o in by_organ else "normal",
             "report_status": report.status.get(o, "not_mentioned"),
-            "abnormalities": sorted({f.canonical for f in by_organ.get(o, [])}),
+            "abnormalities": sorted({f.canonical for f in by_organ.get(o, [])}),  # what the image shows
             "kinds": sorted({f.kind for f in by_organ.get(o, [])}),
+            "report_abnormalities": sorted({f.canonical for f in said_by.get(o, [])}),  # what the report says
+            "omitted_kinds": sorted({f.kind for f in omitted.get(o, [])}),  # in the image, not in the report
+            "report_only_kinds": sorted({f.kind for f in extra.get(o, [])}),  # in the report, not in the image
+            "size_factor": float(alt.organ_scale.get(o, 1.0)),  # radius factor against the patient's nominal organ
+            "volume_ratio": ratios.get(o, float("nan")),  # painted volume against it (organ_sizes="varied" only)
             "volume_ml_native": float(counts[index_of(o)]) * voxel_ml,
         }
         for o in drawn
@@ -264,8 +357,10 @@ def synthesize_study(spec: CohortSpec, index: int) -> SyntheticStudy:
         cor, cor_aff = coronal_reformat(hu_i16, affine, slab_mm=5.0)
         extras.append(ExtraSeries("coronal", cor, cor_aff, _companion(header, 5, "COR 5.0 MPR", ("DERIVED", "SECONDARY", "REFORMATTED"), 1)))
     params = dict(params, patient_scale=patient.scale, visit=visit, n_slices=int(hu_i16.shape[2]))
+    rows = tuple(dict(r, accession=accession, study_uid=study_uid, noise_hu=float(noise_hu),
+                      iso_intense=bool(abs(r["mean_contrast_hu"]) < noise_hu)) for r in lesion_rows)
     return SyntheticStudy(index, f"patient-{spec.seed}-{patient_no}", fov, header, hu_i16, affine, labels, lesions,
-                          report.text, tuple(findings), gold, tuple(extras), params)
+                          report.text, tuple(findings), gold, tuple(extras), params, rows, said)
 
 
 def _companion(h: SeriesHeader, number: int, desc: str, image_type: tuple[str, ...], salt: int) -> SeriesHeader:
@@ -324,7 +419,7 @@ def generate_cohort(spec: CohortSpec, out_dir: Path) -> CohortManifest:
     fault_kinds = FAULTS if spec.faults else ()
     ct_faults = [f for f in fault_kinds if f in ("truncated_file", "missing_slice", "missing_report")]
     total = spec.n_studies + len(ct_faults)
-    study_rows, gold_rows, fault_rows, manifest_rows = [], [], [], []
+    study_rows, gold_rows, fault_rows, manifest_rows, lesion_rows = [], [], [], [], []
     reports_csv = out_dir / "reports.csv"
     with atomic_path(reports_csv, suffix=".csv") as tmp, open(tmp, "w", newline="") as fh:
         writer = csv.writer(fh, quoting=csv.QUOTE_MINIMAL)
@@ -350,13 +445,16 @@ def generate_cohort(spec: CohortSpec, out_dir: Path) -> CohortManifest:
                                    "folder": folder.relative_to(out_dir).as_posix(), "detail": detail})
             study_rows.append({
                 "accession": study.accession, "study_uid": study.study_uid, "patient_key": study.patient_key,
-                "fov": study.fov, "reserved_phrasing": spec.reserved_phrasing, "series_uid": study.header.series_instance_uid,
+                "fov": study.fov, "series_uid": study.header.series_instance_uid,
                 "extra_series": [e.role for e in study.extras], "layout": layout, "fault": fault,
                 "findings": [f.kind for f in study.findings], "seed": spec.seed, "index": index,
+                "omitted_findings": [f.kind for f in study.misreport.omitted] if study.misreport else [],
+                "report_only_findings": [f.kind for f in study.misreport.report_only] if study.misreport else [],
                 **{k: study.params[k] for k in sorted(study.params)},
                 "shape_i": study.hu.shape[0], "shape_j": study.hu.shape[1], "shape_k": study.hu.shape[2],
             })
             gold_rows.extend(study.gold)
+            lesion_rows.extend(study.lesion_rows)
             manifest_rows.append({"StudyInstanceUID": study.study_uid,
                                   "mask_path": f"../truth/labels/{study.study_uid}.nii.gz", "format": "nifti_multilabel"})
             log.info("study %d/%d: %s, %d slices, %d findings%s", index + 1, total, study.fov, study.hu.shape[2],
@@ -374,6 +472,7 @@ def generate_cohort(spec: CohortSpec, out_dir: Path) -> CohortManifest:
     write_parquet(studies, truth / "studies.parquet")
     write_parquet(pd.DataFrame(gold_rows), truth / "organ_gold.parquet")
     write_parquet(faults, truth / "faults.parquet")
+    write_parquet(pd.DataFrame(lesion_rows, columns=LESION_COLUMNS), truth / "lesions.parquet")
     manifest = out_dir / "masks" / "manifest.csv"
     with atomic_path(manifest, suffix=".csv") as tmp:
         pd.DataFrame(manifest_rows).to_csv(tmp, index=False)

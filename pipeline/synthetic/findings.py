@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from pipeline.synthetic.anatomy import LOBES, Alterations, checked, index_of, vertebra
+from pipeline.synthetic.lesions import VARIED, LesionDraw, draw_lesion, lesion_count, lesion_row, paint_lesion
 from pipeline.synthetic.shapes import Grid
 
 
@@ -109,17 +110,62 @@ def alterations(findings: list[Finding], rng: np.random.Generator) -> tuple[Alte
     return Alterations(scale, liver_hu, aneurysm, fractured, height), out
 
 
+# Radius factor of an organ with its "-megaly" finding: (normal SD, normal clip, megaly range). The
+# normal spread's upper tail reaches into the megaly range, as in people: size alone does not decide.
+SIZES: dict[str, tuple[str, float, tuple[float, float], tuple[float, float]]] = {
+    "liver": ("hepatomegaly", 0.09, (0.8, 1.25), (1.12, 1.35)),
+    "spleen": ("splenomegaly", 0.12, (0.75, 1.35), (1.2, 1.6)),
+    "heart": ("cardiomegaly", 0.08, (0.82, 1.22), (1.12, 1.35)),
+}
+
+
+def varied_sizes(findings: list[Finding], alt: Alterations, patient_rng: np.random.Generator,
+                 rng: np.random.Generator) -> tuple[Alterations, list[Finding]]:
+    """``CohortSpec.organ_sizes="varied"``: every patient's liver, spleen and heart get a normal size
+    (``patient_rng``, the same at a follow-up), the "-megaly" ones a size from the megaly range (``rng``);
+    the findings' measured sizes follow. The volume ratio to the patient's nominal organ is the factor cubed."""
+    scale = dict(alt.organ_scale)
+    normal = {o: float(np.clip(patient_rng.normal(1.0, sd), *clip)) for o, (_, sd, clip, _) in SIZES.items()}
+    megaly = {kind: organ for organ, (kind, *_) in SIZES.items()}
+    out = []
+    for f in findings:
+        size = f.size_mm
+        if f.kind in megaly:
+            organ = megaly[f.kind]
+            scale[organ] = float(rng.uniform(*SIZES[organ][3]))
+            if f.kind == "hepatomegaly":
+                size = round(float(2 * 75 * scale[organ] * 1.1 / 10), 1) * 10
+            elif f.kind == "splenomegaly":
+                size = round(float(2 * 55 * scale[organ] / 10), 1) * 10
+        out.append(Finding(f.kind, f.organs, size, f.hedged))
+    for organ, factor in normal.items():
+        scale.setdefault(organ, factor)
+    return Alterations(scale, alt.liver_hu, alt.aneurysm_radius, alt.fractured, alt.fracture_height), out
+
+
+@dataclass(frozen=True)
+class VariedLesions:
+    """``CohortSpec.lesions="varied"``: the lesions' own random stream and the study's noise SD."""
+
+    rng: np.random.Generator
+    noise_hu: float
+
+
 def place_lesions(
-    findings: list[Finding], label: np.ndarray, hu: np.ndarray, grid: Grid, rng: np.random.Generator
-) -> tuple[np.ndarray, list[Finding]]:
-    """Paint focal lesions and effusions in place; return the lesion mask and the findings kept.
+    findings: list[Finding], label: np.ndarray, hu: np.ndarray, grid: Grid, rng: np.random.Generator,
+    varied: VariedLesions | None = None,
+) -> tuple[np.ndarray, list[Finding], list[dict]]:
+    """Paint focal lesions and effusions in place; return the lesion mask, the findings kept and one
+    truth row per painted lesion (``lesions.lesion_row``).
 
     A focal lesion sits on a random voxel of its organ; it is dropped (not reported, not in the
     gold) when the organ is not in the image, so the report never describes what is not there.
+    With ``varied``, the kinds in ``lesions.VARIED`` are drawn by ``lesions.draw_lesion`` instead.
     """
     lesion = np.zeros(label.shape, dtype=np.uint8)
     spacing = np.abs([grid.xs[1] - grid.xs[0], grid.ys[1] - grid.ys[0], grid.zs[1] - grid.zs[0]])
     kept: list[Finding] = []
+    rows: list[dict] = []
     for f in findings:
         if f.kind == "pleural_effusion":
             ok = all(_effusion(label, hu, grid, index_of(o), rng) for o in f.organs)
@@ -129,12 +175,29 @@ def place_lesions(
         if f.kind not in _FOCAL:
             kept.append(f)
             continue
-        value, (rmin, rmax) = _FOCAL[f.kind]
         organ_idx = index_of(f.organs[0])
+        if varied is not None and f.kind in VARIED:
+            drawn = []
+            for n in range(lesion_count(varied.rng)):
+                draw = draw_lesion(f.kind, varied.noise_hu, varied.rng)
+                hit = paint_lesion(draw, f.kind, organ_idx, label, hu, spacing, varied.rng,
+                                   grow_label=f.kind == "pancreatic_mass")
+                if hit is None:
+                    break
+                inside, box, organ_hu = hit
+                if CATALOG[f.kind].tumor:
+                    lesion[box][inside] = 1
+                rows.append(lesion_row(f.kind, f.organs[0], n, inside, box, label, hu, organ_idx, organ_hu, spacing, draw))
+                drawn.append(draw.diameter_mm)
+            if drawn:
+                kept.append(Finding(f.kind, f.organs, round(max(drawn), 0), f.hedged))
+            continue
+        value, (rmin, rmax) = _FOCAL[f.kind]
         radius = float(rng.uniform(rmin, rmax))
         center = _pick_center(label == organ_idx, radius, spacing, rng)
         if center is None:
             continue
+        organ_hu = float(np.median(hu[label == organ_idx]))
         count = 1 + int(rng.integers(3)) if f.kind == "gallstones" else 1
         for n in range(count):
             c = center if n == 0 else _pick_center(label == organ_idx, radius, spacing, rng) or center
@@ -148,8 +211,11 @@ def place_lesions(
             hu[inside] = value + (hu[inside] - hu[inside].mean()) * 0.2 if f.kind == "pancreatic_mass" else value
             if CATALOG[f.kind].tumor:
                 lesion[inside] = 1
+            box = tuple(slice(0, s) for s in label.shape)
+            rows.append(lesion_row(f.kind, f.organs[0], n, inside, box, label, hu, organ_idx, organ_hu, spacing,
+                                   LesionDraw(round(2 * radius, 1), value - organ_hu, "solid", "round", False)))
         kept.append(Finding(f.kind, f.organs, round(2 * radius, 0), f.hedged))
-    return lesion, kept
+    return lesion, kept, rows
 
 
 def _pick_center(mask: np.ndarray, radius: float, spacing: np.ndarray, rng: np.random.Generator):

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from pipeline.synthetic.anatomy import LOBES, checked
-from pipeline.synthetic.findings import Finding
+from pipeline.synthetic.findings import CATALOG, Finding
 from pipeline.synthetic.phrases import BANKS
 
 _SPINE_PREFIX = ("vertebrae_", "sacrum")
@@ -51,6 +51,44 @@ _HISTORY = ("Follow-up of renal cell carcinoma.", "Abdominal pain, evaluate live
 class Report:
     text: str
     status: dict[str, str]  # organ -> normal / abnormal / uncertain (absent = not_mentioned)
+
+
+@dataclass(frozen=True)
+class Misreport:
+    """What a report says against what the image shows (``CohortSpec.report_omission`` / ``report_extra``)."""
+
+    reported: list[Finding]  # what the report describes: the image's findings less the omitted, plus the report-only
+    omitted: list[Finding]  # in the image, not in the report
+    report_only: list[Finding]  # in the report, not in the image
+
+
+def misreport(findings: list[Finding], in_image: set[str], omission: float, extra: float,
+              rng: np.random.Generator) -> Misreport:
+    """Leave out each image finding with probability ``omission``; add findings the image does not show
+    so that about ``extra`` of the mentioned ones are report-only (Poisson, mean extra/(1-extra) per kept
+    finding), on organs in view and free of findings, hedged a third of the time, as over-calls often are."""
+    keep = [f for f in findings if rng.random() >= omission]
+    omitted = [f for f in findings if not any(f is k for k in keep)]
+    n_extra = int(rng.poisson(extra / (1.0 - extra) * len(keep))) if extra > 0 and keep else 0
+    busy = {o for f in findings for o in f.organs}
+    options = [(k.kind, o) for k in CATALOG.values() for o in k.organs if o in in_image and o not in busy]
+    added: list[Finding] = []
+    for _ in range(n_extra):
+        options = [(k, o) for k, o in options if o not in busy]
+        if not options:
+            break
+        kind, organ = options[int(rng.integers(len(options)))]
+        size = round(float(rng.uniform(5.0, 30.0))) if kind not in ("cardiomegaly", "steatosis", "pleural_effusion",
+                                                                  "vertebral_fracture", "hepatomegaly", "splenomegaly") else None
+        if kind == "hepatomegaly":
+            size = round(float(rng.uniform(180.0, 210.0)))
+        elif kind == "splenomegaly":
+            size = round(float(rng.uniform(130.0, 160.0)))
+        elif kind == "aortic_aneurysm":
+            size = round(float(rng.uniform(35.0, 50.0)))
+        added.append(Finding(kind, (organ,), size, hedged=bool(rng.random() < 1 / 3)))
+        busy.add(organ)
+    return Misreport(keep + added, omitted, added)
 
 
 def _size(mm: float | None, rng: np.random.Generator) -> str:
