@@ -130,16 +130,47 @@ def organ_weights(labels: torch.Tensor, organ_index: torch.Tensor, size: tuple[i
     n = organ_index.shape[0]
     if n == 0:
         return labels.new_zeros((0, *size), dtype=torch.float32)
-    out = []
-    for chunk in organ_index.split(32):  # bounds memory: (32, D, H, W) floats at a time
-        masks = (labels[chunk[:, 0]] == chunk[:, 1].view(-1, 1, 1, 1).to(labels.dtype)).float()  # (n', D, H, W)
-        area = F.adaptive_avg_pool3d(masks.unsqueeze(1), size).squeeze(1)  # (n', d, h, w)
-        if mode == "nearest":
-            near = F.interpolate(masks.unsqueeze(1), size=size, mode="nearest").squeeze(1)
-            empty = near.flatten(1).sum(1) == 0
-            area = torch.where(empty.view(-1, 1, 1, 1), area, near)
-        out.append(area)
-    return torch.cat(out)
+    full = tuple(labels.shape[1:])
+    if all(s % t == 0 for s, t in zip(full, size)):
+        area = _cell_fractions(labels, organ_index, size)
+    else:
+        area = torch.cat([F.adaptive_avg_pool3d(_masks(labels, chunk).unsqueeze(1), size).squeeze(1)
+                          for chunk in organ_index.split(32)])  # bounds memory: (32, D, H, W) floats at a time
+    if mode == "nearest":
+        steps = [s // t for s, t in zip(full, size)]
+        if all(s == st * t for s, st, t in zip(full, steps, size)):  # nearest of a whole-number downscale: each cell's first voxel
+            near = _masks(labels[:, :: steps[0], :: steps[1], :: steps[2]], organ_index)
+        else:
+            near = torch.cat([F.interpolate(_masks(labels, c).unsqueeze(1), size=size, mode="nearest").squeeze(1)
+                              for c in organ_index.split(32)])
+        empty = near.flatten(1).sum(1) == 0
+        area = torch.where(empty.view(-1, 1, 1, 1), area, near)
+    return area
+
+
+def _masks(labels: torch.Tensor, organ_index: torch.Tensor) -> torch.Tensor:
+    return (labels[organ_index[:, 0]] == organ_index[:, 1].view(-1, 1, 1, 1).to(labels.dtype)).float()
+
+
+def _cell_fractions(labels: torch.Tensor, organ_index: torch.Tensor, size: tuple[int, ...]) -> torch.Tensor:
+    """``adaptive_avg_pool3d`` of every organ's mask where each cell is a whole block of voxels: one
+    label histogram per cell, instead of a full-resolution float mask per organ (a third of a demo
+    training step)."""
+    full = tuple(labels.shape[1:])
+    block = [s // t for s, t in zip(full, size)]
+    axes = [torch.arange(s, device=labels.device) // b for s, b in zip(full, block)]
+    cell = (axes[0].view(-1, 1, 1) * size[1] + axes[1].view(1, -1, 1)) * size[2] + axes[2].view(1, 1, -1)  # (D, H, W)
+    n_cells, voxels = size[0] * size[1] * size[2], block[0] * block[1] * block[2]
+    out = torch.empty((organ_index.shape[0], n_cells), dtype=torch.float32, device=labels.device)
+    for item in organ_index[:, 0].unique().tolist():
+        rows = (organ_index[:, 0] == item).nonzero().squeeze(1)
+        lab = labels[item].long()
+        k = int(lab.max()) + 1
+        hist = torch.bincount((cell * k + lab).flatten(), minlength=n_cells * k).view(n_cells, k)
+        wanted = organ_index[rows, 1].long()
+        counts = hist[:, wanted.clamp(max=k - 1)] * (wanted < k)  # an organ beyond the largest label: no voxel
+        out[rows] = (counts.T.float() / voxels)
+    return out.view(-1, *size)
 
 
 class CTGlip(nn.Module):

@@ -89,6 +89,20 @@ def test_masked_average_pooling_picks_the_organ(mode):
     assert torch.allclose(pooled[0], torch.tensor([1.0, 0.0])) and torch.allclose(pooled[1], torch.tensor([0.0, 1.0]))
 
 
+@pytest.mark.parametrize("mode", ["area", "nearest"])
+@pytest.mark.parametrize("shape,size", [((3, 16, 16, 16), (4, 4, 4)), ((2, 12, 10, 8), (6, 5, 2)), ((2, 9, 10, 11), (4, 4, 4))])
+def test_organ_weights_equal_torch_resampling_of_each_mask(mode, shape, size):
+    # the per-cell label histogram (whole blocks) and the fall-back against torch's own resampling, organ by organ
+    labels = torch.randint(0, 12, shape, generator=torch.Generator().manual_seed(1)).to(torch.int16)
+    idx = torch.tensor([[b, o] for b in range(shape[0]) for o in (1, 4, 11, 12, 99)])  # 12 and 99: absent organs
+    masks = (labels[idx[:, 0]] == idx[:, 1].view(-1, 1, 1, 1).to(torch.int16)).float().unsqueeze(1)
+    want = F.adaptive_avg_pool3d(masks, size).squeeze(1)
+    if mode == "nearest":
+        near = F.interpolate(masks, size=size, mode="nearest").squeeze(1)
+        want = torch.where((near.flatten(1).sum(1) == 0).view(-1, 1, 1, 1), want, near)
+    assert torch.allclose(organ_weights(labels, idx, size, mode), want, atol=1e-6)
+
+
 def test_loss_lower_for_aligned_than_shuffled_pairs():
     g = torch.Generator().manual_seed(0)
     text = F.normalize(torch.randn(12, 16, generator=g), dim=-1)
