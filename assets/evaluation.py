@@ -9,11 +9,6 @@ from assets.metadata import image_md
 from assets.queues import GPU
 from assets.resources import DataRoot
 from assets.training import verified_model
-from model.checkpoint import load_model, preprocessing_of
-from model.eval import EvalConfig, build_report, evaluate, load_eval_data
-from model.eval.baseline import no_learning, read_features
-from model.eval.segmentation import SegBudget
-from model.eval.tumor import FinetuneBudget
 from pipeline.atomic import write_bytes, write_json
 
 GROUP = "evaluation"
@@ -36,6 +31,13 @@ class EvalSettings(dg.Config):
     description="Zero-shot organ recognition and abnormality detection, tumor detection and segmentation: random vs CLIP vs grounded, and a no-learning row (logistic regression on organ_stats).",
 )
 def evaluation_report(context: dg.AssetExecutionContext, config: EvalSettings, data: DataRoot, grounded_model: dict, global_model: dict) -> dg.MaterializeResult:
+    # torch and MONAI load here, not at import: a process that only loads the Definitions (a step worker, the UI's
+    # code server, a Celery worker) does not pay for them
+    from model.checkpoint import load_model, preprocessing_of
+    from model.eval import EvalConfig, build_report, evaluate, load_eval_data
+    from model.eval.baseline import no_learning, read_features
+    from model.eval.segmentation import SegBudget
+    from model.eval.tumor import FinetuneBudget
     root = data.root()
     paths = {"CLIP": verified_model(global_model), "grounded": verified_model(grounded_model)}
     preprocessing = {name: preprocessing_of(p) for name, p in paths.items()}

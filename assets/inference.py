@@ -11,7 +11,6 @@ from assets.partitions import SHARDS, SINGLE_RUN
 from assets.queues import GPU
 from assets.resources import DataRoot
 from assets.training import verified_model
-from model.inference import InferenceOptions, StudyInput, heatmap_png, infer
 from pipeline.tables import table_path, write_table
 
 GROUP = "inference"
@@ -32,6 +31,9 @@ class EmbeddingSettings(dg.Config):
                 "(sliding window) and a 'whole_study' row; query heatmaps of a few studies in the metadata.",
 )
 def study_embeddings(context: dg.AssetExecutionContext, config: EmbeddingSettings, data: DataRoot, grounded_model: dict) -> dg.MaterializeResult:
+    # torch and MONAI load here, not at import: a process that only loads the Definitions (a step worker, the UI's
+    # code server, a Celery worker) does not pay for them
+    from model.inference import InferenceOptions, StudyInput, heatmap_png, infer
     root = data.root()
     model_path = verified_model(grounded_model)
     # the table keeps embeddings only: no zero-shot dictionary scores, whose ~3,000 prompts cost more than

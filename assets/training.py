@@ -16,9 +16,7 @@ from pydantic import Field
 from assets.metadata import image_md
 from assets.queues import GPU
 from assets.resources import DataRoot
-from model.checkpoint import CARD
 from model.config import SOFT_TISSUE, TrainConfig, demo, paper, replace
-from model.eval.data import fingerprint
 
 GROUP = "training"
 ENTRY = Path(__file__).with_name("train_entry.py")
@@ -54,6 +52,8 @@ class TrainSettings(dg.Config):
 
 def verified_model(ref: dict) -> Path:
     """The checkpoint a model asset's value points to, refused if it changed since that materialization."""
+    from model.eval.data import fingerprint  # torch loads with it: see run_training
+
     path = Path(ref["model_path"])
     digest = fingerprint(path)
     if digest != ref["sha256"]:
@@ -62,6 +62,11 @@ def verified_model(ref: dict) -> Path:
 
 
 def run_training(context: dg.AssetExecutionContext, kind: str, settings: TrainSettings, data: DataRoot, pipes: dg.PipesSubprocessClient):
+    # torch and MONAI load here, not at import: a process that only loads the Definitions (a step worker, the UI's
+    # code server, a Celery worker) does not pay for them
+    from model.checkpoint import CARD
+    from model.eval.data import fingerprint
+
     root = data.root()
     config = settings.to_config(kind)
     # One folder per config: a changed setting trains afresh, the same one resumes or returns at once.
