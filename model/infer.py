@@ -57,6 +57,9 @@ def parser() -> argparse.ArgumentParser:
                    help="folder caching the frozen text encoder's vectors, so the dictionary's prompts (about 200 per organ) "
                         "are encoded on the first run only (default: $XDG_CACHE_HOME/ct-glip/text, else "
                         "~/.cache/ct-glip/text; now %(default)s; '' = no disk cache: every run encodes them)")
+    p.add_argument("--threads", type=int, default=0, metavar="N",
+                   help="CPU threads for torch (default 0: torch's own choice, one per core). On a CPU shared with other "
+                        "jobs 1 can be much faster: threads that wait for each other lose the cores they spin on")
     p.add_argument("-v", "--verbose", action="store_true", help="log progress")
     return p
 
@@ -69,6 +72,10 @@ def main(argv: list[str] | None = None) -> int:
     from pipeline.dicom.errors import IngestError
     from pipeline.segment import SegmenterConfig, SegmenterDependencyError, WeightsMissingError
 
+    if args.threads > 0:
+        import torch
+
+        torch.set_num_threads(args.threads)
     source = args.volume or args.dicom
     study = StudyInput(pseudonym("study", str(Path(source).resolve())), volume=args.volume, dicom=args.dicom, mask=args.mask)
     options = InferenceOptions(
