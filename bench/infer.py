@@ -2,6 +2,7 @@
 
     python bench/infer.py                         # 512 x 512 x 300 voxels, 0.78 mm in-plane, 1.5 mm slices
     python bench/infer.py --checkpoint data/models/grounded-XXXX/model
+    python bench/infer.py --threads 1             # model.infer --threads 1 (a CPU shared with other jobs)
 
 Issue 15's target: at most 60 s and 6 GB for such a study with the demo checkpoint on the 2-core machine.
 Without ``--checkpoint`` a demo-architecture model (ViT, 64^3 crop at 3 mm, packaged MiniLM text encoder)
@@ -73,6 +74,7 @@ def main() -> None:
     p.add_argument("--shape", type=int, nargs=3, default=(512, 512, 300), help="voxels of the study (default 512 512 300)")
     p.add_argument("--spacing", type=float, nargs=3, default=(0.78, 0.78, 1.5), help="mm (default 0.78 0.78 1.5)")
     p.add_argument("--queries", type=int, default=2, help="text queries mapped (default 2)")
+    p.add_argument("--threads", type=int, default=0, help="model.infer --threads (default 0: torch's own choice)")
     p.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "infer.json")
     args = p.parse_args()
 
@@ -91,7 +93,7 @@ def main() -> None:
 
         queries = ["mass of the liver", "the spleen", "kidney stone", "aortic aneurysm"][: args.queries]
         cmd = [sys.executable, "-m", "model.infer", "--checkpoint", str(checkpoint), "--volume", str(ct), "--mask", str(mask),
-               "--out", str(work / "out"), "--device", "cpu", "--text-cache", str(work / "text")]
+               "--out", str(work / "out"), "--device", "cpu", "--text-cache", str(work / "text"), "--threads", str(args.threads)]
         for q in queries:
             cmd += ["--query", q]
         runs = {}
@@ -107,7 +109,7 @@ def main() -> None:
 
     load = os.getloadavg()[0]
     print(f"model.infer ({'given checkpoint' if args.checkpoint else 'demo architecture, untrained weights'}), canonical grid {summary['grid_shape']} "
-          f"at {summary['spacing_mm'][0]:.1f} mm, {len(queries)} queries, {os.cpu_count()} CPU(s), load average {load:.1f}")
+          f"at {summary['spacing_mm'][0]:.1f} mm, {len(queries)} queries, {os.cpu_count()} CPU(s), --threads {args.threads}, load average {load:.1f}")
     print(f"  {'seconds':13s} {'cold':>7s} {'warm':>7s}   (cold: first run, prompts encoded; warm: prompts from the text cache)")
     for k in runs["cold"]["timings_s"]:
         print(f"  {k:13s} {runs['cold']['timings_s'][k]:7.1f} {runs['warm']['timings_s'][k]:7.1f}")
@@ -116,7 +118,7 @@ def main() -> None:
     print(f"  peak RSS {peak_gb:.2f} GB (target {TARGET_GB:.0f} GB)")
     print(f"  baseline: nibabel read of the study alone {baseline:.1f} s; model.infer (warm) takes x{runs['warm']['total_s'] / baseline:.1f} of it")
     result = {"shape": list(args.shape), "spacing_mm": list(args.spacing), "runs": runs, "peak_rss_gb": peak_gb, "baseline_read_s": baseline,
-              "load_average": load, "grid_shape": summary["grid_shape"], "checkpoint": str(args.checkpoint) if args.checkpoint else "demo architecture, untrained"}
+              "load_average": load, "threads": args.threads, "grid_shape": summary["grid_shape"], "checkpoint": str(args.checkpoint) if args.checkpoint else "demo architecture, untrained"}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2))
     print(f"wrote {args.out}")

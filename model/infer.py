@@ -13,6 +13,7 @@ import logging
 import sys
 from pathlib import Path
 
+from model.config import default_text_cache
 from pipeline.ids import pseudonym
 
 EPILOG = """\
@@ -52,9 +53,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--overlap", type=float, default=0.25, help="sliding-window overlap in [0, 1) (default: 0.25)")
     p.add_argument("--segmenter-device", default="auto", help="TotalSegmentator's device when no --mask (default: auto)")
     p.add_argument("--segmenter-full", action="store_true", help="TotalSegmentator's full-resolution model instead of the 3 mm 'fast' one")
-    p.add_argument("--text-cache", default=str(Path("~/.cache/ct-glip/text").expanduser()),
-                   help="folder caching the frozen text encoder's vectors, so the dictionary's prompts are encoded once "
-                        "(default: ~/.cache/ct-glip/text; '' = no disk cache)")
+    p.add_argument("--text-cache", default=str(default_text_cache()),
+                   help="folder caching the frozen text encoder's vectors, so the dictionary's prompts (about 200 per organ) "
+                        "are encoded on the first run only (default: $XDG_CACHE_HOME/ct-glip/text, else "
+                        "~/.cache/ct-glip/text; now %(default)s; '' = no disk cache: every run encodes them)")
+    p.add_argument("--threads", type=int, default=0, metavar="N",
+                   help="CPU threads for torch (default 0: torch's own choice, one per core). On a CPU shared with other "
+                        "jobs 1 can be much faster: threads that wait for each other lose the cores they spin on")
     p.add_argument("-v", "--verbose", action="store_true", help="log progress")
     return p
 
@@ -67,6 +72,10 @@ def main(argv: list[str] | None = None) -> int:
     from pipeline.dicom.errors import IngestError
     from pipeline.segment import SegmenterConfig, SegmenterDependencyError, WeightsMissingError
 
+    if args.threads > 0:
+        import torch
+
+        torch.set_num_threads(args.threads)
     source = args.volume or args.dicom
     study = StudyInput(pseudonym("study", str(Path(source).resolve())), volume=args.volume, dicom=args.dicom, mask=args.mask)
     options = InferenceOptions(

@@ -64,7 +64,7 @@ class HFTextBackbone:
     report how much a truncating encoder would have lost (or did lose).
     """
 
-    def __init__(self, name_or_path: str, pooling: str = "mean", max_length: int = 128, batch_size: int = 64,
+    def __init__(self, name_or_path: str, pooling: str = "mean", max_length: int = 128, batch_tokens: int = 8192,
                  long_text: str = "chunk"):
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -80,37 +80,49 @@ class HFTextBackbone:
         chunk = "-chunk" if long_text == "chunk" else ""  # chunked vectors of long texts differ: another cache namespace
         self.key = re.sub(r"[^A-Za-z0-9_.-]+", "_", name_or_path) + f"-{pooling}-{max_length}{chunk}"
         self.dim = int(self.model.config.hidden_size)
-        self.pooling, self.max_length, self.batch_size, self.long_text = pooling, max_length, batch_size, long_text
+        self.pooling, self.max_length, self.batch_tokens, self.long_text = pooling, max_length, batch_tokens, long_text
         self.n_texts = self.n_long = self.n_tokens_cut = 0
 
     def token_counts(self, texts: list[str]) -> list[int]:
         """Tokens of each text with the special tokens, before any cut."""
         return [len(ids) for ids in self.tokenizer(list(texts), truncation=False)["input_ids"]]
 
-    def _windows(self, text: str) -> list[list[int]]:
+    def _windows(self, texts: list[str]) -> list[list[list[int]]]:
+        """Each text's token windows, special tokens included (all texts tokenized in one call)."""
         # the special tokens around any text ([CLS] ... [SEP] for BERT-like encoders)
         empty = self.tokenizer("")["input_ids"]
         head, tail = empty[:1], empty[1:]
-        ids = self.tokenizer(text, truncation=False)["input_ids"][len(head) : -len(tail) or None]
         inner = self.max_length - len(empty)
-        self.n_texts += 1
-        if len(ids) > inner:
-            self.n_long += 1
-            if self.long_text == "truncate":
-                self.n_tokens_cut += len(ids) - inner
-                ids = ids[:inner]
-        return [head + ids[i : i + inner] + tail for i in range(0, max(len(ids), 1), inner)]
+        out = []
+        for ids in self.tokenizer(list(texts), truncation=False)["input_ids"] if texts else []:
+            ids = ids[len(head) : -len(tail) or None]
+            self.n_texts += 1
+            if len(ids) > inner:
+                self.n_long += 1
+                if self.long_text == "truncate":
+                    self.n_tokens_cut += len(ids) - inner
+                    ids = ids[:inner]
+            out.append([head + ids[i : i + inner] + tail for i in range(0, max(len(ids), 1), inner)])
+        return out
 
     @torch.no_grad()
     def encode(self, texts: list[str]) -> torch.Tensor:
         windows, owner = [], []
-        for t, text in enumerate(texts):
-            for w in self._windows(text):
-                windows.append(w)
-                owner.append(t)
+        for t, text_windows in enumerate(self._windows(texts)):
+            windows += text_windows
+            owner += [t] * len(text_windows)
+        # batches of similar length, up to `batch_tokens` padded tokens each: padding to a batch's longest window
+        # and small matrix products are most of the work otherwise (the dictionary's 1,208 prompts of six organs: 14-16 s in
+        # batches of 64 in input order, 3-6 s this way, 2 loaded cores); the mask keeps padding out of every vector
+        order = sorted(range(len(windows)), key=lambda i: len(windows[i]))
+        batches, start = [], 0
+        for end in range(1, len(order) + 1):
+            if end == len(order) or (end + 1 - start) * len(windows[order[end]]) > self.batch_tokens:
+                batches.append(order[start:end])
+                start = end
         pooled, weight = [], []
-        for i in range(0, len(windows), self.batch_size):
-            tok = self.tokenizer.pad({"input_ids": windows[i : i + self.batch_size]}, return_tensors="pt")
+        for batch in batches:
+            tok = self.tokenizer.pad({"input_ids": [windows[j] for j in batch]}, return_tensors="pt")
             tok = {k: v.to(self.model.device) for k, v in tok.items()}
             hidden = self.model(**tok).last_hidden_state  # (n, t, dim)
             mask = tok["attention_mask"].unsqueeze(-1).to(hidden.dtype)  # (n, t, 1)
@@ -122,8 +134,8 @@ class HFTextBackbone:
                 weight.append(mask.sum((1, 2)).float().cpu())
         if not texts:
             return torch.zeros(0, self.dim)
-        vecs, w = torch.cat(pooled), torch.cat(weight)  # (windows, dim), (windows,)
-        index = torch.tensor(owner)
+        vecs, w = torch.cat(pooled), torch.cat(weight)  # (windows, dim), (windows,) in `order`
+        index = torch.tensor([owner[j] for j in order])
         total = torch.zeros(len(texts), self.dim).index_add_(0, index, vecs * w[:, None])  # (n, dim)
         return total / torch.zeros(len(texts)).index_add_(0, index, w)[:, None]
 

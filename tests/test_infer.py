@@ -82,6 +82,27 @@ def test_cli_writes_embeddings_scores_and_heatmaps(trained, unseen, tmp_path):
     assert "organs embedded" in run.stdout and any((tmp_path / "text").rglob("*.npy"))  # prompts cached for the next run
 
 
+def test_the_cli_caches_prompt_vectors_by_default_and_a_second_run_encodes_none(trained, unseen, tmp_path, monkeypatch):
+    from model.text import FakeTextBackbone
+
+    vol, mask, _ = unseen
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    args = ["--checkpoint", str(trained), "--volume", str(vol), "--mask", str(mask), "--query", "the spleen"]
+    assert main([*args, "--out", str(tmp_path / "first")]) == 0
+    cached = sorted((tmp_path / "xdg" / "ct-glip" / "text").rglob("*.npy"))
+    assert len(cached) > 100  # the dictionary's prompts of the study's organs and the query
+    encoded: list[str] = []
+    encode = FakeTextBackbone.encode
+    monkeypatch.setattr(FakeTextBackbone, "encode", lambda self, texts: encoded.extend(texts) or encode(self, texts))
+    assert main([*args, "--out", str(tmp_path / "second")]) == 0
+    assert encoded == [] and sorted((tmp_path / "xdg" / "ct-glip" / "text").rglob("*.npy")) == cached
+    first, second = (json.loads((tmp_path / d / "scores.json").read_text())["organs"] for d in ("first", "second"))
+    assert first == second and first
+    torch.set_num_threads(2)
+    assert main([*args, "--text-cache", "", "--threads", "1", "--out", str(tmp_path / "third")]) == 0  # '' = no disk cache: encoded afresh
+    assert len(encoded) > 100 and torch.get_num_threads() == 1
+
+
 def test_the_sliding_window_of_a_one_crop_study_is_the_network_itself(trained, tmp_path):
     """A study exactly one crop large: the stitched map is the network's own map, the study embedding its encode_global."""
     model, pre = load_model(trained), preprocessing_of(trained)

@@ -183,6 +183,20 @@ def test_long_texts_are_encoded_whole_not_cut(monkeypatch):
     assert torch.allclose(short, cut.encode(["The liver is normal."]), atol=1e-6)  # a text that fits: unchanged
 
 
+def test_length_sorted_batches_give_each_text_its_own_vector(monkeypatch):
+    """Texts of mixed lengths (one chunked) in small length-sorted batches: every vector equals that text encoded alone, in input order."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    from model.text import HFTextBackbone
+
+    texts = ["Mass is present in the liver.", " ".join(["The liver is normal in size and attenuation."] * 4),
+             "No.", "There is no evidence of a stone in the left kidney.", "The spleen is enlarged."]
+    backbone = HFTextBackbone(GT_MINILM, max_length=24, batch_tokens=40)  # two or three windows a batch
+    together = backbone.encode(texts)
+    alone = torch.cat([backbone.encode([t]) for t in texts])
+    assert together.shape == (5, 384) and torch.allclose(together, alone, atol=1e-5)
+    assert backbone.encode([]).shape == (0, 384)
+
+
 def test_dataset_items_crop_and_collate(data_root):
     cfg = tiny_config().data
     ds = StudyDataset(data_root, cfg, train=True, seed=0)

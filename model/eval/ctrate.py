@@ -41,6 +41,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from model.config import default_text_cache
 from model.eval import metrics
 from model.eval.features import prompt_embeddings
 from model.eval.metrics import Estimate
@@ -448,8 +449,9 @@ def parser():
     p.add_argument("--device", default="auto", help="'auto' (CUDA when present), 'cpu' or 'cuda[:N]' (default: auto)")
     p.add_argument("--precision", choices=("float32", "bf16"), default="float32", help="bf16 autocasts the image encoder (default: float32)")
     p.add_argument("--overlap", type=float, default=0.25, help="sliding-window overlap in [0, 1) (default: 0.25)")
-    p.add_argument("--text-cache", default=str(Path("~/.cache/ct-glip/text").expanduser()),
-                   help="folder caching the frozen text encoder's vectors (default: ~/.cache/ct-glip/text; '' = none)")
+    p.add_argument("--text-cache", default=str(default_text_cache()),
+                   help="folder caching the frozen text encoder's vectors (default: $XDG_CACHE_HOME/ct-glip/text, else "
+                        "~/.cache/ct-glip/text; now %(default)s; '' = none)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
     return p
 
