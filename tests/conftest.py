@@ -29,6 +29,17 @@ def tiny_graph(tmp_path_factory):
         return materialize_tiny_graph(tmp_path_factory.mktemp("tiny_graph"))
 
 
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    """An exported tiny CTGlip, trained two steps on four fake studies: for the tests that apply a model."""
+    from model.fake_data import make_fake_data_root, tiny_config
+    from model.train import train
+
+    base = tmp_path_factory.mktemp("tiny_model")
+    root = make_fake_data_root(base / "train", n_studies=4, shape=(40, 40, 36))
+    return train(tiny_config(steps=2, batch_size=2, checkpoint_every=2), root, base / "run").model_path
+
+
 @pytest.fixture(autouse=True)
 def _demo_pseudonym_key(monkeypatch):
     # Tests must not depend on a key set in the developer's shell.

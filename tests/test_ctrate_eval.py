@@ -17,9 +17,7 @@ import pytest
 from ctrate_release import SHAPE, phantom_hu, ras_affine, save, volume_path, write_labels, write_release
 from model.eval.ctrate import CtrateEvalOptions, evaluate_ctrate, main
 from model.eval.metrics import choose_threshold
-from model.fake_data import make_fake_data_root, tiny_config
 from model.inference import InferenceOptions
-from model.train import train
 from pipeline.ctrate import LABELS
 from pipeline.vocab import class_map
 
@@ -40,10 +38,8 @@ TRAIN_LABELS = {"train_1_a_1": labels(CARDIO), "train_1_a_2": labels(CARDIO, EMP
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory) -> Path:
-    base = tmp_path_factory.mktemp("ctrate_model")
-    root = make_fake_data_root(base / "train", n_studies=4, shape=(40, 40, 36))
-    return train(tiny_config(steps=2, batch_size=2, checkpoint_every=2), root, base / "run").model_path
+def trained(tiny_model) -> Path:
+    return tiny_model
 
 
 @pytest.fixture(scope="module")

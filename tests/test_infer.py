@@ -16,11 +16,10 @@ import pytest
 import torch
 
 from model.checkpoint import load_model, preprocessing_of
-from model.fake_data import make_fake_data_root, tiny_config
+from model.fake_data import make_fake_data_root
 from model.infer import main
 from model.inference import STUDY, InferenceOptions, StudyInput, infer
 from model.preprocess import window
-from model.train import train
 from pipeline.synthetic.dicom_writer import SeriesHeader, write_ct_series
 from pipeline.volume import Volume, load_nifti, save_nifti
 
@@ -29,10 +28,8 @@ LAS = np.diag([-3.0, 3.0, 3.0, 1.0])  # the unseen study is stored flipped (LAS)
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory) -> Path:
-    base = tmp_path_factory.mktemp("infer")
-    root = make_fake_data_root(base / "train", n_studies=4, shape=(40, 40, 36))
-    return train(tiny_config(steps=2, batch_size=2, checkpoint_every=2), root, base / "run").model_path
+def trained(tiny_model) -> Path:
+    return tiny_model
 
 
 @pytest.fixture(scope="module")
