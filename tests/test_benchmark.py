@@ -114,6 +114,10 @@ def test_benchmark_writes_the_record_the_issue_specifies(root, tmp_path):
     assert record["cohort"]["studies"]["test"] == 4 and record["cohort"]["preprocessing"]["crop_size"] == [32, 32, 32]
     assert record["cohort"]["global_text"]["tokens_cut"] == 0
     assert "bench/benchmark.py" in record["command"] and record["seeds"] == [0, 1]
+    assert record["cohort"]["synthetic"] == {"built_by": "elsewhere (--no-build)"}
+    wall = record["wall_s"]
+    parts = [wall[k] for k in ("cohort", "train", "load", "evaluate")]
+    assert min(parts) >= 0 and sum(parts) == pytest.approx(wall["total"], abs=0.5)
     assert "| grounded-clip (paired) |" in bench.table(record)
 
 
