@@ -10,12 +10,16 @@ root with the same budget (in this process, ``--threads`` torch threads), then r
 protocols (random / CLIP / grounded) and prints one table row per (setting, method), plus timings.
 Learning curves: ``--curve-every K`` keeps a checkpoint every K steps and scores the zero-shot
 protocols (OR, AD) on each, so the table shows OR accuracy against steps; the loss curves go to
-``<work>/<setting>/<kind>/loss_curve.png`` and everything to ``<work>/results.json``.
+``<work>/<setting>/<kind>_<config key>/loss_curve.png`` and everything to ``<work>/results.json``.
 
-The data root is only read; models and results go under ``--work``.
+The cohort is the benchmark's (``bench/benchmark.py``'s cohort options and defaults, one code path): built
+under ``--data-root`` through the asset graph, or reused when its fingerprint matches, so settings are chosen
+on the validation split of the very cohort whose test split the benchmark scores. Models and results go under
+``--work``.
 
-    python bench/ablate.py --data-root /tmp/ctg1 --settings demo,table_dictionary
-    python bench/ablate.py --data-root /tmp/bench/root --settings s600 --curve-every 200
+    python bench/ablate.py --settings demo,table_dictionary
+    python bench/ablate.py --settings s600 --curve-every 200
+    python bench/ablate.py --data-root /tmp/ctg1 --no-build --settings demo   # a root materialized elsewhere
     python bench/ablate.py --list                 # the settings and what they change
 """
 
@@ -33,6 +37,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
+
+from benchmark import add_cohort_args, prepare_cohort  # noqa: E402  (bench/ is not a package)
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -100,9 +107,12 @@ def base_config(preset: str, overrides: dict):
 def train_pair(name: str, overrides: dict, data_root: Path, work: Path, curve_every: int | None, threads: int,
                preset: str = "demo") -> dict:
     from model.config import replace
+    from model.eval.data import fingerprint
     from model.train import train
+    from pipeline.tables import table_path
 
     out: dict = {}
+    data_key = fingerprint(table_path("grounded_pairs", data_root))  # a rebuilt cohort retrains
     for kind in ("grounded", "global"):
         cfg = base_config(preset, overrides)
         extra: dict = {"model": {"kind": kind}, "num_threads": threads, "resume": False}
@@ -111,21 +121,22 @@ def train_pair(name: str, overrides: dict, data_root: Path, work: Path, curve_ev
         if kind == "global":
             extra["grounded_global_weight"] = 0.0  # not used by the global model; keeps its cache key shared
         cfg = replace(cfg, **extra)
-        key = hashlib.sha256(json.dumps(cfg.to_dict(), sort_keys=True).encode()).hexdigest()
+        key = hashlib.sha256(json.dumps({"config": cfg.to_dict(), "data": data_key}, sort_keys=True).encode()).hexdigest()
         cache = work / "trained.json"
         known = json.loads(cache.read_text()) if cache.exists() else {}
         if key in known and Path(known[key]["model_path"]).exists():
             out[kind] = known[key]  # same config trained by an earlier setting (the global model of most settings)
             continue
         t0 = time.perf_counter()
-        res = train(cfg, data_root, work / name / kind)
+        out_dir = work / name / f"{kind}_{key[:12]}"  # one folder per config and data: a cached model is never overwritten
+        res = train(cfg, data_root, out_dir)
         out[kind] = {
             "model_path": str(res.model_path),
             "train_s": time.perf_counter() - t0,
             "samples_per_s": res.samples_per_s,
             "final_losses": res.final_losses,
             "history": [{k: h[k] for k in h if k == "step" or k.endswith("loss") or k == "logit_scale"} for h in res.history],
-            "checkpoints": str(work / name / kind / "checkpoints"),
+            "checkpoints": str(out_dir / "checkpoints"),
         }
         cache.write_text(json.dumps(known | {key: out[kind]}))
     return out
@@ -192,7 +203,7 @@ def _fmt(x: object) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python bench/ablate.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data-root", type=Path, default=Path(os.environ.get("CTGLIP_DATA", "data")), help="materialized data root (read only)")
+    add_cohort_args(ap)
     ap.add_argument("--work", type=Path, default=Path("/tmp/ablate_runs"), help="where models and results go")
     ap.add_argument("--settings", default="demo", help="comma-separated names from --list, or one free-form 'steps=200;lr=3e-4' (use ';')")
     ap.add_argument("--list", action="store_true", help="list the named settings and exit")
@@ -214,6 +225,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{k:16s} {h}   overrides={json.dumps(o)}")
         return 0
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
+    built = prepare_cohort(args)
     import torch
 
     torch.set_num_threads(args.threads)
@@ -261,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
                     curve.setdefault(label, []).append({"step": step, "or_acc": r[label]["or_acc"], "ad_auc": r[label]["ad_auc"],
                                                         "ad_f1": r[label]["ad_f1"]})
         all_results[name] = {"overrides": overrides, "train": trained, "eval": rows, "eval_s": eval_s, "curve": curve,
-                             "data_root": str(args.data_root), "n_cases": data.provenance["n_cases"]}
+                             "data_root": str(args.data_root), "cohort": built, "n_cases": data.provenance["n_cases"]}
         results_path.write_text(json.dumps(all_results, indent=1, default=str))
         plot_curves(name, all_results[name], args.work / f"{name}_curves.png")
         print(f"  evaluation {eval_s:.0f} s")

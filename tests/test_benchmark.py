@@ -77,7 +77,7 @@ def test_ablation_never_loads_test_labels(root, tmp_path, monkeypatch):
     monkeypatch.setattr(pipeline.volume, "load_nifti", spy_nifti)
     monkeypatch.setattr(model.data, "load_nifti", spy_nifti)
     ablate = _script("ablate")
-    assert ablate.main(["--data-root", str(data_root), "--work", str(tmp_path), "--preset", "tiny", "--settings", "steps=2",
+    assert ablate.main(["--data-root", str(data_root), "--no-build", "--work", str(tmp_path), "--preset", "tiny", "--settings", "steps=2",
                         "--n-bootstrap", "5", "--td-steps", "1", "--ts-steps", "1", "--threads", "1"]) == 0
     results = json.loads((tmp_path / "results.json").read_text())
     assert set(results["steps=2"]["n_cases"]) == {"train", "val"}  # validation was scored
@@ -92,7 +92,7 @@ def test_benchmark_writes_the_record_the_issue_specifies(root, tmp_path):
     data_root, _ = root
     out = tmp_path / "benchmark.json"
     bench = _script("benchmark")
-    assert bench.main(["--data-root", str(data_root), "--work", str(tmp_path / "work"), "--out", str(out), "--preset", "tiny",
+    assert bench.main(["--data-root", str(data_root), "--no-build", "--work", str(tmp_path / "work"), "--out", str(out), "--preset", "tiny",
                        "--settings", "steps=2", "--seeds", "0,1", "--n-bootstrap", "20", "--td-steps", "1", "--ts-steps", "2",
                        "--threads", "1"]) == 0
     record = json.loads(out.read_text())
@@ -114,7 +114,28 @@ def test_benchmark_writes_the_record_the_issue_specifies(root, tmp_path):
     assert record["cohort"]["studies"]["test"] == 4 and record["cohort"]["preprocessing"]["crop_size"] == [32, 32, 32]
     assert record["cohort"]["global_text"]["tokens_cut"] == 0
     assert "bench/benchmark.py" in record["command"] and record["seeds"] == [0, 1]
+    assert record["cohort"]["synthetic"] == {"built_by": "elsewhere (--no-build)"}
+    wall = record["wall_s"]
+    parts = [wall[k] for k in ("cohort", "train", "load", "evaluate")]
+    assert min(parts) >= 0 and sum(parts) == pytest.approx(wall["total"], abs=0.5)
     assert "| grounded-clip (paired) |" in bench.table(record)
+
+
+def test_benchmark_cohort_is_reused_when_its_fingerprint_matches_and_rebuilt_otherwise(tmp_path):
+    bench = _script("benchmark")
+    root = make_fake_data_root(tmp_path / "root", n_studies=4, shape=(24, 24, 16))
+    pairs = root / "tables" / "grounded_pairs.parquet"
+    config = bench.cohort_run_config("demo", 4, 0)
+    (root / bench.COHORT_STAMP).write_text(json.dumps({"fingerprint": bench.cohort_fingerprint(config), "run_config": config}))
+    before = pairs.stat().st_mtime_ns
+    record = bench.build_cohort(root, config)
+    assert record["rebuilt"] is False and record["run_config"] == config and pairs.stat().st_mtime_ns == before
+    # another cohort: the stamp goes first, so a build that fails half-way never passes for the old cohort
+    other = {"resources": {"source": {"config": {"kind": "dicom"}}}}  # no dicom_dir: the graph's first step fails
+    assert bench.cohort_fingerprint(other) != bench.cohort_fingerprint(config)
+    with pytest.raises(RuntimeError, match="building the benchmark cohort failed"):
+        bench.build_cohort(root, other)
+    assert not (root / bench.COHORT_STAMP).exists()
 
 
 def _run(scores: np.ndarray, labels: np.ndarray, groups: np.ndarray) -> MethodResult:
