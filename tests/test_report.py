@@ -234,3 +234,20 @@ def test_regex_tokenizer_agrees_with_spacy_tokenizer():
         fast = extract_findings(text)
         slow = extract_findings(text, ReportConfig(fast_tokenizer=False))
         assert {(f.organ, f.status, f.abnormality) for f in fast} == {(f.organ, f.status, f.abnormality) for f in slow}
+
+
+def test_regex_tokenizer_tokens_and_whitespace():
+    from pipeline.report.nlp import build_nlp
+
+    nlp = build_nlp(frozenset())
+    cases = {
+        "3.5.6 L1 1L abc123def it\u2019s well-defined (cyst?)": [
+            ("3.5", ""), (".", ""), ("6", " "), ("L1", " "), ("1", ""), ("L", " "), ("abc123", ""), ("def", " "),
+            ("it\u2019s", " "), ("well", ""), ("-", ""), ("defined", " "), ("(", ""), ("cyst", ""), ("?", ""), (")", "")],
+        "  lead": [("  ", ""), ("lead", "")],
+        "a  b\nc \n d ": [("a", " "), (" ", ""), ("b", ""), ("\n", ""), ("c", " "), ("\n ", ""), ("d", " ")],
+    }
+    for text, expected in cases.items():
+        doc = nlp.tokenizer(text)
+        assert [(t.text, t.whitespace_) for t in doc] == expected
+        assert doc.text == text and doc.user_data["text"] == text

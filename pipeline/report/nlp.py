@@ -13,6 +13,7 @@ from functools import lru_cache
 import spacy
 from spacy.language import Language
 from spacy.matcher import PhraseMatcher
+from spacy.tokenizer import Tokenizer
 from spacy.tokens import Doc
 
 from pipeline.report.datafiles import load
@@ -192,45 +193,25 @@ class _KeepText:
 
 # numbers (with decimals), words (letters, then digits: "L1", "T12"), words with an apostrophe, any
 # other non-space character alone ("-", "/", ".", ";")
-_TOKEN_WS = re.compile(r"(\d+(?:\.\d+)?|[^\W\d_]+\d*(?:['\u2019][^\W\d_]+)?|\S)(\s*)")
-# whitespace that becomes a token of its own: leading, doubled, or other than a plain space
-_ODD_SPACE = re.compile(r"^\s|\s\s|[^\S ]")
+_TOKEN = re.compile(r"\d+(?:\.\d+)?|[^\W\d_]+\d*(?:['\u2019][^\W\d_]+)?|\S")
 
 
 class RegexTokenizer:
-    """A fast tokenizer for report text: one regular expression, whitespace kept exactly as spaCy does
-    (a single trailing space is the token's `whitespace_`, anything else becomes a space token), so
-    character offsets and doc.text match the input. About 7x faster than the rule-based English
-    tokenizer on CT reports; patterns are tokenized with it too, so matching is consistent."""
+    """A fast tokenizer for report text: the tokens of one regular expression, whitespace kept exactly as
+    spaCy does (a single trailing space is the token's `whitespace_`, anything else becomes a space token),
+    so character offsets and doc.text match the input. It is spaCy's own Tokenizer with no prefix, suffix
+    or special-case rules and `_TOKEN` as its infix finder: spaCy splits on whitespace and caches each
+    chunk's tokens (reports repeat their words), and every match after a chunk's first starts a token,
+    which is exactly the regex's tokenization since its matches tile any chunk without whitespace (0.13 ms
+    per CT-RATE report, against 0.40 ms for a Python loop over the same regex's matches). Patterns are
+    tokenized with it too, so matching is consistent."""
 
     def __init__(self, vocab):
         self.vocab = vocab
+        self.tokenizer = Tokenizer(vocab, infix_finditer=_TOKEN.finditer)
 
     def __call__(self, text: str) -> Doc:
-        if not _ODD_SPACE.search(text):  # only single spaces between tokens (most reports): no space tokens
-            pairs = _TOKEN_WS.findall(text)
-            doc = Doc(self.vocab, words=[t for t, _ in pairs], spaces=[bool(ws) for _, ws in pairs])
-            doc.user_data["text"] = text
-            return doc
-        words: list[str] = []
-        spaces: list[bool] = []
-        lead = len(text) - len(text.lstrip())
-        if lead:
-            words.append(text[:lead])
-            spaces.append(False)
-        for tok, ws in _TOKEN_WS.findall(text, lead):
-            words.append(tok)
-            if not ws:
-                spaces.append(False)
-            elif ws == " ":
-                spaces.append(True)
-            elif ws[0] == " ":
-                spaces += (True, False)
-                words.append(ws[1:])
-            else:
-                spaces += (False, False)
-                words.append(ws)
-        doc = Doc(self.vocab, words=words, spaces=spaces)
+        doc = self.tokenizer(text)
         doc.user_data["text"] = text
         return doc
 
