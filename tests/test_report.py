@@ -251,3 +251,26 @@ def test_regex_tokenizer_tokens_and_whitespace():
         doc = nlp.tokenizer(text)
         assert [(t.text, t.whitespace_) for t in doc] == expected
         assert doc.text == text and doc.user_data["text"] == text
+
+
+def test_sentence_memo_gives_the_findings_of_a_fresh_reading():
+    from dataclasses import astuple
+
+    from pipeline.report import ReportConfig
+    from pipeline.report.nlp import build_nlp
+
+    config = ReportConfig()
+    comp = build_nlp(config.skip_sections, config.fast_tokenizer).get_pipe("ctglip_report")  # extract_findings' own
+    reports = ["A 5 mm nodule in the right upper lobe. No pleural effusion.",
+               "Heart size increased. A 5 mm nodule in the right upper lobe. No pleural effusion.",
+               "FINDINGS:\nLIVER: Normal. A 5 mm nodule in the right upper lobe."]
+    comp.memo.clear()
+    fresh = []
+    for r in reports:
+        fresh.append([astuple(f) for f in extract_findings(r)])
+        comp.memo.clear()
+    for r in reports:  # the memo now holds the earlier reports' sentences
+        extract_findings(r)
+    assert len(comp.memo) == 5  # 7 sentences with findings, 2 of them repeated
+    assert [[astuple(f) for f in extract_findings(r)] for r in reports] == fresh
+    assert [f.sentence_index for f in extract_findings(reports[1]) if f.abnormality == "nodule"] == [1]

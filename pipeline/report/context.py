@@ -94,9 +94,15 @@ class _Lower:
 class ReportComponent:
     """spaCy pipeline component: doc -> doc._.ctglip_findings (list[Finding])."""
 
-    def __init__(self, lexicon: Lexicon, skip_sections: frozenset[str]):
+    def __init__(self, lexicon: Lexicon, skip_sections: frozenset[str], memo_size: int = 50_000):
         self.lexicon = lexicon
         self.skip = skip_sections
+        # Reports are written from templates: about half the sentences of the 755 CT-RATE development reports
+        # occur in another of them. A sentence's findings depend only on its text, tokens, matches and header
+        # (_sentence reads nothing outside tokens t0..t1), so they are kept under that key and reused, with the
+        # sentence's index in its report set anew. Cleared when full.
+        self.memo: dict[tuple, list[Finding]] = {}
+        self.memo_size = memo_size
 
     def __call__(self, doc: Doc) -> Doc:
         doc._.ctglip_findings = self.findings(doc)
@@ -114,15 +120,32 @@ class ReportComponent:
         starts = [m.start for m in matches]
         lower = _Lower(doc.vocab.strings, lower_ids)
         out: list[Finding] = []
+        memo = self.memo
         for i, s in enumerate(sents):
             t0, t1 = bisect_left(idx, s.start), bisect_left(idx, s.end)
             if t1 <= t0:
                 continue
             lo, hi = bisect_left(starts, t0), bisect_left(starts, t1)
             ms = [m for m in matches[lo:hi] if m.end <= t1]
-            if ms or s.header_organs:
-                out.extend(_sentence(lower, text, idx, s, ms, i, t0, t1))
+            if not ms and not s.header_organs:
+                continue
+            key = (text[s.start:s.end], s.section, s.header, s.header_organs, idx[t0] - s.start,
+                   tuple(lower_ids[t0:t1]), tuple([(m.start - t0, m.end - m.start, m.kind, id(m.payload)) for m in ms]))
+            found = memo.get(key)
+            if found is None:
+                found = _sentence(lower, text, idx, s, ms, i, t0, t1)
+                if len(memo) >= self.memo_size:
+                    memo.clear()
+                memo[key] = found
+            elif found and found[0].sentence_index != i:
+                found = [_reindexed(f, i) for f in found]
+            out.extend(found)
         return out
+
+
+def _reindexed(f: Finding, index: int) -> Finding:
+    return Finding(f.organ, f.group, f.status, f.abnormality, f.sentence, f.section, f.negated, f.size_mm, f.header,
+                   index, f.region, f.side)
 
 
 def _clauses(ms: list[Match], lower: "_Lower", t0: int, t1: int, question: bool) -> list[int]:
@@ -311,7 +334,7 @@ def _sentence(lower: _Lower, text: str, idx: list[int], sent: Sentence, ms: list
 
     for m in ms:
         if m.kind == ABN:
-            if m.payload[0].requires and not _near(lower, m, m.payload[0].requires, terms):
+            if m.payload[0].requires and not _near(lower, m, m.payload[0].requires, terms, t0, t1):
                 continue
             status, interpretive = _status(m, ms, terms)
             if status == HIST:
@@ -379,11 +402,12 @@ def _diameters(lower: _Lower, idx: list[int], runs: list[_Run], terms: list[int]
                     st.abnormal[canon] = (given[0], False, False)
 
 
-def _near(lower: _Lower, m: Match, words: frozenset[str], terms: list[int], window: int = 6) -> bool:
-    """Whether one of the words stands within `window` tokens of m, in its clause ("heart size increased")."""
+def _near(lower: _Lower, m: Match, words: frozenset[str], terms: list[int], t0: int, t1: int, window: int = 6) -> bool:
+    """Whether one of the words stands within `window` tokens of m, in its clause ("heart size increased")
+    of its sentence (tokens t0..t1)."""
     clause = bisect_right(terms, m.start)
-    lo = terms[clause - 1] if clause else 0
-    hi = terms[clause] if clause < len(terms) else m.end + window
+    lo = terms[clause - 1] if clause else t0
+    hi = terms[clause] if clause < len(terms) else t1
     return bool(words.intersection(lower[max(lo, m.start - window):min(hi, m.end + window)]))
 
 
