@@ -121,7 +121,7 @@ class Lexicon:
                 if taken[s]:
                     continue
                 taken[s] = 1
-            elif any(taken[s:e]):
+            elif taken.find(1, s, e) >= 0:
                 continue
             else:
                 taken[s:e] = b"\x01" * (e - s)
@@ -154,7 +154,10 @@ class Lexicon:
                     extra.append(Match(s - 2, s - 1, ABN, hit))
         if not extra:
             return out
-        kept = [m for m in out if not any(m.start < x.end and x.start < m.end for x in extra)]
+        replaced = bytearray(n + 1)
+        for x in extra:
+            replaced[x.start:x.end] = b"\x01" * (x.end - x.start)
+        kept = [m for m in out if replaced.find(1, m.start, m.end) < 0]
         return sorted(kept + extra)
 
 

@@ -47,6 +47,8 @@ _LIST_INLINE = re.compile(r"(?<=[:;])\s+(?=\(?\d{1,2}[.)]\s+[A-Za-z])")
 _ITEM_INLINE = re.compile(r'(?<=\s)["\u201c\u201d\u2022\u00b7]+(?=\s*[A-Za-z])')
 _LAST_WORD = re.compile(r"([A-Za-z]+)[ \t]*$")
 _LINE_HEADER = re.compile(r"(?m)^[ \t]*([A-Za-z][A-Za-z /&\-]{1,40}?)[ \t]*:?[ \t]*$")
+_BLANK_LINE = re.compile(r"\n[ \t]*\n")
+_LETTER = re.compile(r"[A-Za-z]")
 _LIST_MARK = re.compile(r"\s*(?:\(?\d{1,2}[.)](?=\s|[A-Za-z])|[-*\u2022\u00b7>]+(?=\s))\s*")
 _ABBREV = frozenset(
     "dr mr mrs ms vs approx apprx e.g i.e eg ie cf al fig figs incl st prox dist resp pt pts est ca max min no nos sr jr".split()
@@ -171,7 +173,7 @@ def sentences(text: str) -> list[Sentence]:
         cuts = _split_points(text, seg_start, seg_end)
         for a, b in zip(cuts, cuts[1:]):
             raw = text[a:b]
-            if organ_header is not None and re.search(r"\n[ \t]*\n", raw) and out and out[-1].header:
+            if organ_header is not None and _BLANK_LINE.search(raw) and out and out[-1].header:
                 organ_header = None  # a blank line ends an organ header
             mark = _LIST_MARK.match(raw)
             if mark:
@@ -179,7 +181,7 @@ def sentences(text: str) -> list[Sentence]:
                 raw = text[a:b]
             lead = len(raw) - len(raw.lstrip())
             a, b = a + lead, a + len(raw.rstrip())
-            if b <= a or not re.search(r"[A-Za-z]", text[a:b]):
+            if b <= a or not _LETTER.search(text, a, b):
                 continue
             oh = organ_header
             out.append(Sentence(a, b, section, oh.name if oh else None, oh.organs if oh else ()))
