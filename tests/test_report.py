@@ -274,3 +274,19 @@ def test_sentence_memo_gives_the_findings_of_a_fresh_reading():
     assert len(comp.memo) == 5  # 7 sentences with findings, 2 of them repeated
     assert [[astuple(f) for f in extract_findings(r)] for r in reports] == fresh
     assert [f.sentence_index for f in extract_findings(reports[1]) if f.abnormality == "nodule"] == [1]
+
+
+@pytest.mark.parametrize("sentence, expected", [
+    # plurals of paired sites: "pubic bones" is the hips, not every bone
+    ("Lytic lesions in both humeral heads and pubic bones.", {"humerus_left", "humerus_right", "hip_left", "hip_right"}),
+    # a mention narrowed by the next one narrows only itself, not the list before it
+    ("Atelectasis in the right lung middle lobe and left lung upper lobe lingula.",
+     {"lung_middle_lobe_right", "lung_upper_lobe_left"}),
+    ("Fibrotic bands in the left lung basal.", {"lung_lower_lobe_left"}),
+    # "of" after a list's own "of" holds for its last item; before any, for the whole list
+    ("Nodules in the lower lobes of both lungs and the middle lobe of the right lung.",
+     {"lung_lower_lobe_left", "lung_lower_lobe_right", "lung_middle_lobe_right"}),
+    ("Fibrotic bands in the upper lobe and lower lobe of the right lung.", {"lung_upper_lobe_right", "lung_lower_lobe_right"}),
+])
+def test_enumerated_sites(sentence, expected):
+    assert {f.organ for f in extract_findings(sentence) if f.status == "abnormal"} == expected

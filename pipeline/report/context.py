@@ -57,6 +57,8 @@ class _Run:
     organs: tuple[str, ...]
     clause: int
     landmark: bool
+    last: tuple[str, ...] = ()  # organs of the run's last mention ("the lingular segment" in "..., the lingular segment")
+    scoped: bool = False  # a mention joined it after "of" ("the upper lobes of both lungs, ...")
 
 
 @dataclass
@@ -179,28 +181,35 @@ def _runs(lower: _Lower, orgs: list[Match], rels: list[Match], terms: list[int])
                 a, b = _SPINE.index(prev.organs[-1]), _SPINE.index(organs[0])
                 organs = tuple(_SPINE[min(a, b):max(a, b) + 1])
                 prev.organs = tuple(dict.fromkeys(prev.organs + organs))
-                prev.end = m.end
+                prev.end, prev.last = m.end, organs
                 continue
-            if not gap and (set(prev.organs) <= set(organs) or set(organs) <= set(prev.organs)):
-                # "T12 vertebral", "right lower lobe pulmonary": the more specific mention wins
-                prev.organs = min(prev.organs, organs, key=len)
-                prev.end = m.end
+            both = set(prev.last) & set(organs)
+            if not gap and both:
+                # one mention narrows the other: "T12 vertebral", "right lower lobe pulmonary", "right lung basal"
+                last = tuple(o for o in organs if o in both)
+                prev.organs = tuple(dict.fromkeys([o for o in prev.organs if o not in prev.last] + list(last)))
+                prev.end, prev.last = m.end, last
                 continue
             part = set(prev.organs) & set(organs)
             if ("of" in gap and part and len(part) < max(len(prev.organs), len(organs)) and prev.landmark == landmark
                     and all(g in _CONNECT or g in _PART for g in gap)):
-                # part of a whole: "the apex of the right lung", "lower lobe superior segment of the left lung"
-                prev.organs = tuple(o for o in prev.organs if o in part)
-                prev.end = m.end
+                # part of a whole: "the apex of the right lung", "the upper and lower lobes of the right lung";
+                # once a list's items carry their own "of", it holds for the last one only ("the upper lobes of
+                # both lungs, the lingular segment of the left lung")
+                whole = set(organs)
+                prev.organs = tuple(o for o in prev.organs if o in whole or (prev.scoped and o not in prev.last))
+                prev.last = tuple(o for o in prev.last if o in whole)
+                prev.end, prev.scoped = m.end, True
                 continue
             if all(g in _CONNECT for g in gap) and prev.landmark == landmark:
                 sides = {side_of(o) for o in prev.organs}
                 if len(sides) == 1 and None not in sides and not _SIDE_WORDS.keys() & set(lower[m.start:m.end]):
                     organs = narrow(organs, sides.pop())  # "left 7th and 8th ribs"
                 prev.organs = tuple(dict.fromkeys(prev.organs + organs))
-                prev.end = m.end
+                prev.end, prev.last = m.end, organs
+                prev.scoped = prev.scoped or "of" in gap
                 continue
-        runs.append(_Run(m.start, m.end, organs, clause, landmark))
+        runs.append(_Run(m.start, m.end, organs, clause, landmark, organs))
     return runs
 
 
