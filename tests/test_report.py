@@ -290,3 +290,12 @@ def test_sentence_memo_gives_the_findings_of_a_fresh_reading():
 ])
 def test_enumerated_sites(sentence, expected):
     assert {f.organ for f in extract_findings(sentence) if f.status == "abnormal"} == expected
+
+
+@pytest.mark.parametrize("sentence", [
+    "When evaluated together with clinical findings, it was thought to be compatible with viral pneumonia.",
+    "The outlook is atypical for Covid pneumonia.",
+    "The appearance aroused suspicion for viral pneumonia.",
+])
+def test_translated_hedges_are_uncertain(sentence):
+    assert {f.status for f in extract_findings(sentence) if f.abnormality == "pneumonia"} == {"uncertain"}
