@@ -96,13 +96,13 @@ class _Lower:
 class ReportComponent:
     """spaCy pipeline component: doc -> doc._.ctglip_findings (list[Finding])."""
 
-    def __init__(self, lexicon: Lexicon, skip_sections: frozenset[str], memo_size: int = 50_000):
+    def __init__(self, lexicon: Lexicon, skip_sections: frozenset[str], memo_size: int = 10_000):
         self.lexicon = lexicon
         self.skip = skip_sections
         # Reports are written from templates: about half the sentences of the 755 CT-RATE development reports
         # occur in another of them. A sentence's findings depend only on its text, tokens, matches and header
         # (_sentence reads nothing outside tokens t0..t1), so they are kept under that key and reused, with the
-        # sentence's index in its report set anew. Cleared when full.
+        # sentence's index in its report set anew. Cleared when full (10,000 sentences: about 25 MB, some 900 reports).
         self.memo: dict[tuple, list[Finding]] = {}
         self.memo_size = memo_size
 
