@@ -299,3 +299,8 @@ def test_enumerated_sites(sentence, expected):
 ])
 def test_translated_hedges_are_uncertain(sentence):
     assert {f.status for f in extract_findings(sentence) if f.abnormality == "pneumonia"} == {"uncertain"}
+
+
+def test_listed_modifiers_share_the_organ_head():
+    organs = {f.organ for f in extract_findings("Nodules in the upper, middle and lower lobes of the right lung.")}
+    assert organs == {"lung_upper_lobe_right", "lung_middle_lobe_right", "lung_lower_lobe_right"}

@@ -72,9 +72,11 @@ class Lexicon:
             table.setdefault(key, {}).setdefault(phrase, [])
 
         vague = vague_phrases()
+        self.organ_terms: dict[str, tuple] = {}  # organ phrase -> payload, for coordinated modifiers
         for phrase, organs in organ_phrases().items():
             loose = phrase in vague
             add(phrase, "ORG:" + ",".join(organs) + (":vague" if loose else ""), ORG, (organs, loose))
+            self.organ_terms[" ".join(t.text for t in nlp.tokenizer(phrase))] = (organs, loose)
         exact: dict[str, dict[str, list[str]]] = {}
         for phrase, organs in exact_phrases().items():
             add(phrase, "ORG:" + ",".join(organs), ORG, (organs, False), exact)
@@ -103,6 +105,7 @@ class Lexicon:
             for t in terms:
                 add(t.lower(), f"SIDE:{side}", SIDE, side)
         self._coordinators = frozenset(nlp.vocab.strings.add(w) for w in ("or", "and", "-", "/"))  # LOWER ids
+        self._list_marks = self._coordinators | {nlp.vocab.strings.add(",")}
         self._hyphen = nlp.vocab.strings.add("-")
         for table, matcher in ((lower, self.lower), (exact, self.exact)):
             for key, phrases in table.items():
@@ -141,6 +144,8 @@ class Lexicon:
         coordinators = self._coordinators
         n = len(lower)
         for m in out:
+            if m.kind == ORG and m.end - m.start >= 2:
+                extra += self._organ_list(m, lower, strings)
             if m.kind != ABN:
                 continue
             s, e = m.start, m.end
@@ -159,6 +164,24 @@ class Lexicon:
             replaced[x.start:x.end] = b"\x01" * (x.end - x.start)
         kept = [m for m in out if replaced.find(1, m.start, m.end) < 0]
         return sorted(kept + extra)
+
+    def _organ_list(self, m: Match, lower: list[int], strings) -> list[Match]:
+        """Words listed before an organ phrase that share its head: in "the upper, middle and lower lobes"
+        "upper" and "middle" are the upper and middle lobes (the head is also tried singular: "middle lobe")."""
+        head = [strings[h] for h in lower[m.start + 1:m.end]]
+        singular = head[:-1] + [head[-1][:-1]] if head[-1].endswith("s") else None
+        out = []
+        j = m.start
+        while j >= 2 and lower[j - 1] in self._list_marks:
+            word = strings[lower[j - 2]]
+            hit = self.organ_terms.get(" ".join([word] + head))
+            if hit is None and singular:
+                hit = self.organ_terms.get(" ".join([word] + singular))
+            if hit is None:
+                break
+            out.append(Match(j - 2, j - 1, ORG, hit))
+            j -= 2
+        return out
 
 
 @lru_cache(maxsize=1)
