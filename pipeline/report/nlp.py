@@ -143,9 +143,12 @@ class Lexicon:
         hyphen = self._hyphen
         coordinators = self._coordinators
         n = len(lower)
+        named = None  # tokens inside organ matches, read where a list may precede one
         for m in out:
-            if m.kind == ORG and m.end - m.start >= 2:
-                extra += self._organ_list(m, lower, strings)
+            if m.kind == ORG and m.end - m.start >= 2 and m.start >= 2 and lower[m.start - 1] in self._list_marks:
+                if named is None:
+                    named = {i for x in out if x.kind == ORG for i in range(x.start, x.end)}
+                extra += self._organ_list(m, lower, strings, named)
             if m.kind != ABN:
                 continue
             s, e = m.start, m.end
@@ -165,14 +168,15 @@ class Lexicon:
         kept = [m for m in out if replaced.find(1, m.start, m.end) < 0]
         return sorted(kept + extra)
 
-    def _organ_list(self, m: Match, lower: list[int], strings) -> list[Match]:
+    def _organ_list(self, m: Match, lower: list[int], strings, named: set[int]) -> list[Match]:
         """Words listed before an organ phrase that share its head: in "the upper, middle and lower lobes"
-        "upper" and "middle" are the upper and middle lobes (the head is also tried singular: "middle lobe")."""
+        "upper" and "middle" are the upper and middle lobes (the head is also tried singular: "middle lobe").
+        A word that is already part of an organ mention keeps it ("the left 7th and 8th ribs")."""
         head = [strings[h] for h in lower[m.start + 1:m.end]]
         singular = head[:-1] + [head[-1][:-1]] if head[-1].endswith("s") else None
         out = []
         j = m.start
-        while j >= 2 and lower[j - 1] in self._list_marks:
+        while j >= 2 and lower[j - 1] in self._list_marks and j - 2 not in named:
             word = strings[lower[j - 2]]
             hit = self.organ_terms.get(" ".join([word] + head))
             if hit is None and singular:
