@@ -234,3 +234,73 @@ def test_regex_tokenizer_agrees_with_spacy_tokenizer():
         fast = extract_findings(text)
         slow = extract_findings(text, ReportConfig(fast_tokenizer=False))
         assert {(f.organ, f.status, f.abnormality) for f in fast} == {(f.organ, f.status, f.abnormality) for f in slow}
+
+
+def test_regex_tokenizer_tokens_and_whitespace():
+    from pipeline.report.nlp import build_nlp
+
+    nlp = build_nlp(frozenset())
+    cases = {
+        "3.5.6 L1 1L abc123def it\u2019s well-defined (cyst?)": [
+            ("3.5", ""), (".", ""), ("6", " "), ("L1", " "), ("1", ""), ("L", " "), ("abc123", ""), ("def", " "),
+            ("it\u2019s", " "), ("well", ""), ("-", ""), ("defined", " "), ("(", ""), ("cyst", ""), ("?", ""), (")", "")],
+        "  lead": [("  ", ""), ("lead", "")],
+        "a  b\nc \n d ": [("a", " "), (" ", ""), ("b", ""), ("\n", ""), ("c", " "), ("\n ", ""), ("d", " ")],
+    }
+    for text, expected in cases.items():
+        doc = nlp.tokenizer(text)
+        assert [(t.text, t.whitespace_) for t in doc] == expected
+        assert doc.text == text and doc.user_data["text"] == text
+
+
+def test_sentence_memo_gives_the_findings_of_a_fresh_reading():
+    from dataclasses import astuple
+
+    from pipeline.report import ReportConfig
+    from pipeline.report.nlp import build_nlp
+
+    config = ReportConfig()
+    comp = build_nlp(config.skip_sections, config.fast_tokenizer).get_pipe("ctglip_report")  # extract_findings' own
+    reports = ["A 5 mm nodule in the right upper lobe. No pleural effusion.",
+               "Heart size increased. A 5 mm nodule in the right upper lobe. No pleural effusion.",
+               "FINDINGS:\nLIVER: Normal. A 5 mm nodule in the right upper lobe."]
+    comp.memo.clear()
+    fresh = []
+    for r in reports:
+        fresh.append([astuple(f) for f in extract_findings(r)])
+        comp.memo.clear()
+    for r in reports:  # the memo now holds the earlier reports' sentences
+        extract_findings(r)
+    assert len(comp.memo) == 5  # 7 sentences with findings, 2 of them repeated
+    assert [[astuple(f) for f in extract_findings(r)] for r in reports] == fresh
+    assert [f.sentence_index for f in extract_findings(reports[1]) if f.abnormality == "nodule"] == [1]
+
+
+@pytest.mark.parametrize("sentence, expected", [
+    # plurals of paired sites: "pubic bones" is the hips, not every bone
+    ("Lytic lesions in both humeral heads and pubic bones.", {"humerus_left", "humerus_right", "hip_left", "hip_right"}),
+    # a mention narrowed by the next one narrows only itself, not the list before it
+    ("Atelectasis in the right lung middle lobe and left lung upper lobe lingula.",
+     {"lung_middle_lobe_right", "lung_upper_lobe_left"}),
+    ("Fibrotic bands in the left lung basal.", {"lung_lower_lobe_left"}),
+    # "of" after a list's own "of" holds for its last item; before any, for the whole list
+    ("Nodules in the lower lobes of both lungs and the middle lobe of the right lung.",
+     {"lung_lower_lobe_left", "lung_lower_lobe_right", "lung_middle_lobe_right"}),
+    ("Fibrotic bands in the upper lobe and lower lobe of the right lung.", {"lung_upper_lobe_right", "lung_lower_lobe_right"}),
+])
+def test_enumerated_sites(sentence, expected):
+    assert {f.organ for f in extract_findings(sentence) if f.status == "abnormal"} == expected
+
+
+@pytest.mark.parametrize("sentence", [
+    "When evaluated together with clinical findings, it was thought to be compatible with viral pneumonia.",
+    "The outlook is atypical for Covid pneumonia.",
+    "The appearance aroused suspicion for viral pneumonia.",
+])
+def test_translated_hedges_are_uncertain(sentence):
+    assert {f.status for f in extract_findings(sentence) if f.abnormality == "pneumonia"} == {"uncertain"}
+
+
+def test_listed_modifiers_share_the_organ_head():
+    organs = {f.organ for f in extract_findings("Nodules in the upper, middle and lower lobes of the right lung.")}
+    assert organs == {"lung_upper_lobe_right", "lung_middle_lobe_right", "lung_lower_lobe_right"}

@@ -57,6 +57,8 @@ class _Run:
     organs: tuple[str, ...]
     clause: int
     landmark: bool
+    last: tuple[str, ...] = ()  # organs of the run's last mention ("the lingular segment" in "..., the lingular segment")
+    scoped: bool = False  # a mention joined it after "of" ("the upper lobes of both lungs, ...")
 
 
 @dataclass
@@ -94,9 +96,15 @@ class _Lower:
 class ReportComponent:
     """spaCy pipeline component: doc -> doc._.ctglip_findings (list[Finding])."""
 
-    def __init__(self, lexicon: Lexicon, skip_sections: frozenset[str]):
+    def __init__(self, lexicon: Lexicon, skip_sections: frozenset[str], memo_size: int = 10_000):
         self.lexicon = lexicon
         self.skip = skip_sections
+        # Reports are written from templates: about half the sentences of the 755 CT-RATE development reports
+        # occur in another of them. A sentence's findings depend only on its text, tokens, matches and header
+        # (_sentence reads nothing outside tokens t0..t1), so they are kept under that key and reused, with the
+        # sentence's index in its report set anew. Cleared when full (10,000 sentences: about 25 MB, some 900 reports).
+        self.memo: dict[tuple, list[Finding]] = {}
+        self.memo_size = memo_size
 
     def __call__(self, doc: Doc) -> Doc:
         doc._.ctglip_findings = self.findings(doc)
@@ -114,15 +122,32 @@ class ReportComponent:
         starts = [m.start for m in matches]
         lower = _Lower(doc.vocab.strings, lower_ids)
         out: list[Finding] = []
+        memo = self.memo
         for i, s in enumerate(sents):
             t0, t1 = bisect_left(idx, s.start), bisect_left(idx, s.end)
             if t1 <= t0:
                 continue
             lo, hi = bisect_left(starts, t0), bisect_left(starts, t1)
             ms = [m for m in matches[lo:hi] if m.end <= t1]
-            if ms or s.header_organs:
-                out.extend(_sentence(lower, text, idx, s, ms, i, t0, t1))
+            if not ms and not s.header_organs:
+                continue
+            key = (text[s.start:s.end], s.section, s.header, s.header_organs, idx[t0] - s.start,
+                   tuple(lower_ids[t0:t1]), tuple([(m.start - t0, m.end - m.start, m.kind, id(m.payload)) for m in ms]))
+            found = memo.get(key)
+            if found is None:
+                found = _sentence(lower, text, idx, s, ms, i, t0, t1)
+                if len(memo) >= self.memo_size:
+                    memo.clear()
+                memo[key] = found
+            elif found and found[0].sentence_index != i:
+                found = [_reindexed(f, i) for f in found]
+            out.extend(found)
         return out
+
+
+def _reindexed(f: Finding, index: int) -> Finding:
+    return Finding(f.organ, f.group, f.status, f.abnormality, f.sentence, f.section, f.negated, f.size_mm, f.header,
+                   index, f.region, f.side)
 
 
 def _clauses(ms: list[Match], lower: "_Lower", t0: int, t1: int, question: bool) -> list[int]:
@@ -156,28 +181,35 @@ def _runs(lower: _Lower, orgs: list[Match], rels: list[Match], terms: list[int])
                 a, b = _SPINE.index(prev.organs[-1]), _SPINE.index(organs[0])
                 organs = tuple(_SPINE[min(a, b):max(a, b) + 1])
                 prev.organs = tuple(dict.fromkeys(prev.organs + organs))
-                prev.end = m.end
+                prev.end, prev.last = m.end, organs
                 continue
-            if not gap and (set(prev.organs) <= set(organs) or set(organs) <= set(prev.organs)):
-                # "T12 vertebral", "right lower lobe pulmonary": the more specific mention wins
-                prev.organs = min(prev.organs, organs, key=len)
-                prev.end = m.end
+            both = set(prev.last) & set(organs)
+            if not gap and both:
+                # one mention narrows the other: "T12 vertebral", "right lower lobe pulmonary", "right lung basal"
+                last = tuple(o for o in organs if o in both)
+                prev.organs = tuple(dict.fromkeys([o for o in prev.organs if o not in prev.last] + list(last)))
+                prev.end, prev.last = m.end, last
                 continue
             part = set(prev.organs) & set(organs)
             if ("of" in gap and part and len(part) < max(len(prev.organs), len(organs)) and prev.landmark == landmark
                     and all(g in _CONNECT or g in _PART for g in gap)):
-                # part of a whole: "the apex of the right lung", "lower lobe superior segment of the left lung"
-                prev.organs = tuple(o for o in prev.organs if o in part)
-                prev.end = m.end
+                # part of a whole: "the apex of the right lung", "the upper and lower lobes of the right lung";
+                # once a list's items carry their own "of", it holds for the last one only ("the upper lobes of
+                # both lungs, the lingular segment of the left lung")
+                whole = set(organs)
+                prev.organs = tuple(o for o in prev.organs if o in whole or (prev.scoped and o not in prev.last))
+                prev.last = tuple(o for o in prev.last if o in whole)
+                prev.end, prev.scoped = m.end, True
                 continue
             if all(g in _CONNECT for g in gap) and prev.landmark == landmark:
                 sides = {side_of(o) for o in prev.organs}
                 if len(sides) == 1 and None not in sides and not _SIDE_WORDS.keys() & set(lower[m.start:m.end]):
                     organs = narrow(organs, sides.pop())  # "left 7th and 8th ribs"
                 prev.organs = tuple(dict.fromkeys(prev.organs + organs))
-                prev.end = m.end
+                prev.end, prev.last = m.end, organs
+                prev.scoped = prev.scoped or "of" in gap
                 continue
-        runs.append(_Run(m.start, m.end, organs, clause, landmark))
+        runs.append(_Run(m.start, m.end, organs, clause, landmark, organs))
     return runs
 
 
@@ -311,7 +343,7 @@ def _sentence(lower: _Lower, text: str, idx: list[int], sent: Sentence, ms: list
 
     for m in ms:
         if m.kind == ABN:
-            if m.payload[0].requires and not _near(lower, m, m.payload[0].requires, terms):
+            if m.payload[0].requires and not _near(lower, m, m.payload[0].requires, terms, t0, t1):
                 continue
             status, interpretive = _status(m, ms, terms)
             if status == HIST:
@@ -379,11 +411,12 @@ def _diameters(lower: _Lower, idx: list[int], runs: list[_Run], terms: list[int]
                     st.abnormal[canon] = (given[0], False, False)
 
 
-def _near(lower: _Lower, m: Match, words: frozenset[str], terms: list[int], window: int = 6) -> bool:
-    """Whether one of the words stands within `window` tokens of m, in its clause ("heart size increased")."""
+def _near(lower: _Lower, m: Match, words: frozenset[str], terms: list[int], t0: int, t1: int, window: int = 6) -> bool:
+    """Whether one of the words stands within `window` tokens of m, in its clause ("heart size increased")
+    of its sentence (tokens t0..t1)."""
     clause = bisect_right(terms, m.start)
-    lo = terms[clause - 1] if clause else 0
-    hi = terms[clause] if clause < len(terms) else m.end + window
+    lo = terms[clause - 1] if clause else t0
+    hi = terms[clause] if clause < len(terms) else t1
     return bool(words.intersection(lower[max(lo, m.start - window):min(hi, m.end + window)]))
 
 

@@ -7,7 +7,7 @@ from functools import lru_cache
 
 from pipeline.report.datafiles import load
 from pipeline import vocab
-from pipeline.report.lexicon import ELSEWHERE, REGION, expand_targets
+from pipeline.report.lexicon import ELSEWHERE, REGION, expand_targets, plurals
 
 SPINE = REGION + "spine"
 _VERTEBRAE = frozenset(n for n in vocab.groups()["spine"] if n.startswith("vertebrae_"))
@@ -73,22 +73,6 @@ def abnormalities() -> tuple[Abnormality, ...]:
             )
         )
     return tuple(out)
-
-
-def plurals(phrase: str) -> list[str]:
-    """Plural forms of a phrase's last word ("stone" -> "stones", "opacity" -> "opacities")."""
-    head, _, last = phrase.rpartition(" ")
-    if len(last) < 3 or not last.isalpha() or last.endswith(("s", "ed", "ic", "al", "ous", "ar")):
-        return []
-    if last.endswith("ing"):  # nouns in -ing: "thickenings", "findings"; verbs never take -s here
-        return [f"{head} {last}s".strip()]
-    if last.endswith("y") and last[-2] not in "aeiou":
-        forms = [last[:-1] + "ies"]
-    elif last.endswith(("x", "ch", "sh")):
-        forms = [last + "es"]
-    else:
-        forms = [last + "s"]
-    return [f"{head} {f}".strip() for f in forms]
 
 
 def abnormality(name: str) -> Abnormality:

@@ -116,6 +116,22 @@ def _class_terms(name: str) -> tuple[list[str], list[str]]:
     return lower, exact
 
 
+def plurals(phrase: str) -> list[str]:
+    """Plural forms of a phrase's last word ("stone" -> "stones", "opacity" -> "opacities")."""
+    head, _, last = phrase.rpartition(" ")
+    if len(last) < 3 or not last.isalpha() or last.endswith(("s", "ed", "ic", "al", "ous", "ar")):
+        return []
+    if last.endswith("ing"):  # nouns in -ing: "thickenings", "findings"; verbs never take -s here
+        return [f"{head} {last}s".strip()]
+    if last.endswith("y") and last[-2] not in "aeiou":
+        forms = [last[:-1] + "ies"]
+    elif last.endswith(("x", "ch", "sh")):
+        forms = [last + "es"]
+    else:
+        forms = [last + "s"]
+    return [f"{head} {f}".strip() for f in forms]
+
+
 def _sided(phrase: str, targets) -> dict[str, tuple[str, ...]]:
     members = expand_targets(targets)
     out = {phrase: members}
@@ -145,8 +161,15 @@ def organ_phrases() -> dict[str, tuple[str, ...]]:
     radlex = _data("radlex_synonyms.yaml")
     for phrase, target in radlex.items():
         out.setdefault(phrase.lower(), expand_targets(target))
-    for phrase, target in (cfg.get("sided") or {}).items():
-        for form, members in _sided(phrase.lower(), target).items():
+    sided = {p.lower(): t for p, t in (cfg.get("sided") or {}).items()}
+    for phrase in list(sided):
+        # plurals of paired sites ("humeral heads", "pubic bones"), unless listed otherwise; not of a site
+        # found on one side only (the plural in "apicoposterior segments of both lungs" is loose wording)
+        if {side_of(o) for o in expand_targets(sided[phrase])} >= set(SIDES):
+            for form in plurals(phrase):
+                sided.setdefault(form, sided[phrase])
+    for phrase, target in sided.items():
+        for form, members in _sided(phrase, target).items():
             out[form] = members
     for phrase, target in (cfg.get("terms") or {}).items():
         out[phrase.lower()] = expand_targets(target)

@@ -13,6 +13,7 @@ from functools import lru_cache
 import spacy
 from spacy.language import Language
 from spacy.matcher import PhraseMatcher
+from spacy.tokenizer import Tokenizer
 from spacy.tokens import Doc
 
 from pipeline.report.datafiles import load
@@ -71,9 +72,11 @@ class Lexicon:
             table.setdefault(key, {}).setdefault(phrase, [])
 
         vague = vague_phrases()
+        self.organ_terms: dict[str, tuple] = {}  # organ phrase -> payload, for coordinated modifiers
         for phrase, organs in organ_phrases().items():
             loose = phrase in vague
             add(phrase, "ORG:" + ",".join(organs) + (":vague" if loose else ""), ORG, (organs, loose))
+            self.organ_terms[" ".join(t.text for t in nlp.tokenizer(phrase))] = (organs, loose)
         exact: dict[str, dict[str, list[str]]] = {}
         for phrase, organs in exact_phrases().items():
             add(phrase, "ORG:" + ",".join(organs), ORG, (organs, False), exact)
@@ -102,6 +105,7 @@ class Lexicon:
             for t in terms:
                 add(t.lower(), f"SIDE:{side}", SIDE, side)
         self._coordinators = frozenset(nlp.vocab.strings.add(w) for w in ("or", "and", "-", "/"))  # LOWER ids
+        self._list_marks = self._coordinators | {nlp.vocab.strings.add(",")}
         self._hyphen = nlp.vocab.strings.add("-")
         for table, matcher in ((lower, self.lower), (exact, self.exact)):
             for key, phrases in table.items():
@@ -120,7 +124,7 @@ class Lexicon:
                 if taken[s]:
                     continue
                 taken[s] = 1
-            elif any(taken[s:e]):
+            elif taken.find(1, s, e) >= 0:
                 continue
             else:
                 taken[s:e] = b"\x01" * (e - s)
@@ -139,7 +143,12 @@ class Lexicon:
         hyphen = self._hyphen
         coordinators = self._coordinators
         n = len(lower)
+        named = None  # tokens inside organ matches, read where a list may precede one
         for m in out:
+            if m.kind == ORG and m.end - m.start >= 2 and m.start >= 2 and lower[m.start - 1] in self._list_marks:
+                if named is None:
+                    named = {i for x in out if x.kind == ORG for i in range(x.start, x.end)}
+                extra += self._organ_list(m, lower, strings, named)
             if m.kind != ABN:
                 continue
             s, e = m.start, m.end
@@ -153,8 +162,30 @@ class Lexicon:
                     extra.append(Match(s - 2, s - 1, ABN, hit))
         if not extra:
             return out
-        kept = [m for m in out if not any(m.start < x.end and x.start < m.end for x in extra)]
+        replaced = bytearray(n + 1)
+        for x in extra:
+            replaced[x.start:x.end] = b"\x01" * (x.end - x.start)
+        kept = [m for m in out if replaced.find(1, m.start, m.end) < 0]
         return sorted(kept + extra)
+
+    def _organ_list(self, m: Match, lower: list[int], strings, named: set[int]) -> list[Match]:
+        """Words listed before an organ phrase that share its head: in "the upper, middle and lower lobes"
+        "upper" and "middle" are the upper and middle lobes (the head is also tried singular: "middle lobe").
+        A word that is already part of an organ mention keeps it ("the left 7th and 8th ribs")."""
+        head = [strings[h] for h in lower[m.start + 1:m.end]]
+        singular = head[:-1] + [head[-1][:-1]] if head[-1].endswith("s") else None
+        out = []
+        j = m.start
+        while j >= 2 and lower[j - 1] in self._list_marks and j - 2 not in named:
+            word = strings[lower[j - 2]]
+            hit = self.organ_terms.get(" ".join([word] + head))
+            if hit is None and singular:
+                hit = self.organ_terms.get(" ".join([word] + singular))
+            if hit is None:
+                break
+            out.append(Match(j - 2, j - 1, ORG, hit))
+            j -= 2
+        return out
 
 
 @lru_cache(maxsize=1)
@@ -192,45 +223,25 @@ class _KeepText:
 
 # numbers (with decimals), words (letters, then digits: "L1", "T12"), words with an apostrophe, any
 # other non-space character alone ("-", "/", ".", ";")
-_TOKEN_WS = re.compile(r"(\d+(?:\.\d+)?|[^\W\d_]+\d*(?:['\u2019][^\W\d_]+)?|\S)(\s*)")
-# whitespace that becomes a token of its own: leading, doubled, or other than a plain space
-_ODD_SPACE = re.compile(r"^\s|\s\s|[^\S ]")
+_TOKEN = re.compile(r"\d+(?:\.\d+)?|[^\W\d_]+\d*(?:['\u2019][^\W\d_]+)?|\S")
 
 
 class RegexTokenizer:
-    """A fast tokenizer for report text: one regular expression, whitespace kept exactly as spaCy does
-    (a single trailing space is the token's `whitespace_`, anything else becomes a space token), so
-    character offsets and doc.text match the input. About 7x faster than the rule-based English
-    tokenizer on CT reports; patterns are tokenized with it too, so matching is consistent."""
+    """A fast tokenizer for report text: the tokens of one regular expression, whitespace kept exactly as
+    spaCy does (a single trailing space is the token's `whitespace_`, anything else becomes a space token),
+    so character offsets and doc.text match the input. It is spaCy's own Tokenizer with no prefix, suffix
+    or special-case rules and `_TOKEN` as its infix finder: spaCy splits on whitespace and caches each
+    chunk's tokens (reports repeat their words), and every match after a chunk's first starts a token,
+    which is exactly the regex's tokenization since its matches tile any chunk without whitespace (0.13 ms
+    per CT-RATE report, against 0.40 ms for a Python loop over the same regex's matches). Patterns are
+    tokenized with it too, so matching is consistent."""
 
     def __init__(self, vocab):
         self.vocab = vocab
+        self.tokenizer = Tokenizer(vocab, infix_finditer=_TOKEN.finditer)
 
     def __call__(self, text: str) -> Doc:
-        if not _ODD_SPACE.search(text):  # only single spaces between tokens (most reports): no space tokens
-            pairs = _TOKEN_WS.findall(text)
-            doc = Doc(self.vocab, words=[t for t, _ in pairs], spaces=[bool(ws) for _, ws in pairs])
-            doc.user_data["text"] = text
-            return doc
-        words: list[str] = []
-        spaces: list[bool] = []
-        lead = len(text) - len(text.lstrip())
-        if lead:
-            words.append(text[:lead])
-            spaces.append(False)
-        for tok, ws in _TOKEN_WS.findall(text, lead):
-            words.append(tok)
-            if not ws:
-                spaces.append(False)
-            elif ws == " ":
-                spaces.append(True)
-            elif ws[0] == " ":
-                spaces += (True, False)
-                words.append(ws[1:])
-            else:
-                spaces += (False, False)
-                words.append(ws)
-        doc = Doc(self.vocab, words=words, spaces=spaces)
+        doc = self.tokenizer(text)
         doc.user_data["text"] = text
         return doc
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import NamedTuple
 
 from pipeline.report.datafiles import load
 from pipeline.report.lexicon import header_organs
@@ -18,8 +19,7 @@ from pipeline.report.lexicon import header_organs
 BODY = "body"  # section of text before any header
 
 
-@dataclass(frozen=True)
-class Sentence:
+class Sentence(NamedTuple):  # a tuple: built ~20 times per report, cheaper than a frozen dataclass
     start: int  # character offsets into the cleaned text
     end: int
     section: str
@@ -47,6 +47,8 @@ _LIST_INLINE = re.compile(r"(?<=[:;])\s+(?=\(?\d{1,2}[.)]\s+[A-Za-z])")
 _ITEM_INLINE = re.compile(r'(?<=\s)["\u201c\u201d\u2022\u00b7]+(?=\s*[A-Za-z])')
 _LAST_WORD = re.compile(r"([A-Za-z]+)[ \t]*$")
 _LINE_HEADER = re.compile(r"(?m)^[ \t]*([A-Za-z][A-Za-z /&\-]{1,40}?)[ \t]*:?[ \t]*$")
+_BLANK_LINE = re.compile(r"\n[ \t]*\n")
+_LETTER = re.compile(r"[A-Za-z]")
 _LIST_MARK = re.compile(r"\s*(?:\(?\d{1,2}[.)](?=\s|[A-Za-z])|[-*\u2022\u00b7>]+(?=\s))\s*")
 _ABBREV = frozenset(
     "dr mr mrs ms vs approx apprx e.g i.e eg ie cf al fig figs incl st prox dist resp pt pts est ca max min no nos sr jr".split()
@@ -115,16 +117,17 @@ def _split_points(text: str, start: int, end: int) -> list[int]:
             before = text[cuts[-1]:m.start()]
             if before.count("(") > before.count(")"):
                 continue  # a question inside parentheses: "(small airway disease? small vessel disease?)"
-        word = _WORD_END.search(text, max(start, m.start() - 12), m.start())
-        w = word.group(1).lower().rstrip(".") if word else ""
-        nxt = _NEXT_CHAR.match(text, pos, end).group(1)
-        if m.group() == ".":
-            if w in _ABBREV and not (w == "no" and not nxt.isdigit()):
-                continue
-            if nxt.islower() and w in _UNITS:
-                continue  # "1.8 cm. nodule" in a lower-case report
-            if len(w) == 1 and text[m.start() - 1].isupper():
-                continue  # an initial ("J. Smith")
+        if m.group() == ".":  # a period after an abbreviation, a unit or an initial may not end the sentence
+            word = _WORD_END.search(text, max(start, m.start() - 12), m.start())
+            w = word.group(1).lower().rstrip(".") if word else ""
+            if w in _ABBREV or w in _UNITS or len(w) == 1:
+                nxt = _NEXT_CHAR.match(text, pos, end).group(1)
+                if w in _ABBREV and not (w == "no" and not nxt.isdigit()):
+                    continue
+                if nxt.islower() and w in _UNITS:
+                    continue  # "1.8 cm. nodule" in a lower-case report
+                if len(w) == 1 and text[m.start() - 1].isupper():
+                    continue  # an initial ("J. Smith")
         cuts.append(pos)
     # inline numbered lists: "... normal. 2. Kidneys ..." is cut above; "...: 1. Liver" and "; 2) ..." here
     for m in _LIST_INLINE.finditer(text, start, end):
@@ -171,7 +174,7 @@ def sentences(text: str) -> list[Sentence]:
         cuts = _split_points(text, seg_start, seg_end)
         for a, b in zip(cuts, cuts[1:]):
             raw = text[a:b]
-            if organ_header is not None and re.search(r"\n[ \t]*\n", raw) and out and out[-1].header:
+            if organ_header is not None and _BLANK_LINE.search(raw) and out and out[-1].header:
                 organ_header = None  # a blank line ends an organ header
             mark = _LIST_MARK.match(raw)
             if mark:
@@ -179,7 +182,7 @@ def sentences(text: str) -> list[Sentence]:
                 raw = text[a:b]
             lead = len(raw) - len(raw.lstrip())
             a, b = a + lead, a + len(raw.rstrip())
-            if b <= a or not re.search(r"[A-Za-z]", text[a:b]):
+            if b <= a or not _LETTER.search(text, a, b):
                 continue
             oh = organ_header
             out.append(Sentence(a, b, section, oh.name if oh else None, oh.organs if oh else ()))
