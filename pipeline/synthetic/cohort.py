@@ -10,12 +10,8 @@ from __future__ import annotations
 import csv
 import json
 import logging
-import multiprocessing
-import os
 import shutil
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
-from itertools import repeat
 from pathlib import Path
 
 import numpy as np
@@ -412,59 +408,8 @@ def _write_study(study: SyntheticStudy, dicom_root: Path, truth: Path, rng: np.r
     return layout, dirs["main"], main
 
 
-@dataclass(frozen=True)
-class _Written:
-    """One study as written: its table rows and report line (what the cohort's tables collect)."""
-
-    report: tuple[str, str] | None  # (accession, text); None for a study whose report is missing on purpose
-    study_row: dict
-    fault_row: dict | None
-    gold: list
-    lesions: list
-    manifest_row: dict
-    summary: str
-
-
-def _make_study(spec: CohortSpec, index: int, fault: str | None, out_dir: Path) -> _Written:
-    """Synthesize and write study ``index`` (everything derives from (seed, index), so any process may)."""
-    dicom_root, truth = out_dir / "dicom", out_dir / "truth"
-    study = synthesize_study(spec, index)
-    wrng = np.random.default_rng([spec.seed, index, 3])
-    layout, folder, paths = _write_study(study, dicom_root, truth, wrng)
-    detail = ""
-    if fault == "truncated_file":
-        victim = paths[len(paths) // 3]
-        victim.write_bytes(victim.read_bytes()[: victim.stat().st_size // 2])
-        detail = victim.relative_to(out_dir).as_posix()
-    elif fault == "missing_slice":
-        victim = paths[len(paths) // 2]
-        victim.unlink()
-        detail = f"instance {len(paths) // 2 + 1} of {len(paths)} removed"
-    return _Written(
-        report=None if fault == "missing_report" else (study.accession, study.report),
-        study_row={
-            "accession": study.accession, "study_uid": study.study_uid, "patient_key": study.patient_key,
-            "fov": study.fov, "series_uid": study.header.series_instance_uid,
-            "extra_series": [e.role for e in study.extras], "layout": layout, "fault": fault,
-            "findings": [f.kind for f in study.findings], "seed": spec.seed, "index": index,
-            "omitted_findings": [f.kind for f in study.misreport.omitted] if study.misreport else [],
-            "report_only_findings": [f.kind for f in study.misreport.report_only] if study.misreport else [],
-            **{k: study.params[k] for k in sorted(study.params)},
-            "shape_i": study.hu.shape[0], "shape_j": study.hu.shape[1], "shape_k": study.hu.shape[2],
-        },
-        fault_row=None if not fault else {"fault": fault, "accession": study.accession, "study_uid": study.study_uid,
-                                          "folder": folder.relative_to(out_dir).as_posix(), "detail": detail},
-        gold=list(study.gold),
-        lesions=list(study.lesion_rows),
-        manifest_row={"StudyInstanceUID": study.study_uid, "mask_path": f"../truth/labels/{study.study_uid}.nii.gz",
-                      "format": "nifti_multilabel"},
-        summary=f"{study.fov}, {study.hu.shape[2]} slices, {len(study.findings)} findings" + (f", fault={fault}" if fault else ""),
-    )
-
-
-def generate_cohort(spec: CohortSpec, out_dir: Path, workers: int | None = None) -> CohortManifest:
-    """Write the cohort under ``out_dir`` (replacing a previous one) and return where things are.
-    Studies are made by ``workers`` processes (default: one per CPU); the output does not depend on it."""
+def generate_cohort(spec: CohortSpec, out_dir: Path) -> CohortManifest:
+    """Write the cohort under ``out_dir`` (replacing a previous one) and return where things are."""
     out_dir = Path(out_dir)
     dicom_root, truth = out_dir / "dicom", out_dir / "truth"
     for sub in (dicom_root, truth, out_dir / "masks"):
@@ -474,31 +419,47 @@ def generate_cohort(spec: CohortSpec, out_dir: Path, workers: int | None = None)
     fault_kinds = FAULTS if spec.faults else ()
     ct_faults = [f for f in fault_kinds if f in ("truncated_file", "missing_slice", "missing_report")]
     total = spec.n_studies + len(ct_faults)
-    faults_of = [ct_faults[i - spec.n_studies] if i >= spec.n_studies else None for i in range(total)]
-    workers = max(1, min(workers or os.cpu_count() or 1, total))
     study_rows, gold_rows, fault_rows, manifest_rows, lesion_rows = [], [], [], [], []
     reports_csv = out_dir / "reports.csv"
-    # spawned, not forked: the caller may hold threads (Dagster, torch) that a fork would copy mid-state
-    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) if workers > 1 else None
-    try:
-        made = pool.map(_make_study, repeat(spec), range(total), faults_of, repeat(out_dir)) if pool else \
-            map(_make_study, repeat(spec), range(total), faults_of, repeat(out_dir))
-        with atomic_path(reports_csv, suffix=".csv") as tmp, open(tmp, "w", newline="") as fh:
-            writer = csv.writer(fh, quoting=csv.QUOTE_MINIMAL)
-            writer.writerow(["AccessionNumber", "ReportText"])
-            for index, w in enumerate(made):
-                if w.report is not None:
-                    writer.writerow(list(w.report))
-                if w.fault_row is not None:
-                    fault_rows.append(w.fault_row)
-                study_rows.append(w.study_row)
-                gold_rows.extend(w.gold)
-                lesion_rows.extend(w.lesions)
-                manifest_rows.append(w.manifest_row)
-                log.info("study %d/%d: %s", index + 1, total, w.summary)
-    finally:
-        if pool:
-            pool.shutdown()
+    with atomic_path(reports_csv, suffix=".csv") as tmp, open(tmp, "w", newline="") as fh:
+        writer = csv.writer(fh, quoting=csv.QUOTE_MINIMAL)
+        writer.writerow(["AccessionNumber", "ReportText"])
+        for index in range(total):
+            fault = ct_faults[index - spec.n_studies] if index >= spec.n_studies else None
+            study = synthesize_study(spec, index)
+            wrng = np.random.default_rng([spec.seed, index, 3])
+            layout, folder, paths = _write_study(study, dicom_root, truth, wrng)
+            detail = ""
+            if fault == "truncated_file":
+                victim = paths[len(paths) // 3]
+                victim.write_bytes(victim.read_bytes()[: victim.stat().st_size // 2])
+                detail = victim.relative_to(out_dir).as_posix()
+            elif fault == "missing_slice":
+                victim = paths[len(paths) // 2]
+                victim.unlink()
+                detail = f"instance {len(paths) // 2 + 1} of {len(paths)} removed"
+            if fault != "missing_report":
+                writer.writerow([study.accession, study.report])
+            if fault:
+                fault_rows.append({"fault": fault, "accession": study.accession, "study_uid": study.study_uid,
+                                   "folder": folder.relative_to(out_dir).as_posix(), "detail": detail})
+            study_rows.append({
+                "accession": study.accession, "study_uid": study.study_uid, "patient_key": study.patient_key,
+                "fov": study.fov, "series_uid": study.header.series_instance_uid,
+                "extra_series": [e.role for e in study.extras], "layout": layout, "fault": fault,
+                "findings": [f.kind for f in study.findings], "seed": spec.seed, "index": index,
+                "omitted_findings": [f.kind for f in study.misreport.omitted] if study.misreport else [],
+                "report_only_findings": [f.kind for f in study.misreport.report_only] if study.misreport else [],
+                **{k: study.params[k] for k in sorted(study.params)},
+                "shape_i": study.hu.shape[0], "shape_j": study.hu.shape[1], "shape_k": study.hu.shape[2],
+            })
+            gold_rows.extend(study.gold)
+            lesion_rows.extend(study.lesion_rows)
+            manifest_rows.append({"StudyInstanceUID": study.study_uid,
+                                  "mask_path": f"../truth/labels/{study.study_uid}.nii.gz", "format": "nifti_multilabel"})
+            log.info("study %d/%d: %s, %d slices, %d findings%s", index + 1, total, study.fov, study.hu.shape[2],
+                     len(study.findings), f", fault={fault}" if fault else "")
+            del study
     if "mr_only" in fault_kinds:
         fault_rows.append(_write_mr_only(spec, dicom_root, out_dir))
     if "empty_folder" in fault_kinds:
