@@ -3,7 +3,7 @@
 Every step is a run of the Definitions' asset job recorded in $DAGSTER_HOME, so the runs show up in the UI. They
 run in this one process (the in-process executor): each `dagster asset materialize` would start a Python that
 imports torch, MONAI and spaCy, and its multiprocess executor another per step and check, which cost more than
-the stages on 24 studies. The training steps still run in their own `torchrun` processes (Dagster Pipes).
+the stages on 24 studies. The training steps still run in their own processes (Dagster Pipes).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Trainer assets: CT-GLIP (grounded) and the global CLIP baseline, same data, encoders and budget.
 
-Each runs `assets/train_entry.py` under `torchrun` through Dagster Pipes, so the same command runs
+Each runs `assets/train_entry.py` through Dagster Pipes, under `torchrun` for more than one process, so the same command runs
 data-parallel on several processes (or nodes); loss and throughput stream into the run log.
 """
 
@@ -75,10 +75,10 @@ def run_training(context: dg.AssetExecutionContext, kind: str, settings: TrainSe
     out.mkdir(parents=True, exist_ok=True)
     cfg_path = out / "config.json"
     cfg_path.write_text(json.dumps(config.to_dict(), indent=2))
-    command = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={settings.nproc_per_node}",
-        str(ENTRY), "--config", str(cfg_path), "--data-root", str(root), "--out", str(out),
-    ]
+    # one process needs no launcher: torchrun's agent is one more Python importing torch before training starts
+    launcher = [sys.executable] if settings.nproc_per_node == 1 else [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={settings.nproc_per_node}"]
+    command = [*launcher, str(ENTRY), "--config", str(cfg_path), "--data-root", str(root), "--out", str(out)]
     context.log.info("launching: " + " ".join(command))
     result = pipes.run(command=command, context=context, env={"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}).get_materialize_result()
     meta = dict(result.metadata or {})
