@@ -38,6 +38,17 @@ Exit status: 0 done, 2 bad input (missing or foreign checkpoint, not a CT, missi
 """
 
 
+def add_model_options(p: argparse.ArgumentParser) -> None:
+    """How the model runs (device, precision, sliding window, text cache): the options every command applying a model shares."""
+    p.add_argument("--device", default="auto", help="'auto' (CUDA when present), 'cpu' or 'cuda[:N]' (default: auto)")
+    p.add_argument("--precision", choices=("float32", "bf16"), default="float32", help="bf16 autocasts the image encoder (default: float32)")
+    p.add_argument("--overlap", type=float, default=0.25, help="sliding-window overlap in [0, 1) (default: 0.25)")
+    p.add_argument("--text-cache", default=str(default_text_cache()),
+                   help="folder caching the frozen text encoder's vectors, so prompts (about 200 per organ for the dictionary) "
+                        "are encoded on the first run only (default: $XDG_CACHE_HOME/ct-glip/text, else "
+                        "~/.cache/ct-glip/text; now %(default)s; '' = no disk cache: every run encodes them)")
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m model.infer", description=__doc__.splitlines()[0], epilog=EPILOG,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -48,15 +59,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--mask", help="organ label map (NIfTI, TotalSegmentator 'total' v2 indices); default: run the segmenter")
     p.add_argument("--query", action="append", default=[], metavar="TEXT", help="text to map onto the study (repeatable)")
     p.add_argument("--out", required=True, help="output folder (created; files in it are replaced)")
-    p.add_argument("--device", default="auto", help="'auto' (CUDA when present), 'cpu' or 'cuda[:N]' (default: auto)")
-    p.add_argument("--precision", choices=("float32", "bf16"), default="float32", help="bf16 autocasts the image encoder (default: float32)")
-    p.add_argument("--overlap", type=float, default=0.25, help="sliding-window overlap in [0, 1) (default: 0.25)")
+    add_model_options(p)
     p.add_argument("--segmenter-device", default="auto", help="TotalSegmentator's device when no --mask (default: auto)")
     p.add_argument("--segmenter-full", action="store_true", help="TotalSegmentator's full-resolution model instead of the 3 mm 'fast' one")
-    p.add_argument("--text-cache", default=str(default_text_cache()),
-                   help="folder caching the frozen text encoder's vectors, so the dictionary's prompts (about 200 per organ) "
-                        "are encoded on the first run only (default: $XDG_CACHE_HOME/ct-glip/text, else "
-                        "~/.cache/ct-glip/text; now %(default)s; '' = no disk cache: every run encodes them)")
     p.add_argument("--threads", type=int, default=0, metavar="N",
                    help="CPU threads for torch (default 0: torch's own choice, one per core). On a CPU shared with other "
                         "jobs 1 can be much faster: threads that wait for each other lose the cores they spin on")

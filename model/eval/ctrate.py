@@ -41,7 +41,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from model.config import default_text_cache
 from model.eval import metrics
 from model.eval.features import prompt_embeddings
 from model.eval.metrics import Estimate
@@ -426,6 +425,8 @@ Exit status: 0 done, 2 bad input (missing model or split, a model of another ver
 def parser():
     import argparse
 
+    from model.infer import add_model_options
+
     p = argparse.ArgumentParser(prog="python -m model.eval.ctrate", description=__doc__.splitlines()[0], epilog=EPILOG,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", required=True, help="exported model folder (model.safetensors + config.json) or a step_*.pt checkpoint")
@@ -446,12 +447,7 @@ def parser():
                         "(default: OUT's stem + .embeddings beside OUT; '' = none)")
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples of patients (default: 1000)")
     p.add_argument("--seed", type=int, default=0, help="bootstrap and threshold-sample seed (default: 0)")
-    p.add_argument("--device", default="auto", help="'auto' (CUDA when present), 'cpu' or 'cuda[:N]' (default: auto)")
-    p.add_argument("--precision", choices=("float32", "bf16"), default="float32", help="bf16 autocasts the image encoder (default: float32)")
-    p.add_argument("--overlap", type=float, default=0.25, help="sliding-window overlap in [0, 1) (default: 0.25)")
-    p.add_argument("--text-cache", default=str(default_text_cache()),
-                   help="folder caching the frozen text encoder's vectors (default: $XDG_CACHE_HOME/ct-glip/text, else "
-                        "~/.cache/ct-glip/text; now %(default)s; '' = none)")
+    add_model_options(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
     return p
 
