@@ -280,7 +280,7 @@ def _infer_one(model: CTGlip, pre: Preprocessing, study: StudyInput, options: In
 
 def logit_scale(model: CTGlip) -> float:
     """The model's softmax temperature as trained (exp of the learnt log scale, capped as in training)."""
-    return float(model.logit_scale.detach().clamp(max=math.log(model.config.logit_scale_max)).exp())
+    return float(model.scale().detach())
 
 
 def _scores(model: CTGlip, organs: list[str], emb: np.ndarray) -> dict:

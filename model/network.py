@@ -218,8 +218,12 @@ class CTGlip(nn.Module):
         return F.normalize(x, dim=-1) if normalize else x
 
     # -- training forward: outputs are named like the loss's arguments ------------------------
+    def scale(self) -> torch.Tensor:
+        """The contrastive logit scale: exp(logit_scale), clamped at ``logit_scale_max`` (CLIP's 100)."""
+        return self.logit_scale.clamp(max=math.log(self.config.logit_scale_max)).exp()
+
     def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
-        scale = self.logit_scale.clamp(max=math.log(self.config.logit_scale_max)).exp()
+        scale = self.scale()
         fmap = self.feature_map(batch.volume)  # (b, c, d, h, w)
         text = self.encode_text(batch.texts)  # (u, e), each distinct text once
         if self.config.kind == "global":
