@@ -52,8 +52,6 @@ def test_score_counts_tuples():
     assert s.missed == {("r", "heart", "normal", "")} and s.extra == {("r", "spleen", "normal", "")}
 
 
-@pytest.mark.xfail(strict=False, reason="issue 13: organ-level F1 is still below 0.90; README 'Report rules on real "
-                   "reports' gives the figure and where the rules and this gold read reports differently")
 def test_organ_level_f1_on_real_reports(gold, reports):
     texts = reports.set_index("report_id").loc[sorted(set(gold["report_id"])), "report_text"]
     pred = set().union(*(finding_keys(rid, extract_findings(text)) for rid, text in texts.items()))

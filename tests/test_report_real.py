@@ -76,6 +76,21 @@ def test_a_vertebra_without_a_level_is_one_spine_finding():
     assert places("Compression fracture of the T7 vertebra.") == {("vertebrae_T7", "fracture")}
 
 
+@pytest.mark.parametrize("text, levels", [
+    ("Wedging compatible with a compression fracture in the 7th thoracic vertebra.", ["T7"]),
+    ("A compression fracture of the twelfth thoracic vertebral body.", ["T12"]),
+    ("Lytic lesions in the first 5 thoracic vertebrae.", ["T1", "T2", "T3", "T4", "T5"]),
+    ("Lytic lesions in the lower two lumbar vertebrae.", ["L4", "L5"]),
+])
+def test_vertebral_levels_written_as_counts(text, levels):
+    assert abnormal_places(text) == {f"vertebrae_{level}" for level in levels}
+
+
+def test_a_metastatic_mass_is_a_metastasis():
+    assert places("Lytic expanded metastatic mass lesions in C6 and C7.", "abnormal") == {
+        (f"vertebrae_{level}", name) for level in ("C6", "C7") for name in ("lytic lesion", "metastasis")}
+
+
 def test_apexes_are_upper_lobes_of_the_named_side():
     assert abnormal_places("Emphysema in both lung apexes.") == UPPER
     assert abnormal_places("A nodule is seen in the apex of the right lung.") == {"lung_upper_lobe_right"}

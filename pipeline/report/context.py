@@ -150,10 +150,35 @@ def _reindexed(f: Finding, index: int) -> Finding:
                    index, f.region, f.side)
 
 
-def _clauses(ms: list[Match], lower: "_Lower", t0: int, t1: int, question: bool) -> list[int]:
+class _Clauses(list):
+    """Clause boundaries (sorted token offsets; clause k holds the tokens between boundary k-1 and k), and the
+    clauses that resume an earlier one after a relative clause set off by commas ("the nodule, which was seen
+    before, was not detected": the clause of "was not detected" resumes that of "the nodule")."""
+
+    def __init__(self, offsets: list[int]):
+        super().__init__(offsets)
+        self.resumes: dict[int, tuple[int, int]] = {}  # resuming clause -> (resumed clause, tokens skipped)
+
+
+_RELATIVE = frozenset({"which", "who"})
+
+
+def _clauses(ms: list[Match], lower: "_Lower", t0: int, t1: int, question: bool) -> _Clauses:
     """Clause boundaries (token offsets): terminators, and both ends of a parenthesised question
-    ("mosaic attenuation (small airway disease?)": the question hedges only what it holds)."""
+    ("mosaic attenuation (small airway disease?)": the question hedges only what it holds); a relative clause
+    between commas ends at its closing comma, and what follows resumes the clause before it."""
     terms = [m.start for m in ms if m.kind == TERM]
+    relative = []
+    for start in terms:
+        if start > t0 and lower[start - 1:start + 1][0] == "," and lower[start:start + 1][0] in _RELATIVE:
+            following = [t for t in terms if t > start]
+            end = following[0] if following else t1
+            words = lower[start:end]
+            if "," in words:
+                close = start + words.index(",") + 1  # the first token after the closing comma
+                if close < end:
+                    relative.append((start, close))
+    terms += [close for _, close in relative]
     words = lower[t0:t1] if question else ()
     if "?" in words and "(" in words:
         open_at = None
@@ -164,8 +189,11 @@ def _clauses(ms: list[Match], lower: "_Lower", t0: int, t1: int, question: bool)
                 if "?" in words[open_at:i]:
                     terms += [t0 + open_at, t0 + i]
                 open_at = None
-        terms.sort()
-    return terms
+    out = _Clauses(sorted(set(terms)))
+    for start, close in relative:
+        resumed = bisect_right(out, start - 1)
+        out.resumes[bisect_right(out, close)] = (resumed, close - start)
+    return out
 
 
 def _runs(lower: _Lower, orgs: list[Match], rels: list[Match], terms: list[int]) -> list[_Run]:
@@ -229,6 +257,15 @@ def _status(m: Match, ms: list[Match], terms: list[int]) -> tuple[int | None, bo
             pre = t  # the last one before m is the nearest
         elif t.start >= m.end and direction != "forward" and t.start - m.end <= window and post is None:
             post = t
+    resumed_by = [k for k, (c, _) in terms.resumes.items() if c == clause] if isinstance(terms, _Clauses) else []
+    if post is None and resumed_by:  # "the nodule, which was seen before, was not detected"
+        k = resumed_by[0]
+        skipped = terms.resumes[k][1]
+        for t in ms:
+            if (t.kind in (NEG, UNC, HIST) and bisect_right(terms, t.start) == k and t.payload[0] != "forward"
+                    and 0 <= t.start - m.end - skipped <= t.payload[1]):
+                post = t
+                break
     hit = post if pre is None or (pre.kind == HIST and post is not None) else pre  # "previously seen X has resolved"
     if pre is not None and hit is pre and pre.kind == UNC and _negates(pre, ms, clause, terms):
         return NEG, False  # a negated hedge: "no finding in favor of pneumonia", "not suggestive of malignancy"

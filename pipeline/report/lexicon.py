@@ -23,6 +23,8 @@ ELSEWHERE = REGION + "elsewhere"
 _ORDINALS = (
     "first second third fourth fifth sixth seventh eighth ninth tenth eleventh twelfth".split()
 )
+_CARDINALS = "one two three four five six seven eight nine ten eleven twelve".split()
+_SPINE_SECTIONS = {"cervical": ("C", 7), "thoracic": ("T", 12), "dorsal": ("T", 12), "lumbar": ("L", 5)}
 
 
 def _data(name: str) -> dict:
@@ -158,6 +160,7 @@ def organ_phrases() -> dict[str, tuple[str, ...]]:
     for n in range(1, 13):  # "5th rib" without a side: both sides
         for num in (_ordinal(n), _ORDINALS[n - 1]):
             out[f"{num} rib"] = out[f"{num} ribs"] = expand_targets([f"rib_left_{n}", f"rib_right_{n}"])
+    out.update(_spine_counts())
     radlex = _data("radlex_synonyms.yaml")
     for phrase, target in radlex.items():
         out.setdefault(phrase.lower(), expand_targets(target))
@@ -176,6 +179,26 @@ def organ_phrases() -> dict[str, tuple[str, ...]]:
     for phrase in cfg.get("elsewhere") or []:
         out.setdefault(phrase.lower(), (ELSEWHERE,))
     return {k: v for k, v in out.items() if v}
+
+
+def _spine_counts() -> dict[str, tuple[str, ...]]:
+    """Levels written as counts along a spine section: "the 7th thoracic vertebra" -> T7, "the first 5
+    thoracic vertebrae" -> T1-T5, "the lower two lumbar vertebrae" -> L4-L5 (counted from the top)."""
+    out: dict[str, tuple[str, ...]] = {}
+    bodies = ("vertebrae", "vertebral bodies", "vertebra bodies")
+    for section, (code, count) in _SPINE_SECTIONS.items():
+        levels = [f"vertebrae_{code}{i}" for i in range(1, count + 1)]
+        for n in range(1, count + 1):
+            for num in (_ordinal(n), _ORDINALS[n - 1]):
+                for body in ("vertebra", "vertebral body", "vertebral"):
+                    out[f"{num} {section} {body}"] = expand_targets(levels[n - 1])
+            if n == 1:
+                continue
+            for num in (str(n), _CARDINALS[n - 1]):
+                for body in bodies:
+                    out[f"first {num} {section} {body}"] = out[f"upper {num} {section} {body}"] = expand_targets(levels[:n])
+                    out[f"last {num} {section} {body}"] = out[f"lower {num} {section} {body}"] = expand_targets(levels[-n:])
+    return out
 
 
 @lru_cache(maxsize=1)
