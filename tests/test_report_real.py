@@ -220,3 +220,24 @@ def test_no_increase_in_a_thickness_finding_negates_it():
     # "no increase" alone stays a pseudo-trigger: the nodule is there, its size did not grow
     assert places("No increase in the size of the nodule in the right lower lobe.", "abnormal") == {
         ("lung_lower_lobe_right", "nodule")}
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("There are hypodense nodules.", set()),  # a solid organ's nodule: no lung default
+    ("A hypodense nodule was observed in the left thyroid lobe.", {("thyroid_gland", "nodule")}),
+    ("Fluid in the form of smearing is observed in the pericardial space.", {("heart", "pericardial effusion")}),
+    ("Free fluid is observed in the pelvis.", set()),
+    ("Diaphragmatic hernia is observed at the level of the esophagogastric junction.", {("stomach", "hiatal hernia")}),
+    ("There are focal air trapping areas in both lungs.", {(o, "air trapping") for o in UPPER | LOWER | {"lung_middle_lobe_right"}}),
+    ("Honeycomb appearance in both lower lobes.", {(o, "interstitial lung disease") for o in LOWER}),
+])
+def test_placed_findings(text, expected):
+    assert places(text, "abnormal") == expected
+
+
+def test_a_relative_clause_between_commas_keeps_a_finding_with_its_negation():
+    text = ("Pneumothorax, which was observed on the right in the previous examination, was not detected in the current "
+            "examination.")
+    assert places(text) == {("pleura", None)}
+    assert places("Pleural effusion, which was not present in the previous examination, is seen on the right.",
+                  "abnormal") == {("pleura", "pleural effusion")}
