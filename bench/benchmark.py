@@ -16,6 +16,7 @@ grounded - CLIP and grounded - no-learning. The cohort's settings and study coun
         --n-bootstrap 50 --td-steps 2 --ts-steps 4 --out /tmp/smoke.json    # a smoke run (~6 min)
     python bench/benchmark.py --data-root /tmp/root --no-build ...           # a root materialized elsewhere
     python bench/benchmark.py --table bench/results/benchmark.json           # the README table
+    python bench/benchmark.py --table bench/results/benchmark.json --readme README.md   # ... written into it
 
 Sizing (the defaults: 480 studies, 600 steps, TD 30 steps, TS 60 steps x 1 run, 2 seeds, 1000 resamples), from
 runs on this 2-core machine while other engineers loaded it (load average 3.3-4.7), with 2 torch threads:
@@ -271,6 +272,17 @@ def table(record: dict) -> str:
     return "\n".join([head, *rows]) + foot
 
 
+README_BEGIN, README_END = "<!-- benchmark table: bench/benchmark.py --readme -->", "<!-- end of benchmark table -->"
+
+
+def readme_with_table(readme: str, record: dict) -> str:
+    """The README text with the block between the benchmark-table markers replaced by ``table(record)``."""
+    start, end = readme.find(README_BEGIN), readme.find(README_END)
+    if start < 0 or end < start:
+        raise ValueError(f"README has no block between {README_BEGIN!r} and {README_END!r}")
+    return readme[:start + len(README_BEGIN)] + "\n" + table(record) + "\n" + readme[end:]
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     ap = argparse.ArgumentParser(prog="python bench/benchmark.py", description=__doc__,
@@ -291,10 +303,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-cases", type=int, default=None, help="studies per split (smoke runs only)")
     ap.add_argument("--threads", type=int, default=2, help="torch threads")
     ap.add_argument("--table", type=Path, default=None, metavar="JSON", help="print the README table of a record and exit")
+    ap.add_argument("--readme", type=Path, default=None, metavar="README",
+                    help="with --table: write the table into README's benchmark block instead of printing it")
     args = ap.parse_args(argv)
     args.argv = argv
     if args.table is not None:
-        print(table(json.loads(args.table.read_text())))
+        record = json.loads(args.table.read_text())
+        if args.readme is None:
+            print(table(record))
+        else:
+            from pipeline.atomic import write_bytes
+
+            write_bytes(readme_with_table(args.readme.read_text(), record).encode(), args.readme)
+            print(f"wrote the table of {args.table} into {args.readme}")
         return 0
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     for noisy in ("model.train", "model.data", "model.text", "model.checkpoint"):

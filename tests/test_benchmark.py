@@ -161,3 +161,37 @@ def test_paired_bootstrap_properties():
     assert math.isnan(seed_estimate([good], "or_acc").value)  # not run: not applicable
     with pytest.raises(ValueError, match="same test items"):
         paired_difference([good], [_run(y, y, np.roll(groups, 1))], "td_auc")
+
+
+def _record() -> dict:
+    est = {"value": 0.5, "low": 0.4, "high": 0.6}
+    metrics = ("or_acc", "ad_f1", "ad_auc", "td_auc", "ts_dsc")
+    return {"commit": "0" * 40, "command": "python bench/benchmark.py", "seeds": [0, 1], "cohort": {"studies": 480},
+            "methods": {m: dict.fromkeys(metrics, est) for m in ("grounded", "clip", "random", "no_learning")},
+            "paired": {p: dict.fromkeys(metrics, est) for p in ("grounded-clip", "grounded-no_learning")}}
+
+
+def test_readme_block_is_replaced_by_the_records_table():
+    bench = _script("benchmark")
+    readme = f"intro\n{bench.README_BEGIN}\nold table\n{bench.README_END}\noutro\n"
+    out = bench.readme_with_table(readme, _record())
+    assert "old table" not in out and out.startswith("intro\n") and out.endswith("outro\n")
+    assert bench.table(_record()) in out
+    assert bench.readme_with_table(out, _record()) == out  # idempotent
+    with pytest.raises(ValueError, match="no block"):
+        bench.readme_with_table("no markers", _record())
+
+
+def test_readme_shows_the_committed_benchmark_record():
+    """The README's benchmark table is the committed record's, as --table --readme writes it (never typed)."""
+    committed = REPO / "bench" / "results" / "benchmark.json"
+    if not committed.is_file():
+        pytest.skip("bench/results/benchmark.json is not committed yet (make benchmark writes it)")
+    bench = _script("benchmark")
+    readme = (REPO / "README.md").read_text()
+    assert readme_block(readme, bench) == bench.table(json.loads(committed.read_text()))
+
+
+def readme_block(readme: str, bench) -> str:
+    start = readme.index(bench.README_BEGIN) + len(bench.README_BEGIN)
+    return readme[start:readme.index(bench.README_END)].strip("\n")
