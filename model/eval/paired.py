@@ -25,6 +25,9 @@ def metric_items(m: MethodResult, metric: str, td_headline: str = "probe_study")
     if metric == "or_acc" and m.organ_recognition is not None and m.organ_recognition.groups is not None:
         r = m.organ_recognition
         return metrics.ACCURACY, (r.y_true, r.y_pred), r.groups
+    if metric == "or_acc_distinct" and m.organ_recognition_distinct is not None and m.organ_recognition_distinct.groups is not None:
+        r = m.organ_recognition_distinct  # without the counted structures (ribs, vertebrae)
+        return metrics.ACCURACY, (r.y_true, r.y_pred), r.groups
     if metric in ("ad_auc", "ad_f1") and m.abnormality_detection is not None and m.abnormality_detection.pairs:
         pairs = m.abnormality_detection.pairs
         task = np.concatenate([np.full(len(p.labels), t) for t, p in enumerate(pairs)])
