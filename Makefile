@@ -55,7 +55,7 @@ cluster: $(STAMP)  ## the cluster on this machine: PostgreSQL, Redis, two Celery
 bench: $(STAMP)  ## run every speed/ablation script in bench/ (not the test-split benchmark)
 	@for b in bench/*.py; do [ $$b = bench/benchmark.py ] && continue; echo "== $$b"; $(PY) $$b || exit 1; done
 
-benchmark: $(STAMP)  ## the one command that reads the test split: builds the benchmark cohort in data/benchmark, trains, writes bench/results/benchmark.json (~2.5 h)
+benchmark: $(STAMP)  ## the one command that reads the test split: builds the benchmark cohort in data/benchmark, trains, writes bench/results/benchmark.json (~1 h)
 	$(PY) bench/benchmark.py
 
 clean:  ## remove generated data and the Dagster instance (keeps .venv)
