@@ -119,6 +119,12 @@ def test_benchmark_writes_the_record_the_issue_specifies(root, tmp_path):
     parts = [wall[k] for k in ("cohort", "train", "load", "evaluate")]
     assert min(parts) >= 0 and sum(parts) == pytest.approx(wall["total"], abs=0.5)
     assert "| grounded-clip (paired) |" in bench.table(record)
+    # issue 14's OR target (organs that are not counted structures) rides beside the headline metrics
+    detail = record["detail"]
+    assert set(detail["methods"]) == set(record["methods"]) and set(detail["paired"]) == set(record["paired"])
+    distinct = detail["methods"]["grounded"]["or_acc_distinct"]
+    assert distinct["value"] is not None and 0.0 <= distinct["value"] <= 1.0 and len(distinct["per_seed"]) == 2
+    assert detail["methods"]["random"]["or_acc_distinct"]["value"] is None and detail["or_distinct_classes"] > 0
 
 
 def test_benchmark_cohort_is_reused_when_its_fingerprint_matches_and_rebuilt_otherwise(tmp_path):
