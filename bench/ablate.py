@@ -129,7 +129,9 @@ def train_pair(name: str, overrides: dict, data_root: Path, work: Path, curve_ev
             continue
         t0 = time.perf_counter()
         out_dir = work / name / f"{kind}_{key[:12]}"  # one folder per config and data: a cached model is never overwritten
+        print(f"  {name}: training the {kind} model, {cfg.steps} steps, into {out_dir}", flush=True)  # minutes of silence otherwise
         res = train(cfg, data_root, out_dir)
+        print(f"  {name}: {kind} model trained in {time.perf_counter() - t0:.0f} s", flush=True)
         out[kind] = {
             "model_path": str(res.model_path),
             "train_s": time.perf_counter() - t0,
