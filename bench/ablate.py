@@ -246,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\n=== {name}: {help_}", flush=True)
         stored = all_results.get(name, {}).get("train", {})
         # the recorded model paths, not <setting>/<kind>/: a global model may be shared from another setting
-        if args.reuse and all(Path(stored.get(k, {}).get("model_path", "")).is_file() for k in ("grounded", "global")):
+        if args.reuse and all(Path(stored.get(k, {}).get("model_path", "")).exists() for k in ("grounded", "global")):
             trained = stored
         else:
             trained = train_pair(name, overrides, args.data_root, args.work, args.curve_every, args.threads, args.preset)
