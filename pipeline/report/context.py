@@ -152,12 +152,12 @@ def _reindexed(f: Finding, index: int) -> Finding:
 
 class _Clauses(list):
     """Clause boundaries (sorted token offsets; clause k holds the tokens between boundary k-1 and k), and the
-    clauses that resume an earlier one after a relative clause set off by commas ("the nodule, which was seen
-    before, was not detected": the clause of "was not detected" resumes that of "the nodule")."""
+    clauses an earlier one resumes in after a relative clause set off by commas ("the nodule, which was seen
+    before, was not detected": "was not detected" continues the clause of "the nodule")."""
 
     def __init__(self, offsets: list[int]):
         super().__init__(offsets)
-        self.resumes: dict[int, tuple[int, int]] = {}  # resuming clause -> (resumed clause, tokens skipped)
+        self.resumed_in: dict[int, tuple[int, int]] = {}  # clause -> (the clause it resumes in, tokens skipped)
 
 
 _RELATIVE = frozenset({"which", "who"})
@@ -170,9 +170,8 @@ def _clauses(ms: list[Match], lower: "_Lower", t0: int, t1: int, question: bool)
     terms = [m.start for m in ms if m.kind == TERM]
     relative = []
     for start in terms:
-        if start > t0 and lower[start - 1:start + 1][0] == "," and lower[start:start + 1][0] in _RELATIVE:
-            following = [t for t in terms if t > start]
-            end = following[0] if following else t1
+        if start > t0 and lower[start - 1:start] == [","] and lower[start:start + 1][0] in _RELATIVE:
+            end = min((t for t in terms if t > start), default=t1)
             words = lower[start:end]
             if "," in words:
                 close = start + words.index(",") + 1  # the first token after the closing comma
@@ -191,8 +190,7 @@ def _clauses(ms: list[Match], lower: "_Lower", t0: int, t1: int, question: bool)
                 open_at = None
     out = _Clauses(sorted(set(terms)))
     for start, close in relative:
-        resumed = bisect_right(out, start - 1)
-        out.resumes[bisect_right(out, close)] = (resumed, close - start)
+        out.resumed_in.setdefault(bisect_right(out, start - 1), (bisect_right(out, close), close - start))
     return out
 
 
@@ -245,27 +243,25 @@ def _is_vertebra(organs: tuple[str, ...]) -> bool:
     return len(organs) == 1 and organs[0] in _SPINE
 
 
-def _status(m: Match, ms: list[Match], terms: list[int]) -> tuple[int | None, bool]:
+def _status(m: Match, ms: list[Match], terms: _Clauses) -> tuple[int | None, bool]:
     """(NEG, UNC, HIST or None for affirmed; whether the trigger is an interpretive hedge) for finding m."""
     clause = bisect_right(terms, m.start)
+    # "the nodule, which was seen before, was not detected": a trigger after the relative clause counts, its
+    # tokens left out of the distance
+    resumed, skipped = terms.resumed_in.get(clause, (None, 0))
     pre = post = None
     for t in ms:
-        if t.kind not in (NEG, UNC, HIST) or bisect_right(terms, t.start) != clause:
+        if t.kind not in (NEG, UNC, HIST):
+            continue
+        at = bisect_right(terms, t.start)
+        if at != clause and at != resumed:
             continue
         direction, window, _ = t.payload
         if t.end <= m.start and direction != "backward" and m.start - t.end <= window:
             pre = t  # the last one before m is the nearest
-        elif t.start >= m.end and direction != "forward" and t.start - m.end <= window and post is None:
+        elif (t.start >= m.end and direction != "forward" and t.start - m.end - (skipped if at == resumed else 0) <= window
+              and post is None):
             post = t
-    resumed_by = [k for k, (c, _) in terms.resumes.items() if c == clause] if isinstance(terms, _Clauses) else []
-    if post is None and resumed_by:  # "the nodule, which was seen before, was not detected"
-        k = resumed_by[0]
-        skipped = terms.resumes[k][1]
-        for t in ms:
-            if (t.kind in (NEG, UNC, HIST) and bisect_right(terms, t.start) == k and t.payload[0] != "forward"
-                    and 0 <= t.start - m.end - skipped <= t.payload[1]):
-                post = t
-                break
     hit = post if pre is None or (pre.kind == HIST and post is not None) else pre  # "previously seen X has resolved"
     if pre is not None and hit is pre and pre.kind == UNC and _negates(pre, ms, clause, terms):
         return NEG, False  # a negated hedge: "no finding in favor of pneumonia", "not suggestive of malignancy"
