@@ -131,10 +131,11 @@ def train_pair(name: str, overrides: dict, data_root: Path, work: Path, curve_ev
         out_dir = work / name / f"{kind}_{key[:12]}"  # one folder per config and data: a cached model is never overwritten
         print(f"  {name}: training the {kind} model, {cfg.steps} steps, into {out_dir}", flush=True)  # minutes of silence otherwise
         res = train(cfg, data_root, out_dir)
-        print(f"  {name}: {kind} model trained in {time.perf_counter() - t0:.0f} s", flush=True)
+        train_s = time.perf_counter() - t0
+        print(f"  {name}: {kind} model trained in {train_s:.0f} s", flush=True)
         out[kind] = {
             "model_path": str(res.model_path),
-            "train_s": time.perf_counter() - t0,
+            "train_s": train_s,
             "samples_per_s": res.samples_per_s,
             "final_losses": res.final_losses,
             "history": [{k: h[k] for k in h if k == "step" or k.endswith("loss") or k == "logit_scale"} for h in res.history],

@@ -273,12 +273,12 @@ def table(record: dict) -> str:
     rows = [f"| {m} | " + " | ".join(cell(record["methods"][m][k]) for k in METRICS) + " |" for m in record["methods"]]
     rows += [f"| {p} (paired) | " + " | ".join(cell(d[k]) for k in METRICS) + " |" for p, d in record["paired"].items()]
     studies = record["cohort"]["studies"]
-    split = " / ".join(str(studies[k]) for k in ("train", "val", "test")) if isinstance(studies, dict) else str(studies)
-    detail = record.get("detail") or {}
+    split = " / ".join(str(studies[k]) for k in ("train", "val", "test"))
+    detail = record.get("detail") or {}  # records written before it existed have none
     extra = ""
     if detail.get("methods"):
-        parts = [f"{m} {cell(v['or_acc_distinct'])}" for m, v in detail["methods"].items() if v["or_acc_distinct"].get("value") is not None]
-        parts += [f"{p} {cell(v['or_acc_distinct'])}" for p, v in detail["paired"].items() if v["or_acc_distinct"].get("value") is not None]
+        parts = [f"{name} {cell(v['or_acc_distinct'])}" for block in (detail["methods"], detail["paired"])
+                 for name, v in block.items() if v["or_acc_distinct"].get("value") is not None]
         extra = (f"\n\nOR accuracy without the counted structures (ribs, vertebrae; {detail['or_distinct_classes']} classes): "
                  + "; ".join(parts) + ".")
     foot = (f"\n\nSeeds {record['seeds']}; studies {split} (train / val / test); "

@@ -172,7 +172,7 @@ def test_paired_bootstrap_properties():
 def _record() -> dict:
     est = {"value": 0.5, "low": 0.4, "high": 0.6}
     metrics = ("or_acc", "ad_f1", "ad_auc", "td_auc", "ts_dsc")
-    return {"commit": "0" * 40, "command": "python bench/benchmark.py", "seeds": [0, 1], "cohort": {"studies": 480},
+    return {"commit": "0" * 40, "command": "python bench/benchmark.py", "seeds": [0, 1], "cohort": {"studies": {"train": 343, "val": 69, "test": 68}},
             "methods": {m: dict.fromkeys(metrics, est) for m in ("grounded", "clip", "random", "no_learning")},
             "paired": {p: dict.fromkeys(metrics, est) for p in ("grounded-clip", "grounded-no_learning")}}
 

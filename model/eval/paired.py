@@ -22,12 +22,9 @@ Items = tuple[metrics.Metric, tuple[np.ndarray, ...], np.ndarray]  # (metric, pe
 
 def metric_items(m: MethodResult, metric: str, td_headline: str = "probe_study") -> Items | None:
     """The per-item arrays behind one headline metric of ``m`` (None: not run or not applicable)."""
-    if metric == "or_acc" and m.organ_recognition is not None and m.organ_recognition.groups is not None:
-        r = m.organ_recognition
-        return metrics.ACCURACY, (r.y_true, r.y_pred), r.groups
-    if metric == "or_acc_distinct" and m.organ_recognition_distinct is not None and m.organ_recognition_distinct.groups is not None:
-        r = m.organ_recognition_distinct  # without the counted structures (ribs, vertebrae)
-        return metrics.ACCURACY, (r.y_true, r.y_pred), r.groups
+    if metric in ("or_acc", "or_acc_distinct"):  # distinct: without the counted structures (ribs, vertebrae)
+        r = m.organ_recognition if metric == "or_acc" else m.organ_recognition_distinct
+        return (metrics.ACCURACY, (r.y_true, r.y_pred), r.groups) if r is not None and r.groups is not None else None
     if metric in ("ad_auc", "ad_f1") and m.abnormality_detection is not None and m.abnormality_detection.pairs:
         pairs = m.abnormality_detection.pairs
         task = np.concatenate([np.full(len(p.labels), t) for t, p in enumerate(pairs)])
