@@ -241,3 +241,21 @@ def test_a_relative_clause_between_commas_keeps_a_finding_with_its_negation():
     assert places(text) == {("pleura", None)}
     assert places("Pleural effusion, which was not present in the previous examination, is seen on the right.",
                   "abnormal") == {("pleura", "pleural effusion")}
+
+
+def test_an_inline_comparison_holds_one_sentence():
+    """A one-statement section written on its header's line ends with its first sentence; the rest is read."""
+    text = "Comparison: CT angiography dated 25.12.2019. Calcified plaques are observed in the aortic wall."
+    assert places(text, "abnormal") == {("aorta", "aortic calcification")}
+    assert places("COMPARISON:\nCT of 2019.\nNodule in the liver.\n\nFINDINGS: Normal spleen.", "abnormal") == set()
+
+
+@pytest.mark.parametrize("text, status", [
+    ("The consolidation in the right lower lobe has significantly regressed.", "abnormal"),  # smaller, not gone
+    ("The consolidation in the right lower lobe has completely regressed.", "normal"),
+    ("The consolidation in the right lower lobe has partially resolved.", "abnormal"),
+    ("In the previous examination, consolidation was seen in the right lower lobe.", None),  # past only
+    ("A nodule in the right lower lobe in the previous examination is stable.", "abnormal"),  # past and now
+])
+def test_regression_and_the_previous_examination(text, status):
+    assert {f.status for f in extract_findings(text) if f.organ == "lung_lower_lobe_right"} == ({status} if status else set())

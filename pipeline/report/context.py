@@ -249,7 +249,7 @@ def _status(m: Match, ms: list[Match], terms: _Clauses) -> tuple[int | None, boo
     # "the nodule, which was seen before, was not detected": a trigger after the relative clause counts, its
     # tokens left out of the distance
     resumed, skipped = terms.resumed_in.get(clause, (None, 0))
-    pre = post = None
+    pre = post = past = None
     for t in ms:
         if t.kind not in (NEG, UNC, HIST):
             continue
@@ -259,9 +259,14 @@ def _status(m: Match, ms: list[Match], terms: _Clauses) -> tuple[int | None, boo
         direction, window, _ = t.payload
         if t.end <= m.start and direction != "backward" and m.start - t.end <= window:
             pre = t  # the last one before m is the nearest
-        elif (t.start >= m.end and direction != "forward" and t.start - m.end - (skipped if at == resumed else 0) <= window
-              and post is None):
-            post = t
+        elif t.start >= m.end and direction != "forward" and t.start - m.end - (skipped if at == resumed else 0) <= window:
+            # a past mention yields to what is said of now: "X described in the previous examination could not be
+            # selected" is negated
+            if t.kind == HIST:
+                past = past or t
+            else:
+                post = post or t
+    post = post or past
     hit = post if pre is None or (pre.kind == HIST and post is not None) else pre  # "previously seen X has resolved"
     if pre is not None and hit is pre and pre.kind == UNC and _negates(pre, ms, clause, terms):
         return NEG, False  # a negated hedge: "no finding in favor of pneumonia", "not suggestive of malignancy"

@@ -55,6 +55,9 @@ _ABBREV = frozenset(
 )
 _UNITS = frozenset("cm mm ml cc hu min sec cm2 mm2 kg mg".split())
 _CONTINUE = frozenset("and or of the a an with to in for by at from as is are was were but than".split())
+# sections that state one thing: written inline ("Comparison: CT of 25.12.2019. Trachea ..."), only their first
+# sentence is theirs, and the report goes on header-less
+_ONE_SENTENCE = frozenset({"comparison"})
 
 
 @lru_cache(maxsize=1)
@@ -155,6 +158,12 @@ def _newline_splits(text: str, pos: int, start: int, end: int) -> bool:
     return not (last and last.group(1).lower() in _CONTINUE)
 
 
+def _inline(text: str, start: int, end: int) -> bool:
+    """Whether the section's text starts on its header's line."""
+    line_end = text.find("\n", start, end)
+    return _LETTER.search(text, start, end if line_end < 0 else line_end) is not None
+
+
 def sentences(text: str) -> list[Sentence]:
     """Sentences of the findings-bearing and skipped sections alike, each tagged with its section."""
     headers = _headers(text)
@@ -172,6 +181,7 @@ def sentences(text: str) -> list[Sentence]:
             else:
                 organ_header = None
         cuts = _split_points(text, seg_start, seg_end)
+        inline = h is not None and h.kind == "section" and h.name in _ONE_SENTENCE and _inline(text, seg_start, seg_end)
         for a, b in zip(cuts, cuts[1:]):
             raw = text[a:b]
             if organ_header is not None and _BLANK_LINE.search(raw) and out and out[-1].header:
@@ -186,4 +196,6 @@ def sentences(text: str) -> list[Sentence]:
                 continue
             oh = organ_header
             out.append(Sentence(a, b, section, oh.name if oh else None, oh.organs if oh else ()))
+            if inline:
+                section, inline = BODY, False
     return out
