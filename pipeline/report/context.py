@@ -100,9 +100,10 @@ class ReportComponent:
         self.lexicon = lexicon
         self.skip = skip_sections
         # Reports are written from templates: about half the sentences of the 755 CT-RATE development reports
-        # occur in another of them. A sentence's findings depend only on its text, tokens, matches and header
-        # (_sentence reads nothing outside tokens t0..t1), so they are kept under that key and reused, with the
-        # sentence's index in its report set anew. Cleared when full (10,000 sentences: about 25 MB, some 900 reports).
+        # occur in another of them. A sentence's findings depend only on its text, section and header (its
+        # tokens are those of its text, and matching and _sentence read nothing outside them), so they are kept
+        # under that key and reused before any matching, with the sentence's index in its report set anew.
+        # Cleared when full (10,000 sentences: about 25 MB, some 900 reports).
         self.memo: dict[tuple, list[Finding]] = {}
         self.memo_size = memo_size
 
@@ -118,24 +119,20 @@ class ReportComponent:
         arr = doc.to_array([IDX, LOWER, SPACY])  # token offsets, lower-case forms, trailing spaces: no Tokens built
         idx = arr[:, 0].tolist()
         lower_ids = arr[:, 1].tolist()
-        matches = self.lexicon.matches(doc, lower_ids, arr[:, 2].tolist())
-        starts = [m.start for m in matches]
+        space = arr[:, 2].tolist()
         lower = _Lower(doc.vocab.strings, lower_ids)
         out: list[Finding] = []
         memo = self.memo
         for i, s in enumerate(sents):
-            t0, t1 = bisect_left(idx, s.start), bisect_left(idx, s.end)
-            if t1 <= t0:
-                continue
-            lo, hi = bisect_left(starts, t0), bisect_left(starts, t1)
-            ms = [m for m in matches[lo:hi] if m.end <= t1]
-            if not ms and not s.header_organs:
-                continue
-            key = (text[s.start:s.end], s.section, s.header, s.header_organs, idx[t0] - s.start,
-                   tuple(lower_ids[t0:t1]), tuple([(m.start - t0, m.end - m.start, m.kind, id(m.payload)) for m in ms]))
+            key = (text[s.start:s.end], s.section, s.header, s.header_organs)
             found = memo.get(key)
             if found is None:
-                found = _sentence(lower, text, idx, s, ms, i, t0, t1)
+                found = []
+                t0, t1 = bisect_left(idx, s.start), bisect_left(idx, s.end)
+                if t1 > t0:
+                    ms = self.lexicon.matches(doc, lower_ids, space, t0, t1)
+                    if ms or s.header_organs:
+                        found = _sentence(lower, text, idx, s, ms, i, t0, t1)
                 if len(memo) >= self.memo_size:
                     memo.clear()
                 memo[key] = found

@@ -107,17 +107,21 @@ class Lexicon:
         self._coordinators = frozenset(nlp.vocab.strings.add(w) for w in ("or", "and", "-", "/"))  # LOWER ids
         self._list_marks = self._coordinators | {nlp.vocab.strings.add(",")}
         self._hyphen = nlp.vocab.strings.add("-")
+        self.strings = nlp.vocab.strings
         for table, matcher in ((lower, self.lower), (exact, self.exact)):
             for key, phrases in table.items():
                 matcher.add(key, list(nlp.tokenizer.pipe(phrases)))
 
-    def matches(self, doc: Doc, lower: list[int], space: list[bool]) -> list[Match]:
-        """Longest non-overlapping matches, sorted by position; `lower` and `space` are the doc's LOWER and
-        SPACY columns (read once by the caller)."""
+    def matches(self, doc: Doc, lower: list[int], space: list[bool], t0: int = 0, t1: int | None = None) -> list[Match]:
+        """Longest non-overlapping matches inside tokens t0..t1 (default the whole doc), sorted by position;
+        `lower` and `space` are the doc's LOWER and SPACY columns (read once by the caller). Nothing reaches
+        outside the range, so a sentence's matches depend on its tokens alone."""
+        t1 = len(doc) if t1 is None else t1
+        part = doc if (t0, t1) == (0, len(doc)) else doc[t0:t1]
         payload = self.payload
-        cands = [(s - e, payload[k][0], s, e, k) for k, s, e in self.lower(doc) + self.exact(doc)]
+        cands = [(s - e, payload[k][0], s, e, k) for k, s, e in self.lower(part) + self.exact(part)]
         cands.sort()  # longest first, then by kind priority, then leftmost
-        taken = bytearray(len(doc) + 1)
+        taken = bytearray(t1 + 1)
         out = []
         for _, kind, s, e, k in cands:
             if e - s == 1:
@@ -130,45 +134,44 @@ class Lexicon:
                 taken[s:e] = b"\x01" * (e - s)
             out.append(Match(s, e, kind, payload[k][1]))
         out.sort()
-        return self._compounds(doc, out, lower, space)
+        return self._compounds(out, lower, space, t0, t1)
 
-    def _compounds(self, doc: Doc, out: list[Match], lower: list[int], space: list[bool]) -> list[Match]:
+    def _compounds(self, out: list[Match], lower: list[int], space: list[bool], t0: int, t1: int) -> list[Match]:
         """Coordinated modifiers sharing one head noun. Hyphenated, after the finding: in "pleural
         effusion-thickening" the second word shares the head of the first finding ("pleural thickening").
         Before it: in "pleural or pericardial effusion" and "pleural-pericardial effusion" the first word
         shares the finding's head ("pleural effusion"). Where that phrase is a finding, it is matched on the
         extra word (replacing a shorter reading of it, such as the organ "pleural")."""
         extra = []
-        strings = doc.vocab.strings
+        strings = self.strings
         hyphen = self._hyphen
         coordinators = self._coordinators
-        n = len(lower)
         named = None  # tokens inside organ matches, read where a list may precede one
         for m in out:
-            if m.kind == ORG and m.end - m.start >= 2 and m.start >= 2 and lower[m.start - 1] in self._list_marks:
+            if m.kind == ORG and m.end - m.start >= 2 and m.start - 2 >= t0 and lower[m.start - 1] in self._list_marks:
                 if named is None:
                     named = {i for x in out if x.kind == ORG for i in range(x.start, x.end)}
-                extra += self._organ_list(m, lower, strings, named)
+                extra += self._organ_list(m, lower, strings, named, t0)
             if m.kind != ABN:
                 continue
             s, e = m.start, m.end
-            if e + 1 < n and lower[e] == hyphen and not space[e - 1] and not space[e]:
+            if e + 1 < t1 and lower[e] == hyphen and not space[e - 1] and not space[e]:
                 hit = self.findings.get(" ".join([strings[h] for h in lower[s:e - 1]] + [strings[lower[e + 1]]]))
                 if hit is not None:
                     extra.append(Match(e + 1, e + 2, ABN, hit))
-            if e - s >= 2 and s >= 2 and lower[s - 1] in coordinators:
+            if e - s >= 2 and s - 2 >= t0 and lower[s - 1] in coordinators:
                 hit = self.findings.get(" ".join([strings[lower[s - 2]]] + [strings[h] for h in lower[s + 1:e]]))
                 if hit is not None:
                     extra.append(Match(s - 2, s - 1, ABN, hit))
         if not extra:
             return out
-        replaced = bytearray(n + 1)
+        replaced = bytearray(t1 + 1)
         for x in extra:
             replaced[x.start:x.end] = b"\x01" * (x.end - x.start)
         kept = [m for m in out if replaced.find(1, m.start, m.end) < 0]
         return sorted(kept + extra)
 
-    def _organ_list(self, m: Match, lower: list[int], strings, named: set[int]) -> list[Match]:
+    def _organ_list(self, m: Match, lower: list[int], strings, named: set[int], t0: int) -> list[Match]:
         """Words listed before an organ phrase that share its head: in "the upper, middle and lower lobes"
         "upper" and "middle" are the upper and middle lobes (the head is also tried singular: "middle lobe").
         A word that is already part of an organ mention keeps it ("the left 7th and 8th ribs")."""
@@ -176,7 +179,7 @@ class Lexicon:
         singular = head[:-1] + [head[-1][:-1]] if head[-1].endswith("s") else None
         out = []
         j = m.start
-        while j >= 2 and lower[j - 1] in self._list_marks and j - 2 not in named:
+        while j - 2 >= t0 and lower[j - 1] in self._list_marks and j - 2 not in named:
             word = strings[lower[j - 2]]
             hit = self.organ_terms.get(" ".join([word] + head))
             if hit is None and singular:
