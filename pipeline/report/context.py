@@ -43,6 +43,7 @@ _SIZE = re.compile(
     r"(mm|cm|millimet(?:er|re)s?|centimet(?:er|re)s?)\b",
     re.I,
 )
+_DIGIT = re.compile(r"\d")
 _MEASURE = frozenset({"diameter", "diameters", "caliber", "calibre", "calibration", "measured", "measures", "measuring", "width"})
 _DILATATION = abnormality("dilatation")
 _REGION_KEYS = frozenset([REGION + r for r in REGIONS] + [ELSEWHERE])
@@ -123,6 +124,7 @@ class ReportComponent:
         lower = _Lower(doc.vocab.strings, lower_ids)
         out: list[Finding] = []
         memo = self.memo
+        cands: list[tuple[int, int, int]] | None = None  # the doc's phrase matches, found at the first memo miss
         for i, s in enumerate(sents):
             key = (text[s.start:s.end], s.section, s.header, s.header_organs)
             found = memo.get(key)
@@ -130,8 +132,12 @@ class ReportComponent:
                 found = []
                 t0, t1 = bisect_left(idx, s.start), bisect_left(idx, s.end)
                 if t1 > t0:
-                    ms = self.lexicon.matches(doc, lower_ids, space, t0, t1)
-                    if ms or s.header_organs:
+                    if cands is None:
+                        cands = self.lexicon.candidates(doc)
+                        starts = [c[0] for c in cands]
+                    inside = [c for c in cands[bisect_left(starts, t0):bisect_left(starts, t1)] if c[1] <= t1]
+                    ms = self.lexicon.matches(inside, lower_ids, space, t0, t1)
+                    if _may_find(ms, key[0]):
                         found = _sentence(lower, text, idx, s, ms, i, t0, t1)
                 if len(memo) >= self.memo_size:
                     memo.clear()
@@ -140,6 +146,14 @@ class ReportComponent:
                 found = [_reindexed(f, i) for f in found]
             out.extend(found)
         return out
+
+
+def _may_find(ms: list[Match], sentence_text: str) -> bool:
+    """Whether _sentence can find anything: only findings, normal statements and sizes (a vessel's diameter)
+    make findings; the header's organs count only through a normal statement."""
+    if any(m.kind == ABN or m.kind == NORM for m in ms):
+        return True
+    return _DIGIT.search(sentence_text) is not None and any(m.kind == ORG for m in ms)
 
 
 def _reindexed(f: Finding, index: int) -> Finding:

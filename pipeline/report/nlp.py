@@ -112,18 +112,20 @@ class Lexicon:
             for key, phrases in table.items():
                 matcher.add(key, list(nlp.tokenizer.pipe(phrases)))
 
-    def matches(self, doc: Doc, lower: list[int], space: list[bool], t0: int = 0, t1: int | None = None) -> list[Match]:
-        """Longest non-overlapping matches inside tokens t0..t1 (default the whole doc), sorted by position;
+    def candidates(self, doc: Doc) -> list[tuple[int, int, int]]:
+        """Every phrase match of the doc, overlapping ones included, as (start, end, key) sorted by start."""
+        return sorted((s, e, k) for k, s, e in self.lower(doc) + self.exact(doc))
+
+    def matches(self, cands: list[tuple[int, int, int]], lower: list[int], space: list[bool], t0: int, t1: int) -> list[Match]:
+        """Longest non-overlapping matches among `cands` (those lying inside tokens t0..t1), sorted by position;
         `lower` and `space` are the doc's LOWER and SPACY columns (read once by the caller). Nothing reaches
         outside the range, so a sentence's matches depend on its tokens alone."""
-        t1 = len(doc) if t1 is None else t1
-        part = doc if (t0, t1) == (0, len(doc)) else doc[t0:t1]
         payload = self.payload
-        cands = [(s - e, payload[k][0], s, e, k) for k, s, e in self.lower(part) + self.exact(part)]
-        cands.sort()  # longest first, then by kind priority, then leftmost
+        ranked = [(s - e, payload[k][0], s, e, k) for s, e, k in cands]
+        ranked.sort()  # longest first, then by kind priority, then leftmost
         taken = bytearray(t1 + 1)
         out = []
-        for _, kind, s, e, k in cands:
+        for _, kind, s, e, k in ranked:
             if e - s == 1:
                 if taken[s]:
                     continue

@@ -111,18 +111,17 @@ def _split_points(text: str, start: int, end: int) -> list[int]:
     """Sentence boundaries (character offsets) inside text[start:end]."""
     cuts = [start]
     for m in _BOUNDARY.finditer(text, start, end):
-        pos = m.end()
-        if m.group() == "\n":
-            if _newline_splits(text, m.start(), start, end):
+        pos, at, mark = m.end(), m.start(), m.group()
+        if mark == "\n":
+            if _newline_splits(text, at, start, end):
                 cuts.append(pos)
             continue
-        if "?" in m.group():
-            before = text[cuts[-1]:m.start()]
+        if "?" in mark:
+            before = text[cuts[-1]:at]
             if before.count("(") > before.count(")"):
                 continue  # a question inside parentheses: "(small airway disease? small vessel disease?)"
-        if m.group() == ".":  # a period after an abbreviation, a unit or an initial may not end the sentence
-            word = _WORD_END.search(text, max(start, m.start() - 12), m.start())
-            w = word.group(1).lower().rstrip(".") if word else ""
+        if mark == ".":  # a period after an abbreviation, a unit or an initial may not end the sentence
+            w = _word_before(text, start, at)
             if w in _ABBREV or w in _UNITS or len(w) == 1:
                 nxt = _NEXT_CHAR.match(text, pos, end).group(1)
                 if w in _ABBREV and not (w == "no" and not nxt.isdigit()):
@@ -139,6 +138,16 @@ def _split_points(text: str, start: int, end: int) -> list[int]:
         cuts += (m.start(), m.end())  # the mark alone has no letters and is dropped
     cuts.append(end)
     return sorted(set(cuts))
+
+
+def _word_before(text: str, start: int, at: int) -> str:
+    """The lower-case word (letters and inner periods, within 12 characters) that ends at `at`, or ""."""
+    space = text.rfind(" ", start, at)
+    word = text[space + 1:at]  # most words follow a space and are letters only: no regex needed
+    if word.isascii() and word.isalpha():
+        return word.lower() if len(word) <= 12 else word[-12:].lower()
+    found = _WORD_END.search(text, max(start, at - 12), at)
+    return found.group(1).lower().rstrip(".") if found else ""
 
 
 def _newline_splits(text: str, pos: int, start: int, end: int) -> bool:
