@@ -56,6 +56,19 @@ def test_segmentation_decoder_reduces_loss_on_a_toy_lesion():
     assert net(torch.as_tensor(vol)[None, None]).shape == (1, 2, 16, 16, 16)
 
 
+def test_segmentation_head_starts_at_the_lesion_base_rate():
+    """Prior initialisation: the head's bias alone gives the lesion class the training masks' voxel share, so the
+    decoder does not spend its first steps learning that lesions are rare (from p = 0.5 it ended on all background)."""
+    vol = np.zeros((16, 16, 16), np.float32)
+    lesion = np.zeros(vol.shape, bool)
+    lesion[4:6, 4:6, 4:6] = True
+    net, _ = train_segmentation(tiny_glip(), [(vol, lesion)], SegBudget(steps=0, width=4))
+    share = float(torch.softmax(net.decoder.head[-1].bias, 0)[1])
+    assert math.isclose(share, lesion.mean(), rel_tol=1e-4)
+    off, _ = train_segmentation(tiny_glip(), [(vol, lesion)], SegBudget(steps=0, width=4, prior_init=False))
+    assert not math.isclose(float(torch.softmax(off.decoder.head[-1].bias, 0)[1]), lesion.mean(), rel_tol=0.5)
+
+
 def test_compare_initialisations_uses_equal_budget_and_seed():
     data = synthetic_data(n_per_split=2, size=16)
     train = [(c.volume, c.lesion) for c in data.split("train")]
