@@ -52,7 +52,7 @@ class TrainSettings(dg.Config):
 
 def verified_model(ref: dict) -> Path:
     """The checkpoint a model asset's value points to, refused if it changed since that materialization."""
-    from model.eval.data import fingerprint  # torch loads with it: see run_training
+    from model.files import fingerprint
 
     path = Path(ref["model_path"])
     digest = fingerprint(path)
@@ -62,10 +62,9 @@ def verified_model(ref: dict) -> Path:
 
 
 def run_training(context: dg.AssetExecutionContext, kind: str, settings: TrainSettings, data: DataRoot, pipes: dg.PipesSubprocessClient):
-    # torch and MONAI load here, not at import: a process that only loads the Definitions (a step worker, the UI's
-    # code server, a Celery worker) does not pay for them
-    from model.checkpoint import CARD
-    from model.eval.data import fingerprint
+    # no torch in this process: the step worker only launches the trainer and fingerprints what it wrote (importing
+    # torch and MONAI here cost seconds before each trainer started)
+    from model.files import CARD, fingerprint
 
     root = data.root()
     config = settings.to_config(kind)

@@ -107,7 +107,7 @@ def base_config(preset: str, overrides: dict):
 def train_pair(name: str, overrides: dict, data_root: Path, work: Path, curve_every: int | None, threads: int,
                preset: str = "demo") -> dict:
     from model.config import replace
-    from model.eval.data import fingerprint
+    from model.files import fingerprint
     from model.train import train
     from pipeline.tables import table_path
 

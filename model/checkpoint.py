@@ -30,6 +30,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from model.config import ModelConfig, TrainConfig
+from model.files import CARD, CONFIG, WEIGHTS
 from model.network import CTGlip
 from model.preprocess import Preprocessing
 from model.text import CachedTextEncoder
@@ -38,7 +39,6 @@ from pipeline.atomic import atomic_path, write_json
 log = logging.getLogger(__name__)
 
 FORMAT = "ct-glip/1"  # bump when what the files hold changes; older files are refused with a message
-WEIGHTS, CONFIG, CARD = "model.safetensors", "config.json", "README.md"
 CONVERT = "python -m model.convert"
 
 _STEP_FILE = re.compile(r"^step_(\d+)\.pt$")

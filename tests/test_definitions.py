@@ -92,3 +92,17 @@ def test_cluster_instance_config_is_valid(monkeypatch, tmp_path):
     assert "postgres" in config["storage"]
     assert set(executor_config()) >= {"broker", "backend", "config_source"}
     assert yaml.safe_load((REPO / "deploy" / "k8s" / "values.yaml").read_text())["runLauncher"]["type"] == "CeleryK8sRunLauncher"
+
+
+def test_a_step_worker_loads_no_monai():
+    """A step worker loads the Definitions and, for a training step, only launches the trainer and fingerprints its
+    output: MONAI (and the transformers it pulls in) stay out of that process, which cost seconds before each
+    trainer started."""
+    import subprocess
+    import sys
+
+    code = ("import sys; import assets.definitions, assets.training; from model.files import CARD, fingerprint; "
+            "print(sorted(m for m in ('monai', 'transformers') if m in sys.modules))")
+    run = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == "[]"

@@ -10,7 +10,7 @@ import pytest
 
 from assets.inference import EmbeddingSettings, study_embeddings
 from assets.resources import DataRoot
-from model.eval.data import fingerprint
+from model.files import fingerprint
 from model.fake_data import make_fake_data_root, tiny_config
 from model.inference import STUDY
 from model.train import train

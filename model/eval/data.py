@@ -13,7 +13,6 @@ are taken from it instead (``labels="image"``); elsewhere the report is the only
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from model.files import fingerprint
 from model.preprocess import Preprocessing, prepare_study
 
 log = logging.getLogger(__name__)
@@ -75,22 +75,6 @@ def _resolve(root: Path, path: str | None, default: Path) -> Path:
         return default
     p = Path(path)
     return p if p.is_absolute() else root / p
-
-
-def fingerprint(path: str | os.PathLike) -> str:
-    """sha256 of a file's bytes (as ``sha256sum``), or of a folder's files (relative names and bytes), for provenance."""
-    path = Path(path)
-    h = hashlib.sha256()
-    if path.is_file():
-        with open(path, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
-        return h.hexdigest()
-    for f in sorted(path.rglob("*")):
-        if f.is_file():
-            h.update(str(f.relative_to(path)).encode())
-            h.update(f.read_bytes())
-    return h.hexdigest()
 
 
 def load_eval_data(

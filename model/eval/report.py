@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from model.eval import metrics as M
-from model.eval.data import fingerprint
+from model.files import fingerprint
 from model.eval.evaluate import HEADLINE, EvalResult
 from model.eval.metrics import Estimate
 from model.eval.plots import grouped_bars_png, roc_png
