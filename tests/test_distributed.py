@@ -192,3 +192,43 @@ def test_graph_over_celery_workers_matches_a_local_run(cluster, tmp_path, monkey
         assert all(w.startswith("gpu@") for w in worker_of[key]), (key, worker_of[key])
     assert {q for q in queue_of.values()} == {"cpu", "gpu"}
     instance.dispose()
+
+
+def test_up_stops_every_piece_when_it_is_terminated():
+    """`make cluster` stops PostgreSQL, Redis, the workers, the daemon and the UI on SIGTERM as on Ctrl-C: each runs in
+    a session of its own, so only `up` can stop them."""
+    reason = local.missing_servers()
+    if reason:
+        pytest.skip(reason)
+    ports = local.Ports(local.free_port(), local.free_port(), local.free_port())
+    state = Path(tempfile.mkdtemp(prefix="ctglip-up-"))  # not tmp_path: as in the `cluster` fixture
+    state.chmod(0o755)
+    cmd = [str(local.BIN / "python"), "-m", "deploy.cluster.local", "up", "--state", str(state), "--data", str(state / "data"),
+           "--postgres-port", str(ports.postgres), "--redis-port", str(ports.redis), "--ui-port", str(ports.webserver)]
+    up = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        lines = []
+        for line in up.stdout:
+            lines.append(line)
+            if "cluster up" in line:
+                break
+        assert any("cluster up" in x for x in lines), "".join(lines)
+        assert _pieces(state), "no piece found running under the state folder"
+        up.send_signal(signal.SIGTERM)
+        assert up.wait(120) == 0
+        deadline = time.monotonic() + 30
+        while _pieces(state) and time.monotonic() < deadline:
+            time.sleep(1)
+        assert not _pieces(state), _pieces(state)
+    finally:
+        if up.poll() is None:
+            up.kill()
+        for pid in _pieces(state):
+            subprocess.run(["kill", "-KILL", str(pid)], check=False)
+        shutil.rmtree(state, ignore_errors=True)
+
+
+def _pieces(state: Path) -> list[int]:
+    """Processes whose command line names the state folder (PostgreSQL, Redis, workers, daemon, UI)."""
+    out = subprocess.run(["pgrep", "-f", str(state)], capture_output=True, text=True).stdout
+    return [int(p) for p in out.split()]

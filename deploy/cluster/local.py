@@ -197,6 +197,10 @@ def up(cluster: Cluster) -> int:
         print(reason, file=sys.stderr)
         return 1
     procs: list[tuple[str, subprocess.Popen]] = []
+    # each piece runs in a session of its own, so a stop sent to this process alone (a service manager's SIGTERM,
+    # a closed terminal's SIGHUP) must stop them as Ctrl-C does, or they outlive it
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _interrupt)
     try:
         procs.append(("postgres", start_postgres(cluster)))
         procs.append(("redis", start_redis(cluster)))
@@ -227,6 +231,10 @@ def up(cluster: Cluster) -> int:
     finally:
         for _, p in reversed(procs):
             stop(p, signal.SIGINT)  # SIGINT: PostgreSQL's fast shutdown, Celery's warm one
+
+
+def _interrupt(signum: int, frame) -> None:
+    raise KeyboardInterrupt
 
 
 def main(argv: list[str] | None = None) -> int:
