@@ -142,8 +142,7 @@ def _split_points(text: str, start: int, end: int) -> list[int]:
 
 def _word_before(text: str, start: int, at: int) -> str:
     """The lower-case word (letters and inner periods, within 12 characters) that ends at `at`, or ""."""
-    space = text.rfind(" ", start, at)
-    word = text[space + 1:at]  # most words follow a space and are letters only: no regex needed
+    word = text[max(text.rfind(" ", start, at) + 1, start):at]  # most words follow a space and are letters only
     if word.isascii() and word.isalpha():
         return word.lower() if len(word) <= 12 else word[-12:].lower()
     found = _WORD_END.search(text, max(start, at - 12), at)
