@@ -28,6 +28,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python bench/prompt_geometry.py", description=__doc__.split("\n\n")[0])
     ap.add_argument("--pair", action="append", help="ORGAN:ABNORMALITY (vocabulary names); default six pairs")
     args = ap.parse_args(argv)
+    for pair in args.pair or []:
+        if pair.count(":") != 1 or not all(pair.split(":")):
+            ap.error(f"--pair takes ORGAN:ABNORMALITY, e.g. liver:mass; got {pair!r}")
 
     import torch
 
