@@ -254,8 +254,6 @@ def test_regex_tokenizer_tokens_and_whitespace():
 
 
 def test_sentence_memo_gives_the_findings_of_a_fresh_reading():
-    from dataclasses import astuple
-
     from pipeline.report import ReportConfig
     from pipeline.report.nlp import build_nlp
 
@@ -267,12 +265,12 @@ def test_sentence_memo_gives_the_findings_of_a_fresh_reading():
     comp.memo.clear()
     fresh = []
     for r in reports:
-        fresh.append([astuple(f) for f in extract_findings(r)])
+        fresh.append([tuple(f) for f in extract_findings(r)])
         comp.memo.clear()
     for r in reports:  # the memo now holds the earlier reports' sentences
         extract_findings(r)
     assert len(comp.memo) == 5  # 7 sentences with findings, 2 of them repeated
-    assert [[astuple(f) for f in extract_findings(r)] for r in reports] == fresh
+    assert [[tuple(f) for f in extract_findings(r)] for r in reports] == fresh
     assert [f.sentence_index for f in extract_findings(reports[1]) if f.abnormality == "nodule"] == [1]
 
 

@@ -20,6 +20,7 @@ from bisect import bisect_left, bisect_right
 from dataclasses import dataclass
 
 from spacy.attrs import IDX, LOWER, SPACY
+from spacy.strings import hash_string
 from spacy.tokens import Doc
 
 from pipeline import vocab
@@ -38,8 +39,9 @@ _PART = frozenset("""segment segments subsegment subsegments superior inferior a
     apicoposterior anteromedial posterobasal laterobasal mediobasal anterobasal basal part parts portion portions zone
     zones region regions area areas aspect aspects section sections peripheral central subpleural lobe lobes""".split())
 _RANGE = frozenset({"-", "\u2013", "through", "to", "thru"})
+# (\d\d* rather than \d+: a pattern that starts with a character class lets re skip ahead to the next digit)
 _SIZE = re.compile(
-    r"(\d+(?:\.\d+)?)(?:\s*(?:x|\u00d7|by)\s*(\d+(?:\.\d+)?))?(?:\s*(?:x|\u00d7|by)\s*(\d+(?:\.\d+)?))?\s*"
+    r"(\d\d*(?:\.\d+)?)(?:\s*(?:x|\u00d7|by)\s*(\d+(?:\.\d+)?))?(?:\s*(?:x|\u00d7|by)\s*(\d+(?:\.\d+)?))?\s*"
     r"(mm|cm|millimet(?:er|re)s?|centimet(?:er|re)s?)\b",
     re.I,
 )
@@ -51,7 +53,7 @@ _GROUP = {name: o.group for name, o in vocab.organs().items()}
 _SPINE = [n for n in vocab.groups()["spine"] if n.startswith("vertebrae_")][::-1]  # C1 .. S1
 
 
-@dataclass
+@dataclass(slots=True)
 class _Run:
     start: int
     end: int
@@ -62,7 +64,7 @@ class _Run:
     scoped: bool = False  # a mention joined it after "of" ("the upper lobes of both lungs, ...")
 
 
-@dataclass
+@dataclass(slots=True)
 class _Organ:
     abnormal: dict  # canonical -> size
     uncertain: dict
@@ -81,17 +83,31 @@ def _sizes(text: str, offset: int) -> list[tuple[int, float]]:
     return out
 
 
+_SIDE_WORDS = {"left": "left", "right": "right", "bilateral": "both", "both": "both", "bilaterally": "both"}
+_SIDE_IDS = {hash_string(w): side for w, side in _SIDE_WORDS.items()}  # LOWER ids
+
+
 class _Lower:
     """Lower-case token texts, looked up only for the slices asked for (a few gap tokens per finding)."""
 
-    __slots__ = ("strings", "hashes")
+    __slots__ = ("strings", "hashes", "_sides")
 
     def __init__(self, strings, hashes: list[int]):
         self.strings, self.hashes = strings, hashes
+        self._sides: tuple[list[int], list[str]] | None = None  # the doc's side words: positions, sides
 
     def __getitem__(self, window: slice) -> list[str]:
         strings = self.strings
         return [strings[h] for h in self.hashes[window]]
+
+    def sides(self, start: int, end: int) -> set[str]:
+        """Sides named by side words among tokens start..end (found once per doc, on the hashes)."""
+        if self._sides is None:
+            ids = _SIDE_IDS
+            at = [i for i, h in enumerate(self.hashes) if h in ids]
+            self._sides = (at, [ids[self.hashes[i]] for i in at])
+        at, named = self._sides
+        return set(named[bisect_left(at, start):bisect_left(at, end)])
 
 
 class ReportComponent:
@@ -124,7 +140,7 @@ class ReportComponent:
         lower = _Lower(doc.vocab.strings, lower_ids)
         out: list[Finding] = []
         memo = self.memo
-        cands: list[tuple[int, int, int]] | None = None  # the doc's phrase matches, found at the first memo miss
+        cands: list[tuple[int, int, int, int, int]] | None = None  # the doc's phrase matches, found at the first memo miss
         for i, s in enumerate(sents):
             key = (text[s.start:s.end], s.section, s.header, s.header_organs)
             found = memo.get(key)
@@ -134,8 +150,8 @@ class ReportComponent:
                 if t1 > t0:
                     if cands is None:
                         cands = self.lexicon.candidates(doc)
-                        starts = [c[0] for c in cands]
-                    inside = [c for c in cands[bisect_left(starts, t0):bisect_left(starts, t1)] if c[1] <= t1]
+                        starts = [c[2] for c in cands]
+                    inside = [c for c in cands[bisect_left(starts, t0):bisect_left(starts, t1)] if c[3] <= t1]
                     ms = self.lexicon.matches(inside, lower_ids, space, t0, t1)
                     if _may_find(ms, key[0]):
                         found = _sentence(lower, text, idx, s, ms, i, t0, t1)
@@ -179,6 +195,8 @@ def _clauses(ms: list[Match], lower: "_Lower", t0: int, t1: int, question: bool)
     ("mosaic attenuation (small airway disease?)": the question hedges only what it holds); a relative clause
     between commas ends at its closing comma, and what follows resumes the clause before it."""
     terms = [m.start for m in ms if m.kind == TERM]
+    if not terms and not question:
+        return _Clauses(terms)
     relative = []
     for start in terms:
         if start > t0 and lower[start - 1:start] == [","] and lower[start:start + 1][0] in _RELATIVE:
@@ -209,7 +227,7 @@ def _runs(lower: _Lower, orgs: list[Match], rels: list[Match], terms: list[int])
     runs: list[_Run] = []
     for m in orgs:
         clause = bisect_right(terms, m.start)
-        landmark = any(r.end <= m.start <= r.end + 2 and bisect_right(terms, r.start) == clause for r in rels)
+        landmark = bool(rels) and any(r.end <= m.start <= r.end + 2 and bisect_right(terms, r.start) == clause for r in rels)
         organs = m.payload[0]
         if runs and runs[-1].clause == clause:
             prev = runs[-1]
@@ -240,7 +258,7 @@ def _runs(lower: _Lower, orgs: list[Match], rels: list[Match], terms: list[int])
                 continue
             if all(g in _CONNECT for g in gap) and prev.landmark == landmark:
                 sides = {side_of(o) for o in prev.organs}
-                if len(sides) == 1 and None not in sides and not _SIDE_WORDS.keys() & set(lower[m.start:m.end]):
+                if len(sides) == 1 and None not in sides and not lower.sides(m.start, m.end):
                     organs = narrow(organs, sides.pop())  # "left 7th and 8th ribs"
                 prev.organs = tuple(dict.fromkeys(prev.organs + organs))
                 prev.end, prev.last = m.end, organs
@@ -254,16 +272,17 @@ def _is_vertebra(organs: tuple[str, ...]) -> bool:
     return len(organs) == 1 and organs[0] in _SPINE
 
 
-def _status(m: Match, ms: list[Match], terms: _Clauses) -> tuple[int | None, bool]:
-    """(NEG, UNC, HIST or None for affirmed; whether the trigger is an interpretive hedge) for finding m."""
+def _status(m: Match, triggers: list[Match], ms: list[Match], terms: _Clauses) -> tuple[int | None, bool]:
+    """(NEG, UNC, HIST or None for affirmed; whether the trigger is an interpretive hedge) for finding m;
+    `triggers` are the sentence's NEG, UNC and HIST matches."""
+    if not triggers:
+        return None, False
     clause = bisect_right(terms, m.start)
     # "the nodule, which was seen before, was not detected": a trigger after the relative clause counts, its
     # tokens left out of the distance
     resumed, skipped = terms.resumed_in.get(clause, (None, 0))
     pre = post = past = None
-    for t in ms:
-        if t.kind not in (NEG, UNC, HIST):
-            continue
+    for t in triggers:
         at = bisect_right(terms, t.start)
         if at != clause and at != resumed:
             continue
@@ -279,7 +298,7 @@ def _status(m: Match, ms: list[Match], terms: _Clauses) -> tuple[int | None, boo
                 post = post or t
     post = post or past
     hit = post if pre is None or (pre.kind == HIST and post is not None) else pre  # "previously seen X has resolved"
-    if pre is not None and hit is pre and pre.kind == UNC and _negates(pre, ms, clause, terms):
+    if pre is not None and hit is pre and pre.kind == UNC and _negates(pre, triggers, clause, terms):
         return NEG, False  # a negated hedge: "no finding in favor of pneumonia", "not suggestive of malignancy"
     if hit is None:
         return None, False
@@ -288,24 +307,25 @@ def _status(m: Match, ms: list[Match], terms: _Clauses) -> tuple[int | None, boo
     return hit.kind, hit.payload[2]
 
 
-def _negates(hedge: Match, ms: list[Match], clause: int, terms: list[int], gap: int = 3) -> bool:
+def _negates(hedge: Match, triggers: list[Match], clause: int, terms: list[int], gap: int = 3) -> bool:
     """Whether a forward negation stands at most `gap` tokens before the hedge, in its clause."""
     return any(t.kind == NEG and t.payload[0] != "backward" and t.end <= hedge.start <= t.end + gap
-               and bisect_right(terms, t.start) == clause for t in ms)
+               and bisect_right(terms, t.start) == clause for t in triggers)
 
 
-_SIDE_WORDS = {"left": "left", "right": "right", "bilateral": "both", "both": "both", "bilaterally": "both"}
-
-
-def _side_near(lower: _Lower, m: Match, ms: list[Match], terms: list[int]) -> str | None:
-    inside = {_SIDE_WORDS[w] for w in lower[m.start:m.end] if w in _SIDE_WORDS}
+def _side_near(lower: _Lower, m: Match, sides: list[Match], terms: list[int]) -> str | None:
+    """The side of finding m: a side word inside it, else the nearest SIDE match (`sides`) within 3 tokens in its
+    clause; None for both sides or none."""
+    inside = lower.sides(m.start, m.end)
     if len(inside) == 1:  # "fluid in the left pleural space"
         side = inside.pop()
         return None if side == "both" else side
+    if not sides:
+        return None
     clause = bisect_right(terms, m.start)
     best = None
-    for t in ms:
-        if t.kind == SIDE and bisect_right(terms, t.start) == clause:
+    for t in sides:
+        if bisect_right(terms, t.start) == clause:
             d = m.start - t.end if t.end <= m.start else t.start - m.end
             if 0 <= d <= 3 and (best is None or d < best[0]):
                 best = (d, t.payload)
@@ -314,41 +334,42 @@ def _side_near(lower: _Lower, m: Match, ms: list[Match], terms: list[int]) -> st
     return None if best[1] == "both" else best[1]
 
 
-def _bind(lower: _Lower, m: Match, runs: list[_Run], terms: list[int], sent: Sentence, ms: list[Match]) -> tuple[tuple[str, ...], bool]:
-    """Organs the finding m describes, and whether they came from the organ header."""
+def _bind(lower: _Lower, m: Match, runs: list[_Run], terms: list[int], sent: Sentence, sides: list[Match]) -> tuple[tuple[str, ...], bool]:
+    """Organs the finding m describes, and whether they came from the organ header; `sides` are the sentence's
+    SIDE matches."""
     abn, implied, _ = m.payload
-    side = _side_near(lower, m, ms, terms)
+    side = _side_near(lower, m, sides, terms)
     if implied:
         return narrow(implied, side), False
     clause = bisect_right(terms, m.start)
-
-    def fit(run: _Run) -> tuple[str, ...]:
-        return tuple(o for o in run.organs if abn.applies_to(o))
-
-    live = [r for r in runs if not r.landmark and fit(r)]
-    same = [r for r in live if r.clause == clause]
+    if abn.any_organ:  # applies to every organ: each run fits whole
+        live = [(r, r.organs) for r in runs if not r.landmark and r.organs]
+    else:
+        applies = abn.applies_to
+        live = [(r, fit) for r in runs if not r.landmark for fit in (tuple(o for o in r.organs if applies(o)),) if fit]
+    same = [x for x in live if x[0].clause == clause]
     if same:
-        before = [r for r in same if r.end <= m.start]
-        after = [r for r in same if r.start >= m.end]
-        adjective = fit(before[-1]) if before and before[-1].end == m.start else None
+        before = [x for x in same if x[0].end <= m.start]
+        after = [x for x in same if x[0].start >= m.end]
+        adjective = before[-1][1] if before and before[-1][0].end == m.start else None
         if after:
-            gap = lower[m.end:after[0].start]
+            gap = lower[m.end:after[0][0].start]
             if len(gap) <= 6 and gap and gap[0] in _PREP and all(g in _PREP or g[0].isdigit() or g in ("cm", "mm", ".", "x") for g in gap):
                 # "osseous lesion of the spine": the more specific of adjective and prepositional object
-                if adjective is None or set(fit(after[0])) <= set(adjective):
-                    return fit(after[0]), False
+                if adjective is None or set(after[0][1]) <= set(adjective):
+                    return after[0][1], False
         if adjective:
             return _sided(adjective, side), False
-        best = min(same, key=lambda r: (m.start - r.end) if r.end <= m.start else (r.start - m.end) + 0.5)
-        return _sided(fit(best), side), False
+        best = min(same, key=lambda x: (m.start - x[0].end) if x[0].end <= m.start else (x[0].start - m.end) + 0.5)
+        return _sided(best[1], side), False
     if any(not r.landmark and r.clause == clause for r in runs):
         return (), False  # its clause names where it is, and it cannot be there ("plaque in the pleura" is no aortic plaque)
     if live:
-        best = min(live, key=lambda r: abs(r.start - m.start))
-        return fit(best), False
+        best = min(live, key=lambda x: abs(x[0].start - m.start))
+        return best[1], False
     head = tuple(o for o in sent.header_organs if abn.applies_to(o))
     if head:
-        return narrow(head, side or _sentence_side(ms)), True
+        return narrow(head, side or _sentence_side(sides)), True
     if implied is not None:  # a placed_only synonym ("density increase") named without a place it fits
         return (), False
     return narrow(abn.default, side), False
@@ -361,9 +382,10 @@ def _sided(organs: tuple[str, ...], side: str | None) -> tuple[str, ...]:
     return narrow(organs, side)
 
 
-def _sentence_side(ms: list[Match]) -> str | None:
-    sides = {t.payload for t in ms if t.kind == SIDE}
-    return sides.pop() if len(sides) == 1 and "both" not in sides else None
+def _sentence_side(sides: list[Match]) -> str | None:
+    """The one side the sentence's SIDE matches name, if they name one and not both."""
+    named = {t.payload for t in sides}
+    return named.pop() if len(named) == 1 and "both" not in named else None
 
 
 def _sentence(lower: _Lower, text: str, idx: list[int], sent: Sentence, ms: list[Match], index: int,
@@ -372,6 +394,8 @@ def _sentence(lower: _Lower, text: str, idx: list[int], sent: Sentence, ms: list
     terms = _clauses(ms, lower, t0, t1, "?" in sentence_text and "(" in sentence_text)
     orgs = [m for m in ms if m.kind == ORG]
     rels = [m for m in ms if m.kind == REL]
+    sides = [m for m in ms if m.kind == SIDE]
+    triggers = [m for m in ms if m.kind == NEG or m.kind == UNC or m.kind == HIST]
     runs = _runs(lower, orgs, rels, terms)
     state: dict[str, _Organ] = {}
     sizes = _sizes(sentence_text, sent.start)
@@ -394,19 +418,22 @@ def _sentence(lower: _Lower, text: str, idx: list[int], sent: Sentence, ms: list
         if m.kind == ABN:
             if m.payload[0].requires and not _near(lower, m, m.payload[0].requires, terms, t0, t1):
                 continue
-            status, interpretive = _status(m, ms, terms)
+            status, interpretive = _status(m, triggers, ms, terms)
             if status == HIST:
                 continue
-            organs, from_header = _bind(lower, m, runs, terms, sent, ms)
+            organs, from_header = _bind(lower, m, runs, terms, sent, sides)
             if not organs:
                 continue
             size = nearest_size(m) if status != NEG else None
             abn, _, weak = m.payload
             region_side = None
             if not _REGION_KEYS.isdisjoint(organs):
-                region_side = _side_near(lower, m, ms, terms) or _sentence_side(ms)
+                region_side = _side_near(lower, m, sides, terms) or _sentence_side(sides)
             for o in organs:
-                st = slot(_place(o, region_side), from_header)
+                key = _place(o, region_side) if o in _REGION_KEYS else o
+                st = state.get(key)
+                if st is None:
+                    st = state[key] = _Organ({}, {}, [], from_header=from_header)
                 canon = abn.canonical_for(o)
                 if status == NEG:
                     st.negated.append(canon)
@@ -427,7 +454,7 @@ def _sentence(lower: _Lower, text: str, idx: list[int], sent: Sentence, ms: list
                     for o in r.organs:
                         slot(_place(o, None)).normal = True
             elif sent.header_organs:
-                for o in narrow(sent.header_organs, _sentence_side(ms)):
+                for o in narrow(sent.header_organs, _sentence_side(sides)):
                     slot(_place(o, None), True).normal = True
     if sizes:
         _diameters(lower, idx, runs, terms, sizes, t0, t1, slot)
@@ -510,7 +537,8 @@ def _emit(state: dict[str, _Organ], sent: Sentence, sentence_text: str, index: i
             if place == ELSEWHERE:
                 continue
             organ, region, side = None, region_of(place), side or None
-        _resolve(st)
+        if st.uncertain or len(st.abnormal) > 1:
+            _resolve(st)
         negated = tuple(sorted(set(st.negated))) if st.negated else ()
         header = sent.header if st.from_header else None
         for canon, (size, _, _) in st.abnormal.items():

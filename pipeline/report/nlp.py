@@ -8,6 +8,7 @@ matches, and hands each findings sentence to context.py. Results land in `doc._.
 from __future__ import annotations
 
 import re
+from operator import itemgetter
 from typing import NamedTuple
 from functools import lru_cache
 import spacy
@@ -112,17 +113,19 @@ class Lexicon:
             for key, phrases in table.items():
                 matcher.add(key, list(nlp.tokenizer.pipe(phrases)))
 
-    def candidates(self, doc: Doc) -> list[tuple[int, int, int]]:
-        """Every phrase match of the doc, overlapping ones included, as (start, end, key) sorted by start."""
-        return sorted((s, e, k) for k, s, e in self.lower(doc) + self.exact(doc))
-
-    def matches(self, cands: list[tuple[int, int, int]], lower: list[int], space: list[bool], t0: int, t1: int) -> list[Match]:
-        """Longest non-overlapping matches among `cands` (those lying inside tokens t0..t1), sorted by position;
-        `lower` and `space` are the doc's LOWER and SPACY columns (read once by the caller). Nothing reaches
-        outside the range, so a sentence's matches depend on its tokens alone."""
+    def candidates(self, doc: Doc) -> list[tuple[int, int, int, int, int]]:
+        """Every phrase match of the doc, overlapping ones included, as (start - end, kind, start, end, key):
+        tuples that sort in the order `matches` takes them (longest first, then by kind priority, then
+        leftmost). The list is sorted by start."""
         payload = self.payload
-        ranked = [(s - e, payload[k][0], s, e, k) for s, e, k in cands]
-        ranked.sort()  # longest first, then by kind priority, then leftmost
+        return sorted(((s - e, payload[k][0], s, e, k) for k, s, e in self.lower(doc) + self.exact(doc)), key=itemgetter(2))
+
+    def matches(self, cands: list[tuple[int, int, int, int, int]], lower: list[int], space: list[bool], t0: int, t1: int) -> list[Match]:
+        """Longest non-overlapping matches among `cands` (from `candidates`, those lying inside tokens t0..t1),
+        sorted by position; `lower` and `space` are the doc's LOWER and SPACY columns (read once by the caller).
+        Nothing reaches outside the range, so a sentence's matches depend on its tokens alone."""
+        payload = self.payload
+        ranked = sorted(cands)
         taken = bytearray(t1 + 1)
         out = []
         for _, kind, s, e, k in ranked:
