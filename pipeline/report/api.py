@@ -37,15 +37,18 @@ def prepare(report: str | bytes | None, config: ReportConfig = _DEFAULT) -> tupl
     return text, note
 
 
+def reader(config: ReportConfig = _DEFAULT):
+    """The report component of this configuration's pipeline (context.ReportComponent): `read(text)`."""
+    return build_nlp(config.skip_sections, config.fast_tokenizer).get_pipe("ctglip_report")
+
+
 def extract_findings_checked(report: str | bytes | None, config: ReportConfig = _DEFAULT) -> tuple[list[Finding], str | None]:
     """Findings of one report and a problem (None when clean): "empty report", "not English (...)",
     "not UTF-8: decoded as cp1252", "truncated to N characters". Never raises on bad input."""
     text, problem = prepare(report, config)
     if not text:
         return [], problem
-    nlp = build_nlp(config.skip_sections, config.fast_tokenizer)
-    doc = nlp(text)
-    return list(doc._.ctglip_findings), problem
+    return reader(config).read(text), problem
 
 
 def extract_findings(report: str | bytes | None, config: ReportConfig = _DEFAULT) -> list[Finding]:
@@ -55,7 +58,7 @@ def extract_findings(report: str | bytes | None, config: ReportConfig = _DEFAULT
 
 def _frame(ids: Sequence, texts: Sequence, config: ReportConfig) -> tuple[pd.DataFrame, list[dict]]:
     """Findings of a batch as a DataFrame (built column-wise) and the problems of its reports."""
-    nlp = build_nlp(config.skip_sections, config.fast_tokenizer)
+    read = reader(config).read
     cols: dict[str, list] = {c: [] for c in COLUMNS}
     problems: list[dict] = []
     prepared = [prepare(t, config) for t in texts]
@@ -63,8 +66,8 @@ def _frame(ids: Sequence, texts: Sequence, config: ReportConfig) -> tuple[pd.Dat
     for rid, (_, problem) in zip(ids, prepared):
         if problem:
             problems.append({"report_id": rid, "problem": problem})
-    for (rid, _), doc in zip(keep, nlp.pipe((t for _, t in keep), batch_size=256)):
-        fs = doc._.ctglip_findings
+    for rid, text in keep:
+        fs = read(text)
         cols["report_id"] += [rid] * len(fs)
         for name in COLUMNS[1:]:
             cols[name] += [getattr(f, name) for f in fs]

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 from spacy.attrs import IDX, LOWER, SPACY
 from spacy.strings import hash_string
+from spacy.language import Language
 from spacy.tokens import Doc
 
 from pipeline import vocab
@@ -111,56 +112,71 @@ class _Lower:
 
 
 class ReportComponent:
-    """spaCy pipeline component: doc -> doc._.ctglip_findings (list[Finding])."""
+    """spaCy pipeline component: doc -> doc._.ctglip_findings (list[Finding]), read from the doc's text
+    (`read`); `extract_findings` calls `read` on the text directly."""
 
-    def __init__(self, lexicon: Lexicon, skip_sections: frozenset[str], memo_size: int = 10_000):
+    def __init__(self, nlp: Language, lexicon: Lexicon, skip_sections: frozenset[str], memo_size: int = 10_000):
+        self.nlp = nlp  # its tokenizer reads the sentences not seen before
         self.lexicon = lexicon
         self.skip = skip_sections
         # Reports are written from templates: about half the sentences of the 755 CT-RATE development reports
         # occur in another of them. A sentence's findings depend only on its text, section and header (its
         # tokens are those of its text, and matching and _sentence read nothing outside them), so they are kept
-        # under that key and reused before any matching, with the sentence's index in its report set anew.
+        # under that key and reused before any tokenizing, with the sentence's index in its report set anew.
         # Cleared when full (10,000 sentences: about 25 MB, some 900 reports).
         self.memo: dict[tuple, list[Finding]] = {}
         self.memo_size = memo_size
 
     def __call__(self, doc: Doc) -> Doc:
-        doc._.ctglip_findings = self.findings(doc)
+        doc._.ctglip_findings = self.read(doc.user_data.get("text") or doc.text)  # doc.text joins every token
         return doc
 
-    def findings(self, doc: Doc) -> list[Finding]:
-        text = doc.user_data.get("text") or doc.text  # doc.text joins every token: read once
+    def read(self, text: str) -> list[Finding]:
+        """Findings of a cleaned report text: the sentences not in the memo are tokenized and matched together,
+        as one doc of those sentences joined by spaces (sentence ends fall between tokens, so each sentence's
+        tokens are those it has in the whole text)."""
         sents = [s for s in sentences(text) if s.section not in self.skip]
-        if not sents:
-            return []
+        memo = self.memo
+        found: list[list[Finding] | None] = []
+        new: dict[tuple, list[int]] = {}  # key -> indices of the sentences not in the memo
+        for i, s in enumerate(sents):
+            key = (text[s.start:s.end], s.section, s.header, s.header_organs)
+            hit = memo.get(key)
+            if hit is None:
+                new.setdefault(key, []).append(i)
+            elif hit and hit[0].sentence_index != i:
+                hit = [_reindexed(f, i) for f in hit]
+            found.append(hit)
+        if new:
+            for key, hit in zip(new, self._read_new(list(new), [at[0] for at in new.values()])):
+                if len(memo) >= self.memo_size:
+                    memo.clear()
+                memo[key] = hit
+                for n, i in enumerate(new[key]):
+                    found[i] = hit if n == 0 or not hit else [_reindexed(f, i) for f in hit]
+        return [f for fs in found for f in fs]
+
+    def _read_new(self, keys: list[tuple], indices: list[int]) -> list[list[Finding]]:
+        """Findings of sentences (memo keys: text, section, header, header organs) at these report indices."""
+        joined = " ".join(key[0] for key in keys)
+        doc = self.nlp.make_doc(joined)
         arr = doc.to_array([IDX, LOWER, SPACY])  # token offsets, lower-case forms, trailing spaces: no Tokens built
         idx = arr[:, 0].tolist()
         lower_ids = arr[:, 1].tolist()
         space = arr[:, 2].tolist()
         lower = _Lower(doc.vocab.strings, lower_ids)
-        out: list[Finding] = []
-        memo = self.memo
-        cands: list[tuple[int, int, int, int, int]] | None = None  # the doc's phrase matches, found at the first memo miss
-        for i, s in enumerate(sents):
-            key = (text[s.start:s.end], s.section, s.header, s.header_organs)
-            found = memo.get(key)
-            if found is None:
-                found = []
-                t0, t1 = bisect_left(idx, s.start), bisect_left(idx, s.end)
-                if t1 > t0:
-                    if cands is None:
-                        cands = self.lexicon.candidates(doc)
-                        starts = [c[2] for c in cands]
-                    inside = [c for c in cands[bisect_left(starts, t0):bisect_left(starts, t1)] if c[3] <= t1]
-                    ms = self.lexicon.matches(inside, lower_ids, space, t0, t1)
-                    if _may_find(ms, key[0]):
-                        found = _sentence(lower, text, idx, s, ms, i, t0, t1)
-                if len(memo) >= self.memo_size:
-                    memo.clear()
-                memo[key] = found
-            elif found and found[0].sentence_index != i:
-                found = [_reindexed(f, i) for f in found]
-            out.extend(found)
+        cands = self.lexicon.candidates(doc, lower_ids)
+        starts = [c[2] for c in cands]
+        out = []
+        a = 0
+        for key, i in zip(keys, indices):
+            b = a + len(key[0])
+            s = Sentence(a, b, *key[1:])
+            t0, t1 = bisect_left(idx, a), bisect_left(idx, b)
+            inside = [c for c in cands[bisect_left(starts, t0):bisect_left(starts, t1)] if c[3] <= t1]
+            ms = self.lexicon.matches(inside, lower_ids, space, t0, t1)
+            out.append(_sentence(lower, joined, idx, s, ms, i, t0, t1) if _may_find(ms, key[0]) else [])
+            a = b + 1
         return out
 
 
@@ -344,9 +360,10 @@ def _bind(lower: _Lower, m: Match, runs: list[_Run], terms: list[int], sent: Sen
     clause = bisect_right(terms, m.start)
     if abn.any_organ:  # applies to every organ: each run fits whole
         live = [(r, r.organs) for r in runs if not r.landmark and r.organs]
-    else:
-        applies = abn.applies_to
-        live = [(r, fit) for r in runs if not r.landmark for fit in (tuple(o for o in r.organs if applies(o)),) if fit]
+    else:  # a run fits whole where the finding applies to all its organs, else in the organs it applies to
+        applies, whole = abn.applies_to, abn.organs.issuperset
+        live = [(r, fit) for r in runs if not r.landmark
+                for fit in (r.organs if whole(r.organs) else tuple(o for o in r.organs if applies(o)),) if fit]
     same = [x for x in live if x[0].clause == clause]
     if same:
         before = [x for x in same if x[0].end <= m.start]

@@ -1,16 +1,19 @@
 """The spaCy pipeline: spacy.blank("en") tokenizer + one custom component, `ctglip_report`.
 
-The component segments the report (segment.py), runs two precompiled PhraseMatchers over the whole
-doc once (case-insensitive terms on LOWER, abbreviations on ORTH), keeps the longest non-overlapping
-matches, and hands each findings sentence to context.py. Results land in `doc._.ctglip_findings`.
+The component (context.ReportComponent) segments the report text (segment.py); sentences it has not read
+before are tokenized together as one doc, two precompiled PhraseMatchers run over it (case-insensitive
+terms on LOWER, abbreviations on ORTH), the longest non-overlapping matches are kept, and each sentence
+goes to context.py. `extract_findings` calls the component's `read(text)`; in a spaCy pipeline the
+results land in `doc._.ctglip_findings`.
 """
 
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 from operator import itemgetter
 from typing import NamedTuple
-from functools import lru_cache
+
 import spacy
 from spacy.language import Language
 from spacy.matcher import PhraseMatcher
@@ -109,16 +112,24 @@ class Lexicon:
         self._list_marks = self._coordinators | {nlp.vocab.strings.add(",")}
         self._hyphen = nlp.vocab.strings.add("-")
         self.strings = nlp.vocab.strings
+        self._exact_first: set[int] = set()  # LOWER ids of the first words of case-sensitive phrases
         for table, matcher in ((lower, self.lower), (exact, self.exact)):
             for key, phrases in table.items():
-                matcher.add(key, list(nlp.tokenizer.pipe(phrases)))
+                docs = list(nlp.tokenizer.pipe(phrases))
+                matcher.add(key, docs)
+                if matcher is self.exact:
+                    self._exact_first.update(d[0].lower for d in docs if len(d))
 
-    def candidates(self, doc: Doc) -> list[tuple[int, int, int, int, int]]:
+    def candidates(self, doc: Doc, lower: list[int]) -> list[tuple[int, int, int, int, int]]:
         """Every phrase match of the doc, overlapping ones included, as (start - end, kind, start, end, key):
         tuples that sort in the order `matches` takes them (longest first, then by kind priority, then
-        leftmost). The list is sorted by start."""
+        leftmost). The list is sorted by start. `lower` is the doc's LOWER column: the case-sensitive matcher
+        runs only where a word could start one of its phrases (few reports use "IVC" or "L1")."""
         payload = self.payload
-        return sorted(((s - e, payload[k][0], s, e, k) for k, s, e in self.lower(doc) + self.exact(doc)), key=itemgetter(2))
+        found = self.lower(doc)
+        if not self._exact_first.isdisjoint(lower):
+            found += self.exact(doc)
+        return sorted(((s - e, payload[k][0], s, e, k) for k, s, e in found), key=itemgetter(2))
 
     def matches(self, cands: list[tuple[int, int, int, int, int]], lower: list[int], space: list[bool], t0: int, t1: int) -> list[Match]:
         """Longest non-overlapping matches among `cands` (from `candidates`, those lying inside tokens t0..t1),
@@ -209,7 +220,7 @@ if not Doc.has_extension("ctglip_findings"):
 def make_report_component(nlp: Language, name: str, skip_sections: list[str]):
     from pipeline.report.context import ReportComponent
 
-    return ReportComponent(Lexicon(nlp), frozenset(skip_sections))
+    return ReportComponent(nlp, Lexicon(nlp), frozenset(skip_sections))
 
 
 class _KeepText:

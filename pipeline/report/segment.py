@@ -50,10 +50,11 @@ _LIST_INLINE = re.compile(r"[:;]\s+(?=\(?\d{1,2}[.)]\s+[A-Za-z])")  # a cut at i
 # (a run of marks after a space; the space is checked outside the pattern: a look-behind scans slowly)
 _ITEM_INLINE = re.compile(r'["\u201c\u201d\u2022\u00b7]["\u201c\u201d\u2022\u00b7]*(?=\s*[A-Za-z])')
 _LAST_WORD = re.compile(r"([A-Za-z]+)[ \t]*$")
-_LINE_HEADER = re.compile(r"(?m)^[ \t]*([A-Za-z][A-Za-z /&\-]{1,40}?)[ \t]*:?[ \t]*$")
+_LINE_HEADER = re.compile(r"(?m)[ \t]*([A-Za-z][A-Za-z /&\-]{1,40}?)[ \t]*:?[ \t]*$")  # matched at line starts
 _BLANK_LINE = re.compile(r"\n[ \t]*\n")
 _LETTER = re.compile(r"[A-Za-z]")
 _LIST_MARK = re.compile(r"\s*(?:\(?\d{1,2}[.)](?=\s|[A-Za-z])|[-*\u2022\u00b7>]+(?=\s))\s*")
+_MARK_FIRST = frozenset("(0123456789-*\u2022\u00b7>")  # what a _LIST_MARK starts with, after spaces
 _ABBREV = frozenset(
     "dr mr mrs ms vs approx apprx e.g i.e eg ie cf al fig figs incl st prox dist resp pt pts est ca max min no nos sr jr".split()
 )
@@ -101,8 +102,11 @@ def _headers(text: str) -> list[_Header]:
         c = classify(m.group(1))
         if c:
             found[m.start(1)] = _Header(m.start(1), colon.end(), *c)
-    for m in _LINE_HEADER.finditer(text):
-        if m.start(1) in found:
+    line = 0
+    while line >= 0:  # a match per line start: faster than re's (?m)^, which is tried at every position
+        m = _LINE_HEADER.match(text, line)
+        line = text.find("\n", line) + 1 or -1
+        if m is None or m.start(1) in found:
             continue
         c = classify(m.group(1))
         # without a colon only section names, or organ/region headers written in capitals
@@ -199,13 +203,16 @@ def sentences(text: str) -> list[Sentence]:
             raw = text[a:b]
             if organ_header is not None and _BLANK_LINE.search(raw) and out and out[-1].header:
                 organ_header = None  # a blank line ends an organ header
-            mark = _LIST_MARK.match(raw)
-            if mark:
-                a += mark.end()
-                raw = text[a:b]
-            lead = len(raw) - len(raw.lstrip())
-            a, b = a + lead, a + len(raw.rstrip())
-            if b <= a or not _LETTER.search(text, a, b):
+            body = raw.lstrip()
+            if body[:1] in _MARK_FIRST:
+                mark = _LIST_MARK.match(raw)
+                if mark:
+                    a += mark.end()
+                    raw = text[a:b]
+                    body = raw.lstrip()
+            a += len(raw) - len(body)
+            b = a + len(body.rstrip())
+            if b <= a or not (body[0].isascii() and body[0].isalpha()) and not _LETTER.search(text, a, b):
                 continue
             oh = organ_header
             out.append(Sentence(a, b, section, oh.name if oh else None, oh.organs if oh else ()))
