@@ -302,3 +302,52 @@ def test_translated_hedges_are_uncertain(sentence):
 def test_listed_modifiers_share_the_organ_head():
     organs = {f.organ for f in extract_findings("Nodules in the upper, middle and lower lobes of the right lung.")}
     assert organs == {"lung_upper_lobe_right", "lung_middle_lobe_right", "lung_lower_lobe_right"}
+
+
+def _tokens_alone_and_in_report(text: str) -> list[tuple[list[str], list[str]]]:
+    """Per sentence of a report: its tokens read alone and its tokens inside the whole report's doc."""
+    from spacy.attrs import IDX
+
+    from pipeline.report import ReportConfig
+    from pipeline.report.api import prepare
+    from pipeline.report.nlp import build_nlp
+    from pipeline.report.segment import sentences
+
+    config = ReportConfig()
+    nlp = build_nlp(config.skip_sections, config.fast_tokenizer)
+    text = prepare(text, config)[0]
+    doc = nlp.make_doc(text)
+    starts = doc.to_array(IDX).tolist()
+    out = []
+    for s in sentences(text):
+        inside = [t.text for t, at in zip(doc, starts) if s.start <= at < s.end]
+        out.append(([t.text for t in nlp.make_doc(text[s.start:s.end])], inside))
+    return out
+
+
+REPORT_EDGES = [
+    "FINDINGS: Liver normal.Kidneys: 1.2 cm cyst.(1) Spleen ok; 2) pancreas atrophic. A 3.5cm. mass",
+    'IMPRESSION:\n• Atelectasis • Emphysema " Hiatal hernia "Nodule?" (cyst?) L1-L2 and T12.',
+    "Comparison: CT of 25.12.2019. Lungs: clear!Heart:normal. Aorta diameter 45mm.Dr. J. Smith, e.g. 4 mm.",
+    "LUNGS AND PLEURA\n- Nodule in the RUL.\n- No effusion\n\nABDOMEN: unremarkable",
+]
+
+
+@pytest.mark.parametrize("text", REPORT_EDGES)
+def test_a_sentence_has_the_same_tokens_alone_as_in_its_report(text):
+    # the component tokenizes only sentences it has not read before, joined by spaces: this holds only if
+    # sentence ends fall between tokens of the whole report
+    for alone, inside in _tokens_alone_and_in_report(text):
+        assert alone == inside
+
+
+def test_sentences_of_real_reports_have_their_own_tokens(realdata):
+    path = realdata / "reports_ctrate_dev" / "ctrate_reports_labels.csv"
+    if not path.is_file():
+        pytest.skip(f"no CT-RATE development set at {path}")
+    import pandas as pd
+
+    texts = pd.read_csv(path, usecols=["report_text"])["report_text"].tolist()
+    pairs = [p for t in texts for p in _tokens_alone_and_in_report(t)]
+    assert len(pairs) > 10_000
+    assert [p for p in pairs if p[0] != p[1]] == []
