@@ -243,6 +243,21 @@ def test_a_relative_clause_between_commas_keeps_a_finding_with_its_negation():
                   "abnormal") == {("pleura", "pleural effusion")}
 
 
+
+def test_a_reduced_relative_clause_keeps_a_finding_with_its_negation():
+    """A participle right after a finding opens a reduced relative clause; a negation after it reaches back over it,
+    however long, as over a relative clause between commas."""
+    text = ("The ground glass areas observed in the upper lobe of the right lung in the previous examination of the "
+            "patient were not observed in this examination.")
+    assert places(text) == {("lung_upper_lobe_right", None)}
+    text = "The consolidation described in the lower lobe of the right lung on the prior study of 2019 has resolved."
+    assert places(text) == {("lung_lower_lobe_right", None)}
+    # without the participle the window holds: the effusion is far from the negation, which is the nodule's
+    text = ("Pleural effusion in the right hemithorax with compression of the adjacent lower lobe of the right lung "
+            "and a nodule in the upper lobe of the left lung are not seen.")
+    assert ("pleura", "pleural effusion") in places(text, "abnormal")
+
+
 def test_an_inline_comparison_holds_one_sentence():
     """A one-statement section written on its header's line ends with its first sentence; the rest is read."""
     text = "Comparison: CT angiography dated 25.12.2019. Calcified plaques are observed in the aortic wall."

@@ -204,6 +204,10 @@ class _Clauses(list):
 
 
 _RELATIVE = frozenset({"which", "who"})
+# a participle right after a finding starts a reduced relative clause ("the nodule seen on the prior study ...")
+_PARTICIPLES = frozenset("""observed seen described noted detected identified mentioned reported visualized visualised
+    selected shown demonstrated found""".split())
+_RELATIVE_REACH = 30  # tokens: the longest reduced relative clause a trigger reaches over
 
 
 def _clauses(ms: list[Match], lower: "_Lower", t0: int, t1: int, question: bool) -> _Clauses:
@@ -288,9 +292,29 @@ def _is_vertebra(organs: tuple[str, ...]) -> bool:
     return len(organs) == 1 and organs[0] in _SPINE
 
 
-def _status(m: Match, triggers: list[Match], ms: list[Match], terms: _Clauses) -> tuple[int | None, bool]:
+def _reach(lower: _Lower, ms: list[Match], triggers: list[Match], terms: list[int]) -> dict[int, int]:
+    """Backward negations after a finding's reduced relative clause ("the ground glass areas observed in the upper
+    lobe in the previous examination were not observed"): trigger start -> the clause's start (right after the
+    finding), from where the trigger's window is counted, as for a relative clause set off by commas."""
+    out = {}
+    for t in triggers:
+        if t.kind != NEG or t.payload[0] == "forward":  # a negation of the main verb ("... has resolved")
+            continue
+        last = None
+        for m in ms:
+            if m.end > t.start:
+                break
+            if m.kind == ABN or m.kind == NORM:
+                last = m
+        if (last is not None and last.kind == ABN and last.end < t.start <= last.end + _RELATIVE_REACH
+                and lower[last.end:last.end + 1][0] in _PARTICIPLES and bisect_right(terms, last.start) == bisect_right(terms, t.start)):
+            out[t.start] = last.end
+    return out
+
+
+def _status(m: Match, triggers: list[Match], ms: list[Match], terms: _Clauses, reach: dict[int, int]) -> tuple[int | None, bool]:
     """(NEG, UNC, HIST or None for affirmed; whether the trigger is an interpretive hedge) for finding m;
-    `triggers` are the sentence's NEG, UNC and HIST matches."""
+    `triggers` are the sentence's NEG, UNC and HIST matches, `reach` from _reach."""
     if not triggers:
         return None, False
     clause = bisect_right(terms, m.start)
@@ -305,7 +329,7 @@ def _status(m: Match, triggers: list[Match], ms: list[Match], terms: _Clauses) -
         direction, window, _ = t.payload
         if t.end <= m.start and direction != "backward" and m.start - t.end <= window:
             pre = t  # the last one before m is the nearest
-        elif t.start >= m.end and direction != "forward" and t.start - m.end - (skipped if at == resumed else 0) <= window:
+        elif t.start >= m.end and direction != "forward" and reach.get(t.start, t.start) - m.end - (skipped if at == resumed else 0) <= window:
             # a past mention yields to what is said of now: "X described in the previous examination could not be
             # selected" is negated
             if t.kind == HIST:
@@ -413,6 +437,7 @@ def _sentence(lower: _Lower, text: str, idx: list[int], sent: Sentence, ms: list
     rels = [m for m in ms if m.kind == REL]
     sides = [m for m in ms if m.kind == SIDE]
     triggers = [m for m in ms if m.kind == NEG or m.kind == UNC or m.kind == HIST]
+    reach = _reach(lower, ms, triggers, terms) if triggers else {}
     runs = _runs(lower, orgs, rels, terms)
     state: dict[str, _Organ] = {}
     sizes = _sizes(sentence_text, sent.start)
@@ -435,7 +460,7 @@ def _sentence(lower: _Lower, text: str, idx: list[int], sent: Sentence, ms: list
         if m.kind == ABN:
             if m.payload[0].requires and not _near(lower, m, m.payload[0].requires, terms, t0, t1):
                 continue
-            status, interpretive = _status(m, triggers, ms, terms)
+            status, interpretive = _status(m, triggers, ms, terms, reach)
             if status == HIST:
                 continue
             organs, from_header = _bind(lower, m, runs, terms, sent, sides)
