@@ -167,6 +167,17 @@ def test_a_negated_hedge_is_a_negation(text):
     assert {f.status for f in extract_findings(text)} == {"normal"}
 
 
+def test_an_observed_density_read_in_favor_of_a_finding_is_that_finding():
+    """"In favor of" names what an observed descriptor is (as "suspicious for" does); said of nothing observed, it
+    stays a hedge."""
+    text = "Linear opacities in both lungs evaluated primarily in favor of atelectasis."
+    assert {f.status for f in extract_findings(text)} == {"abnormal"}
+    assert {a for _, a in places(text)} == {"atelectasis"}
+    assert {f.status for f in extract_findings("The findings were evaluated in favor of viral pneumonia.")} == {"uncertain"}
+    assert ctrate_labels(extract_findings("There are areas of increase in density evaluated in favor of atelectasis in "
+                                          "both lung parenchyma."))["Atelectasis"] == 1
+
+
 def test_both_pulmonary_arteries_are_the_vessels_not_the_lungs():
     assert places("Both pulmonary arteries are of normal calibre.") == {("pulmonary_artery", None)}
 

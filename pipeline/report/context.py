@@ -206,7 +206,7 @@ class _Clauses(list):
 _RELATIVE = frozenset({"which", "who"})
 # a participle right after a finding starts a reduced relative clause ("the nodule seen on the prior study ...")
 _PARTICIPLES = frozenset("""observed seen described noted detected identified mentioned reported visualized visualised
-    selected shown demonstrated found""".split())
+    selected shown demonstrated found defined specified""".split())
 _RELATIVE_REACH = 30  # tokens: the longest reduced relative clause a trigger reaches over
 
 
