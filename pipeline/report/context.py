@@ -356,7 +356,7 @@ def _negates(hedge: Match, triggers: list[Match], clause: int, terms: list[int],
 def _side_near(lower: _Lower, m: Match, sides: list[Match], terms: list[int]) -> str | None:
     """The side of finding m: a side word inside it, else the nearest SIDE match (`sides`) within 3 tokens in its
     clause; None for both sides or none."""
-    inside = lower.sides(m.start, m.end)
+    inside = lower.sides(m.start, m.end) if m.end - m.start > 1 else ()  # (one word is no side word and a finding)
     if len(inside) == 1:  # "fluid in the left pleural space"
         side = inside.pop()
         return None if side == "both" else side
@@ -393,9 +393,9 @@ def _bind(lower: _Lower, m: Match, runs: list[_Run], terms: list[int], sent: Sen
         before = [x for x in same if x[0].end <= m.start]
         after = [x for x in same if x[0].start >= m.end]
         adjective = before[-1][1] if before and before[-1][0].end == m.start else None
-        if after:
+        if after and 0 < after[0][0].start - m.end <= 6:
             gap = lower[m.end:after[0][0].start]
-            if len(gap) <= 6 and gap and gap[0] in _PREP and all(g in _PREP or g[0].isdigit() or g in ("cm", "mm", ".", "x") for g in gap):
+            if gap[0] in _PREP and all(g in _PREP or g[0].isdigit() or g in ("cm", "mm", ".", "x") for g in gap):
                 # "osseous lesion of the spine": the more specific of adjective and prepositional object
                 if adjective is None or set(after[0][1]) <= set(adjective):
                     return after[0][1], False
