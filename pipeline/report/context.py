@@ -18,9 +18,9 @@ from __future__ import annotations
 import re
 from bisect import bisect_left, bisect_right
 from dataclasses import dataclass
+from itertools import chain
 
 from spacy.attrs import IDX, LOWER, SPACY
-from spacy.strings import hash_string
 from spacy.language import Language
 from spacy.tokens import Doc
 
@@ -85,28 +85,25 @@ def _sizes(text: str, offset: int) -> list[tuple[int, float]]:
 
 
 _SIDE_WORDS = {"left": "left", "right": "right", "bilateral": "both", "both": "both", "bilaterally": "both"}
-_SIDE_IDS = {hash_string(w): side for w, side in _SIDE_WORDS.items()}  # LOWER ids
 
 
 class _Lower:
-    """Lower-case token texts, looked up only for the slices asked for (a few gap tokens per finding)."""
+    """Lower-case token texts of a doc, looked up once (one C-level map over the LOWER column)."""
 
-    __slots__ = ("strings", "hashes", "_sides")
+    __slots__ = ("words", "_sides")
 
     def __init__(self, strings, hashes: list[int]):
-        self.strings, self.hashes = strings, hashes
+        self.words = list(map(strings.__getitem__, hashes))
         self._sides: tuple[list[int], list[str]] | None = None  # the doc's side words: positions, sides
 
     def __getitem__(self, window: slice) -> list[str]:
-        strings = self.strings
-        return [strings[h] for h in self.hashes[window]]
+        return self.words[window]
 
     def sides(self, start: int, end: int) -> set[str]:
-        """Sides named by side words among tokens start..end (found once per doc, on the hashes)."""
+        """Sides named by side words among tokens start..end (found once per doc)."""
         if self._sides is None:
-            ids = _SIDE_IDS
-            at = [i for i, h in enumerate(self.hashes) if h in ids]
-            self._sides = (at, [ids[self.hashes[i]] for i in at])
+            at = [i for i, w in enumerate(self.words) if w in _SIDE_WORDS]
+            self._sides = (at, [_SIDE_WORDS[self.words[i]] for i in at])
         at, named = self._sides
         return set(named[bisect_left(at, start):bisect_left(at, end)])
 
@@ -154,7 +151,7 @@ class ReportComponent:
                 memo[key] = hit
                 for n, i in enumerate(new[key]):
                     found[i] = hit if n == 0 or not hit else [_reindexed(f, i) for f in hit]
-        return [f for fs in found for f in fs]
+        return list(chain.from_iterable(found))
 
     def _read_new(self, keys: list[tuple], indices: list[int]) -> list[list[Finding]]:
         """Findings of sentences (memo keys: text, section, header, header organs) at these report indices."""
