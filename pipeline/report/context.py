@@ -244,7 +244,7 @@ def _runs(lower: _Lower, orgs: list[Match], rels: list[Match], terms: list[int])
     runs: list[_Run] = []
     for m in orgs:
         clause = bisect_right(terms, m.start)
-        landmark = bool(rels) and any(r.end <= m.start <= r.end + 2 and bisect_right(terms, r.start) == clause for r in rels)
+        landmark = any(r.end <= m.start <= r.end + 2 and bisect_right(terms, r.start) == clause for r in rels)
         organs = m.payload[0]
         if runs and runs[-1].clause == clause:
             prev = runs[-1]
@@ -353,7 +353,7 @@ def _negates(hedge: Match, triggers: list[Match], clause: int, terms: list[int],
 def _side_near(lower: _Lower, m: Match, sides: list[Match], terms: list[int]) -> str | None:
     """The side of finding m: a side word inside it, else the nearest SIDE match (`sides`) within 3 tokens in its
     clause; None for both sides or none."""
-    inside = lower.sides(m.start, m.end) if m.end - m.start > 1 else ()  # (one word is no side word and a finding)
+    inside = lower.sides(m.start, m.end)
     if len(inside) == 1:  # "fluid in the left pleural space"
         side = inside.pop()
         return None if side == "both" else side
@@ -469,10 +469,7 @@ def _sentence(lower: _Lower, text: str, idx: list[int], sent: Sentence, ms: list
             if not _REGION_KEYS.isdisjoint(organs):
                 region_side = _side_near(lower, m, sides, terms) or _sentence_side(sides)
             for o in organs:
-                key = _place(o, region_side) if o in _REGION_KEYS else o
-                st = state.get(key)
-                if st is None:
-                    st = state[key] = _Organ({}, {}, [], from_header=from_header)
+                st = slot(_place(o, region_side), from_header)
                 canon = abn.canonical_for(o)
                 if status == NEG:
                     st.negated.append(canon)
@@ -576,8 +573,7 @@ def _emit(state: dict[str, _Organ], sent: Sentence, sentence_text: str, index: i
             if place == ELSEWHERE:
                 continue
             organ, region, side = None, region_of(place), side or None
-        if st.uncertain or len(st.abnormal) > 1:
-            _resolve(st)
+        _resolve(st)
         negated = tuple(sorted(set(st.negated))) if st.negated else ()
         header = sent.header if st.from_header else None
         for canon, (size, _, _) in st.abnormal.items():
