@@ -62,6 +62,19 @@ def _modifiers() -> dict:
     return mods
 
 
+class _Strings(dict):
+    """Hash -> text of a StringStore, kept: StringStore decodes and builds a new str on every lookup, and a
+    doc's LOWER column is looked up word by word."""
+
+    def __init__(self, store):
+        super().__init__()
+        self.store = store
+
+    def __missing__(self, key: int) -> str:
+        text = self[key] = self.store[key]
+        return text
+
+
 class Lexicon:
     """Every phrase of the organ lexicon, the abnormality dictionary and the modifiers, compiled."""
 
@@ -111,7 +124,7 @@ class Lexicon:
         self._coordinators = frozenset(nlp.vocab.strings.add(w) for w in ("or", "and", "-", "/"))  # LOWER ids
         self._list_marks = self._coordinators | {nlp.vocab.strings.add(",")}
         self._hyphen = nlp.vocab.strings.add("-")
-        self.strings = nlp.vocab.strings
+        self.strings = _Strings(nlp.vocab.strings)
         self._exact_first: set[int] = set()  # LOWER ids of the first words of case-sensitive phrases
         for table, matcher in ((lower, self.lower), (exact, self.exact)):
             for key, phrases in table.items():
@@ -136,6 +149,7 @@ class Lexicon:
         sorted by position; `lower` and `space` are the doc's LOWER and SPACY columns (read once by the caller).
         Nothing reaches outside the range, so a sentence's matches depend on its tokens alone."""
         payload = self.payload
+        new = tuple.__new__  # Match(...) without its Python-level __new__
         ranked = sorted(cands)
         taken = bytearray(t1 + 1)
         out = []
@@ -148,7 +162,7 @@ class Lexicon:
                 continue
             else:
                 taken[s:e] = b"\x01" * (e - s)
-            out.append(Match(s, e, kind, payload[k][1]))
+            out.append(new(Match, (s, e, kind, payload[k][1])))
         out.sort()
         return self._compounds(out, lower, space, t0, t1)
 

@@ -59,6 +59,7 @@ _ABBREV = frozenset(
     "dr mr mrs ms vs approx apprx e.g i.e eg ie cf al fig figs incl st prox dist resp pt pts est ca max min no nos sr jr".split()
 )
 _UNITS = frozenset("cm mm ml cc hu min sec cm2 mm2 kg mg".split())
+_LONGER = max(map(len, _ABBREV | _UNITS)) + 1  # a word of this many letters is no abbreviation, unit or initial
 _CONTINUE = frozenset("and or of the a an with to in for by at from as is are was were but than".split())
 # sections that state one thing: written inline ("Comparison: CT of 25.12.2019. Trachea ..."), only their first
 # sentence is theirs, and the report goes on header-less
@@ -129,7 +130,8 @@ def _split_points(text: str, start: int, end: int) -> list[int]:
             if before.count("(") > before.count(")"):
                 continue  # a question inside parentheses: "(small airway disease? small vessel disease?)"
         if mark == ".":  # a period after an abbreviation, a unit or an initial may not end the sentence
-            w = _word_before(text, start, at)
+            tail = text[at - _LONGER:at] if at - _LONGER >= start else ""
+            w = "" if tail.isascii() and tail.isalpha() else _word_before(text, start, at)  # (a long word is none)
             if w in _ABBREV or w in _UNITS or len(w) == 1:
                 nxt = _NEXT_CHAR.match(text, pos, end).group(1)
                 if w in _ABBREV and not (w == "no" and not nxt.isdigit()):
@@ -185,6 +187,7 @@ def sentences(text: str) -> list[Sentence]:
     """Sentences of the findings-bearing and skipped sections alike, each tagged with its section."""
     headers = _headers(text)
     out: list[Sentence] = []
+    new = tuple.__new__  # Sentence(...) without its Python-level __new__
     section = BODY
     organ_header: _Header | None = None
     bounds = [h.start for h in headers] + [len(text)]
@@ -215,7 +218,7 @@ def sentences(text: str) -> list[Sentence]:
             if b <= a or not (body[0].isascii() and body[0].isalpha()) and not _LETTER.search(text, a, b):
                 continue
             oh = organ_header
-            out.append(Sentence(a, b, section, oh.name if oh else None, oh.organs if oh else ()))
+            out.append(new(Sentence, (a, b, section, oh.name if oh else None, oh.organs if oh else ())))
             if inline:
                 section, inline = BODY, False
     return out

@@ -5,6 +5,7 @@ from __future__ import annotations
 import html
 import re
 import unicodedata
+from itertools import filterfalse
 
 _RTF_MARK = re.compile(r"^\s*\{\\rtf", re.I)
 _RTF_DEST = re.compile(r"\{\\\*[^{}]*\}|\{\\(?:fonttbl|colortbl|stylesheet|info)(?:[^{}]|\{[^{}]*\})*\}")
@@ -93,8 +94,8 @@ def english_share(text: str) -> tuple[int, float, float]:
     if head.isascii():
         words, other = chunks, []
     else:
-        words = [w for w in chunks if w.isascii()]
-        other = [x for w in chunks if not w.isascii() for x in _WORDS.findall(w.decode("utf-8"))]
+        words = list(filter(bytes.isascii, chunks))
+        other = [x for w in filterfalse(bytes.isascii, chunks) for x in _WORDS.findall(w.decode("utf-8"))]
     n = len(words) + len(other)
     if not n:
         return 0, 0.0, 0.0
