@@ -161,10 +161,8 @@ class ReportComponent:
         """Findings of sentences (memo keys: text, section, header, header organs) at these report indices."""
         joined = " ".join(key[0] for key in keys)
         doc = self.nlp.make_doc(joined)
-        arr = doc.to_array([IDX, LOWER, SPACY])  # token offsets, lower-case forms, trailing spaces: no Tokens built
-        idx = arr[:, 0].tolist()
-        lower_ids = arr[:, 1].tolist()
-        space = arr[:, 2].tolist()
+        # token offsets, lower-case forms, trailing spaces: no Tokens built
+        idx, lower_ids, space = doc.to_array([IDX, LOWER, SPACY]).T.tolist()
         lower = _Lower(self.lexicon.strings, lower_ids)
         cands = self.lexicon.candidates(doc, lower_ids)
         starts = [c[2] for c in cands]
