@@ -142,7 +142,9 @@ class Lexicon:
         found = self.lower(doc)
         if not self._exact_first.isdisjoint(lower):
             found += self.exact(doc)
-        return sorted(((s - e, payload[k][0], s, e, k) for k, s, e in found), key=itemgetter(2))
+        out = [(s - e, payload[k][0], s, e, k) for k, s, e in found]
+        out.sort(key=itemgetter(2))
+        return out
 
     def matches(self, cands: list[tuple[int, int, int, int, int]], lower: list[int], space: list[bool], t0: int, t1: int) -> list[Match]:
         """Longest non-overlapping matches among `cands` (from `candidates`, those lying inside tokens t0..t1),
