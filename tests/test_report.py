@@ -253,6 +253,18 @@ def test_regex_tokenizer_tokens_and_whitespace():
         assert doc.text == text and doc.user_data["text"] == text
 
 
+def test_kept_word_texts_match_the_string_store_also_for_new_words():
+    from spacy.attrs import LOWER
+
+    from pipeline.report.nlp import build_nlp
+
+    nlp = build_nlp(frozenset())
+    strings = nlp.get_pipe("ctglip_report").lexicon.strings
+    for text in ("Nodule in the liver.", "Qzxv-nodule IN the Wqrtyz lobe, \u00e9panchement."):  # the second: unseen words
+        doc = nlp.make_doc(text)
+        assert [strings[h] for h in doc.to_array(LOWER).tolist()] == [t.lower_ for t in doc]
+
+
 def test_sentence_memo_gives_the_findings_of_a_fresh_reading():
     from pipeline.report import ReportConfig
     from pipeline.report.nlp import build_nlp
