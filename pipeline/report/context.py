@@ -569,7 +569,6 @@ def _resolve(st: _Organ) -> None:
 def _emit(state: dict[str, _Organ], sent: Sentence, sentence_text: str, index: int, vague: set[str]) -> list[Finding]:
     """Findings of one sentence; organs it names only loosely (`vague`) get no normal finding."""
     out = []
-    new = _NEW
     section = sent.section
     for key, st in state.items():
         group = _GROUP.get(key)
@@ -584,10 +583,10 @@ def _emit(state: dict[str, _Organ], sent: Sentence, sentence_text: str, index: i
         negated = tuple(sorted(set(st.negated))) if st.negated else ()
         header = sent.header if st.from_header else None
         for canon, (size, _, _) in st.abnormal.items():
-            out.append(new(Finding, (organ, group, ABNORMAL, canon, sentence_text, section, negated, size, header, index, region, side)))
+            out.append(_NEW(Finding, (organ, group, ABNORMAL, canon, sentence_text, section, negated, size, header, index, region, side)))
         for canon, (size, _, _) in st.uncertain.items():
             if canon not in st.abnormal:
-                out.append(new(Finding, (organ, group, UNCERTAIN, canon, sentence_text, section, negated, size, header, index, region, side)))
+                out.append(_NEW(Finding, (organ, group, UNCERTAIN, canon, sentence_text, section, negated, size, header, index, region, side)))
         if not st.abnormal and not st.uncertain and (st.normal or negated) and key not in vague:
-            out.append(new(Finding, (organ, group, NORMAL, None, sentence_text, section, negated, None, header, index, region, side)))
+            out.append(_NEW(Finding, (organ, group, NORMAL, None, sentence_text, section, negated, None, header, index, region, side)))
     return out

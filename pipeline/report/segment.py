@@ -130,8 +130,7 @@ def _split_points(text: str, start: int, end: int) -> list[int]:
             if before.count("(") > before.count(")"):
                 continue  # a question inside parentheses: "(small airway disease? small vessel disease?)"
         if mark == ".":  # a period after an abbreviation, a unit or an initial may not end the sentence
-            tail = text[at - _LONGER:at] if at - _LONGER >= start else ""
-            w = "" if tail.isascii() and tail.isalpha() else _word_before(text, start, at)  # (a long word is none)
+            w = _word_before(text, start, at)
             if w in _ABBREV or w in _UNITS or len(w) == 1:
                 nxt = _NEXT_CHAR.match(text, pos, end).group(1)
                 if w in _ABBREV and not (w == "no" and not nxt.isdigit()):
@@ -152,10 +151,14 @@ def _split_points(text: str, start: int, end: int) -> list[int]:
 
 
 def _word_before(text: str, start: int, at: int) -> str:
-    """The lower-case word (letters and inner periods, within 12 characters) that ends at `at`, or ""."""
+    """The lower-case word (letters and inner periods, within 12 characters) that ends at `at`, or "": also for
+    one of _LONGER or more ASCII letters, which is no abbreviation, unit or initial (most words before a period)."""
+    tail = text[at - _LONGER:at] if at - _LONGER >= start else ""
+    if tail.isascii() and tail.isalpha():
+        return ""
     word = text[max(text.rfind(" ", start, at) + 1, start):at]  # most words follow a space and are letters only
     if word.isascii() and word.isalpha():
-        return word.lower() if len(word) <= 12 else word[-12:].lower()
+        return word.lower()  # (shorter than _LONGER: a longer one ends in the tail above)
     found = _WORD_END.search(text, max(start, at - 12), at)
     return found.group(1).lower().rstrip(".") if found else ""
 
