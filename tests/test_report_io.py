@@ -57,6 +57,15 @@ def test_non_utf8_bytes_are_decoded_with_a_note():
     assert extract_findings(b"\xff\xfe\x00garbage \x81\x8d") == []
 
 
+def test_lone_surrogates_and_control_characters_are_replaced():
+    # a "surrogateescape" decoding keeps undecodable bytes as lone surrogates, which no encoder takes
+    text = b"FINDINGS: The liver\x07 is enlarged \xff.\x0c No pleural effusion.".decode("utf-8", "surrogateescape")
+    findings, problem = extract_findings_checked(text)
+    assert problem is None
+    assert {(f.organ, f.region, f.status) for f in findings} == {("liver", None, "abnormal"), (None, "pleura", "normal")}
+    assert findings[0].sentence == "The liver  is enlarged \ufffd."
+
+
 def test_extract_table_rows_and_problems():
     df = pd.DataFrame({"acc": ["A1", "A2", "A3"], "text": [GOOD, "", "Normal kidneys."]})
     findings, problems = extract_table_checked(df, "text", "acc")

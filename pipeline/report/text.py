@@ -5,7 +5,7 @@ from __future__ import annotations
 import html
 import re
 import unicodedata
-from itertools import filterfalse
+from itertools import filterfalse, repeat
 
 _RTF_MARK = re.compile(r"^\s*\{\\rtf", re.I)
 _RTF_DEST = re.compile(r"\{\\\*[^{}]*\}|\{\\(?:fonttbl|colortbl|stylesheet|info)(?:[^{}]|\{[^{}]*\})*\}")
@@ -20,6 +20,7 @@ _WORDS = re.compile(r"[^\W\d_]+")
 # for _WORDS in C: on UTF-8 bytes, ASCII letters and non-ASCII bytes kept, any other ASCII byte a space
 _SPACE_ASCII_NON_LETTERS = bytes(c if 97 <= c <= 122 or c >= 128 else 32 for c in range(256))
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 # Frequent English words of radiology reports; the share of them tells English from other languages.
 _ENGLISH = frozenset(
@@ -44,6 +45,11 @@ _FOREIGN = frozenset(
 
 _ENGLISH_BYTES = frozenset(w.encode() for w in _ENGLISH)
 _FOREIGN_BYTES = frozenset(w.encode() for w in _FOREIGN if w.isascii())
+# ASCII word -> 1 if a common English one, plus 2**32 if another language's: one sum over a text's words counts both
+_LANG_BYTES = {w: (w in _ENGLISH_BYTES) + ((w in _FOREIGN_BYTES) << 32) for w in _ENGLISH_BYTES | _FOREIGN_BYTES}
+# every byte but the UTF-8 bytes of _CONTROL's characters: deleting them leaves those (multi-byte characters have
+# no byte below 0x80), a test in C that is 6x faster than _CONTROL's scan, which tests a class at every position
+_NOT_CONTROL = bytes(c for c in range(256) if not _CONTROL.match(chr(c)))
 
 
 def decode(data: bytes) -> tuple[str, str | None]:
@@ -75,14 +81,22 @@ def strip_html(text: str) -> str:
 
 
 def clean(text: str) -> str:
-    """Line endings, RTF and HTML residue, control characters and odd spaces normalised; offsets change."""
+    """Line endings, RTF and HTML residue, control characters, lone surrogates and odd spaces normalised;
+    offsets change."""
     text = text.replace("\r\n", "\n").replace("\r", "\n")
     if _RTF_MARK.match(text):
         text = strip_rtf(text)
     if ("<" in text or "&" in text) and _HTML_HINT.search(text):  # (the plain test is 30x faster)
         text = strip_html(text)
     text = unicodedata.normalize("NFKC", text)
-    return _CONTROL.sub(" ", text).replace("\t", " ").replace("\u00a0", " ")
+    try:
+        data = text.encode("utf-8")
+    except UnicodeEncodeError:  # lone surrogates (the undecodable bytes of a "surrogateescape" decoding): no text
+        text = _SURROGATE.sub("\ufffd", text)
+        data = text.encode("utf-8")
+    if data.translate(None, _NOT_CONTROL):
+        text = _CONTROL.sub(" ", text)
+    return text.replace("\t", " ").replace("\u00a0", " ")
 
 
 def english_share(text: str) -> tuple[int, float, float]:
@@ -99,9 +113,10 @@ def english_share(text: str) -> tuple[int, float, float]:
     n = len(words) + len(other)
     if not n:
         return 0, 0.0, 0.0
-    # counted with map over set lookups: no Python-level loop
-    english = sum(map(_ENGLISH_BYTES.__contains__, words)) + sum(map(_ENGLISH.__contains__, other))
-    foreign = sum(map(_FOREIGN_BYTES.__contains__, words)) + sum(map(_FOREIGN.__contains__, other))
+    # counted with map over dict and set lookups: no Python-level loop
+    both = sum(map(_LANG_BYTES.get, words, repeat(0)))
+    english = (both & 0xFFFFFFFF) + sum(map(_ENGLISH.__contains__, other))
+    foreign = (both >> 32) + sum(map(_FOREIGN.__contains__, other))
     return n, english / n, foreign / n
 
 
