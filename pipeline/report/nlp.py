@@ -180,13 +180,13 @@ class Lexicon:
         coordinators = self._coordinators
         named = None  # tokens inside organ matches, read where a list may precede one
         for m in out:
-            if m.kind == ORG and m.end - m.start >= 2 and m.start - 2 >= t0 and lower[m.start - 1] in self._list_marks:
+            s, e, kind, _ = m
+            if kind == ORG and e - s >= 2 and s - 2 >= t0 and lower[s - 1] in self._list_marks:
                 if named is None:
                     named = {i for x in out if x.kind == ORG for i in range(x.start, x.end)}
                 extra += self._organ_list(m, lower, strings, named, t0)
-            if m.kind != ABN:
+            if kind != ABN:
                 continue
-            s, e = m.start, m.end
             if e + 1 < t1 and lower[e] == hyphen and not space[e - 1] and not space[e]:
                 hit = self.findings.get(" ".join([strings[h] for h in lower[s:e - 1]] + [strings[lower[e + 1]]]))
                 if hit is not None:

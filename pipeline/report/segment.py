@@ -46,7 +46,6 @@ _NEXT_CHAR = re.compile(r"\s*(\S?)")
 # "[.!?]+(?=[\s"')\]]|$)|\n": a run of sentence marks before a space, quote or bracket, or a line end
 _BOUNDARY = re.compile(r"""[.!?\n](?:(?<=\n)|[.!?]*(?=[\s"')\]]|$))""")
 _PERIOD = re.compile(r"""\.[.!?]*(?=[\s"')\]]|$)""")  # _BOUNDARY where a text has no "!", "?" or line end
-_OTHER_MARKS = "!?\n"
 _LIST_INLINE = [re.compile(re.escape(c) + r"\s+(?=\(?\d{1,2}[.)]\s+[A-Za-z])") for c in ":;"]  # a cut at its end
 # items of an impression run together on one line: ' " Hiatal hernia " Emphysema', ' • Atelectasis • ...': a run
 # of marks after a space (checked outside the patterns), one pattern per first mark
@@ -122,7 +121,7 @@ def _headers(text: str) -> list[_Header]:
 def _split_points(text: str, start: int, end: int) -> list[int]:
     """Sentence boundaries (character offsets) inside text[start:end]."""
     cuts = [start]
-    other = any(text.find(c, start, end) >= 0 for c in _OTHER_MARKS)
+    other = text.find("?", start, end) >= 0 or text.find("\n", start, end) >= 0 or text.find("!", start, end) >= 0
     for m in (_BOUNDARY if other else _PERIOD).finditer(text, start, end):
         pos, at, mark = m.end(), m.start(), m.group()
         if mark == "\n":
