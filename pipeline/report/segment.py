@@ -9,6 +9,7 @@ next header or a blank line.
 from __future__ import annotations
 
 import re
+import string
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import NamedTuple
@@ -55,6 +56,7 @@ _LAST_WORD = re.compile(r"([A-Za-z]+)[ \t]*$")
 _LINE_HEADER = re.compile(r"(?m)[ \t]*([A-Za-z][A-Za-z /&\-]{1,40}?)[ \t]*:?[ \t]*$")  # matched at line starts
 _BLANK_LINE = re.compile(r"\n[ \t]*\n")
 _LETTER = re.compile(r"[A-Za-z]")
+_ASCII_LETTERS = frozenset(string.ascii_letters)
 _LIST_MARK = re.compile(r"\s*(?:\(?\d{1,2}[.)](?=\s|[A-Za-z])|[-*\u2022\u00b7>]+(?=\s))\s*")
 _MARK_FIRST = frozenset("(0123456789-*\u2022\u00b7>")  # what a _LIST_MARK starts with, after spaces
 _ABBREV = frozenset(
@@ -123,7 +125,7 @@ def _split_points(text: str, start: int, end: int) -> list[int]:
     cuts = [start]
     other = text.find("?", start, end) >= 0 or text.find("\n", start, end) >= 0 or text.find("!", start, end) >= 0
     for m in (_BOUNDARY if other else _PERIOD).finditer(text, start, end):
-        pos, at, mark = m.end(), m.start(), m.group()
+        (at, pos), mark = m.span(), m.group()
         if mark == "\n":
             if _newline_splits(text, at, start, end):
                 cuts.append(pos)
@@ -226,7 +228,7 @@ def sentences(text: str) -> list[Sentence]:
                     body = raw.lstrip()
             a += len(raw) - len(body)
             b = a + len(body.rstrip())
-            if b <= a or not (body[0].isascii() and body[0].isalpha()) and not _LETTER.search(text, a, b):
+            if b <= a or body[0] not in _ASCII_LETTERS and not _LETTER.search(text, a, b):
                 continue
             oh = organ_header
             out.append(new(Sentence, (a, b, section, oh.name if oh else None, oh.organs if oh else ())))
