@@ -184,15 +184,17 @@ class ReportComponent:
         cands = self.lexicon.candidates(doc, lower_ids)
         starts = [c[2] for c in cands]
         out = []
-        a = 0
+        a = t0 = c0 = 0  # where the sentence starts: character, token, first candidate
         for key, i in zip(keys, indices):
             b = a + len(key[0])
             s = _NEW(Sentence, (a, b, *key[1:]))
-            t0, t1 = bisect_left(idx, a), bisect_left(idx, b)
-            inside = [c for c in cands[bisect_left(starts, t0):bisect_left(starts, t1)] if c[3] <= t1]
+            # the sentences tile the tokens: where one ends (at the joining space) the next starts
+            t1 = bisect_left(idx, b, t0)
+            c1 = bisect_left(starts, t1, c0)
+            inside = [c for c in cands[c0:c1] if c[3] <= t1]
             ms = self.lexicon.matches(inside, lower_ids, space, t0, t1)
             out.append(_sentence(lower, joined, idx, s, ms, i, t0, t1) if _may_find(ms, key[0]) else [])
-            a = b + 1
+            a, t0, c0 = b + 1, t1, c1
         return out
 
 
