@@ -499,10 +499,7 @@ def _sentence(lower: _Lower, text: str, idx: list[int], sent: Sentence, ms: list
             if not _REGION_KEYS.isdisjoint(organs):
                 region_side = _side_near(lower, m, sides, terms) or _sentence_side(sides)
             for o in organs:
-                key = _place(o, region_side) if o in _REGION_KEYS else o
-                st = state.get(key)
-                if st is None:
-                    st = state[key] = _Organ({}, {}, [], from_header=from_header)
+                st = slot(_place(o, region_side), from_header)
                 canon = abn.canonical_for(o)
                 if status == NEG:
                     st.negated.append(canon)

@@ -45,8 +45,10 @@ _FOREIGN = frozenset(
 
 _ENGLISH_BYTES = frozenset(w.encode() for w in _ENGLISH)
 _FOREIGN_BYTES = frozenset(w.encode() for w in _FOREIGN if w.isascii())
-# ASCII word -> 1 if a common English one, plus 2**32 if another language's: one sum over a text's words counts both
-_LANG_BYTES = {w: (w in _ENGLISH_BYTES) + ((w in _FOREIGN_BYTES) << 32) for w in _ENGLISH_BYTES | _FOREIGN_BYTES}
+# ASCII word -> 1 if a common English one, plus _FOREIGN_ONE if another language's: one sum over a text's words
+# counts both (divmod by _FOREIGN_ONE parts them)
+_FOREIGN_ONE = 1 << 32
+_LANG_BYTES = {w: (w in _ENGLISH_BYTES) + (w in _FOREIGN_BYTES) * _FOREIGN_ONE for w in _ENGLISH_BYTES | _FOREIGN_BYTES}
 # every byte but the UTF-8 bytes of _CONTROL's characters: deleting them leaves those (multi-byte characters have
 # no byte below 0x80), a test in C that is 6x faster than _CONTROL's scan, which tests a class at every position
 _NOT_CONTROL = bytes(c for c in range(256) if not _CONTROL.match(chr(c)))
@@ -114,9 +116,9 @@ def english_share(text: str) -> tuple[int, float, float]:
     if not n:
         return 0, 0.0, 0.0
     # counted with map over dict and set lookups: no Python-level loop
-    both = sum(map(_LANG_BYTES.get, words, repeat(0)))
-    english = (both & 0xFFFFFFFF) + sum(map(_ENGLISH.__contains__, other))
-    foreign = (both >> 32) + sum(map(_FOREIGN.__contains__, other))
+    foreign, english = divmod(sum(map(_LANG_BYTES.get, words, repeat(0))), _FOREIGN_ONE)
+    english += sum(map(_ENGLISH.__contains__, other))
+    foreign += sum(map(_FOREIGN.__contains__, other))
     return n, english / n, foreign / n
 
 
