@@ -10,7 +10,7 @@ import pandas as pd
 
 from pipeline.report import text as textmod
 from pipeline.report.finding import ABNORMAL, COLUMNS, NORMAL, UNCERTAIN, Finding, ReportConfig
-from pipeline.report.nlp import build_nlp
+from pipeline.report.nlp import build_nlp, freeze_heap
 
 log = logging.getLogger(__name__)
 _DEFAULT = ReportConfig()
@@ -39,7 +39,10 @@ def prepare(report: str | bytes | None, config: ReportConfig = _DEFAULT) -> tupl
 
 def reader(config: ReportConfig = _DEFAULT):
     """The report component of this configuration's pipeline (context.ReportComponent): `read(text)`."""
-    return build_nlp(config.skip_sections, config.fast_tokenizer).get_pipe("ctglip_report")
+    nlp = build_nlp(config.skip_sections, config.fast_tokenizer)
+    if config.freeze_heap:
+        freeze_heap()
+    return nlp.get_pipe("ctglip_report")
 
 
 def extract_findings_checked(report: str | bytes | None, config: ReportConfig = _DEFAULT) -> tuple[list[Finding], str | None]:

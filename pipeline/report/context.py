@@ -19,11 +19,11 @@ import re
 from bisect import bisect_left, bisect_right
 from collections.abc import Mapping
 from dataclasses import dataclass
-from itertools import chain, compress
+from itertools import compress
 from operator import itemgetter
 from types import MappingProxyType
 
-from spacy.attrs import IDX, LOWER, SPACY
+from spacy.attrs import IDX, LOWER
 from spacy.language import Language
 from spacy.tokens import Doc
 
@@ -54,12 +54,12 @@ _NOT_DIGIT = bytes(c for c in range(128) if not chr(c).isdigit())  # ASCII bytes
 _FINDS = frozenset({ABN, NORM})  # match kinds that make findings
 _TRIGGERS = frozenset({NEG, UNC, HIST})
 _KIND = itemgetter(2)  # of a Match
+_START = itemgetter(2)  # of a candidate (Lexicon.candidates)
 _MEASURE = frozenset({"diameter", "diameters", "caliber", "calibre", "calibration", "measured", "measures", "measuring", "width"})
 _DILATATION = abnormality("dilatation")
 _REGION_KEYS = frozenset([REGION + r for r in REGIONS] + [ELSEWHERE])
 _GROUP = {name: o.group for name, o in vocab.organs().items()}
 _NEW = tuple.__new__  # builds a NamedTuple (Finding, Sentence) without its Python-level __new__: ~2x faster
-_INDEX = Finding._fields.index("sentence_index")
 _SPINE = [n for n in vocab.groups()["spine"] if n.startswith("vertebrae_")][::-1]  # C1 .. S1
 
 
@@ -124,7 +124,9 @@ class _Lower:
             at = list(compress(range(len(self.words)), map(_SIDE_WORDS.__contains__, self.words)))  # a loop in C
             self._sides = (at, [_SIDE_WORDS[self.words[i]] for i in at])
         at, named = self._sides
-        return set(named[bisect_left(at, start):bisect_left(at, end)])
+        lo = bisect_left(at, start)
+        hi = bisect_left(at, end, lo)
+        return set(named[lo:hi]) if hi > lo else set()
 
 
 class ReportComponent:
@@ -139,8 +141,11 @@ class ReportComponent:
         # occur in another of them. A sentence's findings depend only on its text, section and header (its
         # tokens are those of its text, and matching and _sentence read nothing outside them), so they are kept
         # under that key and reused before any tokenizing, with the sentence's index in its report set anew.
-        # Cleared when full (10,000 sentences: about 25 MB, some 900 reports).
-        self.memo: dict[tuple, list[Finding]] = {}
+        # Cleared when full (10,000 sentences: about 25 MB, some 900 reports). It holds rows (_emit), plain
+        # tuples, not Findings: the garbage collector stops tracking a plain tuple of untracked values but never a
+        # NamedTuple, and every full collection walks all objects still tracked (Findings kept ~14,000 tracked
+        # per pass over the 755 reports).
+        self.memo: dict[tuple, tuple[tuple, ...]] = {}
         self.memo_size = memo_size
 
     def __call__(self, doc: Doc) -> Doc:
@@ -155,45 +160,43 @@ class ReportComponent:
         if self.skip:
             sents = [s for s in sents if s.section not in self.skip]
         memo = self.memo
-        found: list[list[Finding] | None] = []
+        found: list[tuple[tuple, ...] | None] = []  # rows of each sentence
         new: dict[tuple, list[int]] = {}  # key -> indices of the sentences not in the memo
         for i, (start, end, section, header, header_organs) in enumerate(sents):  # (unpacked: faster than fields)
             key = (text[start:end], section, header, header_organs)
-            hit = memo.get(key)
-            if hit is None:
+            rows = memo.get(key)
+            if rows is None:
                 new.setdefault(key, []).append(i)
-            elif hit and hit[0].sentence_index != i:
-                hit = [_reindexed(f, i) for f in hit]
-            found.append(hit)
+            found.append(rows)
         if new:
-            for key, hit in zip(new, self._read_new(list(new), [at[0] for at in new.values()])):
+            for key, rows in zip(new, self._read_new(list(new))):
                 if len(memo) >= self.memo_size:
                     memo.clear()
-                memo[key] = hit
-                for n, i in enumerate(new[key]):
-                    found[i] = hit if n == 0 or not hit else [_reindexed(f, i) for f in hit]
-        return list(chain.from_iterable(found))
+                memo[key] = rows
+                for i in new[key]:
+                    found[i] = rows
+        return [_NEW(Finding, (organ, group, status, abnormality, sentence, section, negated, size, header, i, region, side))
+                for i, rows in enumerate(found)
+                for organ, group, status, abnormality, sentence, section, negated, size, header, region, side in rows]
 
-    def _read_new(self, keys: list[tuple], indices: list[int]) -> list[list[Finding]]:
-        """Findings of sentences (memo keys: text, section, header, header organs) at these report indices."""
+    def _read_new(self, keys: list[tuple]) -> list[tuple[tuple, ...]]:
+        """Rows (_emit) of sentences, by memo key (text, section, header, header organs)."""
         joined = " ".join(key[0] for key in keys)
         doc = self.nlp.make_doc(joined)
-        # token offsets, lower-case forms, trailing spaces: no Tokens built
-        idx, lower_ids, space = doc.to_array([IDX, LOWER, SPACY]).T.tolist()
+        # token offsets and lower-case forms: no Tokens built
+        idx, lower_ids = doc.to_array([IDX, LOWER]).T.tolist()
         lower = _Lower(self.lexicon.strings, lower_ids)
         cands = self.lexicon.candidates(doc, lower_ids)
-        starts = [c[2] for c in cands]
         out = []
         a = t0 = c0 = 0  # where the sentence starts: character, token, first candidate
-        for key, i in zip(keys, indices):
+        for key in keys:
             b = a + len(key[0])
             s = _NEW(Sentence, (a, b, *key[1:]))
             # the sentences tile the tokens: where one ends (at the joining space) the next starts
             t1 = bisect_left(idx, b, t0)
-            c1 = bisect_left(starts, t1, c0)
-            inside = [c for c in cands[c0:c1] if c[3] <= t1]
-            ms = self.lexicon.matches(inside, lower_ids, space, t0, t1)
-            out.append(_sentence(lower, joined, idx, s, ms, i, t0, t1) if _may_find(ms, key[0]) else [])
+            c1 = bisect_left(cands, t1, c0, key=_START)
+            ms = self.lexicon.matches(cands[c0:c1], lower_ids, doc, t0, t1)
+            out.append(_sentence(lower, joined, idx, s, ms, t0, t1) if _may_find(ms, key[0]) else ())
             a, t0, c0 = b + 1, t1, c1
         return out
 
@@ -204,10 +207,6 @@ def _may_find(ms: list[Match], sentence_text: str) -> bool:
     if not _FINDS.isdisjoint(map(_KIND, ms)):
         return True
     return _has_digit(sentence_text) and any(m.kind == ORG for m in ms)
-
-
-def _reindexed(f: Finding, index: int) -> Finding:
-    return _NEW(Finding, (*f[:_INDEX], index, *f[_INDEX + 1:]))
 
 
 class _Clauses(list):
@@ -264,7 +263,7 @@ def _runs(lower: _Lower, orgs: list[Match], rels: list[Match], terms: list[int])
     runs: list[_Run] = []
     for m in orgs:
         clause = bisect_right(terms, m.start)
-        landmark = any(r.end <= m.start <= r.end + 2 and bisect_right(terms, r.start) == clause for r in rels)
+        landmark = bool(rels) and any(r.end <= m.start <= r.end + 2 and bisect_right(terms, r.start) == clause for r in rels)
         organs = m.payload[0]
         if runs and runs[-1].clause == clause:
             prev = runs[-1]
@@ -446,8 +445,7 @@ def _sentence_side(sides: list[Match]) -> str | None:
     return named.pop() if len(named) == 1 and "both" not in named else None
 
 
-def _sentence(lower: _Lower, text: str, idx: list[int], sent: Sentence, ms: list[Match], index: int,
-              t0: int, t1: int) -> list[Finding]:
+def _sentence(lower: _Lower, text: str, idx: list[int], sent: Sentence, ms: list[Match], t0: int, t1: int) -> tuple[tuple, ...]:
     sentence_text = text[sent.start:sent.end]
     orgs, rels, sides, triggers, term_starts = [], [], [], [], []
     for m in ms:  # one pass, not one comprehension per kind
@@ -527,7 +525,7 @@ def _sentence(lower: _Lower, text: str, idx: list[int], sent: Sentence, ms: list
     vague = {o for m in orgs if m.payload[1] for o in m.payload[0]}
     if vague:
         vague -= {o for m in orgs if not m.payload[1] for o in m.payload[0]}
-    return _emit(state, sent, sentence_text, index, vague)
+    return _emit(state, sent, sentence_text, vague)
 
 
 def _diameters(lower: _Lower, idx: list[int], runs: list[_Run], terms: list[int], sizes: list[tuple[int, float]],
@@ -572,8 +570,6 @@ def _resolve(st: _Organ) -> None:
     """Weak synonyms and generic descriptors give way to a hedged specific finding of the same organ and
     sentence ("hypodensity in the liver, likely a cyst" -> uncertain cyst); after an observed descriptor an
     interpretive hedge names what was observed ("lesion concerning for malignancy" -> abnormal mass)."""
-    if not st.uncertain and len(st.abnormal) < 2:
-        return
     for canon, (_, interpretive, _) in st.uncertain.items():
         if canon in st.abnormal and st.abnormal[canon][1] and not interpretive:
             del st.abnormal[canon]
@@ -591,8 +587,9 @@ def _resolve(st: _Organ) -> None:
             st.abnormal[c] = (size if size is not None else s, False, False)
 
 
-def _emit(state: dict[str, _Organ], sent: Sentence, sentence_text: str, index: int, vague: set[str]) -> list[Finding]:
-    """Findings of one sentence; organs it names only loosely (`vague`) get no normal finding."""
+def _emit(state: dict[str, _Organ], sent: Sentence, sentence_text: str, vague: set[str]) -> tuple[tuple, ...]:
+    """Findings of one sentence as rows: the fields of a Finding but its sentence_index, which `read` adds.
+    Organs the sentence names only loosely (`vague`) get no normal finding."""
     out = []
     section = sent.section
     for key, st in state.items():
@@ -604,14 +601,15 @@ def _emit(state: dict[str, _Organ], sent: Sentence, sentence_text: str, index: i
             if place == ELSEWHERE:
                 continue
             organ, region, side = None, region_of(place), side or None
-        _resolve(st)
+        if st.uncertain or len(st.abnormal) > 1:
+            _resolve(st)
         negated = tuple(sorted(set(st.negated))) if st.negated else ()
         header = sent.header if st.from_header else None
         for canon, (size, _, _) in st.abnormal.items():
-            out.append(_NEW(Finding, (organ, group, ABNORMAL, canon, sentence_text, section, negated, size, header, index, region, side)))
+            out.append((organ, group, ABNORMAL, canon, sentence_text, section, negated, size, header, region, side))
         for canon, (size, _, _) in st.uncertain.items():
             if canon not in st.abnormal:
-                out.append(_NEW(Finding, (organ, group, UNCERTAIN, canon, sentence_text, section, negated, size, header, index, region, side)))
+                out.append((organ, group, UNCERTAIN, canon, sentence_text, section, negated, size, header, region, side))
         if not st.abnormal and not st.uncertain and (st.normal or negated) and key not in vague:
-            out.append(_NEW(Finding, (organ, group, NORMAL, None, sentence_text, section, negated, None, header, index, region, side)))
-    return out
+            out.append((organ, group, NORMAL, None, sentence_text, section, negated, None, header, region, side))
+    return tuple(out)

@@ -48,3 +48,6 @@ class ReportConfig:
     max_chars: int = 200_000  # longer reports are truncated (and the problem recorded)
     min_words_for_language_check: int = 12  # shorter texts are never called non-English
     fast_tokenizer: bool = True  # nlp.RegexTokenizer instead of spaCy's rule-based English tokenizer
+    # once the pipeline is built, the objects alive then leave the cyclic garbage collector's reach (gc.freeze,
+    # nlp.freeze_heap): full collections stop walking spaCy's and torch's ~260,000 objects (6% of reading time)
+    freeze_heap: bool = True
