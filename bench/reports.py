@@ -22,7 +22,8 @@ CT-RATE reports as written, `--real-repeats` passes, timed the same interleaved 
 - ours, `nlp.pipe` over the prepared texts (what `extract_table` runs in each worker);
 - the negspacy baseline, `nlp.pipe` over the raw texts.
 Each pass starts our runners with an empty sentence memo (ReportComponent.memo), so repeated passes are timed
-as first readings.
+as first readings. The first `extract_findings` call (in the warm-up) freezes the start-up heap, as it does in any
+process (ReportConfig.freeze_heap): both pipelines are built by then, so the baseline's collections gain as ours do.
 Target (issue 13): >= 600 real reports/s with `extract_findings` in one process, and faster than the baseline.
 """
 
