@@ -17,8 +17,7 @@ GROUP = "evaluation"
 class EvalSettings(dg.Config):
     k_abnormalities: int = Field(default=16, description="AD macro over the K most frequent (organ, abnormality) pairs (CT-GLIP: 16).")
     n_bootstrap: int = Field(default=1000, description="Bootstrap resamples for the 95% intervals (patients resampled).")
-    td_steps: int = Field(default=10, description="Fine-tuning steps of the tumor-detection head + encoder.")
-    ts_steps: int = Field(default=20, description="Fine-tuning steps of the tumor-segmentation decoder (equal for every initialisation).")
+    ts_steps: int = Field(default=20, description="Fine-tuning steps of the tumor-segmentation decoder and encoder on organ crops (equal for every initialisation).")
     ts_repeats: int = Field(default=1, ge=1, description="Tumor-segmentation runs per method (seeds seed, seed + 1, ...); each test case's Dice is averaged over them.")
     seed: int = Field(default=0, description="Seed shared by every method's fine-tuning.")
 
@@ -28,7 +27,7 @@ class EvalSettings(dg.Config):
     deps=["grounded_pairs", "lesion_masks"],
     ins={"grounded_model": dg.AssetIn(), "global_model": dg.AssetIn()},
     op_tags=GPU,
-    description="Zero-shot organ recognition and abnormality detection, tumor detection and segmentation: random vs CLIP vs grounded, and a no-learning row (logistic regression on organ_stats).",
+    description="Zero-shot organ recognition, abnormality and tumor detection per organ, tumor segmentation, and linear probes: random vs CLIP vs grounded, and the no-learning rows (logistic regression on organ_stats, fitted on image truth and on report labels).",
 )
 def evaluation_report(context: dg.AssetExecutionContext, config: EvalSettings, data: DataRoot, grounded_model: dict, global_model: dict) -> dg.MaterializeResult:
     # torch and MONAI load here, not at import: a process that only loads the Definitions (a step worker, the UI's
@@ -37,7 +36,6 @@ def evaluation_report(context: dg.AssetExecutionContext, config: EvalSettings, d
     from model.eval import EvalConfig, build_report, evaluate, load_eval_data
     from model.eval.baseline import no_learning, read_features
     from model.eval.segmentation import SegBudget
-    from model.eval.tumor import FinetuneBudget
     root = data.root()
     paths = {"CLIP": verified_model(global_model), "grounded": verified_model(grounded_model)}
     preprocessing = {name: preprocessing_of(p) for name, p in paths.items()}
@@ -47,12 +45,13 @@ def evaluation_report(context: dg.AssetExecutionContext, config: EvalSettings, d
     eval_data = load_eval_data(root, preprocessing["grounded"])
     eval_config = EvalConfig(
         k_abnormalities=config.k_abnormalities, n_bootstrap=config.n_bootstrap, seed=config.seed,
-        td_budget=FinetuneBudget(steps=config.td_steps, seed=config.seed), ts_budget=SegBudget(steps=config.ts_steps, seed=config.seed, repeats=config.ts_repeats),
+        ts_budget=SegBudget(steps=config.ts_steps, seed=config.seed, repeats=config.ts_repeats),
     )
     result = evaluate(models, eval_data, eval_config)
-    features = read_features(root, [c.study_id for c in eval_data.cases])  # the no-learning row: organ_stats alone
-    baseline = no_learning(eval_data, features, result.ad_tasks, eval_config)
-    result = dataclasses.replace(result, methods={**result.methods, "no_learning": baseline})
+    features = read_features(root, eval_data.organs["study_id"].unique())  # the no-learning rows: organ_stats alone
+    baselines = {name: no_learning(eval_data, features, result, labels) for name, labels in
+                 (("no_learning", "image"), ("no_learning_report", "report"))}
+    result = dataclasses.replace(result, methods={**result.methods, **baselines})
     provenance = {
         "grounded_model": {k: grounded_model[k] for k in ("model_path", "sha256", "run_id")},
         "global_model": {k: global_model[k] for k in ("model_path", "sha256", "run_id")},

@@ -27,8 +27,8 @@ class EmbeddingSettings(dg.Config):
 @dg.asset(
     group_name=GROUP, deps=["ct_studies", "organ_masks"], ins={"grounded_model": dg.AssetIn()}, partitions_def=SHARDS,
     backfill_policy=SINGLE_RUN, kinds={"pytorch"}, op_tags=GPU,  # runs the image encoder
-    description="Per shard, one row per (study, organ): the grounded model's organ embeddings over the whole study "
-                "(sliding window) and a 'whole_study' row; query heatmaps of a few studies in the metadata.",
+    description="Per shard, one row per (study, organ): the grounded model's organ embeddings (each organ cropped as the "
+                "model was trained) and a 'whole_study' row; query heatmaps of a few studies in the metadata.",
 )
 def study_embeddings(context: dg.AssetExecutionContext, config: EmbeddingSettings, data: DataRoot, grounded_model: dict) -> dg.MaterializeResult:
     # torch and MONAI load here, not at import: a process that only loads the Definitions (a step worker, the UI's
@@ -51,7 +51,7 @@ def study_embeddings(context: dg.AssetExecutionContext, config: EmbeddingSetting
             inputs.append(StudyInput(sid, volume=str(vpath), mask=str(mask), heatmaps=len(inputs) < config.heatmap_studies))
             shard_of[sid] = shard
     rows, pictures = {shard: [] for shard in context.partition_keys}, {}
-    for result in infer(model_path, inputs, options):  # one model load for every shard of the run
+    for result in infer(model_path, inputs, options):  # one model load for every shard of the run (a study without organs raises)
         rows[shard_of[result.study_id]].append(result.embeddings.assign(study_id=result.study_id)[COLUMNS])
         for query, heat in result.heatmaps.items():
             pictures[f"heatmap_{len(pictures)}"] = image_md(heatmap_png(result.grid.array, heat, f"{result.study_id}: {query}"), query)

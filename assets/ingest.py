@@ -36,7 +36,8 @@ def source_archive(context: dg.AssetExecutionContext, data: DataRoot, source: Ar
     if source.kind != "synthetic":
         return dg.MaterializeResult(metadata={"kind": source.kind, "dicom_dir": str(paths.dicom_dir or ""), "nifti_manifest": str(paths.nifti_manifest or "")})
     spec = cohort_spec(source.preset, n_studies=source.n_studies, seed=source.seed, reserved_phrasing=source.reserved_phrasing,
-                       **({"appearance": source.appearance} if source.appearance else {}))
+                       **({"appearance": source.appearance} if source.appearance else {}),
+                       **({"split_ratios": tuple(source.split_ratios)} if source.split_ratios else {}))
     stamp = root / "source" / "cohort.json"
     wanted = json.loads(json.dumps(asdict(spec)))
     if stamp.is_file() and json.loads(stamp.read_text()) == wanted:

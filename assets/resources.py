@@ -54,6 +54,11 @@ class ArchiveSource(dg.ConfigurableResource):
         "learning: varied appearance, organ sizes and lesions, imperfect reports, the reserved phrasing on validation and "
         "test (pipeline.synthetic.cohort.PRESETS).",
     )
+    split_ratios: list[float] = Field(
+        default=[], description="kind=synthetic: the train/val/test shares the pair tables will be made with "
+        "(pair_tables' split_ratios; set both alike), so that evaluation reports get the reserved phrasing; "
+        "empty = the pair tables' defaults.",
+    )
     appearance: Literal["", "uniform", "varied"] = Field(
         default="", description="kind=synthetic: empty = the preset's; 'uniform' = one HU per organ and one noise level for "
         "everyone (the demo); 'varied' = per-study contrast phase, per-patient organ HU, texture, slice blur and noise, "

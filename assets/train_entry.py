@@ -21,10 +21,10 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-from model.config import TrainConfig, demo, paper
+from model.config import TrainConfig, benchmark, demo, paper
 from model.train import TrainResult, train
 
-PRESETS = {"demo": demo, "paper": paper}
+PRESETS = {"demo": demo, "benchmark": benchmark, "paper": paper}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

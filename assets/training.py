@@ -16,7 +16,7 @@ from pydantic import Field
 from assets.metadata import image_md
 from assets.queues import GPU
 from assets.resources import DataRoot
-from model.config import SOFT_TISSUE, TrainConfig, demo, paper, replace
+from model.config import SOFT_TISSUE, TrainConfig, benchmark, demo, paper, replace
 
 GROUP = "training"
 ENTRY = Path(__file__).with_name("train_entry.py")
@@ -24,26 +24,29 @@ UPSTREAM = ["grounded_pairs", "abnormality_pairs", "study_texts"]
 
 
 class TrainSettings(dg.Config):
-    preset: Literal["demo", "paper"] = Field(default="demo", description="demo: minutes on two CPU cores (ViT, 300 steps); paper: paper-scale settings (GPU cluster).")
-    image_encoder: Literal["preset", "cnn", "vit"] = Field(default="preset", description="3D residual CNN (high-resolution feature map), 3D ViT (MONAI), or the preset's (demo: ViT).")
+    preset: Literal["demo", "benchmark", "paper"] = Field(
+        default="demo", description="demo: about two minutes on two CPU cores (a smoke run); benchmark: what `make benchmark` "
+        "trains (chosen on validation; tens of minutes); paper: paper-scale settings (GPU cluster).")
+    image_encoder: Literal["preset", "cnn", "vit"] = Field(default="preset", description="3D residual CNN (stride-2 feature map), 3D ViT (MONAI), or the preset's (CNN).")
     steps: Optional[int] = Field(default=None, description="Optimisation steps, the same budget for both models; unset = the preset's.")
-    batch_size: Optional[int] = Field(default=None, description="Global studies per step, split over processes; unset = the preset's.")
+    batch_size: Optional[int] = Field(default=None, description="Global organ crops per step, split over processes; unset = the preset's.")
     lr: Optional[float] = Field(default=None, description="Peak learning rate (AdamW, cosine schedule); unset = the preset's.")
     seed: int = Field(default=0, description="Seed of initialisation, shuffling and augmentation.")
     nproc_per_node: int = Field(default=1, description="torchrun processes (data parallel, gloo on CPU).")
     num_threads: Optional[int] = Field(default=None, description="Torch threads per training process; unset = torch's default (every core). `make run` trains both models side by side with 1 each.")
     checkpoint_every: Optional[int] = Field(default=None, description="Checkpoint every K steps (exact resume after a kill); unset = the preset's.")
-    text_encoder: Optional[str] = Field(default=None, description="Frozen text encoder: the packaged MiniLM, a Hugging Face id or a local path; unset = the preset's.")
-    soft_tissue_channel: Optional[bool] = Field(default=None, description="Add a soft-tissue HU window (-160, 240) as a second input channel (where lesions show); unset = the preset's (demo, paper: on).")
-    grounded_global_weight: Optional[float] = Field(default=None, description="Grounded model only: weight of an added whole-volume vs report term (trains the study embedding); 0 = CT-GLIP as published; unset = the preset's.")
+    text_encoder: Optional[str] = Field(default=None, description="Text encoder: the packaged MiniLM or a local folder of a Hugging Face encoder; unset = the preset's.")
+    text_trainable_layers: Optional[int] = Field(default=None, ge=0, description="Top layers of the text encoder trained with the image side (0 = frozen); unset = the preset's (1).")
+    soft_tissue_channel: Optional[bool] = Field(default=None, description="Add a soft-tissue HU window (-160, 240) as an input channel (where lesions show); unset = the preset's (on).")
 
     def to_config(self, kind: str) -> TrainConfig:
-        base = {"demo": demo, "paper": paper}[self.preset]()
+        base = {"demo": demo, "benchmark": benchmark, "paper": paper}[self.preset]()
         encoder = None if self.image_encoder == "preset" else self.image_encoder
         windows = None if self.soft_tissue_channel is None else ((SOFT_TISSUE,) if self.soft_tissue_channel else ())
-        model = {"kind": kind, "image_encoder": encoder, "text_encoder": self.text_encoder, "extra_windows": windows}
+        model = {"kind": kind, "image_encoder": encoder, "text_encoder": self.text_encoder, "extra_windows": windows,
+                 "text_trainable_layers": self.text_trainable_layers}
         top = {"steps": self.steps, "batch_size": self.batch_size, "lr": self.lr, "checkpoint_every": self.checkpoint_every,
-               "grounded_global_weight": self.grounded_global_weight, "num_threads": self.num_threads}
+               "num_threads": self.num_threads}
         return replace(
             base, seed=self.seed, model={k: v for k, v in model.items() if v is not None},
             **{k: v for k, v in top.items() if v is not None},
@@ -72,6 +75,8 @@ def run_training(context: dg.AssetExecutionContext, kind: str, settings: TrainSe
     digest = hashlib.sha256(json.dumps(config.to_dict(), sort_keys=True, default=str).encode()).hexdigest()[:10]
     out = root / "models" / f"{kind}-{digest}"
     out.mkdir(parents=True, exist_ok=True)
+    # a run setting, outside the digest: the text encoder's frozen states are shared by both models and by later runs
+    config = replace(config, text_cache_dir=str(root / "cache" / "text"))
     cfg_path = out / "config.json"
     cfg_path.write_text(json.dumps(config.to_dict(), indent=2))
     # one process needs no launcher: torchrun's agent is one more Python importing torch before training starts

@@ -10,8 +10,8 @@
   metrics; other records may join it) and ``README.md`` (the model card, rendered from config.json).
   ``load_model`` rebuilds the network from these alone.
 
-A pickled ``model.pt`` from before this format is refused: ``python -m model.convert OLD_DIR`` converts
-one that you trust.
+A model of another format -- a pickled ``model.pt``, or an older ct-glip's whole-study model (``ct-glip/1``) -- is
+refused with a message saying what it is: the network and its inputs changed, so it must be trained again.
 """
 
 from __future__ import annotations
@@ -33,13 +33,13 @@ from model.config import ModelConfig, TrainConfig
 from model.files import CARD, CONFIG, WEIGHTS
 from model.network import CTGlip
 from model.preprocess import Preprocessing
-from model.text import CachedTextEncoder
+from model.text import CachedTextStates
 from pipeline.atomic import atomic_path, write_json
 
 log = logging.getLogger(__name__)
 
-FORMAT = "ct-glip/1"  # bump when what the files hold changes; older files are refused with a message
-CONVERT = "python -m model.convert"
+FORMAT = "ct-glip/2"  # bump when what the files hold changes; older files are refused with a message
+OLDER = {"ct-glip/1": "whole-study crops and a frozen text encoder (before organ crops)"}
 
 _STEP_FILE = re.compile(r"^step_(\d+)\.pt$")
 
@@ -72,13 +72,10 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
 
 
 def _legacy_message(path: str | os.PathLike, why: str) -> str:
-    path = Path(path)
-    target = path.parent if path.name == "model.pt" else path
     return (
-        f"{path} is not a ct-glip {FORMAT} checkpoint: {why}. Old pickled files are not loaded, since loading a pickle "
-        f"runs whatever code it holds. If you trust where the file came from, convert it once with "
-        f"`{CONVERT} {target}` (writes a model folder: {WEIGHTS}, {CONFIG}, {CARD}; it asks for --trust where the file "
-        f"cannot be read without running code); a training run can also start afresh (resume=False or a new output folder)."
+        f"{path} is not a ct-glip {FORMAT} checkpoint: {why}. It was written by an older ct-glip, whose network and "
+        f"inputs differ (pickled files are never loaded either: loading a pickle runs whatever code it holds): train the "
+        f"model again with this version; a training run starts afresh with resume=False or a new output folder."
     )
 
 
@@ -154,14 +151,50 @@ def read_config(path: str | os.PathLike) -> dict[str, Any]:
             raise LegacyCheckpointError(_legacy_message(folder / "model.pt", "it is a pickled model.pt"))
         raise FileNotFoundError(f"no trained model at {path}: expected a folder with {WEIGHTS} and {CONFIG}")
     config = json.loads(config_path.read_text())
-    if config.get("format") != FORMAT:
-        raise ValueError(f"{config_path}: model format {config.get('format')!r}, this version of ct-glip reads {FORMAT!r}")
+    check_format(config.get("format"), config_path)
+    check_text_encoder(config.get("train", {}).get("model", {}).get("text_encoder"), config_path, "train.model.text_encoder")
     return config
 
 
+def check_text_encoder(name: str | None, where: str | os.PathLike, key: str) -> None:
+    """A model folder is data, not instructions: its text encoder must be the packaged one, the test stand-in, or a local
+    folder -- never a hub id (ct-glip stays offline)."""
+    from model.config import FAKE_TEXT, GT_MINILM
+
+    if name is None or name in (GT_MINILM, FAKE_TEXT, "all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"):
+        return
+    if not Path(name).is_absolute() or not Path(name).is_dir():
+        raise ValueError(f"{where}: {key} = {name!r} is neither the packaged text encoder ({GT_MINILM!r}) nor an existing "
+                         "local folder (an absolute path); a model folder may not send ct-glip to download a model")
+
+
+def check_format(found: str | None, where: str | os.PathLike) -> None:
+    """Refuse a model written by another version of ct-glip, saying what it was."""
+    if found == FORMAT:
+        return
+    what = f" ({OLDER[found]}): train it again with this version" if found in OLDER else ""
+    raise ValueError(f"{where}: model format {found!r}{what}; this version of ct-glip reads {FORMAT!r}")
+
+
 def _model_folder(path: str | os.PathLike) -> Path:
+    """The exported model folder ``path`` names: the folder itself, a file in it, or a training run's folder
+    (``<data>/models/grounded-.../``, whose ``model/`` holds the export)."""
     p = Path(path)
-    return p.parent if p.name in (WEIGHTS, CONFIG, CARD) else p
+    if p.name in (WEIGHTS, CONFIG, CARD):
+        return p.parent
+    if p.is_dir() and not (p / CONFIG).is_file() and (p / "model" / CONFIG).is_file():
+        return p / "model"
+    return p
+
+
+def resolve_model_path(path: str | os.PathLike) -> Path:
+    """The model ``path`` names: a step checkpoint (``.pt``), an exported model folder, or a training run's folder (its
+    ``model/``); a clear error where nothing is there."""
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"no trained model at {p}: expected an exported model folder ({WEIGHTS}, {CONFIG}), "
+                                "a training run's folder holding one (model/), or a step_*.pt")
+    return p if p.suffix == ".pt" else _model_folder(p)
 
 
 def preprocessing_of(checkpoint: dict[str, Any] | str | os.PathLike) -> Preprocessing:
@@ -172,30 +205,33 @@ def preprocessing_of(checkpoint: dict[str, Any] | str | os.PathLike) -> Preproce
         ckpt = checkpoint
     else:
         ckpt = load_checkpoint(checkpoint) if Path(checkpoint).suffix == ".pt" else read_config(checkpoint)
-    record = ckpt.get("io", {}).get("preprocessing")
-    return Preprocessing.from_record(record) if record else Preprocessing.of(config_of(ckpt).data)
+    check_format(ckpt.get("format"), checkpoint if not isinstance(checkpoint, dict) else "checkpoint")
+    return Preprocessing.from_record(ckpt["io"]["preprocessing"])
 
 
 def load_model(
-    path: str | os.PathLike, map_location: str | torch.device = "cpu", text_encoder: CachedTextEncoder | None = None
+    path: str | os.PathLike, map_location: str | torch.device = "cpu", text_states: CachedTextStates | None = None
 ) -> CTGlip:
-    """The trained network, in eval mode: from an exported model folder, or from a step checkpoint (``.pt``).
+    """The trained network, in eval mode: from an exported model folder (or the training run's folder holding it),
+    or from a step checkpoint (``.pt``).
 
-    The frozen text encoder is rebuilt from the config (it is not stored); pass ``text_encoder``
-    to share an already loaded one. A pickled ``model.pt`` is refused with how to convert it.
+    The frozen part of the text encoder is rebuilt from the config (it is not stored); pass ``text_states`` to share an
+    already loaded one (or one with an on-disk cache). A pickled ``model.pt`` is refused with how to convert it.
     """
     p = Path(path)
     if p.suffix == ".pt":
         if p.name == "model.pt":
             raise LegacyCheckpointError(_legacy_message(p, "it is a pickled model.pt"))
         ckpt = load_checkpoint(p, "cpu")
+        check_format(ckpt.get("format"), p)
+        check_text_encoder(ckpt["config"]["model"].get("text_encoder"), p, "config.model.text_encoder")
         train_config, state, step = config_of(ckpt), ckpt["model"], ckpt.get("step")
     else:
         config = read_config(p)
         train_config, step = config_of(config), config.get("step")
         state = load_file(str(_model_folder(p) / WEIGHTS), device="cpu")
     model_config: ModelConfig = train_config.model
-    model = CTGlip(model_config, text_encoder=text_encoder)
+    model = CTGlip(model_config, text_states=text_states)
     model.load_state_dict(state)
     log.info("loaded %s (%s, %s encoder, step %s)", path, model_config.kind, model_config.image_encoder, step)
     return model.to(map_location).eval()
@@ -224,8 +260,11 @@ def _model_card(config: dict[str, Any]) -> str:
         "",
         "## Input",
         "",
-        f"- volume: RAS, {image.get('spacing_mm', '?')} mm isotropic, HU window {image.get('from_hu_window', m.get('input_window'))} scaled to [-1, 1], crop {m['img_size']} voxels",
-        f"- text encoder (frozen, not stored here): {m['text_encoder']}",
+        f"- one crop per organ, {m['crop_voxels']}^3 voxels at its organ class's spacing (io.preprocessing.organ_spacing), "
+        f"from a RAS volume at {image.get('spacing_mm', '?')} mm; HU window {image.get('from_hu_window', m.get('input_window'))} "
+        "scaled to [-1, 1], the organ's mask as a channel",
+        f"- text encoder: {m['text_encoder']}, its top {m.get('text_trainable_layers', 0)} layer(s) trained and stored here, "
+        "the rest frozen and rebuilt from the packaged encoder",
         "",
         "## Training data",
         "",
@@ -241,7 +280,7 @@ def _model_card(config: dict[str, Any]) -> str:
         f"- steps: {config.get('step', '?')} of {train['steps']}, global batch {train['batch_size']}, peak lr {train['lr']}, seed {train['seed']}",
     ]
     if training.get("samples_per_s") is not None:
-        lines.append(f"- throughput: {training['samples_per_s']:.2f} studies/s on {training.get('world_size', 1)} process(es)")
+        lines.append(f"- throughput: {training['samples_per_s']:.2f} organ crops/s on {training.get('world_size', 1)} process(es)")
     lines += ["", "## Metrics", ""]
     if losses:
         lines.append("Final training losses (last logged step): " + ", ".join(f"{k} {v:.4f}" for k, v in sorted(losses.items())))

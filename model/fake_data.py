@@ -89,11 +89,14 @@ def make_fake_data_root(
             text = f"{kind.capitalize()} of the {_phrase(name)}." if kind else f"The {_phrase(name)} is unremarkable."
             sentences.append(text)
             o = vocab_organ(name)
+            where = np.argwhere(m)
+            lo, hi = (where.min(0), where.max(0) + 1) if len(where) else (np.zeros(3), np.zeros(3))
             gp.append(
                 dict(pair_id=f"{sid}-{name}", patient_id=f"pat-fake{s:04d}", study_id=sid, organ=name, group=o.group,
                      index_v2=o.index_v2, text=text, text_source="template", status="abnormal" if kind else "normal",
                      abnormalities=[kind] if kind else [], volume_path=f"volumes/{sid}.nii.gz",
-                     mask_path=f"masks/{sid}.nii.gz", split=split)
+                     mask_path=f"masks/{sid}.nii.gz", bbox_mm=[float(v) * spacing_mm for v in (*lo, *hi)],
+                     cut_by_fov=bool(len(where) and (lo.min() == 0 or (hi >= np.array(shape)).any())), split=split)
             )
             if kind:
                 negatives = [f"{k.capitalize()} of the {_phrase(name)}." for k in choices if k != kind]
@@ -115,21 +118,21 @@ def make_fake_data_root(
 
 
 def tiny_config(**overrides: object) -> TrainConfig:
-    """A seconds-scale config for tests and smoke runs: 32^3 crops, a two-stage CNN, hashed-word text."""
+    """A seconds-scale config for tests and smoke runs: 16^3 organ crops, a two-stage CNN, hashed-word text."""
     from model.config import demo
 
     base = dict(
         steps=4,
         checkpoint_every=2,
-        batch_size=4,
+        batch_size=8,
         warmup_steps=1,
         lr=3e-3,
         model=dict(
-            image_encoder="cnn", text_encoder="fake", img_size=(32, 32, 32), embed_dim=32,
-            cnn_channels=(8, 16), cnn_strides=(2, 2), cnn_blocks=(1, 1), cnn_output_stride=2,
-            vit_patch_size=(8, 8, 8), vit_hidden_size=32, vit_mlp_dim=64, vit_layers=1, vit_heads=2,
+            image_encoder="cnn", text_encoder="fake", crop_voxels=16, embed_dim=32, text_trainable_layers=1,
+            cnn_channels=(8, 16), cnn_strides=(2, 2), cnn_blocks=(1, 1), cnn_output_stride=2, cnn_head_channels=16,
+            vit_patch_size=4, vit_hidden_size=32, vit_mlp_dim=64, vit_layers=1, vit_heads=2,
         ),
-        data=dict(crop_size=(32, 32, 32), max_shift=2),
+        data=dict(max_shift=1, organs_per_class=2, organs_per_study=2),
     )
     for key, value in overrides.items():
         if isinstance(value, dict) and isinstance(base.get(key), dict):

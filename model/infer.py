@@ -18,14 +18,15 @@ from pipeline.ids import pseudonym
 
 EPILOG = """\
 The study goes through the pipeline's ingest (RAS, HU check, resampling to the checkpoint's spacing) and the
-checkpoint's own preprocessing record (crop size, HU windows); a sliding window covers the whole study.
+checkpoint's own preprocessing record: each organ of the label map is cropped centred, at its class's scale, with
+the checkpoint's HU windows.
 
 Writes into OUT:
   embeddings.parquet   organ, embedding: one row per organ with at least the checkpoint's minimum of voxels,
-                       and a 'whole_study' row (the average over the whole study)
+                       and a 'whole_study' row (the normalised mean of the organs')
   scores.json          per organ, per abnormality of the dictionary: abnormal minus normal prompt cosine
                        (paraphrases averaged) and its two-way softmax 'probability'
-  heatmaps/Q.nii.gz    per --query, cosine of every voxel's feature with the text, on the canonical grid
+  heatmaps/Q.nii.gz    per --query, cosine of the organs' feature cells with the text, on the canonical grid
   heatmaps/Q.png       axial and coronal slices through the heatmap's peak over the CT
   summary.json         grid, organs found, seconds spent in ingest, segmentation, encoder, zero-shot scoring, heatmaps
 
@@ -39,20 +40,21 @@ Exit status: 0 done, 2 bad input (missing or foreign checkpoint, not a CT, missi
 
 
 def add_model_options(p: argparse.ArgumentParser) -> None:
-    """How the model runs (device, precision, sliding window, text cache): the options every command applying a model shares."""
+    """How the model runs (device, precision, batch, text cache): the options every command applying a model shares."""
     p.add_argument("--device", default="auto", help="'auto' (CUDA when present), 'cpu' or 'cuda[:N]' (default: auto)")
     p.add_argument("--precision", choices=("float32", "bf16"), default="float32", help="bf16 autocasts the image encoder (default: float32)")
-    p.add_argument("--overlap", type=float, default=0.25, help="sliding-window overlap in [0, 1) (default: 0.25)")
+    p.add_argument("--batch-size", type=int, default=16, help="organ crops per encoder call (default: 16)")
     p.add_argument("--text-cache", default=str(default_text_cache()),
-                   help="folder caching the frozen text encoder's vectors, so prompts (about 200 per organ for the dictionary) "
-                        "are encoded on the first run only (default: $XDG_CACHE_HOME/ct-glip/text, else "
-                        "~/.cache/ct-glip/text; now %(default)s; '' = no disk cache: every run encodes them)")
+                   help="folder caching the text encoder's frozen layers' states, so prompts (about 200 per organ for the "
+                        "dictionary) go through them on the first run only (default: $XDG_CACHE_HOME/ct-glip/text, else "
+                        "~/.cache/ct-glip/text; now %(default)s; '' = no disk cache: every run reads them again)")
 
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m model.infer", description=__doc__.splitlines()[0], epilog=EPILOG,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--checkpoint", required=True, help="exported model folder (model.safetensors + config.json) or a step_*.pt checkpoint")
+    p.add_argument("--checkpoint", required=True, help="exported model folder (model.safetensors + config.json), the training "
+                   "run's folder holding it (data/models/grounded-XXXX/), or a step_*.pt checkpoint")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--volume", help="CT volume in HU (NIfTI .nii / .nii.gz)")
     src.add_argument("--dicom", help="folder holding one CT series (DICOM)")
@@ -84,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     source = args.volume or args.dicom
     study = StudyInput(pseudonym("study", str(Path(source).resolve())), volume=args.volume, dicom=args.dicom, mask=args.mask)
     options = InferenceOptions(
-        queries=tuple(args.query), device=args.device, text_cache_dir=args.text_cache or None, precision=args.precision, overlap=args.overlap,
+        queries=tuple(args.query), device=args.device, text_cache_dir=args.text_cache or None, precision=args.precision, batch_size=args.batch_size,
         segmenter=SegmenterConfig(backend="totalsegmentator", fast=not args.segmenter_full, device=args.segmenter_device),
     )
     try:
@@ -96,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     except IngestError as err:
         print(f"error: the DICOM series cannot be read: {err.reason} ({err.detail})", file=sys.stderr)
         return 2
-    except ValueError as err:  # another model version, a bad shape
+    except ValueError as err:  # another model version, a bad shape, no organ to embed
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(f"{result.study_id}: {len(result.embeddings) - 1} organs embedded; "

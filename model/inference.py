@@ -2,18 +2,20 @@
 
 Each study goes through the pipeline's own ingest steps (NIfTI or one DICOM series read into RAS,
 the HU check, resampling to the checkpoint's spacing), gets an organ label map (a given mask, or the
-configured segmenter: TotalSegmentator by default; with ``segmenter=None`` none, and the study has its
-whole-study embedding only), and is covered whole by MONAI's
-``SlidingWindowInferer`` at the checkpoint's crop size, windowed the way the checkpoint was trained
-(``model.checkpoint.preprocessing_of`` -> ``model.preprocess.window``). From the stitched feature map:
+configured segmenter: TotalSegmentator by default), and each organ is cropped the way the checkpoint was
+trained (``model.checkpoint.preprocessing_of`` -> ``model.preprocess.organ_crop``: centred, at its class's
+scale). A study without any organ cannot be embedded by an organ-crop model and is refused with the reason.
+From each organ's crop:
 
-- one embedding per organ (masked average, ``CTGlip.pool_organs``) and one for the whole study (the
-  plain average over the study's grid, padding excluded, as ``encode_global`` averages a crop);
+- one embedding per organ (``CTGlip.encode_organs``) and one for the whole study (the normalised mean of its
+  organs', as the global model is trained);
 - zero-shot scores for every abnormality the dictionary (``pipeline/report/data/abnormalities.yaml``)
   allows for each organ: cos(e, abnormal prompts) - cos(e, normal prompts), each side the average of
   the evaluation's paraphrases (``model.eval.prompts``), and the two-way softmax at the model's logit
   scale as ``probability``;
-- per text query, the cosine of each feature-map cell with the text, upsampled to the canonical grid.
+- per text query, the cosine of each organ crop's feature-map cells with the text (each cell embedded as if it were
+  the whole organ region), brought back to the canonical grid inside the organ's pooling region (the highest where
+  regions overlap); outside every organ the map holds its lowest value.
 
 ``write_outputs`` stores one result: ``embeddings.parquet`` (organ, embedding), ``scores.json``,
 ``heatmaps/<query>.nii.gz`` + ``.png`` and ``summary.json`` (timings, grid, organs).
@@ -35,14 +37,12 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from monai.inferers import SlidingWindowInferer
-
-from model.checkpoint import config_of, load_checkpoint, load_model, preprocessing_of, read_config
+from model.checkpoint import config_of, load_checkpoint, load_model, preprocessing_of, read_config, resolve_model_path
 from model.eval.features import prompt_embeddings
 from model.eval.prompts import abnormality_prompts
 from model.network import CTGlip
-from model.text import build_text_encoder
-from model.preprocess import Preprocessing, window
+from model.preprocess import OrganBoxes, Preprocessing, organ_crop
+from model.text import build_text_states
 from model.train import autocast
 from pipeline.atomic import write_bytes, write_json, write_parquet
 from pipeline.hu import check_hu
@@ -55,6 +55,8 @@ from pipeline.vocab import class_map
 log = logging.getLogger(__name__)
 
 STUDY = "whole_study"  # the `organ` of the whole-study embedding row
+MAX_VOXELS = 1024**3  # a header claiming more voxels than this is refused before anything is read (a 512^2 x 4096 study fits)
+MIN_MASK_INSIDE = 0.5  # a mask whose labelled voxels fall less than this share inside the volume is refused
 
 
 class NotCTError(ValueError):
@@ -87,16 +89,15 @@ class InferenceOptions:
     dictionary_scores: bool = True  # score every organ against the abnormality dictionary (StudyResult.scores)
     device: str = "auto"  # "auto" (CUDA when present), "cpu", "cuda", "cuda:1", ...
     precision: str = "float32"  # or "bf16": autocast of the image encoder
-    overlap: float = 0.25  # sliding-window overlap (rounded so window steps fall on feature-map cells)
-    sw_batch_size: int = 1  # windows per encoder call
+    batch_size: int = 16  # organ crops per encoder call
     min_organ_voxels: int | None = None  # None: the checkpoint's own minimum
-    text_cache_dir: str | None = None  # on-disk cache of frozen text vectors: the dictionary's prompts are encoded once, not per run
+    text_cache_dir: str | None = None  # on-disk cache of the frozen text layers' states: the dictionary's prompts are read once, not per run
 
     def __post_init__(self) -> None:
         if self.precision not in ("float32", "bf16"):
             raise ValueError(f"precision must be 'float32' or 'bf16', not {self.precision!r}")
-        if not 0 <= self.overlap < 1:
-            raise ValueError(f"overlap must be in [0, 1), not {self.overlap}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, not {self.batch_size}")
 
 
 @dataclass(frozen=True)
@@ -104,7 +105,7 @@ class StudyResult:
     study_id: str
     grid: Volume  # the canonical volume (HU, int16) on which masks and heatmaps lie
     labels: np.ndarray  # (D, H, W) uint8 organ label map on the canonical grid
-    embeddings: pd.DataFrame  # organ, index_v2, voxels, embedding (whole study last, index_v2 -1)
+    embeddings: pd.DataFrame  # organ, index_v2, voxels, whole (in its crop), embedding (whole study last, index_v2 -1)
     scores: dict  # organ -> abnormality -> {"score", "probability"}
     heatmaps: dict[str, np.ndarray] = field(default_factory=dict)  # query -> (D, H, W) float32 cosine
     timings: dict[str, float] = field(default_factory=dict)  # seconds: ingest, segmentation, encoder, zero_shot, heatmaps
@@ -142,16 +143,14 @@ def infer(checkpoint: str | os.PathLike | LoadedModel, studies: Sequence[StudyIn
 
 def load_for_inference(checkpoint: str | os.PathLike, options: InferenceOptions = InferenceOptions()) -> LoadedModel:
     """The model at ``checkpoint`` on ``options.device``, with its preprocessing record, ready for ``infer``."""
-    path = Path(checkpoint)
-    if not path.exists():
-        raise FileNotFoundError(f"no trained model at {path}: expected an exported model folder (model.safetensors, config.json) or a step_*.pt")
+    path = resolve_model_path(checkpoint)
     pre = preprocessing_of(path)  # checks the format first: a model of another version is refused with its version
     device = resolve_device(options.device)
     text = None
     if options.text_cache_dir:
         ckpt = load_checkpoint(path) if path.suffix == ".pt" else read_config(path)
-        text = build_text_encoder(dataclasses.replace(config_of(ckpt).model, text_cache_dir=options.text_cache_dir))
-    return LoadedModel(path, load_model(path, map_location=device, text_encoder=text), pre, device)
+        text = build_text_states(config_of(ckpt).model, options.text_cache_dir)
+    return LoadedModel(path, load_model(path, map_location=device, text_states=text), pre, device)
 
 
 # --- one study -------------------------------------------------------------------------------
@@ -168,6 +167,7 @@ def _ingest(study: StudyInput, pre: Preprocessing) -> Volume:
     else:
         if not Path(study.volume).is_file():
             raise FileNotFoundError(f"{study.study_id}: volume {study.volume} not found")
+        _check_header(study.study_id, "volume", study.volume)
         volume = load_nifti(study.volume)
         if volume.array.ndim == 4 and volume.array.shape[3] == 1:
             volume = Volume(volume.array[..., 0], volume.affine, volume.meta)
@@ -176,7 +176,13 @@ def _ingest(study: StudyInput, pre: Preprocessing) -> Volume:
         if study.manifest:
             array, affine, _ = manifest_overrides(volume.array, volume.affine, dict(study.manifest))
             volume = Volume(array, affine, volume.meta)
-    hu = check_hu(volume.array)
+    values = np.asarray(volume.array)
+    if not np.isfinite(values).all():
+        raise NotCTError(f"{study.study_id}: the volume holds {int((~np.isfinite(values)).sum())} non-finite values (NaN or "
+                         "infinity): it cannot be read as CT")
+    if values.size == 0 or values.min() == values.max():
+        raise NotCTError(f"{study.study_id}: the volume is constant ({values.min() if values.size else 'empty'}): there is no image in it")
+    hu = check_hu(values)
     if not hu.ok:
         raise NotCTError(f"{study.study_id}: the volume does not look like CT in Hounsfield units ({hu.reason}: {hu.detail})")
     spacing = pre.spacing_mm if pre.spacing_mm is not None else min(volume.spacing)
@@ -190,32 +196,29 @@ def _labels(study: StudyInput, canon: Volume, segmenter: SegmenterConfig | None)
         return np.asarray(segment(study.study_id, canon, segmenter).array, dtype=np.uint8)
     if not Path(study.mask).is_file():
         raise FileNotFoundError(f"{study.study_id}: mask {study.mask} not found")
-    return np.asarray(to_grid_of(load_nifti(study.mask), canon).array, dtype=np.uint8)
+    _check_header(study.study_id, "mask", study.mask)
+    mask = load_nifti(study.mask)
+    placed = np.asarray(to_grid_of(mask, canon).array, dtype=np.uint8)
+    given = float(np.count_nonzero(mask.array)) * float(np.prod(mask.spacing))  # labelled mm^3, before and after placing
+    inside = float(np.count_nonzero(placed)) * float(np.prod(canon.spacing))
+    if given > 0 and inside < MIN_MASK_INSIDE * given:  # an empty mask is refused later, as a study without organs
+        share = inside / given
+        raise ValueError(f"{study.study_id}: the mask {Path(study.mask).name} does not lie on the volume: {share:.0%} of its "
+                         f"labelled voxels fall inside it (at least {MIN_MASK_INSIDE:.0%} needed; is it another study's mask?)")
+    return placed
 
 
-def _stride(model: CTGlip, crop: tuple[int, int, int]) -> tuple[int, ...]:
-    with torch.no_grad():
-        probe = model.feature_map(torch.zeros((1, 1, *crop), device=model.logit_scale.device))
-    return tuple(c // f for c, f in zip(crop, probe.shape[2:]))
+def _check_header(study_id: str, what: str, path: str) -> None:
+    """Refuse a NIfTI whose header claims more than ``MAX_VOXELS`` voxels, before reading its data."""
+    import nibabel as nib
 
-
-@torch.no_grad()
-def _feature_map(model: CTGlip, image: np.ndarray, pre: Preprocessing, options: InferenceOptions, device: torch.device) -> torch.Tensor:
-    """(c, d, h, w) on the CPU: windows of the checkpoint's crop, stitched over the whole (padded) study."""
-    stride = _stride(model, pre.crop_size)
-    # window steps a whole number of feature cells apart, so stitched cells line up with every window's
-    step = [max(s, int(round(c * (1 - options.overlap) / s)) * s) for c, s in zip(pre.crop_size, stride)]
-    overlap = [1 - (st + 1e-3) / c for st, c in zip(step, pre.crop_size)]  # MONAI floors crop * (1 - overlap)
-    inferer = SlidingWindowInferer(roi_size=pre.crop_size, sw_batch_size=options.sw_batch_size, overlap=overlap,
-                                   mode="gaussian", padding_mode="constant", cval=-1.0, sw_device=device, device="cpu",
-                                   progress=False)
-    x = torch.from_numpy(image)[None, None]  # (1, 1, D, H, W) in [-1, 1]
-
-    def predict(window: torch.Tensor) -> torch.Tensor:
-        with autocast(device, options.precision):
-            return model.feature_map(window).float()  # (n, c, d, h, w)
-
-    return inferer(x, predict)[0]
+    try:
+        shape = nib.load(path).header.get_data_shape()
+    except Exception as err:  # noqa: BLE001 - any unreadable header is the same answer for the user
+        raise ValueError(f"{study_id}: the {what} {Path(path).name} is not a readable NIfTI file ({err})") from None
+    if int(np.prod(shape, dtype=np.float64)) > MAX_VOXELS:
+        raise ValueError(f"{study_id}: the {what} {Path(path).name} claims {' x '.join(map(str, shape))} voxels, more than "
+                         f"{MAX_VOXELS:,} (refused before reading)")
 
 
 def _text(model: CTGlip, prompt_sets: list[list[str]]) -> np.ndarray:
@@ -234,48 +237,74 @@ def _infer_one(model: CTGlip, pre: Preprocessing, study: StudyInput, options: In
     timings["segmentation"] = perf_counter() - t0
 
     t0 = perf_counter()
-    shape = canon.shape
-    stride = _stride(model, pre.crop_size)
-    padded = [math.ceil(n / s) * s for n, s in zip(shape, stride)]  # feature cells cover whole voxel blocks
-    hu = np.full(padded, pre.air_hu, dtype=np.float32)
-    hu[: shape[0], : shape[1], : shape[2]] = canon.array
-    fmap = _feature_map(model, window(hu, pre.hu_window), pre, options, device)  # (c, d, h, w)
-    lab = np.zeros(padded, dtype=np.int64)
-    lab[: shape[0], : shape[1], : shape[2]] = labels
-    counts = np.bincount(lab.ravel(), minlength=256)
+    boxes = OrganBoxes.of(labels)
     minimum = pre.min_organ_voxels if options.min_organ_voxels is None else options.min_organ_voxels
     names = class_map()
-    present = [int(i) for i in np.flatnonzero(counts[1:] >= minimum) + 1 if int(i) in names]
-    proj_device = model.logit_scale.device
-    index = torch.tensor([[0, i] for i in present], dtype=torch.long).reshape(-1, 2)
-    organ_emb = model.pool_organs(fmap[None].to(proj_device), torch.from_numpy(lab)[None].to(proj_device), index)  # (n, e)
-    inside = tuple(slice(0, n // s) for n, s in zip(shape, stride))  # cells inside the study (the last partial one left out)
-    cells = fmap[(slice(None), *inside)] if all(n >= s for n, s in zip(shape, stride)) else fmap
-    study_emb = F.normalize(model.image_proj(cells.mean(dim=(1, 2, 3)).to(proj_device)), dim=-1)  # (e,)
+    present = [i for i in boxes.present(minimum) if i in names]
+    if not present:
+        raise ValueError(f"{study.study_id}: no organ of at least {minimum} voxels in the label map: an organ-crop model "
+                         "embeds organs (give a mask, or a segmenter)")
+    crops = [organ_crop(canon, labels, i, names[i], pre, boxes, study_id=study.study_id) for i in present]
+    organ_emb, heat_parts = [], []
+    for at in range(0, len(crops), options.batch_size):
+        part = crops[at : at + options.batch_size]
+        x = {k: torch.from_numpy(np.stack([getattr(c, k) for c in part])).to(device) for k in ("volume", "mask", "region", "size")}
+        with autocast(device, options.precision):
+            fmap = model.feature_map(x["volume"][:, None], x["mask"]).float()  # (n, c, d, h, w)
+        organ_emb.append(model.encode_organs(x["volume"][:, None], x["mask"], x["region"], x["size"], fmap=fmap))
+        if queries is not None and study.heatmaps:
+            cells = model.cell_embeddings(fmap, x["size"])  # (n, d, h, w, e)
+            heat_parts.append(torch.einsum("ndhwe,qe->nqdhw", cells, torch.from_numpy(queries).to(cells)).cpu())
+    organ_emb = torch.cat(organ_emb)  # (n, e)
+    study_emb = model.study_embeddings(organ_emb, torch.zeros(len(present), dtype=torch.long, device=organ_emb.device), 1)[0]
     timings["encoder"] = perf_counter() - t0
 
     organ_names = [names[i] for i in present]
-    rows = [{"organ": n, "index_v2": i, "voxels": int(counts[i]), "embedding": e.tolist()}
-            for n, i, e in zip(organ_names, present, organ_emb.float().cpu().numpy())]
-    rows.append({"organ": STUDY, "index_v2": -1, "voxels": int(np.prod(shape)), "embedding": study_emb.float().cpu().numpy().tolist()})
-    embeddings = pd.DataFrame(rows, columns=["organ", "index_v2", "voxels", "embedding"])
+    rows = [{"organ": n, "index_v2": i, "voxels": int(boxes.counts[i]), "whole": c.whole, "embedding": e.tolist()}
+            for n, i, c, e in zip(organ_names, present, crops, organ_emb.float().cpu().numpy())]
+    rows.append({"organ": STUDY, "index_v2": -1, "voxels": int(np.prod(canon.shape)), "whole": True,
+                 "embedding": study_emb.float().cpu().numpy().tolist()})
+    embeddings = pd.DataFrame(rows, columns=["organ", "index_v2", "voxels", "whole", "embedding"])
     t0 = perf_counter()
     scores = _scores(model, organ_names, organ_emb.float().cpu().numpy()) if options.dictionary_scores else {}
     timings["zero_shot"] = perf_counter() - t0
 
     t0 = perf_counter()
     heatmaps: dict[str, np.ndarray] = {}
-    if queries is not None and study.heatmaps:
-        # the projection is linear: projecting every cell then normalising gives each cell's embedding
-        cell_emb = F.normalize(model.image_proj(fmap.permute(1, 2, 3, 0).to(proj_device)), dim=-1)  # (d, h, w, e)
-        text = torch.from_numpy(queries).to(cell_emb)  # (q, e)
-        sim = torch.einsum("dhwe,qe->qdhw", cell_emb, text)  # (q, d, h, w)
-        up = F.interpolate(sim[None].float(), size=tuple(padded), mode="trilinear", align_corners=False)[0]
-        for q, volume in zip(options.queries, up.cpu().numpy()):
-            heatmaps[q] = np.ascontiguousarray(volume[: shape[0], : shape[1], : shape[2]], dtype=np.float32)
+    if heat_parts:
+        heatmaps = _paste(torch.cat(heat_parts), crops, canon.shape, options.queries)
     timings["heatmaps"] = perf_counter() - t0
     log.info("study %s: %d organs, %s", study.study_id, len(present), ", ".join(f"{k} {v:.1f}s" for k, v in timings.items()))
     return StudyResult(study.study_id, canon, labels.astype(np.uint8), embeddings, scores, heatmaps, timings)
+
+
+def _paste(sim: torch.Tensor, crops: list, shape: tuple[int, ...], queries: Sequence[str]) -> dict[str, np.ndarray]:
+    """(n organs, q, d, h, w) cell cosines -> one (D, H, W) map per query on the canonical grid: each organ's cells
+    brought up to the voxels its crop covers, kept inside its pooling region, the highest where regions overlap; the
+    map's lowest value outside every organ."""
+    out = np.full((len(queries), *shape), -np.inf, dtype=np.float32)
+    for n, c in enumerate(crops):
+        size = (c.source_voxels,) * 3
+        up = F.interpolate(sim[n][None].float(), size=size, mode="trilinear", align_corners=False)[0].numpy()  # (q, m, m, m)
+        inside = F.interpolate(torch.from_numpy(c.region)[None, None], size=size, mode="trilinear", align_corners=False)[0, 0].numpy() > 0.5
+        src, dst = [], []
+        for st, m, n_ax in zip(c.start, size, shape):
+            lo, hi = max(st, 0), min(st + m, n_ax)
+            src.append(slice(lo - st, hi - st))
+            dst.append(slice(lo, hi))
+        if any(s.stop <= s.start for s in src):
+            continue
+        region = inside[tuple(src)]
+        for q in range(len(queries)):
+            view = out[(q, *dst)]
+            np.maximum(view, np.where(region, up[(q, *src)], -np.inf), out=view)
+    result = {}
+    for q, query in enumerate(queries):
+        heat = out[q]
+        finite = np.isfinite(heat)
+        heat[~finite] = heat[finite].min() if finite.any() else 0.0
+        result[query] = np.ascontiguousarray(heat)
+    return result
 
 
 def logit_scale(model: CTGlip) -> float:

@@ -60,84 +60,97 @@ def gather(x: torch.Tensor, with_grad: bool = True) -> torch.Tensor:
     return torch.cat(parts).to(x.dtype)
 
 
-def positive_mask(text_ids: torch.Tensor, labels: torch.Tensor | None = None, normal: torch.Tensor | None = None) -> torch.Tensor:
-    """(n, n) bool: pairs that must not be pushed apart -- identical texts, or two normal texts of one organ."""
-    pos = text_ids[:, None] == text_ids[None, :]
-    if labels is not None and normal is not None:
-        pos = pos | ((labels[:, None] == labels[None, :]) & normal[:, None] & normal[None, :])
-    return pos
+def positive_mask(ids: torch.Tensor) -> torch.Tensor:
+    """(n, n) bool: pairs that must not be pushed apart -- rows with the same id (the same text, the same organ class,
+    or the same abnormality set)."""
+    return ids[:, None] == ids[None, :]
 
 
-def soft_contrastive(image: torch.Tensor, text: torch.Tensor, logit_scale: torch.Tensor, positives: torch.Tensor) -> torch.Tensor:
-    """Symmetric InfoNCE with soft targets: each row's probability mass spread over its positives."""
+def soft_contrastive(image: torch.Tensor, text: torch.Tensor, logit_scale: torch.Tensor, positives: torch.Tensor,
+                     allowed: torch.Tensor | None = None) -> torch.Tensor:
+    """Symmetric InfoNCE with soft targets: each row's probability mass spread over its positives. ``allowed`` (n, n)
+    limits which pairs compete at all (the organ loss: the same organ class); positives must be allowed."""
     logits = logit_scale * image @ text.T  # (n, n)
+    if allowed is not None:
+        logits = logits.masked_fill(~allowed, float("-inf"))
     pos = positives.float()
     t_img = pos / pos.sum(1, keepdim=True)  # image -> texts
     t_txt = pos.T / pos.T.sum(1, keepdim=True)  # text -> images
-    loss_i = -(t_img * F.log_softmax(logits, dim=1)).sum(1).mean()
-    loss_t = -(t_txt * F.log_softmax(logits.T, dim=1)).sum(1).mean()
+    # where a pair is not allowed its target is 0: 0 * -inf is nan, so those terms are dropped
+    loss_i = -torch.where(pos > 0, t_img * F.log_softmax(logits, dim=1), 0.0).sum(1).mean()
+    loss_t = -torch.where(pos.T > 0, t_txt * F.log_softmax(logits.T, dim=1), 0.0).sum(1).mean()
     return (loss_i + loss_t) / 2
 
 
-def dictionary_loss(
-    features: torch.Tensor, positive: torch.Tensor, negatives: torch.Tensor, negative_mask: torch.Tensor, logit_scale: torch.Tensor
-) -> torch.Tensor:
-    """Per-row cross-entropy of the positive text against its dictionary negatives: (m,) losses."""
-    candidates = torch.cat([positive[:, None], negatives], dim=1)  # (m, 1 + k, e)
-    logits = logit_scale * torch.einsum("me,mke->mk", features, candidates)  # (m, 1 + k)
-    valid = torch.cat([torch.ones_like(negative_mask[:, :1]), negative_mask], dim=1)
-    logits = logits.masked_fill(~valid, float("-inf"))
-    return F.cross_entropy(logits, torch.zeros(len(logits), dtype=torch.long, device=logits.device), reduction="none")
+def dictionary_logits(features: torch.Tensor, affirmed: torch.Tensor, negated: torch.Tensor,
+                      logit_scale: torch.Tensor) -> torch.Tensor:
+    """(r,) logit that each organ has its row's abnormality: the two-way softmax of the affirmed against the negated
+    phrase (the zero-shot score's form), at the model's logit scale."""
+    return logit_scale * ((features * affirmed).sum(-1) - (features * negated).sum(-1))
+
+
+def balanced_bce(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Weighted binary cross-entropy, normalised by the weights: with weights that balance each task's classes,
+    a predictor that never looks at the image scores ln 2 at best (the image-free floor)."""
+    per_row = F.binary_cross_entropy_with_logits(logits, labels.float(), reduction="none")
+    return (per_row * weights).sum() / weights.sum().clamp_min(1e-12)
 
 
 class CTGlipLoss(nn.Module):
-    def __init__(
-        self,
-        organ_weight: float = 1.0,
-        abnormality_weight: float = 1.0,
-        global_weight: float = 1.0,
-        false_negative_aware: bool = True,
-    ):
-        super().__init__()
-        self.organ_weight, self.abnormality_weight, self.global_weight = organ_weight, abnormality_weight, global_weight
-        self.false_negative_aware = false_negative_aware
+    """Named, weighted terms:
 
-    def _positives(self, ids: torch.Tensor, labels: torch.Tensor | None = None, normal: torch.Tensor | None = None) -> torch.Tensor:
-        if not self.false_negative_aware:
-            return torch.eye(len(ids), dtype=torch.bool, device=ids.device)
-        return positive_mask(ids, labels, normal)
+    - ``organ_loss``: organ embedding vs its report text, contrasted only with organs of the same class (the class is
+      the identity term's job); texts of the same abnormality set are positives whatever size or words they use;
+    - ``identity_loss``: organ embedding vs its class's name, across classes (organ recognition);
+    - ``abnormality_loss``: per organ and each abnormality of its class's dictionary, affirmed vs negated phrase,
+      multi-label, each (organ, abnormality) task class-balanced (no catch-all "normal" row);
+    - ``global_loss``: a study's embedding vs its whole report (the CLIP baseline).
+    """
+
+    def __init__(self, organ_weight: float = 1.0, identity_weight: float = 0.25, abnormality_weight: float = 1.0,
+                 global_weight: float = 1.0, false_negative_aware: bool = True):
+        super().__init__()
+        self.organ_weight, self.identity_weight = organ_weight, identity_weight
+        self.abnormality_weight, self.global_weight = abnormality_weight, global_weight
+        self.false_negative_aware = false_negative_aware
 
     def forward(
         self,
         logit_scale: torch.Tensor,
         organ_features: torch.Tensor | None = None,  # (n, e)
         organ_text_features: torch.Tensor | None = None,  # (n, e)
-        organ_text_ids: torch.Tensor | None = None,  # (n,)
         organ_labels: torch.Tensor | None = None,  # (n,)
-        organ_normal: torch.Tensor | None = None,  # (n,)
-        abnormality_features: torch.Tensor | None = None,  # (m, e)
-        positive_text_features: torch.Tensor | None = None,  # (m, e)
-        negative_text_features: torch.Tensor | None = None,  # (m, k, e)
-        negative_mask: torch.Tensor | None = None,  # (m, k)
-        image_features: torch.Tensor | None = None,  # (b, e)
-        text_features: torch.Tensor | None = None,  # (b, e)
-        text_ids: torch.Tensor | None = None,  # (b,)
+        organ_findings: torch.Tensor | None = None,  # (n,)
+        name_features: torch.Tensor | None = None,  # (n, e)
+        dictionary_features: torch.Tensor | None = None,  # (r, e)
+        affirmed_features: torch.Tensor | None = None,  # (r, e)
+        negated_features: torch.Tensor | None = None,  # (r, e)
+        dictionary_labels: torch.Tensor | None = None,  # (r,)
+        dictionary_weights: torch.Tensor | None = None,  # (r,)
+        image_features: torch.Tensor | None = None,  # (s, e)
+        text_features: torch.Tensor | None = None,  # (s, e)
+        text_ids: torch.Tensor | None = None,  # (s,)
     ) -> dict[str, torch.Tensor]:
         zero = logit_scale * 0.0
         out: dict[str, torch.Tensor] = {}
         if organ_features is not None:
-            img, txt = gather(organ_features), gather(organ_text_features)
-            ids, labels, normal = (gather(t, with_grad=False) for t in (organ_text_ids, organ_labels, organ_normal))
-            organ = soft_contrastive(img, txt, logit_scale, self._positives(ids, labels, normal)) if len(img) else zero
-            out["organ_loss"] = self.organ_weight * organ
-        if abnormality_features is not None:
-            per_row = gather(
-                dictionary_loss(abnormality_features, positive_text_features, negative_text_features, negative_mask, logit_scale)
-            )
-            out["abnormality_loss"] = self.abnormality_weight * (per_row.mean() if len(per_row) else zero)
+            img, txt, names = gather(organ_features), gather(organ_text_features), gather(name_features)
+            labels, findings = (gather(t, with_grad=False) for t in (organ_labels, organ_findings))
+            same_class = positive_mask(labels)
+            if len(img):
+                both = same_class & positive_mask(findings) if self.false_negative_aware else torch.eye(len(img), dtype=torch.bool, device=img.device)
+                out["organ_loss"] = self.organ_weight * soft_contrastive(img, txt, logit_scale, both, same_class)
+                out["identity_loss"] = self.identity_weight * soft_contrastive(img, names, logit_scale, same_class)
+            else:
+                out["organ_loss"] = out["identity_loss"] = zero
+        if dictionary_features is not None:
+            logits = gather(dictionary_logits(dictionary_features, affirmed_features, negated_features, logit_scale))
+            labels, weights = gather(dictionary_labels, with_grad=False), gather(dictionary_weights, with_grad=False)
+            out["abnormality_loss"] = self.abnormality_weight * (balanced_bce(logits, labels, weights) if len(logits) else zero)
         if image_features is not None and self.global_weight:
             img, txt, ids = gather(image_features), gather(text_features), gather(text_ids, with_grad=False)
-            out["global_loss"] = self.global_weight * soft_contrastive(img, txt, logit_scale, self._positives(ids))
+            pos = positive_mask(ids) if self.false_negative_aware else torch.eye(len(img), dtype=torch.bool, device=img.device)
+            out["global_loss"] = self.global_weight * soft_contrastive(img, txt, logit_scale, pos)
         return out
 
 

@@ -39,17 +39,21 @@ from model.checkpoint import (
     step_path,
 )
 from model.config import TrainConfig, io_metadata
-from model.data import Batch, GlobalBatchSampler, StudyDataset, collate
-from model.losses import CTGlipLoss, total_loss
+from model.data import Batch, Dictionary, OrganBatchSampler, OrganDataset, collate
+from model.losses import CTGlipLoss, balanced_bce, dictionary_logits, total_loss
 from model.network import CTGlip
+from model.preprocess import Preprocessing
+from model.text import build_text_states
 from pipeline.atomic import atomic_path, write_json
 
 logger = logging.getLogger(__name__)
 
 # fields that may change between a run and its resume (everything else must match the checkpoint)
 RUN_ONLY_FIELDS = frozenset(
-    {"steps", "checkpoint_every", "keep_checkpoints", "log_every", "num_workers", "num_threads", "resume", "device"}
+    {"steps", "checkpoint_every", "keep_checkpoints", "log_every", "num_workers", "num_threads", "resume", "device",
+     "val_every", "val_organs", "text_cache_dir"}
 )
+IMAGE_FREE_FLOOR = math.log(2)  # the class-balanced dictionary loss of any predictor that ignores the image
 
 
 @dataclass(frozen=True)
@@ -60,7 +64,7 @@ class TrainResult:
     metrics_path: Path
     steps: int
     final_losses: dict[str, float]  # the last step's named terms and their sum ("loss")
-    samples_per_s: float  # global studies per second over the steps this call ran (first step excluded)
+    samples_per_s: float  # global organ crops per second over the steps this call ran (first step excluded)
     peak_rss_mb: float  # max resident memory of any training process
     world_size: int
     resumed_from: int | None  # step of the checkpoint this call started from
@@ -115,21 +119,25 @@ def lr_at(step: int, config: TrainConfig) -> float:
 
 
 def build_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.AdamW:
-    """AdamW; no weight decay on biases, norm weights and the logit scale (open_clip's rule)."""
-    decay, no_decay = [], []
+    """AdamW; no weight decay on biases, norm weights and the logit scale (open_clip's rule); the text encoder's
+    pretrained layers at ``text_lr``, everything else at ``lr`` (one schedule scales both)."""
+    groups: dict[tuple[bool, bool], list[torch.nn.Parameter]] = {}
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        (no_decay if p.ndim < 2 or "logit_scale" in name else decay).append(p)
-    groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=config.lr, betas=config.betas)
+        key = (name.startswith("text.top."), p.ndim >= 2 and "logit_scale" not in name)
+        groups.setdefault(key, []).append(p)
+    return torch.optim.AdamW(
+        [{"params": ps, "lr": config.text_lr if text else config.lr, "weight_decay": config.weight_decay if decay else 0.0}
+         for (text, decay), ps in sorted(groups.items())], lr=config.lr, betas=config.betas)
 
 
 def build_loss(config: TrainConfig) -> CTGlipLoss:
     return CTGlipLoss(
         organ_weight=config.organ_loss_weight,
+        identity_weight=config.identity_loss_weight,
         abnormality_weight=config.abnormality_loss_weight,
-        global_weight=config.global_loss_weight if config.model.kind == "global" else config.grounded_global_weight,
+        global_weight=config.global_loss_weight if config.model.kind == "global" else 0.0,
         false_negative_aware=config.false_negative_aware,
     )
 
@@ -179,6 +187,10 @@ def plot_losses(history: list[dict[str, float]], path: str | os.PathLike) -> Pat
     keys = ["loss"] + sorted({k for h in history for k in h if k.endswith("_loss")})
     for k in keys:
         ax.plot(steps, [h.get(k, float("nan")) for h in history], label=k, lw=2 if k == "loss" else 1)
+    val = [(h["step"], h["val_abnormality_loss"]) for h in history if "val_abnormality_loss" in h]
+    if val:
+        ax.plot(*zip(*val), "o-", color="black", label="validation abnormality_loss")
+        ax.axhline(IMAGE_FREE_FLOOR, ls="--", color="grey", label="image-free floor (ln 2)")
     ax.set_xlabel("step")
     ax.set_ylabel("loss")
     ax.set_title("CT-GLIP pretraining")
@@ -189,6 +201,57 @@ def plot_losses(history: list[dict[str, float]], path: str | os.PathLike) -> Pat
         fig.savefig(tmp, dpi=100)
     plt.close(fig)
     return path
+
+
+@dataclass
+class Validation:
+    """A fixed draw of validation organs (those whose class has a dictionary), cropped once, with their dictionary rows
+    in every training phrasing: the dictionary loss there, beside its image-free floor, tells whether the image side
+    learned abnormalities rather than their frequencies."""
+
+    crops: dict[str, torch.Tensor]
+    item: torch.Tensor  # (r,) into the crops
+    affirmed: list[str]
+    negated: list[str]
+    label: torch.Tensor  # (r,)
+    weight: torch.Tensor  # (r,)
+
+    @classmethod
+    def of(cls, data_root: str | os.PathLike, config: TrainConfig, pre: Preprocessing, dictionary: Dictionary,
+           split: str = "val") -> Validation | None:
+        from model.data import AFFIRMED
+
+        try:
+            ds = OrganDataset(data_root, config, split, train=False, preprocessing=pre, dictionary=dictionary, cache_mb=256)
+        except (FileNotFoundError, KeyError, ValueError):
+            return None
+        pool = [i for i, it in enumerate(ds.items) if dictionary.abnormalities.get(it.organ)]
+        if not pool:
+            return None
+        rng = np.random.default_rng(12345)
+        picked = sorted(rng.choice(pool, size=min(config.val_organs, len(pool)), replace=False).tolist(),
+                        key=lambda i: ds.items[i].study)
+        crops = [ds.crop(i) for i in picked]
+        rows = [(n, *row) for n, i in enumerate(picked) for form in range(len(AFFIRMED))
+                for row in dictionary.rows(ds.items[i], [form] * len(dictionary.abnormalities[ds.items[i].organ]))]
+        return cls({k: torch.stack([c[k] for c in crops]) for k in crops[0]}, torch.tensor([r[0] for r in rows]),
+                   [r[1] for r in rows], [r[2] for r in rows], torch.tensor([r[3] for r in rows]),
+                   torch.tensor([r[4] for r in rows]))
+
+    @torch.no_grad()
+    def loss(self, model: CTGlip, device: torch.device, chunk: int = 64) -> float:
+        was = model.training
+        model.eval()
+        n = len(self.crops["volume"])
+        emb = torch.cat([model.encode_organs(*(self.crops[k][i : i + chunk].to(device) for k in ("volume", "mask", "region", "size")))
+                         for i in range(0, n, chunk)])
+        texts = list(dict.fromkeys(self.affirmed + self.negated))
+        index = {t: j for j, t in enumerate(texts)}
+        vec = model.encode_text(texts)
+        aff, neg = vec[[index[t] for t in self.affirmed]], vec[[index[t] for t in self.negated]]
+        logits = dictionary_logits(emb[self.item.to(device)], aff, neg, model.scale())
+        model.train(was)
+        return float(balanced_bce(logits, self.label.to(device), self.weight.to(device)))
 
 
 def train(
@@ -203,14 +266,17 @@ def train(
     out, ckpt_dir = Path(out_dir), Path(out_dir) / "checkpoints"
     seed_everything(config.seed)
 
-    dataset = StudyDataset(data_root, config.data, config.split, train=True, seed=config.seed)
-    sampler = GlobalBatchSampler(len(dataset), config.batch_size, ctx.rank, ctx.world_size, config.seed)
-    model = CTGlip(config.model).to(ctx.device)
+    dataset = OrganDataset(data_root, config, config.split, train=True)
+    sampler = OrganBatchSampler(dataset.items, config, ctx.rank, ctx.world_size)
+    model = CTGlip(config.model, build_text_states(config.model, config.text_cache_dir)).to(ctx.device)
     optimizer = build_optimizer(model, config)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_at(s, config) / config.lr)
     loss_fn = build_loss(config)
+    validation = None
+    if config.val_every and config.model.kind == "grounded" and ctx.is_main:
+        validation = Validation.of(data_root, config, dataset.preprocessing, dataset.dictionary)
 
-    step, epoch, start, history, resumed_from = 0, 0, 0, [], None
+    step, start, history, resumed_from = 0, 0, [], None
     latest = latest_checkpoint(ckpt_dir) if config.resume else None
     if latest is not None:
         ckpt = load_checkpoint(latest, "cpu")  # RNG states must stay on the CPU
@@ -219,15 +285,15 @@ def train(
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
         step, history, resumed_from = ckpt["step"], list(ckpt["history"]), ckpt["step"]
-        epoch, start = ckpt["sampler"]["epoch"], ckpt["sampler"]["start"]
+        start = ckpt["sampler"]["start"]
         rngs = ckpt["rng"]
         set_rng_state(rngs[ctx.rank] if len(rngs) == ctx.world_size else rngs[0])
         logger.info("resumed from %s at step %d", latest, step)
     if ctx.is_main:
         logger.info(
-            "training %s/%s: %.2fM parameters, %d studies, global batch %d on %d process(es), %d steps",
-            config.model.kind, config.model.image_encoder, model.param_count() / 1e6,
-            len(dataset), config.batch_size, ctx.world_size, config.steps,
+            "training %s/%s: %.2fM parameters, %d organ items of %d studies, global batch %d on %d process(es), %d steps",
+            config.model.kind, config.model.image_encoder, model.param_count() / 1e6, len(dataset), len(dataset.studies),
+            config.batch_size, ctx.world_size, config.steps,
         )
     net: torch.nn.Module = model
     if ctx.world_size > 1:
@@ -239,13 +305,10 @@ def train(
             rngs = [None] * ctx.world_size
             dist.all_gather_object(rngs, rng_state())
         if ctx.is_main:
-            bpe = sampler.batches_per_epoch()
             save_checkpoint({
-                "model": model.state_dict(), "config": config.to_dict(), "io": io_metadata(config), "step": step, "history": history,
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "sampler": {"epoch": epoch + 1, "start": 0} if start >= bpe else {"epoch": epoch, "start": start},
-                "rng": rngs,
+                "model": model.state_dict(), "config": config.to_dict(), "io": io_metadata(config, dataset.preprocessing),
+                "step": step, "history": history, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                "sampler": {"start": start}, "rng": rngs,
             }, path)
             prune_checkpoints(ckpt_dir, config.keep_checkpoints)
         if ctx.world_size > 1:
@@ -254,59 +317,60 @@ def train(
     timed_samples, timed_seconds, micro = 0, 0.0, 0
     optimizer.zero_grad(set_to_none=True)
     net.train()
-    while step < config.steps:
-        if start >= sampler.batches_per_epoch():
-            epoch, start = epoch + 1, 0
-        sampler.set_epoch(epoch, start)
-        dataset.set_epoch(epoch)
-        loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=collate, num_workers=config.num_workers)
+    sampler.set_start(start)
+    loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=collate, num_workers=config.num_workers)
+    t0 = time.perf_counter()
+    for batch in loader:
+        batch = batch_to(batch, ctx.device)
+        start += 1
+        with autocast(ctx.device, config.precision):
+            outputs = net(batch)
+        # the loss in float32: bf16 logits lose the small differences the contrastive softmax needs
+        losses = loss_fn(**{k: v.float() if v.is_floating_point() else v for k, v in outputs.items()})
+        loss = total_loss(losses)
+        (loss / config.grad_accum_steps).backward()
+        micro += 1
+        if micro < config.grad_accum_steps:
+            continue  # the next batch adds to the same step
+        micro = 0
+        lr = optimizer.param_groups[0]["lr"]
+        if config.grad_clip:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        scheduler.step()
+        step += 1
+        dt = time.perf_counter() - t0
+        samples = config.batch_size * config.grad_accum_steps
+        if step - (resumed_from or 0) > 1:  # the first step pays for warm-up
+            timed_samples, timed_seconds = timed_samples + samples, timed_seconds + dt
+        last = step == config.steps
+        validate = validation is not None and (step % config.val_every == 0 or last)
+        if step % config.log_every == 0 or last or validate:  # a validation step is always recorded
+            record = {
+                "step": step,
+                "lr": lr,
+                "loss": float(loss.detach()),
+                **{k: float(v.detach()) for k, v in losses.items()},
+                "logit_scale": float(model.logit_scale.detach().exp()),
+                "samples_per_s": samples / dt,
+                "step_time_s": dt,
+            }
+            if validate:
+                record["val_abnormality_loss"] = validation.loss(model, ctx.device)
+                record["image_free_floor"] = IMAGE_FREE_FLOOR
+            history.append(record)
+            if ctx.is_main:
+                logger.info("step %d/%d loss %.4f (%s) %.2f crops/s", step, config.steps, record["loss"],
+                            ", ".join(f"{k} {record[k]:.4f}" for k in record if k.endswith("_loss") and k != "loss"),
+                            record["samples_per_s"])
+                if log is not None:
+                    log(record)
+        if step % config.checkpoint_every == 0 or step == config.steps:
+            save(step_path(ckpt_dir, step))
+        if step >= config.steps:
+            break
         t0 = time.perf_counter()
-        for batch in loader:
-            batch = batch_to(batch, ctx.device)
-            start += 1
-            with autocast(ctx.device, config.precision):
-                outputs = net(batch)
-            # the loss in float32: bf16 logits lose the small differences the contrastive softmax needs
-            losses = loss_fn(**{k: v.float() if v.is_floating_point() else v for k, v in outputs.items()})
-            loss = total_loss(losses)
-            (loss / config.grad_accum_steps).backward()
-            micro += 1
-            if micro < config.grad_accum_steps:
-                continue  # the next batch (of this epoch or the next) adds to the same step
-            micro = 0
-            lr = optimizer.param_groups[0]["lr"]
-            if config.grad_clip:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            scheduler.step()
-            step += 1
-            dt = time.perf_counter() - t0
-            samples = config.batch_size * config.grad_accum_steps
-            if step - (resumed_from or 0) > 1:  # the first step pays for warm-up
-                timed_samples, timed_seconds = timed_samples + samples, timed_seconds + dt
-            if step % config.log_every == 0 or step == config.steps:
-                record = {
-                    "step": step,
-                    "epoch": epoch,
-                    "lr": lr,
-                    "loss": float(loss.detach()),
-                    **{k: float(v.detach()) for k, v in losses.items()},
-                    "logit_scale": float(model.logit_scale.detach().exp()),
-                    "samples_per_s": samples / dt,
-                    "step_time_s": dt,
-                }
-                history.append(record)
-                if ctx.is_main:
-                    logger.info("step %d/%d loss %.4f (%s) %.2f samples/s", step, config.steps, record["loss"],
-                                ", ".join(f"{k} {record[k]:.4f}" for k in losses), record["samples_per_s"])
-                    if log is not None:
-                        log(record)
-            if step % config.checkpoint_every == 0 or step == config.steps:
-                save(step_path(ckpt_dir, step))
-            if step >= config.steps:
-                break
-            t0 = time.perf_counter()
 
     rss = torch.tensor([peak_rss_mb()], device=ctx.device)  # nccl reduces CUDA tensors only
     if ctx.world_size > 1:
@@ -331,7 +395,7 @@ def train(
         if history:
             plot_losses(history, curve_path)
         write_json(_metrics(result, config), metrics_path)
-        logger.info("done: step %d, %s, %.2f samples/s, checkpoint %s", step, final, result.samples_per_s, result.checkpoint_path)
+        logger.info("done: step %d, %s, %.2f crops/s, checkpoint %s", step, final, result.samples_per_s, result.checkpoint_path)
     if ctx.world_size > 1:
         dist.barrier()
     if ctx.owns_group:
@@ -339,22 +403,26 @@ def train(
     return result
 
 
-def export_config(config: TrainConfig, result: TrainResult, dataset: StudyDataset) -> dict[str, Any]:
+def export_config(config: TrainConfig, result: TrainResult, dataset: OrganDataset) -> dict[str, Any]:
     """config.json of the exported model: the training config, the I/O record, and what the model card reports."""
-    studies = dataset.studies
+    items = dataset.items
+    validation = [(h["step"], h["val_abnormality_loss"]) for h in result.history if "val_abnormality_loss" in h]
     return {
         "train": config.to_dict(),
-        "io": io_metadata(config),
+        "io": io_metadata(config, dataset.preprocessing),
         "step": result.steps,
+        "dictionary": dataset.dictionary.to_record(),
         "training": {
             "data": {
                 "split": config.split,
-                "studies": len(studies),
-                "organ_text_pairs": sum(len(s.organs) for s in studies),
-                "abnormality_pairs": sum(len(s.abnormalities) for s in studies),
-                "organs": len({o.organ for s in studies for o in s.organs}),
+                "studies": len(dataset.studies),
+                "organ_items": len(items),
+                "abnormal_organ_items": sum(bool(i.findings) for i in items),
+                "organs": len({i.organ for i in items}),
             },
             "final_losses": result.final_losses,
+            "validation_abnormality_loss": [{"step": s, "loss": v} for s, v in validation],
+            "image_free_floor": IMAGE_FREE_FLOOR,
             "samples_per_s": result.samples_per_s if math.isfinite(result.samples_per_s) else None,  # JSON has no NaN
             "world_size": result.world_size,
         },

@@ -5,14 +5,16 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+import os
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from model.eval.evaluate import MethodResult
+from eval_stubs import spy_reads
 from model.eval.metrics import Estimate
+from model.eval.results import HEADLINE, MethodResult
 from model.eval.paired import paired_difference, seed_estimate, seed_values
 from model.eval.tumor import TDResult
 from model.fake_data import make_fake_data_root
@@ -57,35 +59,24 @@ def root(tmp_path_factory) -> tuple[Path, set[str]]:
 
 def test_ablation_never_loads_test_labels(root, tmp_path, monkeypatch):
     data_root, test = root
-    frames: list[pd.DataFrame] = []
-    opened: list[str] = []
-    read_parquet = pd.read_parquet
-
-    def spy_parquet(*args, **kwargs):
-        df = read_parquet(*args, **kwargs)
-        frames.append(df)
-        return df
-
-    import model.data
-    import pipeline.volume
-
-    def spy_nifti(path, *args, **kwargs):
-        opened.append(str(path))
-        return load_nifti(path, *args, **kwargs)
-
-    monkeypatch.setattr(pd, "read_parquet", spy_parquet)
-    monkeypatch.setattr(pipeline.volume, "load_nifti", spy_nifti)
-    monkeypatch.setattr(model.data, "load_nifti", spy_nifti)
+    frames, opened = spy_reads(monkeypatch)
+    # one CPU: load_eval_data crops in this process (worker processes would not see the spies)
+    monkeypatch.setattr(os, "cpu_count", lambda: 1)
     ablate = _script("ablate")
-    assert ablate.main(["--data-root", str(data_root), "--no-build", "--work", str(tmp_path), "--preset", "tiny", "--settings", "steps=2",
-                        "--n-bootstrap", "5", "--td-steps", "1", "--ts-steps", "1", "--threads", "1"]) == 0
-    results = json.loads((tmp_path / "results.json").read_text())
-    assert set(results["steps=2"]["n_cases"]) == {"train", "val"}  # validation was scored
+    out = tmp_path / "ablate.json"
+    assert ablate.main(["--data-root", str(data_root), "--no-build", "--work", str(tmp_path), "--out", str(out), "--preset", "tiny",
+                        "--settings", "steps=2", "--random", "--n-bootstrap", "5", "--ts-steps", "1", "--threads", "1"]) == 0
+    results = json.loads(out.read_text())
+    setting = results["steps=2"]
+    assert set(setting["n_cases"]) == {"train", "val"}  # validation was scored
+    assert {"grounded", "clip", "random", "probe_grounded", "probe_clip", "probe_random"} <= set(setting["eval"])
+    assert set(setting["train"]) == {"grounded", "global"} and setting["preset"] == "tiny"
     assert frames and opened
     for df in frames:
         assert "split" not in df or not (df["split"] == "test").any()
         assert "study_id" not in df or not set(df["study_id"]) & test
     assert not [p for p in opened if any(sid in p for sid in test)]
+    assert any("/lesions/" in p for p in opened)  # the evaluation's reads were seen too, not only training's
 
 
 def test_benchmark_writes_the_record_the_issue_specifies(root, tmp_path):
@@ -93,38 +84,86 @@ def test_benchmark_writes_the_record_the_issue_specifies(root, tmp_path):
     out = tmp_path / "benchmark.json"
     bench = _script("benchmark")
     assert bench.main(["--data-root", str(data_root), "--no-build", "--work", str(tmp_path / "work"), "--out", str(out), "--preset", "tiny",
-                       "--settings", "steps=2", "--seeds", "0,1", "--n-bootstrap", "20", "--td-steps", "1", "--ts-steps", "2",
+                       "--settings", "steps=2", "--seeds", "0,1", "--n-bootstrap", "20", "--ts-steps", "2",
                        "--threads", "1"]) == 0
     record = json.loads(out.read_text())
-    assert {"commit", "command", "cohort", "methods", "paired"} <= set(record)
-    assert set(record["methods"]) == {"grounded", "clip", "random", "no_learning"}
-    assert set(record["paired"]) == {"grounded-clip", "grounded-no_learning"}
-    metrics = {"or_acc", "ad_f1", "ad_auc", "td_auc", "ts_dsc"}
+    assert {"commit", "command", "cohort", "methods", "paired", "detail", "training", "wall_s"} <= set(record)
+    methods = {"grounded", "clip", "random", "no_learning", "no_learning_report", "probe_grounded", "probe_clip", "probe_random"}
+    assert set(record["methods"]) == methods
+    assert set(record["paired"]) == {"grounded-clip", "grounded-no_learning", "grounded-no_learning_report",
+                                     "probe_grounded-probe_random", "probe_grounded-no_learning", "probe_grounded-probe_clip"}
+    metrics = set(HEADLINE)
+    assert "ts_dsc_ge10" in metrics
     for block in (*record["methods"].values(), *record["paired"].values()):
         assert set(block) == metrics
         for e in block.values():
             if e["value"] is not None:
                 assert -1.0 <= e["value"] <= 1.0 and (e["low"] is None or e["low"] <= e["high"])
-    assert record["methods"]["random"]["or_acc"]["value"] is None  # zero-shot needs an aligned model
-    assert record["methods"]["no_learning"]["or_acc"]["value"] is None and record["methods"]["no_learning"]["ts_dsc"]["value"] is None
-    assert record["methods"]["no_learning"]["td_auc"]["value"] is not None
-    grounded = record["methods"]["grounded"]["or_acc"]
+    m = record["methods"]
+    for zero_shot in ("or_acc", "ad_auc", "td_auc"):  # zero-shot needs an aligned model
+        assert m["random"][zero_shot]["value"] is None
+    for fitted in ("no_learning", "no_learning_report", "probe_grounded", "probe_clip", "probe_random"):
+        assert m[fitted]["or_acc"]["value"] is None and m[fitted]["ts_dsc"]["value"] is None
+        assert m[fitted]["ad_auc"]["value"] is not None and m[fitted]["td_auc"]["value"] is not None
+    for segmenting in ("grounded", "clip", "random"):
+        assert m[segmenting]["ts_dsc_ge10"]["value"] is not None
+    grounded = m["grounded"]["or_acc"]
     assert len(grounded["per_seed"]) == 2 and grounded["value"] == pytest.approx(np.mean(grounded["per_seed"]))
     assert grounded["seed_sd"] == pytest.approx(np.std(grounded["per_seed"], ddof=1))
-    assert record["cohort"]["studies"]["test"] == 4 and record["cohort"]["preprocessing"]["crop_size"] == [32, 32, 32]
-    assert record["cohort"]["global_text"]["tokens_cut"] == 0
+    assert len(m["no_learning"]["ad_auc"]["per_seed"]) == 1  # fitted once, not per pretraining seed
+    cohort = record["cohort"]
+    assert cohort["studies"]["test"] == 4 and cohort["preprocessing"]["crop_voxels"] == 16
+    assert cohort["preprocessing"]["kind"] == "organ-crops/1" and cohort["preprocessing"]["organ_spacing"]
+    assert 0.0 <= cohort["whole_in_view"] <= 1.0
+    assert cohort["test_tumor_organs"]["with_lesion_ge10mm"] + cohort["test_tumor_organs"]["with_lesion_lt10mm"] > 0
+    assert cohort["global_text"]["tokens_cut"] == 0
     assert "bench/benchmark.py" in record["command"] and record["seeds"] == [0, 1]
-    assert record["cohort"]["synthetic"] == {"built_by": "elsewhere (--no-build)"}
+    assert cohort["synthetic"] == {"built_by": "elsewhere (--no-build)"}
+    for seed in ("seed0", "seed1"):
+        for kind in ("grounded", "global"):
+            t = record["training"][seed][kind]
+            assert t["image_free_floor"] == pytest.approx(math.log(2)) and t["samples_per_s"] > 0
     wall = record["wall_s"]
     parts = [wall[k] for k in ("cohort", "train", "load", "evaluate")]
     assert min(parts) >= 0 and sum(parts) == pytest.approx(wall["total"], abs=0.5)
-    assert "| grounded-clip (paired) |" in bench.table(record)
-    # issue 14's OR target (organs that are not counted structures) rides beside the headline metrics
+    assert "| grounded-clip (paired) |" in bench.table(record) and "| probe_grounded-probe_random (paired) |" in bench.table(record)
     detail = record["detail"]
     assert set(detail["methods"]) == set(record["methods"]) and set(detail["paired"]) == set(record["paired"])
-    distinct = detail["methods"]["grounded"]["or_acc_distinct"]
-    assert distinct["value"] is not None and 0.0 <= distinct["value"] <= 1.0 and len(distinct["per_seed"]) == 2
-    assert detail["methods"]["random"]["or_acc_distinct"]["value"] is None and detail["or_distinct_classes"] > 0
+    assert set(detail["methods"]["grounded"]) == set(bench.DETAIL)
+    assert detail["methods"]["random"]["or_macro_f1"]["value"] is None
+    assert set(detail["ad_auc_per_task"]) >= {"grounded", "clip", "probe_grounded", "no_learning"}
+
+
+def test_the_commands_the_scripts_show_are_accepted_by_them(monkeypatch):
+    """Every `python bench/<script>.py ...` example in bench/benchmark.py's and bench/ablate.py's docstrings parses
+    (argparse only: nothing runs)."""
+    import argparse
+    import re
+
+    class Parsed(Exception):
+        pass
+
+    parse = argparse.ArgumentParser.parse_args
+
+    def parse_only(self, args=None, namespace=None):
+        parse(self, args, namespace)
+        raise Parsed
+
+    scripts = {name: _script(name) for name in ("benchmark", "ablate")}
+    commands = [(name, m.group(2).replace("...", "").split()) for module in scripts.values()
+                for m in re.finditer(r"python bench/(benchmark|ablate)\.py([^#`\n]*)", module.__doc__)
+                for name in [m.group(1)]]
+    assert len(commands) >= 7
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_args", parse_only)
+    refused = []
+    for name, args in commands:
+        try:
+            scripts[name].main(args)
+        except Parsed:
+            continue
+        except SystemExit:
+            refused.append(f"bench/{name}.py {' '.join(args)}")
+    assert not refused, f"documented commands the scripts refuse: {refused}"
 
 
 def test_benchmark_cohort_is_reused_when_its_fingerprint_matches_and_rebuilt_otherwise(tmp_path):
@@ -145,8 +184,8 @@ def test_benchmark_cohort_is_reused_when_its_fingerprint_matches_and_rebuilt_oth
 
 
 def _run(scores: np.ndarray, labels: np.ndarray, groups: np.ndarray) -> MethodResult:
-    return MethodResult("m", True, tumor_detection=TDResult({"probe_study": Estimate.missing()},
-                                                            {"probe_study": (scores, labels)}, {"probe_study": groups}))
+    return MethodResult("m", True, tumor_detection=TDResult({"organ": Estimate.missing()}, {"organ": (scores, labels)},
+                                                            {"organ": groups}))
 
 
 def test_paired_bootstrap_properties():
@@ -171,10 +210,10 @@ def test_paired_bootstrap_properties():
 
 def _record() -> dict:
     est = {"value": 0.5, "low": 0.4, "high": 0.6}
-    metrics = ("or_acc", "ad_f1", "ad_auc", "td_auc", "ts_dsc")
-    return {"commit": "0" * 40, "command": "python bench/benchmark.py", "seeds": [0, 1], "cohort": {"studies": {"train": 343, "val": 69, "test": 68}},
-            "methods": {m: dict.fromkeys(metrics, est) for m in ("grounded", "clip", "random", "no_learning")},
-            "paired": {p: dict.fromkeys(metrics, est) for p in ("grounded-clip", "grounded-no_learning")}}
+    metrics = HEADLINE
+    return {"commit": "0" * 40, "command": "python bench/benchmark.py", "seeds": [0, 1], "cohort": {"studies": {"train": 320, "val": 96, "test": 224}},
+            "methods": {m: dict.fromkeys(metrics, est) for m in ("grounded", "clip", "random", "no_learning", "no_learning_report")},
+            "paired": {p: dict.fromkeys(metrics, est) for p in ("grounded-clip", "grounded-no_learning_report")}}
 
 
 def test_readme_block_is_replaced_by_the_records_table():

@@ -47,19 +47,42 @@ def release(tmp_path_factory) -> Path:
     return write_release(tmp_path_factory.mktemp("ctrate"), TRAIN_LABELS, VALID_LABELS)
 
 
+def corrected(release: Path, split: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Each usable volume of ``split`` as ingest reads it (pipeline.ctrate's rescale and affine applied): HU, affine."""
+    from pipeline.ctrate import scan_ctrate
+    from pipeline.ingest import manifest_overrides
+    from pipeline.volume import load_nifti
+
+    out = {}
+    for row in scan_ctrate(release, split).itertuples():
+        if row.problem:
+            continue
+        volume = load_nifti(row.volume_path)
+        keys = {"rescale_slope": str(row.rescale_slope), "rescale_intercept": str(row.rescale_intercept), "affine": row.affine}
+        hu, affine, _ = manifest_overrides(volume.array, volume.affine, keys)
+        out[row.volume_name] = (np.asarray(hu), affine)
+    return out
+
+
+HEART_ONLY = VALID[3:]  # their masks hold the heart but no lung: organ-aware Emphysema falls back to the whole study
+
+
 @pytest.fixture(scope="module")
-def masks(tmp_path_factory) -> Path:
-    """TotalSegmentator-style label maps for three valid volumes: lungs as two upper lobes, the rest of the body heart."""
+def masks(release, tmp_path_factory) -> Path:
+    """TotalSegmentator-style label maps on each volume's corrected grid (an organ-crop model embeds organs, so every
+    scored volume needs one): soft tissue as heart, the lungs as two upper lobes (left half of the grid, right half)."""
     folder = tmp_path_factory.mktemp("masks")
     names = {v: k for k, v in class_map().items()}
-    hu = phantom_hu()
-    lab = np.where(hu == 40, names["heart"], 0).astype(np.uint8)
-    left = np.zeros(SHAPE, bool)
-    left[: SHAPE[0] // 2] = True
-    lab[(hu == -850) & left] = names["lung_upper_lobe_left"]
-    lab[(hu == -850) & ~left] = names["lung_upper_lobe_right"]
-    for name in VALID[:3]:
-        save(folder / f"{name}.nii.gz", lab, ras_affine())
+    for split in ("train", "valid"):
+        for name, (hu, affine) in corrected(release, split).items():
+            lab = np.where(hu == 40, names["heart"], 0).astype(np.uint8)
+            if name not in HEART_ONLY:
+                lungs = (hu > -900) & (hu < -500)
+                left = np.zeros(hu.shape, bool)
+                left[: hu.shape[0] // 2] = True
+                lab[lungs & left] = names["lung_upper_lobe_left"]
+                lab[lungs & ~left] = names["lung_upper_lobe_right"]
+            save(folder / f"{name}.nii.gz", lab, affine)
     return folder
 
 
@@ -98,10 +121,12 @@ def test_cli_scores_the_18_labels_with_intervals_and_thresholds_from_train(train
     valid_rows = scores[scores["split"] == "valid"]
     assert len(valid_rows) == 2 * N * len(VALID) and not valid_rows.duplicated(["volume_name", "variant", "label"]).any()
     assert np.allclose(scores["probability"], 1 / (1 + np.exp(-scores["logit"])))
-    # organ-aware: masks for three volumes, the others scored on the whole study; labels without organs keep CT-CLIP's pair
+    # organ-aware: a volume whose mask lacks a label's organs is scored on the whole study; labels without organs keep
+    # CT-CLIP's pair
     organ = res["organ_aware"]
-    assert organ["n_volumes_with_mask"] == 3
-    assert organ["labels"]["Cardiomegaly"]["organs"] == ["heart"] and organ["labels"]["Cardiomegaly"]["n_fallback"] == 3
+    assert organ["n_volumes_with_mask"] == len(VALID)
+    assert organ["labels"]["Cardiomegaly"]["organs"] == ["heart"] and organ["labels"]["Cardiomegaly"]["n_fallback"] == 0
+    assert organ["labels"]["Emphysema"]["n_fallback"] == len(HEART_ONLY)
     assert organ["labels"]["Pleural effusion"]["organs"] == [] and organ["labels"]["Pleural effusion"]["n_fallback"] == 0
     pivot = valid_rows.pivot_table(index=["volume_name", "label"], columns="variant", values="logit")
     assert np.allclose(pivot.xs("Pleural effusion", level="label")["ct-clip"], pivot.xs("Pleural effusion", level="label")["organ-aware"])
@@ -110,12 +135,12 @@ def test_cli_scores_the_18_labels_with_intervals_and_thresholds_from_train(train
     assert "macro AUC" in run.stdout and "CT-CLIP 0.733, fVLM 0.778" in run.stdout
 
 
-def test_the_evaluated_split_labels_never_choose_a_threshold(trained, release, tmp_path, caplog):
+def test_the_evaluated_split_labels_never_choose_a_threshold(trained, release, masks, tmp_path, caplog):
     """Flipping every valid label leaves the thresholds as they were and turns each AUC into 1 - AUC."""
     flipped = tmp_path / "flipped"
     shutil.copytree(release, flipped)
     write_labels(flipped, "valid", {n: [1 - x for x in v] for n, v in VALID_LABELS.items()})
-    options = CtrateEvalOptions(n_boot=50, cache_dir=str(tmp_path / "cache"),
+    options = CtrateEvalOptions(n_boot=50, cache_dir=str(tmp_path / "cache"), masks_dir=str(masks),
                                 inference=InferenceOptions(segmenter=None, dictionary_scores=False, device="cpu"))
     a, b = (evaluate_ctrate(trained, root, options) for root in (release, flipped))
     # a re-run takes every embedding from the cache, and scores the same
@@ -123,13 +148,37 @@ def test_the_evaluated_split_labels_never_choose_a_threshold(trained, release, t
         again = evaluate_ctrate(trained, release, options)
     assert "valid: 0 volumes embedded, 6 from the cache" in caplog.text and "train: 0 volumes embedded, 4 from the cache" in caplog.text
     pd.testing.assert_frame_equal(again.scores, a.scores)
-    assert a.organ_aware_not_run == "no organ masks (give a masks folder or a segmenter)" and len(a.variants) == 1
+    assert a.organ_aware_not_run == "" and len(a.variants) == 2
     for x, y in zip(a.variants[0].labels, b.variants[0].labels):
         assert x.threshold == y.threshold and (x.n_pos, x.n_neg) == (y.n_neg, y.n_pos)
         assert x.auc.applicable == y.auc.applicable
         if x.auc.applicable:
             assert y.auc.value == pytest.approx(1 - x.auc.value)
     assert sum(r.threshold is not None for r in a.variants[0].labels) == 2  # Cardiomegaly, Emphysema have train positives
+
+
+def test_a_volume_without_organs_is_left_out_with_its_reason(trained, release, masks, tmp_path):
+    """An organ-crop model embeds organs: a volume with no organ map (no mask, no segmenter) is listed as skipped,
+    and the rest are scored."""
+    partial = tmp_path / "masks"
+    shutil.copytree(masks, partial)
+    (partial / f"{VALID[4]}.nii.gz").unlink()
+    options = CtrateEvalOptions(n_boot=20, threshold_split=None, masks_dir=str(partial),
+                                inference=InferenceOptions(segmenter=None, dictionary_scores=False, device="cpu"))
+    result = evaluate_ctrate(trained, release, options)
+    assert result.n_volumes == len(VALID) - 1
+    (reason,) = result.skipped.loc[result.skipped["volume_name"] == VALID[4], "reason"]
+    assert "no organ" in reason
+
+
+def test_without_any_organ_map_the_command_stops_with_a_clear_error(trained, release, tmp_path, capsys):
+    """No masks and no segmenter: no volume can be embedded by an organ-crop model, the command says so (exit 2)."""
+    out = str(tmp_path / "r.json")
+    assert main(["--checkpoint", str(trained), "--data", str(release), "--out", out, "--threshold-split", "none",
+                 "--device", "cpu", "--text-cache", "", "--bootstrap", "10"]) == 2
+    err = capsys.readouterr().err
+    assert "organ" in err
+    assert not Path(out).exists()
 
 
 def test_clear_errors(trained, release, tmp_path, capsys):

@@ -38,7 +38,7 @@ def test_pipeline_and_model_never_import_dagster():
 def test_train_settings_take_the_presets_values_unless_set():
     """Unset fields keep the preset's values: the paper preset is not cut to the demo's budget."""
     from assets.training import TrainSettings
-    from model.config import demo, paper
+    from model.config import benchmark, demo, paper
 
     cfg = TrainSettings().to_config("global")
     assert (cfg.model.kind, cfg.model.image_encoder, cfg.steps) == ("global", demo().model.image_encoder, demo().steps)
@@ -46,9 +46,12 @@ def test_train_settings_take_the_presets_values_unless_set():
     assert (big.steps, big.batch_size, big.model.text_encoder) == (paper().steps, paper().batch_size, paper().model.text_encoder)
     small = TrainSettings(image_encoder="cnn", steps=7, text_encoder="fake").to_config("grounded")
     assert (small.model.image_encoder, small.steps, small.model.text_encoder, small.lr) == ("cnn", 7, "fake", demo().lr)
-    assert small.model.extra_windows == demo().model.extra_windows and small.grounded_global_weight == demo().grounded_global_weight
-    wide = TrainSettings(soft_tissue_channel=False, grounded_global_weight=0.5).to_config("grounded")
-    assert wide.model.extra_windows == () and wide.grounded_global_weight == 0.5
+    assert small.model.extra_windows == demo().model.extra_windows
+    assert small.model.text_trainable_layers == demo().model.text_trainable_layers
+    wide = TrainSettings(soft_tissue_channel=False, text_trainable_layers=0).to_config("grounded")
+    assert wide.model.extra_windows == () and wide.model.text_trainable_layers == 0
+    bench = TrainSettings(preset="benchmark").to_config("grounded")
+    assert (bench.steps, bench.model.crop_voxels) == (benchmark().steps, benchmark().model.crop_voxels)
 
 
 def test_run_all_creates_a_missing_dagster_home(tmp_path):

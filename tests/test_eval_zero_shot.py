@@ -9,7 +9,13 @@ import pandas as pd
 import pytest
 
 from model.eval import prompts
+from model.eval.results import MethodResult
 from model.eval.zero_shot import abnormality_detection, ad_labels, organ_recognition, select_ad_tasks
+
+
+def macro(res, metric: str, n_boot: int = 20):
+    """The macro metric of an AD result as every report reads it (model.eval.results)."""
+    return MethodResult("m", True, abnormality_detection=res).metrics(n_boot)[metric]
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
@@ -63,7 +69,7 @@ def test_abnormality_detection_aligned_embeddings():
     (pair,) = res.pairs
     assert pair.n_pos == y_te.sum() and pair.n_neg == 60 - y_te.sum()
     assert pair.auc.value == 1.0 and pair.f1.value == 1.0
-    assert res.macro_auc.value == 1.0 and res.macro_f1.value == 1.0
+    assert macro(res, "ad_auc").value == 1.0 and macro(res, "ad_f1").value == 1.0
     scores, labels = res.pooled()
     assert len(scores) == 60 and labels.tolist() == y_te.tolist()
 
@@ -89,9 +95,14 @@ def test_ad_f1_with_one_pooled_threshold():
                                 prompts_, [("liver", "mass"), ("spleen", "splenomegaly")], n_boot=10)
     assert [p.threshold for p in res.pairs] == pytest.approx([0.2, 0.6])
     assert [p.f1.value for p in res.pairs] == [1.0, 0.0]
-    assert res.macro_f1.value == pytest.approx(0.5)
-    assert res.macro_f1_pooled.value == pytest.approx(1.0)
-    assert res.macro_f1_all_positive.value == pytest.approx(2 / 3)  # 1 of 2 positive in each pair: 2 * 0.5 / 1.5
+    assert macro(res, "ad_f1").value == pytest.approx(0.5)
+    assert res.pooled_threshold == pytest.approx(0.2)
+    assert macro(res, "ad_f1_pooled_threshold").value == pytest.approx(1.0)
+    assert macro(res, "ad_f1_all_positive").value == pytest.approx(2 / 3)  # 1 of 2 positive in each pair: 2 * 0.5 / 1.5
+    # liver mass is a focal task, splenomegaly a size task: each group's AUC is its own pair's
+    assert macro(res, "ad_auc_focal").value == res.pairs[0].auc.value
+    assert macro(res, "ad_auc_size").value == res.pairs[1].auc.value
+    assert not macro(res, "ad_auc_diffuse").applicable
 
 
 def test_abnormality_detection_random_is_near_chance():
@@ -102,7 +113,7 @@ def test_abnormality_detection_random_is_near_chance():
     p = rng.normal(size=(2, 8))
     res = abnormality_detection(rng.normal(size=(400, 8)), te, rng.normal(size=(400, 8)), va,
                                 {("liver", "mass"): (p[0], p[1])}, [("liver", "mass")], n_boot=20)
-    assert abs(res.macro_auc.value - 0.5) < 0.08
+    assert abs(macro(res, "ad_auc").value - 0.5) < 0.08
 
 
 def test_ad_labels_and_task_selection():
@@ -134,25 +145,36 @@ def _sentences(text: str) -> set[str]:
 
 
 def test_zero_shot_prompts_share_no_text_or_template_with_training(tmp_path):
-    from model.data import dictionary_text, named_text, normal_text, read_studies
+    """The zero-shot scores test whether the text side learned what negation means, not whether it recalls a string:
+    no evaluation prompt is a training text (organ texts, reports, names, the dictionary's affirmed and negated phrases
+    in every phrasing), and no evaluation template is a training form or a report phrase."""
+    from model.data import AFFIRMED, NEGATED, UNREMARKABLE, Dictionary, affirmed_text, name_text, named_text, negated_text, normal_text, read_split
     from model.fake_data import make_fake_data_root
     from pipeline.synthetic.phrases import DEFAULT, RESERVED
 
     root = make_fake_data_root(tmp_path, n_studies=10, shape=(32, 32, 24), p_abnormal=0.6)
     training: set[str] = set()
     tasks: set[tuple[str, str]] = set()
-    for options in ({}, {"dictionary": "table", "abnormality_positive": "report", "organ_text": "report"}):
-        for s in read_studies(root, "train", **options):
-            texts = [o.text for o in s.organs] + [s.text]
-            texts += [t for a in s.abnormalities for t in (a.positive, *a.negatives)]
-            tasks |= {(a.organ, a.abnormality) for a in s.abnormalities if a.abnormality != "normal"}
-            training |= {t.strip().lower().rstrip(".") for t in texts} | {x for t in texts for x in _sentences(t)}
-    assert tasks and len(training) > 20
+    for organ_text in ("named", "report"):
+        studies, items, _ = read_split(root, "train", organ_text=organ_text)
+        dictionary = Dictionary.of(items)
+        texts = [it.text for it in items] + [s.text for s in studies] + [name_text(it.organ) for it in items]
+        texts += [normal_text(it.organ) for it in items]
+        for it in items:
+            n = len(dictionary.abnormalities.get(it.organ, ()))
+            for form in range(len(AFFIRMED)):
+                texts += [t for row in dictionary.rows(it, [form] * n) for t in row[:2]]
+        tasks |= {(o, a) for o, abns in dictionary.abnormalities.items() for a in abns}
+        training |= {t.strip().lower().rstrip(".") for t in texts} | {x for t in texts for x in _sentences(t)}
+    assert tasks and len(training) > 50
+    # the dictionary's phrases, every phrasing, affirmed and negated, are among the training texts checked
+    assert {f(a, o, k).lower() for o, a in tasks for k in range(len(AFFIRMED)) for f in (affirmed_text, negated_text)} <= training
     rendered = {p.lower().rstrip(".") for o, a in tasks for p in sum(prompts.abnormality_prompts(o, a), [])}
     rendered |= {p.lower() for o, _ in tasks for p in prompts.organ_prompts(o)}
     assert not rendered & training
     # the templates themselves: neither the training forms (model.data) nor a report phrase (either bank)
-    forms = {dictionary_text("{abn}", "{organ}"), normal_text("{organ}"), named_text("{organ}", "{text}")}
+    forms = {*AFFIRMED, *NEGATED, UNREMARKABLE, normal_text("{organ}"), named_text("{organ}", "{text}"), name_text("{organ}"),
+             affirmed_text("{abn}", "{organ}"), negated_text("{abn}", "{organ}")}
     forms |= {p for bank in (DEFAULT, RESERVED) for ps in bank.values() for p in ps}
     templates = prompts.ORGAN_TEMPLATES + prompts.NORMAL_TEMPLATES + prompts.ABNORMAL_TEMPLATES
     assert not {t.lower().rstrip(".") for t in templates} & {f.lower().rstrip(".") for f in forms}

@@ -10,8 +10,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from model.checkpoint import WEIGHTS, load_checkpoint
+from model.checkpoint import load_checkpoint
 from model.fake_data import make_fake_data_root, tiny_config
+from model.files import WEIGHTS
 from model.train import init_distributed, train
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -27,12 +28,12 @@ class Killed(Exception):
 
 
 def test_accumulation_takes_k_batches_per_step_and_resumes_exactly(data_root, tmp_path):
-    cfg = tiny_config(steps=3, batch_size=2, grad_accum_steps=2, checkpoint_every=1)
+    cfg = tiny_config(steps=3, batch_size=4, grad_accum_steps=2, checkpoint_every=1)
     straight = train(cfg, data_root, tmp_path / "straight")
     ckpt = load_checkpoint(straight.checkpoint_path)
-    # 8 studies in batches of 2: 4 batches an epoch; 3 steps of 2 batches end half-way through the second epoch
-    assert ckpt["sampler"] == {"epoch": 1, "start": 2}
-    assert json.loads(straight.metrics_path.read_text())["grad_accum_steps"] == 2
+    assert ckpt["step"] == 3 and ckpt["sampler"] == {"start": 6}  # 3 steps of 2 batches each
+    metrics = json.loads(straight.metrics_path.read_text())
+    assert metrics["grad_accum_steps"] == 2 and len(straight.history) == 3
 
     def kill_at_step_2(record: dict) -> None:
         if record["step"] == 2:
@@ -46,9 +47,21 @@ def test_accumulation_takes_k_batches_per_step_and_resumes_exactly(data_root, tm
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_accumulated_batches_are_the_batches_a_longer_run_would_see(data_root, tmp_path):
+    """Two batches of 4 accumulated per step are steps 2k and 2k + 1 of the sampler: the data seen does not depend
+    on how it is split into optimisation steps."""
+    from model.data import OrganBatchSampler, OrganDataset
+
+    cfg = tiny_config(steps=2, batch_size=4, grad_accum_steps=2)
+    ds = OrganDataset(data_root, cfg)
+    accumulated = list(OrganBatchSampler(ds.items, cfg))
+    plain = list(OrganBatchSampler(ds.items, tiny_config(steps=4, batch_size=4)))
+    assert accumulated == plain
+
+
 def test_bf16_autocast_trains(data_root, tmp_path):
-    result = train(tiny_config(steps=2, batch_size=2, checkpoint_every=2, precision="bf16"), data_root, tmp_path)
-    assert all(math.isfinite(v) for v in result.final_losses.values())
+    result = train(tiny_config(steps=2, batch_size=4, checkpoint_every=2, precision="bf16"), data_root, tmp_path)
+    assert result.final_losses and all(math.isfinite(v) for v in result.final_losses.values())
     assert json.loads(result.metrics_path.read_text())["precision"] == "bf16"
 
 

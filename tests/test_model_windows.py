@@ -1,4 +1,4 @@
-"""The soft-tissue input channel and the optional global term of the grounded model."""
+"""The soft-tissue input channel, the organ-mask channel, and which loss terms each kind of model trains."""
 
 from __future__ import annotations
 
@@ -6,12 +6,10 @@ import json
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from model.config import SOFT_TISSUE, TrainConfig, replace
 from model.eval.segmentation import build_segnet
 from model.fake_data import tiny_config
-from model.losses import CTGlipLoss, positive_mask, soft_contrastive
 from model.network import CTGlip, HUWindows
 from model.train import build_loss
 
@@ -40,30 +38,24 @@ def test_window_config_is_checked_and_survives_json():
         replace(cfg, model={"extra_windows": ((-2000.0, 0.0),)})
     with pytest.raises(ValueError, match="hu_window"):
         replace(cfg, data={"hu_window": (-500.0, 500.0)})
-    one = CTGlip(replace(cfg, model={"extra_windows": ()}).model)  # checkpoints from before: one channel
-    two = CTGlip(cfg.model)
-    assert one.encoder.stages[0][0].conv1.conv.in_channels == 1
-    assert two.encoder.stages[0][0].conv1.conv.in_channels == 2
+    # channels: the input, one per extra window, the organ mask
+    for windows, mask, channels in (((), False, 1), ((), True, 2), ((SOFT_TISSUE,), True, 3)):
+        model_cfg = replace(cfg, model={"extra_windows": windows, "mask_channel": mask}).model
+        assert model_cfg.in_channels == channels
+        assert CTGlip(model_cfg).encoder.stages[0][0].conv1.conv.in_channels == channels
 
 
-def test_segmentation_skip_sees_the_encoder_windows():
+def test_segmentation_skip_sees_the_encoder_input_channels():
     torch.manual_seed(0)
     model = CTGlip(tiny_config().model)
-    net = build_segnet(model, (32, 32, 32), width=4)
-    assert net.decoder.skip[0].in_channels == 2
-    assert net(torch.zeros(1, 1, 32, 32, 32)).shape == (1, 2, 32, 32, 32)
+    net = build_segnet(model, 16, width=4)
+    assert net.decoder.skip[0].in_channels == 3  # HU, soft tissue, organ mask
+    assert net(torch.zeros(1, 1, 16, 16, 16), torch.zeros(1, 16, 16, 16)).shape == (1, 2, 16, 16, 16)
 
 
-def test_grounded_global_term_is_the_global_loss_on_the_same_features():
-    g = torch.Generator().manual_seed(0)
-    image, text = F.normalize(torch.randn(4, 8, generator=g), dim=-1), F.normalize(torch.randn(4, 8, generator=g), dim=-1)
-    ids = torch.tensor([1, 2, 3, 1])
-    scale = torch.tensor(10.0)
-    expected = soft_contrastive(image, text, scale, positive_mask(ids))
-    assert "global_loss" not in CTGlipLoss(global_weight=0.0)(scale, image_features=image, text_features=text, text_ids=ids)
-    out = CTGlipLoss(global_weight=0.5)(scale, image_features=image, text_features=text, text_ids=ids)
-    assert torch.allclose(out["global_loss"], 0.5 * expected)
-    # which weight the trainer passes: the global model's own, or the grounded model's added term
-    assert build_loss(tiny_config()).global_weight == 0.0
-    assert build_loss(tiny_config(grounded_global_weight=0.3)).global_weight == 0.3
-    assert build_loss(tiny_config(model={"kind": "global"}, global_loss_weight=0.7)).global_weight == 0.7
+def test_each_kind_trains_its_own_terms():
+    grounded, glob = build_loss(tiny_config()), build_loss(tiny_config(model={"kind": "global"}, global_loss_weight=0.7))
+    assert grounded.global_weight == 0.0 and glob.global_weight == 0.7
+    weights = build_loss(tiny_config(organ_loss_weight=2.0, identity_loss_weight=0.5, abnormality_loss_weight=3.0))
+    assert (weights.organ_weight, weights.identity_weight, weights.abnormality_weight) == (2.0, 0.5, 3.0)
+    assert not build_loss(tiny_config(false_negative_aware=False)).false_negative_aware

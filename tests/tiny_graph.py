@@ -17,7 +17,8 @@ from assets.resources import ArchiveSource, DataRoot
 from assets.segmentation import Segmenter
 
 RANGE = {"dagster/asset_partition_range_start": SHARD_KEYS[0], "dagster/asset_partition_range_end": SHARD_KEYS[-1]}
-TINY_TRAIN = {"steps": 2, "batch_size": 2, "checkpoint_every": 2, "text_encoder": "fake"}
+# batch 8: two organ classes of four (grounded), two studies of four organs (global): the demo's groups
+TINY_TRAIN = {"steps": 2, "batch_size": 8, "checkpoint_every": 2, "text_encoder": "fake"}
 
 
 @dataclass
@@ -60,7 +61,7 @@ def materialize_tiny_graph(base: Path) -> TinyGraph:
         "grounded_model": {"config": TINY_TRAIN}, "global_model": {"config": TINY_TRAIN}}})
     graph.model_card = trained.asset_materializations_for_node("grounded_model")[0].metadata["model_card"].value
     run([training.grounded_model, training.global_model, evaluation.evaluation_report], selection=[evaluation.evaluation_report], run_config={"ops": {"evaluation_report": {"config": {
-        "n_bootstrap": 20, "td_steps": 1, "ts_steps": 1}}}})
+        "n_bootstrap": 20, "ts_steps": 1}}}})
     run([training.grounded_model, inference.study_embeddings], selection=[inference.study_embeddings], tags=RANGE,
         run_config={"ops": {"study_embeddings": {"config": {"queries": ["the liver"], "heatmap_studies": 1}}}})
     return graph

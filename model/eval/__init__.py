@@ -5,13 +5,12 @@ Pure functions on arrays and on any model offering the CT-GLIP interface (docs/A
 no dagster imports.
 """
 
-from model.eval.data import EvalCase, EvalData, load_eval_data
+from model.eval.data import EvalData, load_eval_data
 from model.eval.evaluate import EvalConfig, EvalResult, MethodResult, evaluate
 from model.eval.metrics import Estimate, bootstrap_ci
 from model.eval.report import Report, build_report
 
 __all__ = [
-    "EvalCase",
     "EvalConfig",
     "EvalData",
     "EvalResult",

@@ -6,8 +6,9 @@ the command line is ``python -m model.eval.ctrate``.
 - Volumes: every usable volume of the split with a label row (``volumes="all"``, each reconstruction
   counts, as CT-CLIP scores its validation set), or one per scan (``"chosen"``, ``pipeline.ctrate``'s
   choice). Unreadable, unlabelled or non-CT volumes are left out and listed with their reason.
-- Embedding: ``model.inference.infer`` on each volume (the checkpoint's spacing, HU windows, crop and
-  sliding window; ``pipeline.ctrate``'s rescale and affine corrections applied on reading).
+- Embedding: ``model.inference.infer`` on each volume (the checkpoint's spacing, organ crops and HU window;
+  ``pipeline.ctrate``'s rescale and affine corrections applied on reading). The whole-study embedding is the mean
+  of the organ embeddings, so a volume without an organ map (no mask, no segmenter) is skipped with its reason.
 - CT-CLIP prompts: the whole-study embedding against "{label} is present." / "{label} is not present."
   (CT-CLIP's pair, one sentence each).
 - Organ-aware prompts (grounded models, given organ masks): per label the organs of
@@ -57,7 +58,7 @@ ANCHORS = {"CT-CLIP": 0.733, "fVLM": 0.778, "source": "fVLM paper (Shui et al., 
 CTCLIP_PRESENT, CTCLIP_ABSENT = "{label} is present.", "{label} is not present."
 SCORE_RULE = ("one score per volume and label: the two-way softmax, at the model's logit scale, of the cosines of the "
               "embedding with the 'present' and 'not present' prompts; AUC and thresholds use its logit")
-CTCLIP_RULE = "whole-study embedding (sliding-window average) vs '{label} is present.' / '{label} is not present.'"
+CTCLIP_RULE = "whole-study embedding (the mean of its organs) vs '{label} is present.' / '{label} is not present.'"
 ORGAN_RULE = ("each organ of the label (pipeline.report.labels.label_organs) found in the volume's mask vs the paraphrase "
               "pairs '{label} is present in the {organ}.' / '... is not present ...'; the maximum over those organs; "
               "no such organ in the mask (or no mask): the whole-study embedding with the same prompts (n_fallback); "
@@ -253,7 +254,7 @@ def _embed(loaded: LoadedModel, frame: pd.DataFrame, options: CtrateEvalOptions)
         study = StudyInput(row.volume_name, volume=row.volume_path, mask=str(mask) if mask else None, heatmaps=False, manifest=manifest)
         opts = options.inference
         key = hashlib.sha256(repr((model_key, _files_key(row.volume_path, *([mask] if mask else [])), manifest, opts.segmenter,
-                                   opts.precision, opts.overlap, opts.min_organ_voxels)).encode()).hexdigest()[:24]
+                                   opts.precision, opts.batch_size, opts.min_organ_voxels)).encode()).hexdigest()[:24]
         path = Path(options.cache_dir) / f"{row.volume_name}.{key}.parquet" if options.cache_dir else None
         if path is not None and path.is_file():
             out[row.volume_name] = pd.read_parquet(path)
@@ -403,8 +404,8 @@ EPILOG = "\n".join(textwrap.fill(text, 115) for text in (
 )) + f"""
 
 Volumes: every usable, labelled volume of the split (--volumes all: each reconstruction, as CT-CLIP scores its
-validation set) or one per scan (--volumes chosen). CT-RATE has no organ masks: without --masks only the CT-CLIP
-prompts are scored. --masks DIR holds TotalSegmentator 'total' label maps named <volume_name>.nii.gz on the
+validation set) or one per scan (--volumes chosen). A model embeds a study through its organs, and CT-RATE ships no
+organ masks: a volume without a mask (and without --segmenter) is listed as skipped. --masks DIR holds TotalSegmentator 'total' label maps named <volume_name>.nii.gz on the
 volume's own grid; --segmenter totalsegmentator segments volumes without one (it needs TotalSegmentator's weights,
 and stops naming what is missing where they are not installed).
 
@@ -470,7 +471,7 @@ def main(argv: list[str] | None = None) -> int:
             masks_dir=args.masks, n_boot=args.bootstrap, seed=args.seed,
             cache_dir=str(Path(args.out).with_name(f"{Path(args.out).stem}.embeddings")) if args.cache is None else (args.cache or None),
             inference=InferenceOptions(segmenter=segmenter, dictionary_scores=False, device=args.device, precision=args.precision,
-                                       overlap=args.overlap, text_cache_dir=args.text_cache or None),
+                                       batch_size=args.batch_size, text_cache_dir=args.text_cache or None),
         )
         if args.masks and not Path(args.masks).is_dir():
             raise FileNotFoundError(f"no masks folder at {args.masks}")

@@ -1,53 +1,72 @@
-"""What the evaluation protocols read: cases (volume, organ label map, lesion mask) and organ rows.
+"""What the evaluation protocols read: one row per evaluated (study, organ), and its organ crop.
 
-``load_eval_data`` builds it from the data root: ``tables/grounded_pairs`` (one row per kept
-(study, organ) with split, status and abnormality list), ``volumes/``, ``masks/`` and
-``lesions/<study_id>.nii.gz``. Every study goes through the one preprocessing path of training
-(``model.preprocess``), with the evaluated checkpoint's own record.
+``load_eval_data`` builds it from the data root: ``tables/grounded_pairs`` (the paired organs with split, status and
+abnormalities), ``volumes/``, ``masks/`` and ``lesions/<study_id>.nii.gz``. Every organ goes through the one
+preprocessing path of training (``model.preprocess.organ_crop``) with the evaluated checkpoint's own record, so each is
+seen centred, at its class's scale. Ribs and vertebrae (``pipeline.vocab.counted``: named by counting from a landmark an
+organ crop does not show) are left out unless asked for.
 
-Labels: pairs are mined from reports, and reports miss findings and mention some the image does not
-show (the benchmark cohort does so on purpose). Where the source carries the image truth
-(``source/truth/organ_gold.parquet`` of the synthetic cohort), each organ's status and abnormalities
-are taken from it instead (``labels="image"``); elsewhere the report is the only label there is.
+Labels: pairs are mined from reports, and reports miss findings and mention some the image does not show (the benchmark
+cohort does so on purpose). Where the source carries the image truth (``source/truth/organ_gold.parquet`` of the
+synthetic cohort), each organ's ``status`` and ``abnormalities`` are taken from it (``labels="image"``); the report's
+stay beside them as ``report_status`` and ``report_abnormalities`` (what a model trained on reports was told).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
+from scipy import ndimage
 
 from model.files import fingerprint
-from model.preprocess import Preprocessing, prepare_study
+from model.preprocess import OrganBoxes, OrganCrop, Preprocessing, SourceBlock, organ_crop
+from pipeline.pool import one_thread, process_map
+from pipeline.vocab import counted
 
 log = logging.getLogger(__name__)
 
-ORGAN_COLUMNS = ["study_id", "patient_id", "split", "organ", "index_v2", "status", "abnormalities"]
+ORGAN_COLUMNS = ["study_id", "patient_id", "split", "organ", "index_v2", "status", "abnormalities", "report_status",
+                 "report_abnormalities", "cut_by_fov"]
 SPLIT_ALIASES = {"validation": "val", "valid": "val", "training": "train"}
 
 
 @dataclass(frozen=True)
-class EvalCase:
-    study_id: str
-    patient_id: str
-    split: str  # "train" / "val" / "test"
-    volume: np.ndarray  # (D, H, W) float32, the model's input intensities
-    labels: np.ndarray  # (D, H, W) int, `total` (v2) indices
-    lesion: np.ndarray  # (D, H, W) bool
+class CropStore:
+    """The organ crops of every evaluated row, compactly (intensities as float16, shares as bytes)."""
+
+    volume: np.ndarray  # (n, D, D, D) float16 in [-1, 1]
+    mask: np.ndarray  # (n, D, D, D) uint8: organ share * 255
+    region: np.ndarray  # (n, D, D, D) uint8: pooling-region share * 255
+    size: np.ndarray  # (n, 4) float32
+    whole: np.ndarray  # (n,) bool: the whole organ is in the crop
+    source_voxels: np.ndarray  # (n,) int: canonical voxels per axis the crop covers
+    # row -> the crop's window on the canonical grid (intensities as float16), for the rows whose organ has a lesion:
+    # what tumor segmentation trains and is scored on
+    blocks: dict[int, SourceBlock] = field(default_factory=dict)
+
+    def tensors(self, rows: np.ndarray, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
+        """The network's inputs of ``rows``: volume (n, 1, D, D, D), mask, region (n, D, D, D), size (n, 4)."""
+        rows = np.asarray(rows, dtype=int)
+        as_t = lambda a, scale=1.0: torch.from_numpy(np.ascontiguousarray(a[rows])).to(device=device, dtype=torch.float32) * scale  # noqa: E731
+        return {"volume": as_t(self.volume)[:, None], "mask": as_t(self.mask, 1 / 255), "region": as_t(self.region, 1 / 255),
+                "size": as_t(self.size)}
+
 
 
 @dataclass(frozen=True)
 class EvalData:
-    cases: tuple[EvalCase, ...]
-    organs: pd.DataFrame  # ORGAN_COLUMNS: one row per (study, organ) whose label is in the case's label map
-    provenance: dict = field(default_factory=dict)  # data root, table fingerprints, crop, ...
-
-    def split(self, name: str) -> tuple[EvalCase, ...]:
-        return tuple(c for c in self.cases if c.split == name)
+    organs: pd.DataFrame  # ORGAN_COLUMNS + row (into crops), whole, lesion_mm (largest lesion's diameter, 0 = none)
+    crops: CropStore
+    preprocessing: Preprocessing
+    provenance: dict = field(default_factory=dict)  # data root, table fingerprints, preprocessing, ...
 
     def organ_rows(self, name: str) -> pd.DataFrame:
         return self.organs[self.organs["split"] == name].reset_index(drop=True)
@@ -60,14 +79,18 @@ def _merge_rows(pairs: pd.DataFrame) -> pd.DataFrame:
     df["split"] = df["split"].map(lambda s: SPLIT_ALIASES.get(s, s))
     df["abnormalities"] = df["abnormalities"].map(lambda a: sorted(set(a)) if a is not None and len(a) else [])
     df["_rank"] = df["status"].map(rank).fillna(0)
+    if "cut_by_fov" not in df:
+        df["cut_by_fov"] = False
     agg = df.sort_values("_rank").groupby(["study_id", "organ"], sort=False).agg(
         patient_id=("patient_id", "first"),
         split=("split", "first"),
         index_v2=("index_v2", "first"),
         status=("status", "last"),
         abnormalities=("abnormalities", lambda s: sorted({a for lst in s for a in lst})),
-    )
-    return agg.reset_index()[ORGAN_COLUMNS]
+        cut_by_fov=("cut_by_fov", "first"),
+    ).reset_index()
+    agg["report_status"], agg["report_abnormalities"] = agg["status"], agg["abnormalities"]
+    return agg[ORGAN_COLUMNS]
 
 
 def _resolve(root: Path, path: str | None, default: Path) -> Path:
@@ -77,74 +100,129 @@ def _resolve(root: Path, path: str | None, default: Path) -> Path:
     return p if p.is_absolute() else root / p
 
 
+def lesion_diameter_mm(lesion: np.ndarray | None, spacing_mm: float) -> float:
+    """The largest connected lesion's volume-equivalent diameter in mm (0 without a lesion)."""
+    if lesion is None or not lesion.any():
+        return 0.0
+    parts, n = ndimage.label(lesion)
+    voxels = np.bincount(parts.ravel())[1:].max()
+    return float((6.0 * voxels * spacing_mm**3 / math.pi) ** (1 / 3))
+
+
 def load_eval_data(
     data_root: str | os.PathLike,
-    preprocessing: Preprocessing = Preprocessing(),
+    preprocessing: Preprocessing,
     splits: tuple[str, ...] = ("train", "val", "test"),
     max_cases_per_split: int | None = None,
-    missing_lesion: str = "empty",
     labels: str = "image",
+    counted_structures: bool = False,
+    workers: int | None = None,
 ) -> EvalData:
-    """Read cases and organ rows of ``splits`` from the data root, each study through
-    ``model.preprocess.prepare_study`` with ``preprocessing`` -- pass the evaluated checkpoint's own
-    record (``model.checkpoint.preprocessing_of``): crop around the study's organs, spacing check,
-    HU window, and organ rows with fewer than ``min_organ_voxels`` voxels in the crop dropped.
+    """Read the organ rows of ``splits`` from the data root and crop each with ``preprocessing`` -- pass the evaluated
+    checkpoint's own record (``model.checkpoint.preprocessing_of``); organs with fewer than ``min_organ_voxels`` are left
+    out. A study without ``lesions/<study_id>.nii.gz`` is taken as lesion-free.
 
-    Only rows of ``splits`` are read from ``grounded_pairs`` (a parquet filter), so a caller that
-    leaves ``"test"`` out never loads a test study's labels or images.
-    ``missing_lesion``: a study without ``lesions/<study_id>.nii.gz`` is taken as lesion-free
-    (``"empty"``) or left out (``"exclude"``).
-    ``labels``: ``"image"`` takes status and abnormalities from the source's image truth where there is one
-    (only the rows of ``splits`` are read from it), ``"report"`` keeps the pairs' (the reports').
-    """
+    Only rows of ``splits`` are read from ``grounded_pairs`` (a parquet filter), so a caller that leaves ``"test"`` out
+    never loads a test study's labels or images. ``labels``: ``"image"`` takes status and abnormalities from the
+    source's image truth where there is one (only the rows of ``splits`` are read from it), ``"report"`` keeps the
+    reports'. ``counted_structures``: keep ribs and vertebrae. Studies are cropped by ``workers`` processes (default:
+    one per CPU)."""
     if labels not in ("image", "report"):
         raise ValueError(f"labels must be 'image' or 'report', not {labels!r}")
     from pipeline.tables import table_path
-    from pipeline.volume import load_nifti
 
     root = Path(data_root).resolve()
     pairs = _read_pairs(root, splits)
     rows = _merge_rows(pairs)
     rows = rows[rows["split"].isin(splits)]
+    if not counted_structures:
+        rows = rows[~rows["organ"].map(counted)]
     n_from_image = 0
     if labels == "image":
         rows, n_from_image = image_truth_labels(root, rows)
     paths = pairs.drop_duplicates("study_id").set_index("study_id")[["volume_path", "mask_path"]]
-
-    cases: list[EvalCase] = []
-    kept: list[pd.DataFrame] = []
-    n_missing = 0
+    jobs = []
     for split in splits:
         studies = sorted(rows.loc[rows["split"] == split, "study_id"].unique())
         if max_cases_per_split is not None:
             studies = studies[:max_cases_per_split]
         for sid in studies:
-            lesion_path = root / "lesions" / f"{sid}.nii.gz"
-            if not lesion_path.exists():
-                n_missing += 1
-                if missing_lesion == "exclude":
-                    continue
-            ct = load_nifti(_resolve(root, paths.at[sid, "volume_path"], root / "volumes" / f"{sid}.nii.gz"))
-            lab = load_nifti(_resolve(root, paths.at[sid, "mask_path"], root / "masks" / f"{sid}.nii.gz"))
-            les = load_nifti(lesion_path).array > 0 if lesion_path.exists() else np.zeros(lab.array.shape, bool)
-            r = rows[rows["study_id"] == sid]
-            p = prepare_study(ct, lab, r["index_v2"].astype(int).tolist(), preprocessing, lesion=les, study_id=str(sid))
-            kept.append(r[r["index_v2"].astype(int).isin(p.kept)])
-            cases.append(EvalCase(str(sid), str(r["patient_id"].iloc[0]), split, p.volume, p.labels, p.lesion))
+            organs = rows[rows["study_id"] == sid].sort_values("index_v2")
+            jobs.append(_StudyJob(str(sid), _resolve(root, paths.at[sid, "volume_path"], root / "volumes" / f"{sid}.nii.gz"),
+                                  _resolve(root, paths.at[sid, "mask_path"], root / "masks" / f"{sid}.nii.gz"),
+                                  root / "lesions" / f"{sid}.nii.gz", tuple(organs.index), tuple(organs["index_v2"].astype(int)),
+                                  tuple(organs["organ"].astype(str)), preprocessing))
+    arrays: dict[str, list] = {k: [] for k in ("volume", "mask", "region", "size", "whole", "source_voxels")}
+    blocks, kept, lesion_mm = {}, [], []
+    n_missing = 0
+    workers = max(1, min(workers or os.cpu_count() or 1, len(jobs)))
+    for crops, missing in process_map(_crop_study, jobs, workers=workers, preload=["model.eval.data"], initializer=one_thread,
+                                      chunksize=4):
+        n_missing += missing
+        for index, c in crops:
+            n = len(kept)
+            arrays["volume"].append(c.volume.astype(np.float16))
+            arrays["mask"].append(np.rint(c.mask * 255).astype(np.uint8))
+            arrays["region"].append(np.rint(c.region * 255).astype(np.uint8))
+            arrays["size"].append(c.size)
+            arrays["whole"].append(c.whole)
+            arrays["source_voxels"].append(c.source_voxels)
+            if c.source is not None:
+                blocks[n] = dataclasses.replace(c.source, volume=c.source.volume.astype(np.float16))
+            lesion_mm.append(lesion_diameter_mm(c.source.lesion if c.source else None, preprocessing.base_mm))
+            kept.append(index)
     if n_missing:
-        log.warning("%d studies have no lesion mask (%s)", n_missing, missing_lesion)
-    organs = pd.concat(kept, ignore_index=True) if kept else pd.DataFrame(columns=ORGAN_COLUMNS)
+        log.info("%d studies have no lesion mask: taken as lesion-free", n_missing)
+    organs = rows.loc[kept].reset_index(drop=True) if kept else pd.DataFrame(columns=ORGAN_COLUMNS)
+    organs["row"] = np.arange(len(organs))
+    organs["whole"] = np.array(arrays["whole"], dtype=bool)
+    organs["lesion_mm"] = np.array(lesion_mm, dtype=float)
+    d = preprocessing.crop_voxels
+    stack = lambda k, shape, dtype: np.stack(arrays[k]) if arrays[k] else np.zeros((0, *shape), dtype)  # noqa: E731
+    crops = CropStore(stack("volume", (d, d, d), np.float16), stack("mask", (d, d, d), np.uint8),
+                      stack("region", (d, d, d), np.uint8), stack("size", (4,), np.float32),
+                      np.array(arrays["whole"], dtype=bool), np.array(arrays["source_voxels"], dtype=int), blocks)
+    in_scan = ~organs["cut_by_fov"].astype(bool) if len(organs) else pd.Series(dtype=bool)
     provenance = {
         "data_root": str(root),
         "grounded_pairs_sha256": fingerprint(table_path("grounded_pairs", root)),
         "preprocessing": preprocessing.to_record(),
         "splits": list(splits),
-        "n_cases": {s: sum(c.split == s for c in cases) for s in splits},
+        "n_cases": {s: int(organs.loc[organs["split"] == s, "study_id"].nunique()) for s in splits},
+        "n_organs": {s: int((organs["split"] == s).sum()) for s in splits},
+        "counted_structures": counted_structures,
         "missing_lesion_masks": n_missing,
+        "whole_in_view": float(organs.loc[in_scan, "whole"].mean()) if in_scan.any() else None,
         "labels": "image truth (source/truth/organ_gold.parquet)" if n_from_image else "reports (grounded_pairs)",
         "organ_rows_from_image_truth": n_from_image,
     }
-    return EvalData(tuple(cases), organs.reset_index(drop=True), provenance)
+    return EvalData(organs, crops, preprocessing, provenance)
+
+
+@dataclass(frozen=True)
+class _StudyJob:
+    study_id: str
+    volume: Path
+    mask: Path
+    lesion: Path
+    rows: tuple[int, ...]  # the organ rows' index
+    labels: tuple[int, ...]
+    names: tuple[str, ...]
+    preprocessing: Preprocessing
+
+
+def _crop_study(job: _StudyJob) -> tuple[list[tuple[int, OrganCrop]], int]:
+    """One study's organ crops (rows with too few voxels left out), and 1 if it has no lesion mask. Runs in a worker."""
+    from pipeline.volume import load_nifti
+
+    ct, lab = load_nifti(job.volume), np.asarray(load_nifti(job.mask).array)
+    les = np.asarray(load_nifti(job.lesion).array) > 0 if job.lesion.exists() else None
+    boxes = OrganBoxes.of(lab)
+    out = []
+    for index, label, name in zip(job.rows, job.labels, job.names):
+        if label in boxes.boxes and boxes.counts[label] >= job.preprocessing.min_organ_voxels:
+            out.append((index, organ_crop(ct, lab, label, name, job.preprocessing, boxes, lesion=les, study_id=job.study_id)))
+    return out, int(les is None)
 
 
 def _read_pairs(root: Path, splits: tuple[str, ...]) -> pd.DataFrame:

@@ -1,7 +1,7 @@
 """Statistics over pretraining seeds and paired differences between methods, resampling patients.
 
-Every headline metric is a function of per-item arrays that all methods share (the same test organs,
-studies or lesion cases, in the same order): ``metric_items`` returns them. A method trained with
+Every metric is a function of per-item arrays that all methods share (the same test organs or lesion cases, in the
+same order): ``model.eval.results.metric_items`` returns them. A method trained with
 several seeds is scored as the mean of its seeds' metrics; the interval resamples patients (the
 same resample for every seed), and a paired difference A - B uses the same resample for both
 methods, so the spread of the test cohort largely cancels from the difference.
@@ -14,35 +14,8 @@ from typing import Callable, Sequence
 import numpy as np
 
 from model.eval import metrics, resampled
-from model.eval.evaluate import MethodResult
 from model.eval.metrics import Estimate
-
-Items = tuple[metrics.Metric, tuple[np.ndarray, ...], np.ndarray]  # (metric, per-item arrays, patient groups)
-
-
-def metric_items(m: MethodResult, metric: str, td_headline: str = "probe_study") -> Items | None:
-    """The per-item arrays behind one headline metric of ``m`` (None: not run or not applicable)."""
-    if metric in ("or_acc", "or_acc_distinct"):  # distinct: without the counted structures (ribs, vertebrae)
-        r = m.organ_recognition if metric == "or_acc" else m.organ_recognition_distinct
-        return (metrics.ACCURACY, (r.y_true, r.y_pred), r.groups) if r is not None and r.groups is not None else None
-    if metric in ("ad_auc", "ad_f1") and m.abnormality_detection is not None and m.abnormality_detection.pairs:
-        pairs = m.abnormality_detection.pairs
-        task = np.concatenate([np.full(len(p.labels), t) for t, p in enumerate(pairs)])
-        y = np.concatenate([p.labels for p in pairs])
-        s = np.concatenate([p.scores for p in pairs])
-        g = np.concatenate([p.groups if p.groups is not None else np.zeros(len(p.labels)) for p in pairs])
-        if metric == "ad_auc":
-            return metrics.macro_over_tasks(metrics.ROC_AUC), (task, s, y), g
-        pred = np.concatenate([(p.scores >= p.threshold).astype(int) for p in pairs])
-        return metrics.macro_over_tasks(metrics.F1), (task, y, pred), g
-    if metric == "td_auc" and m.tumor_detection is not None and td_headline in m.tumor_detection.scores:
-        s, y = m.tumor_detection.scores[td_headline]
-        g = m.tumor_detection.groups.get(td_headline)
-        return metrics.ROC_AUC, (s, y), g if g is not None else np.arange(len(y))
-    if metric == "ts_dsc" and m.tumor_segmentation is not None and len(m.tumor_segmentation.per_case):
-        ts = m.tumor_segmentation
-        return metrics.NANMEAN, (ts.per_case,), ts.groups if ts.groups is not None else np.arange(len(ts.per_case))
-    return None
+from model.eval.results import Items, MethodResult, metric_items
 
 
 def _seed_mean(items: Sequence[Items], w: np.ndarray | None = None) -> float | np.ndarray:
@@ -65,8 +38,8 @@ def _interval(stat: Callable[[np.ndarray | None], float | np.ndarray], groups: n
     return Estimate(value, float(low), float(high))
 
 
-def _items(runs: Sequence[MethodResult], metric: str, td_headline: str) -> list[Items]:
-    found = [metric_items(r, metric, td_headline) for r in runs]
+def _items(runs: Sequence[MethodResult], metric: str) -> list[Items]:
+    found = [metric_items(r, metric) for r in runs]
     return [f for f in found if f is not None]
 
 
@@ -78,11 +51,11 @@ def _check_aligned(a: Sequence[Items], b: Sequence[Items] = ()) -> np.ndarray:
     return np.asarray(groups)
 
 
-def seed_estimate(runs: Sequence[MethodResult], metric: str, td_headline: str = "probe_study", n: int = 1000,
+def seed_estimate(runs: Sequence[MethodResult], metric: str, n: int = 1000,
                   seed: int = 0) -> Estimate:
     """A method's metric over its pretraining seeds (``runs``, one per seed): the mean of the seeds'
     values, with a patient bootstrap of that mean."""
-    items = _items(runs, metric, td_headline)
+    items = _items(runs, metric)
     if not items:
         return Estimate.missing()
     groups = _check_aligned(items)
@@ -90,15 +63,15 @@ def seed_estimate(runs: Sequence[MethodResult], metric: str, td_headline: str = 
 
 
 def paired_difference(runs_a: Sequence[MethodResult], runs_b: Sequence[MethodResult], metric: str,
-                      td_headline: str = "probe_study", n: int = 1000, seed: int = 0) -> Estimate:
+                      n: int = 1000, seed: int = 0) -> Estimate:
     """A - B of the seed-mean metric, with a paired patient bootstrap (one resample for both)."""
-    a, b = _items(runs_a, metric, td_headline), _items(runs_b, metric, td_headline)
+    a, b = _items(runs_a, metric), _items(runs_b, metric)
     if not a or not b:
         return Estimate.missing()
     groups = _check_aligned(a, b)
     return _interval(lambda w: _seed_mean(a, w) - _seed_mean(b, w), groups, n, seed)
 
 
-def seed_values(runs: Sequence[MethodResult], metric: str, td_headline: str = "probe_study") -> list[float]:
+def seed_values(runs: Sequence[MethodResult], metric: str) -> list[float]:
     """Each seed's own value of the metric (its spread over seeds)."""
-    return [_seed_mean([it]) for it in _items(runs, metric, td_headline)]
+    return [_seed_mean([it]) for it in _items(runs, metric)]

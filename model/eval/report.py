@@ -1,9 +1,9 @@
 """Report assembly: the paper-shaped table, the per-abnormality table, pictures and a JSON record.
 
-Rows: no-learning / random / CLIP / grounded (any method names; known ones first in that order). Columns:
-OR acc, AD F1, AD AUC, TD AUC, TS DSC (the paper's), then OR acc without the counted structures
-(ribs, vertebrae: ``pipeline.vocab.counted``), each "value [low, high]" with the 95% bootstrap interval;
-"n/a" where a protocol does not apply (zero-shot for random initialisation) or was not run.
+Rows: the no-learning rows, random / CLIP / grounded and their probe rows (any method names; known ones first in that
+order). Columns: OR acc, AD F1, AD AUC, TD AUC, TS DSC (the paper's), TS DSC on lesions of 10 mm or more, and AD AUC
+per task group (size, diffuse, focal), each "value [low, high]" with the 95% bootstrap interval; "n/a" where a protocol
+does not apply (zero-shot for random initialisation) or was not run.
 """
 
 from __future__ import annotations
@@ -19,13 +19,15 @@ import pandas as pd
 
 from model.eval import metrics as M
 from model.files import fingerprint
-from model.eval.evaluate import HEADLINE, EvalResult
 from model.eval.metrics import Estimate
+from model.eval.results import HEADLINE, EvalResult
 from model.eval.plots import grouped_bars_png, roc_png
 
 COLUMNS = {"or_acc": "OR acc", "ad_f1": "AD F1", "ad_auc": "AD AUC", "td_auc": "TD AUC", "ts_dsc": "TS DSC",
-           "or_acc_distinct": "OR acc w/o ribs, vertebrae"}
-PREFERRED_ORDER = ("no_learning", "random", "clip", "global", "grounded", "ct-glip")
+           "ts_dsc_ge10": "TS DSC >= 10 mm", "ad_auc_size": "AD AUC size", "ad_auc_diffuse": "AD AUC diffuse",
+           "ad_auc_focal": "AD AUC focal"}
+PREFERRED_ORDER = ("no_learning", "no_learning_report", "random", "probe_random", "clip", "global", "probe_clip",
+                   "grounded", "ct-glip", "probe_grounded")
 
 
 def fmt(e: Estimate, digits: int = 3) -> str:
@@ -73,9 +75,8 @@ def _roc_curves(result: EvalResult) -> dict[str, dict[str, tuple[np.ndarray, np.
         series: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         if m.abnormality_detection and m.abnormality_detection.pairs:
             series["AD (pooled pairs)"] = m.abnormality_detection.pooled()
-        if m.tumor_detection:
-            for key, (s, y) in m.tumor_detection.scores.items():
-                series[f"TD {key.replace('_', ' ')}"] = (s, y)
+        if m.tumor_detection and "organ" in m.tumor_detection.scores:
+            series["TD (organs, lesions >= 10 mm)"] = m.tumor_detection.scores["organ"]
         for task, (s, y) in series.items():
             if 0 < np.sum(y) < len(y):
                 fpr, tpr, _ = M.roc_curve(s, y)
@@ -128,6 +129,7 @@ def report_json(result: EvalResult, provenance: Mapping[str, object] | None = No
         "pretrained": {name: m.pretrained for name, m in result.methods.items()},
         "per_abnormality": per_abn,
         "ad_tasks": [list(t) for t in result.ad_tasks],
+        "tumor_organs": list(result.tumor_organs),
         # TS Dice of each fine-tuning run (seeds seed, seed + 1, ...); the table shows their per-case mean
         "ts_dsc_per_run": {name: [d if np.isfinite(d) else None for d in m.tumor_segmentation.per_run]
                            for name, m in result.methods.items() if m.tumor_segmentation is not None},
@@ -156,8 +158,10 @@ class Report:
 
 def ad_f1_floor(result: EvalResult) -> Estimate:
     """The AD F1 of calling every instance abnormal (the same pairs for every method, so one figure)."""
-    ads = [m.abnormality_detection for m in result.methods.values() if m.abnormality_detection is not None]
-    return ads[0].macro_f1_all_positive if ads else Estimate.missing()
+    for m in result.methods.values():
+        if m.abnormality_detection is not None:
+            return m.metrics(result.config.n_bootstrap, result.config.seed)["ad_f1_all_positive"]
+    return Estimate.missing()
 
 
 def build_report(result: EvalResult, provenance: Mapping[str, object] | None = None) -> Report:

@@ -137,20 +137,25 @@ class ADPairResult:
 @dataclass(frozen=True)
 class ADResult:
     pairs: tuple[ADPairResult, ...]
-    macro_auc: Estimate
-    macro_f1: Estimate
-    # F1 at one threshold for every pair, chosen on the validation scores of all pairs together: a
-    # pair's own threshold rests on its 1-3 validation positives at the benchmark's scale
-    macro_f1_pooled: Estimate = Estimate.missing()
-    # F1 of calling every instance abnormal: the floor a threshold can always reach, 2p / (1 + p) at
-    # prevalence p; with normal organs as negatives p is high, so F1 says little where AUC says much
-    macro_f1_all_positive: Estimate = Estimate.missing()
+    # one threshold for every pair, chosen on the validation scores of all pairs together: a pair's own threshold
+    # rests on a few validation positives (``ad_f1_pooled_threshold``)
+    pooled_threshold: float = float("nan")
 
     def pooled(self) -> tuple[np.ndarray, np.ndarray]:
         """All test (score, label) of the pairs together, for a pooled ROC curve."""
         if not self.pairs:
             return np.zeros(0), np.zeros(0, int)
         return np.concatenate([p.scores for p in self.pairs]), np.concatenate([p.labels for p in self.pairs])
+
+
+# AD tasks by what tells them: an organ's size, a change of the whole organ, or something in one place of it
+SIZE_FINDINGS = frozenset({"hepatomegaly", "splenomegaly", "cardiomegaly", "aneurysm", "lymphadenopathy"})
+DIFFUSE_FINDINGS = frozenset({"steatosis", "pleural effusion", "emphysema", "atelectasis", "consolidation"})
+
+
+def task_group(abnormality: str) -> str:
+    """'size', 'diffuse' or 'focal' (masses, cysts, stones, nodules, fractures and the rest)."""
+    return "size" if abnormality in SIZE_FINDINGS else "diffuse" if abnormality in DIFFUSE_FINDINGS else "focal"
 
 
 def ad_scores(emb: np.ndarray, normal_emb: np.ndarray, abnormal_emb: np.ndarray) -> np.ndarray:
@@ -197,40 +202,26 @@ def ad_from_scores(
     n_boot: int = 1000,
     seed: int = 0,
 ) -> ADResult:
-    """AD metrics from any scorer: ``scores[(organ, abn)]`` = (test scores, validation scores) of
-    the task's items (``ad_labels`` order); thresholds are chosen on validation."""
+    """AD results from any scorer: ``scores[(organ, abn)]`` = (test scores, validation scores) of the task's items
+    (``ad_labels`` order); thresholds are chosen on validation."""
     results: list[ADPairResult] = []
-    pooled: list[tuple[np.ndarray, ...]] = []
     val_pooled: list[tuple[np.ndarray, np.ndarray]] = []
-    for t, (organ, abn) in enumerate(tasks):
+    for organ, abn in tasks:
         take, y = ad_labels(test_rows, organ, abn, negatives)
         _, vy = ad_labels(val_rows, organ, abn, negatives)
         s, vs = (np.asarray(a, dtype=float) for a in scores[(organ, abn)])
         val_pooled.append((vs, vy))
         thr = metrics.choose_threshold(vs, vy)
-        pred = (s >= thr).astype(int)
         g = test_rows[group_col].to_numpy()[take] if group_col in test_rows else None
         results.append(
             ADPairResult(
                 organ, abn, int(y.sum()), int(len(y) - y.sum()), thr,
                 auc=metrics.estimate(metrics.ROC_AUC, s, y, n=n_boot, seed=seed, groups=g),
-                f1=metrics.estimate(metrics.F1, y, pred, n=n_boot, seed=seed, groups=g),
+                f1=metrics.estimate(metrics.F1, y, (s >= thr).astype(int), n=n_boot, seed=seed, groups=g),
                 scores=s, labels=y, groups=g,
             )
         )
-        pooled.append((np.full(len(y), t), s, y, pred, g if g is not None else take))
-    if not pooled:
-        return ADResult((), Estimate.missing(), Estimate.missing())
-    task, s, y, pred, g = (np.concatenate(parts) for parts in zip(*pooled))
-    groups = g if group_col in test_rows else None
-    one_threshold = metrics.choose_threshold(*(np.concatenate(parts) for parts in zip(*val_pooled)))
-    macro_f1 = metrics.macro_over_tasks(metrics.F1)
-    return ADResult(
-        tuple(results),
-        macro_auc=metrics.estimate(metrics.macro_over_tasks(metrics.ROC_AUC), task, s, y, n=n_boot, seed=seed, groups=groups),
-        macro_f1=metrics.estimate(macro_f1, task, y, pred, n=n_boot, seed=seed, groups=groups),
-        macro_f1_pooled=metrics.estimate(
-            macro_f1, task, y, (s >= one_threshold).astype(int), n=n_boot, seed=seed, groups=groups
-        ),
-        macro_f1_all_positive=metrics.estimate(macro_f1, task, y, np.ones_like(y), n=n_boot, seed=seed, groups=groups),
-    )
+    if not results:
+        return ADResult(())
+    one = metrics.choose_threshold(*(np.concatenate(parts) for parts in zip(*val_pooled)))
+    return ADResult(tuple(results), one)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -78,6 +79,9 @@ class CohortSpec:
     # the reports of validation and test patients (by pipeline.pairs' split of their pseudonymous id) use the
     # held-out paraphrase bank, training reports the default one
     reserved_for_evaluation: bool = False
+    # train / val / test shares that pipeline.pairs will be run with (its `split_ratios`): the generator needs them to
+    # know which patients are evaluated; empty = pipeline.pairs' defaults
+    split_ratios: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         if self.appearance not in ("uniform", "varied"):
@@ -88,6 +92,8 @@ class CohortSpec:
             raise ValueError(f"lesions must be 'simple' or 'varied', not {self.lesions!r}")
         if not (0.0 <= self.report_omission < 1.0 and 0.0 <= self.report_extra < 1.0):
             raise ValueError("report_omission and report_extra are shares in [0, 1)")
+        if self.split_ratios and (len(self.split_ratios) != 3 or abs(sum(self.split_ratios) - 1.0) > 1e-6):
+            raise ValueError(f"split_ratios must be three shares summing to 1, not {self.split_ratios}")
 
 
 # Named cohorts: "demo" (what `make run` and most tests use) and "benchmark", the cohort that needs learning
@@ -118,14 +124,15 @@ def volume_ratios(patient: Patient, alt: Alterations, organs: tuple[str, ...]) -
     return {o: round(float((actual == index_of(o)).sum()) / max(float((nominal == index_of(o)).sum()), 1.0), 3) for o in organs}
 
 
-def expected_split(patient_mrn: str) -> str:
-    """The split pipeline.pairs will give this patient with its default ratios and salt, under the pseudonym key
-    of this process (``CTGLIP_PSEUDONYM_KEY``): generate and pair with the same key."""
+def expected_split(patient_mrn: str, ratios: tuple[float, ...] = ()) -> str:
+    """The split pipeline.pairs will give this patient with ``ratios`` (default: its own) and its default salt, under
+    the pseudonym key of this process (``CTGLIP_PSEUDONYM_KEY``): generate and pair with the same key and ratios."""
     from pipeline.ids import pseudonym
     from pipeline.pairs import PairConfig, assign_split
 
     cfg = PairConfig()
-    return str(assign_split(pd.Series([pseudonym("patient", patient_mrn)]), cfg.split_ratios, cfg.split_salt).iloc[0])
+    return str(assign_split(pd.Series([pseudonym("patient", patient_mrn)]), tuple(ratios) or cfg.split_ratios,
+                            cfg.split_salt).iloc[0])
 
 
 @dataclass(frozen=True)
@@ -296,7 +303,7 @@ def synthesize_study(spec: CohortSpec, index: int) -> SyntheticStudy:
     comparison = None
     if visit == 1:
         comparison = f"CT dated {first_date[:4]}-{first_date[4:6]}-{first_date[6:]}."
-    split = expected_split(mrn)
+    split = expected_split(mrn, spec.split_ratios)
     reserved = spec.reserved_phrasing or (spec.reserved_for_evaluation and split != "train")
     said = None
     if spec.report_omission or spec.report_extra:
@@ -408,8 +415,51 @@ def _write_study(study: SyntheticStudy, dicom_root: Path, truth: Path, rng: np.r
     return layout, dirs["main"], main
 
 
-def generate_cohort(spec: CohortSpec, out_dir: Path) -> CohortManifest:
-    """Write the cohort under ``out_dir`` (replacing a previous one) and return where things are."""
+def _study_files(spec: CohortSpec, index: int, fault: str | None, out_dir: Path) -> dict:
+    """Generate and write study ``index`` (with its fault); returns its report and truth rows. Runs in a worker process."""
+    dicom_root, truth = out_dir / "dicom", out_dir / "truth"
+    study = synthesize_study(spec, index)
+    wrng = np.random.default_rng([spec.seed, index, 3])
+    layout, folder, paths = _write_study(study, dicom_root, truth, wrng)
+    detail = ""
+    if fault == "truncated_file":
+        victim = paths[len(paths) // 3]
+        victim.write_bytes(victim.read_bytes()[: victim.stat().st_size // 2])
+        detail = victim.relative_to(out_dir).as_posix()
+    elif fault == "missing_slice":
+        victim = paths[len(paths) // 2]
+        victim.unlink()
+        detail = f"instance {len(paths) // 2 + 1} of {len(paths)} removed"
+    return {
+        "report": None if fault == "missing_report" else (study.accession, study.report),
+        "fault": fault and {"fault": fault, "accession": study.accession, "study_uid": study.study_uid,
+                            "folder": folder.relative_to(out_dir).as_posix(), "detail": detail},
+        "study": {
+            "accession": study.accession, "study_uid": study.study_uid, "patient_key": study.patient_key,
+            "fov": study.fov, "series_uid": study.header.series_instance_uid,
+            "extra_series": [e.role for e in study.extras], "layout": layout, "fault": fault,
+            "findings": [f.kind for f in study.findings], "seed": spec.seed, "index": index,
+            "omitted_findings": [f.kind for f in study.misreport.omitted] if study.misreport else [],
+            "report_only_findings": [f.kind for f in study.misreport.report_only] if study.misreport else [],
+            **{k: study.params[k] for k in sorted(study.params)},
+            "shape_i": study.hu.shape[0], "shape_j": study.hu.shape[1], "shape_k": study.hu.shape[2],
+        },
+        "gold": list(study.gold),
+        "lesions": list(study.lesion_rows),
+        "manifest": {"StudyInstanceUID": study.study_uid, "mask_path": f"../truth/labels/{study.study_uid}.nii.gz",
+                     "format": "nifti_multilabel"},
+        "log": f"{study.fov}, {study.hu.shape[2]} slices, {len(study.findings)} findings" + (f", fault={fault}" if fault else ""),
+    }
+
+
+def generate_cohort(spec: CohortSpec, out_dir: Path, workers: int | None = None) -> CohortManifest:
+    """Write the cohort under ``out_dir`` (replacing a previous one) and return where things are. Studies are made by
+    ``workers`` processes (default: one per CPU, at most 4); every study derives from (seed, index) alone, so the
+    cohort is the same for any number of workers."""
+    from functools import partial
+
+    from pipeline.pool import process_map
+
     out_dir = Path(out_dir)
     dicom_root, truth = out_dir / "dicom", out_dir / "truth"
     for sub in (dicom_root, truth, out_dir / "masks"):
@@ -419,47 +469,25 @@ def generate_cohort(spec: CohortSpec, out_dir: Path) -> CohortManifest:
     fault_kinds = FAULTS if spec.faults else ()
     ct_faults = [f for f in fault_kinds if f in ("truncated_file", "missing_slice", "missing_report")]
     total = spec.n_studies + len(ct_faults)
+    faults_at = [ct_faults[i - spec.n_studies] if i >= spec.n_studies else None for i in range(total)]
+    workers = workers or min(os.cpu_count() or 1, 4)
     study_rows, gold_rows, fault_rows, manifest_rows, lesion_rows = [], [], [], [], []
     reports_csv = out_dir / "reports.csv"
+    make = partial(_study_files, spec, out_dir=out_dir)
     with atomic_path(reports_csv, suffix=".csv") as tmp, open(tmp, "w", newline="") as fh:
         writer = csv.writer(fh, quoting=csv.QUOTE_MINIMAL)
         writer.writerow(["AccessionNumber", "ReportText"])
-        for index in range(total):
-            fault = ct_faults[index - spec.n_studies] if index >= spec.n_studies else None
-            study = synthesize_study(spec, index)
-            wrng = np.random.default_rng([spec.seed, index, 3])
-            layout, folder, paths = _write_study(study, dicom_root, truth, wrng)
-            detail = ""
-            if fault == "truncated_file":
-                victim = paths[len(paths) // 3]
-                victim.write_bytes(victim.read_bytes()[: victim.stat().st_size // 2])
-                detail = victim.relative_to(out_dir).as_posix()
-            elif fault == "missing_slice":
-                victim = paths[len(paths) // 2]
-                victim.unlink()
-                detail = f"instance {len(paths) // 2 + 1} of {len(paths)} removed"
-            if fault != "missing_report":
-                writer.writerow([study.accession, study.report])
-            if fault:
-                fault_rows.append({"fault": fault, "accession": study.accession, "study_uid": study.study_uid,
-                                   "folder": folder.relative_to(out_dir).as_posix(), "detail": detail})
-            study_rows.append({
-                "accession": study.accession, "study_uid": study.study_uid, "patient_key": study.patient_key,
-                "fov": study.fov, "series_uid": study.header.series_instance_uid,
-                "extra_series": [e.role for e in study.extras], "layout": layout, "fault": fault,
-                "findings": [f.kind for f in study.findings], "seed": spec.seed, "index": index,
-                "omitted_findings": [f.kind for f in study.misreport.omitted] if study.misreport else [],
-                "report_only_findings": [f.kind for f in study.misreport.report_only] if study.misreport else [],
-                **{k: study.params[k] for k in sorted(study.params)},
-                "shape_i": study.hu.shape[0], "shape_j": study.hu.shape[1], "shape_k": study.hu.shape[2],
-            })
-            gold_rows.extend(study.gold)
-            lesion_rows.extend(study.lesion_rows)
-            manifest_rows.append({"StudyInstanceUID": study.study_uid,
-                                  "mask_path": f"../truth/labels/{study.study_uid}.nii.gz", "format": "nifti_multilabel"})
-            log.info("study %d/%d: %s, %d slices, %d findings%s", index + 1, total, study.fov, study.hu.shape[2],
-                     len(study.findings), f", fault={fault}" if fault else "")
-            del study
+        made_all = process_map(make, range(total), faults_at, workers=min(workers, total), preload=["pipeline.synthetic.cohort"])
+        for index, made in enumerate(made_all):
+            if made["report"] is not None:
+                writer.writerow(list(made["report"]))
+            if made["fault"]:
+                fault_rows.append(made["fault"])
+            study_rows.append(made["study"])
+            gold_rows.extend(made["gold"])
+            lesion_rows.extend(made["lesions"])
+            manifest_rows.append(made["manifest"])
+            log.info("study %d/%d: %s", index + 1, total, made["log"])
     if "mr_only" in fault_kinds:
         fault_rows.append(_write_mr_only(spec, dicom_root, out_dir))
     if "empty_folder" in fault_kinds:
