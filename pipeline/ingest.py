@@ -251,6 +251,8 @@ def ingest_study(study_key: str, series: dict[str, list[SliceHeader]], config: I
             try:
                 geo = check_geometry(cand.slices, config.geometry)
             except IngestError as err:
+                if cand.notes:  # what was dropped first can be why the rest fails (a repeated UID leaving a gap)
+                    err = IngestError(err.stage, err.reason, f"{err.detail}; before that: {'; '.join(cand.notes)}")
                 first_error = first_error or err
                 skipped[pseudonym("series", cand.series_uid)] = f"{err.reason}: {err.detail}"
                 continue
@@ -260,6 +262,7 @@ def ingest_study(study_key: str, series: dict[str, list[SliceHeader]], config: I
             lt = LoadTimings()
             volume = load_series(cand.slices, geo, timings=lt)
             timings.update(read=lt.read, decode=lt.decode, rescale=lt.rescale)
+            volume.meta["corrections"] = [*cand.notes, *volume.meta.get("corrections", [])]
             extra = {
                 "series_id": pseudonym("series", cand.series_uid),
                 "skipped_series": [f"{k}: {v}" for k, v in sorted(skipped.items())],
@@ -267,6 +270,9 @@ def ingest_study(study_key: str, series: dict[str, list[SliceHeader]], config: I
             }
             return _finish(volume, config, ids, fingerprint or "", timings, extra)
         assert first_error is not None
+        cut = [h for ss in series.values() for h in ss if h.truncated]
+        if cut:  # a cut-off file that lost its series or position shows as a gap: name the cause
+            raise IngestError("scan", "truncated_file", f"{len(cut)} file(s) of the study end early (one {cut[0].truncated}); then {first_error.reason}: {first_error.detail}")
         raise first_error
     except IngestError as err:
         return _reject(config, ids["study_id"], err, fingerprint, "dicom", timings)
