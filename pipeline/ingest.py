@@ -36,6 +36,7 @@ from pipeline.dicom.select import SelectOptions, select_series
 from pipeline.hu import check_hu
 from pipeline.ids import pseudonym
 from pipeline.resample import ResampleOptions, resample_volume
+from pipeline.tables import stored_path
 from pipeline.volume import Volume, load_nifti, save_nifti
 
 log = logging.getLogger(__name__)
@@ -177,7 +178,7 @@ def _finish(volume: Volume, config: IngestConfig, ids: dict, fingerprint: str, t
     z_extent = float(volume.shape[2] * native_sp[2])
     row = {
         **ids,
-        "volume_path": str(path),
+        "volume_path": stored_path(path, config.data_root),
         "spacing_native_i": native_sp[0], "spacing_native_j": native_sp[1], "spacing_native_k": m.get("native_spacing", native_sp)[2],
         "spacing_x": canon_sp[0], "spacing_y": canon_sp[1], "spacing_z": canon_sp[2],
         "shape_native_i": volume.shape[0], "shape_native_j": volume.shape[1], "shape_native_k": volume.shape[2],
@@ -399,8 +400,8 @@ def _ingest(config: IngestConfig, shard: str | None, progress, pool, t_start: fl
         rec = _cached(config, study_id, fp)
         if rec is not None:
             n_unchanged += 1
-            if rec["status"] == "ok":
-                cached_rows.append(rec["row"])
+            if rec["status"] == "ok":  # rows cached before paths were stored relative to the data root get theirs
+                cached_rows.append({**rec["row"], "volume_path": stored_path(config.volumes_dir / f"{study_id}.nii.gz", config.data_root)})
             else:
                 rejected.append(rec["rejection"])
             return
