@@ -9,6 +9,7 @@ import pandas as pd
 from pydantic import Field
 
 from assets.metadata import table_metadata
+from assets.privacy import phi_check
 from assets.queues import CPU
 from assets.resources import DataRoot
 from pipeline.pairs import CutRule, PairConfig, PairInputs, mine_pairs
@@ -181,4 +182,10 @@ def mask_files_exist(data: DataRoot) -> dg.AssetCheckResult:
     )
 
 
-CHECKS = [has_pairs, no_patient_leakage, no_empty_text, mask_files_exist]
+@dg.asset_check(asset="grounded_pairs", blocking=True, op_tags=CPU, description="No PHI pattern (names, dates, numbers, addresses, "
+                "e-mail) in any text column of any table under the data root (pipeline.deid), before training reads them.")
+def no_phi_in_tables(data: DataRoot) -> dg.AssetCheckResult:
+    return phi_check(data.root())
+
+
+CHECKS = [has_pairs, no_patient_leakage, no_empty_text, mask_files_exist, no_phi_in_tables]
