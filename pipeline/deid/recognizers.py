@@ -81,7 +81,7 @@ DATE_PATTERNS = [
     ("day month", rf"\b{_DAY}(?:\s+of)?\s+{_MONTH}\b"),
     ("month day", rf"\b{_MONTH}\.?\s+{_DAY}\b(?![.,]?\d)"),
     ("full month", rf"\b{_FULL_MONTH_NOT_MAY}\b"),
-    ("may in context", rf"(?<=\b(?i:dated|in|on|since|from|until|till|during|early|late|mid|of)\s+)May\b"),
+    ("may in context", r"(?<=\b(?i:dated|in|on|since|from|until|till|during|early|late|mid|of)\s+)May\b"),
     ("numeric", rf"\b(?:{_DAY}[./-](?:0?[1-9]|1[0-2])|(?:0?[1-9]|1[0-2])[./-]{_DAY})[./-](?:{_YEAR}|\d{{2}})\b(?![./-]\d)"),
     ("iso", rf"\b{_YEAR}[./-](?:0?[1-9]|1[0-2])[./-](?:0?[1-9]|[12]\d|3[01])\b"),
     ("compact", rf"\b{_YEAR}(?:0[1-9]|1[0-2])(?:0[1-9]|[12]\d|3[01])\b"),
