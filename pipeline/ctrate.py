@@ -196,14 +196,14 @@ def volume_problem(path: Path, img: nib.Nifti1Image) -> str:
     need = int(img.dataobj.offset) + int(np.prod(img.shape)) * np.dtype(header.get_data_dtype()).itemsize
     size = path.stat().st_size
     if path.suffix != ".gz":
-        return "" if size >= need else f"truncated: the file holds {size} of the {need} bytes its header needs"
+        return "" if size >= need else f"truncated: the file holds {size:,} of the {need:,} bytes its header needs"
     with open(path, "rb") as fh:
         if size < 18 or fh.read(2) != b"\x1f\x8b":
             return "not a gzip file"
         fh.seek(size - 4)
         isize = int.from_bytes(fh.read(4), "little")
     if isize != need % 2**32:
-        return f"truncated or corrupt: the gzip stream does not end with the size its header needs ({need} bytes)"
+        return f"truncated or corrupt: the gzip stream does not end with the size its header needs ({need:,} bytes)"
     return ""
 
 

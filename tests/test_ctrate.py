@@ -101,7 +101,7 @@ def test_ingest_takes_ctrate_through_the_nifti_manifest(release, tmp_path):
     studies = result.ct_studies
     assert len(studies) == 4 and studies["patient_id"].nunique() == 4
     for row in studies.itertuples():
-        hu = load_nifti(row.volume_path).array
+        hu = load_nifti(tmp_path / "data" / row.volume_path).array  # stored relative to the data root
         # every volume, raw or HU, header-scaled or not, ends with air at -1000 and soft tissue at 40
         air = np.mean((hu >= -1030) & (hu <= -970))
         assert air > 0.2 and 30 <= hu.max() <= 50, (row.corrections, air, hu.max())

@@ -58,7 +58,7 @@ def _stored_pixels(ds: pydicom.Dataset, h: SliceHeader) -> np.ndarray:
         raw = ds.PixelData
         need = rows * cols * 2
         if len(raw) < need:
-            raise IngestError("decode", "truncated_file", f"pixel data holds {len(raw)} of {need} bytes")
+            raise IngestError("decode", "truncated_file", f"pixel data holds {len(raw):,} of {need:,} bytes")
         arr = np.frombuffer(raw, dtype=np.int16 if signed else np.uint16, count=rows * cols).reshape(rows, cols)
         if stored < 16:
             if signed:  # sign-extend from the high bit of BitsStored
