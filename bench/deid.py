@@ -13,13 +13,16 @@ does to clean medical text, and what it does to the real development reports.
   IP, URL, US SSN, credit card, IBAN; no NLP model), what the kept library gives without our report patterns.
 - real development set (../shared/realdata/reports_ctrate_dev, skipped where absent): reports whose text
   changes, replacements per kind, reports whose findings (every field but the sentence text) change, and
-  de-identification speed in reports/s (one process).
+  de-identification speed in reports/s (one process), with the one-minute load average it ran under.
+- the record names the commit it was measured at (HEAD, '+dirty' where tracked files outside bench/results differ).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -106,7 +109,16 @@ def real_reports(path: Path) -> dict:
     differ = sum([f._replace(sentence="") for f in extract_findings(c.text)] != [f._replace(sentence="") for f in extract_findings(t)]
                  for t, c in zip(texts, clean))
     return {"reports": len(texts), "reports_changed": sum(c.text != t for t, c in zip(texts, clean)), "replaced": counts,
-            "reports_with_different_findings": int(differ), "deid_reports_per_s": round(len(texts) / seconds, 1)}
+            "reports_with_different_findings": int(differ), "deid_reports_per_s": round(len(texts) / seconds, 1),
+            "load_average": round(os.getloadavg()[0], 2)}
+
+
+def commit() -> str:
+    """HEAD, with '+dirty' where tracked files differ from it (the records under bench/results left out)."""
+    def git(*a: str) -> str:
+        return subprocess.run(["git", *a], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+
+    return (git("rev-parse", "HEAD") or "unknown") + ("+dirty" if git("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)bench/results") else "")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -118,6 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     data = yaml.safe_load(SET.read_text(encoding="utf-8"))
     baseline = _baseline()
     record = {
+        "commit": commit(),
         "test_set": {"file": str(SET.relative_to(ROOT)), "sentences": len(data["phi"]), "clean_sentences": len(data["clean"])},
         "ours": {**score(data["phi"], _spans_ours), "clean_sentences_changed": clean_changes(data["clean"], _spans_ours)},
         "baseline_presidio_stock_patterns": {**score(data["phi"], baseline), "clean_sentences_changed": clean_changes(data["clean"], baseline)},
