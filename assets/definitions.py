@@ -16,7 +16,7 @@ defs = dg.Definitions(
         reports.report_tables, pairs.pair_tables, training.grounded_model, training.global_model,
         evaluation.evaluation_report, inference.study_embeddings,
     ],
-    asset_checks=[*ingest.CHECKS, *pairs.CHECKS],
+    asset_checks=[*ingest.CHECKS, *reports.CHECKS, *pairs.CHECKS],
     resources={
         "data": DataRoot(),
         "source": ArchiveSource(),

@@ -11,7 +11,7 @@ from assets.partitions import SHARDS, SINGLE_RUN
 from assets.queues import GPU
 from assets.resources import DataRoot
 from assets.training import verified_model
-from pipeline.tables import table_path, write_table
+from pipeline.tables import resolve_path, table_path, write_table
 
 GROUP = "inference"
 COLUMNS = ["study_id", "organ", "embedding"]
@@ -48,7 +48,7 @@ def study_embeddings(context: dg.AssetExecutionContext, config: EmbeddingSetting
             if not mask.is_file():  # rejected by segmentation: recorded there
                 skipped.append(sid)
                 continue
-            inputs.append(StudyInput(sid, volume=str(vpath), mask=str(mask), heatmaps=len(inputs) < config.heatmap_studies))
+            inputs.append(StudyInput(sid, volume=str(resolve_path(vpath, root)), mask=str(mask), heatmaps=len(inputs) < config.heatmap_studies))
             shard_of[sid] = shard
     rows, pictures = {shard: [] for shard in context.partition_keys}, {}
     for result in infer(model_path, inputs, options):  # one model load for every shard of the run (a study without organs raises)

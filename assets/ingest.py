@@ -20,7 +20,7 @@ from pipeline.ctrate import write_ctrate_source
 from pipeline.ingest import IngestConfig, ingest_archive
 from pipeline.resample import ResampleOptions
 from pipeline.synthetic.cohort import cohort_spec, generate_cohort
-from pipeline.tables import read_table, table_path, write_table
+from pipeline.tables import read_table, resolve_path, table_path, write_table
 from pipeline.volume import load_nifti
 
 GROUP = "ingest"
@@ -130,7 +130,7 @@ def ingest(context: dg.AssetExecutionContext, config: IngestSettings, data: Data
     yield dg.MaterializeResult(asset_key="rejected_studies", metadata=rmeta)
     vmeta: dict = {"volumes": len(studies), "folder": dg.MetadataValue.path(str(root / "volumes"))}
     if len(studies):
-        shown = [load_nifti(p) for p in studies["volume_path"].head(config.montage_studies)]
+        shown = [load_nifti(resolve_path(p, root)) for p in studies["volume_path"].head(config.montage_studies)]
         vmeta["montage"] = image_md(montage_png(shown, list(studies["study_id"].head(config.montage_studies))), "canonical volumes")
     yield dg.MaterializeResult(asset_key="canonical_volumes", metadata=vmeta)
 

@@ -9,10 +9,11 @@ import pandas as pd
 from pydantic import Field
 
 from assets.metadata import table_metadata
+from assets.privacy import phi_check
 from assets.queues import CPU
 from assets.resources import DataRoot
 from pipeline.pairs import CutRule, PairConfig, PairInputs, mine_pairs
-from pipeline.tables import read_table, write_table
+from pipeline.tables import read_table, resolve_path, write_table
 from sql import query
 
 GROUP = "pairs"
@@ -65,7 +66,7 @@ def load_pair_inputs(root: Path) -> PairInputs:
             )
         )
     studies = read_table("ct_studies", root)
-    masks = {s: str(root / "masks" / f"{s}.nii.gz") for s in studies["study_id"]}
+    masks = {s: f"masks/{s}.nii.gz" for s in studies["study_id"]}  # relative to the data root, as volume_path
     index = read_table("report_index", root)
     readable = frozenset(index.loc[index["has_text"], "report_id"])
     return PairInputs(studies, read_table("organ_stats", root), read_table("report_findings", root), readable, masks)
@@ -164,15 +165,16 @@ def no_empty_text(data: DataRoot) -> dg.AssetCheckResult:
     return _rows_check("check_empty_text", data.root())
 
 
-def _is_file(path: object) -> bool:
-    return isinstance(path, str) and bool(path) and Path(path).is_file()
+def _is_file(path: object, root: Path) -> bool:
+    return isinstance(path, str) and bool(path) and resolve_path(path, root).is_file()
 
 
 @dg.asset_check(asset="grounded_pairs", blocking=True, op_tags=CPU, description="Every pair's volume and organ mask file exists.")
 def mask_files_exist(data: DataRoot) -> dg.AssetCheckResult:
-    pairs = read_table("grounded_pairs", data.root(), columns=["study_id", "volume_path", "mask_path"]).drop_duplicates("study_id")
+    root = data.root()
+    pairs = read_table("grounded_pairs", root, columns=["study_id", "volume_path", "mask_path"]).drop_duplicates("study_id")
     # plain bool arrays: an empty frame's map() keeps the string dtype, on which ~ and | fail
-    ok = np.array([_is_file(v) and _is_file(m) for v, m in zip(pairs["volume_path"].tolist(), pairs["mask_path"].tolist())], dtype=bool)
+    ok = np.array([_is_file(v, root) and _is_file(m, root) for v, m in zip(pairs["volume_path"].tolist(), pairs["mask_path"].tolist())], dtype=bool)
     missing = pairs[~ok]
     return dg.AssetCheckResult(
         passed=missing.empty,
@@ -180,4 +182,10 @@ def mask_files_exist(data: DataRoot) -> dg.AssetCheckResult:
     )
 
 
-CHECKS = [has_pairs, no_patient_leakage, no_empty_text, mask_files_exist]
+@dg.asset_check(asset="grounded_pairs", blocking=True, op_tags=CPU, description="No PHI pattern (names, dates, numbers, addresses, "
+                "e-mail) in any text column of any table under the data root (pipeline.deid), before training reads them.")
+def no_phi_in_tables(data: DataRoot) -> dg.AssetCheckResult:
+    return phi_check(data.root())
+
+
+CHECKS = [has_pairs, no_patient_leakage, no_empty_text, mask_files_exist, no_phi_in_tables]

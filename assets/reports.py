@@ -1,19 +1,22 @@
 """Report assets: organ-level findings from the RIS export, and which studies have a usable report."""
 
 from pathlib import Path
+from typing import Literal
 
 import dagster as dg
 import pandas as pd
 from pydantic import Field
 
 from assets.metadata import table_metadata
+from assets.privacy import phi_check
 from assets.queues import CPU
 from assets.resources import ArchiveSource, DataRoot
+from pipeline.deid import DeidConfig, deidentify_reports
 from pipeline.ids import pseudonym
 from pipeline.report import extract_table_checked
 from pipeline.report.accuracy import score
 from pipeline.report.labels import SCORED, dev_csv, read_labelled, score_reports
-from pipeline.tables import table_path, write_table
+from pipeline.tables import read_table, table_path, write_table
 
 GROUP = "reports"
 
@@ -24,6 +27,14 @@ class ReportSettings(dg.Config):
     id_column: str = Field(default="AccessionNumber", description="Column linking a report to its study (pseudonymized on read).")
     ctrate_dev_csv: str = Field(default="", description="Real reports with manual CT-RATE labels to score the rules on "
                                 "(shown as metadata); empty = ../shared/realdata/reports_ctrate_dev where present, else skipped.")
+    deid_dates: Literal["placeholder", "shift"] = Field(default="placeholder", description="Dates in report text: 'placeholder' "
+                                                        "writes [DATE]; 'shift' moves each by its patient's offset, as [DATE 2020-11-02] "
+                                                        "(patients from ct_studies; [DATE] where a report has no study or a date no year).")
+    deid_max_shift_days: int = Field(default=DeidConfig.max_shift_days, ge=1, description="'shift': the largest offset in days (never 0).")
+    deid_day_first: bool = Field(default=False, description="Read 03/04/2020 as 3 April (dotted dates are always day first).")
+
+    def deid(self) -> DeidConfig:
+        return DeidConfig(dates=self.deid_dates, max_shift_days=self.deid_max_shift_days, day_first=self.deid_day_first)
 
 
 def read_reports(path, text_column: str, id_column: str) -> pd.DataFrame:
@@ -37,6 +48,16 @@ def read_reports(path, text_column: str, id_column: str) -> pd.DataFrame:
         "text": raw[text_column],
     })
     return out.dropna(subset=["report_id"]).drop_duplicates("report_id", keep="last").reset_index(drop=True)
+
+
+def _patients(root: Path) -> dict[str, str]:
+    """report_id -> patient_id from ct_studies, for per-patient date shifts (empty before ingest ran)."""
+    try:
+        studies = read_table("ct_studies", root, columns=["report_id", "patient_id"])
+    except FileNotFoundError:
+        return {}
+    studies = studies[studies["report_id"].astype(bool)]
+    return dict(zip(studies["report_id"], studies["patient_id"]))
 
 
 def _accuracy_metadata(findings: pd.DataFrame, report_ids: set, truth_dir) -> dict:
@@ -107,6 +128,10 @@ def report_tables(context: dg.AssetExecutionContext, config: ReportSettings, dat
         context.log.warning(f"no reports CSV at {csv}; every study will be recorded as without report")
     else:
         reports = read_reports(csv, config.text_column, config.id_column)
+    # names, dates, numbers and addresses leave the text here, before any table, preview or log holds it
+    reports, replaced = deidentify_reports(reports, config.deid(), _patients(root) if config.deid_dates == "shift" else None)
+    context.log.info("de-identified report text: " + ", ".join(f"{n} {kind}" for kind, n in replaced.items() if n) if any(replaced.values())
+                     else "de-identified report text: nothing found")
     findings, problems = extract_table_checked(reports, "text", "report_id", workers=config.workers)
     index = reports[["report_id"]].copy()
     index["n_chars"] = reports["text"].str.len()
@@ -121,6 +146,7 @@ def report_tables(context: dg.AssetExecutionContext, config: ReportSettings, dat
     context.log.info(f"{len(reports)} reports -> {len(findings)} findings; {index['problem'].notna().sum()} with a problem")
     if "report_findings" in selected:
         meta = table_metadata(findings, table_path("report_findings", root))
+        meta["deidentified"] = dg.MetadataValue.json({"dates": config.deid_dates, "replaced": replaced})
         meta.update(_accuracy_metadata(findings, set(reports["report_id"]), source.paths(root).truth_dir))
         meta.update(_ctrate_metadata(Path(config.ctrate_dev_csv) if config.ctrate_dev_csv else dev_csv()))
         if len(findings):
@@ -131,3 +157,12 @@ def report_tables(context: dg.AssetExecutionContext, config: ReportSettings, dat
         imeta = table_metadata(index, table_path("report_index", root))
         imeta["problems"] = dg.MetadataValue.json(index["problem"].value_counts().to_dict())
         yield dg.MaterializeResult(asset_key="report_index", metadata=imeta)
+
+
+@dg.asset_check(asset="report_findings", blocking=True, op_tags=CPU, description="No PHI pattern (names, dates, numbers, addresses, "
+                "e-mail) in any text column of report_findings and report_index (pipeline.deid).")
+def no_phi_in_reports(data: DataRoot) -> dg.AssetCheckResult:
+    return phi_check(data.root(), ["report_findings", "report_index"])
+
+
+CHECKS = [no_phi_in_reports]

@@ -16,7 +16,7 @@ from pipeline.ids import pseudonym
 from pipeline.ingest import shard_of
 from pipeline.segment import MaskNotFoundError, SegmenterConfig, StatsConfig, coverage_png, manifest_problems, overlay_png, segment
 from pipeline.segment.batch import REJECTED_COLUMNS, SegmentJob, segment_studies
-from pipeline.tables import read_table, table_path, write_table
+from pipeline.tables import read_table, resolve_path, table_path, write_table
 from pipeline.volume import Volume, load_nifti, save_nifti
 
 GROUP = "segmentation"
@@ -69,7 +69,7 @@ def segmentation(context: dg.AssetExecutionContext, config: SegmentationSettings
         studies = pd.read_parquet(path, columns=["study_id", "volume_path", "series_id"])
         jobs = [SegmentJob(s, v, r or "") for s, v, r in zip(studies["study_id"], studies["volume_path"], studies["series_id"])]
         result = segment_studies(
-            jobs, root / "masks", seg_config, stats_config, workers=config.workers,
+            jobs, root / "masks", seg_config, stats_config, workers=config.workers, data_root=root,
             progress=lambda done, total: context.log.info(f"{shard}: segmented {done}/{total} studies"),
         )
         write_table(result.organ_stats, "organ_stats", root, shard)
@@ -136,7 +136,7 @@ def lesion_masks(context: dg.AssetExecutionContext, data: DataRoot, source: Arch
         studies = pd.read_parquet(table_path("ct_studies", root, shard), columns=["study_id", "volume_path"])
         for sid, vpath in zip(studies["study_id"], studies["volume_path"]):
             try:
-                mask = segment(sid, load_nifti(vpath), config)
+                mask = segment(sid, load_nifti(resolve_path(vpath, root)), config)
             except MaskNotFoundError:
                 missing += 1
                 continue

@@ -35,6 +35,7 @@ from pydicom.uid import generate_uid  # noqa: E402
 from pipeline.ingest import IngestConfig, ingest_archive  # noqa: E402
 from pipeline.resample import Grid, ResampleOptions, canonical_grid  # noqa: E402
 from pipeline.synthetic.dicom_writer import SeriesHeader, write_ct_series  # noqa: E402
+from pipeline.tables import resolve_path  # noqa: E402
 from pipeline.volume import load_nifti  # noqa: E402
 
 
@@ -161,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
 
         # same grid, same values (up to interpolation rounding)?
         row = res.ct_studies.iloc[0]
-        ours = load_nifti(row.volume_path)
+        ours = load_nifti(resolve_path(row.volume_path, cfg.data_root))
         folder = next(f for f in folders if _grid_of(f, args.spacing) == Grid.of(ours).to_dict())
         theirs = load_nifti(tmp / "sitk_par" / f"{folder.name}.nii.gz")
         same_grid = ours.shape == theirs.shape and np.allclose(ours.affine, theirs.affine, atol=1e-3)

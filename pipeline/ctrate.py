@@ -27,6 +27,9 @@ recorded per volume:
   slices, then the lowest reconstruction number is ``chosen``; the others say why not.
 - reports: ``FINDINGS: <Findings_EN>`` and ``IMPRESSION: <Impressions_EN>`` joined (CT-CLIP joins the two),
   "Not given." dropped.
+- problems (``problem``; such a volume is never ``chosen``): unreadable or not 3D, fewer bytes than the header
+  asks for (``volume_problem``: a cut-off download), a RescaleSlope/RescaleIntercept that is not a number, no
+  report row (or an empty one) where the split has a reports CSV, spacing unknown.
 """
 
 from __future__ import annotations
@@ -165,6 +168,9 @@ def _volume_row(path: Path, split: str, reports, meta, labels) -> dict:
         img = nib.load(str(path))
         if len(img.shape) != 3:
             raise ValueError(f"shape {img.shape} is not 3D")
+        incomplete = volume_problem(path, img)
+        if incomplete:
+            raise ValueError(incomplete)
         hu = decide_hu(img, _rescale(info))
         affine, spacing_rule = decide_geometry(img, info)
     except Exception as err:  # noqa: BLE001 - one unreadable volume is one row with its problem
@@ -175,9 +181,52 @@ def _volume_row(path: Path, split: str, reports, meta, labels) -> dict:
     row.update(hu_rule=hu.rule, rescale_slope=hu.slope, rescale_intercept=hu.intercept, spacing_rule=spacing_rule,
                affine=json.dumps(np.round(affine, 6).tolist()) if spacing_rule.startswith("metadata") else "",
                spacing_x=float(spacing[0]), spacing_y=float(spacing[1]), spacing_z=float(spacing[2]), n_slices=int(img.shape[2]))
-    if spacing_rule.startswith("unknown"):
-        row["problem"] = spacing_rule
+    problems = [spacing_rule] if spacing_rule.startswith("unknown") else []
+    problems += _metadata_problems(info) + _report_problems(reports, name, row["report_text"])
+    row["problem"] = "; ".join(problems)
     return row
+
+
+def volume_problem(path: Path, img: nib.Nifti1Image) -> str:
+    """"" when the file holds the bytes its header asks for; else what is missing. nibabel reads the header
+    only, and the first slice HU is decided on, so a cut-off download would pass until ingest reads it whole.
+    A ``.nii.gz`` is judged by its gzip trailer (ISIZE: the uncompressed size mod 2**32), a cheap read of the
+    last 4 bytes that a truncated stream fails unless its last bytes happen to spell the size."""
+    header = img.header
+    need = int(img.dataobj.offset) + int(np.prod(img.shape)) * np.dtype(header.get_data_dtype()).itemsize
+    size = path.stat().st_size
+    if path.suffix != ".gz":
+        return "" if size >= need else f"truncated: the file holds {size:,} of the {need:,} bytes its header needs"
+    with open(path, "rb") as fh:
+        if size < 18 or fh.read(2) != b"\x1f\x8b":
+            return "not a gzip file"
+        fh.seek(size - 4)
+        isize = int.from_bytes(fh.read(4), "little")
+    if isize != need % 2**32:
+        return f"truncated or corrupt: the gzip stream does not end with the size its header needs ({need:,} bytes)"
+    return ""
+
+
+def _metadata_problems(info: pd.Series | None) -> list[str]:
+    """A rescale the metadata gives but not as a number: it cannot be applied, nor trusted to be unneeded."""
+    if info is None:
+        return []
+    out = []
+    for column in ("RescaleSlope", "RescaleIntercept"):
+        value = str(info.get(column, "") or "").strip()
+        if value:
+            try:
+                float(value)
+            except ValueError:
+                out.append(f"metadata {column} is not a number ({value[:40]!r})")
+    return out
+
+
+def _report_problems(reports: pd.DataFrame | None, name: str, text: str) -> list[str]:
+    """A volume whose split has a reports CSV but no usable report for it (without a CSV, _table warned)."""
+    if reports is None or text:
+        return []
+    return ["no report row for this volume" if name not in reports.index else "its report row has no findings or impression text"]
 
 
 def _report(reports: pd.DataFrame | None, name: str) -> str:

@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.atomic import write_json
+from pipeline.claims import Claim, conflicts
 from pipeline.dicom.errors import IngestError
 from pipeline.dicom.geometry import GeometryOptions, check_geometry
 from pipeline.dicom.load import LoadTimings, load_series
@@ -35,6 +36,7 @@ from pipeline.dicom.select import SelectOptions, select_series
 from pipeline.hu import check_hu
 from pipeline.ids import pseudonym
 from pipeline.resample import ResampleOptions, resample_volume
+from pipeline.tables import stored_path
 from pipeline.volume import Volume, load_nifti, save_nifti
 
 log = logging.getLogger(__name__)
@@ -176,7 +178,7 @@ def _finish(volume: Volume, config: IngestConfig, ids: dict, fingerprint: str, t
     z_extent = float(volume.shape[2] * native_sp[2])
     row = {
         **ids,
-        "volume_path": str(path),
+        "volume_path": stored_path(path, config.data_root),
         "spacing_native_i": native_sp[0], "spacing_native_j": native_sp[1], "spacing_native_k": m.get("native_spacing", native_sp)[2],
         "spacing_x": canon_sp[0], "spacing_y": canon_sp[1], "spacing_z": canon_sp[2],
         "shape_native_i": volume.shape[0], "shape_native_j": volume.shape[1], "shape_native_k": volume.shape[2],
@@ -222,11 +224,27 @@ def _study_ids(study_key: str, series: dict[str, list[SliceHeader]]) -> dict:
     }
 
 
+def _one_patient(series: dict[str, list[SliceHeader]]) -> None:
+    """Refuse a study whose files name more than one patient (one StudyInstanceUID reused across patients):
+    which patient the images belong to cannot be told, and merging them would pair one patient's image
+    with another's report."""
+    by_patient: dict[str, dict[str, int]] = {}
+    for uid, slices in series.items():
+        for h in slices:
+            if h.patient_id:
+                files = by_patient.setdefault(pseudonym("patient", h.patient_id), {})
+                files[pseudonym("series", uid)] = files.get(pseudonym("series", uid), 0) + 1
+    if len(by_patient) > 1:
+        parts = [f"{p}: " + ", ".join(f"series {s} ({n} files)" for s, n in sorted(files.items())) for p, files in sorted(by_patient.items())]
+        raise IngestError("scan", "conflicting_patients", f"one StudyInstanceUID holds files of {len(by_patient)} patients ({'; '.join(parts)}); none is ingested, nothing is merged")
+
+
 def ingest_study(study_key: str, series: dict[str, list[SliceHeader]], config: IngestConfig, fingerprint: str | None = None) -> StudyOutcome:
     """One DICOM study (``{series_uid: [slice headers]}``) -> canonical volume + row, or a rejection."""
     ids = _study_ids(study_key, series)
     timings: dict = {}
     try:
+        _one_patient(series)
         choice = select_series(series, config.select)
         skipped = dict(choice.skipped)
         first_error: IngestError | None = None
@@ -234,6 +252,8 @@ def ingest_study(study_key: str, series: dict[str, list[SliceHeader]], config: I
             try:
                 geo = check_geometry(cand.slices, config.geometry)
             except IngestError as err:
+                if cand.notes:  # what was dropped first can be why the rest fails (a repeated UID leaving a gap)
+                    err = IngestError(err.stage, err.reason, f"{err.detail}; before that: {'; '.join(cand.notes)}")
                 first_error = first_error or err
                 skipped[pseudonym("series", cand.series_uid)] = f"{err.reason}: {err.detail}"
                 continue
@@ -243,6 +263,7 @@ def ingest_study(study_key: str, series: dict[str, list[SliceHeader]], config: I
             lt = LoadTimings()
             volume = load_series(cand.slices, geo, timings=lt)
             timings.update(read=lt.read, decode=lt.decode, rescale=lt.rescale)
+            volume.meta["corrections"] = [*cand.notes, *volume.meta.get("corrections", [])]
             extra = {
                 "series_id": pseudonym("series", cand.series_uid),
                 "skipped_series": [f"{k}: {v}" for k, v in sorted(skipped.items())],
@@ -250,6 +271,9 @@ def ingest_study(study_key: str, series: dict[str, list[SliceHeader]], config: I
             }
             return _finish(volume, config, ids, fingerprint or "", timings, extra)
         assert first_error is not None
+        cut = [h for ss in series.values() for h in ss if h.truncated]
+        if cut:  # a cut-off file that lost its series or position shows as a gap: name the cause
+            raise IngestError("scan", "truncated_file", f"{len(cut)} file(s) of the study end early (one {cut[0].truncated}); then {first_error.reason}: {first_error.detail}")
         raise first_error
     except IngestError as err:
         return _reject(config, ids["study_id"], err, fingerprint, "dicom", timings)
@@ -258,14 +282,19 @@ def ingest_study(study_key: str, series: dict[str, list[SliceHeader]], config: I
         return _reject(config, ids["study_id"], IngestError("internal", "unexpected_error", f"{type(err).__name__}: {str(err)[:200]}"), None, "dicom", timings)
 
 
-def ingest_nifti_scan(scan_path: Path, keys: dict, config: IngestConfig, fingerprint: str | None = None) -> StudyOutcome:
-    """One NIfTI scan from a manifest row (keys: patient_key, study_key, report_key) -> row or rejection."""
-    study_id = pseudonym("study", str(keys["study_key"]))
-    ids = {
-        "study_id": study_id,
+def nifti_ids(keys: dict) -> dict:
+    """Pseudonymous study, patient and report ids of a manifest row (keys: patient_key, study_key, report_key)."""
+    return {
+        "study_id": pseudonym("study", str(keys["study_key"])),
         "patient_id": pseudonym("patient", str(keys["patient_key"])) if str(keys.get("patient_key") or "").strip() else pseudonym("patient", f"unknown-patient-of:{keys['study_key']}"),
         "report_id": pseudonym("report", str(keys["report_key"])) if str(keys.get("report_key") or "").strip() else "",
     }
+
+
+def ingest_nifti_scan(scan_path: Path, keys: dict, config: IngestConfig, fingerprint: str | None = None) -> StudyOutcome:
+    """One NIfTI scan from a manifest row (keys: patient_key, study_key, report_key) -> row or rejection."""
+    ids = nifti_ids(keys)
+    study_id = ids["study_id"]
     timings: dict = {}
     try:
         t0 = perf_counter()
@@ -371,8 +400,8 @@ def _ingest(config: IngestConfig, shard: str | None, progress, pool, t_start: fl
         rec = _cached(config, study_id, fp)
         if rec is not None:
             n_unchanged += 1
-            if rec["status"] == "ok":
-                cached_rows.append(rec["row"])
+            if rec["status"] == "ok":  # rows cached before paths were stored relative to the data root get theirs
+                cached_rows.append({**rec["row"], "volume_path": stored_path(config.volumes_dir / f"{study_id}.nii.gz", config.data_root)})
             else:
                 rejected.append(rec["rejection"])
             return
@@ -380,16 +409,16 @@ def _ingest(config: IngestConfig, shard: str | None, progress, pool, t_start: fl
 
     t0 = perf_counter()
     scan_s = 0.0
+    pending: list[tuple[Claim, tuple]] = []  # every study the sources name, checked for conflicts before any is queued
     root = config.dicom_dir
     if root.is_dir():
         scan = scan_dicom(root, chunk=64, executor=pool)
         scan_s = perf_counter() - t0
         for study_key, series in group_studies(scan.headers).items():
-            study_id = pseudonym("study", study_key)
-            if not _take(study_id):
-                continue
+            ids = _study_ids(study_key, series)
             files = [(os.path.relpath(h.path, root), h.size, h.mtime_ns) for ss in series.values() for h in ss]
-            _queue("dicom", study_id, study_key, series, files)
+            pending.append((Claim(ids["study_id"], ids["patient_id"], ids["report_id"], f"the DICOM archive (study {ids['study_id']})", "dicom"),
+                            ("dicom", study_key, series, files)))
         bad_by_dir: dict[str, int] = {}
         for p in scan.unreadable:
             bad_by_dir[os.path.dirname(p)] = bad_by_dir.get(os.path.dirname(p), 0) + 1
@@ -410,20 +439,41 @@ def _ingest(config: IngestConfig, shard: str | None, progress, pool, t_start: fl
         missing = {"scan_path", "patient_key", "study_key", "report_key"} - set(table.columns)
         if missing:
             raise ValueError(f"NIfTI manifest lacks columns {sorted(missing)}")
-        for rec in table.to_dict("records"):
-            study_id = pseudonym("study", rec["study_key"])
-            if not _take(study_id):
+        for line, rec in enumerate(table.to_dict("records"), start=2):  # line 1 is the header
+            where = f"{manifest.name} line {line}"
+            if not rec["study_key"].strip():
+                rej = {"study_id": pseudonym("study", f"manifest:{manifest.name}:{line}"), "stage": "scan", "reason": "missing_study_key",
+                       "detail": f"{where} has no study_key", "source_format": "nifti"}
+                if _take(rej["study_id"]):
+                    rejected.append(rej)
                 continue
             path = (manifest.parent / rec["scan_path"]).resolve()
             keys = {k: rec[k] for k in ("patient_key", "study_key", "report_key", *MANIFEST_OPTIONAL) if k in rec}
-            overrides = json.dumps({k: keys[k] for k in MANIFEST_OPTIONAL if k in keys}, sort_keys=True)
+            ids = nifti_ids(keys)
+            pending.append((Claim(ids["study_id"], ids["patient_id"], ids["report_id"], where, "nifti", str(path)),
+                            ("nifti", path, keys, rec["scan_path"])))
+
+    refused = conflicts([claim for claim, _ in pending])
+    said: set[tuple[str, str]] = set()
+    for i, (claim, job) in enumerate(pending):
+        if not _take(claim.study_id):
+            continue
+        if i in refused:
+            if (claim.study_id, refused[i]["reason"]) not in said:  # one row per refused study, naming every claimant
+                said.add((claim.study_id, refused[i]["reason"]))
+                rejected.append(refused[i])
+                log.warning("study %s refused: %s (%s)", claim.study_id, refused[i]["reason"], refused[i]["detail"])
+            continue
+        kind, a, b, files = job
+        if kind == "nifti":
+            overrides = json.dumps({k: b[k] for k in MANIFEST_OPTIONAL if k in b}, sort_keys=True)
             try:
-                st = path.stat()
-                files = [(rec["scan_path"] + (f"\0{overrides}" if overrides != "{}" else ""), st.st_size, st.st_mtime_ns)]
+                st = a.stat()
             except OSError:
-                rejected.append({"study_id": study_id, "stage": "load", "reason": "missing_file", "detail": "the manifest's scan file does not exist", "source_format": "nifti"})
+                rejected.append({"study_id": claim.study_id, "stage": "load", "reason": "missing_file", "detail": "the manifest's scan file does not exist", "source_format": "nifti"})
                 continue
-            _queue("nifti", study_id, path, keys, files)
+            files = [(files + (f"\0{overrides}" if overrides != "{}" else ""), st.st_size, st.st_mtime_ns)]
+        _queue(kind, claim.study_id, a, b, files)
 
     rows = list(cached_rows)
     timings: dict = {"scan": scan_s}

@@ -21,6 +21,19 @@ def data_root(path: str | os.PathLike | None = None) -> Path:
     return Path(path or os.environ.get(DATA_ENV) or "data").resolve()
 
 
+def stored_path(path: str | os.PathLike, root: str | os.PathLike) -> str:
+    """A file under the data root as tables store it: relative to the root (POSIX), so a copied or moved data
+    folder, or one mounted elsewhere, still finds its files; a file outside the root keeps its absolute path."""
+    path, root = Path(path).resolve(), Path(root).resolve()
+    return path.relative_to(root).as_posix() if path.is_relative_to(root) else str(path)
+
+
+def resolve_path(path: str | os.PathLike, root: str | os.PathLike | None = None) -> Path:
+    """A path read from a table: relative ones are under the data root (``root``, else $CTGLIP_DATA)."""
+    p = Path(path)
+    return p if p.is_absolute() else data_root(root) / p
+
+
 def table_path(name: str, root: str | os.PathLike | None = None, shard: str | None = None) -> Path:
     """Path of a table (a ``.parquet`` file, or the folder of a sharded table when ``shard`` is None and it exists)."""
     base = data_root(root) / "tables"

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from assets import ingest, pairs
+from assets import ingest, pairs, reports
 from assets.definitions import defs
 from assets.ingest import IngestSettings
 from assets.resources import DataRoot
@@ -26,9 +26,9 @@ from pipeline.volume import Volume, save_nifti
 def test_every_check_is_covered_here():
     graph = defs.resolve_asset_graph()
     names = {k.name for k in graph.asset_check_keys}
-    assert names == {c.check_specs_by_output_name[n].name for c in (*ingest.CHECKS, *pairs.CHECKS) for n in c.check_specs_by_output_name}
+    assert names == {c.check_specs_by_output_name[n].name for c in (*ingest.CHECKS, *reports.CHECKS, *pairs.CHECKS) for n in c.check_specs_by_output_name}
     assert names == {"spacing_is_target", "hu_range_sane", "no_identifying_columns", "has_pairs", "no_patient_leakage",
-                     "no_empty_text", "mask_files_exist"}
+                     "no_empty_text", "mask_files_exist", "no_phi_in_reports", "no_phi_in_tables"}
 
 
 # --- ingest checks --------------------------------------------------------------------------------------
@@ -104,7 +104,8 @@ def _write_pairs(root: Path, inputs: PairInputs) -> pd.DataFrame:
 
 def _pair_checks(root: Path) -> dict[str, dg.AssetCheckResult]:
     data = DataRoot(path=str(root))
-    return {c.check_key.name: c(data=data) for c in (pairs.has_pairs, pairs.no_patient_leakage, pairs.no_empty_text, pairs.mask_files_exist)}
+    return {c.check_key.name: c(data=data) for c in (pairs.has_pairs, pairs.no_patient_leakage, pairs.no_empty_text, pairs.mask_files_exist,
+                                                     pairs.no_phi_in_tables)}
 
 
 def test_pair_checks_on_an_empty_table_say_why(tmp_path):
@@ -113,6 +114,7 @@ def test_pair_checks_on_an_empty_table_say_why(tmp_path):
     results = _pair_checks(root)
     # nothing to leak, no text to be empty, no file to miss: those pass; the empty table itself fails, with its cause
     assert results["no_patient_leakage"].passed and results["no_empty_text"].passed and results["mask_files_exist"].passed
+    assert results["no_phi_in_tables"].passed
     empty = results["has_pairs"]
     assert not empty.passed
     assert empty.description == "0 pairs: 1 organs cut by the field of view, 1 organs described but not segmented; see pair_exclusions"
@@ -125,7 +127,7 @@ def test_pair_checks_on_one_row(tmp_path, files):
     assert len(_write_pairs(root, _pair_inputs(tmp_path, cut=False, files=files))) == 1
     results = _pair_checks(root)
     assert results["has_pairs"].passed and results["has_pairs"].metadata["pairs"].value == 1
-    assert results["no_patient_leakage"].passed and results["no_empty_text"].passed
+    assert results["no_patient_leakage"].passed and results["no_empty_text"].passed and results["no_phi_in_tables"].passed
     assert results["mask_files_exist"].passed == files
     assert results["mask_files_exist"].metadata["studies_missing_files"].value == (0 if files else 1)
 
@@ -139,3 +141,13 @@ def test_pair_checks_flag_a_bad_row(tmp_path):
     results = _pair_checks(root)
     assert not results["no_patient_leakage"].passed and results["no_patient_leakage"].metadata["offending_rows"].value == 1
     assert not results["no_empty_text"].passed and results["no_empty_text"].metadata["offending_rows"].value == 1
+
+
+def test_report_privacy_check_on_empty_tables(tmp_path):
+    from pipeline.report import extract_table_checked
+
+    findings, problems = extract_table_checked(pd.DataFrame({"report_id": [], "text": []}), "text", "report_id")
+    write_table(findings, "report_findings", tmp_path)
+    write_table(problems, "report_index", tmp_path)
+    result = reports.no_phi_in_reports(data=DataRoot(path=str(tmp_path)))
+    assert result.passed and result.metadata["findings"].value == 0

@@ -101,7 +101,7 @@ def test_ingest_takes_ctrate_through_the_nifti_manifest(release, tmp_path):
     studies = result.ct_studies
     assert len(studies) == 4 and studies["patient_id"].nunique() == 4
     for row in studies.itertuples():
-        hu = load_nifti(row.volume_path).array
+        hu = load_nifti(tmp_path / "data" / row.volume_path).array  # stored relative to the data root
         # every volume, raw or HU, header-scaled or not, ends with air at -1000 and soft tissue at 40
         air = np.mean((hu >= -1030) & (hu <= -970))
         assert air > 0.2 and 30 <= hu.max() <= 50, (row.corrections, air, hu.max())
@@ -137,3 +137,43 @@ def test_source_resource_kind_ctrate(release, tmp_path):
     assert set(studies["report_id"]) == set(reports["report_id"])  # every study finds its report
     with pytest.raises(ValueError, match="ctrate_dir"):
         ArchiveSource(kind="ctrate").paths(tmp_path)
+
+
+def test_reader_says_what_is_wrong(release, tmp_path):
+    """Issue 29: a non-numeric rescale, a cut-off volume and a volume without a report row each get a problem
+    (each had problem "" before: HU off by 1,024, an EOFError at ingest, report_text "")."""
+    import shutil
+
+    root = tmp_path / "release"
+    shutil.copytree(release, root)
+    meta_csv = root / "dataset" / "metadata" / "train_metadata.csv"
+    meta = pd.read_csv(meta_csv, dtype=str, keep_default_na=False)
+    meta.loc[meta["VolumeName"] == "train_2_a_1.nii.gz", "RescaleIntercept"] = "minus 1024"
+    meta.to_csv(meta_csv, index=False)
+    cut = next(root.rglob("train_1_a_1.nii.gz"))
+    cut.write_bytes(cut.read_bytes()[: int(cut.stat().st_size * 0.6)])
+    reports_csv = root / "dataset" / "radiology_text_reports" / "train_reports.csv"
+    reports = pd.read_csv(reports_csv, dtype=str, keep_default_na=False)
+    reports[reports["VolumeName"] != "train_4_b_1.nii.gz"].to_csv(reports_csv, index=False)
+
+    frame = scan_ctrate(root, "train").set_index("volume_name")
+    problem = frame["problem"]
+    assert "RescaleIntercept is not a number ('minus 1024')" in problem["train_2_a_1"]
+    assert "truncated or corrupt" in problem["train_1_a_1"]
+    assert problem["train_4_b_1"] == "no report row for this volume"
+    assert problem["train_3_a_1"] == "" and problem["train_1_a_2"] == ""
+    assert not frame.loc[["train_2_a_1", "train_1_a_1", "train_4_b_1"], "chosen"].any()
+    # the other reconstruction of the cut-off scan is chosen instead
+    assert frame.loc["train_1_a_2", "chosen"]
+
+
+def test_volume_problem_reads_sizes_not_voxels(tmp_path):
+    from pipeline.ctrate import volume_problem
+
+    save(tmp_path / "v.nii.gz", phantom_hu(), ras_affine())
+    save(tmp_path / "v.nii", phantom_hu(), ras_affine())
+    for name in ("v.nii.gz", "v.nii"):
+        assert volume_problem(tmp_path / name, nib.load(str(tmp_path / name))) == ""
+    img = nib.load(str(tmp_path / "v.nii"))
+    (tmp_path / "v.nii").write_bytes((tmp_path / "v.nii").read_bytes()[:-100])
+    assert volume_problem(tmp_path / "v.nii", img).startswith("truncated: the file holds")

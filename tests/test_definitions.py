@@ -26,7 +26,8 @@ def test_blocking_checks_guard_training():
 
     graph = defs.resolve_asset_graph()
     blocking = {k.name for k in graph.asset_check_keys if graph.get_check_spec(k).blocking}
-    assert {"has_pairs", "no_patient_leakage", "no_empty_text", "mask_files_exist", "no_identifying_columns"} <= blocking
+    assert {"has_pairs", "no_patient_leakage", "no_empty_text", "mask_files_exist", "no_identifying_columns",
+            "no_phi_in_reports", "no_phi_in_tables"} <= blocking
 
 
 def test_pipeline_and_model_never_import_dagster():

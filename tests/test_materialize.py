@@ -68,3 +68,37 @@ def _assert_no_identifiers(root, instance, run_ids) -> None:
         texts[f"logs:{run_id}"] = "\n".join(str(e.user_message) for e in instance.all_logs(run_id))
     leaks = {where: s for where, text in texts.items() for s in secrets if s in text}
     assert leaks == {}
+
+
+@pytest.mark.slow
+def test_a_copied_data_folder_reads_its_own_files(tiny_graph, tmp_path):
+    """Issue 29: tables store paths relative to the data root, so a copy elsewhere (a second machine mounting the
+    folder at another path) reads pairs, volumes and masks from the copy. The original is moved aside meanwhile,
+    so nothing can be read from it."""
+    import shutil
+
+    from assets import pairs
+    from assets.resources import DataRoot
+    from model.data import read_studies
+    from pipeline.tables import resolve_path
+    from pipeline.volume import load_nifti
+
+    copy = tmp_path / "elsewhere" / "data"
+    shutil.copytree(tiny_graph.root, copy)
+    away = tiny_graph.root.with_name(tiny_graph.root.name + ".away")
+    tiny_graph.root.rename(away)
+    try:
+        grounded = read_table("grounded_pairs", copy)
+        studies = read_table("ct_studies", copy)
+        for column in (grounded["volume_path"], grounded["mask_path"], studies["volume_path"]):
+            assert not column.map(lambda p: p.startswith("/")).any()  # was absolute: the folder it was built in
+        for record in read_studies(copy, "train"):
+            assert record.volume_path.is_relative_to(copy) and record.mask_path.is_relative_to(copy)
+            volume, mask = load_nifti(record.volume_path), load_nifti(record.mask_path)
+            assert volume.shape == mask.shape and mask.array.any()
+        for path in studies["volume_path"]:
+            assert resolve_path(path, copy).is_file()
+        check = pairs.mask_files_exist(data=DataRoot(path=str(copy)))
+        assert check.passed, check.metadata
+    finally:
+        away.rename(tiny_graph.root)

@@ -178,7 +178,7 @@ def test_study_without_uids_gets_masks_by_study_id(realdata, tmp_path):
         "format": ["nifti_multilabel"] * 3,
     }).to_csv(manifest, index=False)
     done = segment_studies([SegmentJob(study["study_id"], study["volume_path"], study["series_id"])], tmp_path / "masks",
-                           SegmenterConfig(manifest=str(manifest)), workers=1)
+                           SegmenterConfig(manifest=str(manifest)), workers=1, data_root=tmp_path / "data")
     assert done.rejected.empty and len(done.organ_stats) > 10
 
     problems = manifest_problems(manifest, {study["study_id"]}, {study["series_id"]})

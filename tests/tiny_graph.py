@@ -54,7 +54,7 @@ def materialize_tiny_graph(base: Path) -> TinyGraph:
     workers = {"config": {"workers": 1}}
     run([ingest.ingest, segmentation.segmentation, segmentation.lesion_masks], ingest.CHECKS, tags=RANGE,
         run_config={"ops": {"ingest": workers, "segmentation": workers}})
-    run([reports.report_tables])
+    run([reports.report_tables], reports.CHECKS)
     result = run([pairs.pair_tables], pairs.CHECKS, run_config={"ops": {"pair_tables": {"config": {"split_ratios": [0.5, 0.25, 0.25]}}}})
     graph.pair_checks_passed = all(e.passed for e in result.get_asset_check_evaluations())
     trained = run([training.grounded_model, training.global_model], run_config={"ops": {

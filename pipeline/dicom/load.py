@@ -58,7 +58,7 @@ def _stored_pixels(ds: pydicom.Dataset, h: SliceHeader) -> np.ndarray:
         raw = ds.PixelData
         need = rows * cols * 2
         if len(raw) < need:
-            raise IngestError("decode", "truncated_file", f"pixel data holds {len(raw)} of {need} bytes")
+            raise IngestError("decode", "truncated_file", f"pixel data holds {len(raw):,} of {need:,} bytes")
         arr = np.frombuffer(raw, dtype=np.int16 if signed else np.uint16, count=rows * cols).reshape(rows, cols)
         if stored < 16:
             if signed:  # sign-extend from the high bit of BitsStored
@@ -154,6 +154,8 @@ def load_series(
                 stored = _stored_pixels(ds, h)
             except IngestError as err:
                 raise IngestError(err.stage, err.reason, f"slice {k + 1} of {n}: {err.detail}") from None
+            except Exception as exc:  # noqa: BLE001 - a slice pydicom cannot give pixels for is named, never an internal error
+                raise IngestError("decode", "decode_failed", f"slice {k + 1} of {n}: {type(exc).__name__}: {str(exc)[:160]}") from None
         t2 = perf_counter()
         if integral:
             # unsigned here has at most 15 bits, so the int16 view is value-preserving

@@ -21,6 +21,10 @@ class SelectOptions:
     min_slices: int = 10
     thickness_range_mm: tuple[float, float] = (0.5, 5.0)  # sensible diagnostic reconstructions
     allow_non_axial: bool = True  # when a study has no axial series at all
+    # a few slices of a series that differ from the rest in orientation, matrix or image type (a localizer
+    # filed under the axial series' UID) are dropped and recorded, up to this share of the series (at least 1);
+    # more, and the series is mixed and geometry rejects it
+    max_stray_fraction: float = 0.1
 
 
 @dataclass(frozen=True)
@@ -31,6 +35,7 @@ class Candidate:
     coverage_mm: float
     thickness_mm: float
     original: bool
+    notes: tuple[str, ...] = ()  # what was dropped from the series before it became a candidate, and why
 
     def rank(self, options: SelectOptions) -> tuple:
         lo, hi = options.thickness_range_mm
@@ -45,7 +50,54 @@ class SeriesChoice:
     skipped: dict[str, str]  # series pseudonym -> reason (for series never considered)
 
 
+def _localizer(h: SliceHeader) -> bool:
+    words = " ".join(h.image_type) + " " + h.series_description.upper()
+    return any(w in words for w in _LOCALIZER_WORDS)
+
+
+def _kind(h: SliceHeader) -> tuple:
+    """What the slices of one series share: orientation, matrix, and whether it is a localizer."""
+    orient = tuple(round(v, 3) for v in h.orientation) if h.orientation is not None else None
+    return (orient, h.rows, h.cols, "LOCALIZER" in h.image_type)
+
+
+def _what_differs(stray: SliceHeader, usual: SliceHeader) -> str:
+    parts = [name for name, a, b in (("orientation", _kind(stray)[0], _kind(usual)[0]), ("matrix", _kind(stray)[1:3], _kind(usual)[1:3]),
+                                     ("image type", _kind(stray)[3], _kind(usual)[3])) if a != b]
+    return ("a localizer: " if "LOCALIZER" in stray.image_type else "") + "/".join(parts)
+
+
+def clean_series(slices: list[SliceHeader], options: SelectOptions = SelectOptions()) -> tuple[list[SliceHeader], tuple[str, ...]]:
+    """The slices of one series without repeated SOP instances (one file kept of each) and without a few
+    stray slices that differ from the rest (a localizer filed under the axial series' UID); notes say what
+    went. Many differing slices are a mixed series, not strays: left for geometry to reject."""
+    notes = []
+    by_sop: dict[str, SliceHeader] = {}
+    for h in sorted(slices, key=lambda h: h.path):
+        by_sop.setdefault(h.sop_uid, h)
+    if len(by_sop) < len(slices):
+        repeated = len(slices) - len(by_sop)
+        notes.append(f"{repeated} file(s) repeat a SOPInstanceUID of the series: one file kept of each")
+        slices = list(by_sop.values())
+    if any(h.truncated for h in slices):  # a cut-off file is not a stray: the series is skipped as truncated
+        return slices, tuple(notes)
+    groups: dict[tuple, list[SliceHeader]] = {}
+    for h in slices:
+        groups.setdefault(_kind(h), []).append(h)
+    if len(groups) > 1:
+        usual = max(groups.values(), key=len)
+        strays = [h for g in groups.values() if g is not usual for h in g]
+        if len(strays) <= max(1, int(options.max_stray_fraction * len(slices))) and len(usual) > len(strays):
+            why = sorted({_what_differs(h, usual[0]) for h in strays})
+            notes.append(f"dropped {len(strays)} stray slice(s) of the series ({'; '.join(why)} differ from the other {len(usual)})")
+            slices = [h for h in slices if _kind(h) == _kind(usual[0])]
+    return slices, tuple(notes)
+
+
 def _skip_reason(slices: list[SliceHeader], options: SelectOptions) -> str | None:
+    cut = [s for s in slices if s.truncated]
+    if cut:
+        return f"truncated: {len(cut)} of {len(slices)} files end early (one {cut[0].truncated})"
     h = slices[0]
     if h.modality != "CT":
         return f"modality {h.modality or 'missing'} is not CT"
@@ -53,8 +105,7 @@ def _skip_reason(slices: list[SliceHeader], options: SelectOptions) -> str | Non
         return "no image pixel data"
     if h.sop_class == _SECONDARY_CAPTURE:
         return "secondary capture"
-    words = " ".join(h.image_type) + " " + h.series_description.upper()
-    if any(w in words for w in _LOCALIZER_WORDS):
+    if _localizer(h):
         return "localizer/scout"
     if h.n_frames > 1:
         return f"multi-frame object ({h.n_frames} frames; enhanced CT is not read)"
@@ -67,14 +118,14 @@ def _skip_reason(slices: list[SliceHeader], options: SelectOptions) -> str | Non
     return None
 
 
-def _candidate(series_uid: str, slices: list[SliceHeader]) -> Candidate:
+def _candidate(series_uid: str, slices: list[SliceHeader], notes: tuple[str, ...] = ()) -> Candidate:
     normal = slice_normal(slices[0].orientation)
     d = np.array([s.position for s in slices]) @ normal
     n = len(slices)
     spacing = (d.max() - d.min()) / max(n - 1, 1)
     thickness = slices[0].slice_thickness or spacing
     original = bool(slices[0].image_type[:1] == ("ORIGINAL",)) and not any(w in " ".join(slices[0].image_type) for w in _DERIVED_WORDS)
-    return Candidate(series_uid, tuple(slices), plane_name(slices[0].orientation), float(d.max() - d.min() + spacing), float(thickness), original)
+    return Candidate(series_uid, tuple(slices), plane_name(slices[0].orientation), float(d.max() - d.min() + spacing), float(thickness), original, notes)
 
 
 def select_series(series: dict[str, list[SliceHeader]], options: SelectOptions = SelectOptions()) -> SeriesChoice:
@@ -86,11 +137,12 @@ def select_series(series: dict[str, list[SliceHeader]], options: SelectOptions =
     skipped: dict[str, str] = {}
     cands: list[Candidate] = []
     for uid, slices in series.items():
+        slices, notes = clean_series(slices, options)
         reason = _skip_reason(slices, options)
         if reason:
             skipped[pseudonym("series", uid)] = reason
         else:
-            cands.append(_candidate(uid, slices))
+            cands.append(_candidate(uid, slices, notes))
     if any(c.plane == "axial" for c in cands):
         for c in [c for c in cands if c.plane != "axial"]:
             skipped[pseudonym("series", c.series_uid)] = f"{c.plane} series while an axial series exists"
@@ -101,7 +153,9 @@ def select_series(series: dict[str, list[SliceHeader]], options: SelectOptions =
         cands = []
     if not cands:
         reasons = sorted(set(skipped.values()))
-        if all(r.startswith("modality") for r in reasons):
+        if any(r.startswith("truncated") for r in reasons):
+            reason = "truncated_file"
+        elif all(r.startswith("modality") for r in reasons):
             reason = "no_ct_series"
         elif any(r.startswith("too few slices") for r in reasons):
             reason = "too_few_slices"

@@ -22,6 +22,7 @@ from pipeline.segment.config import SegmenterConfig, StatsConfig
 from pipeline.segment.segmenter import segment
 from pipeline.segment.stats import COLUMNS as STATS_COLUMNS
 from pipeline.segment.stats import organ_stats
+from pipeline.tables import resolve_path
 from pipeline.volume import load_nifti, save_nifti
 
 log = logging.getLogger(__name__)
@@ -54,23 +55,24 @@ def _stat(path: Path) -> str:
         return "missing"
 
 
-def _fingerprint(job: SegmentJob, config: SegmenterConfig, stats: StatsConfig) -> str:
-    parts = [STATS_VERSION, job.volume_path, job.series_id, _stat(Path(job.volume_path)), json.dumps(asdict(config), sort_keys=True, default=str),
+def _fingerprint(job: SegmentJob, volume: Path, config: SegmenterConfig, stats: StatsConfig) -> str:
+    parts = [STATS_VERSION, job.volume_path, job.series_id, _stat(volume), json.dumps(asdict(config), sort_keys=True, default=str),
              json.dumps(asdict(stats), sort_keys=True)]
     if config.manifest:
         parts.append(_stat(Path(config.manifest)))
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:32]
 
 
-def _one(job: SegmentJob, out_dir: Path, config: SegmenterConfig, stats_config: StatsConfig) -> tuple[pd.DataFrame | None, dict | None, bool]:
+def _one(job: SegmentJob, out_dir: Path, config: SegmenterConfig, stats_config: StatsConfig, root: Path) -> tuple[pd.DataFrame | None, dict | None, bool]:
+    volume = resolve_path(job.volume_path, root)
     mask_path = out_dir / f"{job.study_id}.nii.gz"
     side = out_dir / f"{job.study_id}.json"
     cached_stats = out_dir / f"{job.study_id}.stats.parquet"
-    fp = _fingerprint(job, config, stats_config)
+    fp = _fingerprint(job, volume, config, stats_config)
     try:
         if side.is_file() and json.loads(side.read_text()).get("fingerprint") == fp and mask_path.is_file() and cached_stats.is_file():
             return pd.read_parquet(cached_stats), None, True
-        ct = load_nifti(job.volume_path)
+        ct = load_nifti(volume)
         labels = segment(job.study_id, ct, config, job.series_id)
         if not np.any(labels.array):
             raise ValueError("segmentation is empty: no organ labelled on the canonical grid")
@@ -92,11 +94,15 @@ def segment_studies(
     stats_config: StatsConfig = StatsConfig(),
     workers: int = 2,
     progress: Callable[[int, int], None] | None = None,
+    data_root: Path | None = None,
 ) -> SegmentResult:
-    """Label maps to ``out_dir/<study_id>.nii.gz`` and one organ_stats frame for all ``jobs``."""
+    """Label maps to ``out_dir/<study_id>.nii.gz`` and one organ_stats frame for all ``jobs``. A relative
+    ``volume_path`` (as ct_studies stores it) is under ``data_root``, by default the folder holding ``out_dir``
+    (``<data>/masks`` beside ``<data>/volumes``)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     frames, rejected, unchanged = [], [], 0
-    args = [(job, out_dir, config, stats_config) for job in jobs]
+    root = Path(data_root) if data_root is not None else Path(out_dir).resolve().parent
+    args = [(job, out_dir, config, stats_config, root) for job in jobs]
     if workers > 1 and len(jobs) > 1:
         with ProcessPoolExecutor(max_workers=workers) as pool:
             results = pool.map(_one, *zip(*args))

@@ -1,0 +1,120 @@
+"""De-identification of report text (issue 29, item 1): typed placeholders, dates shifted per patient, the
+hand-written PHI test set (tests/data/phi_sentences.yaml), medical text left alone, the 755 real development
+reports' findings unchanged, and the table scan behind the privacy check."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from pipeline.deid import DeidConfig, deidentify, deidentify_reports, find_phi, scan_frame
+from pipeline.deid.dates import parse, shift_days
+
+SET = yaml.safe_load((Path(__file__).parent / "data" / "phi_sentences.yaml").read_text(encoding="utf-8"))
+
+
+def test_the_issue_sentence():
+    text = "The liver of Jane Doeberg (DOB 03/14/1961, phone 555-867-5309) shows a 2 cm mass."
+    assert deidentify(text).text == "The liver of [NAME] (DOB [DATE], phone [PHONE]) shows a 2 cm mass."
+
+
+def _caught(item: dict) -> list[bool]:
+    """Per listed identifier: is every character of it inside a finding?"""
+    text = item["text"]
+    covered = {i for s in find_phi(text) for i in range(s.start, s.end)}
+    out = []
+    for _, value in item["phi"]:
+        start = text.index(str(value))
+        out.append(all(i in covered for i in range(start, start + len(str(value))) if not text[i].isspace()))
+    return out
+
+
+def test_recall_on_the_phi_test_set():
+    caught = [c for item in SET["phi"] for c in _caught(item)]
+    assert len(SET["phi"]) >= 100 and len(caught) >= 150
+    assert sum(caught) / len(caught) >= 0.98
+
+
+def test_every_kind_is_in_the_test_set_and_named():
+    kinds = {kind for item in SET["phi"] for kind, _ in item["phi"]}
+    assert kinds == {"NAME", "DATE", "PHONE", "ID", "ADDRESS", "LOCATION", "EMAIL", "URL"}
+    assert deidentify("Call 312-555-0199 or write to ct.desk@example-hospital.org.").text == "Call [PHONE] or write to [EMAIL]."
+    assert deidentify("Seen at Mercy General Hospital, 12 Oak Street, Springfield, IL 62704.").text == "Seen at [LOCATION], [ADDRESS]."
+
+
+@pytest.mark.parametrize("item", SET["clean"], ids=lambda item: item["text"][:40])
+def test_medical_text_is_left_alone(item):
+    """Eponyms, measurements, vertebral levels, segments, fractions and scores are not PHI."""
+    assert deidentify(item["text"]).text == item["text"]
+
+
+def test_placeholders_are_stable_on_a_second_pass():
+    for config in (DeidConfig(), DeidConfig(dates="shift")):
+        for item in SET["phi"]:
+            once = deidentify(item["text"], config, "pat-0000000000000001").text
+            assert deidentify(once, config, "pat-0000000000000001").text == once
+
+
+def test_dates_shift_per_patient_keeping_intervals():
+    text = "Compared with the CT dated 12.03.2019 and the study of 2020-03-12; seen in January 2018 and on 3/14."
+    config = DeidConfig(dates="shift", max_shift_days=100)
+    a = deidentify(text, config, "pat-aaaaaaaaaaaaaaaa").text
+    b = deidentify(text, config, "pat-bbbbbbbbbbbbbbbb").text
+    assert a == deidentify(text, config, "pat-aaaaaaaaaaaaaaaa").text  # stable
+    assert a != b and "2019" not in a.replace("[DATE 2019", "")
+    shifted = [pd.Timestamp(d) for d in re.findall(r"\[DATE (\d{4}-\d{2}-\d{2})\]", a)]
+    assert len(shifted) == 2 and (shifted[1] - shifted[0]).days == 366  # 2019-03-12 -> 2020-03-12
+    assert re.search(r"\[DATE \d{4}-\d{2}\]", a)  # a month keeps month precision
+    assert a.endswith("on [DATE].")  # no year: cannot be shifted, only removed
+    assert deidentify(text, config).text.count("[DATE]") == 4  # no patient: placeholders
+    days = {shift_days(f"pat-{n:016x}", 30) for n in range(300)}
+    assert 0 not in days and min(days) >= -30 and max(days) <= 30
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("03/14/1961", "1961-03-14"), ("12.03.2019", "2019-03-12"), ("2021/09/30", "2021-09-30"), ("20210314", "2021-03-14"),
+    ("March 26, 2018", "2018-03-26"), ("2nd of November 2022", "2022-11-02"), ("7 Oct 2021", "2021-10-07"),
+    ("08/2020", "2020-08"), ("January 2020", "2020-01"), ("3/14", None), ("25 May", None),
+])
+def test_dates_are_read_as_written(text, expected):
+    got = parse(text)
+    assert (None if got is None else got[0].isoformat()[: 7 if got[1] == "month" else 10]) == expected
+
+
+def test_reports_table_counts_what_it_replaced():
+    reports = pd.DataFrame({"report_id": ["rep-1", "rep-2"], "text": ["Signed by Dr. Ana Lima on 01/02/2023.", None]})
+    out, counts = deidentify_reports(reports)
+    assert out["text"].tolist()[0] == "Signed by Dr. [NAME] on [DATE]." and out["text"].isna().tolist() == [False, True]
+    assert counts["NAME"] == 1 and counts["DATE"] == 1
+
+
+def test_scan_frame_names_where_never_what():
+    df = pd.DataFrame({"report_id": ["rep-0123456789abcdef"] * 2, "sentence": ["Liver of Jane Doeberg is normal.", "No mass."],
+                       "negated": [["call 555-867-5309"], []], "size_mm": [1.0, 2.0]})
+    found = scan_frame(df, "report_findings")
+    assert sorted(zip(found["column"], found["kind"])) == [("negated", "PHONE"), ("sentence", "NAME")]
+    assert "Doeberg" not in found.to_csv() and "867" not in found.to_csv()
+    assert found.loc[found["kind"] == "NAME", "excerpt"].item() == "Liver of [NAME] is normal."
+    assert scan_frame(pd.DataFrame({"study_id": ["stu-0011223344556677"], "path": ["masks/stu-0011223344556677.nii.gz"]})).empty
+
+
+def test_real_development_reports_keep_their_findings(realdata):
+    """The 755 CT-RATE development reports (many with dates of prior studies, one with a radiologist's name):
+    de-identification changes their text, never a finding (organ, status, abnormality, ... all but the sentence)."""
+    from pipeline.report import extract_findings
+    from pipeline.report.labels import read_labelled
+
+    reports = read_labelled(realdata / "reports_ctrate_dev" / "ctrate_reports_labels.csv")
+    changed = 0
+    for text in reports["report_text"]:
+        clean = deidentify(text).text
+        changed += clean != text
+        assert [f._replace(sentence="") for f in extract_findings(clean)] == [f._replace(sentence="") for f in extract_findings(text)]
+        # nothing left that reads as a date or a titled name (checked by patterns independent of the recognizers)
+        assert not re.search(r"\b\d{1,2}[./-]\d{1,2}[./-]\d{2,4}\b|\b(?:January|February|March|April|June|July|August|September|"
+                             r"October|November|December)\b|\bDr\.\s*\w", clean)
+    assert changed > 100  # the dates of prior studies are there, and gone
