@@ -154,7 +154,6 @@ class Lexicon:
         of the doc), sorted by position; `lower` is the doc's LOWER column (read once by the caller).
         Those that reach past t1 are left out, so a sentence's matches depend on its tokens alone."""
         payload = self.payload
-        new = tuple.__new__  # Match(...) without its Python-level __new__
         ranked = sorted(cands)
         taken = bytearray(t1 + 1)
         out = []
@@ -167,7 +166,7 @@ class Lexicon:
                 continue
             else:
                 taken[s:e] = b"\x01" * (e - s)
-            out.append(new(Match, (s, e, kind, payload[k])))
+            out.append(Match(s, e, kind, payload[k]))
         out.sort()
         return self._compounds(out, lower, doc, t0, t1)
 
@@ -294,8 +293,8 @@ def freeze_heap() -> None:
     process, after a collection so that no garbage is kept. The pipeline lives as long as the process, and so do
     the libraries loaded for it (spaCy loads torch through thinc): some 260,000 objects that every full collection
     walked again, 0.2 s each, every 2,000-3,000 reports; reading the 755 CT-RATE reports over and over, full
-    collections took 6% of the time, 2% once frozen. What is frozen is never collected as cyclic garbage later:
-    ReportConfig(freeze_heap=False) leaves the collector be."""
+    collections took 6% of the time, 2% once frozen. What is frozen is never collected as cyclic garbage later, in
+    the whole process: only ReportConfig(freeze_heap=True) calls it (the CLI does; a library caller need not)."""
     gc.collect()
     gc.freeze()
 
