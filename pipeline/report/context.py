@@ -100,24 +100,34 @@ def read_sentence(words: Words, text: str, idx: list[int], sent: Sentence, ms: l
     triggers = [m for m in ms if m.kind in _TRIGGERS]
     terms = scope.clauses([m.start for m in ms if m.kind == TERM], words, t0, t1, "?" in sentence_text and "(" in sentence_text)
     reaches = scope.reach(words, ms, triggers, terms) if triggers else {}
-    runs = placement.organ_runs(words, orgs, [m for m in ms if m.kind == REL], terms)
+    runs = placement.organ_runs(words, orgs, [m for m in ms if m.kind == REL], terms, t0)
+    placement.mark_headings(runs, terms, words, [m.start for m in ms if m.kind in (ABN, NORM)])
     found = measures.sizes(sentence_text, sent.start)
     collected = Collected()
     for m in ms:
         if m.kind == ABN:
-            abn, _, weak = m.payload
+            abn, _, weak, plain = m.payload
             if abn.requires and not _near(words, m, abn.requires, terms, t0, t1):
+                continue
+            if abn.qualifies and _adjective_of(words, m, ms, abn.qualifies):
                 continue
             status, interpretive = scope.status(m, triggers, ms, terms, reaches)
             if status == HIST:
-                continue
+                if not abn.state:
+                    continue
+                status = None  # "status post cholecystectomy": the operation is past, its result is now
             organs, from_header = placement.place(words, m, runs, terms, sent, sides)
             if not organs:
                 continue
-            size = measures.nearest_size(m, found, idx, terms) if status != NEG else None
             side = None
             if not REGION_KEYS.isdisjoint(organs):
                 side = placement.side_near(words, m, sides, terms) or placement.sentence_side(sides)
+            if plain and status != NEG and not _qualified(words, text, m, abn, terms, idx, t0, t1):
+                if status is None:  # "millimetric lymph nodes are observed": the nodes are normal
+                    for o in organs:
+                        collected.at(o, side, from_header).normal = True
+                continue
+            size = measures.nearest_size(m, found, idx, terms) if status != NEG else None
             for o in organs:
                 collected.add(collected.at(o, side, from_header), abn.canonical_for(o), _STATUS[status], size,
                               weak=weak, generic=abn.generic, interpretive=interpretive)
@@ -154,6 +164,41 @@ def _dilated(collected: Collected, organ: str, canon: str, mm: float) -> None:
     place = collected.at(organ)
     if canon not in place.abnormal and canon not in place.negated:
         place.abnormal[canon] = (mm, False, False)
+
+
+def _adjective_of(words: Words, m: Match, ms: list[Match], names: frozenset[str], reach: int = 4, back: int = 12) -> bool:
+    """Whether finding m describes a finding of one of `names`: the next finding, in its noun phrase ("calcified lymph
+    nodes"), or the last one, at most `back` tokens before ("lymph nodes ... showing increased size")."""
+    found = [n for n in ms if n.kind == ABN]
+    i = found.index(m)
+    after = found[i + 1] if i + 1 < len(found) else None
+    if (after is not None and after.payload[0].name in names and after.start - m.end <= reach
+            and placement.NOUN_PHRASE_ENDS.isdisjoint(words[m.end:after.start])):
+        return True
+    before = found[i - 1] if i else None
+    return before is not None and before.payload[0].name in names and m.start - before.end <= back
+
+
+_CANCEL = frozenset({"not", "no", "non", "without", "below", "under", "less", "smaller", "neither", "nor"})
+
+
+def _qualified(words: Words, text: str, m: Match, abn, terms: scope.Clauses, idx: list[int], t0: int, t1: int,
+               window: int = 10) -> bool:
+    """Whether a mention of the structure (a `needs_qualifier` synonym: "lymph nodes") is the finding: a qualifier
+    within `window` tokens in its clause ("enlarged", "pathological") that no "not / below / less" just before
+    takes back ("did not reach pathological dimensions"), or a short axis at least `abn.qualifying_size_mm` in
+    its clause."""
+    lo, hi = terms.span(terms.of(m.start), t0, t1)
+    a = max(lo, m.start - window)
+    near = words[a:min(hi, m.end + window)]
+    for i, w in enumerate(near):
+        if w in abn.qualifiers and _CANCEL.isdisjoint(words[max(lo, a + i - 3):a + i]):
+            return True
+    if abn.qualifying_size_mm is None:
+        return False
+    start, end = idx[lo], (idx[hi] if hi < len(idx) else len(text))
+    axes = measures.short_axes(text[start:end], start)
+    return any(v >= abn.qualifying_size_mm for v in measures.in_clause(axes, idx, terms, terms.of(m.start)))
 
 
 def _near(words: Words, m: Match, needed: frozenset[str], terms: scope.Clauses, t0: int, t1: int, window: int = 6) -> bool:

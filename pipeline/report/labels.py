@@ -6,7 +6,8 @@
 
 One fixed mapping (data/ctrate_labels.yaml): a label is 1 when the report has an abnormal finding
 whose canonical abnormality is one of the label's names, on one of its organs or regions where the
-label names them. Uncertain findings do not count ("(cyst?)" is not a labelled cyst).
+label names them, or a finding that negates nothing at one of the label's `described` places (CT-RATE
+counts lymph nodes described at all). Uncertain findings do not count ("(cyst?)" is not a labelled cyst).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from pathlib import Path
 import pandas as pd
 
 from pipeline.report.datafiles import load
-from pipeline.report.finding import ABNORMAL, Finding
+from pipeline.report.finding import ABNORMAL, NORMAL, Finding
 from pipeline.report.lexicon import expand_targets
 
 # CT-RATE's label names, in its column order
@@ -39,6 +40,7 @@ SCORED = tuple(name for name in CTRATE if name != "Medical material")
 class _Rule:
     abnormalities: frozenset[str]
     places: frozenset[str] | None  # organs (vocab classes) or regions; None = anywhere
+    described: frozenset[str] = frozenset()  # places where a normal finding negating nothing counts (a node described)
 
 
 @lru_cache(maxsize=1)
@@ -50,12 +52,15 @@ def _rules() -> dict[str, _Rule]:
         places = None
         if spec.get("organs") or spec.get("regions"):
             places = frozenset(expand_targets(spec.get("organs") or [])) | frozenset(spec.get("regions") or [])
-        out[name] = _Rule(frozenset(spec["abnormalities"]), places)
+        out[name] = _Rule(frozenset(spec["abnormalities"]), places, frozenset(spec.get("described") or []))
     return out
 
 
-def _positive(rule: _Rule, abnormality: str | None, place: str | None) -> bool:
-    return abnormality in rule.abnormalities and (rule.places is None or place in rule.places)
+def _positive(rule: _Rule, f) -> bool:
+    place = f.organ or f.region
+    if f.status == NORMAL:
+        return place in rule.described and not f.negated
+    return f.status == ABNORMAL and f.abnormality in rule.abnormalities and (rule.places is None or place in rule.places)
 
 
 def ctrate_labels(findings: Iterable[Finding]) -> dict[str, int]:
@@ -63,11 +68,8 @@ def ctrate_labels(findings: Iterable[Finding]) -> dict[str, int]:
     rules = _rules()
     out = dict.fromkeys(CTRATE, 0)
     for f in findings:
-        if f.status != ABNORMAL:
-            continue
-        place = f.organ or f.region
         for name, rule in rules.items():
-            if not out[name] and _positive(rule, f.abnormality, place):
+            if not out[name] and _positive(rule, f):
                 out[name] = 1
     return out
 
@@ -98,13 +100,15 @@ def label_table(findings: pd.DataFrame, report_ids: Iterable) -> pd.DataFrame:
     from a findings table (report_id, organ, region, status, abnormality)."""
     ids = list(report_ids)
     out = pd.DataFrame({"report_id": ids})
-    abnormal = findings[findings["status"] == ABNORMAL]
-    place = abnormal["organ"].where(abnormal["organ"].notna(), abnormal["region"])
+    place = findings["organ"].where(findings["organ"].notna(), findings["region"])
+    abnormal = findings["status"] == ABNORMAL
+    described = (findings["status"] == NORMAL) & (findings["negated"].map(len) == 0)
     for name, rule in _rules().items():
-        hit = abnormal["abnormality"].isin(rule.abnormalities)
+        hit = abnormal & findings["abnormality"].isin(rule.abnormalities)
         if rule.places is not None:
             hit &= place.isin(rule.places)
-        positive = set(abnormal.loc[hit, "report_id"])
+        hit |= described & place.isin(rule.described)
+        positive = set(findings.loc[hit, "report_id"])
         out[name] = [int(r in positive) for r in ids]
     return out
 

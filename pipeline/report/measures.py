@@ -39,6 +39,23 @@ def sizes(text: str, offset: int) -> list[Size]:
     return out
 
 
+_BOUND = re.compile(r"(?:less|smaller|shorter|lower|narrower) than\s*$|(?:below|under|<|not exceeding|does not exceed|do not exceed)\s*$")
+_LONG = re.compile(r"\s*(?:mm|cm)?\s*(?:in (?:the )?)?(?:long axis|long diameter|length|in length|craniocaudal)", re.I)
+
+
+def short_axes(text: str, offset: int) -> list[Size]:
+    """Measurements read as a short axis, in mm: the smaller of two or three dimensions, else the single one; bounds
+    ("less than 1 cm", "not exceeding 6 mm") and long axes ("15 mm in the long axis") are left out."""
+    out = []
+    for m in _SIZE.finditer(text):
+        if _BOUND.search(text[max(0, m.start() - 20):m.start()].lower()) or _LONG.match(text, m.end()):
+            continue
+        dims = [float(g) for g in m.groups()[:3] if g]
+        scale = 10.0 if m.group(4).lower().startswith("c") else 1.0
+        out.append((offset + m.start(), min(dims) * scale))
+    return out
+
+
 def nearest_size(m: Match, found: list[Size], idx: list[int], terms: Clauses) -> float | None:
     """The size nearest to finding m in its clause (`idx`: the doc's token character offsets); the sentence's only
     size where its clause has none."""
@@ -49,6 +66,11 @@ def nearest_size(m: Match, found: list[Size], idx: list[int], terms: Clauses) ->
     same = [(abs(p - pos), v) for p, v in found if terms.of(bisect_right(idx, p) - 1) == clause]
     pool = same or ([(abs(p - pos), v) for p, v in found] if len(found) == 1 else [])
     return min(pool)[1] if pool else None
+
+
+def in_clause(found: list[Size], idx: list[int], terms: Clauses, clause: int) -> list[float]:
+    """The sizes stated in one clause."""
+    return [v for p, v in found if terms.of(bisect_right(idx, p) - 1) == clause]
 
 
 def dilated_vessels(words: Words, idx: list[int], runs: list[Run], terms: Clauses, found: list[Size], t0: int, t1: int,

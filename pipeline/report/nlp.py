@@ -23,7 +23,7 @@ from spacy.tokens import Doc
 
 from pipeline.report.datafiles import load
 from pipeline.report.dictionary import abnormalities
-from pipeline.report.lexicon import exact_phrases, organ_phrases, vague_phrases
+from pipeline.report.lexicon import beside_phrases, exact_phrases, organ_phrases, vague_phrases
 
 # match kinds, in the order that settles ties between equally long matches
 PSEUDO, ABN, ORG, NEG, UNC, HIST, NORM, TERM, REL, PERSIST, SIDE = range(11)
@@ -34,7 +34,7 @@ class Match(NamedTuple):  # a tuple: built ~100 times per report, cheaper than a
     start: int  # token offsets
     end: int
     kind: int
-    payload: object  # (organs, vague) | (Abnormality, implied organs, weak) | (direction, window, interpretive) | side
+    payload: object  # (organs, vague, beside) | (Abnormality, implied organs, weak, plain) | (direction, window, interpretive) | side
 
 
 def _modifiers() -> dict:
@@ -91,23 +91,23 @@ class Lexicon:
             self.kind[k], self.payload[k] = kind, payload
             table.setdefault(key, {}).setdefault(phrase, [])
 
-        vague = vague_phrases()
+        vague, beside = vague_phrases(), beside_phrases()
         self.organ_terms: dict[str, tuple] = {}  # organ phrase -> payload, for coordinated modifiers
         for phrase, organs in organ_phrases().items():
-            loose = phrase in vague
-            add(phrase, "ORG:" + ",".join(organs) + (":vague" if loose else ""), ORG, (organs, loose))
-            self.organ_terms[" ".join(t.text for t in nlp.tokenizer(phrase))] = (organs, loose)
+            flags = (phrase in vague, phrase in beside)
+            add(phrase, "ORG:" + ",".join(organs) + ":vague" * flags[0] + ":beside" * flags[1], ORG, (organs, *flags))
+            self.organ_terms[" ".join(t.text for t in nlp.tokenizer(phrase))] = (organs, *flags)
         exact: dict[str, dict[str, list[str]]] = {}
         for phrase, organs in exact_phrases().items():
-            add(phrase, "ORG:" + ",".join(organs), ORG, (organs, False), exact)
+            add(phrase, "ORG:" + ",".join(organs), ORG, (organs, False, False), exact)
         self.findings: dict[str, tuple] = {}  # finding phrase -> payload, for hyphenated compounds
         for i, a in enumerate(abnormalities()):
             implied = dict(a.implies)
             for syn in a.synonyms:
                 organs = implied.get(syn)
-                weak = syn in a.weak
-                add(syn, f"ABN:{i}:{organs!r}:{weak}", ABN, (a, organs, weak))
-                self.findings[" ".join(t.text for t in nlp.tokenizer(syn))] = (a, organs, weak)
+                flags = (syn in a.weak, syn in a.needs_qualifier)
+                add(syn, f"ABN:{i}:{organs!r}:{flags}", ABN, (a, organs, *flags))
+                self.findings[" ".join(t.text for t in nlp.tokenizer(syn))] = (a, organs, *flags)
         mods = _modifiers()
         for cat, kind in MOD_KINDS.items():
             fwd, bwd = mods[cat]["forward"], mods[cat]["backward"]
