@@ -58,6 +58,7 @@ def test_negated_lymph_nodes_are_a_normal_region(text):
 @pytest.mark.parametrize("text", [
     "Mediastinal lymph nodes are observed.", "Right upper paratracheal millimetric lymph node is observed.",
     "Lymph nodes with a short axis less than 1 cm that did not reach pathological dimensions were observed.",
+    "Except for a few small lymph nodes in the mediastinum, no lymph node of pathological size was observed.",
 ])
 def test_lymph_nodes_described_without_enlargement_are_normal(text):
     """A lymph node is lymphadenopathy only where the text says it is enlarged or pathological (issue 31)."""

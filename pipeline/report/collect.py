@@ -20,6 +20,7 @@ class _Place:
     uncertain: dict = field(default_factory=dict)  # canonical -> (size, interpretive, generic)
     negated: list = field(default_factory=list)  # canonicals negated here
     normal: bool = False  # an explicit normal statement
+    described: bool = False  # the structure described, not said to be diseased ("millimetric lymph nodes")
     from_header: bool = False  # placed by the sentence's organ header
 
 
@@ -73,6 +74,8 @@ class Collected:
                     out.append((organ, group, UNCERTAIN, canon, sentence_text, section, negated, size, header, region, side))
             if not st.abnormal and not st.uncertain and (st.normal or negated) and key not in vague:
                 out.append((organ, group, NORMAL, None, sentence_text, section, negated, None, header, region, side))
+                if st.described and negated:  # "a few small nodes ..., no enlarged node": the nodes are there too
+                    out.append((organ, group, NORMAL, None, sentence_text, section, (), None, header, region, side))
         return tuple(out)
 
 

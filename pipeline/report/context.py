@@ -122,10 +122,11 @@ def read_sentence(words: Words, text: str, idx: list[int], sent: Sentence, ms: l
             side = None
             if not REGION_KEYS.isdisjoint(organs):
                 side = placement.side_near(words, m, sides, terms) or placement.sentence_side(sides)
-            if plain and status != NEG and not _qualified(words, text, m, abn, terms, idx, t0, t1):
+            if plain and status != NEG and not _qualified(words, text, m, ms, terms, idx, t0, t1):
                 if status is None:  # "millimetric lymph nodes are observed": the nodes are normal
                     for o in organs:
-                        collected.at(o, side, from_header).normal = True
+                        place = collected.at(o, side, from_header)
+                        place.normal = place.described = True
                 continue
             size = measures.nearest_size(m, found, idx, terms) if status != NEG else None
             for o in organs:
@@ -182,13 +183,18 @@ def _adjective_of(words: Words, m: Match, ms: list[Match], names: frozenset[str]
 _CANCEL = frozenset({"not", "no", "non", "without", "below", "under", "less", "smaller", "neither", "nor"})
 
 
-def _qualified(words: Words, text: str, m: Match, abn, terms: scope.Clauses, idx: list[int], t0: int, t1: int,
-               window: int = 10) -> bool:
+def _qualified(words: Words, text: str, m: Match, ms: list[Match], terms: scope.Clauses, idx: list[int], t0: int,
+               t1: int, window: int = 10, size_reach: int = 16) -> bool:
     """Whether a mention of the structure (a `needs_qualifier` synonym: "lymph nodes") is the finding: a qualifier
-    within `window` tokens in its clause ("enlarged", "pathological") that no "not / below / less" just before
-    takes back ("did not reach pathological dimensions"), or a short axis at least `abn.qualifying_size_mm` in
-    its clause."""
+    within `window` tokens in its clause ("enlarged", "pathological"), and not past another mention of the finding,
+    that no "not / below / less" just before takes back ("did not reach pathological dimensions"), or a short axis
+    of at least `abn.qualifying_size_mm` stated within `size_reach` tokens after it ("lymph nodes with a short
+    diameter of 10 mm")."""
+    abn = m.payload[0]
     lo, hi = terms.span(terms.of(m.start), t0, t1)
+    for n in ms:  # "a few small nodes ..., no node of pathological size": the word is the other mention's
+        if n.kind == ABN and n.payload[0] is abn and n is not m:
+            lo, hi = (max(lo, n.end), hi) if n.end <= m.start else (lo, min(hi, n.start))
     a = max(lo, m.start - window)
     near = words[a:min(hi, m.end + window)]
     for i, w in enumerate(near):
@@ -196,9 +202,9 @@ def _qualified(words: Words, text: str, m: Match, abn, terms: scope.Clauses, idx
             return True
     if abn.qualifying_size_mm is None:
         return False
-    start, end = idx[lo], (idx[hi] if hi < len(idx) else len(text))
-    axes = measures.short_axes(text[start:end], start)
-    return any(v >= abn.qualifying_size_mm for v in measures.in_clause(axes, idx, terms, terms.of(m.start)))
+    end_token = min(t1, m.end + size_reach)
+    start, end = idx[m.start], (idx[end_token] if end_token < len(idx) else len(text))
+    return any(v >= abn.qualifying_size_mm for _, v in measures.short_axes(text[start:end], start))
 
 
 def _near(words: Words, m: Match, needed: frozenset[str], terms: scope.Clauses, t0: int, t1: int, window: int = 6) -> bool:

@@ -68,11 +68,6 @@ def nearest_size(m: Match, found: list[Size], idx: list[int], terms: Clauses) ->
     return min(pool)[1] if pool else None
 
 
-def in_clause(found: list[Size], idx: list[int], terms: Clauses, clause: int) -> list[float]:
-    """The sizes stated in one clause."""
-    return [v for p, v in found if terms.of(bisect_right(idx, p) - 1) == clause]
-
-
 def dilated_vessels(words: Words, idx: list[int], runs: list[Run], terms: Clauses, found: list[Size], t0: int, t1: int,
                     dilated: Callable[[str, str, float], None]) -> None:
     """Size statements: a vessel whose diameter is given above its normal limit is dilated ("ascending aorta
