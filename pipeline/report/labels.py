@@ -127,22 +127,24 @@ def label_f1(predicted: pd.DataFrame, gold: pd.DataFrame, labels: Iterable[str] 
     return pd.DataFrame(rows)
 
 
-def held_out(report_id: str) -> bool:
-    """A fixed quarter of any labelled set, by a hash of the report id: rules are developed on the other
-    three quarters and this one only checks that they generalise."""
+def checked_quarter(report_id: str) -> bool:
+    """A fixed quarter of any labelled set, by a hash of the report id. Issue 13 scored it apart from the three
+    quarters its rules were tuned on; later rounds read its errors and tuned on it too, so on the CT-RATE development
+    set it is no held-out part any more, only a second sample of tuned-on reports."""
     return hashlib.sha256(str(report_id).encode()).digest()[0] % 4 == 0
 
 
 def score_reports(reports: pd.DataFrame, text_column: str = "report_text", id_column: str = "report_id",
                   workers: int = 1) -> pd.DataFrame:
     """Our rules on a table of reports with manual CT-RATE label columns: per scored label F1, precision,
-    recall and support on the development part, the held-out part and all reports."""
+    recall and support on the three tuned quarters, the checked quarter (checked_quarter) and all reports."""
     from pipeline.report.api import extract_table
 
     findings = extract_table(reports, text_column, id_column, workers=workers)
     predicted = label_table(findings, reports[id_column])
     gold = reports.rename(columns={id_column: "report_id"})
-    parts = {"all": gold, "dev": gold[~gold["report_id"].map(held_out)], "held_out": gold[gold["report_id"].map(held_out)]}
+    quarter = gold["report_id"].map(checked_quarter)
+    parts = {"all": gold, "tuned": gold[~quarter], "checked": gold[quarter]}
     return pd.concat([label_f1(predicted, g).assign(part=name) for name, g in parts.items()], ignore_index=True)
 
 
