@@ -116,7 +116,7 @@ def _write_record(path: Path, csv: Path, scores: pd.DataFrame) -> None:
     macro = scores.groupby(["part", "labeler"])["f1"].mean()
     record = {
         "command": "python bench/ctrate_labels.py", "csv": csv.name, "commit": git("rev-parse", "--short", "HEAD"),
-        "uncommitted_changes": bool(git("status", "--porcelain", "--", "pipeline", "bench")),
+        "uncommitted_changes": bool(git("status", "--porcelain", "--", "pipeline", "bench", ":!bench/results")),
         "macro_f1": {part: {name: round(float(macro[part, name]), 4) for name in ("ours", "keyword", "sentence")} for part in PARTS},
         "per_label_all": {r.label: {"positives": int(r.support), **{name: round(float(scores[(scores.part == "all") & (scores.labeler == name) & (scores.label == r.label)].f1.iloc[0]), 4)
                                                                   for name in ("ours", "keyword", "sentence")}}

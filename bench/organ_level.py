@@ -261,7 +261,7 @@ def _record(ctrate: dict[str, dict], lesa: dict[str, dict], seconds: float) -> d
     return {
         "command": "python bench/organ_level.py",
         "commit": git("rev-parse", "--short", "HEAD"),
-        "uncommitted_changes": bool(git("status", "--porcelain", "--", "pipeline", "bench", "tests/data")),
+        "uncommitted_changes": bool(git("status", "--porcelain", "--", "pipeline", "bench", "tests/data", ":!bench/results")),
         "seconds": round(seconds, 1),
         "ctrate": {part: {**{n: labeler(t) for n, t in r.items() if n != "tuples"},
                           "ours_tuples": {k: round(v, 4) for k, v in r["tuples"].items()}} for part, r in ctrate.items()},

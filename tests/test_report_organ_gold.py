@@ -20,7 +20,7 @@ from pipeline.report.finding import REGIONS
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 
 from organ_level import (  # noqa: E402
-    N_ADDED, N_EARLIER, UNREAD, balanced, ctrate_positives, floor_places, lesanet_json, our_places, place_group,
+    N_ADDED, N_EARLIER, UNREAD, balanced, floor_places, lesanet_json, our_places, place_group,
     read_ctrate_gold, read_lesanet_gold, run_ctrate, run_lesanet, select_reports, unread,
 )
 
