@@ -43,7 +43,7 @@ def test_uncertainty(text):
 
 
 @pytest.mark.parametrize("text", [
-    "History of hepatic cyst.", "Status post cholecystectomy.", "Prior liver mass.",
+    "History of hepatic cyst.", "Prior liver mass.",
 ])
 def test_historical_findings_are_not_current(text):
     assert not [f for f in extract_findings(text) if f.status != "normal"]
@@ -286,7 +286,9 @@ def test_sentence_memo_gives_the_findings_of_a_fresh_reading():
     assert [f.sentence_index for f in extract_findings(reports[1]) if f.abnormality == "nodule"] == [1]
 
 
-def test_the_heap_is_frozen_once_the_pipeline_is_built_unless_switched_off():
+def test_the_heap_is_frozen_only_when_asked():
+    """gc.freeze changes the caller's whole process: extract_findings leaves it alone unless the configuration asks
+    (the CLI, a process of its own, does)."""
     import subprocess
     import sys
     from pathlib import Path
@@ -294,15 +296,15 @@ def test_the_heap_is_frozen_once_the_pipeline_is_built_unless_switched_off():
     script = """
 import gc
 from pipeline.report import ReportConfig, extract_findings
-assert extract_findings("No pleural effusion.", ReportConfig(freeze_heap=False))
-print(gc.get_freeze_count())
 assert extract_findings("No pleural effusion.")
+print(gc.get_freeze_count())
+assert extract_findings("No pleural effusion.", ReportConfig(freeze_heap=True))
 print(gc.get_freeze_count())
 """
     root = Path(__file__).resolve().parents[1]  # a fresh process: this one may be frozen already
     out = subprocess.run([sys.executable, "-c", script], cwd=root, capture_output=True, text=True, check=True).stdout
-    before, after = map(int, out.split())
-    assert before == 0 and after > 100_000  # spaCy, torch and the pipeline
+    default, asked = map(int, out.split())
+    assert default == 0 and asked > 100_000  # spaCy, torch and the pipeline
 
 
 @pytest.mark.parametrize("sentence, expected", [

@@ -1,6 +1,7 @@
 """The report rules on real reports: CT-RATE's development set (755 reports with manual labels, in
 ../shared/realdata/reports_ctrate_dev; skipped where absent). Report-level F1 of `ctrate_labels` over the
-17 scored labels, on all reports and on the held-out quarter the rules were not tuned on; the labels CLI."""
+17 scored labels, on all reports and on the checked quarter (scored apart, but tuned on since issue 13: not held
+out); the labels CLI."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from pipeline.report.labels import CTRATE, SCORED, held_out, read_labelled, score_reports
+from pipeline.report.labels import CTRATE, SCORED, checked_quarter, read_labelled, score_reports
 
 MACRO_TARGET, LABEL_TARGET = 0.95, 0.85  # issue 13
 
@@ -29,10 +30,10 @@ def scores(dev) -> pd.DataFrame:
     return score_reports(dev)
 
 
-def test_the_held_out_quarter_is_a_fixed_quarter(dev):
-    share = dev["report_id"].map(held_out).mean()
+def test_the_checked_quarter_is_a_fixed_quarter(dev):
+    share = dev["report_id"].map(checked_quarter).mean()
     assert 0.18 < share < 0.32
-    assert held_out("train_1") == held_out("train_1")
+    assert checked_quarter("train_1") == checked_quarter("train_1")
 
 
 def test_macro_f1_over_17_labels(scores):
@@ -43,7 +44,7 @@ def test_macro_f1_over_17_labels(scores):
 
 def test_rules_beat_both_simple_labelers_on_every_part(dev):
     """Against the keyword and sentence labelers run on the same reports (bench/ctrate_labels.py), the rules'
-    macro F1 is higher on the development part and on the held-out quarter alike."""
+    macro F1 is higher on the tuned quarters and on the checked quarter alike."""
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
     from ctrate_labels import run
 
@@ -57,10 +58,11 @@ def test_every_label_f1(scores):
     assert (per >= LABEL_TARGET).all(), per[per < LABEL_TARGET].to_string()
 
 
-def test_held_out_reports_generalise(scores):
-    """The quarter never looked at while writing rules scores about as well as the rest."""
+def test_the_checked_quarter_scores_about_as_well(scores):
+    """The quarter scored apart scores about as well as the rest (both were tuned on: a check of consistency, not
+    of generalisation)."""
     macro = scores.groupby("part")["f1"].mean()
-    assert macro["held_out"] >= macro["dev"] - 0.05, macro.to_string()
+    assert macro["checked"] >= macro["tuned"] - 0.05, macro.to_string()
 
 
 def test_labels_cli_on_real_reports(dev, tmp_path):
@@ -80,13 +82,13 @@ def test_labels_cli_on_real_reports(dev, tmp_path):
 
 
 def test_report_findings_metadata_shows_the_dev_set_table(dev, tmp_path):
-    """The `report_findings` asset's metadata: macro F1 (all and held out) and the per-label table."""
+    """The `report_findings` asset's metadata: macro F1 (all and the checked quarter) and the per-label table."""
     from assets.reports import _ctrate_metadata
 
     csv = tmp_path / "dev.csv"
     dev.head(60).to_csv(csv, index=False)
     meta = _ctrate_metadata(csv)
-    assert 0.0 < meta["ctrate_macro_f1"] <= 1.0 and 0.0 <= meta["ctrate_macro_f1_held_out"] <= 1.0
+    assert 0.0 < meta["ctrate_macro_f1"] <= 1.0 and 0.0 <= meta["ctrate_macro_f1_checked_quarter"] <= 1.0
     table = meta["ctrate_per_label"].value
-    assert all(name in table for name in SCORED) and "held_out" in table and "macro F1" in table
+    assert all(name in table for name in SCORED) and "checked" in table and "macro F1" in table
     assert _ctrate_metadata(tmp_path / "absent.csv") == {}

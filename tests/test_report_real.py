@@ -57,9 +57,23 @@ def test_negated_lymph_nodes_are_a_normal_region(text):
 
 @pytest.mark.parametrize("text", [
     "Mediastinal lymph nodes are observed.", "Right upper paratracheal millimetric lymph node is observed.",
-    "There are lymph nodes in the mediastinum and hilar regions, the largest 12 mm in short axis.",
+    "Lymph nodes with a short axis less than 1 cm that did not reach pathological dimensions were observed.",
+    "Except for a few small lymph nodes in the mediastinum, no lymph node of pathological size was observed.",
 ])
-def test_lymph_nodes_described_are_a_lymph_node_finding(text):
+def test_lymph_nodes_described_without_enlargement_are_normal(text):
+    """A lymph node is lymphadenopathy only where the text says it is enlarged or pathological (issue 31)."""
+    assert places(text) == {("lymph_node", None)}
+    # CT-RATE's manual labels count such nodes: its label mapping does too
+    assert ctrate_labels(extract_findings(text))["Lymphadenopathy"] == 1
+
+
+@pytest.mark.parametrize("text", [
+    "There are lymph nodes in the mediastinum and hilar regions, the largest 12 mm in short axis.",
+    "Enlarged lymph nodes with nodular configuration are seen in the mediastinum.",
+    "Pathologically sized lymph nodes were observed in the mediastinum.",
+    "A lymph node measuring 15x16 mm is observed at the right hilar level.",
+])
+def test_lymph_nodes_enlarged_or_pathological_are_lymphadenopathy(text):
     assert ("lymph_node", "lymphadenopathy") in places(text, "abnormal")
     assert all(f.organ is None for f in extract_findings(text) if f.region == "lymph_node")
 
@@ -238,7 +252,8 @@ def test_no_increase_in_a_thickness_finding_negates_it():
     ("A hypodense nodule was observed in the left thyroid lobe.", {("thyroid_gland", "nodule")}),
     ("Fluid in the form of smearing is observed in the pericardial space.", {("heart", "pericardial effusion")}),
     ("Free fluid is observed in the pelvis.", set()),
-    ("Diaphragmatic hernia is observed at the level of the esophagogastric junction.", {("stomach", "hiatal hernia")}),
+    ("Diaphragmatic hernia is observed at the level of the esophagogastric junction.",
+     {("stomach", "hiatal hernia"), ("esophagus", "hiatal hernia")}),
     ("There are focal air trapping areas in both lungs.", {(o, "air trapping") for o in UPPER | LOWER | {"lung_middle_lobe_right"}}),
     ("Honeycomb appearance in both lower lobes.", {(o, "interstitial lung disease") for o in LOWER}),
 ])

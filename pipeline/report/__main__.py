@@ -13,6 +13,7 @@ import pandas as pd
 
 from pipeline.atomic import write_parquet
 from pipeline.report.api import extract_table_checked
+from pipeline.report.finding import ReportConfig
 from pipeline.report.labels import label_table
 
 
@@ -52,7 +53,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {args.csv} has no column(s) {missing}; columns are {list(df.columns)}", file=sys.stderr)
         return 2
     start = time.perf_counter()
-    findings, problems = extract_table_checked(df, args.text_column, args.id_column, workers=args.workers)
+    # the process is ours: the start-up heap may leave the garbage collector's reach (ReportConfig.freeze_heap)
+    findings, problems = extract_table_checked(df, args.text_column, args.id_column, workers=args.workers,
+                                               config=ReportConfig(freeze_heap=True))
     if args.labels == "ctrate":
         labels = label_table(findings, df[args.id_column]).drop(columns="report_id")
         clash = [c for c in labels.columns if c in df.columns]

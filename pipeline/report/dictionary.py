@@ -25,6 +25,11 @@ class Abnormality:
     generic: bool = False  # a descriptor ("lesion") that gives way to a specific finding
     weak: frozenset[str] = frozenset()  # synonyms that give way to a hedged mention of this name
     requires: frozenset[str] = frozenset()  # words one of which must stand near the mention ("size increased")
+    state: bool = False  # a state a past event leaves (an operation): historical triggers do not end it
+    needs_qualifier: frozenset[str] = frozenset()  # synonyms naming the structure, not its disease ("lymph node")
+    qualifiers: frozenset[str] = frozenset()  # words that make such a synonym the finding ("enlarged")
+    qualifying_size_mm: float | None = None  # or a short axis this large
+    qualifies: frozenset[str] = frozenset()  # findings it is an adjective of where one follows in its noun phrase
 
     def applies_to(self, organ: str) -> bool:
         return self.any_organ or organ in self.organs or organ == ELSEWHERE
@@ -70,6 +75,11 @@ def abnormalities() -> tuple[Abnormality, ...]:
                 generic=e.get("generic") == "true",
                 weak=frozenset(w.lower() for w in e.get("weak") or []),
                 requires=frozenset(w.lower() for w in e.get("requires") or []),
+                state=e.get("state") == "true",
+                needs_qualifier=frozenset(w.lower() for w in e.get("needs_qualifier") or []),
+                qualifiers=frozenset(w.lower() for w in e.get("qualifiers") or []),
+                qualifying_size_mm=float(e["qualifying_size_mm"]) if e.get("qualifying_size_mm") else None,
+                qualifies=frozenset(e.get("qualifies") or []),
             )
         )
     return tuple(out)

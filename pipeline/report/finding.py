@@ -11,7 +11,7 @@ UNCERTAIN = "uncertain"
 NOT_MENTIONED = "not_mentioned"
 STATUSES = (NORMAL, ABNORMAL, UNCERTAIN)
 # places a finding can sit that have no organ mask (data/organs.yaml `regions`)
-REGIONS = ("lymph_node", "pleura", "mediastinum", "medical_material", "spine")
+REGIONS = ("lymph_node", "pleura", "mediastinum", "medical_material", "spine", "chest_wall", "breast", "soft_tissue")
 
 # Columns of the `report_findings` table (docs/ARCHITECTURE.md) followed by our extras.
 COLUMNS = (
@@ -48,6 +48,7 @@ class ReportConfig:
     max_chars: int = 200_000  # longer reports are truncated (and the problem recorded)
     min_words_for_language_check: int = 12  # shorter texts are never called non-English
     fast_tokenizer: bool = True  # nlp.RegexTokenizer instead of spaCy's rule-based English tokenizer
-    # once the pipeline is built, the objects alive then leave the cyclic garbage collector's reach (gc.freeze,
-    # nlp.freeze_heap): full collections stop walking spaCy's and torch's ~260,000 objects (6% of reading time)
-    freeze_heap: bool = True
+    # opt-in: once the pipeline is built, every object alive in the process leaves the cyclic garbage collector's
+    # reach for good (gc.freeze, nlp.freeze_heap): full collections stop walking spaCy's and torch's ~260,000 objects
+    # (6% of reading time). It changes the whole process, so only the CLI (a process of its own) turns it on
+    freeze_heap: bool = False

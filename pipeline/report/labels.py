@@ -6,7 +6,8 @@
 
 One fixed mapping (data/ctrate_labels.yaml): a label is 1 when the report has an abnormal finding
 whose canonical abnormality is one of the label's names, on one of its organs or regions where the
-label names them. Uncertain findings do not count ("(cyst?)" is not a labelled cyst).
+label names them, or a finding that negates nothing at one of the label's `described` places (CT-RATE
+counts lymph nodes described at all). Uncertain findings do not count ("(cyst?)" is not a labelled cyst).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from pathlib import Path
 import pandas as pd
 
 from pipeline.report.datafiles import load
-from pipeline.report.finding import ABNORMAL, Finding
+from pipeline.report.finding import ABNORMAL, NORMAL, Finding
 from pipeline.report.lexicon import expand_targets
 
 # CT-RATE's label names, in its column order
@@ -39,6 +40,7 @@ SCORED = tuple(name for name in CTRATE if name != "Medical material")
 class _Rule:
     abnormalities: frozenset[str]
     places: frozenset[str] | None  # organs (vocab classes) or regions; None = anywhere
+    described: frozenset[str] = frozenset()  # places where a normal finding negating nothing counts (a node described)
 
 
 @lru_cache(maxsize=1)
@@ -50,12 +52,15 @@ def _rules() -> dict[str, _Rule]:
         places = None
         if spec.get("organs") or spec.get("regions"):
             places = frozenset(expand_targets(spec.get("organs") or [])) | frozenset(spec.get("regions") or [])
-        out[name] = _Rule(frozenset(spec["abnormalities"]), places)
+        out[name] = _Rule(frozenset(spec["abnormalities"]), places, frozenset(spec.get("described") or []))
     return out
 
 
-def _positive(rule: _Rule, abnormality: str | None, place: str | None) -> bool:
-    return abnormality in rule.abnormalities and (rule.places is None or place in rule.places)
+def _positive(rule: _Rule, f) -> bool:
+    place = f.organ or f.region
+    if f.status == NORMAL:
+        return place in rule.described and not f.negated
+    return f.status == ABNORMAL and f.abnormality in rule.abnormalities and (rule.places is None or place in rule.places)
 
 
 def ctrate_labels(findings: Iterable[Finding]) -> dict[str, int]:
@@ -63,11 +68,8 @@ def ctrate_labels(findings: Iterable[Finding]) -> dict[str, int]:
     rules = _rules()
     out = dict.fromkeys(CTRATE, 0)
     for f in findings:
-        if f.status != ABNORMAL:
-            continue
-        place = f.organ or f.region
         for name, rule in rules.items():
-            if not out[name] and _positive(rule, f.abnormality, place):
+            if not out[name] and _positive(rule, f):
                 out[name] = 1
     return out
 
@@ -98,13 +100,15 @@ def label_table(findings: pd.DataFrame, report_ids: Iterable) -> pd.DataFrame:
     from a findings table (report_id, organ, region, status, abnormality)."""
     ids = list(report_ids)
     out = pd.DataFrame({"report_id": ids})
-    abnormal = findings[findings["status"] == ABNORMAL]
-    place = abnormal["organ"].where(abnormal["organ"].notna(), abnormal["region"])
+    place = findings["organ"].where(findings["organ"].notna(), findings["region"])
+    abnormal = findings["status"] == ABNORMAL
+    described = (findings["status"] == NORMAL) & (findings["negated"].map(len) == 0)
     for name, rule in _rules().items():
-        hit = abnormal["abnormality"].isin(rule.abnormalities)
+        hit = abnormal & findings["abnormality"].isin(rule.abnormalities)
         if rule.places is not None:
             hit &= place.isin(rule.places)
-        positive = set(abnormal.loc[hit, "report_id"])
+        hit |= described & place.isin(rule.described)
+        positive = set(findings.loc[hit, "report_id"])
         out[name] = [int(r in positive) for r in ids]
     return out
 
@@ -123,22 +127,24 @@ def label_f1(predicted: pd.DataFrame, gold: pd.DataFrame, labels: Iterable[str] 
     return pd.DataFrame(rows)
 
 
-def held_out(report_id: str) -> bool:
-    """A fixed quarter of any labelled set, by a hash of the report id: rules are developed on the other
-    three quarters and this one only checks that they generalise."""
+def checked_quarter(report_id: str) -> bool:
+    """A fixed quarter of any labelled set, by a hash of the report id. Issue 13 scored it apart from the three
+    quarters its rules were tuned on; later rounds read its errors and tuned on it too, so on the CT-RATE development
+    set it is no held-out part any more, only a second sample of tuned-on reports."""
     return hashlib.sha256(str(report_id).encode()).digest()[0] % 4 == 0
 
 
 def score_reports(reports: pd.DataFrame, text_column: str = "report_text", id_column: str = "report_id",
                   workers: int = 1) -> pd.DataFrame:
     """Our rules on a table of reports with manual CT-RATE label columns: per scored label F1, precision,
-    recall and support on the development part, the held-out part and all reports."""
+    recall and support on the three tuned quarters, the checked quarter (checked_quarter) and all reports."""
     from pipeline.report.api import extract_table
 
     findings = extract_table(reports, text_column, id_column, workers=workers)
     predicted = label_table(findings, reports[id_column])
     gold = reports.rename(columns={id_column: "report_id"})
-    parts = {"all": gold, "dev": gold[~gold["report_id"].map(held_out)], "held_out": gold[gold["report_id"].map(held_out)]}
+    quarter = gold["report_id"].map(checked_quarter)
+    parts = {"all": gold, "tuned": gold[~quarter], "checked": gold[quarter]}
     return pd.concat([label_f1(predicted, g).assign(part=name) for name, g in parts.items()], ignore_index=True)
 
 

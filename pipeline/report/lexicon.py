@@ -104,7 +104,7 @@ def _class_terms(name: str) -> tuple[list[str], list[str]]:
     if m:
         side, n = m.group(1), int(m.group(2))
         for num in (_ordinal(n), _ORDINALS[n - 1]):
-            lower += [f"{side} {num} rib", f"{num} {side} rib", f"{side} {num} ribs", f"{side} {num}"]
+            lower += [f"{side} {num} rib", f"{num} {side} rib", f"{side} {num} ribs", f"{side} {num}", f"{num} rib on the {side}"]
         lower += [f"{side} rib {n}"]
         return lower, exact
     side = side_of(name)
@@ -178,13 +178,27 @@ def organ_phrases() -> dict[str, tuple[str, ...]]:
         out[phrase.lower()] = expand_targets(target)
     for phrase in cfg.get("elsewhere") or []:
         out.setdefault(phrase.lower(), (ELSEWHERE,))
+    for phrase, target in (cfg.get("beside") or {}).items():
+        out[phrase.lower()] = expand_targets(target)
     return {k: v for k, v in out.items() if v}
+
+
+@lru_cache(maxsize=1)
+def beside_phrases() -> frozenset[str]:
+    """Phrases of organ_phrases() that place a finding beside their organs (data/organs.yaml `beside`)."""
+    return frozenset(p.lower() for p in _config().get("beside") or {})
 
 
 def _spine_counts() -> dict[str, tuple[str, ...]]:
     """Levels written as counts along a spine section: "the 7th thoracic vertebra" -> T7, "the first 5
-    thoracic vertebrae" -> T1-T5, "the lower two lumbar vertebrae" -> L4-L5 (counted from the top)."""
+    thoracic vertebrae" -> T1-T5, "the lower two lumbar vertebrae" -> L4-L5 (counted from the top). A vertebra
+    counted without its section is a thoracic one, the section a chest CT shows whole and counts by its ribs: "a
+    fracture of the transverse process of the 11th vertebra" is T11."""
     out: dict[str, tuple[str, ...]] = {}
+    for n in range(1, 13):
+        for num in (_ordinal(n), _ORDINALS[n - 1]):
+            for body in ("vertebra", "vertebral body", "vertebral corpus", "vertebra body"):
+                out[f"{num} {body}"] = expand_targets(f"vertebrae_T{n}")
     bodies = ("vertebrae", "vertebral bodies", "vertebra bodies")
     for section, (code, count) in _SPINE_SECTIONS.items():
         levels = [f"vertebrae_{code}{i}" for i in range(1, count + 1)]

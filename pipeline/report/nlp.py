@@ -23,7 +23,7 @@ from spacy.tokens import Doc
 
 from pipeline.report.datafiles import load
 from pipeline.report.dictionary import abnormalities
-from pipeline.report.lexicon import exact_phrases, organ_phrases, vague_phrases
+from pipeline.report.lexicon import beside_phrases, exact_phrases, organ_phrases, vague_phrases
 
 # match kinds, in the order that settles ties between equally long matches
 PSEUDO, ABN, ORG, NEG, UNC, HIST, NORM, TERM, REL, PERSIST, SIDE = range(11)
@@ -34,7 +34,7 @@ class Match(NamedTuple):  # a tuple: built ~100 times per report, cheaper than a
     start: int  # token offsets
     end: int
     kind: int
-    payload: object  # (organs, vague) | (Abnormality, implied organs, weak) | (direction, window, interpretive) | side
+    payload: object  # (organs, vague, beside) | (Abnormality, implied organs, weak, plain) | (direction, window, interpretive) | side
 
 
 def _modifiers() -> dict:
@@ -91,23 +91,23 @@ class Lexicon:
             self.kind[k], self.payload[k] = kind, payload
             table.setdefault(key, {}).setdefault(phrase, [])
 
-        vague = vague_phrases()
+        vague, beside = vague_phrases(), beside_phrases()
         self.organ_terms: dict[str, tuple] = {}  # organ phrase -> payload, for coordinated modifiers
         for phrase, organs in organ_phrases().items():
-            loose = phrase in vague
-            add(phrase, "ORG:" + ",".join(organs) + (":vague" if loose else ""), ORG, (organs, loose))
-            self.organ_terms[" ".join(t.text for t in nlp.tokenizer(phrase))] = (organs, loose)
+            flags = (phrase in vague, phrase in beside)
+            add(phrase, "ORG:" + ",".join(organs) + ":vague" * flags[0] + ":beside" * flags[1], ORG, (organs, *flags))
+            self.organ_terms[" ".join(t.text for t in nlp.tokenizer(phrase))] = (organs, *flags)
         exact: dict[str, dict[str, list[str]]] = {}
         for phrase, organs in exact_phrases().items():
-            add(phrase, "ORG:" + ",".join(organs), ORG, (organs, False), exact)
+            add(phrase, "ORG:" + ",".join(organs), ORG, (organs, False, False), exact)
         self.findings: dict[str, tuple] = {}  # finding phrase -> payload, for hyphenated compounds
         for i, a in enumerate(abnormalities()):
             implied = dict(a.implies)
             for syn in a.synonyms:
                 organs = implied.get(syn)
-                weak = syn in a.weak
-                add(syn, f"ABN:{i}:{organs!r}:{weak}", ABN, (a, organs, weak))
-                self.findings[" ".join(t.text for t in nlp.tokenizer(syn))] = (a, organs, weak)
+                flags = (syn in a.weak, syn in a.needs_qualifier)
+                add(syn, f"ABN:{i}:{organs!r}:{flags}", ABN, (a, organs, *flags))
+                self.findings[" ".join(t.text for t in nlp.tokenizer(syn))] = (a, organs, *flags)
         mods = _modifiers()
         for cat, kind in MOD_KINDS.items():
             fwd, bwd = mods[cat]["forward"], mods[cat]["backward"]
@@ -154,7 +154,6 @@ class Lexicon:
         of the doc), sorted by position; `lower` is the doc's LOWER column (read once by the caller).
         Those that reach past t1 are left out, so a sentence's matches depend on its tokens alone."""
         payload = self.payload
-        new = tuple.__new__  # Match(...) without its Python-level __new__
         ranked = sorted(cands)
         taken = bytearray(t1 + 1)
         out = []
@@ -167,7 +166,7 @@ class Lexicon:
                 continue
             else:
                 taken[s:e] = b"\x01" * (e - s)
-            out.append(new(Match, (s, e, kind, payload[k])))
+            out.append(Match(s, e, kind, payload[k]))
         out.sort()
         return self._compounds(out, lower, doc, t0, t1)
 
@@ -265,14 +264,17 @@ _TOKEN = re.compile(r"\d+(?:\.\d+)?|[^\W\d_]+\d*(?:['\u2019][^\W\d_]+)?|\S")
 
 
 class RegexTokenizer:
-    """A fast tokenizer for report text: the tokens of one regular expression, whitespace kept exactly as
+    """The tokenizer of report text: the tokens of one regular expression, whitespace kept exactly as
     spaCy does (a single trailing space is the token's `whitespace_`, anything else becomes a space token),
     so character offsets and doc.text match the input. It is spaCy's own Tokenizer with no prefix, suffix
     or special-case rules and `_TOKEN` as its infix finder: spaCy splits on whitespace and caches each
     chunk's tokens (reports repeat their words), and every match after a chunk's first starts a token,
     which is exactly the regex's tokenization since its matches tile any chunk without whitespace (0.13 ms
     per CT-RATE report, against 0.40 ms for a Python loop over the same regex's matches). Patterns are
-    tokenized with it too, so matching is consistent."""
+    tokenized with it too, so matching is consistent. Kept for what it reads, not for speed (bench/reports.py runs
+    put its gain over spaCy's English tokenizer at a few percent): punctuation glued to words in real reports is cut
+    where spaCy's rules keep one token ("(small airway disease?small vessel disease?)", "-Budding tree",
+    "Post-op.heterogeneous"), which on the 755 CT-RATE reports keeps findings spaCy's tokenizer loses."""
 
     def __init__(self, vocab):
         self.vocab = vocab
@@ -294,8 +296,8 @@ def freeze_heap() -> None:
     process, after a collection so that no garbage is kept. The pipeline lives as long as the process, and so do
     the libraries loaded for it (spaCy loads torch through thinc): some 260,000 objects that every full collection
     walked again, 0.2 s each, every 2,000-3,000 reports; reading the 755 CT-RATE reports over and over, full
-    collections took 6% of the time, 2% once frozen. What is frozen is never collected as cyclic garbage later:
-    ReportConfig(freeze_heap=False) leaves the collector be."""
+    collections took 6% of the time, 2% once frozen. What is frozen is never collected as cyclic garbage later, in
+    the whole process: only ReportConfig(freeze_heap=True) calls it (the CLI does; a library caller need not)."""
     gc.collect()
     gc.freeze()
 

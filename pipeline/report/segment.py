@@ -9,7 +9,6 @@ next header or a blank line.
 from __future__ import annotations
 
 import re
-import string
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import NamedTuple
@@ -42,28 +41,22 @@ _COLON = re.compile(r":(?![0-9/])")
 _LABEL = re.compile(r"(?:^|(?<=[\n.!?;]))[ \t]*([A-Za-z][A-Za-z /&,()\-+]{0,48}?)[ \t]*$")
 _WORD_END = re.compile(r"([A-Za-z][A-Za-z.]*)$")
 _NEXT_CHAR = re.compile(r"\s*(\S?)")
-# re finds a pattern's first character fast where it is one literal character (10x faster than a character
-# class, tested at every position); patterns that may start with several characters are split by that character.
-# "[.!?]+(?=[\s"')\]]|$)|\n": a run of sentence marks before a space, quote or bracket, or a line end
-_BOUNDARY = re.compile(r"""[.!?\n](?:(?<=\n)|[.!?]*(?=[\s"')\]]|$))""")
-_PERIOD = re.compile(r"""\.[.!?]*(?=[\s"')\]]|$)""")  # _BOUNDARY where a text has no "!", "?" or line end
-_LIST_INLINE = [re.compile(re.escape(c) + r"\s+(?=\(?\d{1,2}[.)]\s+[A-Za-z])") for c in ":;"]  # a cut at its end
+# a run of sentence marks before a space, quote or bracket, or at the end; or a line end
+_BOUNDARY = re.compile(r"""[.!?]+(?=[\s"')\]]|$)|\n""")
+_LIST_INLINE = re.compile(r"[:;]\s+(?=\(?\d{1,2}[.)]\s+[A-Za-z])")  # "...: 1. Liver", "; 2) ...": a cut at its end
 # items of an impression run together on one line: ' " Hiatal hernia " Emphysema', ' • Atelectasis • ...': a run
-# of marks after a space (checked outside the patterns), one pattern per first mark
+# of marks after a space (checked outside the pattern)
 _ITEM_MARKS = '"\u201c\u201d\u2022\u00b7'
-_ITEM_INLINE = {c: re.compile(re.escape(c) + f"[{_ITEM_MARKS}]*" + r"(?=\s*[A-Za-z])") for c in _ITEM_MARKS}
+_ITEM_INLINE = re.compile(f"[{_ITEM_MARKS}]+" + r"(?=\s*[A-Za-z])")
 _LAST_WORD = re.compile(r"([A-Za-z]+)[ \t]*$")
-_LINE_HEADER = re.compile(r"(?m)[ \t]*([A-Za-z][A-Za-z /&\-]{1,40}?)[ \t]*:?[ \t]*$")  # matched at line starts
+_LINE_HEADER = re.compile(r"(?m)^[ \t]*([A-Za-z][A-Za-z /&\-]{1,40}?)[ \t]*:?[ \t]*$")
 _BLANK_LINE = re.compile(r"\n[ \t]*\n")
 _LETTER = re.compile(r"[A-Za-z]")
-_ASCII_LETTERS = frozenset(string.ascii_letters)
 _LIST_MARK = re.compile(r"\s*(?:\(?\d{1,2}[.)](?=\s|[A-Za-z])|[-*\u2022\u00b7>]+(?=\s))\s*")
-_MARK_FIRST = frozenset("(0123456789-*\u2022\u00b7>")  # what a _LIST_MARK starts with, after spaces
 _ABBREV = frozenset(
     "dr mr mrs ms vs approx apprx e.g i.e eg ie cf al fig figs incl st prox dist resp pt pts est ca max min no nos sr jr".split()
 )
 _UNITS = frozenset("cm mm ml cc hu min sec cm2 mm2 kg mg".split())
-_LONGER = max(map(len, _ABBREV | _UNITS)) + 1  # a word of this many letters is no abbreviation, unit or initial
 _CONTINUE = frozenset("and or of the a an with to in for by at from as is are was were but than".split())
 # sections that state one thing: written inline ("Comparison: CT of 25.12.2019. Trachea ..."), only their first
 # sentence is theirs, and the report goes on header-less
@@ -107,11 +100,8 @@ def _headers(text: str) -> list[_Header]:
         c = classify(m.group(1))
         if c:
             found[m.start(1)] = _Header(m.start(1), colon.end(), *c)
-    line = 0
-    while line >= 0:  # a match per line start: faster than re's (?m)^, which is tried at every position
-        m = _LINE_HEADER.match(text, line)
-        line = text.find("\n", line) + 1 or -1
-        if m is None or m.start(1) in found:
+    for m in _LINE_HEADER.finditer(text):
+        if m.start(1) in found:
             continue
         c = classify(m.group(1))
         # without a colon only section names, or organ/region headers written in capitals
@@ -123,8 +113,7 @@ def _headers(text: str) -> list[_Header]:
 def _split_points(text: str, start: int, end: int) -> list[int]:
     """Sentence boundaries (character offsets) inside text[start:end]."""
     cuts = [start]
-    other = text.find("?", start, end) >= 0 or text.find("\n", start, end) >= 0 or text.find("!", start, end) >= 0
-    for m in (_BOUNDARY if other else _PERIOD).finditer(text, start, end):
+    for m in _BOUNDARY.finditer(text, start, end):
         (at, pos), mark = m.span(), m.group()
         if mark == "\n":
             if _newline_splits(text, at, start, end):
@@ -146,29 +135,17 @@ def _split_points(text: str, start: int, end: int) -> list[int]:
                     continue  # an initial ("J. Smith")
         cuts.append(pos)
     # inline numbered lists: "... normal. 2. Kidneys ..." is cut above; "...: 1. Liver" and "; 2) ..." here
-    for pattern in _LIST_INLINE:
-        for m in pattern.finditer(text, max(0, start - 1), end):  # the colon may end the header before start
-            cuts.append(m.end())
-    for mark, pattern in _ITEM_INLINE.items():
-        if text.find(mark, start, end) < 0:
-            continue
-        for m in pattern.finditer(text, start, end):
-            # (a match inside a run of marks follows a mark, not a space: only whole runs are kept)
-            if m.start() > 0 and text[m.start() - 1].isspace():
-                cuts += (m.start(), m.end())  # the mark alone has no letters and is dropped
+    for m in _LIST_INLINE.finditer(text, max(0, start - 1), end):  # the colon may end the header before start
+        cuts.append(m.end())
+    for m in _ITEM_INLINE.finditer(text, start, end):
+        if m.start() > 0 and text[m.start() - 1].isspace():  # a run of marks after a space
+            cuts += (m.start(), m.end())  # the marks alone have no letters and are dropped
     cuts.append(end)
     return sorted(set(cuts))
 
 
 def _word_before(text: str, start: int, at: int) -> str:
-    """The lower-case word (letters and inner periods, within 12 characters) that ends at `at`, or "": also for
-    one of _LONGER or more ASCII letters, which is no abbreviation, unit or initial (most words before a period)."""
-    tail = text[at - _LONGER:at] if at - _LONGER >= start else ""
-    if tail.isascii() and tail.isalpha():
-        return ""
-    word = text[max(text.rfind(" ", start, at) + 1, start):at]  # most words follow a space and are letters only
-    if word.isascii() and word.isalpha():
-        return word.lower()  # (shorter than _LONGER: a longer one ends in the tail above)
+    """The lower-case word (letters and inner periods, within 12 characters) that ends at `at`, or ""."""
     found = _WORD_END.search(text, max(start, at - 12), at)
     return found.group(1).lower().rstrip(".") if found else ""
 
@@ -200,7 +177,6 @@ def sentences(text: str) -> list[Sentence]:
     """Sentences of the findings-bearing and skipped sections alike, each tagged with its section."""
     headers = _headers(text)
     out: list[Sentence] = []
-    new = tuple.__new__  # Sentence(...) without its Python-level __new__
     section = BODY
     organ_header: _Header | None = None
     bounds = [h.start for h in headers] + [len(text)]
@@ -219,19 +195,17 @@ def sentences(text: str) -> list[Sentence]:
             raw = text[a:b]
             if organ_header is not None and _BLANK_LINE.search(raw) and out and out[-1].header:
                 organ_header = None  # a blank line ends an organ header
+            mark = _LIST_MARK.match(raw)
+            if mark:
+                a += mark.end()
+                raw = text[a:b]
             body = raw.lstrip()
-            if body[:1] in _MARK_FIRST:
-                mark = _LIST_MARK.match(raw)
-                if mark:
-                    a += mark.end()
-                    raw = text[a:b]
-                    body = raw.lstrip()
             a += len(raw) - len(body)
             b = a + len(body.rstrip())
-            if b <= a or body[0] not in _ASCII_LETTERS and not _LETTER.search(text, a, b):
+            if b <= a or not _LETTER.search(text, a, b):
                 continue
             oh = organ_header
-            out.append(new(Sentence, (a, b, section, oh.name if oh else None, oh.organs if oh else ())))
+            out.append(Sentence(a, b, section, oh.name if oh else None, oh.organs if oh else ()))
             if inline:
                 section, inline = BODY, False
     return out
