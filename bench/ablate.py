@@ -10,7 +10,7 @@ linear probes (random / CLIP / grounded) and prints one row per (setting, method
 training throughput and the validation dictionary loss against its image-free floor (ln 2). Everything goes to
 ``--out`` (default bench/results/ablate.json, merged with the settings already there) and the models under ``--work``.
 
-The cohort is the benchmark's (``bench/benchmark.py``'s cohort options and defaults, one code path): built under
+The cohort is the benchmark's (``bench/cohort.py``: the cohort options and defaults of both scripts, one code path): built under
 ``--data-root`` through the asset graph, or reused when its fingerprint matches, so settings are chosen on the
 validation split of the very cohort whose test split the benchmark scores.
 
@@ -37,7 +37,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
-from benchmark import add_cohort_args, prepare_cohort  # noqa: E402  (bench/ is not a package)
+from cohort import add_cohort_args, prepare_cohort  # noqa: E402  (bench/ is not a package)
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -63,7 +63,7 @@ SETTINGS: dict[str, tuple[dict, str]] = {
 PRESETS = ("benchmark", "demo", "tiny")  # model.config.benchmark / demo, model.fake_data.tiny_config (seconds, tests)
 
 
-def _setting(name: str) -> tuple[dict, str]:
+def setting(name: str) -> tuple[dict, str]:
     if name in SETTINGS:
         return SETTINGS[name]
     over: dict = {}  # free form: "steps=200,lr=3e-4,model.image_encoder=vit"
@@ -213,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     record = json.loads(args.out.read_text()) if args.out.exists() else {}
     data_cache: dict = {}
     for name in names:
-        overrides, help_ = _setting(name)
+        overrides, help_ = setting(name)
         print(f"\n=== {name}: {help_}", flush=True)
         done = train_models([(name, k, overrides) for k in kinds], args.data_root, work, args.preset,
                             args.data_root / "cache" / "text", not args.one_by_one, args.threads)

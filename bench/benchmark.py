@@ -4,7 +4,7 @@ Builds the benchmark cohort (``pipeline.synthetic`` preset "benchmark", ``--stud
 ``--cohort-seed``) under ``--data-root`` through the real asset graph, up to the pair tables
 (``python -m assets.run_all --until pairs`` with a run config selecting ``ArchiveSource.preset``), or reuses it
 when its fingerprint (run config and the code under pipeline/, assets/, sql/) matches the stamp the last build
-left; bench/ablate.py uses the same cohort options. Then trains the grounded (CT-GLIP) and the global (CLIP)
+left; bench/ablate.py uses the same cohort options (bench/cohort.py). Then trains the grounded (CT-GLIP) and the global (CLIP)
 model once per pretraining seed (trained models are reused while their config and data match), feeds every
 checkpoint as it was trained (its preprocessing record), scores random / CLIP / grounded / no-learning on the
 test split, and records each method as the mean over seeds with a patient bootstrap, plus paired bootstraps of
@@ -28,7 +28,6 @@ bench/results/ablate.json). The record of a run states its wall times: the cohor
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import logging
 import os
@@ -42,6 +41,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
+from cohort import add_cohort_args, prepare_cohort  # noqa: E402  (bench/ is not a package)
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -52,88 +53,7 @@ METHODS = ("grounded", "clip", "random", "no_learning", "no_learning_report", "p
 PAIRS = (("grounded", "clip"), ("grounded", "no_learning"), ("grounded", "no_learning_report"),
          ("probe_grounded", "probe_random"), ("probe_grounded", "no_learning"), ("probe_grounded", "probe_clip"))
 DEFAULT_OUT = REPO / "bench" / "results" / "benchmark.json"
-# The cohort, shared with bench/ablate.py so that choices are made on the very cohort the benchmark tests.
-DEFAULT_ROOT = REPO / "data" / "benchmark"  # beside, not inside, `make run`'s demo tables; `make clean` removes it
-COHORT_PRESET = "benchmark"  # pipeline.synthetic.cohort.PRESETS
-COHORT_STUDIES = 640
-COHORT_SEED = 2
-# train / val / test by patient: a test split of at least 200 studies (issue 33) without building ~1,400 studies at
-# the pair tables' default 70 / 15 / 15
-COHORT_SPLIT = (0.5, 0.15, 0.35)
 STEPS, TS_STEPS, TS_REPEATS = 1500, 240, 1  # steps chosen on validation (docstring)
-COHORT_STAMP = "benchmark_cohort.json"  # under the data root: what was built, from which code
-CODE = ("pipeline", "assets", "sql")  # what the tables up to the pairs are made by
-
-
-def cohort_run_config(preset: str, n_studies: int, seed: int, split: tuple[float, ...] = COHORT_SPLIT) -> dict:
-    """The Dagster run config that selects the synthetic cohort (ArchiveSource) and its split shares: the generator
-    needs them to give evaluation reports the reserved phrasing, the pair tables to split by them."""
-    source = {"kind": "synthetic", "preset": preset, "n_studies": n_studies, "seed": seed, "split_ratios": list(split)}
-    return {"resources": {"source": {"config": source}}, "ops": {"pair_tables": {"config": {"split_ratios": list(split)}}}}
-
-
-def code_fingerprint() -> str:
-    """sha256 of the sources that make the tables (relative names and bytes), uncommitted edits included."""
-    h = hashlib.sha256()
-    for d in CODE:
-        for f in sorted((REPO / d).rglob("*")):
-            if f.is_file() and f.suffix in (".py", ".sql"):
-                h.update(str(f.relative_to(REPO)).encode())
-                h.update(f.read_bytes())
-    return h.hexdigest()
-
-
-def cohort_fingerprint(run_config: dict) -> str:
-    """What a built cohort depends on: the run config and the code that makes the tables."""
-    return hashlib.sha256(json.dumps({"run_config": run_config, "code": code_fingerprint()}, sort_keys=True).encode()).hexdigest()
-
-
-def build_cohort(root: Path, run_config: dict) -> dict:
-    """Materialize ``run_config``'s cohort under ``root`` up to the pair tables through the asset graph
-    (``python -m assets.run_all --until pairs``), unless ``root`` already holds it: the stamp's fingerprint (run
-    config and code) matches and the pair table is there. Returns the cohort record for benchmark.json."""
-    from pipeline.atomic import write_json
-    from pipeline.tables import table_path
-
-    fp = cohort_fingerprint(run_config)
-    stamp = root / COHORT_STAMP
-    old = json.loads(stamp.read_text()) if stamp.is_file() else {}
-    if old.get("fingerprint") == fp and table_path("grounded_pairs", root).exists():
-        logging.info("cohort under %s unchanged (fingerprint %s); not rebuilt", root, fp[:12])
-        return old | {"rebuilt": False}
-    stamp.unlink(missing_ok=True)  # a root stopped half-way never matches
-    root.mkdir(parents=True, exist_ok=True)
-    config = root / "benchmark_run_config.json"  # JSON is YAML: what run_all --config reads
-    write_json(run_config, config)
-    cmd = [sys.executable, "-m", "assets.run_all", "--config", str(config), "--until", "pairs"]
-    logging.info("building the cohort under %s: %s", root, " ".join(cmd))
-    t0 = time.perf_counter()
-    done = subprocess.run(cmd, cwd=REPO, env={**os.environ, "CTGLIP_DATA": str(root)})
-    if done.returncode != 0:
-        raise RuntimeError(f"building the benchmark cohort failed (exit {done.returncode}): {' '.join(cmd)} with CTGLIP_DATA={root}")
-    record = {"fingerprint": fp, "run_config": run_config, "build_s": round(time.perf_counter() - t0, 1),
-              "spec": json.loads((root / "source" / "cohort.json").read_text())}  # what source_archive generated
-    write_json(record, stamp)
-    return record | {"rebuilt": True}
-
-
-def add_cohort_args(ap: argparse.ArgumentParser) -> None:
-    """The cohort options, the same in bench/benchmark.py and bench/ablate.py."""
-    ap.add_argument("--data-root", type=Path, default=DEFAULT_ROOT,
-                    help="the cohort's data root: built there (or reused when its fingerprint matches) unless --no-build")
-    ap.add_argument("--studies", type=int, default=COHORT_STUDIES, help="studies in the synthetic cohort (default %(default)s)")
-    ap.add_argument("--cohort-seed", type=int, default=COHORT_SEED, help="the cohort generator's seed (default %(default)s)")
-    ap.add_argument("--cohort-preset", default=COHORT_PRESET, choices=("benchmark", "demo"),
-                    help="the synthetic cohort (pipeline.synthetic.cohort.PRESETS)")
-    ap.add_argument("--no-build", action="store_true",
-                    help="read --data-root as it is (materialized elsewhere); the cohort options are then unused")
-
-
-def prepare_cohort(args: argparse.Namespace) -> dict:
-    """Build or reuse the cohort the options name; with --no-build, only say where it came from."""
-    if args.no_build:
-        return {"built_by": "elsewhere (--no-build)"}
-    return build_cohort(args.data_root, cohort_run_config(args.cohort_preset, args.studies, args.cohort_seed))
 
 
 def commit() -> str:
@@ -186,7 +106,7 @@ def run(args: argparse.Namespace) -> dict:
     import numpy as np
     import torch
 
-    from ablate import _setting, train_models
+    from ablate import setting, train_models
     from model.checkpoint import load_model, preprocessing_of
     from model.eval import EvalConfig, evaluate, load_eval_data
     from model.eval.baseline import no_learning, read_features
@@ -198,7 +118,7 @@ def run(args: argparse.Namespace) -> dict:
     cohort_s = time.perf_counter() - t0
     torch.set_num_threads(args.threads)
     seeds = [int(s) for s in args.seeds.split(",")]
-    overrides, _ = _setting(args.settings.replace(";", ",")) if args.settings else ({}, "")
+    overrides, _ = setting(args.settings.replace(";", ",")) if args.settings else ({}, "")
     overrides = {"steps": args.steps, **overrides}  # --settings may name steps itself
     # trained models are kept per config and data: a stopped benchmark resumes each from its newest checkpoint. Both
     # models of a seed train side by side, one core each

@@ -33,7 +33,7 @@ def geometry(encode, pairs: list[tuple[str, str]]) -> dict:
     """Per pair and paraphrase: cos(negated, normal text) and cos(affirmed, normal text) under ``encode`` (texts -> unit
     vectors); ``nearer`` counts the paraphrases whose negated prompt is the nearer one."""
     from model.data import normal_text
-    from model.eval.prompts import abnormality_prompts
+    from model.prompts import abnormality_prompts
 
     rows, nearer, total = [], 0, 0
     for organ, abn in pairs:

@@ -50,7 +50,7 @@ from pipeline.report.api import prepare  # noqa: E402
 from pipeline.report.dictionary import abnormalities  # noqa: E402
 from pipeline.report.finding import ReportConfig  # noqa: E402
 from pipeline.report.lexicon import organ_phrases  # noqa: E402
-from pipeline.report.nlp import build_nlp  # noqa: E402
+from pipeline.report.context import build_nlp  # noqa: E402
 
 TARGET_REPORTS = 17_702
 TARGET_REAL_RATE = 600  # real reports/s, one process (issue 13)

@@ -33,7 +33,7 @@ from pipeline.volume import Volume, load_nifti
 
 log = logging.getLogger(__name__)
 
-# Training phrasings of the dictionary: none is an evaluation prompt or its form (model.eval.prompts,
+# Training phrasings of the dictionary: none is an evaluation prompt or its form (model.prompts,
 # tests/test_eval_zero_shot.py), so zero-shot scores test whether the text side learned what negation means.
 AFFIRMED = ("{abn} of the {organ}", "{organ} with {abn}", "{organ}: {abn}", "{organ} showing {abn}")
 NEGATED = ("no {abn} of the {organ}", "{organ} without {abn}", "{organ}: no {abn}", "{organ} free of {abn}")

@@ -11,7 +11,7 @@ From each organ's crop:
   organs', as the global model is trained);
 - zero-shot scores for every abnormality the dictionary (``pipeline/report/data/abnormalities.yaml``)
   allows for each organ: cos(e, abnormal prompts) - cos(e, normal prompts), each side the average of
-  the evaluation's paraphrases (``model.eval.prompts``), and the two-way softmax at the model's logit
+  the evaluation's paraphrases (``model.prompts``), and the two-way softmax at the model's logit
   scale as ``probability``;
 - per text query, the cosine of each organ crop's feature-map cells with the text (each cell embedded as if it were
   the whole organ region), brought back to the canonical grid inside the organ's pooling region (the highest where
@@ -38,12 +38,11 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from model.checkpoint import config_of, load_checkpoint, load_model, preprocessing_of, read_config, resolve_model_path
-from model.eval.features import prompt_embeddings
-from model.eval.prompts import abnormality_prompts
 from model.network import CTGlip
+from model.precision import autocast
 from model.preprocess import OrganBoxes, Preprocessing, organ_crop
+from model.prompts import abnormality_prompts, prompt_embeddings
 from model.text import build_text_states
-from model.train import autocast
 from pipeline.atomic import write_bytes, write_json, write_parquet
 from pipeline.hu import check_hu
 from pipeline.ingest import manifest_overrides

@@ -23,16 +23,15 @@ import torch
 import torch.nn as nn
 
 from model.config import FAKE_TEXT, GT_MINILM, ModelConfig
+from pipeline.vocab import readable
 
 log = logging.getLogger(__name__)
 
 
 def readable_organ(name: str) -> str:
-    """A class name as words, the same form the pair texts use (``pipeline.pairs.readable``):
+    """A class name as words, the same form the pair texts use (``pipeline.vocab.readable``):
     ``kidney_left`` -> ``left kidney``; names outside the vocabulary (test stand-ins) have their
     underscores replaced."""
-    from pipeline.pairs import readable  # lazily: pandas-heavy, and only texts need it
-
     try:
         return readable(name)
     except KeyError:

@@ -42,6 +42,7 @@ from model.config import TrainConfig, io_metadata
 from model.data import Batch, Dictionary, OrganBatchSampler, OrganDataset, collate
 from model.losses import CTGlipLoss, balanced_bce, dictionary_logits, total_loss
 from model.network import CTGlip
+from model.precision import autocast
 from model.preprocess import Preprocessing
 from model.text import build_text_states
 from pipeline.atomic import atomic_path, write_json
@@ -140,11 +141,6 @@ def build_loss(config: TrainConfig) -> CTGlipLoss:
         global_weight=config.global_loss_weight if config.model.kind == "global" else 0.0,
         false_negative_aware=config.false_negative_aware,
     )
-
-
-def autocast(device: torch.device, precision: str):
-    """bf16 autocast on ``device`` (``TrainConfig.precision``); a no-op context for float32."""
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
 def batch_to(batch: Batch, device: torch.device) -> Batch:

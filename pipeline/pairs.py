@@ -70,13 +70,6 @@ class PairTables:
     study_texts: pd.DataFrame
 
 
-def readable(organ: str) -> str:
-    """'kidney_left' -> 'left kidney', 'lung_lower_lobe_right' -> 'right lung lower lobe'."""
-    o = vocab.organ(organ)
-    words = organ.replace(f"_{o.side}", "").replace(f"{o.side}_", "").split("_") if o.side else organ.split("_")
-    return " ".join(([o.side] if o.side else []) + words)
-
-
 def assign_split(patient_ids: pd.Series, ratios: tuple[float, float, float], salt: str) -> pd.Series:
     """Stable patient-level split: the same patient always lands in the same split, whatever the cohort."""
     if not np.isclose(sum(ratios), 1.0):
@@ -209,7 +202,7 @@ def mine_pairs(
     mentioned = kept["text"].notna() & (kept["text"].str.len() > 0)
     kept["text_source"] = np.where(mentioned, "report", "template")
     organs = kept["organ"].unique().tolist()
-    template = {o: config.normal_template.format(organ=readable(o)) for o in organs}
+    template = {o: config.normal_template.format(organ=vocab.readable(o)) for o in organs}
     kept["text"] = np.where(mentioned, kept["text"], kept["organ"].map(template))
     kept["status"] = kept["status"].where(mentioned, "normal")
     kept["abnormalities"] = [a if isinstance(a, list) else [] for a in kept["abnormalities"].tolist()]
@@ -272,7 +265,7 @@ def _abnormality_pairs(
     for organ, pair, abnormality in zip(rows["organ"].tolist(), rows["pair_id"].tolist(), rows["abnormality"].tolist()):
         if organ not in pools:
             pools[organ] = list(negatives_for(organ)) if negatives_for else []
-            names[organ] = readable(organ)
+            names[organ] = vocab.readable(organ)
         pool = [n for n in pools[organ] if n != abnormality]
         k = min(config.n_negatives, len(pool))
         if not k:

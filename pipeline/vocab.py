@@ -101,3 +101,10 @@ def counted(name: str) -> bool:
     """Ribs and vertebrae: told apart by counting from a landmark (the first rib, the sacrum), not by
     their own look, so a crop that misses the landmark cannot name them."""
     return re.match(r"^(rib_|vertebrae_)", name) is not None
+
+
+def readable(name: str) -> str:
+    """'kidney_left' -> 'left kidney', 'lung_lower_lobe_right' -> 'right lung lower lobe'."""
+    o = organ(name)
+    words = name.replace(f"_{o.side}", "").replace(f"{o.side}_", "").split("_") if o.side else name.split("_")
+    return " ".join(([o.side] if o.side else []) + words)

@@ -167,7 +167,7 @@ def test_the_commands_the_scripts_show_are_accepted_by_them(monkeypatch):
 
 
 def test_benchmark_cohort_is_reused_when_its_fingerprint_matches_and_rebuilt_otherwise(tmp_path):
-    bench = _script("benchmark")
+    bench = _script("cohort")
     root = make_fake_data_root(tmp_path / "root", n_studies=4, shape=(24, 24, 16))
     pairs = root / "tables" / "grounded_pairs.parquet"
     config = bench.cohort_run_config("demo", 4, 0)

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from model.eval import prompts
+from model import prompts
 from model.eval.results import MethodResult
 from model.eval.zero_shot import abnormality_detection, ad_labels, organ_recognition, select_ad_tasks
 

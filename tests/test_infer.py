@@ -18,7 +18,7 @@ import torch
 from scipy import ndimage
 
 from model.checkpoint import load_model, preprocessing_of
-from model.eval.features import prompt_embeddings
+from model.prompts import prompt_embeddings
 from model.fake_data import make_fake_data_root
 from model.infer import main
 from model.inference import STUDY, InferenceOptions, StudyInput, infer

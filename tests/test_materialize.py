@@ -79,7 +79,7 @@ def test_a_copied_data_folder_reads_its_own_files(tiny_graph, tmp_path):
 
     from assets import pairs
     from assets.resources import DataRoot
-    from model.data import read_studies
+    from model.data import read_split
     from pipeline.tables import resolve_path
     from pipeline.volume import load_nifti
 
@@ -92,7 +92,9 @@ def test_a_copied_data_folder_reads_its_own_files(tiny_graph, tmp_path):
         studies = read_table("ct_studies", copy)
         for column in (grounded["volume_path"], grounded["mask_path"], studies["volume_path"]):
             assert not column.map(lambda p: p.startswith("/")).any()  # was absolute: the folder it was built in
-        for record in read_studies(copy, "train"):
+        studies_read, _, _ = read_split(copy, "train")
+        assert studies_read
+        for record in studies_read:
             assert record.volume_path.is_relative_to(copy) and record.mask_path.is_relative_to(copy)
             volume, mask = load_nifti(record.volume_path), load_nifti(record.mask_path)
             assert volume.shape == mask.shape and mask.array.any()

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from pipeline.pairs import PairConfig, PairInputs, assign_split, mine_pairs, readable
+from pipeline.pairs import PairConfig, PairInputs, assign_split, mine_pairs
+from pipeline.vocab import readable
 
 
 def _stats(study: str, organ: str, index: int, cut: bool = False, flags: list[str] | None = None) -> dict:

@@ -237,7 +237,7 @@ def test_regex_tokenizer_agrees_with_spacy_tokenizer():
 
 
 def test_regex_tokenizer_tokens_and_whitespace():
-    from pipeline.report.nlp import build_nlp
+    from pipeline.report.context import build_nlp
 
     nlp = build_nlp(frozenset())
     cases = {
@@ -256,7 +256,7 @@ def test_regex_tokenizer_tokens_and_whitespace():
 def test_kept_word_texts_match_the_string_store_also_for_new_words():
     from spacy.attrs import LOWER
 
-    from pipeline.report.nlp import build_nlp
+    from pipeline.report.context import build_nlp
 
     nlp = build_nlp(frozenset())
     strings = nlp.get_pipe("ctglip_report").lexicon.strings
@@ -267,7 +267,7 @@ def test_kept_word_texts_match_the_string_store_also_for_new_words():
 
 def test_sentence_memo_gives_the_findings_of_a_fresh_reading():
     from pipeline.report import ReportConfig
-    from pipeline.report.nlp import build_nlp
+    from pipeline.report.context import build_nlp
 
     config = ReportConfig()
     comp = build_nlp(config.skip_sections, config.fast_tokenizer).get_pipe("ctglip_report")  # extract_findings' own
@@ -343,7 +343,7 @@ def _tokens_alone_and_in_report(text: str) -> list[tuple[list[str], list[str]]]:
 
     from pipeline.report import ReportConfig
     from pipeline.report.api import prepare
-    from pipeline.report.nlp import build_nlp
+    from pipeline.report.context import build_nlp
     from pipeline.report.segment import sentences
 
     config = ReportConfig()

@@ -13,7 +13,7 @@ the command line is ``python -m model.eval.ctrate``.
   (CT-CLIP's pair, one sentence each).
 - Organ-aware prompts (grounded models, given organ masks): per label the organs of
   ``pipeline.report.labels.label_organs`` (the label mapping and the abnormality dictionary), each organ's
-  embedding against ``model.eval.prompts``' paraphrase pairs "{label} is present in the {organ}." / "...
+  embedding against ``model.prompts``' paraphrase pairs "{label} is present in the {organ}." / "...
   is not present ..." (each side the mean of its paraphrase embeddings); the volume's score is the
   maximum over the label's organs found in its mask (present in any of them). A volume whose mask holds
   none of them, or has no mask, is scored on its whole-study embedding with the same prompts (counted as
@@ -43,9 +43,8 @@ import numpy as np
 import pandas as pd
 
 from model.eval import metrics
-from model.eval.features import prompt_embeddings
 from model.eval.metrics import Estimate
-from model.eval.prompts import abnormality_prompts
+from model.prompts import abnormality_prompts, prompt_embeddings
 from model.inference import STUDY, InferenceOptions, LoadedModel, NotCTError, StudyInput, infer, load_for_inference, logit_scale
 from pipeline.atomic import atomic_path, write_json, write_parquet
 from pipeline.ctrate import LABELS, SPLITS, scan_ctrate

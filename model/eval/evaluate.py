@@ -22,14 +22,15 @@ from typing import Callable, Mapping
 import torch
 from torch import nn
 
-from model.eval import prompts
+from model import prompts
 from model.eval.data import EvalData
-from model.eval.features import organ_embeddings, prompt_embeddings, randomly_initialised
+from model.eval.features import organ_embeddings, randomly_initialised
 from model.eval.probe import fitted_method
 from model.eval.results import DETAIL, HEADLINE, EvalResult, MethodResult
 from model.eval.segmentation import SegBudget, from_model, segmentation_protocol
 from model.eval.tumor import tumor_organs, tumor_word, zero_shot_tumor_detection
 from model.eval.zero_shot import abnormality_detection, organ_recognition, select_ad_tasks
+from model.prompts import prompt_embeddings
 
 log = logging.getLogger(__name__)
 

@@ -36,27 +36,6 @@ def organ_embeddings(model: object, data: EvalData, rows: pd.DataFrame, chunk: i
     return np.concatenate(out).astype(np.float32) if out else np.zeros((0, model.config.embed_dim), np.float32)
 
 
-def _normalize(x: np.ndarray) -> np.ndarray:
-    return x / np.clip(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12, None)
-
-
-@torch.no_grad()
-def prompt_embeddings(model: object, prompt_sets: Sequence[Sequence[str]]) -> np.ndarray:
-    """(len(prompt_sets), e): each set's phrasings encoded, L2-normalised, averaged, normalised again."""
-    flat = [p for s in prompt_sets for p in s]
-    was = getattr(model, "training", False)
-    if hasattr(model, "eval"):
-        model.eval()  # no dropout in the text encoder's trained layers
-    emb = _normalize(model.encode_text(flat, normalize=True).float().cpu().numpy())
-    if was:
-        model.train()
-    out, start = [], 0
-    for s in prompt_sets:
-        out.append(emb[start : start + len(s)].mean(0))
-        start += len(s)
-    return _normalize(np.stack(out)).astype(np.float32)
-
-
 def randomly_initialised(model: nn.Module, seed: int | None = None) -> nn.Module:
     """A model of ``model``'s architecture with every parameter drawn afresh (the "random" row).
 

@@ -20,11 +20,7 @@ import pandas as pd
 from model.eval import metrics
 from model.eval.metrics import Estimate
 from model.eval.plots import confusion_png
-
-
-def _normalize(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float64)
-    return x / np.clip(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12, None)
+from model.prompts import unit_rows
 
 
 # --- organ recognition ----------------------------------------------------------------------
@@ -63,7 +59,7 @@ def organ_recognition(
     if missing:
         raise ValueError(f"organs without a class prompt: {missing}")
     y_true = np.array([index[o] for o in organ_names], dtype=int)
-    sims = _normalize(organ_emb) @ _normalize(class_emb).T  # (n, k)
+    sims = unit_rows(organ_emb) @ unit_rows(class_emb).T  # (n, k)
     y_pred = sims.argmax(1) if len(y_true) else np.zeros(0, int)
     k = len(classes)
     cm = metrics.confusion_matrix(y_true, y_pred, k)
@@ -160,8 +156,8 @@ def task_group(abnormality: str) -> str:
 
 def ad_scores(emb: np.ndarray, normal_emb: np.ndarray, abnormal_emb: np.ndarray) -> np.ndarray:
     """cos(e, abnormal) - cos(e, normal) for each row of ``emb``."""
-    e = _normalize(emb)
-    return e @ _normalize(abnormal_emb) - e @ _normalize(normal_emb)
+    e = unit_rows(emb)
+    return e @ unit_rows(abnormal_emb) - e @ unit_rows(normal_emb)
 
 
 def abnormality_detection(

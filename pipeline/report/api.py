@@ -10,7 +10,8 @@ import pandas as pd
 
 from pipeline.report import text as textmod
 from pipeline.report.finding import ABNORMAL, COLUMNS, NORMAL, UNCERTAIN, Finding, ReportConfig
-from pipeline.report.nlp import build_nlp, freeze_heap
+from pipeline.report.context import build_nlp
+from pipeline.report.nlp import freeze_heap
 
 log = logging.getLogger(__name__)
 _DEFAULT = ReportConfig()

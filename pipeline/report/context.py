@@ -10,7 +10,9 @@
 from __future__ import annotations
 
 from bisect import bisect_left
+from functools import lru_cache
 
+import spacy
 from spacy.attrs import IDX, LOWER
 from spacy.language import Language
 from spacy.tokens import Doc
@@ -19,7 +21,7 @@ from pipeline.report import measures, placement, scope
 from pipeline.report.collect import NEGATED, REGION_KEYS, Collected
 from pipeline.report.finding import ABNORMAL, UNCERTAIN, Finding
 from pipeline.report.lexicon import narrow
-from pipeline.report.nlp import ABN, HIST, NEG, NORM, ORG, REL, SIDE, TERM, UNC, Lexicon, Match
+from pipeline.report.nlp import ABN, HIST, NEG, NORM, ORG, REL, SIDE, TERM, UNC, KeepText, Lexicon, Match, RegexTokenizer
 from pipeline.report.segment import Sentence, sentences
 from pipeline.report.words import Words
 
@@ -211,3 +213,18 @@ def _near(words: Words, m: Match, needed: frozenset[str], terms: scope.Clauses, 
     """Whether one of the words stands within `window` tokens of m, in its clause ("heart size increased")."""
     lo, hi = terms.span(terms.of(m.start), t0, t1)
     return bool(needed.intersection(words[max(lo, m.start - window):min(hi, m.end + window)]))
+
+
+@Language.factory("ctglip_report", default_config={"skip_sections": []})
+def make_report_component(nlp: Language, name: str, skip_sections: list[str]):
+    return ReportComponent(nlp, Lexicon(nlp), frozenset(skip_sections))
+
+
+@lru_cache(maxsize=8)
+def build_nlp(skip_sections: frozenset[str], fast_tokenizer: bool = True) -> Language:
+    """spacy.blank("en") + `ctglip_report`; built once per configuration and process. With
+    fast_tokenizer (default) the rule-based English tokenizer is replaced by RegexTokenizer."""
+    nlp = spacy.blank("en")
+    nlp.tokenizer = RegexTokenizer(nlp.vocab) if fast_tokenizer else KeepText(nlp.tokenizer)
+    nlp.add_pipe("ctglip_report", config={"skip_sections": sorted(skip_sections)})
+    return nlp

@@ -234,14 +234,7 @@ if not Doc.has_extension("ctglip_findings"):
     Doc.set_extension("ctglip_findings", default=None)
 
 
-@Language.factory("ctglip_report", default_config={"skip_sections": []})
-def make_report_component(nlp: Language, name: str, skip_sections: list[str]):
-    from pipeline.report.context import ReportComponent
-
-    return ReportComponent(nlp, Lexicon(nlp), frozenset(skip_sections))
-
-
-class _KeepText:
+class KeepText:
     """The blank English tokenizer, also keeping the input string in doc.user_data["text"] (doc.text
     would rebuild it from every token)."""
 
@@ -300,13 +293,3 @@ def freeze_heap() -> None:
     the whole process: only ReportConfig(freeze_heap=True) calls it (the CLI does; a library caller need not)."""
     gc.collect()
     gc.freeze()
-
-
-@lru_cache(maxsize=8)
-def build_nlp(skip_sections: frozenset[str], fast_tokenizer: bool = True) -> Language:
-    """spacy.blank("en") + `ctglip_report`; built once per configuration and process. With
-    fast_tokenizer (default) the rule-based English tokenizer is replaced by RegexTokenizer."""
-    nlp = spacy.blank("en")
-    nlp.tokenizer = RegexTokenizer(nlp.vocab) if fast_tokenizer else _KeepText(nlp.tokenizer)
-    nlp.add_pipe("ctglip_report", config={"skip_sections": sorted(skip_sections)})
-    return nlp

@@ -1,10 +1,16 @@
-"""Text prompts for the zero-shot protocols, from the organ vocabulary's class names.
+"""Zero-shot prompts and their embeddings: what serving (``model.inference``) and evaluation (``model.eval``) both
+score organs against, so neither imports the other.
 
 Several phrasings per class are encoded and averaged (prompt ensembling, as in CLIP): the mean
 of the L2-normalised prompt embeddings, normalised again.
 """
 
 from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
 
 from model.text import readable_organ  # the same words as the training texts
 
@@ -53,3 +59,26 @@ def abnormality_prompts(
 
 def _sentence(text: str) -> str:
     return text[:1].upper() + text[1:]
+
+
+def unit_rows(x: np.ndarray) -> np.ndarray:
+    """Each row scaled to unit length (float64: score differences are small)."""
+    x = np.asarray(x, dtype=np.float64)
+    return x / np.clip(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12, None)
+
+
+@torch.no_grad()
+def prompt_embeddings(model: object, prompt_sets: Sequence[Sequence[str]]) -> np.ndarray:
+    """(len(prompt_sets), e): each set's phrasings encoded, L2-normalised, averaged, normalised again."""
+    flat = [p for s in prompt_sets for p in s]
+    was = getattr(model, "training", False)
+    if hasattr(model, "eval"):
+        model.eval()  # no dropout in the text encoder's trained layers
+    emb = unit_rows(model.encode_text(flat, normalize=True).float().cpu().numpy())
+    if was:
+        model.train()
+    out, start = [], 0
+    for s in prompt_sets:
+        out.append(emb[start : start + len(s)].mean(0))
+        start += len(s)
+    return unit_rows(np.stack(out)).astype(np.float32)
