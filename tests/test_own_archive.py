@@ -1,5 +1,5 @@
-"""The README's "Your own archive" route on real studies: the config exactly as the README shows it, the real
-Dagster CLI through ``python -m assets.run_all --until pairs``, and tables that account for every organ.
+"""The "Your own archive" route on real studies: the configs exactly as README.md and docs/OWN_ARCHIVE.md show
+them, the real Dagster CLI through ``python -m assets.run_all --until pairs``, and tables that account for every organ.
 
 The real series in ../shared (TotalSegmentator's example, 20 slices) has blank StudyInstanceUID, PatientID and
 AccessionNumber; the end-to-end test sets them on a copy, and a second test keeps them blank and names the
@@ -28,13 +28,17 @@ from pipeline.segment.batch import SegmentJob, segment_studies
 from pipeline.tables import read_table
 
 REPO = Path(__file__).resolve().parents[1]
+DOCS = ("README.md", "docs/OWN_ARCHIVE.md")  # the DICOM config in the README, the NIfTI one in docs/OWN_ARCHIVE.md
 
 
 def readme_config(name: str, archive: Path) -> dict:
-    """The YAML block the README shows as ``# <name>``, its /archive/ paths moved under ``archive``."""
-    text = (REPO / "README.md").read_text()
-    block = re.search(rf"```yaml\n# {re.escape(name)}\n(.*?)```", text, re.S)
-    assert block, f"README.md shows no ```yaml block starting '# {name}'"
+    """The YAML block the README or docs/OWN_ARCHIVE.md shows as ``# <name>`` (in one of them only), its /archive/
+    paths moved under ``archive``."""
+    pattern = rf"```yaml\n# {re.escape(name)}\n(.*?)```"
+    found = [(doc, m) for doc in DOCS for m in re.finditer(pattern, (REPO / doc).read_text(), re.S)]
+    assert found, f"neither of {DOCS} shows a ```yaml block starting '# {name}'"
+    assert len(found) == 1, f"'# {name}' is shown {len(found)} times ({', '.join(d for d, _ in found)}): keep one home"
+    block = found[0][1]
     config = yaml.safe_load(block.group(1))
     for key, value in config["resources"]["source"]["config"].items():
         if isinstance(value, str) and value.startswith("/archive/"):
