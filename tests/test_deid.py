@@ -118,3 +118,29 @@ def test_real_development_reports_keep_their_findings(realdata):
         assert not re.search(r"\b\d{1,2}[./-]\d{1,2}[./-]\d{2,4}\b|\b(?:January|February|March|April|June|July|August|September|"
                              r"October|November|December)\b|\bDr\.\s*\w", clean)
     assert changed > 100  # the dates of prior studies are there, and gone
+
+
+def test_bench_scores_a_held_out_set_given_on_the_command_line(tmp_path, capsys):
+    """bench/deid.py --heldout FILE: scored under its own key, the missed text never written to the record."""
+    import importlib.util
+    import json
+
+    spec = importlib.util.spec_from_file_location("bench_deid", Path(__file__).parents[1] / "bench" / "deid.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    held = tmp_path / "fresh.yaml"
+    held.write_text(yaml.safe_dump({
+        "phi": [{"text": "Signed by Dr. Ana Lima on 01/02/2023.", "phi": [["NAME", "Ana Lima"], ["DATE", "01/02/2023"]]},
+                {"text": "Films of Zqxw Vbnm were lost.", "phi": [["NAME", "Zqxw Vbnm"]]}],  # no cue, no known name: missed
+        "clean": [{"text": "The spleen is normal."}]}))
+    out = tmp_path / "deid.json"
+    assert bench.main(["--out", str(out), "--heldout", str(held), "--real", str(tmp_path / "none.csv")]) == 0
+    record = json.loads(out.read_text())
+    assert record["heldout"]["sentences"] == 2 and record["heldout"]["clean_sentences"] == 1
+    assert record["heldout"]["ours"]["identifiers"] == 3 and record["heldout"]["ours"]["recall"] == round(2 / 3, 4)
+    assert record["heldout"]["ours"]["missed_kinds"] == {"NAME": 1} and record["heldout"]["ours"]["clean_sentences_changed"] == 0
+    assert "Vbnm" not in out.read_text() and "Vbnm" not in capsys.readouterr().out
+    assert record["read"]["sentences"] == len(SET["read"]) and record["real_development_set"].startswith("skipped")
+    held.write_text(yaml.safe_dump([{"text": "No name here.", "phi": [["NAME", "Jane"]]}]))
+    with pytest.raises(ValueError, match="not in its sentence"):
+        bench.main(["--out", str(out), "--heldout", str(held), "--real", str(tmp_path / "none.csv")])
