@@ -119,7 +119,7 @@ _ID_VALUE = (r"(?!(?:19|20)\d{2}\b(?![-/.]\w))(?=(?:[A-Za-z/.-]*\d){3})"
              r"[A-Za-z0-9](?:[A-Za-z0-9]|[-/.](?=[A-Za-z0-9])|[ ](?=\d{3}))*" + _ID_END)
 _ID_VALUE_BARE = (r"(?=(?:[A-Za-z/.-]*\d){4})(?:[A-Za-z]*\d[A-Za-z0-9]*(?:[-/.][A-Za-z0-9]+)+|[A-Za-z]+\d[A-Za-z0-9]*)" + _ID_END)
 ID_PATTERNS = [
-    ("labelled id", rf"(?<=\b(?i:{_ID_STRONG})(?:\s*(?i:{_ID_QUALIFIER}))*{_ID_SEP}){_ID_VALUE}"),
+    ("labelled id", rf"(?<=\b(?i:{_ID_STRONG})(?:\s*(?i:{_ID_QUALIFIER}))*{_ID_SEP})(?:[A-Za-z]{{2,10}}[ ](?=\d))?{_ID_VALUE}"),  # EudraCT 2019-...
     ("labelled id, qualified", rf"(?<=\b(?i:{_ID_WEAK})(?:\s*(?i:{_ID_QUALIFIER}))+{_ID_SEP}){_ID_VALUE}"),
     ("labelled id, bare", rf"(?<=\b(?i:{_ID_WEAK}){_ID_SEP}){_ID_VALUE_BARE}"),
     ("ssn", r"\b\d{3}-\d{2}-\d{4}\b"),
@@ -242,6 +242,7 @@ _ANY_TOKEN = re.compile(r"(?:\p{L}\.){1,3}(?!\p{L})|\p{L}(?:\p{L}|['’](?=\p{L}
 _TOKEN_GAP = re.compile(r"[ \t]+|(?<=\.)(?=\p{L})")
 _CREDENTIAL_AT = re.compile(rf"{_CREDENTIAL}$")
 _AFTER_COMMA = re.compile(r",[ \t]*(\p{L}(?:\p{L}|['’](?=\p{L}))+)(?:[ \t]+\p{L}\.)?")
+_AND = re.compile(r"[ \t]*(?:,|,?[ \t]+and|[ \t]+&)[ \t]+")
 _PARTICLES = frozenset("van von der den de del della da di du la le bin ibn al el ten ter dos das".split())
 
 
@@ -261,9 +262,12 @@ class CuedNameRecognizer(LocalRecognizer):
         for cues, strong in ((_CUES_STRONG, True), (_CUES_WEAK, False)):
             for cue in cues.finditer(text):
                 span = self._name_at(text, cue.end(), strong)
-                if span:
+                while span:
                     out.append(RecognizerResult("NAME", *span, 0.6, recognition_metadata={
                         RecognizerResult.RECOGNIZER_NAME_KEY: self.name, RecognizerResult.RECOGNIZER_IDENTIFIER_KEY: self.id}))
+                    # "Drs. Park and Ibrahim": a plural title names every name of the list
+                    more = cue.group().lower().startswith("drs") and _AND.match(text, span[1])
+                    span = self._name_at(text, more.end(), strong) if more else None
         return out
 
     @staticmethod
