@@ -1,14 +1,22 @@
 """Benchmark: de-identification of report text (pipeline.deid), recall on the hand-written PHI test set, what it
 does to clean medical text, and what it does to the real development reports.
 
-    python bench/deid.py                     # writes bench/results/deid.json
+    python bench/deid.py                      # writes bench/results/deid.json
+    python bench/deid.py --heldout SET.yaml   # the same, with a held-out set scored under "heldout"
 
-- PHI test set (tests/data/phi_sentences.yaml, `phi`; `held_out` scored apart, see below): recall = the share of listed identifiers every character of
+- PHI test set (tests/data/phi_sentences.yaml, `phi`): recall = the share of listed identifiers every character of
   which lies inside a finding (any kind: what matters for privacy is that it is gone), per kind, and the share
   found with the listed kind; the clean sentences (eponyms, measurements, levels, segments, scores): how many
-  de-identification changes.
-- held out: the set's `held_out` sentences, written after the recognizers were settled and never used to change
-  them, scored the same way: an estimate for text the rules were not written against.
+  de-identification changes. Every sentence of that file has been read while the rules were written, so its
+  figures are tuning figures, not an estimate for unseen text.
+- read: the file's `read` sentences, scored apart. They were written as a held-out set after the first rules were
+  settled and scored once as such (recall 0.951, 58 of 61); then their misses were read and the rules made more
+  general for those kinds of miss, so they are tuning sentences now, kept apart only to show that history.
+- held out (--heldout SET.yaml, optional): sentences the rules were not written against, in the test set's format
+  (a mapping whose `clean` list holds clean sentences and whose other lists hold sentences with `phi`, or a bare
+  list of the latter), read once and scored the same way. The record holds its figures and the kinds of what was
+  missed, never the missed text, so writing the record does not spend the set; --show-missed prints the missed
+  identifiers to the terminal.
 - baseline, measured in the same run: Presidio's stock pattern recognizers alone (its dates, e-mail, phone,
   IP, URL, US SSN, credit card, IBAN; no NLP model), what the kept library gives without our report patterns.
 - real development set (../shared/realdata/reports_ctrate_dev, skipped where absent): reports whose text
@@ -58,39 +66,69 @@ def _baseline():
     return spans
 
 
+def _start(item: dict, value: str) -> int:
+    at = item["text"].find(value)
+    if at < 0:
+        raise ValueError(f"identifier {value!r} is not in its sentence {item['text']!r}")
+    return at
+
+
 def score(items: list[dict], spans_of) -> dict:
     per_kind = {k: [0, 0, 0] for k in KINDS}  # listed, caught, caught with the listed kind
+    missed: list[tuple[str, str]] = []
     for item in items:
         text = item["text"]
         spans = spans_of(text)
         covered = {i for s, e, _ in spans for i in range(s, e)}
         for kind, value in item["phi"]:
-            start = text.index(str(value))
-            chars = [i for i in range(start, start + len(str(value))) if not text[i].isspace()]
+            kind, value = str(kind), str(value)
+            start = _start(item, value)
+            chars = [i for i in range(start, start + len(value)) if not text[i].isspace()]
             caught = all(i in covered for i in chars)
             typed = caught and any(k == kind and s <= chars[0] and chars[-1] < e for s, e, k in spans)
-            per_kind[kind][0] += 1
-            per_kind[kind][1] += caught
-            per_kind[kind][2] += typed
+            counts = per_kind.setdefault(kind, [0, 0, 0])  # a kind named otherwise by another set is counted as written
+            counts[0] += 1
+            counts[1] += caught
+            counts[2] += typed
+            if not caught:
+                missed.append((kind, value))
     listed = sum(v[0] for v in per_kind.values())
     return {
         "identifiers": listed,
-        "recall": round(sum(v[1] for v in per_kind.values()) / listed, 4),
-        "recall_with_kind": round(sum(v[2] for v in per_kind.values()) / listed, 4),
+        "recall": round(sum(v[1] for v in per_kind.values()) / listed, 4) if listed else None,
+        "recall_with_kind": round(sum(v[2] for v in per_kind.values()) / listed, 4) if listed else None,
         "per_kind": {k: {"listed": v[0], "recall": round(v[1] / v[0], 4) if v[0] else None} for k, v in per_kind.items()},
-        "missed": [str(value) for item in items for kind, value in item["phi"]
-                   if not _all_covered(item["text"], str(value), spans_of(item["text"]))],
+        "missed": [value for _, value in missed],
+        "missed_kinds": {k: n for k in per_kind if (n := sum(kind == k for kind, _ in missed))},
     }
-
-
-def _all_covered(text: str, value: str, spans) -> bool:
-    start = text.index(value)
-    covered = {i for s, e, _ in spans for i in range(s, e)}
-    return all(i in covered for i in range(start, start + len(value)) if not text[i].isspace())
 
 
 def clean_changes(items: list[dict], spans_of) -> int:
     return sum(bool(spans_of(item["text"])) for item in items)
+
+
+def read_set(text: str) -> tuple[list[dict], list[dict]]:
+    """(sentences with identifiers, clean sentences) of a PHI set in the test set's format: a mapping whose
+    `clean` list holds clean sentences and whose other lists hold sentences with `phi`, or a bare list."""
+    data = yaml.safe_load(text)
+    lists = {"phi": data} if isinstance(data, list) else dict(data or {})
+    clean = list(lists.pop("clean", None) or [])
+    items = [item for value in lists.values() if isinstance(value, list) for item in value]
+    bad = [item for item in items + clean if not isinstance(item, dict) or not isinstance(item.get("text"), str)]
+    if bad or not all(isinstance(item.get("phi"), list) for item in items):
+        raise ValueError(f"not a PHI set: every sentence needs `text` (and, outside `clean`, `phi`); first bad one: {(bad or items)[0]!r}")
+    return items, clean
+
+
+def held_out(path: Path, baseline) -> tuple[dict, list[str]]:
+    """A held-out set's figures (missed identifiers by kind only) and, apart, the missed identifiers."""
+    items, clean = read_set(path.read_text(encoding="utf-8"))  # read once
+    ours, base = score(items, _spans_ours), score(items, baseline)
+    missed = ours.pop("missed")
+    base.pop("missed")
+    return {"file": str(path), "sentences": len(items), "clean_sentences": len(clean),
+            "ours": {**ours, "clean_sentences_changed": clean_changes(clean, _spans_ours)},
+            "baseline_presidio_stock_patterns": {**base, "clean_sentences_changed": clean_changes(clean, baseline)}}, missed
 
 
 def real_reports(path: Path) -> dict:
@@ -125,6 +163,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "deid.json")
     ap.add_argument("--real", type=Path, default=None, help="CSV of real reports (default: the CT-RATE development set where present)")
+    ap.add_argument("--heldout", type=Path, default=None, help="YAML of held-out PHI sentences, scored under 'heldout'")
+    ap.add_argument("--show-missed", action="store_true", help="print the held-out identifiers missed (never written to the record)")
     args = ap.parse_args(argv)
 
     data = yaml.safe_load(SET.read_text(encoding="utf-8"))
@@ -134,10 +174,13 @@ def main(argv: list[str] | None = None) -> int:
         "test_set": {"file": str(SET.relative_to(ROOT)), "sentences": len(data["phi"]), "clean_sentences": len(data["clean"])},
         "ours": {**score(data["phi"], _spans_ours), "clean_sentences_changed": clean_changes(data["clean"], _spans_ours)},
         "baseline_presidio_stock_patterns": {**score(data["phi"], baseline), "clean_sentences_changed": clean_changes(data["clean"], baseline)},
-        # written after the recognizers were settled and never used to change them: an estimate for unseen text
-        "held_out": {"sentences": len(data["held_out"]), "ours": score(data["held_out"], _spans_ours),
-                     "baseline_presidio_stock_patterns": score(data["held_out"], baseline)},
+        # once held out (scored 0.951 so), then read and tuned on: tuning sentences kept apart, see the docstring
+        "read": {"sentences": len(data["read"]), "ours": score(data["read"], _spans_ours),
+                 "baseline_presidio_stock_patterns": score(data["read"], baseline)},
     }
+    missed: list[str] = []
+    if args.heldout is not None:
+        record["heldout"], missed = held_out(args.heldout, baseline)
     from pipeline.report.labels import dev_csv
 
     real = args.real or dev_csv()
@@ -147,14 +190,22 @@ def main(argv: list[str] | None = None) -> int:
     ours, base = record["ours"], record["baseline_presidio_stock_patterns"]
     print(f"PHI test set: {record['test_set']['sentences']} sentences, {ours['identifiers']} identifiers")
     print(f"  ours:     recall {ours['recall']:.4f} (with the listed kind {ours['recall_with_kind']:.4f}), "
-          f"clean sentences changed {ours['clean_sentences_changed']} of {len(data['clean'])}")
+          f"clean sentences changed {ours['clean_sentences_changed']} of {len(data['clean'])}; missed: {ours['missed']}")
     print(f"  baseline: recall {base['recall']:.4f} (Presidio's stock pattern recognizers), clean sentences changed "
           f"{base['clean_sentences_changed']} of {len(data['clean'])}")
     for kind, v in ours["per_kind"].items():
-        print(f"    {kind:<9} {v['listed']:4d}  recall {v['recall']}   baseline {base['per_kind'][kind]['recall']}")
-    held = record["held_out"]
-    print(f"held-out sentences ({held['sentences']}, {held['ours']['identifiers']} identifiers): recall {held['ours']['recall']:.4f}, "
-          f"baseline {held['baseline_presidio_stock_patterns']['recall']:.4f}; missed: {held['ours']['missed']}")
+        print(f"    {kind:<9} {v['listed']:4d}  recall {v['recall']}   baseline {base['per_kind'].get(kind, {}).get('recall')}")
+    read = record["read"]
+    print(f"read sentences (once held out; {read['sentences']}, {read['ours']['identifiers']} identifiers): recall "
+          f"{read['ours']['recall']:.4f}, baseline {read['baseline_presidio_stock_patterns']['recall']:.4f}; missed: {read['ours']['missed']}")
+    if "heldout" in record:
+        held = record["heldout"]
+        print(f"held-out set {held['file']} ({held['sentences']} sentences, {held['ours']['identifiers']} identifiers): recall "
+              f"{held['ours']['recall']}, with the listed kind {held['ours']['recall_with_kind']}, baseline "
+              f"{held['baseline_presidio_stock_patterns']['recall']}; clean sentences changed {held['ours']['clean_sentences_changed']} "
+              f"of {held['clean_sentences']}; missed by kind {held['ours']['missed_kinds']}")
+        if args.show_missed:
+            print(f"  missed: {missed}")
     print(f"real development set: {json.dumps(record['real_development_set'])}")
     print(f"written to {args.out}")
     return 0

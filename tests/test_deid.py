@@ -37,13 +37,19 @@ def test_recall_on_the_phi_test_set():
     caught = [c for item in SET["phi"] for c in _caught(item)]
     assert len(SET["phi"]) >= 100 and len(caught) >= 150
     assert sum(caught) / len(caught) >= 0.98
+    read = [c for item in SET["read"] for c in _caught(item)]  # once held out, since read: tuning sentences too
+    assert len(SET["read"]) == 40 and sum(read) / len(read) >= 0.98
 
 
 def test_every_kind_is_in_the_test_set_and_named():
     kinds = {kind for item in SET["phi"] for kind, _ in item["phi"]}
-    assert kinds == {"NAME", "DATE", "PHONE", "ID", "ADDRESS", "LOCATION", "EMAIL", "URL"}
+    assert kinds == {"NAME", "DATE", "PHONE", "ID", "AGE", "ADDRESS", "LOCATION", "EMAIL", "URL"}
     assert deidentify("Call 312-555-0199 or write to ct.desk@example-hospital.org.").text == "Call [PHONE] or write to [EMAIL]."
     assert deidentify("Seen at Mercy General Hospital, 12 Oak Street, Springfield, IL 62704.").text == "Seen at [LOCATION], [ADDRESS]."
+    assert deidentify("A 93-year-old seen by dr. hannah weiss, bleep 4471; subject no. 104-0332.").text == (
+        "A [AGE]-year-old seen by dr. [NAME], bleep [PHONE]; subject no. [ID].")
+    assert deidentify("A 89-year-old; MR angiography; 120 kVp; Couinaud segment 7; T11 and L2-L3.").text == (
+        "A 89-year-old; MR angiography; 120 kVp; Couinaud segment 7; T11 and L2-L3.")  # 89 is no identifier
 
 
 @pytest.mark.parametrize("item", SET["clean"], ids=lambda item: item["text"][:40])
@@ -118,3 +124,29 @@ def test_real_development_reports_keep_their_findings(realdata):
         assert not re.search(r"\b\d{1,2}[./-]\d{1,2}[./-]\d{2,4}\b|\b(?:January|February|March|April|June|July|August|September|"
                              r"October|November|December)\b|\bDr\.\s*\w", clean)
     assert changed > 100  # the dates of prior studies are there, and gone
+
+
+def test_bench_scores_a_held_out_set_given_on_the_command_line(tmp_path, capsys):
+    """bench/deid.py --heldout FILE: scored under its own key, the missed text never written to the record."""
+    import importlib.util
+    import json
+
+    spec = importlib.util.spec_from_file_location("bench_deid", Path(__file__).parents[1] / "bench" / "deid.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    held = tmp_path / "fresh.yaml"
+    held.write_text(yaml.safe_dump({
+        "phi": [{"text": "Signed by Dr. Ana Lima on 01/02/2023.", "phi": [["NAME", "Ana Lima"], ["DATE", "01/02/2023"]]},
+                {"text": "Films of Zqxw Vbnm were lost.", "phi": [["NAME", "Zqxw Vbnm"]]}],  # no cue, no known name: missed
+        "clean": [{"text": "The spleen is normal."}]}))
+    out = tmp_path / "deid.json"
+    assert bench.main(["--out", str(out), "--heldout", str(held), "--real", str(tmp_path / "none.csv")]) == 0
+    record = json.loads(out.read_text())
+    assert record["heldout"]["sentences"] == 2 and record["heldout"]["clean_sentences"] == 1
+    assert record["heldout"]["ours"]["identifiers"] == 3 and record["heldout"]["ours"]["recall"] == round(2 / 3, 4)
+    assert record["heldout"]["ours"]["missed_kinds"] == {"NAME": 1} and record["heldout"]["ours"]["clean_sentences_changed"] == 0
+    assert "Vbnm" not in out.read_text() and "Vbnm" not in capsys.readouterr().out
+    assert record["read"]["sentences"] == len(SET["read"]) and record["real_development_set"].startswith("skipped")
+    held.write_text(yaml.safe_dump([{"text": "No name here.", "phi": [["NAME", "Jane"]]}]))
+    with pytest.raises(ValueError, match="not in its sentence"):
+        bench.main(["--out", str(out), "--heldout", str(held), "--real", str(tmp_path / "none.csv")])

@@ -4,8 +4,8 @@
     deidentify("The liver of Jane Doeberg (DOB 03/14/1961) shows a mass.").text
     # 'The liver of [NAME] (DOB [DATE]) shows a mass.'
 
-Names, dates, phone numbers, record/accession/other ids, addresses, facility names, e-mail addresses and URLs
-are replaced by typed placeholders (``[NAME]``, ``[DATE]``, ...). With ``DeidConfig(dates="shift")`` a date
+Names, dates, phone numbers, record/accession/trial/other ids, ages over 89, addresses, facility names, e-mail
+addresses and URLs are replaced by typed placeholders (``[NAME]``, ``[DATE]``, ``[AGE]``, ...). With ``DeidConfig(dates="shift")`` a date
 that has a year becomes ``[DATE 2020-11-02]``: moved by the patient's own offset (``dates.shift_days``), so
 intervals between one patient's studies survive; the brackets say it is a surrogate. Detection is Presidio's
 pattern framework with report-specific patterns (``recognizers``); no model is loaded. ``find_phi`` is also
@@ -23,12 +23,20 @@ import regex as re
 
 from pipeline.deid.dates import shift_days, shifted
 
-KINDS = ("NAME", "DATE", "PHONE", "ID", "ADDRESS", "LOCATION", "EMAIL", "URL")
-# where two findings of equal length cover the same text, the first kind here names it
-_PRIORITY = {k: n for n, k in enumerate(("EMAIL", "URL", "DATE", "ADDRESS", "LOCATION", "PHONE", "ID", "NAME"))}
-PLACEHOLDER = re.compile(r"\[(?:NAME|DATE|PHONE|ID|ADDRESS|LOCATION|EMAIL|URL)(?: \d{4}-\d{2}(?:-\d{2})?)?\]")
+KINDS = ("NAME", "DATE", "PHONE", "ID", "AGE", "ADDRESS", "LOCATION", "EMAIL", "URL")
+# where two findings of equal length and score cover the same text, the first kind here names it
+_PRIORITY = {k: n for n, k in enumerate(("EMAIL", "URL", "DATE", "AGE", "ADDRESS", "LOCATION", "PHONE", "ID", "NAME"))}
+PLACEHOLDER = re.compile(r"\[(?:NAME|DATE|PHONE|ID|AGE|ADDRESS|LOCATION|EMAIL|URL)(?: \d{4}-\d{2}(?:-\d{2})?)?\]")
 _PSEUDONYM = re.compile(r"\b(?:stu|pat|ser|rep|pair)-[0-9a-f]{16}\b")  # our own ids: never PHI
-_NAME_WORDS = re.compile(r"[\p{L}'.-]+")
+_NAME_WORDS = re.compile(r"[\p{L}'’.-]+")
+# a name followed by one of these is an eponym, not a person ("Sister Mary Joseph nodule", "Ivor Lewis
+# esophagectomy", "Foley catheter"); one word followed by a colon is a header ("Patient Preparation: none")
+_EPONYM_HEAD = re.compile(r"[ \t]+(?i:nodes?|nodules?|signs?|syndromes?|disease|fractures?|classification|criteria|score|lesions?|"
+                          r"tumou?rs?|hernias?|lines?|cysts?|diverticulum|fascia|pouch|triangle|space|ligament|canal|duct|"
+                          r"procedure|operation|manoeuvre|maneuver|phenomenon|index|scale|system|o?esophagectomy|gastrectomy|"
+                          r"resection|repair|anastomosis|fundoplication|shunt|catheter|filter|drain|tube|valve|stent|clip|coil|"
+                          r"ring|artery|lobe|network|hump|tear|injury|sarcoma|lymphoma|granulomatosis|dissection)\b")
+_HEADER = re.compile(r"[ \t]*:")
 
 
 @dataclass(frozen=True)
@@ -64,18 +72,23 @@ class Deidentified:
 
 def _trim_name(text: str, start: int, end: int) -> tuple[int, int] | None:
     """A name match without report words at its ends ("Selin ÖZTÜRKMEN Radiology Specialist" -> the name;
-    "Patient Position" -> nothing)."""
+    "Patient Position" -> nothing); nothing where the name is an eponym's ("Sister Mary Joseph nodule") or one
+    word is a header ("Patient Preparation:")."""
     from pipeline.deid.names import report_vocabulary
 
     vocabulary = report_vocabulary()
     words = [(m.start(), m.end()) for m in _NAME_WORDS.finditer(text, start, end)]
     # a word is report language when each of its hyphened parts is ("PET-CT", "Follow-up")
-    is_name = [not all(part in vocabulary for part in text[s:e].strip(".'-").lower().split("-")) for s, e in words]
+    is_name = [not all(part in vocabulary for part in text[s:e].strip(".'’-").lower().split("-")) for s, e in words]
     if not any(is_name):
         return None
     first, last = is_name.index(True), len(is_name) - 1 - is_name[::-1].index(True)
     end = words[last][1]
-    return words[first][0], end - 2 if text.endswith("'s", 0, end) else end  # "Keller's scan" keeps its "'s"
+    if text.endswith("'s", 0, end):
+        return words[first][0], end - 2  # "Keller's scan" keeps its "'s" (and "Dr. Lee's criteria" its name)
+    if _EPONYM_HEAD.match(text, end) or (first == last and _HEADER.match(text, end)):
+        return None
+    return words[first][0], end
 
 
 def find_phi(text: str) -> list[PhiSpan]:
@@ -92,12 +105,13 @@ def find_phi(text: str) -> list[PhiSpan]:
             if span and r.entity_type == "PHONE" and text[span[0]] == "(" and ")" not in text[span[0]:span[1]]:
                 span = (span[0] + 1, span[1])  # phonenumbers takes the "(" of "(555-123-4567)"
             if span is not None and span[1] > span[0]:
-                found.append((*span, r.entity_type))
+                found.append((*span, r.entity_type, r.score))
     kept = [(m.start(), m.end()) for m in PLACEHOLDER.finditer(text)]
     found = [f for f in found if not any(f[0] < e and s < f[1] for s, e in kept)]
-    found.sort(key=lambda f: (f[0], -(f[1] - f[0]), _PRIORITY[f[2]]))
+    # of equal findings the surer one names the kind (a labelled id over a phone-shaped number), then _PRIORITY
+    found.sort(key=lambda f: (f[0], -(f[1] - f[0]), -f[3], _PRIORITY[f[2]]))
     merged: list[list] = []
-    for start, end, kind in found:
+    for start, end, kind, _ in found:
         if merged and start < merged[-1][1]:
             last = merged[-1]
             if end - start > last[3]:  # the longest finding names the merged span

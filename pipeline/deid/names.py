@@ -1,8 +1,9 @@
-"""Word lists the name rules read: given names (to find an untitled "Jane Doeberg") and report vocabulary
-(words that are never a name in a report, to stop a name where the sentence goes on).
+"""Word lists the name rules read: given names (to find an untitled "Jane Doeberg"), given names and surnames
+together (to accept a name written in lower case or capitals after a weak cue: "patient hannah weiss") and report
+vocabulary (words that are never a name in a report, to stop a name where the sentence goes on).
 
-Given names come from Faker's person providers (kept lists from national statistics, many locales), read
-as data; nothing is generated. Report vocabulary comes from the report rules' own dictionaries
+Given names and surnames come from Faker's person providers (kept lists from national statistics, many
+locales), read as data; nothing is generated. Report vocabulary comes from the report rules' own dictionaries
 (pipeline/report/data) plus spaCy's English stop words and the words of report headers and roles.
 """
 
@@ -15,9 +16,15 @@ from functools import lru_cache
 import yaml
 from spacy.lang.en.stop_words import STOP_WORDS
 
-# locales whose given names are in Latin script (a report in English spells names so)
-LOCALES = ("en_US", "en_GB", "en_IN", "en_NG", "de_DE", "fr_FR", "es_ES", "it_IT", "pt_BR", "nl_NL", "pl_PL", "cs_CZ",
-           "sv_SE", "da_DK", "no_NO", "fi_FI", "ro_RO", "hu_HU", "tr_TR", "id_ID", "vi_VN", "sw", "yo_NG", "zu_ZA")
+# locales whose given names are in Latin script (a report in English spells names so); zh_CN and ja_JP for their
+# romanised lists only
+LOCALES = ("en_US", "en_GB", "en_IE", "ga_IE", "en_IN", "en_PK", "en_NG", "en_KE", "en_NZ", "en_TH", "de_DE", "de_AT",
+           "de_CH", "fr_FR", "fr_BE", "fr_CA", "es_ES", "es_MX", "es_CO", "es_CL", "it_IT", "pt_BR", "pt_PT", "nl_NL",
+           "nl_BE", "pl_PL", "cs_CZ", "sk_SK", "sl_SI", "hr_HR", "sv_SE", "da_DK", "no_NO", "fi_FI", "is_IS", "et_EE",
+           "lt_LT", "lv_LV", "ro_RO", "hu_HU", "tr_TR", "az_AZ", "uz_UZ", "id_ID", "vi_VN", "sw", "yo_NG", "ig_NG",
+           "ha_NG", "tw_GH", "zu_ZA", "zh_CN", "ja_JP")
+_GIVEN = ("first_names", "first_names_male", "first_names_female", "first_names_nonbinary", "first_romanized_names")
+_SURNAMES = ("last_names", "last_names_male", "last_names_female", "last_romanized_names")
 _MONTHS = {"january", "february", "march", "april", "may", "june", "july", "august", "september", "october", "november", "december"}
 # capitalised words of report headers, roles and scanning that the dictionaries below do not hold
 _REPORT_WORDS = """
@@ -37,6 +44,13 @@ pacs ris his ct mri pet icu er ed or ap pa us kvp mas mgy dlp ctdi hu iv po
 signed dictated transcribed read reviewed interpreted verified approved reported performed discussed communicated
 conveyed relayed called paged notified informed faxed sent copied referred ordered requested seen examined consulted
 reached given contact correspondence location address home usg hrct cta mra fdg suv dwi adc spect xr kub
+today yesterday tomorrow tonight morning afternoon evening night hours hrs pm regarding telephone letter meeting
+cardiology oncology urology neurology neurosurgery gastroenterology hepatology pulmonology respiratory haematology
+hematology nephrology endocrinology rheumatology dermatology gynaecology gynecology obstetrics orthopaedics
+orthopedics ent ophthalmology paediatrics pediatrics psychiatry anaesthesia anesthesia anaesthetics itu registrar
+consultant sho intern officer mdt board endoscopy ultrasound histology microbiology trauma emergency medicine
+geriatrics palliative interventional colorectal plastics maxillofacial clinic theatre nursing staff physiotherapy
+colleague colleagues family relatives parents multidisciplinary oncologist urologist cardiologist injection error
 """.split()
 
 
@@ -64,15 +78,35 @@ def report_vocabulary() -> frozenset[str]:
     return frozenset(w for w in words if len(w) > 1)
 
 
+_LATIN = re.compile(r"[A-Za-zÀ-ÖØ-öø-ɏḀ-ỿ'-]+")  # Latin letters with their accents (Latin-1, Extended-A/B, Additional)
+
+
+def _faker_names(attrs: tuple[str, ...]) -> set[str]:
+    """Lower-case Latin-script names of ``LOCALES`` in the given Faker provider lists (a dict's keys)."""
+    names: set[str] = set()
+    for locale in LOCALES:
+        provider = importlib.import_module(f"faker.providers.person.{locale}").Provider
+        for attr in attrs:
+            value = getattr(provider, attr, None)
+            if isinstance(value, (list, tuple, dict)):  # some locales keep a name -> weight dict; a few a property
+                names |= {n.lower() for n in value if isinstance(n, str) and _LATIN.fullmatch(n)}
+    return names
+
+
 @lru_cache(maxsize=1)
 def given_names() -> frozenset[str]:
     """Lower-case given names of ``LOCALES`` that are not report vocabulary ("Iris", "May" and "Grace"-like
     words that are also anatomy, months or report words are left out: the name rules then need a title, a
     credential or a role word for them)."""
-    names: set[str] = set()
-    for locale in LOCALES:
-        provider = importlib.import_module(f"faker.providers.person.{locale}").Provider
-        for attr in ("first_names", "first_names_male", "first_names_female", "first_names_nonbinary"):
-            names |= {n.lower() for n in (getattr(provider, attr, None) or ()) if n.isalpha()}
+    names = {n for n in _faker_names(_GIVEN) if "-" not in n and "'" not in n}
+    vocabulary = report_vocabulary()
+    return frozenset(n for n in names if len(n) > 1 and n not in vocabulary)
+
+
+@lru_cache(maxsize=1)
+def name_words() -> frozenset[str]:
+    """Lower-case given names and surnames of ``LOCALES`` ("weiss", "o'brien", "dubois") that are not report
+    vocabulary: the words a name in lower case or capitals must start with where its cue is weak."""
+    names = set(given_names()) | _faker_names(_SURNAMES)
     vocabulary = report_vocabulary()
     return frozenset(n for n in names if len(n) > 1 and n not in vocabulary)

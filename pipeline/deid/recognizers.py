@@ -3,12 +3,14 @@
 Presidio's own recognizers are used where they fit report text: its date patterns (the confident ones), its
 e-mail pattern (without the tldextract check, which would fetch the public suffix list at run time), its IP
 recognizer and its phone recognizer (python-phonenumbers). Report-specific patterns are added as
-``PatternRecognizer``s: names after a title, a role word or before a credential, dates with month names,
-record and accession numbers, addresses and facility names. One custom recognizer finds untitled names
-that start with a known given name ("The liver of Jane Doeberg").
+``PatternRecognizer``s: names after a title, a role word or before a credential, dates with month names (in any
+case beside a year), ids after the word that names them (MRN, accession, subject, trial, specimen, ...) in any
+format, phone numbers in any grouping after a phone word or where the shape says phone, ages over 89, addresses
+and facility names. Two custom recognizers find names: untitled ones that start with a known given name ("The
+liver of Jane Doeberg") and ones after a cue in any case ("seen by dr. hannah weiss", "PT: GARCIA LOPEZ, MARIA").
 
 Regexes are compiled by Presidio with the ``regex`` module (variable-width look-behind, Unicode classes).
-Look-behinds keep the cue words ("signed by", "Dr.") in the text: only the identifier is replaced.
+Look-behinds keep the cue words ("signed by", "Dr.", "MRN") in the text: only the identifier is replaced.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from functools import lru_cache
 
 import regex as re
 
-from pipeline.deid.names import given_names, report_vocabulary
+from pipeline.deid.names import given_names, name_words, report_vocabulary
 
 # Presidio's package imports its optional Hugging Face NLP engine, which imports transformers where it is
 # installed (it is, for the text encoder): seconds per process for code never called here. A None entry in
@@ -38,12 +40,12 @@ NOCASE = CASE | re.IGNORECASE
 
 # -- building blocks -------------------------------------------------------------------------------
 _UP, _LO = r"\p{Lu}", r"\p{Ll}"
-_WORD = rf"(?:{_UP}{_LO}+(?:{_UP}{_LO}+)?(?:[-']{_UP}?{_LO}+)*|{_UP}'{_UP}{_LO}+)"  # Jane, McAllister, Obi-Nwosu, O'Donnell
-_CAPS = rf"(?:{_UP}{{2,}}(?:[-']{_UP}+)*)"  # DOE, KILIÇARSLAN
+_WORD = rf"(?:{_UP}(?:['’]{_UP})?{_LO}+(?:{_UP}{_LO}+)?(?:[-'’]{_UP}?{_LO}+)*)"  # Jane, McAllister, Obi-Nwosu, O'Brien-Kelly
+_CAPS = rf"(?:(?:{_UP}['’])?{_UP}{{2,}}(?:[-'’]{_UP}+)*)"  # DOE, KILIÇARSLAN, O'BRIEN-KELLY
 _INITIAL = rf"(?:{_UP}\.)"
 _PARTICLE = r"(?:van|von|der|den|de|del|della|da|di|du|la|le|bin|ibn|al|el|ten|ter|dos|das)"
 _TOKEN = rf"(?:{_WORD}|{_CAPS}|{_INITIAL})"
-_NAME = rf"{_TOKEN}(?:(?:[ \t]+|(?<=\.))(?:{_PARTICLE}[ \t]+)*{_TOKEN}){{0,3}}"  # up to four tokens: "Henrik van der Berg"
+_NAME = rf"{_TOKEN}(?:(?:[ \t]+|(?<=\.))(?:{_PARTICLE}[ \t]+)*{_TOKEN}){{0,4}}"  # up to five tokens: "Ana Sofia Carvalho da Silva"
 _LAST_FIRST = rf"{_TOKEN},\s*{_TOKEN}(?:\s+{_INITIAL})?"  # DOEBERG, JANE A.
 _TITLE = r"(?:Drs?|Mrs?|Ms|Mx|Miss|Prof|Professor|Doctor|Doç|Uzm|Op|Assoc|Assist|Asst|Sister|Nurse|GP)"
 _CREDENTIAL = r"(?:MD|M\.D\.|DO|D\.O\.|RN|NP|PA-C|PA|PhD|Ph\.D\.|MBBS|MBChB|FRCR|FRCPC|FRCS|DMRD|RT|ARRT|CNMT|RRA)"
@@ -57,13 +59,17 @@ _MONTH = (r"(?:January|February|March|April|May|June|July|August|September|Octob
           r"Jan|Feb|Mar|Apr|Jun|Jul|Aug|Sept|Sep|Oct|Nov|Dec)")
 _FULL_MONTH_NOT_MAY = r"(?:January|February|March|April|June|July|August|September|October|November|December)"
 _DAY = r"(?:0?[1-9]|[12]\d|3[01])(?:st|nd|rd|th)?"
+_ORDINAL_OF = (r"(?i:(?:twenty|thirty)[- ]?(?:first|second|third|fourth|fifth|sixth|seventh|eighth|ninth)|first|second|third|"
+               r"fourth|fifth|sixth|seventh|eighth|ninth|tenth|eleventh|twelfth|thirteenth|fourteenth|fifteenth|sixteenth|"
+               r"seventeenth|eighteenth|nineteenth|twentieth|thirtieth)\s+of")  # "the third of March"
 _YEAR = r"(?:19|20)\d{2}"
 _STREET = (r"(?:Street|St|Avenue|Ave|Road|Rd|Boulevard|Blvd|Lane|Ln|Drive|Dr|Court|Ct|Way|Place|Pl|Terrace|Close|Crescent|"
            r"Circle|Highway|Hwy|Parkway|Pkwy|Square|Sq|Trail|Row|Strasse|Straße|Caddesi|Sokak|Cd|Sk)")
 _STATES = ("AL|AK|AZ|AR|CA|CO|CT|DE|FL|GA|HI|ID|IL|IN|IA|KS|KY|LA|ME|MD|MA|MI|MN|MS|MO|MT|NE|NV|NH|NJ|NM|NY|NC|ND|OH|OK|OR|PA|RI|"
            "SC|SD|TN|TX|UT|VT|VA|WA|WV|WI|WY|DC")
 _UK_POSTCODE = r"[A-Z]{1,2}\d[A-Z\d]?\s\d[A-Z]{2}"
-_FACILITY = r"(?:Hospital|Medical\s+Cent(?:er|re)|Health\s+Cent(?:er|re)|Imaging\s+Cent(?:er|re)|Clinic|Infirmary|Hastanesi)"
+_FACILITY = (r"(?:Hospital|Medical\s+Cent(?:er|re)|Health\s+Cent(?:er|re)|Imaging\s+Cent(?:er|re)|Clinic|Infirmary|Hastanesi|"
+             r"(?:Family|Group|Medical|General)\s+Practice)")
 _FACILITY_FIRST = r"(?:Hôpital|Hospital|Klinikum|Clinique|Ospedale|Hospital\s+de)"
 
 # -- patterns (entity, name, regex, flags) ---------------------------------------------------------
@@ -74,38 +80,81 @@ NAME_PATTERNS = [
                   rf"on-call|covering)\s+)?(?:{_ROLE_NOUN}\s*,?\s+)?)(?:{_LAST_FIRST}|{_NAME})"),
     ("role noun", rf"(?<=\b{_ROLE_NOUN}(?:\s+(?i:name|physician|provider|radiologist|clinician))?\s*[:,-]?\s+)(?:{_LAST_FIRST}|{_NAME})"),
 ]
+_MONTH_ANY = rf"(?i:{_MONTH})"  # beside a year or a day a month name is a date in any case: "march 2021", "03-MAR-2021"
+_MONTH_CAPS = _MONTH.upper()
+_YEAR_OR_SHORT = rf"(?:{_YEAR}|['’]\d{{2}})"  # 2021, '21
 DATE_PATTERNS = [
-    ("day month year", rf"\b{_DAY}(?:\s+of)?[\s.-]+{_MONTH}\.?,?[\s.-]+(?:{_YEAR}\d?|\d{{2}})\b"),
-    ("month day year", rf"\b{_MONTH}\.?\s+{_DAY},?\s+{_YEAR}\b"),
-    ("month year", rf"\b{_MONTH}\.?,?[\s-]+{_YEAR}\b"),
-    ("day month", rf"\b{_DAY}(?:\s+of)?\s+{_MONTH}\b"),
+    ("day month year", rf"\b(?:{_DAY}(?:\s+(?i:of))?|{_ORDINAL_OF})[\s./-]+{_MONTH_ANY}\.?,?[\s./-]+(?:{_YEAR}\d?|['’]?\d{{2}})\b"),
+    ("month day year", rf"\b{_MONTH_ANY}\.?[\s-]+{_DAY},?[\s-]+{_YEAR_OR_SHORT}\b"),
+    ("month year", rf"\b{_MONTH_ANY}\.?,?(?:\s+(?i:of))?[\s/-]+{_YEAR_OR_SHORT}\b"),
+    ("month-yy", rf"\b(?:{_MONTH}|{_MONTH_CAPS})[-/]\d{{2}}\b(?![-/.]\d)"),  # Mar-21, MAR-21
+    ("year month day", rf"\b{_YEAR}[\s./-]{_MONTH_ANY}\.?[\s./-]{_DAY}\b"),
+    ("day month", rf"\b(?:{_DAY}(?:\s+of)?|{_ORDINAL_OF})\s+{_MONTH}\b"),
     ("month day", rf"\b{_MONTH}\.?\s+{_DAY}\b(?![.,]?\d)"),
-    ("full month", rf"\b{_FULL_MONTH_NOT_MAY}\b"),
+    ("full month", rf"\b(?:{_FULL_MONTH_NOT_MAY}|{_FULL_MONTH_NOT_MAY.upper()})\b(?!\s+(?i:fractures?)\b)"),  # a march fracture
     ("may in context", r"(?<=\b(?i:dated|in|on|since|from|until|till|during|early|late|mid|of)\s+)May\b"),
     ("numeric", rf"\b(?:{_DAY}[./-](?:0?[1-9]|1[0-2])|(?:0?[1-9]|1[0-2])[./-]{_DAY})[./-](?:{_YEAR}|\d{{2}})\b(?![./-]\d)"),
-    ("iso", rf"\b{_YEAR}[./-](?:0?[1-9]|1[0-2])[./-](?:0?[1-9]|[12]\d|3[01])\b"),
+    ("iso", rf"\b{_YEAR}[./-](?:0?[1-9]|1[0-2])[./-](?:0?[1-9]|[12]\d|3[01])(?!\d)"),  # also 2021-03-12T10:22
     ("compact", rf"\b{_YEAR}(?:0[1-9]|1[0-2])(?:0[1-9]|[12]\d|3[01])\b"),
     ("month/year", rf"\b(?:0?[1-9]|1[0-2])/{_YEAR}\b"),
+    ("month.year", rf"(?<![\d.,])(?:0[1-9]|1[0-2])\.{_YEAR}\b(?![.,]\d)"),  # 03.2021
     ("month/day after a date word", r"(?<=\b(?i:on|of|dated|from|since|until|till|prior|previous|study|exam|examination|scan|"
                                     r"comparison|compared (?:to|with))\s+)(?:0?[1-9]|1[0-2])/(?:0?[1-9]|[12]\d|3[01])\b(?![/.]?\d)"),
 ]
+# An id after the word that names it, in any format with three digits or more: "subject number 104-0332",
+# "Participant ID: LUNG-07-0193", "trial no. ONC/2021/0044", "MRN (3349120)", "NHS number 943 476 5919".
+# Strong labels take any such value; weak ones ("case", "study", "patient", ...) one after a qualifier ("case
+# no.", "order #") or, bare, one that could not be a count or a measurement (letters with digits, or digits in
+# groups, four digits or more: "case 2021-0557"). Never a bare year, never a value followed by a unit. (Each
+# starts by looking for a digit ahead, which most places in a report fail at once, before its look-behind.)
+_ID_STRONG = (r"mrn|mr\s*no|urn|medical\s+record|accession|acc|subject|participant|trial|enrol(?:l)?ment|enrolled\s+as|"
+              r"registration|specimen|nhs|chi|ssn|social\s+security|requisition|barcode|randomi[sz]ation|identifier|id|uid")
+_ID_WEAK = (r"case|study|sample|patient|pt|exam|examination|order|reference|ref|report|unit|visit|encounter|account|episode|"
+            r"record|member|policy|insurance|lab|laboratory|pathology|histology|biopsy|kit|cohort|registry|research|hospital|"
+            r"hosp|screening|referral|request|ticket|file")
+_ID_QUALIFIER = r"(?:(?:number|no|num|nr|id|identifier|code|uid|ref|reference)\b\.?|#|n[º°])"
+_ID_SEP = r"(?:\s*[:#=(]|\s+(?i:is|was))?\s*"
+_ID_END = (r"(?![A-Za-z0-9]|[-/.][A-Za-z0-9])(?![ \t]*(?i:mm|cm|m|ml|l|mg|g|kg|mcg|hu|kvp|mas|mgy|msv|mmhg|%|days?|weeks?|"
+           r"months?|years?|hours?|hrs?|min|minutes?|seconds?|s)\b)")
+_ID_VALUE = (r"(?!(?:19|20)\d{2}\b(?![-/.]\w))(?=(?:[A-Za-z/.-]*\d){3})"
+             r"[A-Za-z0-9](?:[A-Za-z0-9]|[-/.](?=[A-Za-z0-9])|[ ](?=\d{3}))*" + _ID_END)
+_ID_VALUE_BARE = (r"(?=(?:[A-Za-z/.-]*\d){4})(?:[A-Za-z]*\d[A-Za-z0-9]*(?:[-/.][A-Za-z0-9]+)+|[A-Za-z]+\d[A-Za-z0-9]*)" + _ID_END)
 ID_PATTERNS = [
-    ("labelled number", r"(?<=\b(?i:mrn|medical\s+record(?:\s+(?:number|no\.?|#))?|record\s+(?:number|no\.?|#)|accession(?:\s+(?:number|no\.?|#))?|"
-                        r"acc\.?|acc#|patient\s+(?:id|identifier|number)|id|identifier|case\s+(?:number|no\.?|#)|exam\s+(?:number|no\.?|#)|"
-                        r"study\s+(?:number|no\.?|#|id|uid)|order\s*(?:number|no\.?|#)?|encounter|visit\s+(?:number|no\.?)|account\s+(?:number|no\.?)|"
-                        r"ssn|social\s+security\s+(?:number|no\.?)|insurance\s+(?:number|no\.?|id)|member\s+id|policy\s+(?:number|no\.?)|"
-                        r"nhs\s+(?:number|no\.?)|specimen\s+(?:number|no\.?)|requisition\s+(?:number|no\.?))\s*[:#]?\s*)"
-                        r"(?=[A-Z0-9 -]*\d[A-Z0-9 -]*\d[A-Z0-9 -]*\d)[A-Z0-9](?:[A-Z0-9-]|\s(?=\d))*[A-Z0-9]"),
+    ("labelled id", rf"\b(?=[A-Za-z]{{0,10}}[ ]?[A-Za-z0-9/.-]*\d)(?<=\b(?i:{_ID_STRONG})(?:\s*(?i:{_ID_QUALIFIER}))*{_ID_SEP})(?:[A-Za-z]{{2,10}}[ ](?=\d))?{_ID_VALUE}"),  # EudraCT 2019-...
+    ("labelled id, qualified", rf"\b(?=[A-Za-z0-9/.-]*\d)(?<=\b(?i:{_ID_WEAK})(?:\s*(?i:{_ID_QUALIFIER}))+{_ID_SEP}){_ID_VALUE}"),
+    ("labelled id, bare", rf"\b(?=[A-Za-z0-9/.-]*\d)(?<=\b(?i:{_ID_WEAK}){_ID_SEP}){_ID_VALUE_BARE}"),
     ("ssn", r"\b\d{3}-\d{2}-\d{4}\b"),
     ("long number", r"(?<![\d.,])\b\d{5,}\b(?![.,]\d)"),
-    ("lettered number", r"\b[A-Z]{1,4}-?\d{4,}[A-Z0-9]*\b"),
-    ("grouped number", r"\b\d{2,}(?:-[A-Z0-9]{1,6}){1,4}-\d{3,}\b"),
+    ("lettered number", r"\b[A-Z]{1,4}\d{0,4}[-/]?\d{4,}[A-Z0-9]*\b"),  # CT2301145, S21-00452
+    ("grouped number", r"\b(?!\d{3}-\d{3}-\d{4}\b)\d{2,}(?:-[A-Z0-9]{1,6}){1,4}-\d{3,}\b"),  # not a phone's 3-3-4
     ("uid", r"\b\d+(?:\.\d+){4,}\b"),
 ]
+# Phone numbers: short ones (extensions, pagers, bleeps) after their word; numbers of seven digits or more in any
+# grouping (spaces, dots, dashes, an area code in parentheses, a country code) after a phone word within a few
+# words ("by phone, 555-0190", "call the ward on 020 7946 0321"), and without one where the shape says phone
+# (+44 ..., (0161) 496 0000, 617-555-0142). Presidio's phonenumbers recognizer adds the national formats.
+_PHONE_WORD = (r"(?i:phone[ds]?|telephone[ds]?|tel|call(?:ed|ing)?|contact(?:ed|able)?|cell|mobile|mob|fax(?:ed)?|ring|rang|"
+               r"dial(?:led)?|reach(?:ed|able)?|switchboard|whatsapp|sms)")
+_PHONE_SHAPE = r"(?:\+\d{1,3}[ .-]?)?(?:\(\d{1,5}\)[ .-]?)?\d{2,12}(?:[ .-]\d{2,6}){0,5}(?!\d)"
 PHONE_PATTERNS = [
-    ("extension", r"(?<=\b(?i:ext\.?|extension|pager|beeper|bleep|pgr)\s*#?\s*)\d{3,6}\b"),
-    ("local number", r"(?<=\b(?i:phone|tel\.?|telephone|cell|mobile|call|fax|reached at)\s*:?\s*)\d{3}[-.]\d{4}\b"),
+    ("extension", r"(?<=\b(?i:ext|extn|extension|pager|beeper|bleep|bleeped|pgr)\b\.?(?:\s*(?i:no\b\.?|number|#|:|on|at))*\s*\(?\s*)\d{3,6}\b"),
+    ("extension after a number", r"(?<=\d{3}[-. ]\d{4}[ \t]*,?[ \t]*)(?i:x|ext\b\.?|extn\b\.?|extension)[ \t]*\d{2,6}\b"),
     ("dotted number", r"\b\d{3}\.\d{3}\.\d{4}\b"),
+]
+PHONE_SHAPES = [  # at least seven digits (_PhoneShapes)
+    ("after a phone word", rf"(?<=\b{_PHONE_WORD}\b[^\d\n]{{0,30}})(?<![\d+(]){_PHONE_SHAPE}"),
+    ("international", r"(?<![\w+])\+\d{1,3}(?:[ .-]?\(\d{1,5}\))?(?:[ .-]?\d{1,5}){2,6}(?!\d)"),
+    ("area code in parentheses", r"(?<![\w)])\(\d{2,5}\)[ .-]?\d{2,5}(?:[ .-]\d{2,5}){1,3}(?!\d)"),
+    ("grouped 3-3-4", r"\b\d{3}([-. ])\d{3}\1\d{4}\b"),
+]
+_CUED_RULES = {"labelled id", "labelled id, qualified", "labelled id, bare", "extension", "extension after a number", "after a phone word"}
+# Ages over 89 (HIPAA: an age of 90 or more is an identifier): "92-year-old", "aged 94", "Age: 91", "91F", "in her 90s".
+_OLD = r"(?:9\d|1[01]\d)"
+AGE_PATTERNS = [
+    ("years old", rf"(?<![\d.,]){_OLD}(?=[ \t]*-?[ \t]*(?i:(?:years?|yrs?|yr|y)[ \t]*-?[ \t]*(?:old|of[ \t]+age)\b|y\.?[ \t]?o\b\.?|y/o\b|yo\b))"),
+    ("after age", rf"(?<=\b(?i:age[ds]?|age\s*/\s*sex|age\s*/\s*gender)[ \t]*[:=-]?[ \t]*){_OLD}\b(?![.,]\d|[ \t]*(?i:days?|weeks?|months?|d|w|m|mo)\b)"),
+    ("with sex", rf"\b{_OLD}(?=/?[MF]\b)|(?<=\b[MF][ \t]*/[ \t]*){_OLD}\b"),
+    ("decade", rf"(?<=\b(?i:in[ \t]+(?:his|her|their|the)[ \t]+(?:early[ \t]+|mid[ \t-]*|late[ \t]+)?))(?:9|1[01])0['’]?s\b"),
 ]
 ADDRESS_PATTERNS = [
     ("street", rf"\b\d{{1,6}}[A-Za-z]?\s+(?:{_UP}[\p{{L}}'.-]*\s+){{0,4}}{_STREET}\b\.?(?:,?\s+(?:Apt|Apartment|Suite|Ste|Unit|Floor|Fl)\.?\s*#?\s*\w+)?"
@@ -116,7 +165,7 @@ ADDRESS_PATTERNS = [
 ]
 LOCATION_PATTERNS = [
     ("facility", rf"\b(?:St\.?\s+)?{_UP}[\p{{L}}'.-]+(?:\s+{_UP}[\p{{L}}'.-]+){{0,4}}\s+{_FACILITY}\b"),
-    ("facility first", rf"\b{_FACILITY_FIRST}\s+{_UP}[\p{{L}}'-]+(?:\s+{_UP}[\p{{L}}'-]+){{0,3}}"),
+    ("facility first", rf"\b{_FACILITY_FIRST}\s+(?!(?i:no|number|nr|num|id)\b){_UP}[\p{{L}}'-]+(?:\s+{_UP}[\p{{L}}'-]+){{0,3}}"),
 ]
 URL_PATTERNS = [
     ("url", r"(?i)\bhttps?://[^\s<>\"']+[^\s<>\"'.,;:)]"),
@@ -172,23 +221,144 @@ class GivenNameRecognizer(LocalRecognizer):
             RecognizerResult.RECOGNIZER_NAME_KEY: self.name, RecognizerResult.RECOGNIZER_IDENTIFIER_KEY: self.id})
 
 
-def _patterns(entity: str, rules: list[tuple[str, str]], flags: int) -> PatternRecognizer:
-    return PatternRecognizer(supported_entity=entity, name=f"{entity.lower()}_patterns", global_regex_flags=flags,
-                             patterns=[Pattern(name, regex, 0.6) for name, regex in rules])
+# -- names after a cue, in any case ------------------------------------------------------------------
+# A title is a strong cue: the word after it is a name unless it is report vocabulary ("dr. hannah weiss", "DR.
+# O'BRIEN"); so is a label with a colon ("Name:", "Patient:", "Radiologist:", "Signed:") and "/s/". A role verb
+# ("seen by", "dictated by", "discussed with"), a role word ("patient", "pt", "wife") and a bare capitals MR/MS
+# (magnetic resonance, multiple sclerosis) are weak: after them a name in lower case or capitals needs two words,
+# the first a known given name or surname ("patient hannah weiss", "MR JAMES MCALLISTER"; not "dictated by voice
+# recognition", "patient mark on the skin"). Capitalised names keep the rules of the patterns above.
+_TITLE_ANY = (r"(?:(?:Drs?|DRS?|drs?|Prof|PROF|prof|Professor|PROFESSOR|professor|Doctor|DOCTOR|doctor|Mrs|MRS|mrs|Mr|Ms|Mx|"
+              r"Miss|MISS|Sister|SISTER|Doç|Uzm)(?:\.|(?=[ \t]))|(?:mr|ms|mx|MR|MS|MX)\.)")
+_CUE_VERB = rf"(?:{_ROLE_VERB}|(?i:spoke|spoken|talked|typed|authori[sz]ed|countersigned|cc'?d))"
+_CUE_TAIL = (r"(?:\s+(?i:the|his|her|their))?(?:\s+(?i:patient'?s|referring|ordering|attending|on-call|covering|duty|reporting|"
+             r"treating))?(?:\s+" + _ROLE_NOUN + r")?[ \t]*[,:-]?\s+")
+# each cue its own regex: one alternation of them all is ten times slower (no literal prefix to scan for)
+_CUES_STRONG = tuple(re.compile(cue, CASE) for cue in (
+    rf"(?<![\p{{L}}\p{{N}}]){_TITLE_ANY}[ \t]*",
+    rf"\b(?:{_ROLE_NOUN}|{_CUE_VERB}|(?i:signature))(?:\s+(?i:by|name|physician|provider|radiologist|clinician))?[ \t]*:[ \t]*",
+    r"/s/[ \t]*",
+    r"\b(?i:name\s+(?:is|was))[ \t]+",
+))
+_CUES_WEAK = tuple(re.compile(cue, CASE) for cue in (
+    rf"\b{_CUE_VERB}(?:\s+(?i:by|to|with|from|for))?{_CUE_TAIL}",
+    rf"\b{_ROLE_NOUN}(?:\s+(?i:name|physician|provider|radiologist|clinician))?[ \t]*[,-]?[ \t]+",
+    r"(?<![\p{L}\p{N}])(?:MR|MS)[ \t]+",
+))
+_ANY_TOKEN = re.compile(r"(?:\p{L}\.){1,3}(?!\p{L})|\p{L}(?:\p{L}|['’](?=\p{L}))+(?:-\p{L}+(?:['’]\p{L}+)*)*")  # O'BRIEN, jean-luc
+_TOKEN_GAP = re.compile(r"[ \t]+|(?<=\.)(?=\p{L})")
+_CREDENTIAL_AT = re.compile(rf"{_CREDENTIAL}$")
+_AFTER_COMMA = re.compile(r",[ \t]*(\p{L}(?:\p{L}|['’](?=\p{L}))+)(?:[ \t]+\p{L}\.)?")
+_AND = re.compile(r"[ \t]*(?:,|,?[ \t]+and|[ \t]+&)[ \t]+")
+_PARTICLES = frozenset("van von der den de del della da di du la le bin ibn al el ten ter dos das".split())
+
+
+class CuedNameRecognizer(LocalRecognizer):
+    """A name after a title, a role verb or a role word, written in any case: "dr. hannah weiss", "Seen by DR.
+    PETER O'BRIEN", "discussed with jean-luc dubois", "Patient: doeberg, jane a.". Up to five words; it stops
+    at report vocabulary; particles ("van der", "bin") may stand between words."""
+
+    def __init__(self) -> None:
+        super().__init__(supported_entities=["NAME"], name="CuedNameRecognizer")
+
+    def load(self) -> None:  # noqa: D102
+        pass
+
+    def analyze(self, text: str, entities, nlp_artifacts=None) -> list[RecognizerResult]:  # noqa: D102
+        out = []
+        for cues, strong in ((_CUES_STRONG, True), (_CUES_WEAK, False)):
+            for cue in (m for regex in cues for m in regex.finditer(text)):
+                span = self._name_at(text, cue.end(), strong)
+                while span:
+                    out.append(RecognizerResult("NAME", *span, 0.6, recognition_metadata={
+                        RecognizerResult.RECOGNIZER_NAME_KEY: self.name, RecognizerResult.RECOGNIZER_IDENTIFIER_KEY: self.id}))
+                    # "Drs. Park and Ibrahim": a plural title names every name of the list
+                    more = cue.group().lower().startswith("drs") and _AND.match(text, span[1])
+                    span = self._name_at(text, more.end(), strong) if more else None
+        return out
+
+    @staticmethod
+    def _name_at(text: str, at: int, strong: bool) -> tuple[int, int] | None:
+        vocabulary, known, given = report_vocabulary(), name_words(), given_names()
+
+        def parts(word: str) -> list[str]:
+            return word.replace("’", "'").strip(".'").lower().split("-")
+
+        tokens: list[tuple[int, int, str]] = []  # (start, end, "word" | "initial" | "particle")
+        words = 0
+        first_given = first_uncased = False
+        while len(tokens) < 7 and words < 5:
+            m = _ANY_TOKEN.match(text, at)
+            if not m:
+                break
+            word = m.group()
+            if word.endswith("."):
+                kind = "initial"
+            elif word in _PARTICLES:
+                kind = "particle"
+            else:
+                if all(part in vocabulary for part in parts(word)):
+                    break
+                capitalised = word[0].isupper() and any(c.islower() for c in word)
+                if not capitalised:  # lower case or capitals
+                    is_known = any(part in known for part in parts(word))
+                    if words == 0 and not (strong or is_known):
+                        break
+                    if words and not (is_known or (words == 1 and first_given)):
+                        break
+                if words == 0:
+                    first_given = any(part in given for part in parts(word))
+                    first_uncased = not capitalised
+                words += 1
+                kind = "word"
+            tokens.append((m.start(), m.end(), kind))
+            gap = _TOKEN_GAP.match(text, m.end())
+            if not gap:
+                break
+            at = gap.end()
+        while tokens and tokens[-1][2] == "particle":
+            tokens.pop()
+        if not words or (first_uncased and not strong and sum(kind != "particle" for *_, kind in tokens) < 2):
+            return None
+        start, end = tokens[0][0], tokens[-1][1]
+        # "doeberg, jane a.", "GARCIA LOPEZ, MARIA": a comma, then a given name (after a strong cue any known name word)
+        if words <= 2 and (m := _AFTER_COMMA.match(text, end)):
+            after = m.group(1).replace("’", "'").lower()
+            if after not in vocabulary and not _CREDENTIAL_AT.match(m.group(1)) and (after in given or (strong and after in known)):
+                end = m.end()
+        return start, end
+
+
+class _PhoneShapes(PatternRecognizer):
+    """Phone-shaped numbers: at least seven digits, whatever the grouping."""
+
+    def invalidate_result(self, pattern_text: str) -> bool:  # noqa: D102
+        return sum(c.isdigit() for c in pattern_text) < 7
+
+
+CUED = 0.85  # the score of a rule that read the word naming the identifier ("MRN", "pager"): surer of its kind than a shape
+
+
+def _patterns(entity: str, rules: list[tuple[str, str]], flags: int, cls: type = PatternRecognizer) -> PatternRecognizer:
+    return cls(supported_entity=entity, name=f"{entity.lower()}_{'shapes' if cls is _PhoneShapes else 'patterns'}",
+               global_regex_flags=flags, patterns=[Pattern(name, regex, CUED if name in _CUED_RULES else 0.6) for name, regex in rules])
 
 
 @lru_cache(maxsize=1)
 def recognizers() -> tuple[EntityRecognizer, ...]:
-    """Every recognizer, built once per process. Entities: NAME, DATE, PHONE, ID, ADDRESS, LOCATION, EMAIL, URL."""
+    """Every recognizer, built once per process. Entities: NAME, DATE, PHONE, ID, AGE, ADDRESS, LOCATION, EMAIL, URL."""
     presidio_dates = [p for p in DateRecognizer.PATTERNS if p.score >= 0.5]  # not its bare m/yy, which reads "3/10" as a date
     return (
         _patterns("NAME", NAME_PATTERNS, CASE),
         GivenNameRecognizer(),
+        CuedNameRecognizer(),
         DateRecognizer(patterns=presidio_dates, supported_entity="DATE"),
         _patterns("DATE", DATE_PATTERNS, CASE),
         _patterns("ID", ID_PATTERNS, CASE),
         PhoneRecognizer(supported_entity="PHONE", supported_regions=("US", "GB", "DE", "FR", "TR", "IN", "NL", "IT")),
         _patterns("PHONE", PHONE_PATTERNS, CASE),
+        _patterns("PHONE", PHONE_SHAPES, CASE, _PhoneShapes),
+        _patterns("AGE", AGE_PATTERNS, CASE),
         _patterns("ADDRESS", ADDRESS_PATTERNS, CASE),
         _patterns("LOCATION", LOCATION_PATTERNS, CASE),
         _Email(supported_entity="EMAIL"),
