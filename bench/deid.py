@@ -13,7 +13,7 @@ does to clean medical text, and what it does to the real development reports.
   settled and scored once as such (recall 0.951, 58 of 61); then their misses were read and the rules made more
   general for those kinds of miss, so they are tuning sentences now, kept apart only to show that history.
 - held out (--heldout SET.yaml, optional): sentences the rules were not written against, in the test set's format
-  (a mapping whose `clean` list holds clean sentences and whose other lists hold sentences with `phi`, or a bare
+  (a mapping whose `clean` list holds clean sentences (bare strings or `text:` items) and whose other lists hold sentences with `phi`, or a bare
   list of the latter), read once and scored the same way. The record holds its figures and the kinds of what was
   missed, never the missed text, so writing the record does not spend the set; --show-missed prints the missed
   identifiers to the terminal.
@@ -109,10 +109,10 @@ def clean_changes(items: list[dict], spans_of) -> int:
 
 def read_set(text: str) -> tuple[list[dict], list[dict]]:
     """(sentences with identifiers, clean sentences) of a PHI set in the test set's format: a mapping whose
-    `clean` list holds clean sentences and whose other lists hold sentences with `phi`, or a bare list."""
+    `clean` list holds clean sentences (bare strings or `text:` items) and whose other lists hold sentences with `phi`, or a bare list."""
     data = yaml.safe_load(text)
     lists = {"phi": data} if isinstance(data, list) else dict(data or {})
-    clean = list(lists.pop("clean", None) or [])
+    clean = [{"text": c} if isinstance(c, str) else c for c in lists.pop("clean", None) or []]  # bare strings too
     items = [item for value in lists.values() if isinstance(value, list) for item in value]
     bad = [item for item in items + clean if not isinstance(item, dict) or not isinstance(item.get("text"), str)]
     if bad or not all(isinstance(item.get("phi"), list) for item in items):
@@ -126,7 +126,7 @@ def held_out(path: Path, baseline) -> tuple[dict, list[str]]:
     ours, base = score(items, _spans_ours), score(items, baseline)
     missed = ours.pop("missed")
     base.pop("missed")
-    return {"file": str(path), "sentences": len(items), "clean_sentences": len(clean),
+    return {"file": str(path.resolve().relative_to(ROOT)) if path.resolve().is_relative_to(ROOT) else path.name, "sentences": len(items), "clean_sentences": len(clean),
             "ours": {**ours, "clean_sentences_changed": clean_changes(clean, _spans_ours)},
             "baseline_presidio_stock_patterns": {**base, "clean_sentences_changed": clean_changes(clean, baseline)}}, missed
 
