@@ -17,7 +17,6 @@ import pandas as pd
 
 from pipeline import vocab
 
-STATUS_RANK = {"normal": 0, "uncertain": 1, "abnormal": 2}
 CutRule = Literal["exclude", "keep_flagged", "keep_if_inside"]
 CUT_RULES: tuple[str, ...] = get_args(CutRule)
 
@@ -112,9 +111,9 @@ def _organ_findings(findings: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame(columns=["report_id", "organ", "status", "abnormalities", "text"])
     keys = ["report_id", "organ"]
     f = findings[["report_id", "organ", "status", "abnormality", "sentence"]].dropna(subset=keys)
-    rank = f["status"].map(STATUS_RANK).fillna(0).astype(int)
+    rank = f["status"].map(vocab.STATUS_RANK).fillna(0).astype(int)
     out = rank.groupby([f["report_id"], f["organ"]], sort=False).max().rename("rank").reset_index()
-    out["status"] = out["rank"].map({v: k for k, v in STATUS_RANK.items()})
+    out["status"] = out["rank"].map(dict(enumerate(vocab.STATUS_ORDER)))
     abn = f[(f["status"] == "abnormal") & f["abnormality"].notna()].drop_duplicates([*keys, "abnormality"])
     abn_lists = _grouped_lists(abn, keys, "abnormality")
     abn_lists["abnormality"] = [sorted(v) for v in abn_lists["abnormality"]]
@@ -135,9 +134,9 @@ def _region_findings(findings: pd.DataFrame, studies: pd.DataFrame) -> pd.DataFr
     if findings.empty or "region" not in findings.columns:
         return pd.DataFrame(columns=["study_id", "patient_id", "organ", "reason", "status", "region"])
     f = findings[findings["organ"].isna() & findings["region"].notna()]
-    rank = f["status"].map(STATUS_RANK).fillna(0).astype(int)
+    rank = f["status"].map(vocab.STATUS_RANK).fillna(0).astype(int)
     out = rank.groupby([f["report_id"], f["region"]], sort=False).max().rename("rank").reset_index()
-    out["status"] = out["rank"].map({v: k for k, v in STATUS_RANK.items()})
+    out["status"] = out["rank"].map(dict(enumerate(vocab.STATUS_ORDER)))
     out = out.merge(studies[["study_id", "patient_id", "report_id"]], on="report_id")
     return out.assign(organ=None, reason="region_without_mask")
 

@@ -17,6 +17,12 @@ from totalsegmentator.map_to_binary import class_map as _TS_CLASS_MAP
 V2_TASK = "total"
 V1_TASK = "total_v1"
 
+# What a report says of an organ, mildest first: where it says several things of one organ the most
+# severe stands (pairs, report findings, the synthetic gold and the evaluation rows all aggregate so).
+NORMAL, UNCERTAIN, ABNORMAL = "normal", "uncertain", "abnormal"
+STATUS_ORDER = (NORMAL, UNCERTAIN, ABNORMAL)
+STATUS_RANK = {s: i for i, s in enumerate(STATUS_ORDER)}
+
 
 @dataclass(frozen=True)
 class Organ:

@@ -29,7 +29,7 @@ from scipy import ndimage
 from model.files import fingerprint
 from model.preprocess import OrganBoxes, OrganCrop, Preprocessing, SourceBlock, organ_crop
 from pipeline.pool import one_thread, process_map
-from pipeline.vocab import counted
+from pipeline.vocab import STATUS_RANK, counted
 
 log = logging.getLogger(__name__)
 
@@ -74,11 +74,10 @@ class EvalData:
 
 def _merge_rows(pairs: pd.DataFrame) -> pd.DataFrame:
     """One row per (study, organ): worst status, union of abnormalities."""
-    rank = {"normal": 0, "uncertain": 1, "abnormal": 2}
     df = pairs.copy()
     df["split"] = df["split"].map(lambda s: SPLIT_ALIASES.get(s, s))
     df["abnormalities"] = df["abnormalities"].map(lambda a: sorted(set(a)) if a is not None and len(a) else [])
-    df["_rank"] = df["status"].map(rank).fillna(0)
+    df["_rank"] = df["status"].map(STATUS_RANK).fillna(0)
     if "cut_by_fov" not in df:
         df["cut_by_fov"] = False
     agg = df.sort_values("_rank").groupby(["study_id", "organ"], sort=False).agg(

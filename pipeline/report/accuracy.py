@@ -15,12 +15,12 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from pipeline.report.finding import ABNORMAL, NORMAL, NOT_MENTIONED, UNCERTAIN
+from pipeline.vocab import STATUS_ORDER, STATUS_RANK
 
 CLASSES = (NORMAL, ABNORMAL, UNCERTAIN, NOT_MENTIONED)
 # canonical names of the synthetic catalog (docs/ARCHITECTURE.md)
 CATALOG = frozenset({"mass", "cyst", "hepatomegaly", "steatosis", "splenomegaly", "stone", "nodule",
                      "pleural effusion", "aneurysm", "cardiomegaly", "fracture"})
-_RANK = {NORMAL: 0, UNCERTAIN: 1, ABNORMAL: 2}
 
 
 @dataclass(frozen=True)
@@ -62,8 +62,8 @@ def score(findings_df: pd.DataFrame, gold_df: pd.DataFrame, report_column: str =
     f["report_id"] = f["report_id"].astype(str)
     gold = gold_df[[report_column, "organ", "report_status", "abnormalities"]].copy()
     gold[report_column] = gold[report_column].astype(str)
-    f["_rank"] = f["status"].map(_RANK)
-    pred = f.groupby(["report_id", "organ"])["_rank"].max().map({v: k for k, v in _RANK.items()})
+    f["_rank"] = f["status"].map(STATUS_RANK)
+    pred = f.groupby(["report_id", "organ"])["_rank"].max().map(dict(enumerate(STATUS_ORDER)))
     abn = (f[f["status"].isin([ABNORMAL, UNCERTAIN]) & f["abnormality"].notna()]
            .groupby(["report_id", "organ"])["abnormality"].agg(lambda s: frozenset(s)))
     sents = f.groupby(["report_id", "organ"])["sentence"].agg(lambda s: list(dict.fromkeys(s)))

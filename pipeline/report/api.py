@@ -9,9 +9,10 @@ from concurrent.futures import ProcessPoolExecutor
 import pandas as pd
 
 from pipeline.report import text as textmod
-from pipeline.report.finding import ABNORMAL, COLUMNS, NORMAL, UNCERTAIN, Finding, ReportConfig
+from pipeline.report.finding import COLUMNS, Finding, ReportConfig
 from pipeline.report.context import build_nlp
 from pipeline.report.nlp import freeze_heap
+from pipeline.vocab import STATUS_RANK
 
 log = logging.getLogger(__name__)
 _DEFAULT = ReportConfig()
@@ -123,11 +124,10 @@ def extract_table(df: pd.DataFrame, text_column: str, id_column: str, workers: i
 def organ_status(findings: Iterable[Finding]) -> dict[str, str]:
     """Per organ (or region, for findings without an organ mask): abnormal if any finding is abnormal,
     else uncertain if any is, else normal."""
-    rank = {NORMAL: 0, UNCERTAIN: 1, ABNORMAL: 2}
     out: dict[str, str] = {}
     for f in findings:
         place = f.organ or f.region
-        if place not in out or rank[f.status] > rank[out[place]]:
+        if place not in out or STATUS_RANK[f.status] > STATUS_RANK[out[place]]:
             out[place] = f.status
     return out
 

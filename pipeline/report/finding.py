@@ -5,11 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-NORMAL = "normal"
-ABNORMAL = "abnormal"
-UNCERTAIN = "uncertain"
+from pipeline.vocab import ABNORMAL, NORMAL, UNCERTAIN
+
 NOT_MENTIONED = "not_mentioned"
-STATUSES = (NORMAL, ABNORMAL, UNCERTAIN)
 # places a finding can sit that have no organ mask (data/organs.yaml `regions`)
 REGIONS = ("lymph_node", "pleura", "mediastinum", "medical_material", "spine", "chest_wall", "breast", "soft_tissue")
 

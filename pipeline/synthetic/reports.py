@@ -15,9 +15,9 @@ import numpy as np
 from pipeline.synthetic.anatomy import LOBES, checked
 from pipeline.synthetic.findings import CATALOG, Finding
 from pipeline.synthetic.phrases import BANKS
+from pipeline.vocab import STATUS_RANK
 
 _SPINE_PREFIX = ("vertebrae_", "sacrum")
-_RANK = {"normal": 0, "uncertain": 1, "abnormal": 2}
 
 # report unit -> (organs it names, section header in organ-by-organ style)
 UNITS: dict[str, tuple[tuple[str, ...], str]] = {
@@ -140,7 +140,7 @@ def write_report(
     def say(unit: str, text: str, organs: tuple[str, ...], st: str) -> None:
         by_unit.setdefault(unit, []).append(text)
         for o in organs:
-            if o not in status or _RANK[st] > _RANK[status[o]]:
+            if o not in status or STATUS_RANK[st] > STATUS_RANK[status[o]]:
                 status[o] = st
 
     impression: list[str] = []
