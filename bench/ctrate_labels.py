@@ -29,7 +29,8 @@ import pandas as pd
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from pipeline.report.labels import CTRATE, SCORED, checked_quarter, dev_csv, label_f1, label_table, read_labelled  # noqa: E402
+from pipeline.report.labels import SCORED, checked_quarter, dev_csv, label_f1, label_table, read_labelled  # noqa: E402
+from pipeline.vocab import CTRATE_LABELS  # noqa: E402
 
 DEFAULT_CSV = dev_csv()
 RECORD = REPO / "bench" / "results" / "ctrate_labels.json"
@@ -63,15 +64,15 @@ _SENTENCE = re.compile(r"(?<=[.!?])\s+|\n+")
 
 def keyword_labels(text: str) -> dict[str, int]:
     low = text.lower()
-    return {name: int(any(k in low for k in KEYWORDS[name])) for name in CTRATE}
+    return {name: int(any(k in low for k in KEYWORDS[name])) for name in CTRATE_LABELS}
 
 
 def sentence_labels(text: str) -> dict[str, int]:
-    out = dict.fromkeys(CTRATE, 0)
+    out = dict.fromkeys(CTRATE_LABELS, 0)
     for sentence in _SENTENCE.split(text.lower()):
         if _NEGATION.search(sentence):
             continue
-        for name in CTRATE:
+        for name in CTRATE_LABELS:
             if not out[name] and any(k in sentence for k in KEYWORDS[name]):
                 out[name] = 1
     return out

@@ -46,18 +46,13 @@ import numpy as np
 import pandas as pd
 
 from pipeline.atomic import atomic_path
+from pipeline.vocab import CTRATE_LABELS
 
 log = logging.getLogger(__name__)
 
-LABELS = (
-    "Medical material", "Arterial wall calcification", "Cardiomegaly", "Pericardial effusion",
-    "Coronary artery wall calcification", "Hiatal hernia", "Lymphadenopathy", "Emphysema", "Atelectasis",
-    "Lung nodule", "Lung opacity", "Pulmonary fibrotic sequela", "Pleural effusion", "Mosaic attenuation pattern",
-    "Peribronchial thickening", "Consolidation", "Bronchiectasis", "Interlobular septal thickening",
-)  # fmt: skip
 SPLITS = {"train": ("train",), "valid": ("valid", "validation")}  # split -> spellings in the release's file names
 COLUMNS = [
-    "volume_path", "volume_name", "split", "patient_key", "study_key", "reconstruction", "report_text", *LABELS,
+    "volume_path", "volume_name", "split", "patient_key", "study_key", "reconstruction", "report_text", *CTRATE_LABELS,
     "hu_rule", "rescale_slope", "rescale_intercept", "spacing_rule", "spacing_x", "spacing_y", "spacing_z",
     "affine", "n_slices", "chosen", "choice", "problem",
 ]  # fmt: skip
@@ -93,7 +88,7 @@ def scan_ctrate(root: str | os.PathLike, split: str = "train") -> pd.DataFrame:
     labels = _table(root, split, "labels")
     rows = [_volume_row(path, split, reports, meta, labels) for path in volumes]
     frame = pd.DataFrame(rows, columns=COLUMNS)
-    for label in LABELS:
+    for label in CTRATE_LABELS:
         frame[label] = pd.to_numeric(frame[label], errors="coerce").astype("Int8")
     frame = _choose(frame)
     log.info("CT-RATE %s: %d volumes, %d studies, %d patients, %d with a problem", split, len(frame),
@@ -162,7 +157,8 @@ def _volume_row(path: Path, split: str, reports, meta, labels) -> dict:
     row: dict = {"volume_path": str(path), "volume_name": name, "split": split, "patient_key": patient, "study_key": study,
                  "reconstruction": recon, "report_text": _report(reports, name), "problem": ""}
     lab = labels.loc[name] if labels is not None and name in labels.index else None
-    row.update({label: (lab[label] if lab is not None and label in lab.index and lab[label] != "" else None) for label in LABELS})
+    row.update({label: (lab[label] if lab is not None and label in lab.index and lab[label] != "" else None)
+                for label in CTRATE_LABELS})
     info = meta.loc[name] if meta is not None and name in meta.index else None
     try:
         img = nib.load(str(path))

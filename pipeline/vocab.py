@@ -23,6 +23,15 @@ NORMAL, UNCERTAIN, ABNORMAL = "normal", "uncertain", "abnormal"
 STATUS_ORDER = (NORMAL, UNCERTAIN, ABNORMAL)
 STATUS_RANK = {s: i for i, s in enumerate(STATUS_ORDER)}
 
+# CT-RATE's 18 report-level abnormality labels, in its column order (multi_abnormality_labels/*.csv):
+# the release's columns (pipeline/ctrate.py) and our labeller's output (pipeline/report/labels.py).
+CTRATE_LABELS = (
+    "Medical material", "Arterial wall calcification", "Cardiomegaly", "Pericardial effusion",
+    "Coronary artery wall calcification", "Hiatal hernia", "Lymphadenopathy", "Emphysema", "Atelectasis",
+    "Lung nodule", "Lung opacity", "Pulmonary fibrotic sequela", "Pleural effusion", "Mosaic attenuation pattern",
+    "Peribronchial thickening", "Consolidation", "Bronchiectasis", "Interlobular septal thickening",
+)  # fmt: skip
+
 
 @dataclass(frozen=True)
 class Organ:

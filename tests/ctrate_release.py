@@ -10,7 +10,7 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
-from pipeline.ctrate import LABELS
+from pipeline.vocab import CTRATE_LABELS
 
 SHAPE = (40, 40, 24)
 XY, Z = 0.75, 1.5
@@ -51,8 +51,8 @@ def meta_row(name: str, xy: float = XY, z: float = Z, intercept: float = -1024.0
 
 TRAIN = ["train_1_a_1", "train_1_a_2", "train_2_a_1", "train_3_a_1", "train_4_b_1"]  # train_5_a_1 is unreadable
 # Cardiomegaly (label 2) on every labelled train volume; train_4_b_1 has no label row
-TRAIN_LABELS = {n: [int(k == 2) for k in range(len(LABELS))] for n in TRAIN if n != "train_4_b_1"}
-VALID_LABELS = {"valid_1_a_1": [0] * len(LABELS)}
+TRAIN_LABELS = {n: [int(k == 2) for k in range(len(CTRATE_LABELS))] for n in TRAIN if n != "train_4_b_1"}
+VALID_LABELS = {"valid_1_a_1": [0] * len(CTRATE_LABELS)}
 
 
 def volume_path(root: Path, name: str) -> Path:
@@ -108,4 +108,4 @@ def write_labels(root: Path, split: str, labels: Mapping[str, Sequence[int]]) ->
     path = root / "dataset" / "multi_abnormality_labels" / f"{split}_predicted_labels.csv"
     path.parent.mkdir(parents=True, exist_ok=True)
     rows = [[f"{n}.nii.gz", *map(int, v)] for n, v in labels.items()]
-    pd.DataFrame(rows, columns=["VolumeName", *LABELS]).to_csv(path, index=False)
+    pd.DataFrame(rows, columns=["VolumeName", *CTRATE_LABELS]).to_csv(path, index=False)

@@ -18,13 +18,13 @@ from ctrate_release import SHAPE, phantom_hu, ras_affine, save, volume_path, wri
 from model.eval.ctrate import CtrateEvalOptions, evaluate_ctrate, main
 from model.eval.metrics import choose_threshold
 from model.inference import InferenceOptions
-from pipeline.ctrate import LABELS
+from pipeline.vocab import CTRATE_LABELS
 from pipeline.vocab import class_map
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-N = len(LABELS)
-CARDIO, EMPH, NODULE = LABELS.index("Cardiomegaly"), LABELS.index("Emphysema"), LABELS.index("Lung nodule")
+N = len(CTRATE_LABELS)
+CARDIO, EMPH, NODULE = (CTRATE_LABELS.index(n) for n in ("Cardiomegaly", "Emphysema", "Lung nodule"))
 VALID = ["valid_1_a_1", "valid_1_a_2", "valid_2_a_1", "valid_3_a_1", "valid_4_a_1", "valid_5_b_1"]  # 5 patients
 
 
@@ -100,8 +100,8 @@ def test_cli_scores_the_18_labels_with_intervals_and_thresholds_from_train(train
     assert res["anchors"]["CT-CLIP"] == 0.733 and res["anchors"]["fVLM"] == 0.778
     scores = pd.read_csv(tmp_path / "results.scores.csv")
     for variant, part in (("ct-clip", res), ("organ-aware", res["organ_aware"])):
-        assert sorted(part["labels"]) == sorted(LABELS)  # all 18, n/a or not
-        for k, label in enumerate(LABELS):
+        assert sorted(part["labels"]) == sorted(CTRATE_LABELS)  # all 18, n/a or not
+        for k, label in enumerate(CTRATE_LABELS):
             entry = part["labels"][label]
             assert entry["n_pos"] == sum(v[k] for v in VALID_LABELS.values()) and entry["n_pos"] + entry["n_neg"] == len(VALID)
             if k in (CARDIO, EMPH):
@@ -114,7 +114,7 @@ def test_cli_scores_the_18_labels_with_intervals_and_thresholds_from_train(train
         assert 0 <= part["macro_auc"]["low"] <= part["macro_auc"]["value"] <= part["macro_auc"]["high"] <= 1
         # the threshold of each label is the F1-best one on the train volumes' scores and labels
         train_rows = scores[(scores["split"] == "train") & (scores["variant"] == variant)]
-        for label in (LABELS[CARDIO], LABELS[EMPH]):
+        for label in (CTRATE_LABELS[CARDIO], CTRATE_LABELS[EMPH]):
             rows = train_rows[train_rows["label"] == label]
             assert part["labels"][label]["threshold"] == pytest.approx(choose_threshold(rows["logit"], rows["truth"]))
     # one score per volume, variant and label; probabilities are the softmax of the recorded logits

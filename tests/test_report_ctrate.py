@@ -12,7 +12,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from pipeline.report.labels import CTRATE, SCORED, checked_quarter, read_labelled, score_reports
+from pipeline.report.labels import SCORED, checked_quarter, read_labelled, score_reports
+from pipeline.vocab import CTRATE_LABELS
 
 MACRO_TARGET, LABEL_TARGET = 0.95, 0.85  # issue 13
 
@@ -73,9 +74,9 @@ def test_labels_cli_on_real_reports(dev, tmp_path):
                           "VolumeName", "--labels", "ctrate", "--out", str(out)], capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr
     table = pd.read_parquet(out)
-    assert list(table.columns) == ["VolumeName", "Findings", *CTRATE]
+    assert list(table.columns) == ["VolumeName", "Findings", *CTRATE_LABELS]
     assert table["VolumeName"].tolist() == dev["report_id"].head(20).tolist()
-    assert set(table[list(CTRATE)].stack().unique()) <= {0, 1}
+    assert set(table[list(CTRATE_LABELS)].stack().unique()) <= {0, 1}
     # agreement with the manual labels on these 20 reports is far above chance
     gold = dev.head(20)[list(SCORED)].to_numpy()
     assert (table[list(SCORED)].to_numpy() == gold).mean() >= 0.9

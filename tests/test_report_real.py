@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 
 from pipeline.report import extract_findings
-from pipeline.report.labels import CTRATE, ctrate_labels
+from pipeline.report.labels import ctrate_labels
+from pipeline.vocab import CTRATE_LABELS
 
 UPPER = {"lung_upper_lobe_left", "lung_upper_lobe_right"}
 LOWER = {"lung_lower_lobe_left", "lung_lower_lobe_right"}
@@ -150,7 +151,7 @@ def test_ctrate_labels_from_findings():
             "not observed. Mediastinal lymph nodes up to 15 mm. Ground-glass density increases in the right lower lobe. "
             "Pleural effusion is not seen. A 4 mm nodule in the left upper lobe. A catheter is observed.")
     labels = ctrate_labels(extract_findings(text))
-    assert list(labels) == list(CTRATE)
+    assert list(labels) == list(CTRATE_LABELS)
     positive = {k for k, v in labels.items() if v}
     assert positive == {"Arterial wall calcification", "Coronary artery wall calcification", "Cardiomegaly",
                         "Lymphadenopathy", "Lung opacity", "Lung nodule", "Medical material"}

@@ -47,9 +47,10 @@ from model.eval.metrics import Estimate
 from model.prompts import abnormality_prompts, prompt_embeddings
 from model.inference import STUDY, InferenceOptions, LoadedModel, NotCTError, StudyInput, infer, load_for_inference, logit_scale
 from pipeline.atomic import atomic_path, write_json, write_parquet
-from pipeline.ctrate import LABELS, SPLITS, scan_ctrate
+from pipeline.ctrate import SPLITS, scan_ctrate
 from pipeline.report.labels import label_organs
 from pipeline.segment import SegmenterDependencyError, WeightsMissingError
+from pipeline.vocab import CTRATE_LABELS
 
 log = logging.getLogger("model.eval.ctrate")  # the same name when run as __main__
 
@@ -216,7 +217,7 @@ def _volumes(data: str | os.PathLike, split: str, options: CtrateEvalOptions) ->
         raise FileNotFoundError(f"no {split} volumes under {data} (expected {split}/<patient>/<scan>/*.nii.gz)")
     skipped = [{"split": split, "volume_name": r.volume_name, "reason": r.problem} for r in frame.itertuples() if r.problem]
     frame = frame[frame["problem"] == ""]
-    unlabelled = frame[list(LABELS)].isna().any(axis=1)
+    unlabelled = frame[list(CTRATE_LABELS)].isna().any(axis=1)
     skipped += [{"split": split, "volume_name": n, "reason": "no label row"} for n in frame.loc[unlabelled, "volume_name"]]
     frame = frame[~unlabelled]
     if options.volumes == "chosen":
@@ -289,10 +290,11 @@ class _Prompts:
     def __init__(self, loaded: LoadedModel, organ_aware: bool) -> None:
         model = loaded.model
         self.scale = logit_scale(model)
-        sets = [[t.format(label=label)] for label in LABELS for t in (CTCLIP_PRESENT, CTCLIP_ABSENT)]
+        sets = [[t.format(label=label)] for label in CTRATE_LABELS for t in (CTCLIP_PRESENT, CTCLIP_ABSENT)]
         emb = prompt_embeddings(model, sets)
-        self.ctclip = {label: (emb[2 * i], emb[2 * i + 1]) for i, label in enumerate(LABELS)}  # (present, absent)
-        self.organs = {label: label_organs(label) for label in LABELS} if organ_aware else {}
+        # label -> (present, absent)
+        self.ctclip = {label: (emb[2 * i], emb[2 * i + 1]) for i, label in enumerate(CTRATE_LABELS)}
+        self.organs = {label: label_organs(label) for label in CTRATE_LABELS} if organ_aware else {}
         pairs = [(label, organ) for label, organs in self.organs.items() for organ in organs]
         self.organ = {}
         if pairs:
@@ -307,7 +309,7 @@ def _score(prompts: _Prompts, frame: pd.DataFrame, embeddings: dict[str, pd.Data
         emb = embeddings[vol.volume_name].set_index("organ")["embedding"].map(np.asarray)
         study = emb[STUDY]
         base = {"split": vol.split, "volume_name": vol.volume_name, "patient_key": vol.patient_key}
-        for label in LABELS:
+        for label in CTRATE_LABELS:
             truth = int(frame.at[vol.Index, label])
             present, absent = prompts.ctclip[label]
             rows.append({**base, "variant": "ct-clip", "label": label, "truth": truth,
@@ -336,7 +338,7 @@ def _metrics(scores: pd.DataFrame, variant: str, options: CtrateEvalOptions, rul
 
     def matrix(split: str | None, column: str) -> pd.DataFrame:
         rows = part[part["split"] == split]
-        return rows.pivot(index="volume_name", columns="label", values=column).reindex(columns=list(LABELS))
+        return rows.pivot(index="volume_name", columns="label", values=column).reindex(columns=list(CTRATE_LABELS))
 
     logit, truth = matrix(options.split, "logit"), matrix(options.split, "truth").astype(int)
     groups = part[part["split"] == options.split].drop_duplicates("volume_name").set_index("volume_name").loc[logit.index, "patient_key"].to_numpy()
@@ -344,7 +346,7 @@ def _metrics(scores: pd.DataFrame, variant: str, options: CtrateEvalOptions, rul
     tune_logit, tune_truth = (matrix(options.threshold_split, c) for c in ("logit", "truth")) if tuned else (None, None)
     boot = dict(n=options.n_boot, seed=options.seed, groups=groups)
     labels, preds, scored = [], {}, []
-    for label in LABELS:
+    for label in CTRATE_LABELS:
         s, y = logit[label].to_numpy(float), truth[label].to_numpy(int)
         n_pos = int(y.sum())
         threshold = None

@@ -24,16 +24,10 @@ import pandas as pd
 from pipeline.report.datafiles import load
 from pipeline.report.finding import ABNORMAL, NORMAL, Finding
 from pipeline.report.lexicon import expand_targets
+from pipeline.vocab import CTRATE_LABELS
 
-# CT-RATE's label names, in its column order
-CTRATE = (
-    "Medical material", "Arterial wall calcification", "Cardiomegaly", "Pericardial effusion",
-    "Coronary artery wall calcification", "Hiatal hernia", "Lymphadenopathy", "Emphysema", "Atelectasis",
-    "Lung nodule", "Lung opacity", "Pulmonary fibrotic sequela", "Pleural effusion", "Mosaic attenuation pattern",
-    "Peribronchial thickening", "Consolidation", "Bronchiectasis", "Interlobular septal thickening",
-)
 # the 17 scored labels: devices are left out (CT-RATE's own evaluation leaves them out too)
-SCORED = tuple(name for name in CTRATE if name != "Medical material")
+SCORED = tuple(name for name in CTRATE_LABELS if name != "Medical material")
 
 
 @dataclass(frozen=True)
@@ -47,7 +41,7 @@ class _Rule:
 def _rules() -> dict[str, _Rule]:
     data = load("ctrate_labels.yaml")
     out = {}
-    for name in CTRATE:
+    for name in CTRATE_LABELS:
         spec = data[name]
         places = None
         if spec.get("organs") or spec.get("regions"):
@@ -66,7 +60,7 @@ def _positive(rule: _Rule, f) -> bool:
 def ctrate_labels(findings: Iterable[Finding]) -> dict[str, int]:
     """The 18 CT-RATE labels (0/1) of one report's findings."""
     rules = _rules()
-    out = dict.fromkeys(CTRATE, 0)
+    out = dict.fromkeys(CTRATE_LABELS, 0)
     for f in findings:
         for name, rule in rules.items():
             if not out[name] and _positive(rule, f):
@@ -158,7 +152,7 @@ def dev_csv() -> Path:
 def read_labelled(path: Path) -> pd.DataFrame:
     """A CSV of reports with CT-RATE label columns (report_id, report_text, the 18 labels)."""
     df = pd.read_csv(path, dtype={"report_id": str, "report_text": str}, keep_default_na=False)
-    missing = {"report_id", "report_text", *CTRATE} - set(df.columns)
+    missing = {"report_id", "report_text", *CTRATE_LABELS} - set(df.columns)
     if missing:
         raise ValueError(f"{path}: missing column(s) {sorted(missing)}")
     return df
