@@ -4,11 +4,12 @@ The canonical grid of a volume is defined by its world bounding box alone: the b
 source voxels' outer edges, tiled from its RAS-minimum corner by cells of the target spacing
 (``shape = floor(extent / spacing)``, first voxel centre half a cell inside). A `Grid` (shape +
 affine) describes it completely, so any stage can rebuild it from the stored NIfTI
-(`Grid.from_nifti`) and put its own arrays on it (`resample_labels`).
+(`Grid.from_nifti`) and put its own arrays on it (label maps: `pipeline.segment.grid.resample_nearest`,
+the one label resampler).
 
-Interpolation is torch's: ``F.interpolate`` (trilinear / nearest-exact) when the source is
-axis-aligned and the target grid tiles its edges (the common case, exact and fast), otherwise
-``F.grid_sample`` through world coordinates in slabs (oblique or gantry-tilted stacks, foreign grids).
+Interpolation is torch's trilinear: ``F.interpolate`` when the source is axis-aligned and the target grid
+tiles its edges (the common case, exact and fast), otherwise ``F.grid_sample`` through world coordinates
+in slabs (oblique or gantry-tilted stacks, foreign grids).
 """
 
 from __future__ import annotations
@@ -132,15 +133,16 @@ def _fast_scales(shape, ras_affine: np.ndarray, grid: Grid) -> tuple[float, ...]
     return tuple(scales)
 
 
-def _interp_fast(view: np.ndarray, scales, grid: Grid, mode: str) -> torch.Tensor:
+def _interp_fast(view: np.ndarray, scales, grid: Grid) -> torch.Tensor:
     t, perm = _as_tensor(view)
     sc = tuple(scales[p] for p in perm)
-    out = F.interpolate(t[None, None], scale_factor=sc, mode=mode, recompute_scale_factor=False, **({"align_corners": False} if mode == "trilinear" else {}))[0, 0]
+    out = F.interpolate(t[None, None], scale_factor=sc, mode="trilinear", recompute_scale_factor=False,
+                        align_corners=False)[0, 0]
     out = out.permute(*np.argsort(perm).tolist())
     return out[: grid.shape[0], : grid.shape[1], : grid.shape[2]]
 
 
-def _interp_general(array: np.ndarray, affine: np.ndarray, grid: Grid, mode: str, fill: float) -> torch.Tensor:
+def _interp_general(array: np.ndarray, affine: np.ndarray, grid: Grid, fill: float) -> torch.Tensor:
     t, perm = _as_tensor(array)
     if fill:
         t = t - fill
@@ -161,43 +163,32 @@ def _interp_general(array: np.ndarray, affine: np.ndarray, grid: Grid, mode: str
         src = pts @ lin.T + off  # source index per tensor axis (d, h, w)
         norm = src / denom * 2 - 1
         g = norm.flip(-1)[None]  # grid_sample wants (w, h, d) = (x, y, z)
-        out[x0 : x0 + step] = F.grid_sample(t[None, None], g, mode="bilinear" if mode == "trilinear" else "nearest", padding_mode="zeros", align_corners=True)[0, 0]
+        out[x0 : x0 + step] = F.grid_sample(t[None, None], g, mode="bilinear", padding_mode="zeros",
+                                            align_corners=True)[0, 0]
     if fill:
         out += fill
     return out
 
 
-def resample_to_grid(array: np.ndarray, affine: np.ndarray, grid: Grid, mode: str = "trilinear", fill: float = 0.0) -> torch.Tensor:
-    """``array`` (voxel -> RAS ``affine``) sampled at ``grid``'s voxel centres, as a float32 tensor.
+def resample_to_grid(array: np.ndarray, affine: np.ndarray, grid: Grid, fill: float = 0.0) -> torch.Tensor:
+    """``array`` (voxel -> RAS ``affine``) sampled trilinearly at ``grid``'s voxel centres, as a float32 tensor.
 
-    ``mode``: ``"trilinear"`` or ``"nearest"``. Points outside the source get ``fill``
-    (the fast path replicates the edge voxel instead, which only touches the outer half cell).
+    Points outside the source get ``fill`` (the fast path replicates the edge voxel instead, which only
+    touches the outer half cell).
     """
-    if mode not in ("trilinear", "nearest"):
-        raise ValueError(f"mode must be 'trilinear' or 'nearest', got {mode!r}")
     view, ras, diag = _to_ras(np.asarray(array), affine)
     scales = _fast_scales(view.shape, ras, grid) if diag else None
     if scales is not None:
-        return _interp_fast(view, scales, grid, "trilinear" if mode == "trilinear" else "nearest-exact")
-    return _interp_general(np.asarray(array), affine, grid, mode, fill)
+        return _interp_fast(view, scales, grid)
+    return _interp_general(np.asarray(array), affine, grid, fill)
 
 
 def resample_volume(volume: Volume, options: ResampleOptions = ResampleOptions(), grid: Grid | None = None) -> Volume:
     """The stage entry: HU ``volume`` -> canonical grid (RAS, ``options.spacing``), clipped, int16."""
     grid = grid or canonical_grid(volume.shape, volume.affine, options.spacing)
     lo, hi = options.hu_window
-    out = resample_to_grid(volume.array, volume.affine, grid, "trilinear", fill=float(lo))
+    out = resample_to_grid(volume.array, volume.affine, grid, fill=float(lo))
     out = out.clamp_(lo, hi).round_().to(torch.int16).numpy()
     meta = dict(volume.meta, grid=grid.to_dict(), hu_window=[int(lo), int(hi)])
     return Volume(array=out, affine=grid.matrix, meta=meta)
 
-
-def resample_labels(labels: np.ndarray, src_affine: np.ndarray, target_grid: Grid) -> np.ndarray:
-    """Nearest-neighbour label map on ``target_grid`` through world coordinates (0 outside the source)."""
-    labels = np.asarray(labels)
-    if labels.ndim != 3:
-        raise ValueError(f"expected a 3-d label map, got shape {labels.shape}")
-    if labels.size and int(labels.max()) > (1 << 24):
-        raise ValueError("label values above 2**24 do not survive float32 sampling")
-    out = resample_to_grid(labels, src_affine, target_grid, "nearest", fill=0.0)
-    return out.round_().numpy().astype(labels.dtype, copy=False)

@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 
 from pipeline.ingest import IngestConfig, ingest_archive
-from pipeline.resample import Grid, ResampleOptions, resample_labels
-from pipeline.segment import SegmenterConfig
+from pipeline.resample import Grid, ResampleOptions
+from pipeline.segment import SegmenterConfig, resample_nearest
 from pipeline.segment.batch import SegmentJob, segment_studies
 from pipeline.synthetic.cohort import CohortSpec, generate_cohort
 from pipeline.volume import load_nifti
@@ -33,9 +33,9 @@ def test_stats_equal_ground_truth_on_canonical_grid(cohort):
         sid = pseudonym("study", uid)
         grid = Grid.from_nifti(root / "volumes" / f"{sid}.nii.gz")
         native = load_nifti(manifest.truth_dir / "labels" / f"{uid}.nii.gz")
-        independent = resample_labels(np.asarray(native.array), native.affine, grid)
+        on_grid = resample_nearest(native, grid.shape, grid.matrix).array
         voxel_ml = float(np.prod(grid.spacing)) / 1000.0
-        counts = np.bincount(independent.ravel().astype(np.int64))
+        counts = np.bincount(on_grid.ravel().astype(np.int64))
         mine = stats[stats["study_id"] == sid].set_index("index_v2")["volume_ml"]
         expected = {i: counts[i] * voxel_ml for i in np.nonzero(counts)[0] if i > 0}
         assert set(mine.index) == set(expected)

@@ -9,7 +9,9 @@ import pytest
 from scipy import ndimage
 
 from pipeline import vocab
-from pipeline.resample import canonical_grid, resample_labels
+from pipeline.resample import canonical_grid
+from pipeline.segment.grid import resample_nearest
+from pipeline.volume import Volume
 from pipeline.synthetic.cohort import CohortSpec, synthesize_study
 
 _CONNECTIVITY = np.ones((3, 3, 3), dtype=bool)
@@ -44,7 +46,7 @@ def test_every_organ_is_one_piece_native_and_at_3mm(study):
     voxel_ml = abs(float(np.linalg.det(study.affine[:3, :3]))) / 1000.0
     assert _fragmented(study.labels, voxel_ml) == {}
     grid = canonical_grid(study.labels.shape, study.affine, 3.0)
-    canonical = resample_labels(study.labels, study.affine, grid)
+    canonical = resample_nearest(Volume(study.labels, study.affine), grid.shape, grid.matrix).array
     assert _fragmented(canonical, 27.0 / 1000.0) == {}
 
 
@@ -54,7 +56,7 @@ def test_organs_stay_off_the_in_plane_border(study):
     for face in (lab[:2], lab[-2:], lab[:, :2], lab[:, -2:]):
         assert not face.any()
     grid = canonical_grid(lab.shape, study.affine, 3.0)
-    canonical = resample_labels(lab, study.affine, grid)
+    canonical = resample_nearest(Volume(lab, study.affine), grid.shape, grid.matrix).array
     for face in (canonical[0], canonical[-1], canonical[:, 0], canonical[:, -1]):
         assert not face.any()
 
