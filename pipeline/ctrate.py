@@ -47,6 +47,7 @@ import pandas as pd
 
 from pipeline.atomic import atomic_path
 from pipeline.vocab import CTRATE_LABELS
+from pipeline.volume import spacing_of
 
 log = logging.getLogger(__name__)
 
@@ -173,7 +174,7 @@ def _volume_row(path: Path, split: str, reports, meta, labels) -> dict:
         row.update(hu_rule="", rescale_slope=1.0, rescale_intercept=0.0, spacing_rule="", affine="",
                    spacing_x=np.nan, spacing_y=np.nan, spacing_z=np.nan, n_slices=0, problem=f"{type(err).__name__}: {str(err)[:200]}")
         return row
-    spacing = np.linalg.norm(affine[:3, :3], axis=0)
+    spacing = spacing_of(affine)
     row.update(hu_rule=hu.rule, rescale_slope=hu.slope, rescale_intercept=hu.intercept, spacing_rule=spacing_rule,
                affine=json.dumps(np.round(affine, 6).tolist()) if spacing_rule.startswith("metadata") else "",
                spacing_x=float(spacing[0]), spacing_y=float(spacing[1]), spacing_z=float(spacing[2]), n_slices=int(img.shape[2]))
@@ -282,7 +283,7 @@ def decide_geometry(img: nib.Nifti1Image, info: pd.Series | None) -> tuple[np.nd
     meta = np.array([xy[0], xy[-1], z[0]]) if xy and z else None
     if not blank:
         affine = np.asarray(img.affine, dtype=float)
-        spacing = np.linalg.norm(affine[:3, :3], axis=0)
+        spacing = np.asarray(spacing_of(affine))
         if meta is None:
             return affine, "header"
         if np.allclose(spacing, meta, rtol=0.01):

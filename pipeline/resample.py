@@ -24,7 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pipeline.volume import Volume
+from pipeline.volume import Volume, spacing_of
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +66,7 @@ class Grid:
 
     @property
     def spacing(self) -> tuple[float, float, float]:
-        return tuple(float(s) for s in np.linalg.norm(self.matrix[:3, :3], axis=0))
+        return spacing_of(self.matrix)
 
 
 @dataclass(frozen=True)

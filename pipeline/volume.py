@@ -16,6 +16,11 @@ import numpy as np
 from pipeline.atomic import atomic_path
 
 
+def spacing_of(affine: np.ndarray) -> tuple[float, float, float]:
+    """Voxel size in mm along i, j, k: the lengths of the affine's first three columns (oblique grids too)."""
+    return tuple(float(s) for s in np.linalg.norm(np.asarray(affine, dtype=float)[:3, :3], axis=0))
+
+
 @dataclass(frozen=True)
 class Volume:
     array: np.ndarray  # (i, j, k)
@@ -24,7 +29,7 @@ class Volume:
 
     @property
     def spacing(self) -> tuple[float, float, float]:
-        return tuple(float(s) for s in np.linalg.norm(self.affine[:3, :3], axis=0))
+        return spacing_of(self.affine)
 
     @property
     def shape(self) -> tuple[int, int, int]:

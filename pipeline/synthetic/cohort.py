@@ -30,7 +30,7 @@ from pipeline.synthetic.findings import (CATALOG, SIZES, Finding, VariedLesions,
 from pipeline.synthetic.reports import Misreport, misreport, write_report
 from pipeline.synthetic.series import coronal_reformat, scout
 from pipeline.synthetic.shapes import Grid
-from pipeline.volume import Volume, save_nifti
+from pipeline.volume import Volume, save_nifti, spacing_of
 
 log = logging.getLogger(__name__)
 
@@ -286,7 +286,7 @@ def synthesize_study(spec: CohortSpec, index: int) -> SyntheticStudy:
     varied = VariedLesions(np.random.default_rng([spec.seed, index, 5]), noise_hu) if spec.lesions == "varied" else None
     lesions, findings, lesion_rows = place_lesions(findings, labels, hu, grid, rng, varied)
     if look is not None:
-        hu = apply_appearance(hu, labels, look, tuple(np.linalg.norm(affine[:3, :3], axis=0)), arng)
+        hu = apply_appearance(hu, labels, look, spacing_of(affine), arng)
         params = dict(params, **look.record())
     hu += rng.standard_normal(hu.shape, dtype=np.float32) * np.float32(noise_hu)
     hu_i16 = np.clip(np.rint(hu), -1024, 3071).astype(np.int16)

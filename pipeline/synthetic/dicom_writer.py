@@ -23,6 +23,8 @@ from pydicom.uid import (
     generate_uid,
 )
 
+from pipeline.volume import spacing_of
+
 # Uncompressed syntaxes are written as is; anything else goes through pydicom's encoders.
 _NATIVE = {ExplicitVRLittleEndian, ImplicitVRLittleEndian}
 _SOP_CLASS = {"CT": CTImageStorage, "MR": MRImageStorage}
@@ -70,7 +72,7 @@ class SeriesHeader:
 def lps_geometry(affine: np.ndarray) -> tuple[list[float], list[float]]:
     """(ImageOrientationPatient, PixelSpacing) of the slices of a RAS affine."""
     lin = RAS_TO_LPS @ affine[:3, :3]
-    spacing = np.linalg.norm(lin, axis=0)
+    spacing = spacing_of(affine)  # a sign flip (RAS -> LPS) keeps the columns' lengths
     row_cos = lin[:, 0] / spacing[0]  # direction in which the column index (i) grows
     col_cos = lin[:, 1] / spacing[1]  # direction in which the row index (j) grows
     iop = [float(v) for v in np.concatenate([row_cos, col_cos])]
@@ -190,7 +192,7 @@ def write_ct_series(
     ni, nj, nk = hu.shape
     iop, pixel_spacing = lps_geometry(affine)
     positions = slice_positions(affine, nk)
-    thickness = header.slice_thickness or float(np.linalg.norm(affine[:3, 2]))
+    thickness = header.slice_thickness or spacing_of(affine)[2]
     # The slice normal (row x column) tells which coordinate is the "slice location".
     normal = np.cross(np.asarray(iop[:3]), np.asarray(iop[3:]))
     sop_uids = [generate_uid(entropy_srcs=[header.series_instance_uid, str(k)]) for k in range(nk)]

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from pipeline.volume import spacing_of
+
 
 def _axis_signs(affine: np.ndarray) -> np.ndarray:
     """Sign of each voxel axis along its own world axis; rejects oblique grids."""
@@ -24,7 +26,7 @@ def coronal_reformat(hu: np.ndarray, affine: np.ndarray, slab_mm: float = 5.0) -
     Returned array is ``(x, z, y-slab)``; its affine maps that to RAS like any other volume.
     """
     signs = _axis_signs(affine)
-    spacing = np.abs(np.diag(affine[:3, :3]))
+    spacing = spacing_of(affine)
     step = max(1, int(round(slab_mm / spacing[1])))
     n_slabs = hu.shape[1] // step
     trimmed = hu[:, : n_slabs * step, :].astype(np.float32)
@@ -46,7 +48,7 @@ def coronal_reformat(hu: np.ndarray, affine: np.ndarray, slab_mm: float = 5.0) -
 def scout(hu: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """A one-slice AP localizer: the attenuation summed along y, scaled to a CT-like range."""
     signs = _axis_signs(affine)
-    spacing = np.abs(np.diag(affine[:3, :3]))
+    spacing = np.asarray(spacing_of(affine))  # float64: the scout's float32 sums are scaled in float64
     mu = np.clip(hu.astype(np.float32) + 1000.0, 0, None) / 1000.0  # relative attenuation
     line = mu.sum(axis=1) * spacing[1]  # (x, z) path length in water-equivalent mm
     image = np.clip(line * 6.0 - 1000.0, -1000, 3000)
