@@ -18,7 +18,7 @@ from assets.resources import ArchiveSource, DataRoot
 from pipeline.atomic import atomic_path, write_json
 from pipeline.ctrate import write_ctrate_source
 from pipeline.ingest import IngestConfig, ingest_archive
-from pipeline.resample import ResampleOptions
+from pipeline.resample import DEMO_SPACING_MM, PAPER_SPACING_MM, ResampleOptions
 from pipeline.synthetic.cohort import cohort_spec, generate_cohort
 from pipeline.tables import read_table, resolve_path, table_path, write_table
 from pipeline.volume import load_nifti
@@ -81,9 +81,10 @@ def _write_lesion_manifest(source_dir: Path) -> None:
 
 
 class IngestSettings(dg.Config):
-    spacing_mm: float = Field(default=3.0, description="Canonical isotropic spacing in mm (paper scale: 1.5; the demo default 3.0 keeps `make run` quick).")
-    hu_min: int = Field(default=-1024, description="HU clip floor before the int16 cast.")
-    hu_max: int = Field(default=3071, description="HU clip ceiling before the int16 cast.")
+    spacing_mm: float = Field(default=DEMO_SPACING_MM, description=f"Canonical isotropic spacing in mm (paper scale: "
+                              f"{PAPER_SPACING_MM}; the demo default {DEMO_SPACING_MM} keeps `make run` quick).")
+    hu_min: int = Field(default=ResampleOptions().hu_window[0], description="HU clip floor before the int16 cast.")
+    hu_max: int = Field(default=ResampleOptions().hu_window[1], description="HU clip ceiling before the int16 cast.")
     workers: int = Field(default=2, description="Processes for per-study work.")
     montage_studies: int = Field(default=4, description="Volumes shown in the montage picture.")
 

@@ -40,6 +40,7 @@ def main() -> None:
     from model.config import paper
     from model.fake_data import make_fake_data_root
     from model.train import init_distributed, train
+    from pipeline.resample import PAPER_SPACING_MM
 
     device = init_distributed(args.device).device
     on_cpu = device.type == "cpu"
@@ -53,7 +54,7 @@ def main() -> None:
         print("bf16 settings skipped on the CPU (--bf16-on-cpu to time them)")
     results: dict[str, dict] = {}
     with tempfile.TemporaryDirectory(prefix="ctglip-gpu-") as tmp:
-        root = make_fake_data_root(Path(tmp) / "data", n_studies=8, shape=(96, 96, 88), spacing_mm=1.5)
+        root = make_fake_data_root(Path(tmp) / "data", n_studies=8, shape=(96, 96, 88), spacing_mm=PAPER_SPACING_MM)
         for label, extra in settings.items():
             config = paper(steps=args.steps, batch_size=args.batch_size, checkpoint_every=args.steps, num_workers=0, warmup_steps=1,
                            val_every=0, device=args.device, model={"text_encoder": "fake", "text_trainable_layers": 1, "crop_voxels": crop},

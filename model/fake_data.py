@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.atomic import write_parquet
+from pipeline.resample import DEMO_SPACING_MM
 from pipeline.volume import Volume, save_nifti
 from pipeline.vocab import organ as vocab_organ
 
@@ -57,7 +58,7 @@ def make_fake_data_root(
     seed: int = 0,
     val_fraction: float = 0.0,
     p_abnormal: float = 0.35,
-    spacing_mm: float = 3.0,
+    spacing_mm: float = DEMO_SPACING_MM,
 ) -> Path:
     """Write volumes, masks and the three tables under ``root``; returns ``root``."""
     root = Path(root)

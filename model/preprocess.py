@@ -26,6 +26,8 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
+from pipeline.resample import DEMO_SPACING_MM
+
 if TYPE_CHECKING:
     from model.config import TrainConfig
     from pipeline.volume import Volume
@@ -39,7 +41,7 @@ SIZE_FEATURES = 4  # log volume (ml), log box extent (mm) along i, j, k
 @dataclass(frozen=True)
 class Preprocessing:
     crop_voxels: int = 32  # every organ crop is crop_voxels^3
-    spacing_mm: float | None = 3.0  # isotropic spacing the canonical volume must have; None = not checked
+    spacing_mm: float | None = DEMO_SPACING_MM  # isotropic spacing the canonical volume must have; None = not checked
     organ_spacing: tuple[tuple[str, float], ...] = ()  # (organ class, crop spacing in mm); others: fitted per instance
     dilation_mm: float = 6.0  # the pooling region: the organ mask dilated by this much along each axis
     margin_mm: float = 6.0  # room left around the dilated organ when a scale is chosen (the training shift moves within it)
