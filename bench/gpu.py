@@ -57,7 +57,8 @@ def main() -> None:
         root = make_fake_data_root(Path(tmp) / "data", n_studies=8, shape=(96, 96, 88), spacing_mm=PAPER_SPACING_MM)
         for label, extra in settings.items():
             config = paper(steps=args.steps, batch_size=args.batch_size, checkpoint_every=args.steps, num_workers=0, warmup_steps=1,
-                           val_every=0, device=args.device, model={"text_encoder": "fake", "text_trainable_layers": 1, "crop_voxels": crop},
+                           val_every=0, device=args.device, model={"text_encoder": "fake", "text_trainable_layers": 1},
+                           data={"preprocessing": {"crop_voxels": crop}},
                            **extra)
             if not on_cpu:
                 torch.cuda.reset_peak_memory_stats(device)

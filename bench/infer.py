@@ -64,7 +64,7 @@ def demo_checkpoint(folder: Path) -> Path:
     from model.network import CTGlip
 
     config = demo()
-    model = CTGlip(config.model)
+    model = CTGlip(config.model, config.data.preprocessing)
     return save_model(folder / "model", model.state_dict(), {"train": config.to_dict(), "io": io_metadata(config), "step": 0})
 
 

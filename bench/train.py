@@ -45,7 +45,7 @@ def breakdown(overrides: dict, data_root: Path, steps: int, threads: int) -> dic
     cfg = replace(benchmark(), **overrides)
     ds = OrganDataset(data_root, cfg)
     sampler = OrganBatchSampler(ds.items, cfg)
-    model = CTGlip(cfg.model, build_text_states(cfg.model)).train()
+    model = CTGlip(cfg.model, cfg.data.preprocessing, build_text_states(cfg.model)).train()
     opt, loss_fn = build_optimizer(model, cfg), build_loss(cfg)
     for item in ds.items:  # every study decoded once, as a long run has them
         ds._load(item.study)

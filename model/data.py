@@ -16,6 +16,7 @@ import logging
 import math
 import os
 from collections import OrderedDict
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -206,10 +207,13 @@ class OrganDataset(Dataset):
         self.cache_bytes, self._cache = cache_mb * 2**20, OrderedDict()
         d = config.data
         self.studies, items, pairs = read_split(data_root, split, d.include_uncertain, d.organ_text)
-        minimum = d.min_organ_voxels
+        minimum = d.preprocessing.min_organ_voxels
         self.items = large_enough(self.studies, items, minimum)
         items = self.items
-        self.preprocessing = preprocessing or Preprocessing.of(config, organ_scales(organ_extents(pairs), Preprocessing.of(config)))
+        # organ scales: the given record's, the config's where it has them (a trained model's), else chosen on this split
+        pre = d.preprocessing
+        self.preprocessing = preprocessing or (pre if pre.organ_spacing else dataclasses.replace(
+            pre, organ_spacing=organ_scales(organ_extents(pairs), pre)))
         self.dictionary = dictionary or Dictionary.of(items)
         self.minimum = minimum
         log.info("%d %s studies, %d organ items (%d abnormal), %d organ classes", len(self.studies), split, len(items),

@@ -129,15 +129,19 @@ def tiny_config(**overrides: object) -> TrainConfig:
         warmup_steps=1,
         lr=3e-3,
         model=dict(
-            image_encoder="cnn", text_encoder="fake", crop_voxels=16, embed_dim=32, text_trainable_layers=1,
+            image_encoder="cnn", text_encoder="fake", embed_dim=32, text_trainable_layers=1,
             cnn_channels=(8, 16), cnn_strides=(2, 2), cnn_blocks=(1, 1), cnn_output_stride=2, cnn_head_channels=16,
             vit_patch_size=4, vit_hidden_size=32, vit_mlp_dim=64, vit_layers=1, vit_heads=2,
         ),
-        data=dict(max_shift=1, organs_per_class=2, organs_per_study=2),
+        data=dict(preprocessing=dict(crop_voxels=16), max_shift=1, organs_per_class=2, organs_per_study=2),
     )
+    return demo(**_merged(base, overrides))
+
+
+def _merged(base: dict, overrides: dict) -> dict:
+    """``base`` with ``overrides``, nested dicts merged at every level (``data={"preprocessing": {...}}`` keeps the
+    16-voxel crop)."""
+    out = dict(base)
     for key, value in overrides.items():
-        if isinstance(value, dict) and isinstance(base.get(key), dict):
-            base[key] = {**base[key], **value}  # type: ignore[dict-item]
-        else:
-            base[key] = value
-    return demo(**base)
+        out[key] = _merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out

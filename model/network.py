@@ -1,7 +1,7 @@
 """CT-GLIP: a 3D image encoder on organ crops, organ pooling and a partly trainable text encoder in one space.
 
-Shapes: ``n`` organ crops of ``D = H = W = crop_voxels`` voxels, ``c, d, h, w`` the feature map, ``u`` distinct texts
-in a batch, ``s`` studies, ``e`` the joint embedding size.
+Shapes: ``n`` organ crops of ``D = H = W = crop_voxels`` voxels (``Preprocessing``: what the network consumes),
+``c, d, h, w`` the feature map, ``u`` distinct texts in a batch, ``s`` studies, ``e`` the joint embedding size.
 
 The grounded and the global model are the same network: an organ's embedding is pooled from the feature map of its own
 crop (masked mean, masked max and the organ's size), a study's is the mean of its organs'. Only the alignment (the
@@ -20,8 +20,8 @@ import torch.nn.functional as F
 from monai.networks.blocks import UnetBasicBlock, UnetResBlock
 from monai.networks.nets import ViT
 
-from model.config import ModelConfig
-from model.preprocess import SIZE_FEATURES
+from model.config import ModelConfig, check_input
+from model.preprocess import SIZE_FEATURES, Preprocessing
 from model.text import CachedTextStates, TextTower, build_text_states
 
 if TYPE_CHECKING:
@@ -84,9 +84,9 @@ class ResidualUNetEncoder(nn.Module):
 class ViTEncoder(nn.Module):
     """MONAI's 3D ViT without class token; patch tokens are laid back out as a map."""
 
-    def __init__(self, config: ModelConfig, in_channels: int = 1):
+    def __init__(self, config: ModelConfig, crop_voxels: int, in_channels: int = 1):
         super().__init__()
-        size, patch = config.crop_voxels, config.vit_patch_size
+        size, patch = crop_voxels, config.vit_patch_size
         self.vit = ViT(in_channels=in_channels, img_size=(size,) * 3, patch_size=(patch,) * 3,
                        hidden_size=config.vit_hidden_size, mlp_dim=config.vit_mlp_dim, num_layers=config.vit_layers,
                        num_heads=config.vit_heads, classification=False)
@@ -100,9 +100,10 @@ class ViTEncoder(nn.Module):
         return tokens.reshape(n, *self.grid, c).permute(0, 4, 1, 2, 3).contiguous()  # (n, c, d, h, w)
 
 
-def build_image_encoder(config: ModelConfig) -> nn.Module:
-    encoder = ResidualUNetEncoder if config.image_encoder == "cnn" else ViTEncoder
-    return encoder(config, config.in_channels)
+def build_image_encoder(config: ModelConfig, crop_voxels: int) -> nn.Module:
+    if config.image_encoder == "cnn":
+        return ResidualUNetEncoder(config, config.in_channels)  # any crop size its strides tile
+    return ViTEncoder(config, crop_voxels, config.in_channels)
 
 
 class HUWindows(nn.Module):
@@ -141,11 +142,14 @@ def pool_map(fmap: torch.Tensor, weights: torch.Tensor, mode: str) -> torch.Tens
 
 
 class CTGlip(nn.Module):
-    def __init__(self, config: ModelConfig, text_states: CachedTextStates | None = None):
+    """The network ``config`` describes, for the crops ``preprocessing`` makes (their size and HU window)."""
+
+    def __init__(self, config: ModelConfig, preprocessing: Preprocessing, text_states: CachedTextStates | None = None):
         super().__init__()
-        self.config = config
-        self.windows = HUWindows(config.input_window, config.extra_windows)
-        self.encoder = build_image_encoder(config)
+        check_input(config, preprocessing)
+        self.config, self.preprocessing = config, preprocessing
+        self.windows = HUWindows(preprocessing.hu_window, config.extra_windows)
+        self.encoder = build_image_encoder(config, preprocessing.crop_voxels)
         c = self.encoder.out_channels
         if config.organ_pooling == "mean":
             self.image_proj: nn.Module = nn.Linear(c, config.embed_dim)

@@ -9,16 +9,17 @@ area-averaged from the canonical grid (HU first, then windowed), and comes with 
 and the whole organ's size (log volume, log box extents), measured on the full label map so that it holds where the
 crop does not.
 
-``Preprocessing`` is the record of what the network consumes. Training writes it into every checkpoint
-(``io["preprocessing"]``, ``model.config.io_metadata``); evaluation and inference read it back with
-``model.checkpoint.preprocessing_of`` and call ``organ_crop``, so a checkpoint is always fed the way it was trained.
+``Preprocessing`` is the record of what the network consumes, held by the training config
+(``DataConfig.preprocessing``). Training fills in the organ scales and writes the config into every checkpoint;
+evaluation and inference read the record back with ``model.checkpoint.preprocessing_of`` and call ``organ_crop``, so a
+checkpoint is always fed the way it was trained.
 Random augmentation (a shift of the crop, an intensity jitter) stays in ``model.data``, around this deterministic part.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
@@ -29,7 +30,6 @@ from scipy import ndimage
 from pipeline.resample import DEMO_SPACING_MM
 
 if TYPE_CHECKING:
-    from model.config import TrainConfig
     from pipeline.volume import Volume
 
 AIR_HU = -1024
@@ -38,27 +38,32 @@ SCALE_STEP_MM = 0.5  # organ scales are multiples of this
 SIZE_FEATURES = 4  # log volume (ml), log box extent (mm) along i, j, k
 
 
+def option(default: Any, help: str) -> Any:  # noqa: A002 - `help` mirrors argparse
+    """A dataclass field with its description (``model.config.describe`` lists every one)."""
+    return field(default=default, metadata={"help": help})
+
+
 @dataclass(frozen=True)
 class Preprocessing:
-    crop_voxels: int = 32  # every organ crop is crop_voxels^3
-    spacing_mm: float | None = DEMO_SPACING_MM  # isotropic spacing the canonical volume must have; None = not checked
-    organ_spacing: tuple[tuple[str, float], ...] = ()  # (organ class, crop spacing in mm); others: fitted per instance
-    dilation_mm: float = 6.0  # the pooling region: the organ mask dilated by this much along each axis
-    margin_mm: float = 6.0  # room left around the dilated organ when a scale is chosen (the training shift moves within it)
-    hu_window: tuple[float, float] = (-1000.0, 1000.0)  # HU clipped to this window and scaled to [-1, 1]
-    min_organ_voxels: int = 8  # an organ with fewer voxels in the label map is left out
-    air_hu: float = AIR_HU  # HU of the padding outside the volume
+    crop_voxels: int = option(32, "every organ crop is crop_voxels^3 voxels, at its organ class's spacing")
+    spacing_mm: float | None = option(
+        DEMO_SPACING_MM,
+        "isotropic spacing the canonical volumes must have (demo 3 mm, paper 1.5 mm); None = not checked")
+    organ_spacing: tuple[tuple[str, float], ...] = option(
+        (), "(organ class, crop spacing in mm) pairs; empty: training chooses them on its split (organ_scales) and "
+        "writes them with the checkpoint; a class not listed is fitted per instance")
+    dilation_mm: float = option(6.0, "the pooling region is the organ mask dilated by this much: peri-organ fluid "
+                                "(pleural effusion lies outside the lobe's label) and capsule lesions fall inside it")
+    margin_mm: float = option(6.0, "room around the dilated organ when an organ class's crop scale is chosen (the "
+                              "training shift moves within it)")
+    hu_window: tuple[float, float] = option((-1000.0, 1000.0), "HU clipped to this window and scaled to [-1, 1]: the "
+                                            "network's input (its extra windows are computed from it)")
+    min_organ_voxels: int = option(8, "an organ with fewer voxels in its label map is not paired, cropped or embedded")
+    air_hu: float = option(AIR_HU, "HU of the padding outside the volume")
 
     def __post_init__(self) -> None:
         if self.crop_voxels < 8 or self.crop_voxels % 4:
             raise ValueError(f"crop_voxels must be a multiple of 4, at least 8, not {self.crop_voxels}")
-
-    @classmethod
-    def of(cls, config: TrainConfig, organ_spacing: tuple[tuple[str, float], ...] = ()) -> Preprocessing:
-        """The deterministic part of a training config, with the organ scales chosen on its training split."""
-        d = config.data
-        return cls(config.model.crop_voxels, d.spacing_mm, tuple(organ_spacing), d.dilation_mm, d.margin_mm,
-                   tuple(d.hu_window), d.min_organ_voxels)
 
     @property
     def base_mm(self) -> float:
@@ -70,7 +75,7 @@ class Preprocessing:
         return float(table[organ]) if organ in table else fitting_spacing(extent_mm, self)
 
     def to_record(self) -> dict[str, Any]:
-        """JSON-able, as stored in checkpoints (``io["preprocessing"]``)."""
+        """JSON-able and versioned: evaluation records it (and earlier ct-glip/2 files held it as ``io["preprocessing"]``)."""
         return {"kind": RECORD, "crop_voxels": self.crop_voxels, "spacing_mm": self.spacing_mm,
                 "organ_spacing": {o: s for o, s in self.organ_spacing}, "dilation_mm": self.dilation_mm,
                 "margin_mm": self.margin_mm, "hu_window": list(self.hu_window),

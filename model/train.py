@@ -29,6 +29,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
 from model.checkpoint import (
+    config_of,
     latest_checkpoint,
     load_checkpoint,
     prune_checkpoints,
@@ -160,9 +161,10 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _check_resumable(saved: dict[str, Any], config: TrainConfig) -> None:
-    now, default = config.to_dict(), TrainConfig().to_dict()  # a field newer than the checkpoint counts as its default
-    diff = sorted(k for k in set(saved) | set(now) if k not in RUN_ONLY_FIELDS and saved.get(k, default.get(k)) != now.get(k))
+def _check_resumable(checkpoint: dict[str, Any], config: TrainConfig) -> None:
+    # read as a config (config_of): a field newer than the checkpoint counts as its default, an older layout is upgraded
+    saved, now = config_of(checkpoint).to_dict(), config.to_dict()
+    diff = sorted(k for k in set(saved) | set(now) if k not in RUN_ONLY_FIELDS and saved.get(k) != now.get(k))
     if diff:
         raise ValueError(f"checkpoint was trained with a different config ({diff}); use a new out_dir or resume=False")
 
@@ -263,8 +265,11 @@ def train(
     seed_everything(config.seed)
 
     dataset = OrganDataset(data_root, config, config.split, train=True)
+    # the config as trained, written into every checkpoint: its preprocessing with the organ scales of this split
+    config = dataclasses.replace(config, data=dataclasses.replace(config.data, preprocessing=dataset.preprocessing))
     sampler = OrganBatchSampler(dataset.items, config, ctx.rank, ctx.world_size)
-    model = CTGlip(config.model, build_text_states(config.model, config.text_cache_dir)).to(ctx.device)
+    text_states = build_text_states(config.model, config.text_cache_dir)
+    model = CTGlip(config.model, config.data.preprocessing, text_states).to(ctx.device)
     optimizer = build_optimizer(model, config)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_at(s, config) / config.lr)
     loss_fn = build_loss(config)
@@ -276,7 +281,7 @@ def train(
     latest = latest_checkpoint(ckpt_dir) if config.resume else None
     if latest is not None:
         ckpt = load_checkpoint(latest, "cpu")  # RNG states must stay on the CPU
-        _check_resumable(ckpt["config"], config)
+        _check_resumable(ckpt, config)
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
@@ -302,7 +307,7 @@ def train(
             dist.all_gather_object(rngs, rng_state())
         if ctx.is_main:
             save_checkpoint({
-                "model": model.state_dict(), "config": config.to_dict(), "io": io_metadata(config, dataset.preprocessing),
+                "model": model.state_dict(), "config": config.to_dict(), "io": io_metadata(config),
                 "step": step, "history": history, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                 "sampler": {"start": start}, "rng": rngs,
             }, path)
@@ -405,7 +410,7 @@ def export_config(config: TrainConfig, result: TrainResult, dataset: OrganDatase
     validation = [(h["step"], h["val_abnormality_loss"]) for h in result.history if "val_abnormality_loss" in h]
     return {
         "train": config.to_dict(),
-        "io": io_metadata(config, dataset.preprocessing),
+        "io": io_metadata(config),
         "step": result.steps,
         "dictionary": dataset.dictionary.to_record(),
         "training": {

@@ -27,7 +27,7 @@ from pipeline.volume import Volume, save_nifti
 from pipeline.vocab import organ as vocab_organ
 
 TINY = ModelConfig(
-    image_encoder="cnn", text_encoder="fake", fake_text_dim=16, crop_voxels=16, embed_dim=16, text_trainable_layers=1,
+    image_encoder="cnn", text_encoder="fake", fake_text_dim=16, embed_dim=16, text_trainable_layers=1,
     cnn_channels=(4, 8), cnn_strides=(2, 2), cnn_blocks=(1, 1), cnn_output_stride=2,
 )
 PRE = Preprocessing(crop_voxels=16, spacing_mm=1.0, dilation_mm=1.0, margin_mm=1.0, min_organ_voxels=8)
@@ -38,7 +38,7 @@ BIG, SMALL = 11, 4  # lesion cube sides (voxels = mm)
 
 def tiny_glip(kind: str = "grounded") -> CTGlip:
     """A real CT-GLIP network, small enough for 16^3 crops in milliseconds (weights from torch's RNG)."""
-    return CTGlip(dataclasses.replace(TINY, kind=kind))
+    return CTGlip(dataclasses.replace(TINY, kind=kind), PRE)
 
 
 def cube_diameter(side: int) -> float:

@@ -108,7 +108,7 @@ def test_organ_items_are_the_preprocessing_crops_and_deterministic_in_step_and_p
     plain = OrganDataset(data_root, cfg, train=False, preprocessing=ds.preprocessing, dictionary=ds.dictionary)
     i = next(k for k, it in enumerate(ds.items) if it.findings)
     item = ds[(3, 1, i)]
-    n = cfg.model.crop_voxels
+    n = cfg.data.preprocessing.crop_voxels
     assert item["volume"].shape == (1, n, n, n) and item["mask"].shape == item["region"].shape == (n, n, n)
     assert item["size"].shape == (4,) and item["item"] is ds.items[i]
     torch.testing.assert_close(ds[(3, 1, i)]["volume"], item["volume"])  # same (step, position): the same item

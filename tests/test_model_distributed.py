@@ -28,7 +28,7 @@ def _step(kind: str, data_root: Path, rank: int, world: int, ddp: bool) -> tuple
     """This process's share of step STEP's global batch (8 organ crops; the global model: 4 studies x 2 organs)."""
     cfg = tiny_config(model={"kind": kind})
     torch.manual_seed(0)
-    model = CTGlip(cfg.model)
+    model = CTGlip(cfg.model, cfg.data.preprocessing)
     net = DistributedDataParallel(model) if ddp else model
     ds = OrganDataset(data_root, cfg, train=True)
     keys = list(OrganBatchSampler(ds.items, cfg, rank, world))[STEP]

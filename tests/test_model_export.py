@@ -21,7 +21,7 @@ from model.checkpoint import (
     resolve_model_path,
     save_model,
 )
-from model.config import io_metadata
+from model.config import io_metadata, replace
 from model.fake_data import tiny_config
 from model.files import CARD, CONFIG, WEIGHTS
 from model.network import CTGlip
@@ -35,7 +35,7 @@ PRE = Preprocessing(crop_voxels=16, spacing_mm=3.0, organ_spacing=(("liver", 4.5
 def network():
     cfg = tiny_config(model={"text_trainable_layers": 2})
     torch.manual_seed(0)
-    model = CTGlip(cfg.model)
+    model = CTGlip(cfg.model, cfg.data.preprocessing)
     with torch.no_grad():  # as if trained: the text layers differ from a fresh start
         for p in model.text.top.parameters():
             p.add_(0.25)
@@ -43,7 +43,8 @@ def network():
 
 
 def export(folder: Path, cfg, model: CTGlip, step: int = 3) -> Path:
-    config = {"train": cfg.to_dict(), "io": io_metadata(cfg, PRE), "step": step,
+    cfg = replace(cfg, data={"preprocessing": PRE})  # as training writes it: with the organ scales it chose
+    config = {"train": cfg.to_dict(), "io": io_metadata(cfg), "step": step,
               "training": {"data": {"studies": 5, "split": "train"}, "final_losses": {"loss": 1.25}}}
     return save_model(folder, model.state_dict(), config)
 
@@ -117,6 +118,26 @@ def test_a_model_of_the_older_format_is_refused_saying_to_train_again(network, t
     torch.save({"model": model.state_dict(), "config": cfg.to_dict(), "step": 2, "format": "ct-glip/1"}, step)
     with pytest.raises(LegacyCheckpointError, match="train the model again"):
         load_model(step)
+
+
+def test_a_model_written_before_the_config_held_its_preprocessing_loads_as_it_did(network, tmp_path):
+    """ct-glip/2 files of the earlier layout: the record in io["preprocessing"], its fields also flat in train.data,
+    the crop size and window in train.model."""
+    cfg, model = network
+    old = tmp_path / "old"
+    shutil.copytree(export(tmp_path / "new", cfg, model), old)
+    stored = json.loads((old / CONFIG).read_text())
+    train = stored["train"]
+    pre = train["data"].pop("preprocessing")
+    train["data"].update({k: pre[k] for k in ("spacing_mm", "hu_window", "dilation_mm", "margin_mm", "min_organ_voxels")})
+    train["model"].update(crop_voxels=pre["crop_voxels"], input_window=pre["hu_window"])
+    (old / CONFIG).write_text(json.dumps({**stored, "io": {**stored["io"], "preprocessing": PRE.to_record()}}))
+    assert preprocessing_of(old) == PRE
+    assert_same_weights(model.state_dict(), load_model(old).state_dict())
+    train["model"]["input_window"] = [-500.0, 500.0]  # the twins were kept equal; a file where they differ is refused
+    (old / CONFIG).write_text(json.dumps(stored))
+    with pytest.raises(ValueError, match="disagrees"):
+        load_model(old)
 
 
 def test_a_pickled_model_pt_is_refused_saying_to_train_again(network, tmp_path):

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from model.config import GT_MINILM, ModelConfig
+from model.preprocess import Preprocessing
 from model.text import CachedTextStates, FakeTextBackbone, HFTextBackbone, TextTower, build_text_states, resolve_text_model
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -72,7 +73,7 @@ def test_the_tower_gives_the_full_minilm_sentence_vector_for_any_split(minilm, t
 def test_only_the_top_layers_get_gradients_and_the_frozen_part_stays_out_of_the_state_dict():
     from model.network import CTGlip
 
-    model = CTGlip(ModelConfig(text_trainable_layers=2))
+    model = CTGlip(ModelConfig(text_trainable_layers=2), Preprocessing())
     tower = model.text
     model.encode_text(TEXTS).sum().backward()
     top = [p for p in tower.top.parameters()]

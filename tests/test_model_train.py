@@ -11,7 +11,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from model.checkpoint import latest_checkpoint, load_checkpoint, load_model
+from model.checkpoint import latest_checkpoint, load_checkpoint, load_model, preprocessing_of
 from model.config import TrainConfig
 from model.data import OrganBatchSampler, OrganDataset, collate
 from model.fake_data import make_fake_data_root, tiny_config
@@ -56,7 +56,7 @@ def test_the_text_layers_train_at_their_own_rate():
     from model.train import build_optimizer
 
     cfg = tiny_config(lr=1e-3, text_lr=5e-5)
-    model = CTGlip(cfg.model)
+    model = CTGlip(cfg.model, cfg.data.preprocessing)
     groups = build_optimizer(model, cfg).param_groups
     text = {id(p) for p in model.text.top.parameters()}
     assert text and all(g["lr"] == (5e-5 if {id(p) for p in g["params"]} <= text else 1e-3) for g in groups)
@@ -68,7 +68,7 @@ def test_the_text_layers_train_at_their_own_rate():
 def test_a_few_steps_reduce_the_loss(kind, data_root, tmp_path):
     cfg = tiny_config(steps=8, checkpoint_every=8, model={"kind": kind})
     seed_everything(cfg.seed)
-    before = fixed_batch_loss(CTGlip(cfg.model), cfg, data_root)  # the initial weights of train()
+    before = fixed_batch_loss(CTGlip(cfg.model, cfg.data.preprocessing), cfg, data_root)  # train()'s initial weights
     logged: list[dict] = []
     result = train(cfg, data_root, tmp_path, log=logged.append)
     after = fixed_batch_loss(load_model(result.model_path), cfg, data_root)
@@ -86,7 +86,8 @@ def test_a_few_steps_reduce_the_loss(kind, data_root, tmp_path):
     assert exported["training"]["data"]["organ_items"] == len(ds.items)
     assert exported["training"]["final_losses"] == result.final_losses
     assert exported["dictionary"] == ds.dictionary.to_record()
-    assert exported["io"]["preprocessing"] == ds.preprocessing.to_record()
+    assert exported["train"]["data"]["preprocessing"]["organ_spacing"] and "preprocessing" not in exported["io"]  # once
+    assert preprocessing_of(result.model_path) == ds.preprocessing
 
 
 def test_the_validation_dictionary_loss_is_recorded_beside_its_image_free_floor(data_root, tmp_path):

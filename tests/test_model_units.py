@@ -16,6 +16,8 @@ from model.fake_data import tiny_config
 from model.losses import CTGlipLoss, balanced_bce, dictionary_logits, positive_mask, soft_contrastive, total_loss
 from model.network import CTGlip, pool_map, region_weights
 
+PRE = tiny_config().data.preprocessing  # the 16-voxel crops the tiny network takes
+
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
@@ -37,14 +39,14 @@ def test_config_roundtrip_presets_and_descriptions():
 
 
 @pytest.mark.parametrize("change, match", [
-    ({"model": {"crop_voxels": 18}}, "multiple of the total CNN stride"),
-    ({"model": {"image_encoder": "vit", "crop_voxels": 18}}, "multiple of vit_patch_size"),
+    ({"model": {"cnn_strides": (2, 4)}, "data": {"preprocessing": {"crop_voxels": 12}}}, "multiple of the total CNN "),
+    ({"model": {"image_encoder": "vit", "vit_patch_size": 6}}, "multiple of vit_patch_size"),
     ({"model": {"cnn_output_stride": 8}}, "not a stage stride"),
     ({"model": {"text_trainable_layers": -1}}, "0 or more"),
     ({"model": {"kind": "study"}}, "kind must be"),
     ({"batch_size": 7}, "multiple of the grounded batch's group of 2"),
     ({"batch_size": 6, "model": {"kind": "global"}, "data": {"organs_per_study": 4}}, "global batch's group of 4"),
-    ({"data": {"hu_window": (-500.0, 500.0)}}, "hu_window"),
+    ({"data": {"preprocessing": {"hu_window": (-100.0, 100.0)}}}, "inside the input window"),
 ])
 def test_config_refuses_what_the_network_cannot_take(change, match):
     with pytest.raises(ValueError, match=match):
@@ -68,7 +70,7 @@ def crops(n: int, size: int, seed: int = 0) -> dict[str, torch.Tensor]:
 @pytest.mark.parametrize("encoder, expected", [("cnn", (3, 16, 8, 8, 8)), ("vit", (3, 32, 4, 4, 4))])
 def test_feature_map_and_embeddings_of_organ_crops(encoder, expected):
     torch.manual_seed(0)
-    model = CTGlip(replace(tiny_config().model, image_encoder=encoder)).eval()
+    model = CTGlip(replace(tiny_config().model, image_encoder=encoder), PRE).eval()
     x = crops(3, 16)
     fmap = model.feature_map(x["volume"], x["mask"])
     assert tuple(fmap.shape) == expected
@@ -85,10 +87,10 @@ def test_the_mask_channel_tells_the_encoder_which_organ_is_asked():
     torch.manual_seed(0)
     x = crops(1, 16)
     other = dict(x, mask=torch.roll(x["mask"], 3, dims=1))
-    with_mask = CTGlip(tiny_config().model).eval()
+    with_mask = CTGlip(tiny_config().model, PRE).eval()
     assert with_mask.input_channels(x["volume"], x["mask"]).shape[1] == 3  # HU, soft-tissue window, mask
     assert not torch.allclose(with_mask.encode_organs(**x), with_mask.encode_organs(**other))
-    without = CTGlip(replace(tiny_config().model, mask_channel=False)).eval()
+    without = CTGlip(replace(tiny_config().model, mask_channel=False), PRE).eval()
     assert without.input_channels(x["volume"], x["mask"]).shape[1] == 2
     torch.testing.assert_close(without.encode_organs(**x), without.encode_organs(**other))  # only region and size pool
 
@@ -117,7 +119,7 @@ def test_a_cell_embedding_is_the_organ_embedding_of_a_region_that_is_that_cell()
     """Heatmaps embed each cell as if it were the whole region (mean = max = the cell): a region covering exactly one
     cell of the stride-2 map must give the organ embedding of that cell."""
     torch.manual_seed(0)
-    model = CTGlip(tiny_config().model).eval()
+    model = CTGlip(tiny_config().model, PRE).eval()
     x = crops(2, 16)
     with torch.no_grad():
         fmap = model.feature_map(x["volume"], x["mask"])  # (2, 8, 8, 8, 8): cells of 2 voxels
@@ -128,7 +130,7 @@ def test_a_cell_embedding_is_the_organ_embedding_of_a_region_that_is_that_cell()
             region[:, 2 * i : 2 * i + 2, 2 * j : 2 * j + 2, 2 * k : 2 * k + 2] = 1.0
             organ = model.encode_organs(x["volume"], x["mask"], region, x["size"], fmap=fmap)
             torch.testing.assert_close(cells[:, i, j, k], organ, atol=1e-5, rtol=0)
-    mean_only = CTGlip(replace(tiny_config().model, organ_pooling="mean")).eval()
+    mean_only = CTGlip(replace(tiny_config().model, organ_pooling="mean"), PRE).eval()
     with torch.no_grad():
         fmap = mean_only.feature_map(x["volume"], x["mask"])
         region = torch.zeros(2, 16, 16, 16)
@@ -141,9 +143,9 @@ def test_the_organ_size_reaches_the_embedding_where_the_pooling_keeps_it():
     torch.manual_seed(0)
     x = crops(1, 16)
     bigger = dict(x, size=x["size"] + 1.0)
-    sized = CTGlip(tiny_config().model).eval()
+    sized = CTGlip(tiny_config().model, PRE).eval()
     assert not torch.allclose(sized.encode_organs(**x), sized.encode_organs(**bigger))
-    mean = CTGlip(replace(tiny_config().model, organ_pooling="mean")).eval()
+    mean = CTGlip(replace(tiny_config().model, organ_pooling="mean"), PRE).eval()
     torch.testing.assert_close(mean.encode_organs(**x), mean.encode_organs(**bigger))
 
 
@@ -156,7 +158,7 @@ def test_study_embedding_is_the_normalised_mean_of_its_organs():
 
 
 def test_logit_scale_is_clamped_at_its_maximum():
-    model = CTGlip(tiny_config().model)
+    model = CTGlip(tiny_config().model, PRE)
     with torch.no_grad():
         model.logit_scale.fill_(math.log(1000.0))
     assert float(model.scale().detach()) == pytest.approx(100.0)

@@ -34,20 +34,22 @@ def test_window_config_is_checked_and_survives_json():
     cfg = tiny_config()
     assert cfg.model.extra_windows == (SOFT_TISSUE,)
     assert TrainConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg  # lists back to nested tuples
-    with pytest.raises(ValueError, match="inside input_window"):
+    with pytest.raises(ValueError, match="inside the input window"):
         replace(cfg, model={"extra_windows": ((-2000.0, 0.0),)})
-    with pytest.raises(ValueError, match="hu_window"):
-        replace(cfg, data={"hu_window": (-500.0, 500.0)})
+    # the window has one home, the preprocessing record: the network scales its extra windows from it
+    narrow = replace(cfg, data={"preprocessing": {"hu_window": (-500.0, 500.0)}})
+    assert CTGlip(narrow.model, narrow.data.preprocessing).windows.input_window == (-500.0, 500.0)
     # channels: the input, one per extra window, the organ mask
     for windows, mask, channels in (((), False, 1), ((), True, 2), ((SOFT_TISSUE,), True, 3)):
         model_cfg = replace(cfg, model={"extra_windows": windows, "mask_channel": mask}).model
         assert model_cfg.in_channels == channels
-        assert CTGlip(model_cfg).encoder.stages[0][0].conv1.conv.in_channels == channels
+        assert CTGlip(model_cfg, cfg.data.preprocessing).encoder.stages[0][0].conv1.conv.in_channels == channels
 
 
 def test_segmentation_skip_sees_the_encoder_input_channels():
     torch.manual_seed(0)
-    model = CTGlip(tiny_config().model)
+    cfg = tiny_config()
+    model = CTGlip(cfg.model, cfg.data.preprocessing)
     net = build_segnet(model, 16, width=4)
     assert net.decoder.skip[0].in_channels == 3  # HU, soft tissue, organ mask
     assert net(torch.zeros(1, 1, 16, 16, 16), torch.zeros(1, 16, 16, 16)).shape == (1, 2, 16, 16, 16)

@@ -202,8 +202,8 @@ def test_the_record_round_trips_and_an_older_kind_is_refused():
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> tuple[Path, Path]:
     root = make_fake_data_root(tmp_path_factory.mktemp("fake"), n_studies=8, shape=(40, 40, 32), val_fraction=0.5)
-    cfg = tiny_config(steps=2, checkpoint_every=2, batch_size=4, model={"input_window": HU},
-                      data={"hu_window": HU, "min_organ_voxels": 20, "dilation_mm": 3.0})
+    cfg = tiny_config(steps=2, checkpoint_every=2, batch_size=4,
+                      data={"preprocessing": {"hu_window": HU, "min_organ_voxels": 20, "dilation_mm": 3.0}})
     result = train(cfg, root, tmp_path_factory.mktemp("run"))
     return root, result.model_path
 
@@ -230,7 +230,7 @@ def test_evaluation_feeds_a_checkpoint_as_training_did(trained):
     pre = preprocessing_of(path)
     data = load_eval_data(root, pre, splits=("train", "val"))
     assert data.provenance["preprocessing"] == pre.to_record()
-    cfg = tiny_config(model={"input_window": HU}, data={"hu_window": HU, "min_organ_voxels": 20, "dilation_mm": 3.0})
+    cfg = tiny_config(data={"preprocessing": {"hu_window": HU, "min_organ_voxels": 20, "dilation_mm": 3.0}})
     ds = OrganDataset(root, cfg, "train", train=False)
     assert ds.preprocessing == pre  # training's own choice of scales, re-derived: the record holds it
     rows = data.organ_rows("train")

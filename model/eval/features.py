@@ -39,17 +39,18 @@ def organ_embeddings(model: object, data: EvalData, rows: pd.DataFrame, chunk: i
 def randomly_initialised(model: nn.Module, seed: int | None = None) -> nn.Module:
     """A model of ``model``'s architecture with every parameter drawn afresh (the "random" row).
 
-    A model built from a config (``CTGlip``: ``type(model)(model.config, text_states=...)``) is rebuilt by its own
-    constructor, so every image-side parameter starts as a new training run would; the text encoder's frozen part is
-    shared. Any other module is deep-copied and every submodule's ``reset_parameters()`` re-run. ``seed`` None draws
-    from torch's current random state, so callers that seed each repeat differently get a fresh network per repeat.
+    A model built from a config (``CTGlip``: ``type(model)(model.config, model.preprocessing, text_states=...)``) is
+    rebuilt by its own constructor, so every image-side parameter starts as a new training run would; the text
+    encoder's frozen part is shared. Any other module is deep-copied and every submodule's ``reset_parameters()``
+    re-run. ``seed`` None draws from torch's current random state, so callers that seed each repeat differently get a
+    fresh network per repeat.
     """
     if seed is not None:
         torch.manual_seed(seed)
-    config = getattr(model, "config", None)
+    config, pre = getattr(model, "config", None), getattr(model, "preprocessing", None)
     text = getattr(model, "text", None)
-    if config is not None and text is not None:
-        fresh = type(model)(config, text_states=text.states)
+    if config is not None and pre is not None and text is not None:
+        fresh = type(model)(config, pre, text_states=text.states)
         return fresh.to(model_device(model)).train(model.training)
     fresh = copy.deepcopy(model)
     for m in fresh.modules():
