@@ -44,9 +44,9 @@ from model.preprocess import OrganBoxes, Preprocessing, organ_crop
 from model.prompts import abnormality_prompts, prompt_embeddings
 from model.text import build_text_states
 from pipeline.atomic import write_bytes, write_json, write_parquet
-from pipeline.hu import check_hu
-from pipeline.ingest import manifest_overrides
-from pipeline.resample import ResampleOptions, resample_volume
+from pipeline.dicom.errors import IngestError
+from pipeline.ingest import read_nifti, to_canonical
+from pipeline.resample import ResampleOptions
 from pipeline.segment import SegmenterConfig, segment, to_grid_of
 from pipeline.volume import Volume, load_nifti, save_nifti
 from pipeline.vocab import class_map
@@ -156,7 +156,10 @@ def load_for_inference(checkpoint: str | os.PathLike, options: InferenceOptions 
 
 
 def _ingest(study: StudyInput, pre: Preprocessing) -> Volume:
-    """The pipeline's steps: read into RAS, check HU, resample to the checkpoint's spacing."""
+    """The pipeline's own steps, as archive ingest takes them: read into RAS (``load_dicom_series`` or ``read_nifti``
+    with the manifest's corrections), then ``to_canonical`` (image and HU checks, resampling) at the checkpoint's
+    spacing. A NIfTI that is no volume is a ``ValueError``, values that are no CT image a ``NotCTError``; a DICOM
+    series that cannot be read stays the pipeline's ``IngestError``."""
     if study.dicom is not None:
         from pipeline.dicom.load import load_dicom_series  # pydicom only when a DICOM study comes
 
@@ -167,25 +170,17 @@ def _ingest(study: StudyInput, pre: Preprocessing) -> Volume:
         if not Path(study.volume).is_file():
             raise FileNotFoundError(f"{study.study_id}: volume {study.volume} not found")
         _check_header(study.study_id, "volume", study.volume)
-        volume = load_nifti(study.volume)
-        if volume.array.ndim == 4 and volume.array.shape[3] == 1:
-            volume = Volume(volume.array[..., 0], volume.affine, volume.meta)
-        if volume.array.ndim != 3:
-            raise ValueError(f"{study.study_id}: a 3-d CT volume is expected, this one has shape {volume.array.shape}")
-        if study.manifest:
-            array, affine, _ = manifest_overrides(volume.array, volume.affine, dict(study.manifest))
-            volume = Volume(array, affine, volume.meta)
-    values = np.asarray(volume.array)
-    if not np.isfinite(values).all():
-        raise NotCTError(f"{study.study_id}: the volume holds {int((~np.isfinite(values)).sum())} non-finite values (NaN or "
-                         "infinity): it cannot be read as CT")
-    if values.size == 0 or values.min() == values.max():
-        raise NotCTError(f"{study.study_id}: the volume is constant ({values.min() if values.size else 'empty'}): there is no image in it")
-    hu = check_hu(values)
-    if not hu.ok:
-        raise NotCTError(f"{study.study_id}: the volume does not look like CT in Hounsfield units ({hu.reason}: {hu.detail})")
+        try:
+            volume = read_nifti(study.volume, dict(study.manifest))
+        except IngestError as err:
+            raise ValueError(f"{study.study_id}: the volume cannot be read: {err.reason} ({err.detail})") from None
     spacing = pre.spacing_mm if pre.spacing_mm is not None else min(volume.spacing)
-    return resample_volume(volume, ResampleOptions(spacing=(spacing,) * 3))
+    try:
+        return to_canonical(volume, ResampleOptions(spacing=(spacing,) * 3))[0]
+    except IngestError as err:
+        said = err.detail if err.reason in ("non_finite", "constant_volume") else (
+            f"the volume does not look like CT in Hounsfield units ({err.reason}: {err.detail})")
+        raise NotCTError(f"{study.study_id}: {said}") from None
 
 
 def _labels(study: StudyInput, canon: Volume, segmenter: SegmenterConfig | None) -> np.ndarray:

@@ -3,6 +3,8 @@ plus the ``ct_studies`` and ``rejected_studies`` tables (see docs/ARCHITECTURE.m
 
 One public entry, `ingest_archive`; `ingest_study` / `ingest_nifti_scan` do the work of one study
 and never raise for a bad study: a rejection is a row (stage, reason, detail), and the rest go on.
+`read_nifti` and `to_canonical` are the steps from a study to its canonical volume that inference
+(`model.inference`) takes too, so a study is read, checked and resampled the same way for both.
 Only pseudonymous ids (`pipeline.ids.pseudonym`) reach tables, file names and log lines.
 Re-runs skip studies whose inputs (file paths, sizes, mtimes) and options did not change: the
 fingerprint is stored beside the volume as ``volumes/<study_id>.json``.
@@ -33,7 +35,7 @@ from pipeline.dicom.geometry import GeometryOptions, check_geometry
 from pipeline.dicom.load import LoadTimings, load_series
 from pipeline.dicom.scan import SliceHeader, group_studies, scan_dicom
 from pipeline.dicom.select import SelectOptions, select_series
-from pipeline.hu import check_hu
+from pipeline.hu import HuCheck, check_hu
 from pipeline.ids import pseudonym
 from pipeline.resample import ResampleOptions, resample_volume
 from pipeline.tables import stored_path
@@ -158,16 +160,33 @@ def _cached(config: IngestConfig, study_id: str, fingerprint: str) -> dict | Non
     return rec
 
 
-def _finish(volume: Volume, config: IngestConfig, ids: dict, fingerprint: str, timings: dict, extra: dict) -> StudyOutcome:
-    """HU check, resample, write; shared by the DICOM and NIfTI paths."""
+def to_canonical(volume: Volume, options: ResampleOptions, timings: dict | None = None) -> tuple[Volume, HuCheck]:
+    """A read study -> its canonical volume (RAS, ``options.spacing``, HU clipped, int16) and its HU check.
+
+    The values must be an image (finite, not constant) of plausible CT HU (``check_hu``), else ``IngestError`` at stage
+    ``hu_check``. ``timings`` (seconds) gets ``hu_check`` and ``resample``."""
+    timings = {} if timings is None else timings
     t0 = perf_counter()
-    hu = check_hu(volume.array)
+    values = np.asarray(volume.array)
+    if values.dtype.kind == "f" and not np.isfinite(values).all():
+        raise IngestError("hu_check", "non_finite", f"the volume holds {int((~np.isfinite(values)).sum())} non-finite "
+                          "values (NaN or infinity): it cannot be read as CT")
+    if values.size == 0 or values.min() == values.max():
+        raise IngestError("hu_check", "constant_volume", f"the volume is constant "
+                          f"({values.min() if values.size else 'empty'}): there is no image in it")
+    hu = check_hu(values)
     timings["hu_check"] = perf_counter() - t0
     if not hu.ok:
         raise IngestError("hu_check", hu.reason, hu.detail)
     t0 = perf_counter()
-    canon = resample_volume(volume, config.resample)
+    canon = resample_volume(volume, options)
     timings["resample"] = perf_counter() - t0
+    return canon, hu
+
+
+def _finish(volume: Volume, config: IngestConfig, ids: dict, fingerprint: str, timings: dict, extra: dict) -> StudyOutcome:
+    """Canonical volume, write, row; shared by the DICOM and NIfTI paths."""
+    canon, hu = to_canonical(volume, config.resample, timings)
     study_id = ids["study_id"]
     path = config.volumes_dir / f"{study_id}.nii.gz"
     t0 = perf_counter()
@@ -291,6 +310,24 @@ def nifti_ids(keys: dict) -> dict:
     }
 
 
+def read_nifti(scan_path: str | os.PathLike, keys: dict) -> Volume:
+    """A NIfTI scan as a 3-D volume (a trailing axis of one dropped), with a manifest row's corrections applied
+    (``manifest_overrides``: ``keys`` may hold MANIFEST_OPTIONAL); ``IngestError`` at stage ``load`` when it is none."""
+    try:
+        vol = load_nifti(scan_path)
+    except Exception as exc:  # noqa: BLE001
+        raise IngestError("load", "unreadable_file", f"NIfTI cannot be read ({type(exc).__name__})") from None
+    arr = vol.array
+    if arr.ndim == 4 and arr.shape[3] == 1:
+        arr = arr[..., 0]
+    if arr.ndim != 3:
+        raise IngestError("load", "not_3d", f"NIfTI has shape {arr.shape}")
+    if min(arr.shape) < 2:
+        raise IngestError("load", "too_few_slices", f"NIfTI has shape {arr.shape}")
+    arr, affine, corrections = manifest_overrides(arr, vol.affine, keys)
+    return Volume(arr, affine, {"source_format": "nifti", "corrections": corrections})
+
+
 def ingest_nifti_scan(scan_path: Path, keys: dict, config: IngestConfig, fingerprint: str | None = None) -> StudyOutcome:
     """One NIfTI scan from a manifest row (keys: patient_key, study_key, report_key) -> row or rejection."""
     ids = nifti_ids(keys)
@@ -298,20 +335,8 @@ def ingest_nifti_scan(scan_path: Path, keys: dict, config: IngestConfig, fingerp
     timings: dict = {}
     try:
         t0 = perf_counter()
-        try:
-            vol = load_nifti(scan_path)
-        except Exception as exc:  # noqa: BLE001
-            raise IngestError("load", "unreadable_file", f"NIfTI cannot be read ({type(exc).__name__})") from None
-        arr = vol.array
-        if arr.ndim == 4 and arr.shape[3] == 1:
-            arr = arr[..., 0]
-        if arr.ndim != 3:
-            raise IngestError("load", "not_3d", f"NIfTI has shape {arr.shape}")
-        if min(arr.shape) < 2:
-            raise IngestError("load", "too_few_slices", f"NIfTI has shape {arr.shape}")
+        volume = read_nifti(scan_path, keys)
         timings["read"] = perf_counter() - t0
-        arr, affine, corrections = manifest_overrides(arr, vol.affine, keys)
-        volume = Volume(arr, affine, {"source_format": "nifti", "corrections": corrections})
         extra = {"series_id": "", "skipped_series": []}
         return _finish(volume, config, ids, fingerprint or "", timings, extra)
     except IngestError as err:

@@ -287,3 +287,27 @@ def test_the_text_cache_comes_from_the_command_line_not_the_model_folder(trained
     assert main(["--checkpoint", str(other), "--volume", str(vol), "--mask", str(mask), "--out", str(tmp_path / "o"),
                  "--text-cache", ""]) == 0
     assert not elsewhere.exists()
+
+
+def test_inference_and_archive_ingest_make_one_canonical_volume(trained, unseen, tmp_path):
+    """A study becomes its canonical volume by one path in both (pipeline.ingest.read_nifti, to_canonical): the same
+    voxels and grid; an image inference refuses (all NaN) is one ingest rejects, with its reason."""
+    from pipeline.ingest import IngestConfig, ingest_archive
+    from pipeline.resample import ResampleOptions
+    from pipeline.tables import resolve_path
+
+    vol, mask, ct, _ = unseen
+    nan = tmp_path / "nan.nii.gz"
+    save_nifti(Volume(np.full(ct.shape, np.nan, np.float32), RAS), nan, dtype=np.float32)
+    manifest = tmp_path / "scans.csv"
+    pd.DataFrame({"scan_path": [str(vol), str(nan)], "patient_key": ["p", "q"], "study_key": ["s", "t"],
+                  "report_key": ["", ""]}).to_csv(manifest, index=False)
+    spacing = preprocessing_of(trained).spacing_mm
+    res = ingest_archive(IngestConfig(tmp_path / "data", nifti_manifest=manifest,
+                                      resample=ResampleOptions(spacing=(spacing,) * 3), workers=1))
+    ingested = load_nifti(resolve_path(res.ct_studies["volume_path"][0], tmp_path / "data"))
+    (result,) = infer(trained, [StudyInput("s", volume=str(vol), mask=str(mask))], InferenceOptions(dictionary_scores=False))
+    np.testing.assert_array_equal(result.grid.array, ingested.array)
+    np.testing.assert_allclose(result.grid.affine, ingested.affine, atol=1e-4)
+    (rej,) = res.rejected_studies.to_dict("records")
+    assert (rej["stage"], rej["reason"]) == ("hu_check", "non_finite") and "non-finite" in rej["detail"]
