@@ -30,6 +30,16 @@ def tiny_graph(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def fake_data_root(tmp_path_factory) -> Path:
+    """Ten fake studies (two in val, half the organs abnormal) with their tables, read-only: for the tests that load,
+    crop or train on a data root without writing into it."""
+    from model.fake_data import make_fake_data_root
+
+    return make_fake_data_root(tmp_path_factory.mktemp("fake"), n_studies=10, shape=(48, 48, 40), val_fraction=0.2,
+                               p_abnormal=0.5)
+
+
+@pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory) -> Path:
     """An exported tiny CTGlip, trained two steps on four fake studies: for the tests that apply a model."""
     from model.fake_data import make_fake_data_root, tiny_config

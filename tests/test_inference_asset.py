@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import dagster as dg
 import pandas as pd
 import pytest
@@ -11,27 +9,19 @@ import pytest
 from assets.inference import EmbeddingSettings, study_embeddings
 from assets.resources import DataRoot
 from model.files import fingerprint
-from model.fake_data import make_fake_data_root, tiny_config
+from model.fake_data import make_fake_data_root
 from model.inference import STUDY
-from model.train import train
 from pipeline.tables import table_path, write_table
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory) -> Path:
-    base = tmp_path_factory.mktemp("asset")
-    root = make_fake_data_root(base / "train", n_studies=4, shape=(40, 40, 36))
-    return train(tiny_config(steps=2, batch_size=2, checkpoint_every=2), root, base / "run").model_path
-
-
-def test_study_embeddings_asset(trained, tmp_path):
+def test_study_embeddings_asset(tiny_model, tmp_path):
     root = make_fake_data_root(tmp_path / "data", n_studies=3, shape=(40, 40, 36), seed=5)
     ids = sorted(p.name[: -len(".nii.gz")] for p in (root / "volumes").glob("*.nii.gz"))
     (root / "masks" / f"{ids[2]}.nii.gz").unlink()  # as if segmentation had rejected it
     write_table(pd.DataFrame({"study_id": ids, "volume_path": [str(root / "volumes" / f"{s}.nii.gz") for s in ids]}), "ct_studies", root, "shard-00")
-    ref = {"kind": "grounded", "model_path": str(trained), "sha256": fingerprint(trained), "run_id": "test"}
+    ref = {"kind": "grounded", "model_path": str(tiny_model), "sha256": fingerprint(tiny_model), "run_id": "test"}
     context = dg.build_asset_context(partition_key="shard-00")
     result = study_embeddings(context, config=EmbeddingSettings(queries=["the liver"], heatmap_studies=1, device="cpu"),
                               data=DataRoot(path=str(root)), grounded_model=ref)

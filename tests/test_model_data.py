@@ -30,16 +30,10 @@ from pipeline.volume import load_nifti
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-@pytest.fixture(scope="module")
-def data_root(tmp_path_factory) -> Path:
-    return make_fake_data_root(tmp_path_factory.mktemp("fake"), n_studies=8, shape=(48, 48, 40), val_fraction=0.25,
-                               p_abnormal=0.5)
-
-
-def test_read_split_gives_the_splits_organs_with_named_texts_and_findings(data_root):
-    pairs = pd.read_parquet(data_root / "tables" / "grounded_pairs.parquet")
+def test_read_split_gives_the_splits_organs_with_named_texts_and_findings(fake_data_root):
+    pairs = pd.read_parquet(fake_data_root / "tables" / "grounded_pairs.parquet")
     train = pairs[pairs["split"] == "train"]
-    studies, items, _ = read_split(data_root, "train")
+    studies, items, _ = read_split(fake_data_root, "train")
     assert [s.study_id for s in studies] == sorted(train["study_id"].unique())
     assert len(items) == len(train)
     for it in items:
@@ -49,12 +43,12 @@ def test_read_split_gives_the_splits_organs_with_named_texts_and_findings(data_r
     order = [(it.study, it.label) for it in items]
     assert order == sorted(order)
     assert all(s.text.startswith("FINDINGS:") and s.volume_path.is_file() and s.mask_path.is_file() for s in studies)
-    val_studies, _, _ = read_split(data_root, "val")
+    val_studies, _, _ = read_split(fake_data_root, "val")
     assert not {s.study_id for s in val_studies} & {s.study_id for s in studies}
-    _, report_items, _ = read_split(data_root, "train", organ_text="report")
+    _, report_items, _ = read_split(fake_data_root, "train", organ_text="report")
     assert [it.text for it in report_items] == train.sort_values(["study_id", "index_v2"])["text"].tolist()
     with pytest.raises(ValueError, match="organ_text"):
-        read_split(data_root, "train", organ_text="other")
+        read_split(fake_data_root, "train", organ_text="other")
 
 
 def test_organs_below_the_minimum_of_voxels_are_left_out_of_training_as_of_evaluation(tmp_path):
@@ -102,10 +96,10 @@ def test_dictionary_rows_pair_affirmed_and_negated_phrases_per_abnormality_of_th
     assert d.to_record() == {"abnormalities": {"liver": ["cyst", "mass"]}, "prevalence": {"liver/cyst": 0.5, "liver/mass": 0.25}}
 
 
-def test_organ_items_are_the_preprocessing_crops_and_deterministic_in_step_and_position(data_root):
+def test_organ_items_are_the_preprocessing_crops_and_deterministic_in_step_and_position(fake_data_root):
     cfg = tiny_config(data={"max_shift": 1, "intensity_jitter": 0.05})
-    ds = OrganDataset(data_root, cfg, train=True)
-    plain = OrganDataset(data_root, cfg, train=False, preprocessing=ds.preprocessing, dictionary=ds.dictionary)
+    ds = OrganDataset(fake_data_root, cfg, train=True)
+    plain = OrganDataset(fake_data_root, cfg, train=False, preprocessing=ds.preprocessing, dictionary=ds.dictionary)
     i = next(k for k, it in enumerate(ds.items) if it.findings)
     item = ds[(3, 1, i)]
     n = cfg.data.preprocessing.crop_voxels
@@ -129,12 +123,12 @@ def test_organ_items_are_the_preprocessing_crops_and_deterministic_in_step_and_p
     assert [row[0] for row in x["dictionary"]] == [AFFIRMED[0].format(abn=a, organ=name_text(it.organ)) for a in abns]
 
 
-def test_augmentation_shifts_and_rescales_intensity_but_never_flips(data_root):
+def test_augmentation_shifts_and_rescales_intensity_but_never_flips(fake_data_root):
     """With no shift allowed, an augmented crop is the plain one under one affine intensity map (no flip, no mirror:
     laterality is kept)."""
     cfg = tiny_config(data={"max_shift": 0, "intensity_jitter": 0.1})
-    ds = OrganDataset(data_root, cfg, train=True)
-    plain = OrganDataset(data_root, cfg, train=False, preprocessing=ds.preprocessing)
+    ds = OrganDataset(fake_data_root, cfg, train=True)
+    plain = OrganDataset(fake_data_root, cfg, train=False, preprocessing=ds.preprocessing)
     for i in range(0, len(ds), 5):
         a, b = ds[(1, 0, i)]["volume"].numpy().ravel(), plain[(0, 0, i)]["volume"].numpy().ravel()
         slope, offset = np.polyfit(b, a, 1)
@@ -143,9 +137,9 @@ def test_augmentation_shifts_and_rescales_intensity_but_never_flips(data_root):
         np.testing.assert_array_equal(ds[(1, 0, i)]["mask"].numpy(), plain[(0, 0, i)]["mask"].numpy())
 
 
-def test_collate_deduplicates_texts_and_indexes_them(data_root):
+def test_collate_deduplicates_texts_and_indexes_them(fake_data_root):
     cfg = tiny_config()
-    ds = OrganDataset(data_root, cfg, train=True)
+    ds = OrganDataset(fake_data_root, cfg, train=True)
     sampler = OrganBatchSampler(ds.items, cfg)
     keys = next(iter(sampler))
     raw = [ds[k] for k in keys]

@@ -14,19 +14,13 @@ from safetensors.torch import load_file
 from model.checkpoint import latest_checkpoint, load_checkpoint, load_model, preprocessing_of
 from model.config import TrainConfig
 from model.data import OrganBatchSampler, OrganDataset, collate
-from model.fake_data import make_fake_data_root, tiny_config
+from model.fake_data import tiny_config
 from model.files import WEIGHTS
 from model.losses import total_loss
 from model.network import CTGlip
 from model.train import IMAGE_FREE_FLOOR, Validation, build_loss, lr_at, seed_everything, train
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-@pytest.fixture(scope="module")
-def data_root(tmp_path_factory) -> Path:
-    return make_fake_data_root(tmp_path_factory.mktemp("fake"), n_studies=10, shape=(48, 48, 40), val_fraction=0.2,
-                               p_abnormal=0.5)
 
 
 @torch.no_grad()
@@ -65,13 +59,13 @@ def test_the_text_layers_train_at_their_own_rate():
 
 
 @pytest.mark.parametrize("kind", ["grounded", "global"])
-def test_a_few_steps_reduce_the_loss(kind, data_root, tmp_path):
+def test_a_few_steps_reduce_the_loss(kind, fake_data_root, tmp_path):
     cfg = tiny_config(steps=8, checkpoint_every=8, model={"kind": kind})
     seed_everything(cfg.seed)
-    before = fixed_batch_loss(CTGlip(cfg.model, cfg.data.preprocessing), cfg, data_root)  # train()'s initial weights
+    before = fixed_batch_loss(CTGlip(cfg.model, cfg.data.preprocessing), cfg, fake_data_root)  # train()'s start
     logged: list[dict] = []
-    result = train(cfg, data_root, tmp_path, log=logged.append)
-    after = fixed_batch_loss(load_model(result.model_path), cfg, data_root)
+    result = train(cfg, fake_data_root, tmp_path, log=logged.append)
+    after = fixed_batch_loss(load_model(result.model_path), cfg, fake_data_root)
     assert after < before
     expected = {"organ_loss", "identity_loss", "abnormality_loss"} if kind == "grounded" else {"global_loss"}
     assert set(result.final_losses) == expected | {"loss"} and len(logged) == 8
@@ -81,7 +75,7 @@ def test_a_few_steps_reduce_the_loss(kind, data_root, tmp_path):
     metrics = json.loads(result.metrics_path.read_text())
     assert metrics["steps"] == 8 and Path(metrics["checkpoint_path"]) == result.checkpoint_path
     exported = json.loads((result.model_path / "config.json").read_text())  # the model card's source
-    ds = OrganDataset(data_root, cfg)
+    ds = OrganDataset(fake_data_root, cfg)
     assert exported["step"] == 8 and exported["training"]["data"]["studies"] == len(ds.studies)
     assert exported["training"]["data"]["organ_items"] == len(ds.items)
     assert exported["training"]["final_losses"] == result.final_losses
@@ -90,9 +84,9 @@ def test_a_few_steps_reduce_the_loss(kind, data_root, tmp_path):
     assert preprocessing_of(result.model_path) == ds.preprocessing
 
 
-def test_the_validation_dictionary_loss_is_recorded_beside_its_image_free_floor(data_root, tmp_path):
+def test_the_validation_dictionary_loss_is_recorded_beside_its_image_free_floor(fake_data_root, tmp_path):
     cfg = tiny_config(steps=4, checkpoint_every=4, val_every=2, val_organs=64)
-    result = train(cfg, data_root, tmp_path)
+    result = train(cfg, fake_data_root, tmp_path)
     val = [(h["step"], h["val_abnormality_loss"]) for h in result.history if "val_abnormality_loss" in h]
     assert [s for s, _ in val] == [2, 4] and all(math.isfinite(v) and v > 0 for _, v in val)
     assert all(h["image_free_floor"] == math.log(2) for h in result.history if "val_abnormality_loss" in h)
@@ -100,18 +94,19 @@ def test_the_validation_dictionary_loss_is_recorded_beside_its_image_free_floor(
     assert exported["validation_abnormality_loss"] == [{"step": s, "loss": v} for s, v in val]
     assert exported["image_free_floor"] == IMAGE_FREE_FLOOR == math.log(2)
     # the recorded figure is the validation organs' balanced dictionary loss of the exported weights, recomputed here
-    ds = OrganDataset(data_root, cfg)
-    validation = Validation.of(data_root, cfg, ds.preprocessing, ds.dictionary)
+    ds = OrganDataset(fake_data_root, cfg)
+    validation = Validation.of(fake_data_root, cfg, ds.preprocessing, ds.dictionary)
     assert validation is not None and set(validation.affirmed) and len(validation.label) == len(validation.weight)
     assert float(validation.label.min()) == 0.0  # normal organs are scored too, not only the abnormal ones
     assert validation.loss(load_model(result.model_path), torch.device("cpu")) == pytest.approx(val[-1][1], rel=1e-5)
     # a split without organs of a dictionary class, or none at all: no validation, training goes on
-    assert Validation.of(data_root, cfg, ds.preprocessing, ds.dictionary, split="test") is None
+    assert Validation.of(fake_data_root, cfg, ds.preprocessing, ds.dictionary, split="test") is None
 
 
-def test_validation_follows_val_every_whatever_the_logging_interval(data_root, tmp_path):
+def test_validation_follows_val_every_whatever_the_logging_interval(fake_data_root, tmp_path):
     """TrainConfig.val_every: 'every K steps (and at the last)'. Logging every 3 steps must not move it."""
-    result = train(tiny_config(steps=4, checkpoint_every=4, val_every=2, val_organs=16, log_every=3), data_root, tmp_path)
+    cfg = tiny_config(steps=4, checkpoint_every=4, val_every=2, val_organs=16, log_every=3)
+    result = train(cfg, fake_data_root, tmp_path)
     assert [h["step"] for h in result.history if "val_abnormality_loss" in h] == [2, 4]
 
 
@@ -119,33 +114,33 @@ class Killed(Exception):
     pass
 
 
-def test_a_run_stopped_in_process_resumes_to_the_same_weights(data_root, tmp_path):
+def test_a_run_stopped_in_process_resumes_to_the_same_weights(fake_data_root, tmp_path):
     cfg = tiny_config(steps=5, checkpoint_every=2)
-    straight = train(cfg, data_root, tmp_path / "straight")
+    straight = train(cfg, fake_data_root, tmp_path / "straight")
 
     def stop_at_step_3(record: dict) -> None:
         if record["step"] == 3:  # after the step-2 checkpoint, before the next one
             raise Killed
 
     with pytest.raises(Killed):
-        train(cfg, data_root, tmp_path / "killed", log=stop_at_step_3)
+        train(cfg, fake_data_root, tmp_path / "killed", log=stop_at_step_3)
     assert latest_checkpoint(tmp_path / "killed" / "checkpoints").name == "step_0000002.pt"
     ckpt = load_checkpoint(latest_checkpoint(tmp_path / "killed" / "checkpoints"))
     assert {"model", "optimizer", "scheduler", "step", "config", "io", "rng", "sampler", "history"} <= set(ckpt)
     assert ckpt["sampler"] == {"start": 2}
     assert load_model(latest_checkpoint(tmp_path / "killed" / "checkpoints")).config == cfg.model
-    resumed = train(cfg, data_root, tmp_path / "killed")
+    resumed = train(cfg, fake_data_root, tmp_path / "killed")
     assert resumed.resumed_from == 2 and resumed.steps == 5
     same_weights(straight.model_path, resumed.model_path)
     assert [h["step"] for h in resumed.history] == [1, 2, 3, 4, 5]
     assert resumed.final_losses["loss"] == pytest.approx(straight.final_losses["loss"], rel=1e-5)
     # a finished run is not trained again; a changed config is refused
-    assert train(cfg, data_root, tmp_path / "killed").resumed_from == 5
+    assert train(cfg, fake_data_root, tmp_path / "killed").resumed_from == 5
     with pytest.raises(ValueError, match="different config"):
-        train(tiny_config(steps=5, checkpoint_every=2, lr=1.0), data_root, tmp_path / "killed")
+        train(tiny_config(steps=5, checkpoint_every=2, lr=1.0), fake_data_root, tmp_path / "killed")
 
 
-def test_entry_script_by_hand(data_root, tmp_path, monkeypatch):
+def test_entry_script_by_hand(fake_data_root, tmp_path, monkeypatch):
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("train_entry", Path(__file__).parents[1] / "assets" / "train_entry.py")
@@ -154,13 +149,13 @@ def test_entry_script_by_hand(data_root, tmp_path, monkeypatch):
     cfg = tmp_path / "cfg.json"
     cfg.write_text(json.dumps(tiny_config(steps=2, model={"image_encoder": "vit"}).to_dict()))
     monkeypatch.delenv("DAGSTER_PIPES_CONTEXT", raising=False)
-    assert entry.main(["--config", str(cfg), "--data-root", str(data_root), "--out", str(tmp_path / "out")]) == 0
+    assert entry.main(["--config", str(cfg), "--data-root", str(fake_data_root), "--out", str(tmp_path / "out")]) == 0
     model = load_model(tmp_path / "out" / "model")
     assert model.config.image_encoder == "vit"
     assert (tmp_path / "out" / "loss_curve.png").exists()
 
 
-def test_sigkilled_process_resumes_to_the_same_weights(data_root, tmp_path):
+def test_sigkilled_process_resumes_to_the_same_weights(fake_data_root, tmp_path):
     import os
     import signal
     import subprocess
@@ -172,7 +167,8 @@ def test_sigkilled_process_resumes_to_the_same_weights(data_root, tmp_path):
     out = tmp_path / "killed"
     entry = Path(__file__).parents[1] / "assets" / "train_entry.py"
     proc = subprocess.Popen(
-        [sys.executable, str(entry), "--config", str(tmp_path / "cfg.json"), "--data-root", str(data_root), "--out", str(out)],
+        [sys.executable, str(entry), "--config", str(tmp_path / "cfg.json"), "--data-root", str(fake_data_root),
+         "--out", str(out)],
         env={k: v for k, v in os.environ.items() if not k.startswith("DAGSTER_PIPES")},
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
@@ -183,7 +179,7 @@ def test_sigkilled_process_resumes_to_the_same_weights(data_root, tmp_path):
     proc.wait()
     if not (out / "checkpoints").is_dir() or (out / "model" / "config.json").exists():
         pytest.skip("the run finished (or never started) before it could be killed")
-    resumed = train(cfg, data_root, out)
+    resumed = train(cfg, fake_data_root, out)
     assert resumed.resumed_from is not None and 1 <= resumed.resumed_from < 12, resumed.resumed_from
-    straight = train(cfg, data_root, tmp_path / "straight")
+    straight = train(cfg, fake_data_root, tmp_path / "straight")
     same_weights(straight.model_path, resumed.model_path)
