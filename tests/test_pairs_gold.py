@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from pairs_gold import score_pairs
 
 from pipeline.ids import pseudonym
-from pipeline.pairs_gold import score_pairs
 
 UID1, UID2 = "1.2.3.1", "1.2.3.2"
 S1, S2 = pseudonym("study", UID1), pseudonym("study", UID2)

@@ -1,6 +1,7 @@
-"""Score mined pairs against the synthetic cohort's ground truth (``source/truth/organ_gold.parquet``).
+"""Score mined pairs against the synthetic cohort's ground truth (``source/truth/organ_gold.parquet``): a test
+helper (tests/test_pairs_gold.py), kept out of the package since nothing else scores pairs.
 
-    from pipeline.pairs_gold import score_pairs
+    from pairs_gold import score_pairs
     score = score_pairs(grounded_pairs, pair_exclusions, gold, studies_truth)
     score.status_agreement, score.abnormal_recall, score.patients_in_two_splits, score.disagreements
 
