@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from pipeline.vocab import ABNORMAL, NORMAL, UNCERTAIN
+from pipeline.vocab import ABNORMAL, NORMAL, UNCERTAIN  # noqa: F401 - the report modules take them from here
 
 NOT_MENTIONED = "not_mentioned"
 # places a finding can sit that have no organ mask (data/organs.yaml `regions`)
