@@ -360,7 +360,12 @@ def cut_organs() -> str:
              row["dropped_over_90pct_inside"]] for row in r["calibration"]]
     head = ["cut organs of", "max_cut_face_ratio", "cut organs", "kept", "share kept", "inside, median", "inside, 10th pct",
             "kept, under half inside", "dropped, over 90% inside"]
-    return "\n\n".join([table(head, rows, "lrrrrrrrr"), source("cut_organs.json")])
+    out = [table(head, rows, "lrrrrrrrr")]
+    if r["pair_counts"]:
+        rules = [k for k in r["pair_counts"][0] if k == "exclude" or k.startswith("keep")]
+        out.append(table(["pairs of", "organs", "cut", *rules],
+                         [[c["data"], c["organs"], c["cut"], *(c[k] for k in rules)] for c in r["pair_counts"]], "l" + "r" * (2 + len(rules))))
+    return "\n\n".join([*out, source("cut_organs.json")])
 
 
 def records_table() -> str:
@@ -414,6 +419,7 @@ BLOCKS = {b.name: b for b in (
     Block("organ-level-per-place", organ_level_per_place),
     Block("report-speed", report_speed),
     Block("deid", deid),
+    Block("cut-organs", cut_organs),
     Block("records", records_table),
 )}
 
