@@ -103,8 +103,7 @@ def verdict(ok: bool) -> str:
 # ---- blocks -----------------------------------------------------------------------------------------------------
 
 def benchmark_table() -> str:
-    sys.path.insert(0, str(REPO / "bench"))
-    from benchmark import table as draw
+    from benchmark import table as draw  # bench/benchmark.py --table draws the same
 
     return draw(record("benchmark.json"))
 
@@ -432,12 +431,6 @@ class Quote:
     record: str
     what: str
     shown: Callable[[dict], str]  # the record -> the text the page must hold
-
-
-def _bm(r: dict, *path: str) -> dict:
-    for key in path:
-        r = r[key]
-    return r
 
 
 def _ablate(setting: str, method: str, metric: str) -> Callable[[dict], str]:
