@@ -15,7 +15,9 @@ TOTALSEG_PIN ?= totalsegmentator==2.18.0
 STAMP := $(VENV)/.ct-glip-installed
 UI_PORT ?= 3000
 
-.PHONY: setup run test ui cluster bench benchmark clean help
+.PHONY: setup run test ui cluster bench tables benchmark clean help
+# modules of bench/ that are not benches: `make bench` skips them
+BENCH_HELPERS := bench/cohort.py|bench/record.py|bench/report_corpus.py|bench/doc_tables.py
 
 help:  ## list the targets
 	@grep -E '^[a-z]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -52,8 +54,11 @@ cluster: $(STAMP)  ## the cluster on this machine: PostgreSQL, Redis, two Celery
 	@deploy/cluster/install-servers.sh
 	$(PY) -m deploy.cluster.local up
 
-bench: $(STAMP)  ## run every speed/ablation script in bench/ (not the test-split benchmark)
-	@for b in bench/*.py; do [ $$b = bench/benchmark.py ] && continue; echo "== $$b"; $(PY) $$b || exit 1; done
+bench: $(STAMP)  ## run every speed/ablation script in bench/ (not the test-split benchmark); each writes its record in bench/results/
+	@for b in bench/*.py; do case $$b in bench/benchmark.py|$(BENCH_HELPERS)) continue;; esac; echo "== $$b"; $(PY) $$b || exit 1; done
+
+tables: $(STAMP)  ## redraw the tables in README.md and docs/ from the records in bench/results/ (--check: compare only)
+	$(PY) bench/doc_tables.py
 
 benchmark: $(STAMP)  ## the one command that reads the test split: builds the benchmark cohort in data/benchmark, trains, writes bench/results/benchmark.json (~1 h)
 	$(PY) bench/benchmark.py

@@ -38,6 +38,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
 from cohort import add_cohort_args, prepare_cohort  # noqa: E402  (bench/ is not a package)
+from record import write_record  # noqa: E402
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -204,14 +205,12 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     from model.checkpoint import load_model, preprocessing_of
     from model.eval import load_eval_data
-    from pipeline.atomic import write_json
-
     names = [args.settings.replace(";", ",")] if "=" in args.settings else args.settings.split(",")
     kinds = args.kinds.split(",")
     protocols = tuple(args.protocols.split(","))
     work = args.work or args.data_root / "ablate_runs"
     work.mkdir(parents=True, exist_ok=True)
-    record = json.loads(args.out.read_text()) if args.out.exists() else {}
+    record: dict[str, dict] = {}
     data_cache: dict = {}
     for name in names:
         overrides, help_ = setting(name)
@@ -231,10 +230,11 @@ def main(argv: list[str] | None = None) -> int:
         models = {**({"random": None} if args.random else {}),
                   **{{"grounded": "grounded", "global": "clip"}[k]: load_model(t["model_path"]) for k, t in trained.items()}}
         rows, eval_s = run_eval(models, data, protocols, args.n_bootstrap, args.ts_steps, args.k_abnormalities)
-        record[name] = {"overrides": overrides, "preset": args.preset, "train": trained, "eval": rows, "eval_s": eval_s,
-                        "cohort": built, "n_cases": data.provenance["n_cases"], "whole_in_view": data.provenance["whole_in_view"],
-                        "command": "python bench/ablate.py " + " ".join(argv if argv is not None else sys.argv[1:])}
-        write_json(record, args.out)
+        record[name] = write_record(
+            "ablate", {"overrides": overrides, "preset": args.preset, "train": trained, "eval": rows, "eval_s": eval_s,
+                       "cohort": built, "n_cases": data.provenance["n_cases"], "whole_in_view": data.provenance["whole_in_view"]},
+            script=__file__, argv=argv, entry=name, out=args.out,
+            inputs={"data_root": str(Path(args.data_root).resolve()), "cohort": built})
         print(f"  evaluation {eval_s:.0f} s; organs wholly in view (of those the scan does not cut): {data.provenance['whole_in_view']}")
         for m, row in rows.items():
             tasks = row.get("ad_per_task", {})

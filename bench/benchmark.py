@@ -31,8 +31,6 @@ import argparse
 import json
 import logging
 import os
-import shlex
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -42,6 +40,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
 from cohort import add_cohort_args, prepare_cohort  # noqa: E402  (bench/ is not a package)
+from record import write_record  # noqa: E402
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -54,15 +53,6 @@ PAIRS = (("grounded", "clip"), ("grounded", "no_learning"), ("grounded", "no_lea
          ("probe_grounded", "probe_random"), ("probe_grounded", "no_learning"), ("probe_grounded", "probe_clip"))
 DEFAULT_OUT = REPO / "bench" / "results" / "benchmark.json"
 STEPS, TS_STEPS, TS_REPEATS = 1500, 240, 1  # steps chosen on validation (docstring)
-
-
-def commit() -> str:
-    """HEAD, with '+dirty' where the working tree differs from it."""
-    def git(*a: str) -> str:
-        return subprocess.run(["git", *a], cwd=REPO, capture_output=True, text=True).stdout.strip()
-
-    head = git("rev-parse", "HEAD") or "unknown"
-    return head + ("+dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
 
 
 def text_cut(model, texts: list[str]) -> dict:
@@ -166,8 +156,6 @@ def run(args: argparse.Namespace) -> dict:
     test = data.organ_rows("test")
     tumor = test[test["organ"].isin(first.tumor_organs)]
     return {
-        "commit": commit(),
-        "command": " ".join(["python", "bench/benchmark.py", *map(shlex.quote, args.argv)]),
         "cohort": {
             "synthetic": built, "data_root": str(Path(args.data_root).resolve()), "grounded_pairs_sha256": data.provenance["grounded_pairs_sha256"],
             "studies": counts, "patients": {sp: int(data.organ_rows(sp)["patient_id"].nunique()) for sp in counts},
@@ -264,7 +252,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--readme", type=Path, default=None, metavar="README",
                     help="with --table: write the table into README's benchmark block instead of printing it")
     args = ap.parse_args(argv)
-    args.argv = argv
     if args.table is not None:
         record = json.loads(args.table.read_text())
         if args.readme is None:
@@ -278,12 +265,12 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     for noisy in ("model.train", "model.data", "model.text", "model.checkpoint"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    from pipeline.atomic import write_json
-
     args.work = args.work or args.data_root / "benchmark_runs"
     args.work.mkdir(parents=True, exist_ok=True)
-    record = run(args)
-    write_json(record, args.out)
+    values = run(args)
+    record = write_record("benchmark", values, script=__file__, argv=argv, out=args.out,
+                          inputs={"data_root": values["cohort"]["data_root"],
+                                  "grounded_pairs_sha256": values["cohort"]["grounded_pairs_sha256"]})
     print(table(record))
     print(f"\nwrote {args.out} in {record['wall_s']['total']:.0f} s")
     return 0

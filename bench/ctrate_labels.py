@@ -17,9 +17,7 @@ kept-apart sets, not from here. Prints macro F1 and F1 per label and writes them
 from __future__ import annotations
 
 import argparse
-import json
 import re
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -28,6 +26,9 @@ import pandas as pd
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
+
+from record import file_input, write_record  # noqa: E402
 
 from pipeline.report.labels import SCORED, checked_quarter, dev_csv, label_f1, label_table, read_labelled  # noqa: E402
 from pipeline.vocab import CTRATE_LABELS  # noqa: E402
@@ -35,6 +36,7 @@ from pipeline.vocab import CTRATE_LABELS  # noqa: E402
 DEFAULT_CSV = dev_csv()
 RECORD = REPO / "bench" / "results" / "ctrate_labels.json"
 PARTS = ("tuned", "checked", "all")
+LABELERS = ("ours", "keyword", "sentence")
 
 # the simple labelers' keywords: each label's own name and its most common plain synonyms
 KEYWORDS = {
@@ -112,19 +114,18 @@ def table(scores: pd.DataFrame, part: str) -> pd.DataFrame:
     return pd.concat([macro, wide])
 
 
-def _write_record(path: Path, csv: Path, scores: pd.DataFrame) -> None:
-    git = lambda *a: subprocess.run(["git", *a], cwd=REPO, capture_output=True, text=True).stdout.strip()  # noqa: E731
+def _values(scores: pd.DataFrame, reports: pd.DataFrame, seconds: float) -> dict:
+    """The record's figures: macro F1 per part and labeler, F1 per label on all reports, and each part's size."""
     macro = scores.groupby(["part", "labeler"])["f1"].mean()
-    record = {
-        "command": "python bench/ctrate_labels.py", "csv": csv.name, "commit": git("rev-parse", "--short", "HEAD"),
-        "uncommitted_changes": bool(git("status", "--porcelain", "--", "pipeline", "bench", ":!bench/results")),
-        "macro_f1": {part: {name: round(float(macro[part, name]), 4) for name in ("ours", "keyword", "sentence")} for part in PARTS},
-        "per_label_all": {r.label: {"positives": int(r.support), **{name: round(float(scores[(scores.part == "all") & (scores.labeler == name) & (scores.label == r.label)].f1.iloc[0]), 4)
-                                                                  for name in ("ours", "keyword", "sentence")}}
+    quarter = reports["report_id"].map(checked_quarter)
+    every = scores[scores.part == "all"].set_index(["labeler", "label"])["f1"]
+    return {
+        "reports": {"tuned": int((~quarter).sum()), "checked": int(quarter.sum()), "all": len(reports)},
+        "macro_f1": {part: {name: round(float(macro[part, name]), 4) for name in LABELERS} for part in PARTS},
+        "per_label_all": {r.label: {"positives": int(r.support), **{name: round(float(every[name, r.label]), 4) for name in LABELERS}}
                           for r in scores[(scores.part == "all") & (scores.labeler == "ours")].itertuples()},
+        "ours_extract_s": round(seconds, 1),
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -142,7 +143,8 @@ def main(argv: list[str] | None = None) -> int:
     quarter = reports["report_id"].map(checked_quarter)
     print(f"{timing['reports']} reports ({int((~quarter).sum())} tuned, {int(quarter.sum())} in the checked quarter); "
           f"ours extracted in {timing['seconds']:.1f} s")
-    _write_record(args.record, args.csv, scores)
+    write_record("ctrate_labels", _values(scores, reports, timing["seconds"]), script=__file__, argv=argv,
+                 inputs={"csv": file_input(args.csv)}, out=args.record)
     for part in PARTS:
         t = table(scores, part)
         print(f"\n{part}: F1 per label")

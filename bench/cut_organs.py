@@ -15,6 +15,8 @@ Pair counts: with ``--data-root`` (data roots materialized up to pair_exclusions
 segmentations as they are, the organs each rule pairs (one study, a report that mentions nothing).
 
     python bench/cut_organs.py --patients 12 --data-root data /tmp/other_root
+
+Writes bench/results/cut_organs.json: the calibration table and the pair counts with their ratios to ``exclude``.
 """
 
 from __future__ import annotations
@@ -29,6 +31,9 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from record import write_record  # noqa: E402
 
 from pipeline.pairs import PairConfig, PairInputs, mine_pairs  # noqa: E402
 from pipeline.segment import organ_stats  # noqa: E402
@@ -148,6 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--realdata", type=Path, default=Path(os.environ.get("CTGLIP_REALDATA", Path(__file__).resolve().parents[2] / "shared" / "realdata")))
     parser.add_argument("--data-root", type=Path, nargs="*", default=[], help="materialized data roots: pair counts of their tables under each rule")
+    parser.add_argument("--out", type=Path, default=None, help="the record (default bench/results/cut_organs.json)")
     args = parser.parse_args(argv)
     pd.set_option("display.width", 200)
 
@@ -165,16 +171,26 @@ def main(argv: list[str] | None = None) -> int:
 
     counts = [real_pair_counts(args.realdata)] if have_real else []
     counts += [cohort_pair_counts(root) for root in args.data_root]
+    pair_counts = []
     if counts:
         df = pd.concat(counts, ignore_index=True)
         print("\nPairs under each rule (baseline: exclude, same run):")
         print(df.to_string(index=False))
         for r in df.to_dict("records"):
-            if not r["exclude"]:
+            ratios = {name: round(r[name] / r["exclude"], 3) for name, _ in RULES[1:]} if r["exclude"] else None
+            pair_counts.append({k: (int(v) if isinstance(v, (int, np.integer)) else v) for k, v in r.items()} | {"ratio_to_exclude": ratios})
+            if not ratios:
                 print(f"  {r['data']}: exclude pairs nothing; no ratio")
                 continue
-            ratios = ", ".join(f"{name} x{r[name] / r['exclude']:.2f}" for name, _ in RULES[1:])
-            print(f"  {r['data']}: {ratios} vs exclude ({r['exclude']} pairs)")
+            print(f"  {r['data']}: " + ", ".join(f"{name} x{v:.2f}" for name, v in ratios.items()) + f" vs exclude ({r['exclude']} pairs)")
+    calibration = [{k: (None if isinstance(v, float) and np.isnan(v) else (round(v, 4) if isinstance(v, float) else
+                                                                          (int(v) if isinstance(v, np.integer) else v)))
+                    for k, v in row.items()} for row in table.to_dict("records")]
+    write_record("cut_organs", {"calibration": calibration, "baseline": "exclude (pairs in the same run)", "pair_counts": pair_counts},
+                 script=__file__, argv=argv, out=args.out,
+                 inputs={"synthetic_patients": args.patients, "seed": args.seed,
+                         "realdata": os.path.relpath(args.realdata / "totalsegmentator", Path(__file__).resolve().parents[1]) if have_real else None,
+                         "data_roots": [str(r) for r in args.data_root]})
     return 0
 
 

@@ -22,7 +22,7 @@ does to clean medical text, and what it does to the real development reports.
 - real development set (../shared/realdata/reports_ctrate_dev, skipped where absent): reports whose text
   changes, replacements per kind, reports whose findings (every field but the sentence text) change, and
   de-identification speed in reports/s (one process), with the one-minute load average it ran under.
-- the record names the commit it was measured at (HEAD, '+dirty' where tracked files outside bench/results differ).
+- the record opens with its provenance (bench/record.py: commit, command, cores, CPU, load average, input files).
 """
 
 from __future__ import annotations
@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -39,6 +38,9 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from record import file_input, write_record  # noqa: E402
 
 from pipeline.deid import KINDS, deidentify, find_phi  # noqa: E402
 
@@ -151,14 +153,6 @@ def real_reports(path: Path) -> dict:
             "load_average": round(os.getloadavg()[0], 2)}
 
 
-def commit() -> str:
-    """HEAD, with '+dirty' where tracked files differ from it (the records under bench/results left out)."""
-    def git(*a: str) -> str:
-        return subprocess.run(["git", *a], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-
-    return (git("rev-parse", "HEAD") or "unknown") + ("+dirty" if git("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)bench/results") else "")
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "deid.json")
@@ -170,7 +164,6 @@ def main(argv: list[str] | None = None) -> int:
     data = yaml.safe_load(SET.read_text(encoding="utf-8"))
     baseline = _baseline()
     record = {
-        "commit": commit(),
         "test_set": {"file": str(SET.relative_to(ROOT)), "sentences": len(data["phi"]), "clean_sentences": len(data["clean"])},
         "ours": {**score(data["phi"], _spans_ours), "clean_sentences_changed": clean_changes(data["clean"], _spans_ours)},
         "baseline_presidio_stock_patterns": {**score(data["phi"], baseline), "clean_sentences_changed": clean_changes(data["clean"], baseline)},
@@ -185,8 +178,9 @@ def main(argv: list[str] | None = None) -> int:
 
     real = args.real or dev_csv()
     record["real_development_set"] = real_reports(real) if real.is_file() else "skipped: not found"
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(record, indent=1, ensure_ascii=False) + "\n")
+    inputs = {"test_set": file_input(SET), **({"heldout": file_input(args.heldout)} if args.heldout is not None else {}),
+              **({"real_development_set": file_input(real)} if real.is_file() else {})}
+    record = write_record("deid", record, script=__file__, argv=argv, inputs=inputs, out=args.out)
     ours, base = record["ours"], record["baseline_presidio_stock_patterns"]
     print(f"PHI test set: {record['test_set']['sentences']} sentences, {ours['identifiers']} identifiers")
     print(f"  ours:     recall {ours['recall']:.4f} (with the listed kind {ours['recall_with_kind']:.4f}), "

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import subprocess
 import sys
 from pathlib import Path
 
@@ -25,6 +24,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
+from record import file_input, write_record  # noqa: E402
 from report_corpus import synthetic  # noqa: E402
 
 from pipeline.report import extract_table  # noqa: E402
@@ -73,10 +73,9 @@ def main(argv: list[str] | None = None) -> int:
             state = "absent from the record" if n not in recorded else ("DIFFERENT" if n in differ else "identical")
             print(f"{n}: {now[n]['reports']} reports, {now[n]['findings']} findings: {state}")
         return 1 if differ else 0
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
-    record = {"command": "python bench/findings_digest.py", "written_at_commit": commit, "corpora": now}
-    args.record.parent.mkdir(parents=True, exist_ok=True)
-    args.record.write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
+    inputs = {"synthetic": {"script": "bench/report_corpus.py", "seeds_reserved_reports": [list(s) for s in SYNTHETIC]},
+              **({"ctrate_dev": file_input(dev_csv())} if "ctrate_dev" in now else {})}
+    write_record("findings_digest", {"corpora": now}, script=__file__, argv=argv, inputs=inputs, out=args.record)
     for n, v in now.items():
         print(f"{n}: {v['reports']} reports, {v['findings']} findings, sha256 {v['sha256'][:16]}")
     return 0

@@ -8,24 +8,31 @@ data root written at 1.5 mm, measured in the same process: organ crops/s with th
 (``torch.cuda.max_memory_allocated``) on a GPU, peak RSS otherwise. The baseline is float32 without accumulation,
 measured in this run; the others print their ratio to it. The text encoder is the hashed-word one with one trainable
 layer: Bio_ClinicalBERT is not installed offline, so the image side dominates.
+
+Writes bench/results/gpu.json only where it ran on a GPU: a CPU run prints its figures and keeps no record (they
+are not GPU figures).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
+import sys
 import tempfile
 from pathlib import Path
 
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "bench"))
+
+from record import write_record  # noqa: E402
+
 FULL_CROP = 64
 CPU_CROP = 32
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--crop", type=int, help=f"organ crop voxels per side (default: {FULL_CROP} on a GPU, {CPU_CROP} on a CPU)")
     p.add_argument("--batch-size", type=int, default=16, help="organ crops per batch (a multiple of 4; default 16)")
@@ -33,8 +40,8 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=4, help="steps per setting; the first is not timed (default 4)")
     p.add_argument("--device", default="auto", help="'auto', 'cuda' or 'cpu' (default auto)")
     p.add_argument("--bf16-on-cpu", action="store_true", help="also time bf16 on a CPU (skipped by default: CPU bf16 3D convolutions are slow and say nothing of a GPU)")
-    p.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "gpu.json")
-    args = p.parse_args()
+    p.add_argument("--out", type=Path, default=None, help="the record (default bench/results/gpu.json; GPU runs only)")
+    args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
 
     from model.config import paper
@@ -69,12 +76,18 @@ def main() -> None:
                               "final_loss": r.final_losses.get("loss")}
     base = results["float32"]
     for label, r in results.items():
-        ratio = r["samples_per_s"] / base["samples_per_s"]
-        print(f"  {label:16s} {r['samples_per_s']:8.2f} crops/s (x{ratio:.2f} vs float32)  peak {r['peak_mb']:8.0f} MB ({r['memory']})  loss {r['final_loss']:.3f}")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"device": name, "crop": crop, "batch_size": args.batch_size, "results": results}, indent=2))
-    print(f"wrote {args.out}")
+        r["ratio_to_float32"] = round(r["samples_per_s"] / base["samples_per_s"], 3)
+        print(f"  {label:16s} {r['samples_per_s']:8.2f} crops/s (x{r['ratio_to_float32']:.2f} vs float32)  peak {r['peak_mb']:8.0f} MB ({r['memory']})  loss {r['final_loss']:.3f}")
+    if on_cpu:
+        print("no record written: no GPU (bench/results/gpu.json holds GPU figures only)")
+        return 0
+    write_record("gpu", {"device": name, "crop": crop, "batch_size": args.batch_size, "steps": args.steps, "baseline": "float32",
+                         "results": results}, script=__file__, argv=argv, out=args.out,
+                 inputs={"data": "model.fake_data.make_fake_data_root(n_studies=8, shape=(96, 96, 88), spacing_mm=1.5)",
+                         "torch_cuda": torch.version.cuda})
+    print(f"wrote {args.out or 'bench/results/gpu.json'}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -10,7 +10,7 @@ is exported with untrained weights: time and memory do not depend on the weights
 a synthetic body with ellipsoid organs, stored as int16 NIfTI, with its organ mask given (``--mask``):
 TotalSegmentator's weights are not installed here, so "segmentation" is the mask's resampling to the
 canonical grid, not a network. The CLI runs in a fresh process (its peak RSS is its own); the baseline,
-measured in the same run, is reading the same study file with nibabel alone.
+measured in the same run, is reading the same study file with nibabel alone. Writes bench/results/infer.json.
 """
 
 from __future__ import annotations
@@ -28,6 +28,10 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "bench"))
+
+from record import write_record  # noqa: E402
+
 TARGET_S, TARGET_GB = 60.0, 6.0
 
 
@@ -68,15 +72,15 @@ def demo_checkpoint(folder: Path) -> Path:
     return save_model(folder / "model", model.state_dict(), {"train": config.to_dict(), "io": io_metadata(config), "step": 0})
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", type=Path, help="a trained model folder (default: the demo architecture, untrained)")
     p.add_argument("--shape", type=int, nargs=3, default=(512, 512, 300), help="voxels of the study (default 512 512 300)")
     p.add_argument("--spacing", type=float, nargs=3, default=(0.78, 0.78, 1.5), help="mm (default 0.78 0.78 1.5)")
     p.add_argument("--queries", type=int, default=2, help="text queries mapped (default 2)")
     p.add_argument("--threads", type=int, default=0, help="model.infer --threads (default 0: torch's own choice)")
-    p.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "infer.json")
-    args = p.parse_args()
+    p.add_argument("--out", type=Path, default=None, help="the record (default bench/results/infer.json)")
+    args = p.parse_args(argv)
 
     with tempfile.TemporaryDirectory(prefix="ctglip-infer-") as tmp:
         work = Path(tmp)
@@ -118,11 +122,14 @@ def main() -> None:
     print(f"  peak RSS {peak_gb:.2f} GB (target {TARGET_GB:.0f} GB)")
     print(f"  baseline: nibabel read of the study alone {baseline:.1f} s; model.infer (warm) takes x{runs['warm']['total_s'] / baseline:.1f} of it")
     result = {"shape": list(args.shape), "spacing_mm": list(args.spacing), "runs": runs, "peak_rss_gb": peak_gb, "baseline_read_s": baseline,
-              "load_average": load, "threads": args.threads, "grid_shape": summary["grid_shape"], "checkpoint": str(args.checkpoint) if args.checkpoint else "demo architecture, untrained"}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2))
-    print(f"wrote {args.out}")
+              "ratio_warm_to_baseline": runs["warm"]["total_s"] / baseline, "targets": {"total_s": TARGET_S, "peak_rss_gb": TARGET_GB},
+              "threads": args.threads, "grid_shape": summary["grid_shape"]}
+    write_record("infer", result, script=__file__, argv=argv, out=args.out,
+                 inputs={"study": "make_study (synthetic, seed 0)", "queries": queries,
+                         "checkpoint": str(args.checkpoint) if args.checkpoint else "demo architecture, untrained"})
+    print(f"wrote {args.out or 'bench/results/infer.json'}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -11,6 +11,8 @@ unless --keep). All three contenders read the same files from the page cache aft
 - SimpleITK: ``ImageSeriesReader`` (GDCM) + ``Resample`` (linear) onto the same grid + clamp/cast to
   int16 + ``WriteImage`` (.nii.gz), in ``--workers`` processes with one ITK thread each, and
   (with --sequential-baseline) in one process with ITK's default threading.
+Writes bench/results/ingest.json: each contender's seconds, the ratios, the agreement with SimpleITK and our
+cost breakdown.
 """
 
 from __future__ import annotations
@@ -29,6 +31,9 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from record import write_record  # noqa: E402
 
 from pydicom.uid import generate_uid  # noqa: E402
 
@@ -138,6 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sequential-baseline", action="store_true", help="also time SimpleITK in one process with ITK threads")
     ap.add_argument("--tmp", type=Path, default=None, help="where to write the synthetic archive")
     ap.add_argument("--keep", action="store_true", help="keep the temporary archive and outputs")
+    ap.add_argument("--out", type=Path, default=None, help="the record (default bench/results/ingest.json)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
 
@@ -193,6 +199,20 @@ def main(argv: list[str] | None = None) -> int:
         for k in steps:
             v = res.timings.get(k, 0.0)
             print(f"  {labels[k]:<28} {v:7.2f} s  {100 * v / max(busy, 1e-9):5.1f} %")
+        write_record("ingest", {
+            "seconds": {"floor": round(t_floor, 3), "ours": round(t_ours, 3), "sitk_parallel": round(t_sitk_par, 3),
+                        "sitk_sequential": None if t_sitk_seq is None else round(t_sitk_seq, 3)},
+            "baseline": f"SimpleITK ImageSeriesReader + Resample, {args.workers} processes x 1 thread",
+            "ratio_ours_to_sitk": round(t_ours / t_sitk_par, 3), "ratio_ours_to_floor": round(t_ours / t_floor, 2),
+            "ratio_ours_to_sitk_sequential": None if t_sitk_seq is None else round(t_ours / t_sitk_seq, 3),
+            "studies_per_min_ours": round(args.studies / t_ours * 60, 1), "megabytes": round(mb, 1),
+            "same_grid_as_sitk": bool(same_grid),
+            "abs_hu_difference": None if diff is None else {"mean": round(float(diff.mean()), 4), "p99_9": float(np.percentile(diff, 99.9)),
+                                                            "max": int(diff.max())},
+            "our_cost_s": {"scan": round(res.timings.get("scan", 0.0), 3), **{k: round(res.timings.get(k, 0.0), 3) for k in steps}},
+        }, script=__file__, argv=argv, out=args.out,
+            inputs={"archive": "synthetic DICOM (pipeline.synthetic.dicom_writer)", "studies": args.studies, "slices": args.slices,
+                    "size": args.size, "spacing_mm": args.spacing, "workers": args.workers})
     finally:
         if args.keep:
             print(f"kept {tmp}")

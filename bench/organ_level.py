@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterable
@@ -35,6 +34,9 @@ import pandas as pd
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
+
+from record import file_input, write_record  # noqa: E402
 
 from pipeline.report import extract_findings  # noqa: E402
 from pipeline.report.dictionary import abnormalities  # noqa: E402
@@ -225,6 +227,7 @@ def run_ctrate(reports: pd.DataFrame, gold: pd.DataFrame) -> dict[str, dict]:
         out[part] = {name: balanced(g, p, u) for name, p in preds.items()}
         chosen = set(ids)
         out[part]["tuples"] = tuple_scores({k for k in keys if k[0] in chosen}, {k for k in ours if k[0] in chosen})
+        out[part]["reports"] = len(ids)
     return out
 
 
@@ -257,13 +260,9 @@ def _record(ctrate: dict[str, dict], lesa: dict[str, dict], seconds: float) -> d
     def labeler(t: pd.DataFrame) -> dict:
         return {"pooled_balanced_accuracy": round(float(t.loc["all", "balanced_accuracy"]), 4),
                 "macro_balanced_accuracy": round(macro(t), 4), "per_place": _figures(t)}
-    git = lambda *a: subprocess.run(["git", *a], cwd=REPO, capture_output=True, text=True).stdout.strip()  # noqa: E731
     return {
-        "command": "python bench/organ_level.py",
-        "commit": git("rev-parse", "--short", "HEAD"),
-        "uncommitted_changes": bool(git("status", "--porcelain", "--", "pipeline", "bench", "tests/data", ":!bench/results")),
         "seconds": round(seconds, 1),
-        "ctrate": {part: {**{n: labeler(t) for n, t in r.items() if n != "tuples"},
+        "ctrate": {part: {"reports": r["reports"], **{n: labeler(r[n]) for n in ("ours", "floor")},
                           "ours_tuples": {k: round(v, 4) for k, v in r["tuples"].items()}} for part, r in ctrate.items()},
         "lesanet": {n: {**labeler(r["table"]),
                         "placement_accuracy": round(r["placement"][0], 4), "phrases": r["placement"][1],
@@ -284,9 +283,10 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     ctrate = run_ctrate(read_labelled(csv), read_ctrate_gold())
     lesa = run_lesanet(json.loads(lesanet.read_text(encoding="utf-8")), read_lesanet_gold())
-    record = _record(ctrate, lesa, time.perf_counter() - start)
-    args.record.parent.mkdir(parents=True, exist_ok=True)
-    args.record.write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
+    record = write_record("organ_level", _record(ctrate, lesa, time.perf_counter() - start), script=__file__, argv=argv,
+                          inputs={name: file_input(path) for name, path in (("ctrate_reports", csv), ("lesanet_phrases", lesanet),
+                                                                              ("ctrate_gold", CTRATE_GOLD), ("lesanet_gold", LESANET_GOLD))},
+                          out=args.record)
     for part, r in record["ctrate"].items():
         t = r["ours_tuples"]
         print(f"CT-RATE gold, {part}: pooled BA ours {r['ours']['pooled_balanced_accuracy']:.3f} / floor "
@@ -294,7 +294,7 @@ def main(argv: list[str] | None = None) -> int:
               f"floor {r['floor']['macro_balanced_accuracy']:.3f}; tuples P {t['precision']:.3f} R {t['recall']:.3f} "
               f"F1 {t['f1']:.3f}")
     cols = ["tp", "fn", "fp", "precision", "sensitivity", "balanced_accuracy"]
-    both = pd.concat({n: t[cols] for n, t in ctrate["all"].items() if n != "tuples"}, axis=1)
+    both = pd.concat({n: ctrate["all"][n][cols] for n in ("ours", "floor")}, axis=1)
     print("\nCT-RATE gold, all 150 reports, per place with a positive:")
     print(both[(both[("ours", "tp")] + both[("ours", "fn")]) > 0].to_string(float_format=lambda v: f"{v:.3f}"))
     for n, r in record["lesanet"].items():

@@ -13,6 +13,8 @@ of the inputs; a second, smaller cohort shows whether time and memory grow linea
     .venv/bin/python bench/pairs.py                # default: 17,702 studies (+ 1/4 of it), < 2 min
     .venv/bin/python bench/pairs.py --studies 2000 --no-scaling
     .venv/bin/python bench/pairs.py --help
+
+Writes bench/results/pairs.json: each cohort size's figures, the scaling ratios and the budget's verdict.
 """
 
 from __future__ import annotations
@@ -31,6 +33,9 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from record import write_record  # noqa: E402
 
 from pipeline import vocab  # noqa: E402
 from pipeline.pairs import PairConfig, PairInputs, mine_pairs  # noqa: E402
@@ -190,6 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--budget-s", type=float, default=60.0, help="mining must finish within this (exit 1 if not)")
     parser.add_argument("--no-scaling", action="store_true", help="skip the quarter-size run that checks linear growth")
+    parser.add_argument("--out", type=Path, default=None, help="the record (default bench/results/pairs.json)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
@@ -209,14 +215,23 @@ def main(argv: list[str] | None = None) -> int:
                 f" (mining = x{r['mine_s'] / r['read_s']:.1f} the read); negatives: {r['negatives']}",
                 flush=True,
             )
+    scaling = None
     if len(results) == 2:
         small, big = results
         k = big["studies"] / small["studies"]
-        print(f"scaling x{k:.1f} studies: time x{big['mine_s'] / small['mine_s']:.2f},"
-              f" peak memory x{big['mine_peak_mb'] / max(small['mine_peak_mb'], 1e-9):.2f} (linear = x{k:.1f})")
+        scaling = {"studies_ratio": round(k, 2), "time_ratio": round(big["mine_s"] / small["mine_s"], 2),
+                   "peak_memory_ratio": round(big["mine_peak_mb"] / max(small["mine_peak_mb"], 1e-9), 2)}
+        print(f"scaling x{k:.1f} studies: time x{scaling['time_ratio']:.2f},"
+              f" peak memory x{scaling['peak_memory_ratio']:.2f} (linear = x{k:.1f})")
     final = results[-1]
     ok = final["mine_s"] <= args.budget_s
     print(f"{'PASS' if ok else 'FAIL'}: {final['studies']} studies mined in {final['mine_s']:.1f} s (budget {args.budget_s:.0f} s)")
+    write_record("pairs", {"runs": [{k: round(v, 3) if isinstance(v, float) else v for k, v in r.items()} for r in results],
+                           "baseline": "reading the 3 input Parquet tables (read_s)",
+                           "ratio_mine_to_read": [round(r["mine_s"] / r["read_s"], 2) for r in results],
+                           "scaling": scaling, "budget_s": args.budget_s, "within_budget": ok},
+                 script=__file__, argv=argv, out=args.out,
+                 inputs={"tables": "synthetic_tables (ct_studies, organ_stats, report_findings)", "studies": sizes, "seed": args.seed})
     return 0 if ok else 1
 
 

@@ -23,6 +23,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
+
+from record import file_input, write_record  # noqa: E402
 
 DEFAULT_OUT = REPO / "bench" / "results" / "prompt_geometry.json"
 FALLBACK_PAIRS = ("liver:mass", "kidney_left:cyst", "spleen:splenomegaly", "lung_upper_lobe_left:nodule", "pancreas:mass",
@@ -61,23 +64,23 @@ def main(argv: list[str] | None = None) -> int:
         if pair.count(":") != 1 or not all(pair.split(":")):
             ap.error(f"--pair takes ORGAN:ABNORMALITY, e.g. liver:mass; got {pair!r}")
     if args.pair:
-        pairs = [tuple(p.split(":")) for p in args.pair]
+        pairs, pairs_from = [tuple(p.split(":")) for p in args.pair], "--pair"
     elif args.record.is_file() and json.loads(args.record.read_text()).get("cohort", {}).get("ad_tasks"):
         pairs = [tuple(t) for t in json.loads(args.record.read_text())["cohort"]["ad_tasks"]]
+        pairs_from = file_input(args.record)["path"]
     else:
-        pairs = [tuple(p.split(":")) for p in FALLBACK_PAIRS]
+        pairs, pairs_from = [tuple(p.split(":")) for p in FALLBACK_PAIRS], "FALLBACK_PAIRS of bench/prompt_geometry.py"
 
     import torch
 
     from model.config import ModelConfig
     from model.text import CachedTextStates, TextTower, build_text_states
-    from pipeline.atomic import write_json
 
     def unit(fn):
         return lambda texts: torch.nn.functional.normalize(fn(texts).float(), dim=-1).detach()
 
     shipped = TextTower(build_text_states(ModelConfig(text_trainable_layers=0))).eval()
-    record = {"pairs_from": "--pair" if args.pair else str(args.record), "baseline": {"encoder": "packaged MiniLM, frozen",
+    record = {"pairs_from": pairs_from, "baseline": {"encoder": "packaged MiniLM, frozen",
               **geometry(unit(shipped), pairs)}}
     if args.checkpoint:
         from model.checkpoint import load_model
@@ -85,7 +88,8 @@ def main(argv: list[str] | None = None) -> int:
         model = load_model(args.checkpoint)
         with torch.no_grad():
             record["model"] = {"checkpoint": str(args.checkpoint), **geometry(unit(lambda t: model.encode_text(t)), pairs)}
-    write_json(record, args.out)
+    inputs = {"pairs": pairs_from, **({"checkpoint": str(args.checkpoint)} if args.checkpoint else {})}
+    record = write_record("prompt_geometry", record, script=__file__, argv=argv, inputs=inputs, out=args.out)
     for name in ("baseline", "model"):
         if name not in record:
             continue

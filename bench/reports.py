@@ -24,16 +24,15 @@ configuration (the garbage collector left alone, as in a library caller's proces
 - ours with the memo emptied before every report (no report gains from another's sentences);
 - the negspacy baseline, `nlp.pipe` over the raw texts.
 The memo is the speed-up kept where it makes the code harder to follow; the last line says what it buys. Speeds are given as ratios against negspacy measured in the same run (the machine is shared:
-absolute rates move with its load, which the record keeps beside them). Writes bench/results/report_speed.json.
+absolute rates move with its load, which the record keeps beside them). Writes bench/results/report_speed.json: the
+figures of both races, under `synthetic` and `real`.
 Targets (issues 13, 31): >= 600 real reports/s with `extract_findings` in one process, and faster than the baseline.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -43,6 +42,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from record import file_input, write_record  # noqa: E402
 from report_corpus import pad_to_length, synthetic  # noqa: E402
 
 from pipeline.report import extract_findings, extract_table  # noqa: E402
@@ -121,7 +121,8 @@ def memo(nlp) -> dict:
     return nlp.get_pipe("ctglip_report").memo
 
 
-def synthetic_bench(args, ours, base, config: ReportConfig) -> None:
+def synthetic_bench(args, ours, base, config: ReportConfig) -> dict:
+    """The synthetic-report race (and the 2-worker projection); returns its figures for the record."""
     t_gen, texts = timed(lambda: corpus(args.n, args.seed))
     texts = [prepare(t, config)[0] for t in texts]
     n_tokens = sum(len(d) for d in ours.tokenizer.pipe(texts))
@@ -136,12 +137,22 @@ def synthetic_bench(args, ours, base, config: ReportConfig) -> None:
           f"and sides, uncertainty/historical, organ binding, sizes, {n_ours / len(texts):.0f} findings/report)")
     print(f"projected {TARGET_REPORTS} reports, 1 process: ours {TARGET_REPORTS * t_ours / len(texts):.0f} s, "
           f"baseline {TARGET_REPORTS * t_base / len(texts):.0f} s")
+    figures = {"reports": len(texts), "seed": args.seed, "tokens_per_report": round(n_tokens / len(texts)),
+               "runners": {name: {"wall_s": round(t, 2), "cpu_s": round(cpu, 2), "outputs": k,
+                                  "reports_per_s": round(len(texts) / t), "reports_per_s_cpu": round(len(texts) / cpu)}
+                           for name, (t, cpu, k) in res.items()},
+               "ratio_to_negspacy": round(t_base / t_ours, 2), "ratio_to_negspacy_cpu": round(cpu_base / cpu_ours, 2),
+               "projected_s": {"reports": TARGET_REPORTS, "ours": round(TARGET_REPORTS * t_ours / len(texts)),
+                               "baseline": round(TARGET_REPORTS * t_base / len(texts))}}
     if not args.no_workers:
         df = pd.DataFrame({"id": range(len(texts)), "text": texts})
         t2, out = timed(lambda: extract_table(df, "text", "id", workers=2))
         print(f"ours, extract_table(workers=2): {t2:.1f} s ({len(texts) / t2:.0f} reports/s incl. process start "
               f"and DataFrame assembly, {len(out)} findings) -> projected {TARGET_REPORTS} reports: "
               f"{TARGET_REPORTS * t2 / len(texts):.0f} s")
+        figures["extract_table_2_workers"] = {"wall_s": round(t2, 2), "reports_per_s": round(len(texts) / t2), "findings": len(out),
+                                              "projected_s": round(TARGET_REPORTS * t2 / len(texts))}
+    return figures
 
 
 def real_bench(args, ours, base, config: ReportConfig) -> dict | None:
@@ -218,25 +229,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--real", type=Path, default=REAL_CSV,
                         help="CT-RATE development CSV (report_text column); skipped where absent (default: %(default)s)")
     parser.add_argument("--real-repeats", type=int, default=4, help="passes over the real reports (default 4)")
-    parser.add_argument("--record", type=Path, default=REPO / "bench" / "results" / "report_speed.json",
-                        help="JSON record of the real-report race (default: %(default)s; '' for none)")
+    parser.add_argument("--record", type=lambda v: Path(v) if v else None, default=REPO / "bench" / "results" / "report_speed.json",
+                        help="JSON record of both races (default: %(default)s; '' for none)")
     args = parser.parse_args(argv)
 
     config = ReportConfig()
     ours = build_nlp(config.skip_sections, config.fast_tokenizer)
     base = baseline_nlp()
+    values = {}
     if args.n > 0:
-        synthetic_bench(args, ours, base, config)
+        values["synthetic"] = synthetic_bench(args, ours, base, config)
     real = real_bench(args, ours, base, config)
-    if real is not None and args.record:
-        git = lambda *a: subprocess.run(["git", *a], cwd=REPO, capture_output=True, text=True).stdout.strip()  # noqa: E731
-        record = {"command": "python bench/reports.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-                  "commit": git("rev-parse", "--short", "HEAD"),
-                  "uncommitted_changes": bool(git("status", "--porcelain", "--", "pipeline", "bench/reports.py")),
-                  "load_average_1_5_15_min": [round(x, 2) for x in os.getloadavg()], "real": real}
-        args.record.parent.mkdir(parents=True, exist_ok=True)
-        args.record.write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
-        print(f"record: {args.record} (load average {record['load_average_1_5_15_min']})")
+    if real is not None:
+        values["real"] = real
+    if values and args.record:
+        record = write_record("report_speed", values, script=__file__, argv=argv, out=args.record,
+                              inputs={"real": file_input(args.real)} if real is not None else {})
+        print(f"record: {args.record} (load average {record['load_average']})")
     return 0
 
 

@@ -22,6 +22,8 @@ studies cost more per study on CPU by roughly their voxel ratio, which `--voxel-
 
     .venv/bin/python bench/scale.py                 # default: 12 studies, a few minutes on two cores
     .venv/bin/python bench/scale.py --studies 24 --workers 1 4 16 64 --gpus 1 4 16
+
+Writes bench/results/scale.json: the measurements, the baseline and its ratio, and every row of the projection.
 """
 
 from __future__ import annotations
@@ -37,12 +39,14 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import dagster as dg  # noqa: E402
 import yaml  # noqa: E402
 
 from assets.run_all import RANGE_TAGS, run_step  # noqa: E402
 from pipeline.tables import read_table  # noqa: E402
+from record import write_record  # noqa: E402
 
 log = logging.getLogger("bench.scale")
 
@@ -134,6 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--totalseg", choices=sorted(TOTALSEG_GPU_S), default="1.5mm", help="TotalSegmentator model whose documented GPU time is used")
     parser.add_argument("--pairs-at", type=int, default=2000, help="cohort size at which pair mining's per-study cost is measured (bench/pairs.py tables)")
     parser.add_argument("--voxel-ratio", type=float, default=None, help="CPU cost of a real study over a synthetic one (default: voxel ratio, see the docstring)")
+    parser.add_argument("--out", type=Path, default=None, help="the record (default bench/results/scale.json)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     logging.getLogger("dagster").setLevel(logging.WARNING)
@@ -161,12 +166,25 @@ def main(argv: list[str] | None = None) -> int:
     print(f"TotalSegmentator GPU time: {TOTALSEG_GPU_S[args.totalseg]:.0f} s per study ({args.totalseg}; from documentation, not measured here).\n")
     print("| cohort | CPU workers N | GPUs M | CPU stages (h) | TotalSegmentator (h) | pair mining (h) | wall (h) | derived data (TB) | bottleneck |")
     print("|---|---|---|---|---|---|---|---|---|")
+    projection = []
     for cohort, n_studies in COHORTS.items():
         for w in args.workers:
             for g in args.gpus:
                 p = project(m, n_studies, w, g, TOTALSEG_GPU_S[args.totalseg], ratio)
+                projection.append({"cohort": cohort, "cpu_workers": w, "gpus": g, **{k: round(v, 3) if isinstance(v, float) else v for k, v in p.items()},
+                                   "derived_tb": round(store_per_study * n_studies / 1e12, 3)})
                 print(f"| {cohort} | {w} | {g} | {p['cpu_h']:.1f} | {p['gpu_h']:.1f} | {p['serial_h']:.2f} | {p['wall_h']:.1f} | "
                       f"{store_per_study * n_studies / 1e12:.2f} | {p['bottleneck']} |")
+    write_record("scale", {
+        "measured": {"studies": m["n"], "spacing_mm": m["spacing"], "stage_s_per_study": {k: v / m["n"] for k, v in m["stage_s"].items()},
+                     "run_overhead_s": m["run_overhead_s"], "bytes_per_study": m["sizes"], "pairs_s_per_study": m["pairs_s_per_study"]},
+        "baseline": "in-process step (source_archive, nothing to do)", "in_process_step_s": m["in_process_step_s"],
+        "cli_step_s": m["cli_step_s"], "ratio_cli_to_in_process": m["cli_step_s"] / m["in_process_step_s"],
+        "voxel_ratio": ratio, "totalsegmentator_gpu_s_documented": {args.totalseg: TOTALSEG_GPU_S[args.totalseg]},
+        "projection": projection,
+    }, script=__file__, argv=argv, out=args.out,
+        inputs={"cohort": "synthetic (ArchiveSource seed 1)", "studies": args.studies, "pairs_at": args.pairs_at,
+                "workers": args.workers, "gpus": args.gpus})
     return 0
 
 

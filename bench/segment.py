@@ -5,6 +5,8 @@ TotalSegmentator runs only where its weights, nnU-Net and a GPU are all present 
 
     .venv/bin/python bench/segment.py            # default: 1,000 label maps for organ_stats, < 2 min
     .venv/bin/python bench/segment.py --help
+
+Baseline, measured in the same run: a per-organ boolean-mask loop (``naive_stats``). Writes bench/results/segment.json.
 """
 
 from __future__ import annotations
@@ -21,6 +23,9 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from record import write_record  # noqa: E402
 
 from pipeline import vocab  # noqa: E402
 from pipeline.segment import SegmenterConfig, StatsConfig, organ_stats, segment  # noqa: E402
@@ -131,7 +136,7 @@ def bench_totalsegmentator(size: int) -> str:
     return f"{time.perf_counter() - t:.2f} s/study (fast, {size}^3 at 1.5 mm, {torch.cuda.get_device_name()})"
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--size", type=int, default=128, help="edge of the synthetic label maps, voxels (default 128)")
     p.add_argument("--organs", type=int, default=30, help="organs per label map (default 30)")
@@ -141,6 +146,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--no-fragments", action="store_true", help="skip the connected-component check in organ_stats")
     p.add_argument("--n-baseline", type=int, default=50, help="label maps through the naive per-organ loop baseline (default 50)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, default=None, help="the record (default bench/results/segment.json)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
 
@@ -161,8 +167,20 @@ def main(argv: list[str] | None = None) -> None:
     print(f"baseline (per-organ boolean-mask loop, no fragment check) over {args.n_baseline} maps: {base:.1f} studies/s")
     print(f"organ_stats without fragment check, same maps: {fast:.1f} studies/s -> x{fast / base:.2f} the baseline")
     print(f"organ_stats with fragment check: x{rate / base:.2f} the baseline")
-    print(f"totalsegmentator: {bench_totalsegmentator(args.size)}")
+    totalseg = bench_totalsegmentator(args.size)
+    print(f"totalsegmentator: {totalseg}")
+    write_record("segment", {
+        "precomputed_studies_per_s": {k: round(v, 2) for k, v in rates.items()},
+        "organ_stats_studies_per_s": round(rate, 2), "organ_stats_without_fragment_check_studies_per_s": round(fast, 2),
+        "baseline": "per-organ boolean-mask loop, no fragment check", "baseline_studies_per_s": round(base, 2),
+        "ratio_without_fragment_check": round(fast / base, 2), "ratio_with_fragment_check": round(rate / base, 2),
+        "totalsegmentator": totalseg,
+    }, script=__file__, argv=argv, out=args.out,
+        inputs={"label_maps": "synthetic_labels (ellipsoid organs)", "size": args.size, "organs": args.organs, "distinct": args.distinct,
+                "n_stats": args.n_stats, "n_precomputed": args.n_precomputed, "n_baseline": args.n_baseline,
+                "fragment_check": not args.no_fragments, "seed": args.seed})
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

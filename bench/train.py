@@ -10,7 +10,7 @@ after two untimed ones, split into making the batch (cropping), the image side's
 the losses and backward pass, and the optimizer step; crops/s of each with its ratio to the preset, measured in the same
 run. Part 2, fresh processes through ``assets/train_entry.py``: the preset on one process and on two (torchrun,
 gloo, the same global batches), samples/s and whether the two end with the same weights. One torch thread per process
-in part 2 so that one process uses one core and two use two.
+in part 2 so that one process uses one core and two use two. Writes bench/results/train.json.
 """
 
 from __future__ import annotations
@@ -26,6 +26,10 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
+
+from record import write_record  # noqa: E402
+
 ENTRY = REPO / "assets" / "train_entry.py"
 VARIANTS = {"benchmark preset": {}, "vit": {"model": {"image_encoder": "vit"}}, "frozen text": {"model": {"text_trainable_layers": 0}}}
 
@@ -104,14 +108,14 @@ def max_weight_diff(a: dict, b: dict) -> float:
     return max(float((wa[k].float() - wb[k].float()).abs().max()) for k in wa)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data-root", type=Path, help="a data root with tables/ (default: a synthetic one in a temp dir)")
     p.add_argument("--steps", type=int, default=8, help="timed steps per variant (default 8)")
     p.add_argument("--threads", type=int, default=2, help="torch threads in part 1 (default 2)")
     p.add_argument("--skip-scaling", action="store_true", help="part 1 only")
-    p.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "train.json")
-    args = p.parse_args()
+    p.add_argument("--out", type=Path, default=None, help="the record (default bench/results/train.json)")
+    args = p.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
     with tempfile.TemporaryDirectory(prefix="ctglip-bench-") as tmp:
@@ -121,11 +125,12 @@ def main() -> None:
             from model.fake_data import make_fake_data_root
 
             data_root = make_fake_data_root(work / "data", n_studies=16, shape=(80, 80, 72), p_abnormal=0.5)
-        results: dict = {"data_root": str(data_root), "threads": args.threads, "variants": {}}
+        results: dict = {"threads": args.threads, "steps": args.steps, "baseline": "benchmark preset", "variants": {}}
         print(f"{args.steps} timed steps per variant, {args.threads} torch thread(s), data {data_root}")
         for name, over in VARIANTS.items():
             r = results["variants"][name] = breakdown(over, data_root, args.steps, args.threads)
             base = results["variants"]["benchmark preset"]["crops_per_s"]
+            r["ratio_to_preset"] = round(r["crops_per_s"] / base, 3)
             print(f"  {name:16s} {r['crops_per_s']:7.1f} crops/s (x{r['crops_per_s'] / base:.2f} vs the preset); per step: "
                   + ", ".join(f"{k} {v:.3f} s" for k, v in r["seconds_per_step"].items()))
         if not args.skip_scaling:
@@ -137,10 +142,11 @@ def main() -> None:
             s = results["scaling"]
             print(f"  1 process {s['one_process_crops_per_s']:.1f} crops/s, 2 processes {s['two_processes_crops_per_s']:.1f} "
                   f"(x{s['speedup']:.2f}); same global batches: max |weight difference| {s['max_weight_diff']:.2e}")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2, sort_keys=True, default=str))
-    print(f"wrote {args.out}")
+    inputs = {"data_root": str(args.data_root) if args.data_root else "model.fake_data.make_fake_data_root(n_studies=16, shape=(80, 80, 72))"}
+    write_record("train", results, script=__file__, argv=argv, inputs=inputs, out=args.out)
+    print(f"wrote {args.out or 'bench/results/train.json'}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())
