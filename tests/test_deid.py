@@ -39,6 +39,8 @@ def test_recall_on_the_phi_test_set():
     assert sum(caught) / len(caught) >= 0.98
     read = [c for item in SET["read"] for c in _caught(item)]  # once held out, since read: tuning sentences too
     assert len(SET["read"]) == 40 and sum(read) / len(read) >= 0.98
+    read2 = [c for item in SET["read2"] for c in _caught(item)]  # the second set once held out (0.915 then), read since
+    assert len(SET["read2"]) == 100 and len(read2) == 189 and sum(read2) / len(read2) >= 0.98
 
 
 def test_every_kind_is_in_the_test_set_and_named():
@@ -52,7 +54,7 @@ def test_every_kind_is_in_the_test_set_and_named():
         "A 89-year-old; MR angiography; 120 kVp; Couinaud segment 7; T11 and L2-L3.")  # 89 is no identifier
 
 
-@pytest.mark.parametrize("item", SET["clean"], ids=lambda item: item["text"][:40])
+@pytest.mark.parametrize("item", SET["clean"] + SET["read2_clean"], ids=lambda item: item["text"][:40])
 def test_medical_text_is_left_alone(item):
     """Eponyms, measurements, vertebral levels, segments, fractions and scores are not PHI."""
     assert deidentify(item["text"]).text == item["text"]
@@ -197,6 +199,8 @@ def test_bench_scores_a_held_out_set_given_on_the_command_line(tmp_path, capsys)
     assert record["heldout"]["ours"]["missed_kinds"] == {"NAME": 1} and record["heldout"]["ours"]["clean_sentences_changed"] == 0
     assert "Vbnm" not in out.read_text() and "Vbnm" not in capsys.readouterr().out
     assert record["read"]["sentences"] == len(SET["read"]) and record["real_development_set"].startswith("skipped")
+    assert record["read2"]["sentences"] == len(SET["read2"]) and record["read2"]["clean_sentences"] == len(SET["read2_clean"])
+    assert record["history"]["held_out_once"]["read2"]["recall"] == 0.9153  # the figure from before it was read
     held.write_text(yaml.safe_dump([{"text": "No name here.", "phi": [["NAME", "Jane"]]}]))
     with pytest.raises(ValueError, match="not in its sentence"):
         bench.main(["--out", str(out), "--heldout", str(held), "--real", str(tmp_path / "none.csv")])
