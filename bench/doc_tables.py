@@ -313,12 +313,17 @@ def report_targets() -> str:
                         "From the records of the sections below (each names its command and commit there)."])
 
 
-DEID_SETS = (("tuning set (`phi_sentences.yaml`)", None), ("its `read` sentences", "read"), ("held-out set (`phi_heldout.yaml`)", "heldout"))
+DEID_SETS = (("tuning set (`phi_sentences.yaml`)", None), ("its `read` sentences", "read"), ("its `read2` sentences", "read2"),
+             ("held-out set", "heldout"))
 
 
 def deid() -> str:
     r = record("deid.json")
-    sets = [(label, r if key is None else r[key]) for label, key in DEID_SETS if key is None or key in r]
+
+    def label(text: str, key: str | None) -> str:
+        return f"{text} (`{Path(r[key]['file']).name}`)" if key == "heldout" and "file" in r[key] else text
+
+    sets = [(label(text, key), r if key is None else r[key]) for text, key in DEID_SETS if key is None or key in r]
 
     def clean(s: dict, kind: str) -> str:
         changed = s[kind].get("clean_sentences_changed")

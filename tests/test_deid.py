@@ -39,6 +39,8 @@ def test_recall_on_the_phi_test_set():
     assert sum(caught) / len(caught) >= 0.98
     read = [c for item in SET["read"] for c in _caught(item)]  # once held out, since read: tuning sentences too
     assert len(SET["read"]) == 40 and sum(read) / len(read) >= 0.98
+    read2 = [c for item in SET["read2"] for c in _caught(item)]  # the second set once held out (0.915 then), read since
+    assert len(SET["read2"]) == 100 and len(read2) == 189 and sum(read2) / len(read2) >= 0.98
 
 
 def test_every_kind_is_in_the_test_set_and_named():
@@ -52,10 +54,60 @@ def test_every_kind_is_in_the_test_set_and_named():
         "A 89-year-old; MR angiography; 120 kVp; Couinaud segment 7; T11 and L2-L3.")  # 89 is no identifier
 
 
-@pytest.mark.parametrize("item", SET["clean"], ids=lambda item: item["text"][:40])
+@pytest.mark.parametrize("item", SET["clean"] + SET["read2_clean"], ids=lambda item: item["text"][:40])
 def test_medical_text_is_left_alone(item):
     """Eponyms, measurements, vertebral levels, segments, fractions and scores are not PHI."""
     assert deidentify(item["text"]).text == item["text"]
+
+
+@pytest.mark.parametrize("text, expected", [
+    # a facility word in another language, first, inside or compounded; a place after "of"; capitals; lower case
+    ("Outside CT from Hôpital de la Pitié-Salpêtrière was reviewed.", "Outside CT from [LOCATION] was reviewed."),
+    ("Images from Ospedale San Raffaele were compared.", "Images from [LOCATION] were compared."),
+    ("Prior MRI at Centre Hospitalier Universitaire de Nantes.", "Prior MRI at [LOCATION]."),
+    ("SEEN AT KANTONSSPITAL BADEN.", "SEEN AT [LOCATION]."),
+    ("Compared with CT from Karolinska Universitetssjukhuset.", "Compared with CT from [LOCATION]."),
+    ("Referred from the Royal Hospital of Glamorgan.", "Referred from the [LOCATION]."),
+    ("Images from the Hospital for Sick Children were loaded.", "Images from the [LOCATION] were loaded."),
+    ("Results faxed to Northbay Imaging Associates.", "Results faxed to [LOCATION]."),
+    ("Transferred from Riverside hospital overnight.", "Transferred from [LOCATION] overnight."),
+    # no facility word: a place after a verb or noun of care or imaging and "at", "from", "to"
+    ("The study was performed at Groote Schuur in 2019.", "The study was performed at [LOCATION] in 2019."),
+    # the words alone, an instrument, anatomy, a time point: no place
+    ("Referred to the Breast Clinic; the Hospital Anxiety scale was 8.", "Referred to the Breast Clinic; the Hospital Anxiety scale was 8."),
+    ("Images from the Ligament of Treitz region and at End of Therapy.", "Images from the Ligament of Treitz region and at End of Therapy."),
+])
+def test_facility_and_place_names(text, expected):
+    assert deidentify(text).text == expected
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("Reviewed with Priv.-Doz. Dr. Lena Kraus.", "Reviewed with Priv.-Doz. Dr. [NAME]."),  # titles with degrees
+    ("Univ.-Prof. Dr. med. Anna Berger; Dr. rer. nat. Jonas Weber.", "Univ.-Prof. Dr. med. [NAME]; Dr. rer. nat. [NAME]."),
+    ("Dott.ssa Giulia Conti and Herr Brandt.", "Dott.ssa [NAME] and Herr [NAME]."),
+    ("Authored by Kwabena Mensah-Bonsu; co-signed by PATEL, RAVI.", "Authored by [NAME]; co-signed by [NAME]."),  # by-verbs
+    ("Requesting: NOVAK, PETRA  Ext 4412", "Requesting: [NAME]  Ext [PHONE]"),  # a label, LAST, FIRST in capitals
+    ("pt name brennigan, siobhan  dob 1/2/1950", "pt name [NAME]  dob [DATE]"),  # unknown surname, comma, given name
+    ("Primary care: routine follow-up.", "Primary care: routine follow-up."),
+    ("Patient cooperative, grace period applies.", "Patient cooperative, grace period applies."),
+])
+def test_names_after_titles_labels_and_verbs(text, expected):
+    assert deidentify(text).text == expected
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("Visit 03FEB2022, then 5Mar2021 and FEB2022.", "Visit [DATE], then [DATE] and [DATE]."),  # written together
+    ("No change since 28/11.", "No change since [DATE]."),  # day first after a date word
+    ("Patient on 24/7 oxygen since 3/14.", "Patient on 24/7 oxygen since [DATE]."),
+    ("MR # 0098812 and MR no. 55-1203-7.", "MR # [ID] and MR no. [ID]."),  # an abbreviated record label
+    ("Chart # 5512-88; admission no. A-2021-0091.", "Chart # [ID]; admission no. [ID]."),
+    ("Date of exam: 18/09/2023.", "Date of exam: [DATE]."),  # a date after a weak id label is a date
+    ("Mr. Alvarez, 96, lives alone.", "Mr. [NAME], [AGE], lives alone."),  # an age set off by commas
+    ("A woman of 91; a ninety-four-year-old; aged one hundred and two.", "A woman of [AGE]; a [AGE]-year-old; aged [AGE]."),
+    ("Heart rate, 92, regular; a patient of 95 kg.", "Heart rate, 92, regular; a patient of 95 kg."),
+])
+def test_dates_ids_and_ages_in_more_forms(text, expected):
+    assert deidentify(text).text == expected
 
 
 def test_placeholders_are_stable_on_a_second_pass():
@@ -147,6 +199,8 @@ def test_bench_scores_a_held_out_set_given_on_the_command_line(tmp_path, capsys)
     assert record["heldout"]["ours"]["missed_kinds"] == {"NAME": 1} and record["heldout"]["ours"]["clean_sentences_changed"] == 0
     assert "Vbnm" not in out.read_text() and "Vbnm" not in capsys.readouterr().out
     assert record["read"]["sentences"] == len(SET["read"]) and record["real_development_set"].startswith("skipped")
+    assert record["read2"]["sentences"] == len(SET["read2"]) and record["read2"]["clean_sentences"] == len(SET["read2_clean"])
+    assert record["history"]["held_out_once"]["read2"]["recall"] == 0.9153  # the figure from before it was read
     held.write_text(yaml.safe_dump([{"text": "No name here.", "phi": [["NAME", "Jane"]]}]))
     with pytest.raises(ValueError, match="not in its sentence"):
         bench.main(["--out", str(out), "--heldout", str(held), "--real", str(tmp_path / "none.csv")])

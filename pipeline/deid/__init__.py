@@ -30,12 +30,14 @@ PLACEHOLDER = re.compile(r"\[(?:NAME|DATE|PHONE|ID|AGE|ADDRESS|LOCATION|EMAIL|UR
 _PSEUDONYM = re.compile(r"\b(?:stu|pat|ser|rep|pair)-[0-9a-f]{16}\b")  # our own ids: never PHI
 _NAME_WORDS = re.compile(r"[\p{L}'’.-]+")
 # a name followed by one of these is an eponym, not a person ("Sister Mary Joseph nodule", "Ivor Lewis
-# esophagectomy", "Foley catheter"); one word followed by a colon is a header ("Patient Preparation: none")
+# esophagectomy", "Foley catheter"), and a place named after one is anatomy ("from the Circle of Willis"); one word
+# followed by a colon is a header ("Patient Preparation: none")
 _EPONYM_HEAD = re.compile(r"[ \t]+(?i:nodes?|nodules?|signs?|syndromes?|disease|fractures?|classification|criteria|score|lesions?|"
                           r"tumou?rs?|hernias?|lines?|cysts?|diverticulum|fascia|pouch|triangle|space|ligament|canal|duct|"
                           r"procedure|operation|manoeuvre|maneuver|phenomenon|index|scale|system|o?esophagectomy|gastrectomy|"
                           r"resection|repair|anastomosis|fundoplication|shunt|catheter|filter|drain|tube|valve|stent|clip|coil|"
-                          r"ring|artery|lobe|network|hump|tear|injury|sarcoma|lymphoma|granulomatosis|dissection)\b")
+                          r"ring|artery|lobe|network|hump|tear|injury|sarcoma|lymphoma|granulomatosis|dissection|circle|ampulla|sphincter|papilla|"
+                          r"foramen|fossa|recess|tubercle|bursa|loop|sinus|plexus|gland)\b")
 _HEADER = re.compile(r"[ \t]*:")
 
 

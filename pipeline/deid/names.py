@@ -1,10 +1,13 @@
 """Word lists the name rules read: given names (to find an untitled "Jane Doeberg"), given names and surnames
-together (to accept a name written in lower case or capitals after a weak cue: "patient hannah weiss") and report
-vocabulary (words that are never a name in a report, to stop a name where the sentence goes on).
+together (to accept a name written in lower case or capitals after a weak cue: "patient hannah weiss"), report
+vocabulary (words that are never a name in a report, to stop a name where the sentence goes on; scanner makers
+and models are report language too) and common English words (a place named without a facility word must hold a
+word that is none: "performed at Mount Sinai", not "performed at End of Treatment").
 
 Given names and surnames come from Faker's person providers (kept lists from national statistics, many
-locales), read as data; nothing is generated. Report vocabulary comes from the report rules' own dictionaries
-(pipeline/report/data) plus spaCy's English stop words and the words of report headers and roles.
+locales), common English words from its en_US lorem provider (about a thousand), read as data; nothing is
+generated. Report vocabulary comes from the report rules' own dictionaries (pipeline/report/data) plus spaCy's
+English stop words and the words of report headers and roles.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ thorax chest abdomen pelvis head neck spine whole body abdominal thoracic pelvic
 society guidelines guideline category grade type stage score class level levels segment segments station stations
 units unit hounsfield sign syndrome disease tumor tumour lesion lesions nodule nodules phenomenon maneuver
 id mrn dob ssn acc accession phone fax tel email pager ext mr mrs ms mx miss dr drs prof professor doctor sister gp
+priv doz univ med rer nat habil dott ssa dra sra srta mme mlle herr frau dhr mevr
 pacs ris his ct mri pet icu er ed or ap pa us kvp mas mgy dlp ctdi hu iv po
 signed dictated transcribed read reviewed interpreted verified approved reported performed discussed communicated
 conveyed relayed called paged notified informed faxed sent copied referred ordered requested seen examined consulted
@@ -51,6 +55,9 @@ orthopedics ent ophthalmology paediatrics pediatrics psychiatry anaesthesia anes
 consultant sho intern officer mdt board endoscopy ultrasound histology microbiology trauma emergency medicine
 geriatrics palliative interventional colorectal plastics maxillofacial clinic theatre nursing staff physiotherapy
 colleague colleagues family relatives parents multidisciplinary oncologist urologist cardiologist injection error
+siemens healthineers philips toshiba canon hitachi fujifilm agfa carestream hologic esaote samsung mindray neusoft
+shimadzu ge bracco bayer guerbet medtronic somatom revolution aquilion ingenuity vitrea syngo
+associates partners services network group inc ltd llc corp company
 """.split()
 
 
@@ -110,3 +117,12 @@ def name_words() -> frozenset[str]:
     names = set(given_names()) | _faker_names(_SURNAMES)
     vocabulary = report_vocabulary()
     return frozenset(n for n in names if len(n) > 1 and n not in vocabulary)
+
+
+@lru_cache(maxsize=1)
+def common_words() -> frozenset[str]:
+    """Lower-case common English words (Faker's en_US lorem list) and report vocabulary: words a place name may
+    hold ("Hospital of the Good Shepherd") but not consist of."""
+    from faker.providers.lorem.en_US import Provider
+
+    return frozenset({w.lower() for w in Provider.word_list} | report_vocabulary())
