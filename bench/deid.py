@@ -2,7 +2,7 @@
 does to clean medical text, and what it does to the real development reports.
 
     python bench/deid.py                      # writes bench/results/deid.json
-    python bench/deid.py --heldout SET.yaml   # the same, with a held-out set scored under "heldout" (none at present)
+    python bench/deid.py --heldout SET.yaml   # the same, with a held-out set scored under "heldout" (tests/data/phi_heldout2.yaml)
 
 - PHI test set (tests/data/phi_sentences.yaml, `phi`): recall = the share of listed identifiers every character of
   which lies inside a finding (any kind: what matters for privacy is that it is gone), per kind, and the share
