@@ -372,3 +372,47 @@ def test_own_archive_config_runs_the_set_until_pairs(realdata, tmp_path):
     told = {vocab_canonical(k) for s in made.studies.itertuples() for k in s.findings if k not in s.omitted_findings}
     assert told <= set(findings["abnormality"].dropna())
     assert len(read_table("grounded_pairs", root)) > 0
+
+
+# --- scoring trained models on implanted studies ------------------------------------------------------------------
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_implanted_studies_go_through_the_test_split_evaluation(realdata, tiny_model, tmp_path):
+    """Two implanted studies of the shared CT as the test split, others as train and validation: the organ rows carry the
+    image truth, the crops the checkpoint's own preprocessing, and AD, TD, TS and the no-learning rows are scored."""
+    from model.checkpoint import load_model, preprocessing_of
+    from model.eval import EvalConfig
+    from model.eval.baseline import no_learning
+    from model.eval.data import merge_eval_data
+    from model.eval.implanted import REAL_SPLIT, implanted_eval_data, score_implanted, with_implanted
+    from model.eval.segmentation import SegBudget
+
+    ts = realdata / "totalsegmentator"
+    pre = preprocessing_of(tiny_model)
+    parts, features = {}, []
+    for split, seed in (("train", 1), ("val", 2), (REAL_SPLIT, 3)):
+        made = write_qa_set([Source(split, ts / "example_ct_sm.nii.gz", ts / "example_seg.nii.gz")], tmp_path / split, 2,
+                            seed=seed, config=ImplantConfig(finding_prob=0.9))
+        parts[split], f = implanted_eval_data([made.out_dir], pre, tmp_path / "canonical", split=split, workers=1)
+        features.append(f)
+        gold = made.organs.set_index(["study_uid", "organ"])
+        for row in parts[split].organs.itertuples():  # the image truth, not the report
+            assert row.status == gold.at[(row.study_id, row.organ), "image_status"]
+            assert sorted(row.abnormalities) == sorted(gold.at[(row.study_id, row.organ), "abnormalities"])
+    real = parts[REAL_SPLIT]
+    assert real.crops.volume.shape[1:] == (pre.crop_voxels,) * 3 and real.organs["patient_id"].nunique() == 2
+    assert (real.organs["lesion_mm"] > 0).any()  # painted tumors reach the canonical grid's crops
+    data = with_implanted(merge_eval_data([parts["train"], parts["val"]]), real)
+    assert set(data.organs["split"]) == {"train", "val", REAL_SPLIT}
+    model = load_model(tiny_model)
+    config = EvalConfig(protocols=("ad", "td", "ts"), n_bootstrap=10, ts_budget=SegBudget(steps=1, repeats=1))
+    result = score_implanted({"grounded": model, "clip": model}, data, config)
+    assert result.config.test_split == REAL_SPLIT and result.tumor_organs
+    grounded = result.methods["grounded"]
+    assert grounded.tumor_detection is not None and grounded.tumor_segmentation is not None
+    assert set(grounded.metrics(n_boot=10)) >= {"td_auc", "ts_dsc"}
+    baseline = no_learning(data, pd.concat(features), result, "image")
+    assert baseline.tumor_detection is not None
+    with pytest.raises(ValueError, match="no organ row"):
+        score_implanted({"grounded": model}, merge_eval_data([parts["train"], parts["val"]]), config)
