@@ -416,3 +416,32 @@ def test_implanted_studies_go_through_the_test_split_evaluation(realdata, tiny_m
     assert baseline.tumor_detection is not None
     with pytest.raises(ValueError, match="no organ row"):
         score_implanted({"grounded": model}, merge_eval_data([parts["train"], parts["val"]]), config)
+
+
+def test_source_resource_kind_real_anatomy(realdata, tmp_path):
+    """``kind: real_anatomy`` paints a folder of real CTs with masks into <data>/source, and ingest reads it."""
+    import dagster as dg
+
+    from assets.ingest import ingest, source_archive
+    from assets.partitions import SHARD_KEYS
+    from assets.resources import ArchiveSource, DataRoot
+    from pipeline.tables import read_table
+
+    folder = tmp_path / "real_cts"
+    folder.mkdir()
+    ts = realdata / "totalsegmentator"
+    (folder / "abdomen.nii.gz").symlink_to(ts / "example_ct_sm.nii.gz")
+    (folder / "abdomen_seg.nii.gz").symlink_to(ts / "example_seg.nii.gz")
+    (folder / "lonely.nii.gz").symlink_to(ts / "example_ct_sm.nii.gz")  # no mask beside it: skipped
+    source = ArchiveSource(kind="real_anatomy", anatomy_dir=str(folder), n_studies=2, seed=3)
+    resources = {"data": DataRoot(path=str(tmp_path / "data")), "source": source}
+    result = dg.materialize([source_archive], resources=resources)
+    meta = result.asset_materializations_for_node("source_archive")[0].metadata
+    assert meta["scans"].value == 1 and meta["studies"].value == 2
+    paths = source.paths(tmp_path / "data")
+    assert paths.nifti_manifest.is_file() and (paths.truth_dir / "organ_gold.parquet").is_file() and paths.dicom_dir is None
+    shards = {"dagster/asset_partition_range_start": SHARD_KEYS[0], "dagster/asset_partition_range_end": SHARD_KEYS[-1]}
+    assert dg.materialize([ingest], resources=resources, tags=shards, run_config={"ops": {"ingest": {"config": {"workers": 1}}}}).success
+    assert len(read_table("ct_studies", tmp_path / "data")) == 2
+    with pytest.raises(ValueError, match="anatomy_dir"):
+        ArchiveSource(kind="real_anatomy").paths(tmp_path)

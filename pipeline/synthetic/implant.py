@@ -370,10 +370,10 @@ def _organ_rows(lab: np.ndarray, counts: np.ndarray, names: dict[int, str], pres
 
 # --- a whole set on disk, and the command line ---------------------------------------------------------------
 
-FORMAT = "ct-glip/implant-1"  # bumped when the painting changes what a fingerprint stands for
+FORMAT = "ct-glip/implant-2"  # bumped when the painting changes what a fingerprint stands for
 STUDY_COLUMNS = ["study_key", "accession", "study_uid", "patient_key", "source", "index", "seed", "findings",
                  "omitted_findings", "n_lesions", "slice_thickness_mm", "margin_mm", "steatosis_shift_hu", "shape_i",
-                 "shape_j", "shape_k", "dtype"]
+                 "shape_j", "shape_k", "dtype", "reserved_phrasing"]
 
 
 @dataclass(frozen=True)
@@ -508,7 +508,8 @@ def write_qa_set(sources: Sequence[Source], out_dir: str | os.PathLike, n_per_so
                               "findings": [f.kind for f in made.findings], "omitted_findings": [f.kind for f in made.omitted],
                               "n_lesions": int(p["n_lesions"]), "slice_thickness_mm": p["slice_thickness_mm"],
                               "margin_mm": p["margin_mm"], "steatosis_shift_hu": p.get("steatosis_shift_hu", float("nan")),
-                              "shape_i": ct.shape[0], "shape_j": ct.shape[1], "shape_k": ct.shape[2], "dtype": str(ct.array.dtype)},
+                              "shape_i": ct.shape[0], "shape_j": ct.shape[1], "shape_k": ct.shape[2], "dtype": str(ct.array.dtype),
+                              "reserved_phrasing": config.reserved_phrasing},
                     "lesions": made.lesions.to_dict("records"), "organs": made.organs.to_dict("records"),
                 }
                 write_json(record, side)
