@@ -445,3 +445,8 @@ def test_source_resource_kind_real_anatomy(realdata, tmp_path):
     assert len(read_table("ct_studies", tmp_path / "data")) == 2
     with pytest.raises(ValueError, match="anatomy_dir"):
         ArchiveSource(kind="real_anatomy").paths(tmp_path)
+    # the config docs/OWN_ARCHIVE.md shows is one this resource takes
+    from test_own_archive import readme_config
+
+    shown = readme_config("my_real_anatomy.yaml", tmp_path)["resources"]["source"]["config"]
+    assert ArchiveSource(**shown).paths(tmp_path / "data").nifti_manifest == tmp_path / "data" / "source" / "scans.csv"
