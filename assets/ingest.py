@@ -20,6 +20,7 @@ from pipeline.ctrate import write_ctrate_source
 from pipeline.ingest import IngestConfig, ingest_archive
 from pipeline.resample import DEMO_SPACING_MM, PAPER_SPACING_MM, ResampleOptions
 from pipeline.synthetic.cohort import cohort_spec, generate_cohort
+from pipeline.synthetic.implant import sources_in_folder, write_qa_set
 from pipeline.tables import read_table, resolve_path, table_path, write_table
 from pipeline.volume import load_nifti
 
@@ -33,6 +34,8 @@ def source_archive(context: dg.AssetExecutionContext, data: DataRoot, source: Ar
     paths = source.paths(root)
     if source.kind == "ctrate":
         return _ctrate_source(context, source, root)
+    if source.kind == "real_anatomy":
+        return _real_anatomy_source(context, source, root)
     if source.kind != "synthetic":
         return dg.MaterializeResult(metadata={"kind": source.kind, "dicom_dir": str(paths.dicom_dir or ""), "nifti_manifest": str(paths.nifti_manifest or "")})
     spec = cohort_spec(source.preset, n_studies=source.n_studies, seed=source.seed, reserved_phrasing=source.reserved_phrasing,
@@ -69,6 +72,19 @@ def _ctrate_source(context: dg.AssetExecutionContext, source: ArchiveSource, roo
         "hu_rules": dg.MetadataValue.json(volumes["hu_rule"].value_counts().to_dict()),
         "spacing_rules": dg.MetadataValue.json(volumes["spacing_rule"].str.partition(" (")[0].value_counts().to_dict()),
         "manifest": dg.MetadataValue.path(str(manifest)), "reports": dg.MetadataValue.path(str(reports)),
+    })
+
+
+def _real_anatomy_source(context: dg.AssetExecutionContext, source: ArchiveSource, root: Path) -> dg.MaterializeResult:
+    """Real anatomy: lesions painted into each real CT of ``anatomy_dir``, a set the NIfTI route reads as it is."""
+    scans = sources_in_folder(Path(source.anatomy_dir).expanduser())
+    if not scans:
+        raise ValueError(f"no <name>.nii.gz with <name>_seg.nii.gz or <name>_seg/ beside it in {source.anatomy_dir}")
+    made = write_qa_set(scans, root / "source", source.n_studies, seed=source.seed, progress=context.log.info)
+    return dg.MaterializeResult(metadata={
+        "kind": "real_anatomy", "scans": len(scans), "studies": len(made.studies), "lesions": len(made.lesions),
+        "written": made.n_written, "unchanged": made.n_skipped, "folder": dg.MetadataValue.path(str(made.out_dir)),
+        "lesions_by_kind": dg.MetadataValue.json(made.lesions["kind"].value_counts().to_dict()),
     })
 
 

@@ -33,19 +33,22 @@ class SourcePaths:
 class ArchiveSource(dg.ConfigurableResource):
     """The studies to ingest. The default is the embedded synthetic cohort, generated under <data root>/source."""
 
-    kind: Literal["synthetic", "dicom", "nifti", "ctrate"] = Field(
+    kind: Literal["synthetic", "dicom", "nifti", "ctrate", "real_anatomy"] = Field(
         default="synthetic",
         description="synthetic: the embedded cohort; dicom: a folder of DICOM files; nifti: a manifest CSV of .nii.gz scans; "
-        "ctrate: a CT-RATE release folder (or a flat folder of its volumes), read by pipeline.ctrate.",
+        "ctrate: a CT-RATE release folder (or a flat folder of its volumes), read by pipeline.ctrate; real_anatomy: lesions "
+        "painted into a folder of real CTs with organ masks (pipeline.synthetic.implant), written under <data>/source.",
     )
     dicom_dir: str = Field(default="", description="kind=dicom: folder scanned recursively for DICOM files (any layout).")
     nifti_manifest: str = Field(default="", description="kind=nifti: CSV with scan_path, patient_key, study_key, report_key.")
     ctrate_dir: str = Field(default="", description="kind=ctrate: the CT-RATE folder ({train,valid}/<patient>/<scan>/*.nii.gz and the release CSVs).")
     ctrate_split: Literal["train", "valid"] = Field(default="train", description="kind=ctrate: the CT-RATE split to ingest.")
+    anatomy_dir: str = Field(default="", description="kind=real_anatomy: folder of real CTs, <name>.nii.gz beside <name>_seg.nii.gz "
+                             "(TotalSegmentator 'total' labels) or <name>_seg/ (organ masks); n_studies studies are painted per scan.")
     reports_csv: str = Field(default="", description="RIS export CSV with AccessionNumber and ReportText columns.")
     masks_manifest: str = Field(default="", description="Precomputed masks manifest CSV: mask_path, format, and the study named by StudyInstanceUID, SeriesInstanceUID, study_key (NIfTI) or study_id (stu-… from ct_studies); empty: none.")
-    n_studies: int = Field(default=24, description="kind=synthetic: number of studies to generate.")
-    seed: int = Field(default=0, description="kind=synthetic: generator seed.")
+    n_studies: int = Field(default=24, description="kind=synthetic: number of studies to generate; kind=real_anatomy: per real CT.")
+    seed: int = Field(default=0, description="kind=synthetic and real_anatomy: generator seed.")
     reserved_phrasing: bool = Field(
         default=False, description="kind=synthetic: write reports with the evaluation-only paraphrase bank."
     )
@@ -73,6 +76,11 @@ class ArchiveSource(dg.ConfigurableResource):
         def opt(p: str) -> Path | None:
             return Path(p).expanduser().resolve() if p else None
 
+        if self.kind == "real_anatomy":
+            if not self.anatomy_dir:
+                raise ValueError("ArchiveSource(kind='real_anatomy') needs anatomy_dir")
+            src = root / "source"  # where load_eval_data looks for the image truth (truth/organ_gold.parquet)
+            return SourcePaths(None, src / "scans.csv", src / "reports.csv", src / "masks.csv", src / "truth")
         if self.kind == "ctrate":
             if not self.ctrate_dir:
                 raise ValueError("ArchiveSource(kind='ctrate') needs ctrate_dir")

@@ -23,6 +23,13 @@ Sizing: 640 studies split 0.50 / 0.15 / 0.35 so that the test split holds over 2
 Its choices were made on the validation split of this cohort by ``bench/ablate.py`` (record:
 bench/results/ablate.json). The record of a run states its wall times: the cohort build, each model's training
 (with its crops/s) and the evaluation.
+
+Real anatomy: the record's ``real_anatomy`` block scores the same checkpoints on lesions painted into the real CTs of
+``--real-anatomy`` (default ../shared/realdata: TotalSegmentator's example CT and its 20-slice DICOM series, each with its
+segmentation; ``pipeline.synthetic.implant``, ``--real-anatomy-studies`` studies per scan) through the synthetic test
+split's evaluation (``model.eval.implanted``: AD, TD and TS, their tasks, thresholds and fits from this cohort's training
+and validation splits) for grounded, CLIP and the no-learning regression, beside each figure's distance from the
+synthetic test split's. Its bootstrap resamples implanted studies, which share two anatomies.
 """
 
 from __future__ import annotations
@@ -52,6 +59,10 @@ METHODS = ("grounded", "clip", "random", "no_learning", "no_learning_report", "p
 PAIRS = (("grounded", "clip"), ("grounded", "no_learning"), ("grounded", "no_learning_report"),
          ("probe_grounded", "probe_random"), ("probe_grounded", "no_learning"), ("probe_grounded", "probe_clip"))
 DEFAULT_OUT = REPO / "bench" / "results" / "benchmark.json"
+REAL_METRICS = ("ad_auc", "td_auc", "ts_dsc", "ts_dsc_ge10")
+REAL_METHODS = ("grounded", "clip", "no_learning")
+REAL_PAIRS = (("grounded", "clip"), ("grounded", "no_learning"))
+REALDATA = Path(os.environ.get("CTGLIP_REALDATA", REPO.parent / "shared" / "realdata"))
 STEPS, TS_STEPS, TS_REPEATS = 1500, 240, 1  # steps chosen on validation (docstring)
 
 
@@ -69,15 +80,16 @@ def text_cut(model, texts: list[str]) -> dict:
                   "tokens_cut": 0 if cfg.long_text == "chunk" else int(sum(over))}
 
 
-def _estimates(runs: dict[str, list], metrics: tuple[str, ...], n: int) -> tuple[dict, dict]:
+def _estimates(runs: dict[str, list], metrics: tuple[str, ...], n: int, names: tuple[str, ...] = METHODS,
+               pairs: tuple[tuple[str, str], ...] = PAIRS) -> tuple[dict, dict]:
     """Per method and metric the seed mean with its patient bootstrap, each seed's value and their spread; the paired
-    differences of ``PAIRS``."""
+    differences of ``pairs``."""
     import numpy as np
 
     from model.eval.paired import paired_difference, seed_estimate, seed_values
 
     methods = {}
-    for name in METHODS:
+    for name in names:
         methods[name] = {}
         for metric in metrics:
             est = seed_estimate(runs[name], metric, n=n, seed=0).to_dict()
@@ -86,8 +98,88 @@ def _estimates(runs: dict[str, list], metrics: tuple[str, ...], n: int) -> tuple
             sd = float(np.std(finite, ddof=1)) if len(finite) > 1 else None  # spread over pretraining seeds
             methods[name][metric] = est | {"per_seed": per_seed, "seed_sd": sd}
     paired = {f"{a}-{b}": {metric: paired_difference(runs[a], runs[b], metric, n=n, seed=0).to_dict() for metric in metrics}
-              for a, b in PAIRS}
+              for a, b in pairs}
     return methods, paired
+
+
+def real_anatomy_sources(realdata: Path) -> list:
+    """The shared real CTs with segmentations: TotalSegmentator's example CT (3 mm NIfTI) and its 20-slice DICOM series."""
+    from pipeline.synthetic.implant import Source
+
+    ts = Path(realdata) / "totalsegmentator"
+    wanted = [Source("example_ct_sm", ts / "example_ct_sm.nii.gz", ts / "example_seg.nii.gz"),
+              Source("example_ct_dicom", ts / "example_ct_dicom", ts / "example_seg_dicom.nii.gz")]
+    return [s for s in wanted if s.volume.exists() and s.mask.exists()]
+
+
+def real_anatomy(args: argparse.Namespace, models_of: dict, data, pre, seeds: list[int], synthetic: dict) -> dict:
+    """The ``real_anatomy`` block: implanted studies of the shared real CTs scored like the synthetic test split
+    (module docstring); ``models_of[seed]`` maps "grounded" and "clip" to checkpoints, ``synthetic`` is the record's
+    ``methods``."""
+    import pandas as pd
+
+    from model.checkpoint import load_model
+    from model.eval import EvalConfig
+    from model.eval.baseline import no_learning, read_features
+    from model.eval.implanted import REAL_SPLIT, implanted_eval_data, score_implanted, with_implanted
+    from model.eval.segmentation import SegBudget
+    from model.train import seed_everything
+    from pipeline.synthetic.implant import write_qa_set
+
+    t0 = time.perf_counter()
+    sources = real_anatomy_sources(args.real_anatomy) if args.real_anatomy_studies > 0 else []
+    if not sources:
+        return {"skipped": f"no real CT with a segmentation under {args.real_anatomy}" if args.real_anatomy_studies > 0
+                else "--real-anatomy-studies 0"}
+    where = args.data_root / "real_anatomy"
+    made = write_qa_set(sources, where / "set", args.real_anatomy_studies, seed=args.real_anatomy_seed)
+    real, real_features = implanted_eval_data([made.out_dir], pre, where / "canonical")
+    merged = with_implanted(data, real)
+    runs: dict[str, list] = {m: [] for m in REAL_METHODS}
+    results = []
+    for s in seeds:
+        seed_everything(s)
+        cfg = EvalConfig(protocols=("ad", "td", "ts"), n_bootstrap=args.n_bootstrap, k_abnormalities=args.k_abnormalities,
+                         seed=s, ts_budget=SegBudget(steps=args.ts_steps, seed=s, repeats=args.ts_repeats))
+        result = score_implanted({name: load_model(path) for name, path in models_of[s].items()}, merged, cfg)
+        results.append(result)
+        for name in ("grounded", "clip"):
+            runs[name].append(result.methods[name])
+    first = results[0]
+    base_ids = merged.organs.loc[merged.organs["split"] != REAL_SPLIT, "study_id"].unique()
+    features = pd.concat([read_features(args.data_root, base_ids), real_features])
+    runs["no_learning"] = [no_learning(merged, features, first, "image")]  # first.config's test split is REAL_SPLIT
+    methods, paired = _estimates(runs, REAL_METRICS, args.n_bootstrap, REAL_METHODS, REAL_PAIRS)
+    test = merged.organ_rows(REAL_SPLIT)
+    tumor = test[test["organ"].isin(first.tumor_organs)]
+    ad = first.methods["grounded"].abnormality_detection
+    falls = {m: {k: (None if methods[m][k]["value"] is None or synthetic.get(m, {}).get(k, {}).get("value") is None
+                     else round(methods[m][k]["value"] - synthetic[m][k]["value"], 4)) for k in REAL_METRICS}
+             for m in REAL_METHODS}
+    return {
+        "sources": [{"name": s.name, "volume": str(s.volume), "mask": str(s.mask)} for s in sources],
+        "set": str(made.out_dir), "studies": int(len(made.studies)), "studies_per_source": args.real_anatomy_studies,
+        "seed": args.real_anatomy_seed, "lesions": int(len(made.lesions)),
+        "lesions_by_kind": made.lesions["kind"].value_counts().sort_index().to_dict(),
+        "test_organs": int(len(test)),
+        # real organs are adult-sized, the synthetic cohort's a small adult's: a crop scaled on it may not hold them whole
+        "whole_in_view": float(test.loc[~test["cut_by_fov"].astype(bool), "whole"].mean()) if (~test["cut_by_fov"].astype(bool)).any() else None,
+        "ad_tasks": [{"task": f"{p.organ}/{p.abnormality}", "positives": int(p.n_pos), "negatives": int(p.n_neg)}
+                     for p in (ad.pairs if ad is not None else ())],
+        "tumor_organs": list(first.tumor_organs),
+        "test_tumor_organs": {"with_lesion_ge10mm": int((tumor["lesion_mm"] >= 10).sum()),
+                              "with_lesion_lt10mm": int(((tumor["lesion_mm"] > 0) & (tumor["lesion_mm"] < 10)).sum()),
+                              "without_lesion": int((tumor["lesion_mm"] == 0).sum())},
+        "methods": methods, "paired": paired,
+        "real_minus_synthetic": falls,
+        "notes": sorted({n for r in results for n in r.notes}) + [
+            "test split: lesions painted into real CTs (pipeline.synthetic.implant); AD tasks, thresholds, tumor classes, the "
+            "TS decoder and the no-learning fit come from the synthetic cohort's train and validation splits",
+            "bootstrap over implanted studies: they share the anatomy of their source scans, so the interval covers the "
+            "painted lesions' variation, not patients'",
+            "real_minus_synthetic: the method's value here minus its value on the synthetic test split"],
+        "wall_s": round(time.perf_counter() - t0, 1),
+    }
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -155,6 +247,8 @@ def run(args: argparse.Namespace) -> dict:
                 for name in METHODS if runs[name] and runs[name][0].abnormality_detection is not None}
     test = data.organ_rows("test")
     tumor = test[test["organ"].isin(first.tumor_organs)]
+    models_of = {s: {"grounded": trained[s]["grounded"]["model_path"], "clip": trained[s]["global"]["model_path"]} for s in seeds}
+    real = real_anatomy(args, models_of, data, pre, seeds, methods)
     return {
         "cohort": {
             "synthetic": built, "data_root": str(Path(args.data_root).resolve()), "grounded_pairs_sha256": data.provenance["grounded_pairs_sha256"],
@@ -176,6 +270,7 @@ def run(args: argparse.Namespace) -> dict:
         "methods": methods,
         "paired": paired,
         "detail": {"methods": detail_methods, "paired": detail_paired, "ad_auc_per_task": per_task},
+        "real_anatomy": real,
         "notes": sorted({n for r in results for n in r.notes}) + [
             "each method: mean over pretraining seeds, 95% patient bootstrap of that mean; per_seed: each seed's value, "
             "seed_sd: their standard deviation",
@@ -188,7 +283,8 @@ def run(args: argparse.Namespace) -> dict:
             "ts_dsc: Dice on the canonical grid over the test organs with a lesion; ts_dsc_ge10 / ts_dsc_lt10 by the largest lesion's size"],
         "wall_s": {"cohort": round(cohort_s, 1), "train": round(train_s - cohort_s, 1), "load": round(load_s - train_s, 1),
                    "evaluate": round(time.perf_counter() - t0 - load_s, 1), "total": round(time.perf_counter() - t0, 1),
-                   "train_compute": round(sum(v["train_s"] for t in trained.values() for v in t.values()), 1)},
+                   "train_compute": round(sum(v["train_s"] for t in trained.values() for v in t.values()), 1),
+                   "real_anatomy": real.get("wall_s", 0.0)},  # part of "evaluate"
     }
 
 
@@ -214,6 +310,16 @@ def table(record: dict) -> str:
         extra = ("\n\n| method | " + " | ".join(keys) + " |\n|---|" + "---|" * len(keys) + "\n"
                  + "\n".join(f"| {m} | " + " | ".join(cell(v.get(k)) for k in keys) + " |" for m, v in detail["methods"].items()
                               if any((v.get(k) or {}).get("value") is not None for k in keys)))
+    real = record.get("real_anatomy") or {}
+    if real.get("methods"):
+        keys = list(REAL_METRICS)
+        extra += ("\n\nReal anatomy (lesions painted into the shared real CTs, "
+                  f"{real['studies']} studies): value [interval] and real - synthetic\n\n| method | " + " | ".join(keys)
+                  + " |\n|---|" + "---|" * len(keys) + "\n"
+                  + "\n".join(f"| {m} | " + " | ".join(
+                      cell(v.get(k)) + ("" if (real["real_minus_synthetic"].get(m) or {}).get(k) is None
+                                        else f" ({real['real_minus_synthetic'][m][k]:+.3f})") for k in keys) + " |"
+                               for m, v in real["methods"].items()))
     foot = (f"\n\nSeeds {record['seeds']}; studies {split} (train / val / test); "
             f"commit {record['commit'][:12]}; `{record['command']}`")
     return "\n".join([head, *rows]) + extra + foot
@@ -248,6 +354,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--k-abnormalities", type=int, default=16)
     ap.add_argument("--max-cases", type=int, default=None, help="studies per split (smoke runs only)")
     ap.add_argument("--threads", type=int, default=2, help="torch threads")
+    ap.add_argument("--real-anatomy", type=Path, default=REALDATA, metavar="REALDATA",
+                    help="folder holding totalsegmentator/ with the real CTs and segmentations (default %(default)s)")
+    ap.add_argument("--real-anatomy-studies", type=int, default=20,
+                    help="implanted studies per real CT for the real_anatomy block; 0 = no block (default %(default)s)")
+    ap.add_argument("--real-anatomy-seed", type=int, default=0, help="seed of the implanted studies")
     ap.add_argument("--table", type=Path, default=None, metavar="JSON", help="print the README table of a record and exit")
     ap.add_argument("--readme", type=Path, default=None, metavar="README",
                     help="with --table: write the table into README's benchmark block instead of printing it")

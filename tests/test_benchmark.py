@@ -22,6 +22,7 @@ from pipeline.volume import Volume, load_nifti, save_nifti
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 REPO = Path(__file__).resolve().parents[1]
+REALDATA = Path(os.environ.get("CTGLIP_REALDATA", REPO.parent / "shared" / "realdata"))
 
 
 def _script(name: str):
@@ -85,9 +86,10 @@ def test_benchmark_writes_the_record_the_issue_specifies(root, tmp_path):
     bench = _script("benchmark")
     assert bench.main(["--data-root", str(data_root), "--no-build", "--work", str(tmp_path / "work"), "--out", str(out), "--preset", "tiny",
                        "--settings", "steps=2", "--seeds", "0,1", "--n-bootstrap", "20", "--ts-steps", "2",
-                       "--threads", "1"]) == 0
+                       "--threads", "1", "--real-anatomy", str(REALDATA), "--real-anatomy-studies", "2"]) == 0
     record = json.loads(out.read_text())
-    assert {"commit", "command", "cohort", "methods", "paired", "detail", "training", "wall_s"} <= set(record)
+    assert {"commit", "command", "cohort", "methods", "paired", "detail", "training", "wall_s", "real_anatomy"} <= set(record)
+    check_real_anatomy(record, bench)
     methods = {"grounded", "clip", "random", "no_learning", "no_learning_report", "probe_grounded", "probe_clip", "probe_random"}
     assert set(record["methods"]) == methods
     assert set(record["paired"]) == {"grounded-clip", "grounded-no_learning", "grounded-no_learning_report",
@@ -132,6 +134,24 @@ def test_benchmark_writes_the_record_the_issue_specifies(root, tmp_path):
     assert set(detail["methods"]["grounded"]) == set(bench.DETAIL)
     assert detail["methods"]["random"]["or_macro_f1"]["value"] is None
     assert set(detail["ad_auc_per_task"]) >= {"grounded", "clip", "probe_grounded", "no_learning"}
+
+
+def check_real_anatomy(record: dict, bench) -> None:
+    """The real_anatomy block: grounded, CLIP and no-learning on implanted real CTs (or why it was skipped)."""
+    real = record["real_anatomy"]
+    if not (REALDATA / "totalsegmentator").is_dir():
+        assert set(real) == {"skipped"}
+        return
+    assert real["studies"] == 4 and [s["name"] for s in real["sources"]] == ["example_ct_sm", "example_ct_dicom"]
+    assert set(real["methods"]) == set(bench.REAL_METHODS) and set(real["paired"]) == {"grounded-clip", "grounded-no_learning"}
+    for block in real["methods"].values():
+        assert set(block) == set(bench.REAL_METRICS)
+        for e in block.values():
+            assert e["value"] is None or (-1.0 <= e["value"] <= 1.0 and (e["low"] is None or e["low"] <= e["high"]))
+    assert real["methods"]["no_learning"]["ts_dsc"]["value"] is None  # fitted rows do not segment
+    assert set(real["real_minus_synthetic"]) == set(bench.REAL_METHODS)
+    assert real["lesions"] > 0 and real["test_organs"] > 20 and real["wall_s"] <= record["wall_s"]["evaluate"]
+    assert "Real anatomy" in bench.table(record)
 
 
 def test_the_commands_the_scripts_show_are_accepted_by_them(monkeypatch):

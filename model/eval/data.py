@@ -147,10 +147,60 @@ def load_eval_data(
             studies = studies[:max_cases_per_split]
         for sid in studies:
             organs = rows[rows["study_id"] == sid].sort_values("index_v2")
-            jobs.append(_StudyJob(str(sid), _resolve(root, paths.at[sid, "volume_path"], root / "volumes" / f"{sid}.nii.gz"),
+            jobs.append(StudyJob(str(sid), _resolve(root, paths.at[sid, "volume_path"], root / "volumes" / f"{sid}.nii.gz"),
                                   _resolve(root, paths.at[sid, "mask_path"], root / "masks" / f"{sid}.nii.gz"),
                                   root / "lesions" / f"{sid}.nii.gz", tuple(organs.index), tuple(organs["index_v2"].astype(int)),
                                   tuple(organs["organ"].astype(str)), preprocessing))
+    organs, crops, n_missing = crop_rows(rows, jobs, preprocessing, workers)
+    in_scan = ~organs["cut_by_fov"].astype(bool) if len(organs) else pd.Series(dtype=bool)
+    provenance = {
+        "data_root": str(root),
+        "grounded_pairs_sha256": fingerprint(table_path("grounded_pairs", root)),
+        "preprocessing": preprocessing.to_record(),
+        "splits": list(splits),
+        "n_cases": {s: int(organs.loc[organs["split"] == s, "study_id"].nunique()) for s in splits},
+        "n_organs": {s: int((organs["split"] == s).sum()) for s in splits},
+        "counted_structures": counted_structures,
+        "missing_lesion_masks": n_missing,
+        "whole_in_view": float(organs.loc[in_scan, "whole"].mean()) if in_scan.any() else None,
+        "labels": "image truth (source/truth/organ_gold.parquet)" if n_from_image else "reports (grounded_pairs)",
+        "organ_rows_from_image_truth": n_from_image,
+    }
+    return EvalData(organs, crops, preprocessing, provenance)
+
+
+@dataclass(frozen=True)
+class StudyJob:
+    """One study's organ rows to crop: its canonical volume, label map and lesion mask (absent: lesion-free)."""
+
+    study_id: str
+    volume: Path
+    mask: Path
+    lesion: Path
+    rows: tuple[int, ...]  # the organ rows' index
+    labels: tuple[int, ...]
+    names: tuple[str, ...]
+    preprocessing: Preprocessing
+
+
+def _crop_study(job: StudyJob) -> tuple[list[tuple[int, OrganCrop]], int]:
+    """One study's organ crops (rows with too few voxels left out), and 1 if it has no lesion mask. Runs in a worker."""
+    from pipeline.volume import load_nifti
+
+    ct, lab = load_nifti(job.volume), np.asarray(load_nifti(job.mask).array)
+    les = np.asarray(load_nifti(job.lesion).array) > 0 if job.lesion.exists() else None
+    boxes = OrganBoxes.of(lab)
+    out = []
+    for index, label, name in zip(job.rows, job.labels, job.names):
+        if label in boxes.boxes and boxes.counts[label] >= job.preprocessing.min_organ_voxels:
+            out.append((index, organ_crop(ct, lab, label, name, job.preprocessing, boxes, lesion=les, study_id=job.study_id)))
+    return out, int(les is None)
+
+
+def crop_rows(rows: pd.DataFrame, jobs: list[StudyJob], preprocessing: Preprocessing,
+              workers: int | None = None) -> tuple[pd.DataFrame, CropStore, int]:
+    """Crop every organ row of ``jobs`` (``rows`` indexed as the jobs name them): the kept rows with ``row`` (into the
+    crops), ``whole`` and ``lesion_mm``, their ``CropStore``, and how many studies had no lesion mask."""
     arrays: dict[str, list] = {k: [] for k in ("volume", "mask", "region", "size", "whole", "source_voxels")}
     blocks, kept, lesion_mm = {}, [], []
     n_missing = 0
@@ -181,47 +231,31 @@ def load_eval_data(
     crops = CropStore(stack("volume", (d, d, d), np.float16), stack("mask", (d, d, d), np.uint8),
                       stack("region", (d, d, d), np.uint8), stack("size", (4,), np.float32),
                       np.array(arrays["whole"], dtype=bool), np.array(arrays["source_voxels"], dtype=int), blocks)
-    in_scan = ~organs["cut_by_fov"].astype(bool) if len(organs) else pd.Series(dtype=bool)
-    provenance = {
-        "data_root": str(root),
-        "grounded_pairs_sha256": fingerprint(table_path("grounded_pairs", root)),
-        "preprocessing": preprocessing.to_record(),
-        "splits": list(splits),
-        "n_cases": {s: int(organs.loc[organs["split"] == s, "study_id"].nunique()) for s in splits},
-        "n_organs": {s: int((organs["split"] == s).sum()) for s in splits},
-        "counted_structures": counted_structures,
-        "missing_lesion_masks": n_missing,
-        "whole_in_view": float(organs.loc[in_scan, "whole"].mean()) if in_scan.any() else None,
-        "labels": "image truth (source/truth/organ_gold.parquet)" if n_from_image else "reports (grounded_pairs)",
-        "organ_rows_from_image_truth": n_from_image,
-    }
-    return EvalData(organs, crops, preprocessing, provenance)
+    return organs, crops, n_missing
 
 
-@dataclass(frozen=True)
-class _StudyJob:
-    study_id: str
-    volume: Path
-    mask: Path
-    lesion: Path
-    rows: tuple[int, ...]  # the organ rows' index
-    labels: tuple[int, ...]
-    names: tuple[str, ...]
-    preprocessing: Preprocessing
-
-
-def _crop_study(job: _StudyJob) -> tuple[list[tuple[int, OrganCrop]], int]:
-    """One study's organ crops (rows with too few voxels left out), and 1 if it has no lesion mask. Runs in a worker."""
-    from pipeline.volume import load_nifti
-
-    ct, lab = load_nifti(job.volume), np.asarray(load_nifti(job.mask).array)
-    les = np.asarray(load_nifti(job.lesion).array) > 0 if job.lesion.exists() else None
-    boxes = OrganBoxes.of(lab)
-    out = []
-    for index, label, name in zip(job.rows, job.labels, job.names):
-        if label in boxes.boxes and boxes.counts[label] >= job.preprocessing.min_organ_voxels:
-            out.append((index, organ_crop(ct, lab, label, name, job.preprocessing, boxes, lesion=les, study_id=job.study_id)))
-    return out, int(les is None)
+def merge_eval_data(parts: list[EvalData], splits: tuple[str, ...] | None = None) -> EvalData:
+    """One ``EvalData`` of several (each part's rows of ``splits``, all where None), their crops renumbered; the parts must
+    have been cropped with one preprocessing. Provenance: the first part's, with every part's under ``parts``."""
+    if len({p.preprocessing for p in parts}) != 1:
+        raise ValueError("the parts were cropped with different preprocessing records")
+    frames, picks, blocks = [], [], {}
+    offset = 0
+    for part in parts:
+        organs = part.organs if splits is None else part.organs[part.organs["split"].isin(splits)]
+        old = organs["row"].to_numpy(dtype=int)
+        new = np.arange(offset, offset + len(old))
+        blocks.update({int(n): part.crops.blocks[int(o)] for o, n in zip(old, new) if int(o) in part.crops.blocks})
+        frames.append(organs.assign(row=new))
+        picks.append(old)
+        offset += len(old)
+    cat = lambda name: np.concatenate([getattr(p.crops, name)[rows] for p, rows in zip(parts, picks)])  # noqa: E731
+    crops = CropStore(cat("volume"), cat("mask"), cat("region"), cat("size"), cat("whole"), cat("source_voxels"), blocks)
+    organs = pd.concat(frames, ignore_index=True)
+    provenance = dict(parts[0].provenance) | {"parts": [p.provenance for p in parts], "splits": sorted(set(organs["split"])),
+                                              "n_cases": organs.groupby("split")["study_id"].nunique().to_dict(),
+                                              "n_organs": organs["split"].value_counts().to_dict()}
+    return EvalData(organs, crops, parts[0].preprocessing, provenance)
 
 
 def _read_pairs(root: Path, splits: tuple[str, ...]) -> pd.DataFrame:

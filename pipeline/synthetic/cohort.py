@@ -27,6 +27,7 @@ from pipeline.synthetic.appearance import apply_appearance, draw_appearance
 from pipeline.synthetic.dicom_writer import SeriesHeader, write_ct_series
 from pipeline.synthetic.findings import (CATALOG, SIZES, Finding, VariedLesions, alterations, place_lesions, sample_findings,
                                          varied_sizes)
+from pipeline.synthetic.lesions import LESION_COLUMNS
 from pipeline.synthetic.reports import Misreport, misreport, write_report
 from pipeline.synthetic.series import coronal_reformat, scout
 from pipeline.synthetic.shapes import Grid
@@ -39,9 +40,6 @@ FOVS = ("chest", "abdomen_pelvis", "chest_abdomen_pelvis")
 _FOV_Z = {"chest": (215.0, -70.0), "abdomen_pelvis": (20.0, -440.0), "chest_abdomen_pelvis": (215.0, -440.0)}
 _BODY_PART = {"chest": "CHEST", "abdomen_pelvis": "ABDOMEN", "chest_abdomen_pelvis": "CHEST_ABD_PELVIS"}  # CS: 16 chars max
 _AIR_MARGIN_MM = 4.0  # air between the skin and the in-plane edge of the field of view
-LESION_COLUMNS = ["accession", "study_uid", "organ", "kind", "lesion_no", "diameter_mm", "extent_mm", "voxels", "volume_ml",
-                  "contrast_hu", "mean_contrast_hu", "noise_hu", "iso_intense", "pattern", "shape", "touches_capsule",
-                  "placed_at_edge"]
 FAULTS = ("truncated_file", "mr_only", "empty_folder", "missing_slice", "missing_report")
 
 

@@ -67,12 +67,16 @@ class Finding:
         return CATALOG[self.kind].canonical
 
 
-def sample_findings(rng: np.random.Generator, visible: set[str]) -> list[Finding]:
-    """Draw abnormalities for the organs in view; sizes and sites are fixed later when placed."""
+def sample_findings(rng: np.random.Generator, visible: set[str], kinds: tuple[str, ...] | None = None,
+                    prob: float | None = None) -> list[Finding]:
+    """Draw abnormalities for the organs in view; sizes and sites are fixed later when placed. ``kinds``: only these
+    catalog kinds (default all); ``prob``: one chance per kind instead of each kind's own."""
     out: list[Finding] = []
     for kind in CATALOG.values():
+        if kinds is not None and kind.kind not in kinds:
+            continue
         candidates = [o for o in kind.organs if o in visible]
-        if not candidates or rng.random() >= kind.prob:
+        if not candidates or rng.random() >= (kind.prob if prob is None else prob):
             continue
         if kind.kind == "pleural_effusion" and len(candidates) == 2 and rng.random() < 0.4:
             organs = tuple(candidates)  # bilateral

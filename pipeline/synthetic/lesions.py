@@ -34,6 +34,10 @@ VARIED: dict[str, tuple[tuple[float, float], str]] = {
 ISO_SHARE = 0.2  # solid lesions whose |contrast| is below the study's noise
 EDGE_SHARE = 0.3  # lesions placed at the organ's edge (touching the capsule)
 SEVERAL_SHARE = 0.25  # findings with 2-3 lesions in the organ
+# the columns of truth/lesions.parquet: ``lesion_row``'s and the study's (accession, study_uid, noise_hu, iso_intense)
+LESION_COLUMNS = ["accession", "study_uid", "organ", "kind", "lesion_no", "diameter_mm", "extent_mm", "voxels", "volume_ml",
+                  "contrast_hu", "mean_contrast_hu", "noise_hu", "iso_intense", "pattern", "shape", "touches_capsule",
+                  "placed_at_edge"]
 
 
 @dataclass(frozen=True)
@@ -72,10 +76,22 @@ def paint_lesion(draw: LesionDraw, kind: str, organ_idx: int, label: np.ndarray,
     where the organ is too small to hold one. ``grow_label``: the lesion may push the organ's outline into
     the fat around it (a pancreatic mass), never into another organ."""
     organ = label == organ_idx
-    idx = np.argwhere(organ)
-    if len(idx) < 8:
+    if int(organ.sum()) < 8:
         return None
     organ_hu = float(np.median(hu[organ]))
+    inside, box, r_in = place_lesion(draw, organ_idx, label, spacing, rng, grow_label, organ=organ)
+    hu[box][inside] = lesion_values(draw, kind, organ_hu, r_in, rng)
+    return inside, box, organ_hu
+
+
+def place_lesion(draw: LesionDraw, organ_idx: int, label: np.ndarray, spacing: np.ndarray, rng: np.random.Generator,
+                 grow_label: bool = False, organ: np.ndarray | None = None, exclude: np.ndarray | None = None,
+                 ) -> tuple[np.ndarray, tuple[slice, ...], np.ndarray]:
+    """Where one lesion lies: (its voxels in the returned window, the window, their normalised radius, <= 1), clipped
+    to the organ label (at least 8 voxels of it). ``exclude`` (full size): voxels the lesion may not take (an earlier
+    lesion's); the result may then be empty."""
+    organ = label == organ_idx if organ is None else organ
+    idx = np.argwhere(organ)
     radius = draw.diameter_mm / 2
     reach = np.ceil(radius / spacing).astype(int) + 1
     lo, hi = idx.min(axis=0), idx.max(axis=0) + 1
@@ -98,19 +114,25 @@ def paint_lesion(draw: LesionDraw, kind: str, organ_idx: int, label: np.ndarray,
     if grow_label:
         lab[shape & (lab == 0)] = organ_idx
     inside = shape & (lab == organ_idx)
+    if exclude is not None:
+        inside &= ~exclude[box]
+    return inside, box, rho[inside]
+
+
+def lesion_values(draw: LesionDraw, kind: str, organ_hu: float, r_in: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """HU of a lesion's voxels (``r_in``: their normalised radius) against an organ of ``organ_hu``: the drawn contrast
+    for solid tissue, water for a cyst, ground glass to soft tissue for a nodule; an enhancing rim or a fluid core."""
     tissue = VARIED[kind][1]
-    values = np.full(int(inside.sum()), organ_hu + draw.contrast_hu, np.float32)
+    values = np.full(len(r_in), organ_hu + draw.contrast_hu, np.float32)
     if tissue == "fluid":
         values[:] = rng.uniform(0.0, 15.0)
     elif tissue == "nodule":
         values[:] = rng.uniform(-600.0, 60.0)  # ground glass to solid
-    r_in = rho[inside]
     if draw.pattern == "rim":  # an enhancing shell around a duller centre
         values[r_in > 0.75] = organ_hu + abs(draw.contrast_hu) + float(rng.uniform(20.0, 60.0))
     elif draw.pattern == "necrotic":  # a fluid core in a solid wall
         values[r_in < 0.5] = float(rng.uniform(5.0, 20.0))
-    hu[box][inside] = values
-    return inside, box, organ_hu
+    return values
 
 
 def _shape_field(draw: LesionDraw, radius: float, offset: list[np.ndarray], rng: np.random.Generator) -> np.ndarray:
