@@ -299,8 +299,7 @@ def test_cli_on_a_ct_of_another_size_spacing_and_dtype(realdata, tmp_path):
     corner = ct.world(np.array([ct.shape[0] - 1, ct.shape[1] - 1, 0]))[0]  # right-most, front-most, lowest voxel
     affine[:3, 3] = corner + [-6.0, -10.0, 6.0]
     shape = (170, 110, 18)
-    array = resample_to_grid(np.asarray(ct.array, np.float32), ct.affine, Grid.make(np.array(shape), affine),
-                             "trilinear", fill=-1024.0).numpy().astype(np.float32)
+    array = resample_to_grid(np.asarray(ct.array, np.float32), ct.affine, Grid.make(np.array(shape), affine), fill=-1024.0).numpy().astype(np.float32)
     scan = save_nifti(Volume(array, affine), tmp_path / "other.nii.gz", dtype=np.float32)
     out = tmp_path / "qa"
     done = run_cli("--volume", str(scan), "--mask", str(ts / "example_seg.nii.gz"), "--n", "2", "--out", str(out),
