@@ -30,8 +30,8 @@ $(STAMP): pyproject.toml Makefile
 	@mkdir -p $(DAGSTER_HOME)
 	@test -s $(DAGSTER_HOME)/dagster.yaml || printf 'telemetry:\n  enabled: false\n' > $(DAGSTER_HOME)/dagster.yaml
 	@# `dagster asset materialize` finds our Definitions through a start-up hook, not an exported
-	@# DAGSTER_MODULE_NAME, which would stop `dagster dev` from serving the UI (assets/cli_env.py).
-	@echo 'import assets.cli_env' > "$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/ct_glip_dagster.pth"
+	@# DAGSTER_MODULE_NAME, which would stop `dagster dev` from serving the UI (launch/cli_env.py).
+	@echo 'import launch.cli_env' > "$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/ct_glip_dagster.pth"
 	@sed -i '/^# ct-glip: project-local/d; /DAGSTER_MODULE_NAME/d; /^export DAGSTER_HOME="$$.DAGSTER_HOME:-/d' $(VENV)/bin/activate
 	@printf '%s\n' '# ct-glip: project-local Dagster instance for the dagster CLI' \
 		'export DAGSTER_HOME="$${DAGSTER_HOME:-$(DAGSTER_HOME)}"' >> $(VENV)/bin/activate
@@ -40,7 +40,7 @@ $(STAMP): pyproject.toml Makefile
 setup: $(STAMP)  ## create .venv and install everything (offline apart from the package registry)
 
 run: $(STAMP)  ## materialize the whole asset graph on the synthetic cohort into $CTGLIP_DATA
-	$(PY) -m assets.run_all
+	$(PY) -m launch.run_all
 
 test: $(STAMP)  ## run the test suite (first installs the Debian packages tests drive where missing: chromium, PostgreSQL, Redis)
 	@bash tests/system_deps.sh
@@ -48,7 +48,7 @@ test: $(STAMP)  ## run the test suite (first installs the Debian packages tests 
 	$(PY) -m pytest -q
 
 ui: $(STAMP)  ## Dagster UI on http://127.0.0.1:$(UI_PORT) (loopback only); prints the URL once it answers
-	$(PY) -m assets.ui --host 127.0.0.1 --port $(UI_PORT)
+	$(PY) -m launch.ui --host 127.0.0.1 --port $(UI_PORT)
 
 cluster: $(STAMP)  ## the cluster on this machine: PostgreSQL, Redis, two Celery workers, daemon, UI on http://127.0.0.1:3001
 	@deploy/cluster/install-servers.sh

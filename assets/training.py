@@ -1,6 +1,6 @@
 """Trainer assets: CT-GLIP (grounded) and the global CLIP baseline, same data, encoders and budget.
 
-Each runs `assets/train_entry.py` through Dagster Pipes, under `torchrun` for more than one process, so the same command runs
+Each runs `launch/train_entry.py` through Dagster Pipes, under `torchrun` for more than one process, so the same command runs
 data-parallel on several processes (or nodes); loss and throughput stream into the run log.
 """
 
@@ -19,7 +19,7 @@ from assets.resources import DataRoot
 from model.config import SOFT_TISSUE, TrainConfig, benchmark, demo, paper, replace
 
 GROUP = "training"
-ENTRY = Path(__file__).with_name("train_entry.py")
+ENTRY = Path(__file__).resolve().parents[1] / "launch" / "train_entry.py"  # a file the trainer process runs, not an import
 UPSTREAM = ["grounded_pairs", "abnormality_pairs", "study_texts"]
 
 

@@ -99,7 +99,7 @@ def base_config(preset: str, overrides: dict):
 
 def train_models(jobs: list[tuple[str, str, dict]], data_root: Path, work: Path, preset: str, text_cache: Path | None = None,
                  side_by_side: bool = True, threads: int = 2) -> list[dict]:
-    """Train (or reuse) the (name, kind, overrides) ``jobs``, each in a process of its own (``assets/train_entry.py``):
+    """Train (or reuse) the (name, kind, overrides) ``jobs``, each in a process of its own (``launch/train_entry.py``):
     all at once with one torch thread each (``side_by_side``: on two cores that beats one after the other with two
     threads each), or one after the other with ``threads``. A model trained before with the same config and data is
     reused; a stopped one resumes from its newest checkpoint. Returns per job where the model is and how training went."""
@@ -127,7 +127,7 @@ def train_models(jobs: list[tuple[str, str, dict]], data_root: Path, work: Path,
             print(f"  {name}: training the {kind} model, {cfg.steps} steps, into {out_dir} (log: train.log there)", flush=True)
             env = dict(os.environ, OMP_NUM_THREADS=str(cfg.num_threads), HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
             log = open(out_dir / "train.log", "a")
-            cmd = [sys.executable, str(REPO / "assets" / "train_entry.py"), "--config", str(out_dir / "launch.json"),
+            cmd = [sys.executable, str(REPO / "launch" / "train_entry.py"), "--config", str(out_dir / "launch.json"),
                    "--data-root", str(data_root), "--out", str(out_dir)]
             procs.append((time.perf_counter(), subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT), log))
         for (t0, proc, log), (name, kind, key, out_dir, cfg) in zip(procs, batch):

@@ -2,7 +2,7 @@
 
 Builds the benchmark cohort (``pipeline.synthetic`` preset "benchmark", ``--studies`` studies, seed
 ``--cohort-seed``) under ``--data-root`` through the real asset graph, up to the pair tables
-(``python -m assets.run_all --until pairs`` with a run config selecting ``ArchiveSource.preset``), or reuses it
+(``python -m launch.run_all --until pairs`` with a run config selecting ``ArchiveSource.preset``), or reuses it
 when its fingerprint (run config and the code under pipeline/, assets/, sql/) matches the stamp the last build
 left; bench/ablate.py uses the same cohort options (bench/cohort.py). Then trains the grounded (CT-GLIP) and the global (CLIP)
 model once per pretraining seed (trained models are reused while their config and data match), feeds every

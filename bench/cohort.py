@@ -53,7 +53,7 @@ def cohort_fingerprint(run_config: dict) -> str:
 
 def build_cohort(root: Path, run_config: dict) -> dict:
     """Materialize ``run_config``'s cohort under ``root`` up to the pair tables through the asset graph
-    (``python -m assets.run_all --until pairs``), unless ``root`` already holds it: the stamp's fingerprint (run
+    (``python -m launch.run_all --until pairs``), unless ``root`` already holds it: the stamp's fingerprint (run
     config and code) matches and the pair table is there. Returns the cohort record for benchmark.json."""
     from pipeline.atomic import write_json
     from pipeline.tables import table_path
@@ -68,7 +68,7 @@ def build_cohort(root: Path, run_config: dict) -> dict:
     root.mkdir(parents=True, exist_ok=True)
     config = root / "benchmark_run_config.json"  # JSON is YAML: what run_all --config reads
     write_json(run_config, config)
-    cmd = [sys.executable, "-m", "assets.run_all", "--config", str(config), "--until", "pairs"]
+    cmd = [sys.executable, "-m", "launch.run_all", "--config", str(config), "--until", "pairs"]
     logging.info("building the cohort under %s: %s", root, " ".join(cmd))
     t0 = time.perf_counter()
     done = subprocess.run(cmd, cwd=REPO, env={**os.environ, "CTGLIP_DATA": str(root)})

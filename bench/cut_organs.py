@@ -11,7 +11,7 @@ Truth needs whole organs, so cuts are made where the uncut organ is known:
 An organ's inside fraction is its voxels in the crop over its voxels uncropped.
 
 Pair counts: with ``--data-root`` (data roots materialized up to pair_exclusions, e.g. by
-``python -m assets.run_all --until pairs``), mine_pairs on its tables under each rule; and, for the real
+``python -m launch.run_all --until pairs``), mine_pairs on its tables under each rule; and, for the real
 segmentations as they are, the organs each rule pairs (one study, a report that mentions nothing).
 
     python bench/cut_organs.py --patients 12 --data-root data /tmp/other_root

@@ -8,7 +8,7 @@ Part 1, in this process: the benchmark preset (``model.config.benchmark``: 32-vo
 encoder's top layer trained) and two variants (the ViT; the text encoder frozen), each timed over ``--steps`` steps
 after two untimed ones, split into making the batch (cropping), the image side's forward, the text side's forward,
 the losses and backward pass, and the optimizer step; crops/s of each with its ratio to the preset, measured in the same
-run. Part 2, fresh processes through ``assets/train_entry.py``: the preset on one process and on two (torchrun,
+run. Part 2, fresh processes through ``launch/train_entry.py``: the preset on one process and on two (torchrun,
 gloo, the same global batches), samples/s and whether the two end with the same weights. One torch thread per process
 in part 2 so that one process uses one core and two use two. Writes bench/results/train.json.
 """
@@ -30,7 +30,7 @@ sys.path.insert(0, str(REPO / "bench"))
 
 from record import write_record  # noqa: E402
 
-ENTRY = REPO / "assets" / "train_entry.py"
+ENTRY = REPO / "launch" / "train_entry.py"
 VARIANTS = {"benchmark preset": {}, "vit": {"model": {"image_encoder": "vit"}}, "frozen text": {"model": {"text_trainable_layers": 0}}}
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from assets.cli_env import MODULE, ROOT, defaults
+from launch.cli_env import MODULE, ROOT, defaults
 
 DAGSTER = str(Path(sys.executable).with_name("dagster"))
 
@@ -45,7 +45,7 @@ def test_venv_dagster_lists_assets_without_activation(tmp_path):
 
 
 def test_dagster_dev_children_get_no_pointer_variable():
-    from assets.cli_env import POINTER_VARS, without_pointer_vars
+    from launch.cli_env import POINTER_VARS, without_pointer_vars
 
     env = {v: "x" for v in POINTER_VARS} | {"DAGSTER_HOME": "/h", "PATH": "/bin"}
     assert without_pointer_vars(env) == {"DAGSTER_HOME": "/h", "PATH": "/bin"}

@@ -36,6 +36,13 @@ def test_pipeline_and_model_never_import_dagster():
     assert offenders == []
 
 
+def test_the_definitions_never_import_the_launchers():
+    """assets/ is what Dagster loads; launch/ starts it (make run, make ui, the CLI hook, the trainer, the cluster)."""
+    pattern = re.compile(r"^\s*(import launch|from launch)\b", re.M)
+    assert [str(p.relative_to(REPO)) for p in (REPO / "assets").rglob("*.py") if pattern.search(p.read_text())] == []
+    assert not any((REPO / "assets" / f"{name}.py").exists() for name in ("run_all", "ui", "cli_env", "train_entry", "cluster"))
+
+
 def test_train_settings_take_the_presets_values_unless_set():
     """Unset fields keep the preset's values: the paper preset is not cut to the demo's budget."""
     from assets.training import TrainSettings
@@ -56,7 +63,7 @@ def test_train_settings_take_the_presets_values_unless_set():
 
 
 def test_run_all_creates_a_missing_dagster_home(tmp_path):
-    from assets.cli_env import ensure_dagster_home
+    from launch.cli_env import ensure_dagster_home
 
     home = tmp_path / "new" / "dh"
     assert ensure_dagster_home({"DAGSTER_HOME": str(home)}) == home
@@ -67,7 +74,7 @@ def test_run_all_creates_a_missing_dagster_home(tmp_path):
 def test_every_step_names_its_celery_queue():
     """On a cluster each step goes to the queue its tag names: GPU work to `gpu`, everything else to `cpu`;
     an untagged step would wait on a queue no worker reads."""
-    from assets.cluster import defs as cluster_defs
+    from launch.cluster import defs as cluster_defs
     from assets.queues import QUEUE_TAG
 
     job = cluster_defs.get_repository_def().get_implicit_global_asset_job_def()
@@ -85,7 +92,7 @@ def test_cluster_instance_config_is_valid(monkeypatch, tmp_path):
     import yaml
     from dagster._core.instance.config import dagster_instance_config
 
-    from assets.cluster import executor_config
+    from launch.cluster import executor_config
 
     monkeypatch.setenv("CTGLIP_POSTGRES_URL", "postgresql+psycopg2://dagster@127.0.0.1:5433/dagster")
     monkeypatch.setenv("CTGLIP_DAGSTER_SHARED", str(tmp_path))

@@ -22,7 +22,7 @@ import yaml
 from dagster import DagsterEventType, DagsterInstance
 
 from assets.partitions import SHARD_KEYS
-from assets.run_all import run_step
+from launch.run_all import run_step
 from deploy.cluster import local
 from pipeline.tables import read_table
 
@@ -49,7 +49,7 @@ ops:
 
 def materialize(selection: str, sharded: bool, env: dict, config: Path, **popen) -> subprocess.Popen:
     """`dagster asset materialize` on the cluster's Definitions: the run's steps go to the Celery workers."""
-    cmd = [str(local.BIN / "dagster"), "asset", "materialize", "-m", "assets.cluster", "--select", selection, "-c", str(config)]
+    cmd = [str(local.BIN / "dagster"), "asset", "materialize", "-m", "launch.cluster", "--select", selection, "-c", str(config)]
     if sharded:
         cmd += ["--partition-range", f"{SHARD_KEYS[0]}...{SHARD_KEYS[-1]}"]
     return subprocess.Popen(cmd, env=env, cwd=REPO, **popen)

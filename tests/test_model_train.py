@@ -143,7 +143,7 @@ def test_a_run_stopped_in_process_resumes_to_the_same_weights(fake_data_root, tm
 def test_entry_script_by_hand(fake_data_root, tmp_path, monkeypatch):
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("train_entry", Path(__file__).parents[1] / "assets" / "train_entry.py")
+    spec = importlib.util.spec_from_file_location("train_entry", Path(__file__).parents[1] / "launch" / "train_entry.py")
     entry = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(entry)
     cfg = tmp_path / "cfg.json"
@@ -165,7 +165,7 @@ def test_sigkilled_process_resumes_to_the_same_weights(fake_data_root, tmp_path)
     cfg = tiny_config(steps=12, checkpoint_every=1, num_threads=1)
     (tmp_path / "cfg.json").write_text(json.dumps(cfg.to_dict()))
     out = tmp_path / "killed"
-    entry = Path(__file__).parents[1] / "assets" / "train_entry.py"
+    entry = Path(__file__).parents[1] / "launch" / "train_entry.py"
     proc = subprocess.Popen(
         [sys.executable, str(entry), "--config", str(tmp_path / "cfg.json"), "--data-root", str(fake_data_root),
          "--out", str(out)],

@@ -1,5 +1,5 @@
 """The "Your own archive" route on real studies: the configs exactly as README.md and docs/OWN_ARCHIVE.md show
-them, the real Dagster CLI through ``python -m assets.run_all --until pairs``, and tables that account for every organ.
+them, the real Dagster CLI through ``python -m launch.run_all --until pairs``, and tables that account for every organ.
 
 The real series in ../shared (TotalSegmentator's example, 20 slices) has blank StudyInstanceUID, PatientID and
 AccessionNumber; the end-to-end test sets them on a copy, and a second test keeps them blank and names the
@@ -65,7 +65,7 @@ def run_until_pairs(config: dict, tmp_path: Path) -> subprocess.CompletedProcess
     path = tmp_path / "my_archive.yaml"
     path.write_text(yaml.safe_dump(config))
     env = {**os.environ, "CTGLIP_DATA": str(tmp_path / "data"), "DAGSTER_HOME": str(tmp_path / "dagster_home")}
-    return subprocess.run([sys.executable, "-m", "assets.run_all", "--config", str(path), "--until", "pairs"],
+    return subprocess.run([sys.executable, "-m", "launch.run_all", "--config", str(path), "--until", "pairs"],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=1200)
 
 

@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from assets.cli_env import without_pointer_vars
+from launch.cli_env import without_pointer_vars
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
@@ -217,7 +217,7 @@ def up(cluster: Cluster) -> int:
             f"\nct-glip cluster up: PostgreSQL 127.0.0.1:{cluster.ports.postgres}, Redis 127.0.0.1:{cluster.ports.redis}, "
             f"UI http://127.0.0.1:{cluster.ports.webserver} (runs queue there; the daemon starts them).\n"
             f"Logs: {cluster.state / 'logs'}.  From another shell, the same instance:\n"
-            f"  {exports} .venv/bin/dagster asset materialize -m assets.cluster --select source_archive\n"
+            f"  {exports} .venv/bin/dagster asset materialize -m launch.cluster --select source_archive\n"
             "Ctrl-C stops everything.",
             flush=True,
         )

@@ -1,7 +1,7 @@
 """Training entry point, run by a Dagster asset through Dagster Pipes or by hand.
 
-    torchrun --nproc_per_node=N assets/train_entry.py --config cfg.json --data-root D --out O
-    python assets/train_entry.py --preset demo --data-root D --out O
+    torchrun --nproc_per_node=N launch/train_entry.py --config cfg.json --data-root D --out O
+    python launch/train_entry.py --preset demo --data-root D --out O
 
 ``--config`` is a JSON object of ``TrainConfig`` fields (partial is fine; nested ``model`` /
 ``data`` dicts), applied on top of ``--preset``. When Dagster launched the process (its Pipes

@@ -18,7 +18,7 @@ import dagster as dg
 import yaml
 
 from assets import definitions
-from assets.cli_env import ensure_dagster_home
+from launch.cli_env import ensure_dagster_home
 from assets.partitions import SHARD_KEYS
 from pipeline.tables import data_root
 
@@ -74,7 +74,7 @@ def run_models_side_by_side(instance: dg.DagsterInstance, run_config: dict):
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m assets.run_all",
+        prog="python -m launch.run_all",
         description="Materialize every ct-glip asset (source -> ingest -> segmentation -> reports -> pairs -> training -> evaluation).",
     )
     parser.add_argument("--config", "-c", default=os.environ.get("CTGLIP_RUN_CONFIG"), help="Dagster run config YAML (e.g. to point ArchiveSource at your DICOM folder); default $CTGLIP_RUN_CONFIG.")

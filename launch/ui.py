@@ -23,7 +23,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from assets.cli_env import ensure_dagster_home, without_pointer_vars
+from launch.cli_env import ensure_dagster_home, without_pointer_vars
 
 DEFINITIONS = "assets.definitions"
 
@@ -115,7 +115,7 @@ def serve(host: str, port: int, timeout_s: float) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m assets.ui",
+        prog="python -m launch.ui",
         description="Serve the ct-glip Dagster UI (webserver and daemon) and print its URL once it answers.",
     )
     parser.add_argument("--host", default="127.0.0.1", help="interface to bind (default: loopback only)")
