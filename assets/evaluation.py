@@ -24,7 +24,8 @@ class EvalSettings(dg.Config):
 
 @dg.asset(
     group_name=GROUP,
-    deps=["grounded_pairs", "lesion_masks"],
+    # read by model.eval from the data root (pairs, organ_stats for the no-learning rows, lesion masks): dependencies
+    deps=[dg.AssetKey(name) for name in ("grounded_pairs", "organ_stats", "lesion_masks")],
     ins={"grounded_model": dg.AssetIn(), "global_model": dg.AssetIn()},
     op_tags=GPU,
     description="Zero-shot organ recognition, abnormality and tumor detection per organ, tumor segmentation, and linear probes: random vs CLIP vs grounded, and the no-learning rows (logistic regression on organ_stats, fitted on image truth and on report labels).",

@@ -6,15 +6,15 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
-from assets.metadata import image_md, table_metadata
+from assets.metadata import image_md
 from assets.partitions import SHARDS, SINGLE_RUN
 from assets.queues import GPU
 from assets.resources import DataRoot
 from assets.training import verified_model
-from pipeline.tables import resolve_path, table_path, write_table
+from pipeline.tables import resolve_path
 
 GROUP = "inference"
-COLUMNS = ["study_id", "organ", "embedding"]
+COLUMNS = ["study_id", "organ", "embedding", "shard"]  # the shard goes into the path, tables/study_embeddings/shard=<key>/
 
 
 class EmbeddingSettings(dg.Config):
@@ -25,12 +25,13 @@ class EmbeddingSettings(dg.Config):
 
 
 @dg.asset(
-    group_name=GROUP, deps=["ct_studies", "organ_masks"], ins={"grounded_model": dg.AssetIn()}, partitions_def=SHARDS,
-    backfill_policy=SINGLE_RUN, kinds={"pytorch"}, op_tags=GPU,  # runs the image encoder
+    group_name=GROUP, ins={"ct_studies": dg.AssetIn(), "grounded_model": dg.AssetIn()}, deps=[dg.AssetKey("organ_masks")],
+    io_manager_key="table_io", partitions_def=SHARDS, backfill_policy=SINGLE_RUN, kinds={"pytorch"}, op_tags=GPU,  # runs the image encoder
     description="Per shard, one row per (study, organ): the grounded model's organ embeddings (each organ cropped as the "
                 "model was trained) and a 'whole_study' row; query heatmaps of a few studies in the metadata.",
 )
-def study_embeddings(context: dg.AssetExecutionContext, config: EmbeddingSettings, data: DataRoot, grounded_model: dict) -> dg.MaterializeResult:
+def study_embeddings(context: dg.AssetExecutionContext, config: EmbeddingSettings, data: DataRoot, ct_studies: pd.DataFrame,
+                     grounded_model: dict) -> dg.Output[pd.DataFrame]:
     # torch and MONAI load here, not at import: a process that only loads the Definitions (a step worker, the UI's
     # code server, a Celery worker) does not pay for them
     from model.inference import InferenceOptions, StudyInput, heatmap_png, infer
@@ -41,27 +42,20 @@ def study_embeddings(context: dg.AssetExecutionContext, config: EmbeddingSetting
     options = InferenceOptions(queries=tuple(config.queries), device=config.device, precision=config.precision,
                                text_cache_dir=str(root / "cache" / "text"), dictionary_scores=False)
     inputs, shard_of, skipped = [], {}, []
-    for shard in context.partition_keys:
-        studies = pd.read_parquet(table_path("ct_studies", root, shard), columns=["study_id", "volume_path"])
-        for sid, vpath in zip(studies["study_id"], studies["volume_path"]):
-            mask = root / "masks" / f"{sid}.nii.gz"
-            if not mask.is_file():  # rejected by segmentation: recorded there
-                skipped.append(sid)
-                continue
-            inputs.append(StudyInput(sid, volume=str(resolve_path(vpath, root)), mask=str(mask), heatmaps=len(inputs) < config.heatmap_studies))
-            shard_of[sid] = shard
-    rows, pictures = {shard: [] for shard in context.partition_keys}, {}
+    for sid, vpath, shard in zip(ct_studies["study_id"], ct_studies["volume_path"], ct_studies["shard"]):
+        mask = root / "masks" / f"{sid}.nii.gz"
+        if not mask.is_file():  # rejected by segmentation: recorded there
+            skipped.append(sid)
+            continue
+        inputs.append(StudyInput(sid, volume=str(resolve_path(vpath, root)), mask=str(mask), heatmaps=len(inputs) < config.heatmap_studies))
+        shard_of[sid] = shard
+    rows, pictures = [], {}
     for result in infer(model_path, inputs, options):  # one model load for every shard of the run (a study without organs raises)
-        rows[shard_of[result.study_id]].append(result.embeddings.assign(study_id=result.study_id)[COLUMNS])
+        rows.append(result.embeddings.assign(study_id=result.study_id, shard=shard_of[result.study_id])[COLUMNS])
         for query, heat in result.heatmaps.items():
             pictures[f"heatmap_{len(pictures)}"] = image_md(heatmap_png(result.grid.array, heat, f"{result.study_id}: {query}"), query)
         context.log.info(f"{result.study_id} embedded ({len(result.embeddings) - 1} organs), {len(shard_of)} studies in the run")
-    tables = []
-    for shard, parts in rows.items():
-        table = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=COLUMNS)
-        write_table(table, "study_embeddings", root, shard)
-        tables.append(table)
-    table = pd.concat(tables, ignore_index=True)
-    meta = table_metadata(table.assign(embedding=table["embedding"].map(lambda e: f"[{len(e)} floats]")), table_path("study_embeddings", root))
-    meta.update(studies=int(table["study_id"].nunique()), without_mask=len(skipped), model_sha256=grounded_model["sha256"], **pictures)
-    return dg.MaterializeResult(metadata=meta)
+    table = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=COLUMNS)
+    # the table IO manager writes each shard of the run (an empty one where it has no study) and records the schema
+    return dg.Output(table, metadata={"studies": int(table["study_id"].nunique()), "without_mask": len(skipped),
+                                      "model_sha256": grounded_model["sha256"], **pictures})

@@ -10,7 +10,8 @@ import numpy as np
 import pandas as pd
 from pydantic import Field
 
-from assets.metadata import image_md, table_metadata
+from assets.io import MATERIALIZED_WITH
+from assets.metadata import image_md
 from assets.partitions import N_SHARDS, SHARD_KEYS, SHARDS, SINGLE_RUN
 from assets.pictures import montage_png
 from assets.queues import CPU
@@ -21,7 +22,7 @@ from pipeline.ingest import IngestConfig, ingest_archive
 from pipeline.resample import DEMO_SPACING_MM, PAPER_SPACING_MM, ResampleOptions
 from pipeline.synthetic.cohort import cohort_spec, generate_cohort
 from pipeline.synthetic.implant import sources_in_folder, write_qa_set
-from pipeline.tables import read_table, resolve_path, table_path, write_table
+from pipeline.tables import resolve_path
 from pipeline.volume import load_nifti
 
 GROUP = "ingest"
@@ -105,12 +106,16 @@ class IngestSettings(dg.Config):
     montage_studies: int = Field(default=4, description="Volumes shown in the montage picture.")
 
 
+STEP = {MATERIALIZED_WITH: "ct_studies,rejected_studies,canonical_volumes"}  # one step makes the three
+
+
 @dg.multi_asset(
-    specs=[
-        dg.AssetSpec("ct_studies", group_name=GROUP, deps=["source_archive"], description="One row per ingested study: pseudonymous ids, geometry, scanner, HU range, shard."),
-        dg.AssetSpec("rejected_studies", group_name=GROUP, deps=["source_archive"], description="Every study or folder that could not be used, with stage and reason."),
-        dg.AssetSpec("canonical_volumes", group_name=GROUP, deps=["source_archive"], description="Resampled volumes: RAS, isotropic spacing, int16 HU NIfTI, volumes/<study_id>.nii.gz."),
-    ],
+    outs={
+        "ct_studies": dg.AssetOut(group_name=GROUP, io_manager_key="table_io", metadata=STEP, description="One row per ingested study: pseudonymous ids, geometry, scanner, HU range, shard."),
+        "rejected_studies": dg.AssetOut(group_name=GROUP, io_manager_key="table_io", metadata=STEP, description="Every study or folder that could not be used, with stage and reason (segmentation adds its own, beside ingest's, per shard)."),
+        "canonical_volumes": dg.AssetOut(group_name=GROUP, dagster_type=dg.Nothing, description="Resampled volumes: RAS, isotropic spacing, int16 HU NIfTI, volumes/<study_id>.nii.gz."),
+    },
+    deps=[source_archive],
     partitions_def=SHARDS,
     backfill_policy=SINGLE_RUN,
     op_tags=CPU,
@@ -129,9 +134,6 @@ def ingest(context: dg.AssetExecutionContext, config: IngestSettings, data: Data
     results = [ingest_archive(ingest_config, None if keys == SHARD_KEYS else key, progress) for key in ([None] if keys == SHARD_KEYS else keys)]
     studies = pd.concat([r.ct_studies for r in results], ignore_index=True)
     rejected = pd.concat([r.rejected_studies for r in results], ignore_index=True)
-    for key in keys:
-        write_table(studies[studies["shard"] == key], "ct_studies", root, key)
-        write_table(rejected[rejected["shard"] == key], "rejected_studies", root, f"ingest-{key}")
     unchanged = sum(r.n_unchanged for r in results)
     timings: dict[str, float] = {}
     for r in results:  # one call per shard when only some shards run: sum their step times
@@ -139,30 +141,29 @@ def ingest(context: dg.AssetExecutionContext, config: IngestSettings, data: Data
             timings[k] = round(timings.get(k, 0.0) + v, 2)
     context.log.info(f"{len(studies)} studies, {len(rejected)} rejected, {unchanged} unchanged and skipped")
 
-    meta = table_metadata(studies, table_path("ct_studies", root))
-    meta["unchanged_skipped"] = unchanged
-    meta["seconds"] = dg.MetadataValue.json(timings)
-    yield dg.MaterializeResult(asset_key="ct_studies", metadata=meta)
-    rmeta = table_metadata(rejected[[c for c in ("study_id", "stage", "reason", "detail") if c in rejected]], table_path("rejected_studies", root), preview_rows=20)
-    yield dg.MaterializeResult(asset_key="rejected_studies", metadata=rmeta)
+    # the table IO manager stores each shard's rows (by their `shard` column) and records rows, schema and a preview
+    yield dg.Output(studies, output_name="ct_studies", metadata={"unchanged_skipped": unchanged, "seconds": dg.MetadataValue.json(timings)})
+    shown = rejected[[c for c in ("study_id", "stage", "reason", "detail") if c in rejected]].head(20)
+    yield dg.Output(rejected, output_name="rejected_studies", metadata={
+        "reasons": dg.MetadataValue.json(rejected["reason"].value_counts().to_dict()),
+        "rejections": dg.MetadataValue.md(shown.to_markdown(index=False) if len(shown) else "none")})
     vmeta: dict = {"volumes": len(studies), "folder": dg.MetadataValue.path(str(root / "volumes"))}
     if len(studies):
         shown = [load_nifti(resolve_path(p, root)) for p in studies["volume_path"].head(config.montage_studies)]
         vmeta["montage"] = image_md(montage_png(shown, list(studies["study_id"].head(config.montage_studies))), "canonical volumes")
-    yield dg.MaterializeResult(asset_key="canonical_volumes", metadata=vmeta)
+    yield dg.Output(None, output_name="canonical_volumes", metadata=vmeta)
 
 
 @dg.asset_check(asset="ct_studies", op_tags=CPU, description="Every canonical volume has the configured spacing.")
-def spacing_is_target(config: IngestSettings, data: DataRoot) -> dg.AssetCheckResult:
-    studies = read_table("ct_studies", data.root())
-    sp = studies[["spacing_x", "spacing_y", "spacing_z"]].to_numpy(dtype=float)
-    bad = studies[~np.isclose(sp, config.spacing_mm, atol=1e-3).all(axis=1)]
+def spacing_is_target(config: IngestSettings, ct_studies: pd.DataFrame) -> dg.AssetCheckResult:
+    sp = ct_studies[["spacing_x", "spacing_y", "spacing_z"]].to_numpy(dtype=float)
+    bad = ct_studies[~np.isclose(sp, config.spacing_mm, atol=1e-3).all(axis=1)]
     return dg.AssetCheckResult(passed=bad.empty, metadata={"off_target": len(bad), "target_mm": config.spacing_mm})
 
 
 @dg.asset_check(asset="ct_studies", op_tags=CPU, description="HU range of every volume is plausible CT (air near -1000, no missing or double rescale).")
-def hu_range_sane(data: DataRoot) -> dg.AssetCheckResult:
-    studies = read_table("ct_studies", data.root())
+def hu_range_sane(ct_studies: pd.DataFrame) -> dg.AssetCheckResult:
+    studies = ct_studies
     bad = studies[(studies["hu_min"] < -1100) | (studies["hu_min"] > -500) | (studies["hu_max"] > 4000) | (studies["hu_max"] < 100)]
     return dg.AssetCheckResult(passed=bad.empty, metadata={"implausible": len(bad), "hu_min": float(studies["hu_min"].min()) if len(studies) else 0.0, "hu_max": float(studies["hu_max"].max()) if len(studies) else 0.0})
 
@@ -176,10 +177,10 @@ def identifying_columns(df: pd.DataFrame) -> list[str]:
     return bad
 
 
-@dg.asset_check(asset="ct_studies", blocking=True, op_tags=CPU, description="No identifying columns or raw identifiers in ct_studies and rejected_studies.")
-def no_identifying_columns(data: DataRoot) -> dg.AssetCheckResult:
-    root = data.root()
-    found = {name: identifying_columns(read_table(name, root)) for name in ("ct_studies", "rejected_studies")}
+@dg.asset_check(asset="ct_studies", additional_ins={"rejected_studies": dg.AssetIn()}, blocking=True, op_tags=CPU,
+                description="No identifying columns or raw identifiers in ct_studies and rejected_studies.")
+def no_identifying_columns(ct_studies: pd.DataFrame, rejected_studies: pd.DataFrame) -> dg.AssetCheckResult:
+    found = {"ct_studies": identifying_columns(ct_studies), "rejected_studies": identifying_columns(rejected_studies)}
     return dg.AssetCheckResult(passed=not any(found.values()), metadata={"found": dg.MetadataValue.json(found)})
 
 

@@ -1,4 +1,4 @@
-"""Metadata that every table asset attaches: row count, column schema, a preview, and pictures."""
+"""Metadata of the assets: what the table IO manager records for every table, and pictures."""
 
 from __future__ import annotations
 
@@ -6,26 +6,33 @@ import base64
 
 import dagster as dg
 import pandas as pd
+import pyarrow as pa
+
+from assets.columns import describe
+from pipeline.tables import SHARD
 
 
 def _preview(df: pd.DataFrame, rows: int) -> str:
     head = df.head(rows).copy()
     for col in head.columns:
-        if head[col].dtype == object:
+        if head[col].dtype == object or pd.api.types.is_string_dtype(head[col]):
             head[col] = head[col].map(lambda v: (str(v)[:60] + "…") if len(str(v)) > 60 else v)
     return head.to_markdown(index=False) if len(head) else "_(empty table)_"
 
 
-def table_metadata(df: pd.DataFrame, path: object | None = None, preview_rows: int = 5) -> dict:
-    schema = dg.TableSchema(columns=[dg.TableColumn(str(c), str(t)) for c, t in df.dtypes.items()])
-    meta = {
+def table_metadata(name: str, df: pd.DataFrame, schema: pa.Schema, path: object, preview_rows: int = 5) -> dict:
+    """What the table IO manager records once per output: row count, column schema (the file's Arrow types, the
+    descriptions of assets/columns.py; a sharded table's `shard` column, which lives in its path, last), a preview
+    and where it is."""
+    columns = [dg.TableColumn(f.name, str(f.type), description=describe(name, f.name)) for f in schema if f.name != SHARD]
+    if SHARD in df.columns:
+        columns.append(dg.TableColumn(SHARD, "string (partition, in the path)", description=describe(name, SHARD)))
+    return {
         "dagster/row_count": dg.MetadataValue.int(len(df)),
-        "dagster/column_schema": dg.MetadataValue.table_schema(schema),
+        "dagster/column_schema": dg.MetadataValue.table_schema(dg.TableSchema(columns=columns)),
         "preview": dg.MetadataValue.md(_preview(df, preview_rows)),
+        "path": dg.MetadataValue.path(str(path)),
     }
-    if path is not None:
-        meta["path"] = dg.MetadataValue.path(str(path))
-    return meta
 
 
 def image_md(png: bytes, title: str) -> dg.MetadataValue:

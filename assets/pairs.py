@@ -8,16 +8,16 @@ import numpy as np
 import pandas as pd
 from pydantic import Field
 
-from assets.metadata import table_metadata
-from assets.privacy import phi_check
+from assets.privacy import phi_check_all
 from assets.queues import CPU
 from assets.resources import DataRoot
 from pipeline.pairs import CutRule, PairConfig, PairInputs, mine_pairs
-from pipeline.tables import read_table, resolve_path, write_table
+from pipeline.tables import read_table, resolve_path
 from sql import query
 
 GROUP = "pairs"
-UPSTREAM = ["ct_studies", "organ_stats", "report_findings", "report_index"]
+UPSTREAM = ["ct_studies", "organ_stats", "report_findings", "report_index"]  # the tables pair_tables takes as inputs
+ORGAN_MASKS = dg.AssetKey("organ_masks")
 
 
 class PairSettings(dg.Config):
@@ -52,54 +52,40 @@ def _negatives_for(organ: str) -> list[str]:
     return [a.name for a in abnormalities_for_organ(organ)]
 
 
+def pair_inputs(ct_studies: pd.DataFrame, organ_stats: pd.DataFrame, report_findings: pd.DataFrame,
+                report_index: pd.DataFrame) -> PairInputs:
+    masks = {s: f"masks/{s}.nii.gz" for s in ct_studies["study_id"]}  # relative to the data root, as volume_path
+    readable = frozenset(report_index.loc[report_index["has_text"].astype(bool), "report_id"])
+    return PairInputs(ct_studies, organ_stats, report_findings, readable, masks)
+
+
 def load_pair_inputs(root: Path) -> PairInputs:
-    """Read the upstream tables, naming the asset to materialize first when one is missing."""
-    missing = [name for name in UPSTREAM if not _exists(name, root)]
-    if missing:
-        raise dg.Failure(
-            description=(
-                f"grounded_pairs needs {', '.join(missing)} first. Run `make run`, or step by step:\n"
-                "  dagster asset materialize --select source_archive\n"
-                "  dagster asset materialize --select ct_studies,rejected_studies,canonical_volumes --partition-range shard-00...shard-07\n"
-                "  dagster asset materialize --select 'group:segmentation' --partition-range shard-00...shard-07\n"
-                "  dagster asset materialize --select report_findings,report_index"
-            )
-        )
-    studies = read_table("ct_studies", root)
-    masks = {s: f"masks/{s}.nii.gz" for s in studies["study_id"]}  # relative to the data root, as volume_path
-    index = read_table("report_index", root)
-    readable = frozenset(index.loc[index["has_text"], "report_id"])
-    return PairInputs(studies, read_table("organ_stats", root), read_table("report_findings", root), readable, masks)
-
-
-def _exists(name: str, root: Path) -> bool:
-    try:
-        read_table(name, root, columns=[])
-        return True
-    except FileNotFoundError:
-        return False
+    """The upstream tables read from a data root, for scripts outside Dagster (bench/cut_organs.py)."""
+    return pair_inputs(*(read_table(name, root) for name in UPSTREAM))
 
 
 @dg.multi_asset(
-    specs=[
-        dg.AssetSpec("grounded_pairs", group_name=GROUP, deps=UPSTREAM, description="One row per (study, organ): organ-level text, mask reference, status, split."),
-        dg.AssetSpec("abnormality_pairs", group_name=GROUP, deps=UPSTREAM, description="One row per (study, organ, abnormality) with dictionary negatives."),
-        dg.AssetSpec("pair_exclusions", group_name=GROUP, deps=UPSTREAM, description="Every organ not paired, with its reason."),
-        dg.AssetSpec("study_texts", group_name=GROUP, deps=UPSTREAM, description="Whole-report text per study (findings + impression) for the global CLIP baseline."),
-    ],
+    outs={name: dg.AssetOut(group_name=GROUP, io_manager_key="table_io", is_required=False, description=text) for name, text in (
+        ("grounded_pairs", "One row per (study, organ): organ-level text, mask reference, status, split."),
+        ("abnormality_pairs", "One row per (study, organ, abnormality) with dictionary negatives."),
+        ("pair_exclusions", "Every organ not paired, with its reason."),
+        ("study_texts", "Whole-report text per study (findings + impression) for the global CLIP baseline."),
+    )},
+    ins={name: dg.AssetIn() for name in UPSTREAM},
+    deps=[ORGAN_MASKS],  # the pairs point at the label maps (mask_path): files, not a table
     can_subset=True,
     op_tags=CPU,
 )
-def pair_tables(context: dg.AssetExecutionContext, config: PairSettings, data: DataRoot):
-    root = data.root()
-    tables = mine_pairs(load_pair_inputs(root), config.to_config(), negatives_for=_negatives_for)
+def pair_tables(context: dg.AssetExecutionContext, config: PairSettings, ct_studies: pd.DataFrame, organ_stats: pd.DataFrame,
+                report_findings: pd.DataFrame, report_index: pd.DataFrame):
+    inputs = pair_inputs(ct_studies, organ_stats, report_findings, report_index)
+    tables = mine_pairs(inputs, config.to_config(), negatives_for=_negatives_for)
     selected = {k.to_user_string() for k in context.selected_asset_keys}
     for name in ("grounded_pairs", "abnormality_pairs", "pair_exclusions", "study_texts"):
         if name not in selected:
             continue
         df: pd.DataFrame = getattr(tables, name)
-        path = write_table(df, name, root)
-        meta = table_metadata(df, path)
+        meta = {}  # rows, schema, preview and path: the table IO manager's
         if name == "grounded_pairs":
             meta["text_source"] = dg.MetadataValue.json(df["text_source"].value_counts().to_dict())
             meta["status"] = dg.MetadataValue.json(df["status"].value_counts().to_dict())
@@ -108,8 +94,8 @@ def pair_tables(context: dg.AssetExecutionContext, config: PairSettings, data: D
             meta["cut_by_fov_kept"] = int(df["cut_by_fov"].sum())
         if name == "pair_exclusions":
             meta["reasons"] = dg.MetadataValue.json(df["reason"].value_counts().to_dict())
-        context.log.info(f"{name}: {len(df)} rows -> {path}")
-        yield dg.MaterializeResult(asset_key=name, metadata=meta)
+        context.log.info(f"{name}: {len(df)} rows")
+        yield dg.Output(df, output_name=name, metadata=meta)
 
 
 def _rows_check(name: str, root: Path) -> dg.AssetCheckResult:
@@ -141,11 +127,11 @@ def why_no_pairs(exclusions: pd.DataFrame, rejected: pd.DataFrame | None = None)
 
 
 @dg.asset_check(asset="grounded_pairs", blocking=True, op_tags=CPU, description="At least one pair; when none, says why from pair_exclusions.")
-def has_pairs(data: DataRoot) -> dg.AssetCheckResult:
-    root = data.root()
-    n = len(read_table("grounded_pairs", root, columns=["pair_id"]))
+def has_pairs(grounded_pairs: pd.DataFrame, data: DataRoot) -> dg.AssetCheckResult:
+    n = len(grounded_pairs)
     if n:
         return dg.AssetCheckResult(passed=True, metadata={"pairs": n})
+    root = data.root()  # only to say why there is none: the exclusions, and the rejected studies where ingest ran
     try:
         rejected = read_table("rejected_studies", root, columns=["study_id"])
     except FileNotFoundError:
@@ -170,9 +156,9 @@ def _is_file(path: object, root: Path) -> bool:
 
 
 @dg.asset_check(asset="grounded_pairs", blocking=True, op_tags=CPU, description="Every pair's volume and organ mask file exists.")
-def mask_files_exist(data: DataRoot) -> dg.AssetCheckResult:
+def mask_files_exist(grounded_pairs: pd.DataFrame, data: DataRoot) -> dg.AssetCheckResult:
     root = data.root()
-    pairs = read_table("grounded_pairs", root, columns=["study_id", "volume_path", "mask_path"]).drop_duplicates("study_id")
+    pairs = grounded_pairs[["study_id", "volume_path", "mask_path"]].drop_duplicates("study_id")
     # plain bool arrays: an empty frame's map() keeps the string dtype, on which ~ and | fail
     ok = np.array([_is_file(v, root) and _is_file(m, root) for v, m in zip(pairs["volume_path"].tolist(), pairs["mask_path"].tolist())], dtype=bool)
     missing = pairs[~ok]
@@ -185,7 +171,7 @@ def mask_files_exist(data: DataRoot) -> dg.AssetCheckResult:
 @dg.asset_check(asset="grounded_pairs", blocking=True, op_tags=CPU, description="No PHI pattern (names, dates, numbers, addresses, "
                 "e-mail) in any text column of any table under the data root (pipeline.deid), before training reads them.")
 def no_phi_in_tables(data: DataRoot) -> dg.AssetCheckResult:
-    return phi_check(data.root())
+    return phi_check_all(data.root())
 
 
 CHECKS = [has_pairs, no_patient_leakage, no_empty_text, mask_files_exist, no_phi_in_tables]

@@ -7,7 +7,7 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
-from assets.metadata import table_metadata
+from assets.ingest import source_archive
 from assets.privacy import phi_check
 from assets.queues import CPU
 from assets.resources import ArchiveSource, DataRoot
@@ -16,7 +16,7 @@ from pipeline.ids import pseudonym
 from pipeline.report import extract_table_checked
 from pipeline.report.accuracy import score
 from pipeline.report.labels import SCORED, dev_csv, read_labelled, score_reports
-from pipeline.tables import read_table, table_path, write_table
+from pipeline.tables import read_table
 
 GROUP = "reports"
 
@@ -51,7 +51,8 @@ def read_reports(path, text_column: str, id_column: str) -> pd.DataFrame:
 
 
 def _patients(root: Path) -> dict[str, str]:
-    """report_id -> patient_id from ct_studies, for per-patient date shifts (empty before ingest ran)."""
+    """report_id -> patient_id from ct_studies, for per-patient date shifts (empty before ingest ran). Read here, not
+    taken as an input: only `deid_dates: shift` needs it, and the reports do not wait for ingest otherwise."""
     try:
         studies = read_table("ct_studies", root, columns=["report_id", "patient_id"])
     except FileNotFoundError:
@@ -113,10 +114,11 @@ def _ctrate_metadata(path: Path) -> dict:
 
 
 @dg.multi_asset(
-    specs=[
-        dg.AssetSpec("report_findings", group_name=GROUP, deps=["source_archive"], description="One row per organ-level finding: organ, status, abnormality, sentence, section, negations, size."),
-        dg.AssetSpec("report_index", group_name=GROUP, deps=["source_archive"], description="One row per report: findings count, characters, and any problem (empty, not English, decoding)."),
-    ],
+    outs={
+        "report_findings": dg.AssetOut(group_name=GROUP, io_manager_key="table_io", is_required=False, description="One row per organ-level finding: organ, status, abnormality, sentence, section, negations, size."),
+        "report_index": dg.AssetOut(group_name=GROUP, io_manager_key="table_io", is_required=False, description="One row per report: findings count, characters, and any problem (empty, not English, decoding)."),
+    },
+    deps=[source_archive],  # the RIS export is a file of the source, not a table
     can_subset=True,
     op_tags=CPU,
 )
@@ -138,31 +140,27 @@ def report_tables(context: dg.AssetExecutionContext, config: ReportSettings, dat
     index["n_findings"] = index["report_id"].map(findings.groupby("report_id").size()).fillna(0).astype(int)
     index["problem"] = index["report_id"].map(problems.set_index("report_id")["problem"] if len(problems) else {})
     index["has_text"] = index["n_chars"] > 0
+    context.log.info(f"{len(reports)} reports -> {len(findings)} findings; {index['problem'].notna().sum()} with a problem")
+    # the table IO manager writes each selected table and records its rows, schema and a preview
     selected = {k.to_user_string() for k in context.selected_asset_keys}
     if "report_findings" in selected:
-        write_table(findings, "report_findings", root)
-    if "report_index" in selected:
-        write_table(index, "report_index", root)
-    context.log.info(f"{len(reports)} reports -> {len(findings)} findings; {index['problem'].notna().sum()} with a problem")
-    if "report_findings" in selected:
-        meta = table_metadata(findings, table_path("report_findings", root))
-        meta["deidentified"] = dg.MetadataValue.json({"dates": config.deid_dates, "replaced": replaced})
+        meta = {"deidentified": dg.MetadataValue.json({"dates": config.deid_dates, "replaced": replaced})}
         meta.update(_accuracy_metadata(findings, set(reports["report_id"]), source.paths(root).truth_dir))
         meta.update(_ctrate_metadata(Path(config.ctrate_dev_csv) if config.ctrate_dev_csv else dev_csv()))
         if len(findings):
             meta["status"] = dg.MetadataValue.json(findings["status"].value_counts().to_dict())
             meta["abnormalities"] = dg.MetadataValue.json(findings["abnormality"].value_counts().head(20).to_dict())
-        yield dg.MaterializeResult(asset_key="report_findings", metadata=meta)
+        yield dg.Output(findings, output_name="report_findings", metadata=meta)
     if "report_index" in selected:
-        imeta = table_metadata(index, table_path("report_index", root))
-        imeta["problems"] = dg.MetadataValue.json(index["problem"].value_counts().to_dict())
-        yield dg.MaterializeResult(asset_key="report_index", metadata=imeta)
+        yield dg.Output(index, output_name="report_index", metadata={"problems": dg.MetadataValue.json(index["problem"].value_counts().to_dict())})
 
 
-@dg.asset_check(asset="report_findings", blocking=True, op_tags=CPU, description="No PHI pattern (names, dates, numbers, addresses, "
-                "e-mail) in any text column of report_findings and report_index (pipeline.deid).")
-def no_phi_in_reports(data: DataRoot) -> dg.AssetCheckResult:
-    return phi_check(data.root(), ["report_findings", "report_index"])
+@dg.asset_check(asset="report_findings", additional_ins={"report_index": dg.AssetIn()}, blocking=True, op_tags=CPU,
+                description="No PHI pattern (names, dates, numbers, addresses, e-mail) in any text column of report_findings "
+                "and report_index (pipeline.deid).")
+def no_phi_in_reports(report_findings: pd.DataFrame, report_index: pd.DataFrame) -> dg.AssetCheckResult:
+    tables = {"report_findings": report_findings, "report_index": report_index}
+    return phi_check(list(tables), tables.__getitem__)
 
 
 CHECKS = [no_phi_in_reports]

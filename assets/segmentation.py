@@ -6,20 +6,26 @@ from typing import Literal
 import dagster as dg
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 from pydantic import Field
 
-from assets.metadata import image_md, table_metadata
+from assets.io import MATERIALIZED_WITH
+from assets.metadata import image_md
 from assets.partitions import N_SHARDS, SHARDS, SINGLE_RUN
 from assets.queues import CPU, GPU
 from assets.resources import ArchiveSource, DataRoot
 from pipeline.ids import pseudonym
+from pipeline.ingest import REJECTED_COLUMNS as INGEST_REJECTED
 from pipeline.ingest import shard_of
 from pipeline.segment import MaskNotFoundError, SegmenterConfig, StatsConfig, coverage_png, manifest_problems, overlay_png, segment
 from pipeline.segment.batch import REJECTED_COLUMNS, SegmentJob, segment_studies
-from pipeline.tables import read_table, resolve_path, table_path, write_table
+from pipeline.tables import read_table, resolve_path, write_table
 from pipeline.volume import Volume, load_nifti, save_nifti
 
 GROUP = "segmentation"
+CANONICAL_VOLUMES = dg.AssetKey("canonical_volumes")  # files, not a table: a dependency, not an input
+# segmentation's rejections, stored beside ingest's with their columns (all text; the shard is in the path)
+REJECTED_FILE = pa.schema([(c, pa.string()) for c in INGEST_REJECTED if c != "shard"])
 
 
 class Segmenter(dg.ConfigurableResource):
@@ -45,15 +51,18 @@ class SegmentationSettings(dg.Config):
 
 
 @dg.multi_asset(
-    specs=[
-        dg.AssetSpec("organ_masks", group_name=GROUP, deps=["ct_studies"], description="Organ label map per study on the canonical grid (uint8, TotalSegmentator v2 indices), masks/<study_id>.nii.gz."),
-        dg.AssetSpec("organ_stats", group_name=GROUP, deps=["ct_studies"], description="Per study and organ: volume, bbox, centroid, HU, cut-by-FOV and quality flags."),
-    ],
+    outs={
+        "organ_masks": dg.AssetOut(group_name=GROUP, dagster_type=dg.Nothing, description="Organ label map per study on the canonical grid (uint8, TotalSegmentator v2 indices), masks/<study_id>.nii.gz."),
+        "organ_stats": dg.AssetOut(group_name=GROUP, io_manager_key="table_io", metadata={MATERIALIZED_WITH: "organ_masks,organ_stats"}, description="Per study and organ: volume, bbox, centroid, HU, cut-by-FOV and quality flags."),
+    },
+    ins={"ct_studies": dg.AssetIn()},
+    deps=[CANONICAL_VOLUMES],
     partitions_def=SHARDS,
     backfill_policy=SINGLE_RUN,
     op_tags=GPU,
 )
-def segmentation(context: dg.AssetExecutionContext, config: SegmentationSettings, data: DataRoot, source: ArchiveSource, segmenter: Segmenter):
+def segmentation(context: dg.AssetExecutionContext, config: SegmentationSettings, data: DataRoot, source: ArchiveSource,
+                 segmenter: Segmenter, ct_studies: pd.DataFrame):
     root = data.root()
     manifest = source.paths(root).masks_manifest
     seg_config = segmenter.to_config(str(manifest) if manifest else None)
@@ -63,23 +72,22 @@ def segmentation(context: dg.AssetExecutionContext, config: SegmentationSettings
     for detail in bad_rows["detail"]:
         context.log.error(f"masks manifest: {detail}")
     for shard in context.partition_keys:
-        path = table_path("ct_studies", root, shard)
-        if not path.is_file():
-            raise dg.Failure(f"ct_studies for {shard} not found at {path}; materialize ct_studies for this shard first")
-        studies = pd.read_parquet(path, columns=["study_id", "volume_path", "series_id"])
+        studies = ct_studies[ct_studies["shard"] == shard]
         jobs = [SegmentJob(s, v, r or "") for s, v, r in zip(studies["study_id"], studies["volume_path"], studies["series_id"])]
         result = segment_studies(
             jobs, root / "masks", seg_config, stats_config, workers=config.workers, data_root=root,
             progress=lambda done, total: context.log.info(f"{shard}: segmented {done}/{total} studies"),
         )
-        write_table(result.organ_stats, "organ_stats", root, shard)
         rejected = pd.concat([result.rejected, bad_rows[bad_rows["shard"] == shard].drop(columns="shard")], ignore_index=True)
-        write_table(rejected, "rejected_studies", root, f"segmentation-{shard}")
-        all_stats.append(result.organ_stats)
+        # the one table with two writers: segmentation's rejections sit beside ingest's in each shard's folder
+        # (rejected_studies/shard=<key>/segmentation.parquet), with ingest's columns, so the table reads as one
+        write_table(rejected.assign(source_format="").reindex(columns=REJECTED_FILE.names), "rejected_studies", root, shard,
+                    part="segmentation", schema=REJECTED_FILE)
+        all_stats.append(result.organ_stats.assign(shard=shard))
         n_rejected += len(rejected)
         n_unchanged += result.n_unchanged
-    stats = pd.concat(all_stats, ignore_index=True) if all_stats else pd.DataFrame()
-    studies_done = stats["study_id"].unique().tolist() if len(stats) else []
+    stats = pd.concat(all_stats, ignore_index=True)
+    studies_done = stats["study_id"].unique().tolist()
     pictures = {}
     if studies_done:
         shown = []
@@ -87,22 +95,20 @@ def segmentation(context: dg.AssetExecutionContext, config: SegmentationSettings
             shown.append((sid, load_nifti(root / "volumes" / f"{sid}.nii.gz"), load_nifti(root / "masks" / f"{sid}.nii.gz")))
         pictures["overlay"] = image_md(overlay_png(shown), "organ overlay")
         pictures["coverage"] = image_md(coverage_png(stats), "organ coverage")
-    yield dg.MaterializeResult(
-        asset_key="organ_masks",
-        metadata={"studies": len(studies_done), "rejected": n_rejected, "unchanged_skipped": n_unchanged,
-                  "masks_manifest_problems": len(bad_rows),
-                  "folder": dg.MetadataValue.path(str(root / "masks")), **pictures},
-    )
-    meta = table_metadata(stats, table_path("organ_stats", root))
+    yield dg.Output(None, output_name="organ_masks", metadata={
+        "studies": len(studies_done), "rejected": n_rejected, "unchanged_skipped": n_unchanged,
+        "masks_manifest_problems": len(bad_rows), "folder": dg.MetadataValue.path(str(root / "masks")), **pictures})
+    meta = {}
     if len(stats):
         meta["organs"] = int(stats["organ"].nunique())
         meta["cut_by_fov"] = int(stats["cut_by_fov"].sum())
-    yield dg.MaterializeResult(asset_key="organ_stats", metadata=meta)
+    yield dg.Output(stats, output_name="organ_stats", metadata=meta)
 
 
 def _manifest_rejections(root, manifest) -> pd.DataFrame:
     """One rejection row per bad masks-manifest row (no key, duplicate, matches no ingested study), each in the
-    shard of its own id so that every shard's run writes it once. Rows are matched against every shard's studies."""
+    shard of its own id so that every shard's run writes it once. Rows are matched against every shard's studies:
+    so these read the whole of ct_studies and rejected_studies, not the run's shards that come in as the input."""
     cols = [*REJECTED_COLUMNS, "shard"]
     if manifest is None or not manifest.is_file():
         return pd.DataFrame(columns=cols)
@@ -120,10 +126,11 @@ def _manifest_rejections(root, manifest) -> pd.DataFrame:
 
 
 @dg.asset(
-    group_name=GROUP, deps=["ct_studies"], partitions_def=SHARDS, backfill_policy=SINGLE_RUN, op_tags=CPU,
+    group_name=GROUP, ins={"ct_studies": dg.AssetIn()}, deps=[CANONICAL_VOLUMES], partitions_def=SHARDS,
+    backfill_policy=SINGLE_RUN, op_tags=CPU,
     description="Tumor masks on the canonical grid (lesions/<study_id>.nii.gz) for the segmentation benchmark, through the precomputed path.",
 )
-def lesion_masks(context: dg.AssetExecutionContext, data: DataRoot, source: ArchiveSource) -> dg.MaterializeResult:
+def lesion_masks(context: dg.AssetExecutionContext, data: DataRoot, source: ArchiveSource, ct_studies: pd.DataFrame) -> dg.MaterializeResult:
     root = data.root()
     manifest = source.paths(root).masks_manifest
     lesions = manifest.with_name("lesions_manifest.csv") if manifest else None
@@ -132,14 +139,12 @@ def lesion_masks(context: dg.AssetExecutionContext, data: DataRoot, source: Arch
         return dg.MaterializeResult(metadata={"studies": 0, "note": "no lesions manifest"})
     config = SegmenterConfig(backend="precomputed", manifest=str(lesions))
     n, missing = 0, 0
-    for shard in context.partition_keys:
-        studies = pd.read_parquet(table_path("ct_studies", root, shard), columns=["study_id", "volume_path"])
-        for sid, vpath in zip(studies["study_id"], studies["volume_path"]):
-            try:
-                mask = segment(sid, load_nifti(resolve_path(vpath, root)), config)
-            except MaskNotFoundError:
-                missing += 1
-                continue
-            save_nifti(Volume((mask.array > 0).astype(np.uint8), mask.affine), root / "lesions" / f"{sid}.nii.gz")
-            n += 1
+    for sid, vpath in zip(ct_studies["study_id"], ct_studies["volume_path"]):
+        try:
+            mask = segment(sid, load_nifti(resolve_path(vpath, root)), config)
+        except MaskNotFoundError:
+            missing += 1
+            continue
+        save_nifti(Volume((mask.array > 0).astype(np.uint8), mask.affine), root / "lesions" / f"{sid}.nii.gz")
+        n += 1
     return dg.MaterializeResult(metadata={"studies": n, "without_lesion_file": missing, "folder": dg.MetadataValue.path(str(root / "lesions"))})

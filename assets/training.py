@@ -20,7 +20,8 @@ from model.config import SOFT_TISSUE, TrainConfig, benchmark, demo, paper, repla
 
 GROUP = "training"
 ENTRY = Path(__file__).resolve().parents[1] / "launch" / "train_entry.py"  # a file the trainer process runs, not an import
-UPSTREAM = ["grounded_pairs", "abnormality_pairs", "study_texts"]
+# the tables the trainer reads in its own process (model.data): dependencies, not inputs loaded here
+UPSTREAM = [dg.AssetKey(name) for name in ("grounded_pairs", "abnormality_pairs", "study_texts")]
 
 
 class TrainSettings(dg.Config):

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Iterator
 
 import pandas as pd
+import pyarrow as pa
 
 
 @contextmanager
@@ -28,9 +29,10 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
             tmp_path.unlink()
 
 
-def write_parquet(df: pd.DataFrame, path: str | os.PathLike) -> Path:
+def write_parquet(df: pd.DataFrame, path: str | os.PathLike, schema: pa.Schema | None = None) -> Path:
+    """``schema``: the Arrow schema to write (e.g. one for every shard of a table), else inferred from ``df``."""
     with atomic_path(path, suffix=".parquet") as tmp:
-        df.to_parquet(tmp, index=False)
+        df.to_parquet(tmp, index=False, schema=schema)
     return Path(path)
 
 

@@ -1,6 +1,7 @@
 """DuckDB queries over the Parquet tables: one statement per ``.sql`` file, values bound as parameters.
 
-A parameter named like a table (``$grounded_pairs``) is bound to that table's Parquet path or glob;
+A parameter named like a table (``$grounded_pairs``) is bound to that table's Parquet path or glob (a sharded
+table's ``tables/<name>/*/*.parquet``, whose ``shard=<key>`` folders DuckDB reads as a ``shard`` column);
 every other parameter comes from the caller::
 
     from sql import query
@@ -16,7 +17,7 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 
-from pipeline.tables import table_path
+from pipeline.tables import SHARD, table_path
 
 SQL_DIR = Path(__file__).parent
 TABLES = (
@@ -38,8 +39,8 @@ def text(name: str) -> str:
 
 def _table_source(name: str, root: str | os.PathLike | None) -> str:
     path = table_path(name, root)
-    if path.is_dir():
-        return str(path / "*.parquet")
+    if path.is_dir():  # a sharded table: Hive-style shard=<key>/ folders, read with their `shard` column
+        return str(path / "*" / "*.parquet") if any(path.glob(f"{SHARD}=*")) else str(path / "*.parquet")
     if not path.exists():
         raise FileNotFoundError(f"table {name!r} not found at {path}; materialize it first: dagster asset materialize --select {name}")
     return str(path)

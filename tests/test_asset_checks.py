@@ -19,7 +19,7 @@ from assets.ingest import IngestSettings
 from assets.resources import DataRoot
 from pipeline.ingest import CT_STUDIES_COLUMNS, REJECTED_COLUMNS
 from pipeline.pairs import PairConfig, PairInputs, mine_pairs
-from pipeline.tables import write_table
+from pipeline.tables import read_table, write_table
 from pipeline.volume import Volume, save_nifti
 
 
@@ -43,35 +43,28 @@ def _study_row(tmp_path: Path, spacing: float = 3.0, hu=(-1024.0, 1500.0)) -> di
     return row
 
 
-def _write_ingest(root: Path, rows: list[dict]) -> None:
-    write_table(pd.DataFrame(rows, columns=CT_STUDIES_COLUMNS), "ct_studies", root, "shard-00")
-    write_table(pd.DataFrame([], columns=REJECTED_COLUMNS), "rejected_studies", root, "ingest-shard-00")
-
-
-def _ingest_checks(root: Path) -> dict[str, dg.AssetCheckResult]:
-    data = DataRoot(path=str(root))
+def _ingest_checks(rows: list[dict]) -> dict[str, dg.AssetCheckResult]:
+    """The checks take ct_studies (and rejected_studies) as the table IO manager loads them: DataFrames."""
+    studies, rejected = pd.DataFrame(rows, columns=CT_STUDIES_COLUMNS), pd.DataFrame([], columns=REJECTED_COLUMNS)
     return {
-        "spacing": ingest.spacing_is_target(config=IngestSettings(spacing_mm=3.0), data=data),
-        "hu": ingest.hu_range_sane(data=data),
-        "ids": ingest.no_identifying_columns(data=data),
+        "spacing": ingest.spacing_is_target(config=IngestSettings(spacing_mm=3.0), ct_studies=studies),
+        "hu": ingest.hu_range_sane(ct_studies=studies),
+        "ids": ingest.no_identifying_columns(ct_studies=studies, rejected_studies=rejected),
     }
 
 
-def test_ingest_checks_pass_on_an_empty_table(tmp_path):
-    _write_ingest(tmp_path, [])
-    results = _ingest_checks(tmp_path)
+def test_ingest_checks_pass_on_an_empty_table():
+    results = _ingest_checks([])
     assert all(r.passed for r in results.values())
     assert results["spacing"].metadata["off_target"].value == 0
 
 
 def test_ingest_checks_on_one_row(tmp_path):
-    _write_ingest(tmp_path, [_study_row(tmp_path)])
-    assert all(r.passed for r in _ingest_checks(tmp_path).values())
+    assert all(r.passed for r in _ingest_checks([_study_row(tmp_path)]).values())
 
     row = _study_row(tmp_path, spacing=1.5, hu=(0.0, 50.0))  # off the target spacing, no air: a missing rescale
     row["patient_id"] = "12345"  # a raw identifier
-    _write_ingest(tmp_path, [row])
-    results = _ingest_checks(tmp_path)
+    results = _ingest_checks([row])
     assert not any(r.passed for r in results.values())
     assert results["spacing"].metadata["off_target"].value == 1
     assert results["hu"].metadata["implausible"].value == 1
@@ -104,8 +97,11 @@ def _write_pairs(root: Path, inputs: PairInputs) -> pd.DataFrame:
 
 def _pair_checks(root: Path) -> dict[str, dg.AssetCheckResult]:
     data = DataRoot(path=str(root))
-    return {c.check_key.name: c(data=data) for c in (pairs.has_pairs, pairs.no_patient_leakage, pairs.no_empty_text, pairs.mask_files_exist,
-                                                     pairs.no_phi_in_tables)}
+    grounded = read_table("grounded_pairs", root)  # as the table IO manager loads it for the checks that take it
+    return {
+        **{c.check_key.name: c(data=data) for c in (pairs.no_patient_leakage, pairs.no_empty_text, pairs.no_phi_in_tables)},
+        **{c.check_key.name: c(grounded_pairs=grounded, data=data) for c in (pairs.has_pairs, pairs.mask_files_exist)},
+    }
 
 
 def test_pair_checks_on_an_empty_table_say_why(tmp_path):
@@ -147,7 +143,5 @@ def test_report_privacy_check_on_empty_tables(tmp_path):
     from pipeline.report import extract_table_checked
 
     findings, problems = extract_table_checked(pd.DataFrame({"report_id": [], "text": []}), "text", "report_id")
-    write_table(findings, "report_findings", tmp_path)
-    write_table(problems, "report_index", tmp_path)
-    result = reports.no_phi_in_reports(data=DataRoot(path=str(tmp_path)))
+    result = reports.no_phi_in_reports(report_findings=findings, report_index=problems)
     assert result.passed and result.metadata["findings"].value == 0

@@ -115,13 +115,14 @@ def test_ingest_takes_ctrate_through_the_nifti_manifest(release, tmp_path):
 
 def test_source_resource_kind_ctrate(release, tmp_path):
     from assets.ingest import ingest, source_archive
+    from assets.io import ParquetIOManager
     from assets.partitions import SHARD_KEYS
     from assets.reports import read_reports
     from assets.resources import ArchiveSource, DataRoot
     from pipeline.tables import read_table
 
     source = ArchiveSource(kind="ctrate", ctrate_dir=str(release), ctrate_split="train")
-    resources = {"data": DataRoot(path=str(tmp_path)), "source": source}
+    resources = {"data": DataRoot(path=str(tmp_path)), "source": source, "table_io": ParquetIOManager(path=str(tmp_path))}
     result = dg.materialize([source_archive], resources=resources)
     meta = result.asset_materializations_for_node("source_archive")[0].metadata
     assert meta["studies"].value == 4 and meta["volumes"].value == 6 and meta["patients"].value == 5

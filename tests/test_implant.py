@@ -422,6 +422,7 @@ def test_source_resource_kind_real_anatomy(realdata, tmp_path):
     import dagster as dg
 
     from assets.ingest import ingest, source_archive
+    from assets.io import ParquetIOManager
     from assets.partitions import SHARD_KEYS
     from assets.resources import ArchiveSource, DataRoot
     from pipeline.tables import read_table
@@ -433,7 +434,7 @@ def test_source_resource_kind_real_anatomy(realdata, tmp_path):
     (folder / "abdomen_seg.nii.gz").symlink_to(ts / "example_seg.nii.gz")
     (folder / "lonely.nii.gz").symlink_to(ts / "example_ct_sm.nii.gz")  # no mask beside it: skipped
     source = ArchiveSource(kind="real_anatomy", anatomy_dir=str(folder), n_studies=2, seed=3)
-    resources = {"data": DataRoot(path=str(tmp_path / "data")), "source": source}
+    resources = {"data": DataRoot(path=str(tmp_path / "data")), "source": source, "table_io": ParquetIOManager(path=str(tmp_path / "data"))}
     result = dg.materialize([source_archive], resources=resources)
     meta = result.asset_materializations_for_node("source_archive")[0].metadata
     assert meta["scans"].value == 1 and meta["studies"].value == 2

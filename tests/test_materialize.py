@@ -100,7 +100,7 @@ def test_a_copied_data_folder_reads_its_own_files(tiny_graph, tmp_path):
             assert volume.shape == mask.shape and mask.array.any()
         for path in studies["volume_path"]:
             assert resolve_path(path, copy).is_file()
-        check = pairs.mask_files_exist(data=DataRoot(path=str(copy)))
+        check = pairs.mask_files_exist(grounded_pairs=grounded, data=DataRoot(path=str(copy)))
         assert check.passed, check.metadata
     finally:
         away.rename(tiny_graph.root)

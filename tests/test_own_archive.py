@@ -139,7 +139,7 @@ def test_readme_dicom_archive_until_pairs(realdata, tmp_path):
     assert read_table("grounded_pairs", root).empty
     excluded = read_table("pair_exclusions", root)
     assert set(excluded.loc[excluded["reason"] == "cut_by_fov", "organ"]) == set(stats["organ"])
-    check = has_pairs(data=DataRoot(path=str(root)))
+    check = has_pairs(grounded_pairs=read_table("grounded_pairs", root), data=DataRoot(path=str(root)))
     n_described = int((excluded["reason"] == "described_not_segmented").sum())
     assert not check.passed
     assert check.description.startswith("0 pairs: ") and check.description.endswith("; see pair_exclusions")

@@ -1,6 +1,6 @@
 """The whole asset graph at a tiny budget, materialized once per test session into a persistent Dagster home.
 
-`test_materialize` checks its tables; `test_ui` serves the same runs in the real UI.
+`test_materialize` checks its tables; `test_table_io` its recorded schemas; `test_ui` serves the same runs in the real UI.
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from pathlib import Path
 
 import dagster as dg
 
-from assets import evaluation, inference, ingest, pairs, reports, segmentation, training
-from assets.io import JsonIOManager
+from assets import definitions, evaluation, inference, ingest, pairs, reports, segmentation, training
+from assets.io import JsonIOManager, ParquetIOManager
 from assets.partitions import SHARD_KEYS
 from assets.resources import ArchiveSource, DataRoot
 from assets.segmentation import Segmenter
@@ -41,27 +41,29 @@ def materialize_tiny_graph(base: Path) -> TinyGraph:
         "source": ArchiveSource(n_studies=6, seed=3),
         "segmenter": Segmenter(),
         "pipes": dg.PipesSubprocessClient(),
+        "table_io": ParquetIOManager(path=str(root)),
         "json_io": JsonIOManager(path=str(root)),
     }
 
-    def run(assets, checks=(), **kw):
-        result = dg.materialize([*assets, *checks], resources=resources, instance=graph.instance, **kw)
+    def run(selection, **kw):
+        # every asset of the Definitions, so that the selected ones load their inputs through the IO managers
+        result = dg.materialize([*definitions.ASSETS, *definitions.CHECKS], selection=selection, resources=resources,
+                                instance=graph.instance, **kw)
         assert result.success
         graph.run_ids.append(result.run_id)
         return result
 
     run([ingest.source_archive])
     workers = {"config": {"workers": 1}}
-    run([ingest.ingest, segmentation.segmentation, segmentation.lesion_masks], ingest.CHECKS, tags=RANGE,
+    run([ingest.ingest, segmentation.segmentation, segmentation.lesion_masks], tags=RANGE,
         run_config={"ops": {"ingest": workers, "segmentation": workers}})
-    run([reports.report_tables], reports.CHECKS)
-    result = run([pairs.pair_tables], pairs.CHECKS, run_config={"ops": {"pair_tables": {"config": {"split_ratios": [0.5, 0.25, 0.25]}}}})
+    run([reports.report_tables])
+    result = run([pairs.pair_tables], run_config={"ops": {"pair_tables": {"config": {"split_ratios": [0.5, 0.25, 0.25]}}}})
     graph.pair_checks_passed = all(e.passed for e in result.get_asset_check_evaluations())
     trained = run([training.grounded_model, training.global_model], run_config={"ops": {
         "grounded_model": {"config": TINY_TRAIN}, "global_model": {"config": TINY_TRAIN}}})
     graph.model_card = trained.asset_materializations_for_node("grounded_model")[0].metadata["model_card"].value
-    run([training.grounded_model, training.global_model, evaluation.evaluation_report], selection=[evaluation.evaluation_report], run_config={"ops": {"evaluation_report": {"config": {
-        "n_bootstrap": 20, "ts_steps": 1}}}})
-    run([training.grounded_model, inference.study_embeddings], selection=[inference.study_embeddings], tags=RANGE,
+    run([evaluation.evaluation_report], run_config={"ops": {"evaluation_report": {"config": {"n_bootstrap": 20, "ts_steps": 1}}}})
+    run([inference.study_embeddings], tags=RANGE,
         run_config={"ops": {"study_embeddings": {"config": {"queries": ["the liver"], "heatmap_studies": 1}}}})
     return graph
