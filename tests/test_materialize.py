@@ -1,4 +1,5 @@
-"""One materialization of the whole asset graph at a tiny budget, with the real Dagster machinery (tests/tiny_graph.py)."""
+"""One materialization of the whole asset graph at a tiny budget, with the real Dagster machinery and the real packaged
+text encoder (tests/tiny_graph.py)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import json
 import pandas as pd
 import pytest
 
+from model.config import GT_MINILM
 from pipeline.tables import read_table
 
 
@@ -26,7 +28,11 @@ def test_whole_graph_materializes(tiny_graph):
     assert len(grounded) > 50 and set(grounded["split"]) <= {"train", "val", "test"}
     exclusions = pd.read_parquet(root / "tables" / "pair_exclusions.parquet")
     assert "study_without_report" in set(exclusions["reason"])
-    assert (root / "assets" / "grounded_model.json").is_file()
+    # both models read text with the real packaged MiniLM (not the tests' fake encoder), and so did the evaluation
+    for kind in ("grounded", "global"):
+        value = json.loads((root / "assets" / f"{kind}_model.json").read_text())
+        assert value["config"]["model"]["text_encoder"] == GT_MINILM
+    assert any(p.name.startswith(GT_MINILM) for p in (root / "cache" / "text").iterdir())
     report = json.loads((root / "tables" / "evaluation_report.json").read_text())
     assert report, "evaluation_report.json is empty"
     assert (root / "reports" / "roc.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
