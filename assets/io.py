@@ -76,7 +76,7 @@ class ParquetIOManager(dg.ConfigurableIOManager):
         else:
             schema = arrow_schema(obj, name, root)
             path = write_table(obj, name, root, schema=schema)
-        context.add_output_metadata(table_metadata(name, obj, schema, path, self.preview_rows))
+        context.add_output_metadata(table_metadata(name, obj, schema, path, self.preview_rows, context.has_asset_partitions))
 
     def load_input(self, context: dg.InputContext) -> pd.DataFrame:
         name, root = _name(context.asset_key), self.root()

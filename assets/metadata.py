@@ -20,12 +20,13 @@ def _preview(df: pd.DataFrame, rows: int) -> str:
     return head.to_markdown(index=False) if len(head) else "_(empty table)_"
 
 
-def table_metadata(name: str, df: pd.DataFrame, schema: pa.Schema, path: object, preview_rows: int = 5) -> dict:
+def table_metadata(name: str, df: pd.DataFrame, schema: pa.Schema, path: object, preview_rows: int = 5,
+                   sharded: bool = False) -> dict:
     """What the table IO manager records once per output: row count, column schema (the file's Arrow types, the
     descriptions of assets/columns.py; a sharded table's `shard` column, which lives in its path, last), a preview
     and where it is."""
-    columns = [dg.TableColumn(f.name, str(f.type), description=describe(name, f.name)) for f in schema if f.name != SHARD]
-    if SHARD in df.columns:
+    columns = [dg.TableColumn(f.name, str(f.type), description=describe(name, f.name)) for f in schema]
+    if sharded:
         columns.append(dg.TableColumn(SHARD, "string (partition, in the path)", description=describe(name, SHARD)))
     return {
         "dagster/row_count": dg.MetadataValue.int(len(df)),
