@@ -65,7 +65,9 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
-        raise LegacyCheckpointError(_legacy_message(path, f"it holds more than tensors and plain values ({str(err).splitlines()[0]})")) from None
+        raise LegacyCheckpointError(
+            _legacy_message(path, f"it holds more than tensors and plain values ({str(err).splitlines()[0]})")
+        ) from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         found = ckpt.get("format", "none") if isinstance(ckpt, dict) else type(ckpt).__name__
         raise LegacyCheckpointError(_legacy_message(path, f"its format is {found!r}, this version reads {FORMAT!r}"))
@@ -160,7 +162,9 @@ def read_config(path: str | os.PathLike) -> dict[str, Any]:
         raise FileNotFoundError(f"no trained model at {path}: expected a folder with {WEIGHTS} and {CONFIG}")
     config = json.loads(config_path.read_text())
     check_format(config.get("format"), config_path)
-    check_text_encoder(config.get("train", {}).get("model", {}).get("text_encoder"), config_path, "train.model.text_encoder")
+    check_text_encoder(
+        config.get("train", {}).get("model", {}).get("text_encoder"), config_path, "train.model.text_encoder"
+    )
     return config
 
 
@@ -172,8 +176,10 @@ def check_text_encoder(name: str | None, where: str | os.PathLike, key: str) -> 
     if name is None or name in (GT_MINILM, FAKE_TEXT, "all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"):
         return
     if not Path(name).is_absolute() or not Path(name).is_dir():
-        raise ValueError(f"{where}: {key} = {name!r} is neither the packaged text encoder ({GT_MINILM!r}) nor an existing "
-                         "local folder (an absolute path); a model folder may not send ct-glip to download a model")
+        raise ValueError(
+            f"{where}: {key} = {name!r} is neither the packaged text encoder ({GT_MINILM!r}) nor an existing "
+            "local folder (an absolute path); a model folder may not send ct-glip to download a model"
+        )
 
 
 def check_format(found: str | None, where: str | os.PathLike) -> None:
@@ -200,8 +206,10 @@ def resolve_model_path(path: str | os.PathLike) -> Path:
     ``model/``); a clear error where nothing is there."""
     p = Path(path)
     if not p.exists():
-        raise FileNotFoundError(f"no trained model at {p}: expected an exported model folder ({WEIGHTS}, {CONFIG}), "
-                                "a training run's folder holding one (model/), or a step_*.pt")
+        raise FileNotFoundError(
+            f"no trained model at {p}: expected an exported model folder ({WEIGHTS}, {CONFIG}), "
+            "a training run's folder holding one (model/), or a step_*.pt"
+        )
     return p if p.suffix == ".pt" else _model_folder(p)
 
 
@@ -255,7 +263,11 @@ def _model_card(config: dict[str, Any]) -> str:
         f"# ct-glip model: {m['kind']} ({m['image_encoder']} image encoder)",
         "",
         "A 3D CT vision-language model trained with ct-glip (CT-GLIP, arXiv 2404.15272): "
-        + ("organ-level (grounded) image-text alignment." if m["kind"] == "grounded" else "whole-volume vs whole-report alignment (CLIP baseline)."),
+        + (
+            "organ-level (grounded) image-text alignment."
+            if m["kind"] == "grounded"
+            else "whole-volume vs whole-report alignment (CLIP baseline)."
+        ),
         "Research use only; not a medical device.",
         "",
         "## Use",
@@ -287,11 +299,17 @@ def _model_card(config: dict[str, Any]) -> str:
         f"- steps: {config.get('step', '?')} of {train['steps']}, global batch {train['batch_size']}, peak lr {train['lr']}, seed {train['seed']}",
     ]
     if training.get("samples_per_s") is not None:
-        lines.append(f"- throughput: {training['samples_per_s']:.2f} organ crops/s on {training.get('world_size', 1)} process(es)")
+        lines.append(
+            f"- throughput: {training['samples_per_s']:.2f} organ crops/s on {training.get('world_size', 1)} process(es)"
+        )
     lines += ["", "## Metrics", ""]
     if losses:
-        lines.append("Final training losses (last logged step): " + ", ".join(f"{k} {v:.4f}" for k, v in sorted(losses.items())))
+        lines.append(
+            "Final training losses (last logged step): " + ", ".join(f"{k} {v:.4f}" for k, v in sorted(losses.items()))
+        )
     else:
         lines.append("No training losses recorded.")
-    lines.append("Evaluation scores are not part of this card: see the evaluation report of the run that scored this model.")
+    lines.append(
+        "Evaluation scores are not part of this card: see the evaluation report of the run that scored this model."
+    )
     return "\n".join(lines) + "\n"

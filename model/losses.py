@@ -66,8 +66,13 @@ def positive_mask(ids: torch.Tensor) -> torch.Tensor:
     return ids[:, None] == ids[None, :]
 
 
-def soft_contrastive(image: torch.Tensor, text: torch.Tensor, logit_scale: torch.Tensor, positives: torch.Tensor,
-                     allowed: torch.Tensor | None = None) -> torch.Tensor:
+def soft_contrastive(
+    image: torch.Tensor,
+    text: torch.Tensor,
+    logit_scale: torch.Tensor,
+    positives: torch.Tensor,
+    allowed: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Symmetric InfoNCE with soft targets: each row's probability mass spread over its positives. ``allowed`` (n, n)
     limits which pairs compete at all (the organ loss: the same organ class); positives must be allowed."""
     logits = logit_scale * image @ text.T  # (n, n)
@@ -82,8 +87,9 @@ def soft_contrastive(image: torch.Tensor, text: torch.Tensor, logit_scale: torch
     return (loss_i + loss_t) / 2
 
 
-def dictionary_logits(features: torch.Tensor, affirmed: torch.Tensor, negated: torch.Tensor,
-                      logit_scale: torch.Tensor) -> torch.Tensor:
+def dictionary_logits(
+    features: torch.Tensor, affirmed: torch.Tensor, negated: torch.Tensor, logit_scale: torch.Tensor
+) -> torch.Tensor:
     """(r,) logit that each organ has its row's abnormality: the two-way softmax of the affirmed against the negated
     phrase (the zero-shot score's form), at the model's logit scale."""
     return logit_scale * ((features * affirmed).sum(-1) - (features * negated).sum(-1))
@@ -107,8 +113,14 @@ class CTGlipLoss(nn.Module):
     - ``global_loss``: a study's embedding vs its whole report (the CLIP baseline).
     """
 
-    def __init__(self, organ_weight: float = 1.0, identity_weight: float = 0.25, abnormality_weight: float = 1.0,
-                 global_weight: float = 1.0, false_negative_aware: bool = True):
+    def __init__(
+        self,
+        organ_weight: float = 1.0,
+        identity_weight: float = 0.25,
+        abnormality_weight: float = 1.0,
+        global_weight: float = 1.0,
+        false_negative_aware: bool = True,
+    ):
         super().__init__()
         self.organ_weight, self.identity_weight = organ_weight, identity_weight
         self.abnormality_weight, self.global_weight = abnormality_weight, global_weight
@@ -138,7 +150,11 @@ class CTGlipLoss(nn.Module):
             labels, findings = (gather(t, with_grad=False) for t in (organ_labels, organ_findings))
             same_class = positive_mask(labels)
             if len(img):
-                both = same_class & positive_mask(findings) if self.false_negative_aware else torch.eye(len(img), dtype=torch.bool, device=img.device)
+                both = (
+                    same_class & positive_mask(findings)
+                    if self.false_negative_aware
+                    else torch.eye(len(img), dtype=torch.bool, device=img.device)
+                )
                 out["organ_loss"] = self.organ_weight * soft_contrastive(img, txt, logit_scale, both, same_class)
                 out["identity_loss"] = self.identity_weight * soft_contrastive(img, names, logit_scale, same_class)
             else:
@@ -146,10 +162,16 @@ class CTGlipLoss(nn.Module):
         if dictionary_features is not None:
             logits = gather(dictionary_logits(dictionary_features, affirmed_features, negated_features, logit_scale))
             labels, weights = gather(dictionary_labels, with_grad=False), gather(dictionary_weights, with_grad=False)
-            out["abnormality_loss"] = self.abnormality_weight * (balanced_bce(logits, labels, weights) if len(logits) else zero)
+            out["abnormality_loss"] = self.abnormality_weight * (
+                balanced_bce(logits, labels, weights) if len(logits) else zero
+            )
         if image_features is not None and self.global_weight:
             img, txt, ids = gather(image_features), gather(text_features), gather(text_ids, with_grad=False)
-            pos = positive_mask(ids) if self.false_negative_aware else torch.eye(len(img), dtype=torch.bool, device=img.device)
+            pos = (
+                positive_mask(ids)
+                if self.false_negative_aware
+                else torch.eye(len(img), dtype=torch.bool, device=img.device)
+            )
             out["global_loss"] = self.global_weight * soft_contrastive(img, txt, logit_scale, pos)
         return out
 

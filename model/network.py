@@ -64,7 +64,9 @@ class ResidualUNetEncoder(nn.Module):
         self.head: nn.Module = nn.Identity()
         if config.cnn_head_channels:
             # the fine map has few channels (its stage's): a 1x1 expansion gives the masked max more detectors at ~no cost
-            self.head = UnetBasicBlock(3, self.out_channels, config.cnn_head_channels, kernel_size=1, stride=1, norm_name=norm)
+            self.head = UnetBasicBlock(
+                3, self.out_channels, config.cnn_head_channels, kernel_size=1, stride=1, norm_name=norm
+            )
             self.out_channels = config.cnn_head_channels
         self.output_stride = config.cnn_output_stride
 
@@ -87,9 +89,16 @@ class ViTEncoder(nn.Module):
     def __init__(self, config: ModelConfig, crop_voxels: int, in_channels: int = 1):
         super().__init__()
         size, patch = crop_voxels, config.vit_patch_size
-        self.vit = ViT(in_channels=in_channels, img_size=(size,) * 3, patch_size=(patch,) * 3,
-                       hidden_size=config.vit_hidden_size, mlp_dim=config.vit_mlp_dim, num_layers=config.vit_layers,
-                       num_heads=config.vit_heads, classification=False)
+        self.vit = ViT(
+            in_channels=in_channels,
+            img_size=(size,) * 3,
+            patch_size=(patch,) * 3,
+            hidden_size=config.vit_hidden_size,
+            mlp_dim=config.vit_mlp_dim,
+            num_layers=config.vit_layers,
+            num_heads=config.vit_heads,
+            classification=False,
+        )
         self.grid = (size // patch,) * 3
         self.out_channels = config.vit_hidden_size
         self.output_stride = patch
@@ -154,9 +163,14 @@ class CTGlip(nn.Module):
         if config.organ_pooling == "mean":
             self.image_proj: nn.Module = nn.Linear(c, config.embed_dim)
         else:
-            self.image_proj = nn.Sequential(nn.Linear(2 * c + SIZE_FEATURES, 2 * config.embed_dim), nn.GELU(),
-                                            nn.Linear(2 * config.embed_dim, config.embed_dim))
-        self.text = TextTower(text_states if text_states is not None else build_text_states(config), config.text_pooling)
+            self.image_proj = nn.Sequential(
+                nn.Linear(2 * c + SIZE_FEATURES, 2 * config.embed_dim),
+                nn.GELU(),
+                nn.Linear(2 * config.embed_dim, config.embed_dim),
+            )
+        self.text = TextTower(
+            text_states if text_states is not None else build_text_states(config), config.text_pooling
+        )
         self.text_proj = nn.Linear(self.text.dim, config.embed_dim)
         self.logit_scale = nn.Parameter(torch.tensor(float(config.logit_scale_init)))
 
@@ -174,8 +188,14 @@ class CTGlip(nn.Module):
         feats = pool_map(fmap, region_weights(region, tuple(fmap.shape[2:])), self.config.organ_pooling)
         return feats if self.config.organ_pooling == "mean" else torch.cat([feats, size.to(feats.dtype)], dim=1)
 
-    def encode_organs(self, volume: torch.Tensor, mask: torch.Tensor, region: torch.Tensor, size: torch.Tensor,
-                      fmap: torch.Tensor | None = None) -> torch.Tensor:
+    def encode_organs(
+        self,
+        volume: torch.Tensor,
+        mask: torch.Tensor,
+        region: torch.Tensor,
+        size: torch.Tensor,
+        fmap: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Organ crops -> (n, e) L2-normalised embeddings."""
         fmap = self.feature_map(volume, mask) if fmap is None else fmap
         return F.normalize(self.image_proj(self.pooled(fmap, region, size)), dim=-1)

@@ -52,8 +52,19 @@ logger = logging.getLogger(__name__)
 
 # fields that may change between a run and its resume (everything else must match the checkpoint)
 RUN_ONLY_FIELDS = frozenset(
-    {"steps", "checkpoint_every", "keep_checkpoints", "log_every", "num_workers", "num_threads", "resume", "device",
-     "val_every", "val_organs", "text_cache_dir"}
+    {
+        "steps",
+        "checkpoint_every",
+        "keep_checkpoints",
+        "log_every",
+        "num_workers",
+        "num_threads",
+        "resume",
+        "device",
+        "val_every",
+        "val_organs",
+        "text_cache_dir",
+    }
 )
 IMAGE_FREE_FLOOR = math.log(2)  # the class-balanced dictionary loss of any predictor that ignores the image
 
@@ -130,8 +141,17 @@ def build_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.
         key = (name.startswith("text.top."), p.ndim >= 2 and "logit_scale" not in name)
         groups.setdefault(key, []).append(p)
     return torch.optim.AdamW(
-        [{"params": ps, "lr": config.text_lr if text else config.lr, "weight_decay": config.weight_decay if decay else 0.0}
-         for (text, decay), ps in sorted(groups.items())], lr=config.lr, betas=config.betas)
+        [
+            {
+                "params": ps,
+                "lr": config.text_lr if text else config.lr,
+                "weight_decay": config.weight_decay if decay else 0.0,
+            }
+            for (text, decay), ps in sorted(groups.items())
+        ],
+        lr=config.lr,
+        betas=config.betas,
+    )
 
 
 def build_loss(config: TrainConfig) -> CTGlipLoss:
@@ -215,34 +235,59 @@ class Validation:
     weight: torch.Tensor  # (r,)
 
     @classmethod
-    def of(cls, data_root: str | os.PathLike, config: TrainConfig, pre: Preprocessing, dictionary: Dictionary,
-           split: str = "val") -> Validation | None:
+    def of(
+        cls,
+        data_root: str | os.PathLike,
+        config: TrainConfig,
+        pre: Preprocessing,
+        dictionary: Dictionary,
+        split: str = "val",
+    ) -> Validation | None:
         from model.data import AFFIRMED
 
         try:
-            ds = OrganDataset(data_root, config, split, train=False, preprocessing=pre, dictionary=dictionary, cache_mb=256)
+            ds = OrganDataset(
+                data_root, config, split, train=False, preprocessing=pre, dictionary=dictionary, cache_mb=256
+            )
         except (FileNotFoundError, KeyError, ValueError):
             return None
         pool = [i for i, it in enumerate(ds.items) if dictionary.abnormalities.get(it.organ)]
         if not pool:
             return None
         rng = np.random.default_rng(12345)
-        picked = sorted(rng.choice(pool, size=min(config.val_organs, len(pool)), replace=False).tolist(),
-                        key=lambda i: ds.items[i].study)
+        picked = sorted(
+            rng.choice(pool, size=min(config.val_organs, len(pool)), replace=False).tolist(),
+            key=lambda i: ds.items[i].study,
+        )
         crops = [ds.crop(i) for i in picked]
-        rows = [(n, *row) for n, i in enumerate(picked) for form in range(len(AFFIRMED))
-                for row in dictionary.rows(ds.items[i], [form] * len(dictionary.abnormalities[ds.items[i].organ]))]
-        return cls({k: torch.stack([c[k] for c in crops]) for k in crops[0]}, torch.tensor([r[0] for r in rows]),
-                   [r[1] for r in rows], [r[2] for r in rows], torch.tensor([r[3] for r in rows]),
-                   torch.tensor([r[4] for r in rows]))
+        rows = [
+            (n, *row)
+            for n, i in enumerate(picked)
+            for form in range(len(AFFIRMED))
+            for row in dictionary.rows(ds.items[i], [form] * len(dictionary.abnormalities[ds.items[i].organ]))
+        ]
+        return cls(
+            {k: torch.stack([c[k] for c in crops]) for k in crops[0]},
+            torch.tensor([r[0] for r in rows]),
+            [r[1] for r in rows],
+            [r[2] for r in rows],
+            torch.tensor([r[3] for r in rows]),
+            torch.tensor([r[4] for r in rows]),
+        )
 
     @torch.no_grad()
     def loss(self, model: CTGlip, device: torch.device, chunk: int = 64) -> float:
         was = model.training
         model.eval()
         n = len(self.crops["volume"])
-        emb = torch.cat([model.encode_organs(*(self.crops[k][i : i + chunk].to(device) for k in ("volume", "mask", "region", "size")))
-                         for i in range(0, n, chunk)])
+        emb = torch.cat(
+            [
+                model.encode_organs(
+                    *(self.crops[k][i : i + chunk].to(device) for k in ("volume", "mask", "region", "size"))
+                )
+                for i in range(0, n, chunk)
+            ]
+        )
         texts = list(dict.fromkeys(self.affirmed + self.negated))
         index = {t: j for j, t in enumerate(texts)}
         vec = model.encode_text(texts)
@@ -293,8 +338,14 @@ def train(
     if ctx.is_main:
         logger.info(
             "training %s/%s: %.2fM parameters, %d organ items of %d studies, global batch %d on %d process(es), %d steps",
-            config.model.kind, config.model.image_encoder, model.param_count() / 1e6, len(dataset), len(dataset.studies),
-            config.batch_size, ctx.world_size, config.steps,
+            config.model.kind,
+            config.model.image_encoder,
+            model.param_count() / 1e6,
+            len(dataset),
+            len(dataset.studies),
+            config.batch_size,
+            ctx.world_size,
+            config.steps,
         )
     net: torch.nn.Module = model
     if ctx.world_size > 1:
@@ -306,11 +357,20 @@ def train(
             rngs = [None] * ctx.world_size
             dist.all_gather_object(rngs, rng_state())
         if ctx.is_main:
-            save_checkpoint({
-                "model": model.state_dict(), "config": config.to_dict(), "io": io_metadata(config),
-                "step": step, "history": history, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "sampler": {"start": start}, "rng": rngs,
-            }, path)
+            save_checkpoint(
+                {
+                    "model": model.state_dict(),
+                    "config": config.to_dict(),
+                    "io": io_metadata(config),
+                    "step": step,
+                    "history": history,
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "sampler": {"start": start},
+                    "rng": rngs,
+                },
+                path,
+            )
             prune_checkpoints(ckpt_dir, config.keep_checkpoints)
         if ctx.world_size > 1:
             dist.barrier()
@@ -362,9 +422,14 @@ def train(
                 record["image_free_floor"] = IMAGE_FREE_FLOOR
             history.append(record)
             if ctx.is_main:
-                logger.info("step %d/%d loss %.4f (%s) %.2f crops/s", step, config.steps, record["loss"],
-                            ", ".join(f"{k} {record[k]:.4f}" for k in record if k.endswith("_loss") and k != "loss"),
-                            record["samples_per_s"])
+                logger.info(
+                    "step %d/%d loss %.4f (%s) %.2f crops/s",
+                    step,
+                    config.steps,
+                    record["loss"],
+                    ", ".join(f"{k} {record[k]:.4f}" for k in record if k.endswith("_loss") and k != "loss"),
+                    record["samples_per_s"],
+                )
                 if log is not None:
                     log(record)
         if step % config.checkpoint_every == 0 or step == config.steps:
@@ -396,7 +461,9 @@ def train(
         if history:
             plot_losses(history, curve_path)
         write_json(_metrics(result, config), metrics_path)
-        logger.info("done: step %d, %s, %.2f crops/s, checkpoint %s", step, final, result.samples_per_s, result.checkpoint_path)
+        logger.info(
+            "done: step %d, %s, %.2f crops/s, checkpoint %s", step, final, result.samples_per_s, result.checkpoint_path
+        )
     if ctx.world_size > 1:
         dist.barrier()
     if ctx.owns_group:

@@ -57,7 +57,17 @@ COLUMNS = [
     "hu_rule", "rescale_slope", "rescale_intercept", "spacing_rule", "spacing_x", "spacing_y", "spacing_z",
     "affine", "n_slices", "chosen", "choice", "problem",
 ]  # fmt: skip
-MANIFEST_COLUMNS = ["scan_path", "patient_key", "study_key", "report_key", "rescale_slope", "rescale_intercept", "affine", "hu_rule", "spacing_rule"]
+MANIFEST_COLUMNS = [
+    "scan_path",
+    "patient_key",
+    "study_key",
+    "report_key",
+    "rescale_slope",
+    "rescale_intercept",
+    "affine",
+    "hu_rule",
+    "spacing_rule",
+]
 
 _NAME = re.compile(r"^(?P<patient>(?P<split>train|valid)_\d+)_(?P<scan>[A-Za-z]+)_(?P<recon>\d+)$")
 _AIR = (-1150.0, -850.0)
@@ -92,12 +102,20 @@ def scan_ctrate(root: str | os.PathLike, split: str = "train") -> pd.DataFrame:
     for label in CTRATE_LABELS:
         frame[label] = pd.to_numeric(frame[label], errors="coerce").astype("Int8")
     frame = _choose(frame)
-    log.info("CT-RATE %s: %d volumes, %d studies, %d patients, %d with a problem", split, len(frame),
-             frame["study_key"].nunique(), frame["patient_key"].nunique(), int((frame["problem"] != "").sum()))
+    log.info(
+        "CT-RATE %s: %d volumes, %d studies, %d patients, %d with a problem",
+        split,
+        len(frame),
+        frame["study_key"].nunique(),
+        frame["patient_key"].nunique(),
+        int((frame["problem"] != "").sum()),
+    )
     return frame.sort_values("volume_name", ignore_index=True)
 
 
-def write_ctrate_source(root: str | os.PathLike, split: str, out_dir: str | os.PathLike) -> tuple[Path, Path, pd.DataFrame]:
+def write_ctrate_source(
+    root: str | os.PathLike, split: str, out_dir: str | os.PathLike
+) -> tuple[Path, Path, pd.DataFrame]:
     """The chosen volumes as a NIfTI manifest (``manifest.csv``) and their reports as a RIS export
     (``reports.csv``: AccessionNumber, ReportText) in ``out_dir``, for the ingest and report stages."""
     frame = scan_ctrate(root, split)
@@ -119,6 +137,7 @@ def write_ctrate_source(root: str | os.PathLike, split: str, out_dir: str | os.P
 
 # -- files --------------------------------------------------------------------------------------
 
+
 def _volume_files(root: Path, split: str) -> list[Path]:
     for base in (root / "dataset", root):
         for name in (split, f"{split}_fixed", *(f"{s}_fixed" for s in SPLITS[split]), *SPLITS[split]):
@@ -131,7 +150,9 @@ def _volume_files(root: Path, split: str) -> list[Path]:
 
 def _table(root: Path, split: str, kind: str) -> pd.DataFrame | None:
     """The release CSV of ``kind`` (reports / metadata / labels) for ``split``, indexed by VolumeName."""
-    folders = [d for base in (root, root / "dataset") if base.is_dir() for d in (base, *sorted(base.iterdir())) if d.is_dir()]
+    folders = [
+        d for base in (root, root / "dataset") if base.is_dir() for d in (base, *sorted(base.iterdir())) if d.is_dir()
+    ]
     for folder in dict.fromkeys(folders):
         for csv in sorted(folder.glob("*.csv")):
             words = set(re.split(r"[^a-z]+", csv.stem.lower()))
@@ -151,15 +172,28 @@ def _stem(name: str | Path) -> str:
 
 # -- one volume ---------------------------------------------------------------------------------
 
+
 def _volume_row(path: Path, split: str, reports, meta, labels) -> dict:
     name = _stem(path)
     m = _NAME.match(name)
     patient, study, recon = (m["patient"], f"{m['patient']}_{m['scan']}", int(m["recon"])) if m else (name, name, 1)
-    row: dict = {"volume_path": str(path), "volume_name": name, "split": split, "patient_key": patient, "study_key": study,
-                 "reconstruction": recon, "report_text": _report(reports, name), "problem": ""}
+    row: dict = {
+        "volume_path": str(path),
+        "volume_name": name,
+        "split": split,
+        "patient_key": patient,
+        "study_key": study,
+        "reconstruction": recon,
+        "report_text": _report(reports, name),
+        "problem": "",
+    }
     lab = labels.loc[name] if labels is not None and name in labels.index else None
-    row.update({label: (lab[label] if lab is not None and label in lab.index and lab[label] != "" else None)
-                for label in CTRATE_LABELS})
+    row.update(
+        {
+            label: (lab[label] if lab is not None and label in lab.index and lab[label] != "" else None)
+            for label in CTRATE_LABELS
+        }
+    )
     info = meta.loc[name] if meta is not None and name in meta.index else None
     try:
         img = nib.load(str(path))
@@ -171,13 +205,31 @@ def _volume_row(path: Path, split: str, reports, meta, labels) -> dict:
         hu = decide_hu(img, _rescale(info))
         affine, spacing_rule = decide_geometry(img, info)
     except Exception as err:  # noqa: BLE001 - one unreadable volume is one row with its problem
-        row.update(hu_rule="", rescale_slope=1.0, rescale_intercept=0.0, spacing_rule="", affine="",
-                   spacing_x=np.nan, spacing_y=np.nan, spacing_z=np.nan, n_slices=0, problem=f"{type(err).__name__}: {str(err)[:200]}")
+        row.update(
+            hu_rule="",
+            rescale_slope=1.0,
+            rescale_intercept=0.0,
+            spacing_rule="",
+            affine="",
+            spacing_x=np.nan,
+            spacing_y=np.nan,
+            spacing_z=np.nan,
+            n_slices=0,
+            problem=f"{type(err).__name__}: {str(err)[:200]}",
+        )
         return row
     spacing = spacing_of(affine)
-    row.update(hu_rule=hu.rule, rescale_slope=hu.slope, rescale_intercept=hu.intercept, spacing_rule=spacing_rule,
-               affine=json.dumps(np.round(affine, 6).tolist()) if spacing_rule.startswith("metadata") else "",
-               spacing_x=float(spacing[0]), spacing_y=float(spacing[1]), spacing_z=float(spacing[2]), n_slices=int(img.shape[2]))
+    row.update(
+        hu_rule=hu.rule,
+        rescale_slope=hu.slope,
+        rescale_intercept=hu.intercept,
+        spacing_rule=spacing_rule,
+        affine=json.dumps(np.round(affine, 6).tolist()) if spacing_rule.startswith("metadata") else "",
+        spacing_x=float(spacing[0]),
+        spacing_y=float(spacing[1]),
+        spacing_z=float(spacing[2]),
+        n_slices=int(img.shape[2]),
+    )
     problems = [spacing_rule] if spacing_rule.startswith("unknown") else []
     problems += _metadata_problems(info) + _report_problems(reports, name, row["report_text"])
     row["problem"] = "; ".join(problems)
@@ -185,7 +237,7 @@ def _volume_row(path: Path, split: str, reports, meta, labels) -> dict:
 
 
 def volume_problem(path: Path, img: nib.Nifti1Image) -> str:
-    """"" when the file holds the bytes its header asks for; else what is missing. nibabel reads the header
+    """ "" when the file holds the bytes its header asks for; else what is missing. nibabel reads the header
     only, and the first slice HU is decided on, so a cut-off download would pass until ingest reads it whole.
     A ``.nii.gz`` is judged by its gzip trailer (ISIZE: the uncompressed size mod 2**32), a cheap read of the
     last 4 bytes that a truncated stream fails unless its last bytes happen to spell the size."""
@@ -223,7 +275,11 @@ def _report_problems(reports: pd.DataFrame | None, name: str, text: str) -> list
     """A volume whose split has a reports CSV but no usable report for it (without a CSV, _table warned)."""
     if reports is None or text:
         return []
-    return ["no report row for this volume" if name not in reports.index else "its report row has no findings or impression text"]
+    return [
+        "no report row for this volume"
+        if name not in reports.index
+        else "its report row has no findings or impression text"
+    ]
 
 
 def _report(reports: pd.DataFrame | None, name: str) -> str:
@@ -288,12 +344,17 @@ def decide_geometry(img: nib.Nifti1Image, info: pd.Series | None) -> tuple[np.nd
             return affine, "header"
         if np.allclose(spacing, meta, rtol=0.01):
             return affine, "header (metadata agrees)"
-        return affine, f"header (metadata XYSpacing/ZSpacing {meta.round(4).tolist()} differ from the header's {spacing.round(4).tolist()} mm; header kept)"
+        return (
+            affine,
+            f"header (metadata XYSpacing/ZSpacing {meta.round(4).tolist()} differ from the header's {spacing.round(4).tolist()} mm; header kept)",
+        )
     if meta is None:
         return np.asarray(img.affine, dtype=float), "unknown: blank NIfTI header and no metadata spacing"
     iop = _floats(info.get("ImageOrientationPatient"))
     ipp = _floats(info.get("ImagePositionPatient"))
-    row_dir, col_dir = (np.array(iop[:3]), np.array(iop[3:6])) if len(iop) == 6 else (np.array([1.0, 0, 0]), np.array([0, 1.0, 0]))
+    row_dir, col_dir = (
+        (np.array(iop[:3]), np.array(iop[3:6])) if len(iop) == 6 else (np.array([1.0, 0, 0]), np.array([0, 1.0, 0]))
+    )
     rotation = np.stack([row_dir, col_dir, np.cross(row_dir, col_dir)], axis=1) * meta
     affine = np.eye(4)
     affine[:3, :3] = _LPS_TO_RAS @ rotation
@@ -304,16 +365,21 @@ def decide_geometry(img: nib.Nifti1Image, info: pd.Series | None) -> tuple[np.nd
 
 # -- one study per scan ---------------------------------------------------------------------------
 
+
 def _choose(frame: pd.DataFrame) -> pd.DataFrame:
     frame = frame.copy()
     frame["chosen"], frame["choice"] = False, ""
     usable = frame[frame["problem"] == ""]
     for _, group in usable.groupby("study_key", sort=False):
         coverage = np.round(group["n_slices"] * group["spacing_z"] / 10.0)
-        order = group.assign(_cov=coverage).sort_values(["_cov", "spacing_z", "reconstruction"], ascending=[False, True, True])
+        order = group.assign(_cov=coverage).sort_values(
+            ["_cov", "spacing_z", "reconstruction"], ascending=[False, True, True]
+        )
         best = order.index[0]
         frame.loc[best, "chosen"] = True
-        frame.loc[best, "choice"] = "chosen: widest coverage (1 cm bins), then thinnest slices, then lowest reconstruction"
+        frame.loc[best, "choice"] = (
+            "chosen: widest coverage (1 cm bins), then thinnest slices, then lowest reconstruction"
+        )
         for idx in order.index[1:]:
             frame.loc[idx, "choice"] = (
                 f"another reconstruction of the scan was chosen ({frame.loc[best, 'volume_name']}); this one covers "

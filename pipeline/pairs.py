@@ -209,12 +209,32 @@ def mine_pairs(
     kept["index_v1"] = kept["organ"].map({o: vocab.organ(o).index_v1 for o in organs}).astype("Int64")
     kept["pair_id"] = [_pair_id(s, o) for s, o in zip(kept["study_id"].tolist(), kept["organ"].tolist())]
     kept["cut_by_fov"] = kept["cut_by_fov"].fillna(False).astype(bool)
-    kept["cut_face_ratio"] = pd.to_numeric(kept.get("cut_face_ratio", pd.Series(np.nan, index=kept.index)), errors="coerce").astype(float)
+    kept["cut_face_ratio"] = pd.to_numeric(
+        kept.get("cut_face_ratio", pd.Series(np.nan, index=kept.index)), errors="coerce"
+    ).astype(float)
     kept["cut_rule"] = config.cut_rule
     pair_cols = [
-        "pair_id", "patient_id", "study_id", "organ", "group", "index_v2", "index_v1", "text", "text_source",
-        "status", "abnormalities", "volume_path", "mask_path", "bbox_vox", "bbox_mm", "volume_ml",
-        "quality_flags", "cut_by_fov", "cut_face_ratio", "cut_rule", "split",
+        "pair_id",
+        "patient_id",
+        "study_id",
+        "organ",
+        "group",
+        "index_v2",
+        "index_v1",
+        "text",
+        "text_source",
+        "status",
+        "abnormalities",
+        "volume_path",
+        "mask_path",
+        "bbox_vox",
+        "bbox_mm",
+        "volume_ml",
+        "quality_flags",
+        "cut_by_fov",
+        "cut_face_ratio",
+        "cut_rule",
+        "split",
     ]
     grounded = kept[pair_cols].sort_values(["study_id", "index_v2"]).reset_index(drop=True)
 
@@ -226,14 +246,21 @@ def mine_pairs(
 
     excl_cols = ["study_id", "patient_id", "organ", "reason", "status", "region"]
     exclusions = pd.concat(
-        [excluded.reindex(columns=excl_cols), not_segmented.reindex(columns=excl_cols),
-         _region_findings(inputs.findings, studies).reindex(columns=excl_cols)], ignore_index=True
+        [
+            excluded.reindex(columns=excl_cols),
+            not_segmented.reindex(columns=excl_cols),
+            _region_findings(inputs.findings, studies).reindex(columns=excl_cols),
+        ],
+        ignore_index=True,
     )
     no_report = studies[~studies["has_report"]]
     with_stats = set(stats["study_id"].unique().tolist())
     missing_stats = no_report[[s not in with_stats for s in no_report["study_id"].tolist()]]
     exclusions = pd.concat(
-        [exclusions, missing_stats.assign(organ=None, reason="study_without_report", status=None).reindex(columns=excl_cols)],
+        [
+            exclusions,
+            missing_stats.assign(organ=None, reason="study_without_report", status=None).reindex(columns=excl_cols),
+        ],
         ignore_index=True,
     )
 
@@ -245,7 +272,17 @@ def mine_pairs(
 def _abnormality_pairs(
     kept: pd.DataFrame, findings: pd.DataFrame, config: PairConfig, negatives_for: Callable[[str], list[str]] | None
 ) -> pd.DataFrame:
-    cols = ["pair_id", "patient_id", "study_id", "organ", "index_v2", "abnormality", "positive_text", "negatives", "split"]
+    cols = [
+        "pair_id",
+        "patient_id",
+        "study_id",
+        "organ",
+        "index_v2",
+        "abnormality",
+        "positive_text",
+        "negatives",
+        "split",
+    ]
     rows = kept[kept["abnormalities"].map(len) > 0]
     if rows.empty:
         return pd.DataFrame(columns=cols)
@@ -272,9 +309,14 @@ def _abnormality_pairs(
             continue
         digest = hashlib.sha256(f"{config.seed}:{pair}:{abnormality}".encode()).hexdigest()
         rng = np.random.default_rng(int(digest[:8], 16))
-        negatives.append([f"{pool[i]} of the {names[organ]}" for i in sorted(rng.choice(len(pool), size=k, replace=False))])
+        negatives.append(
+            [f"{pool[i]} of the {names[organ]}" for i in sorted(rng.choice(len(pool), size=k, replace=False))]
+        )
     rows["negatives"] = negatives
-    rows["pair_id"] = [_pair_id(s, o, a) for s, o, a in zip(rows["study_id"].tolist(), rows["organ"].tolist(), rows["abnormality"].tolist())]
+    rows["pair_id"] = [
+        _pair_id(s, o, a)
+        for s, o, a in zip(rows["study_id"].tolist(), rows["organ"].tolist(), rows["abnormality"].tolist())
+    ]
     return rows[cols].reset_index(drop=True)
 
 

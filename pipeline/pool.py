@@ -21,8 +21,14 @@ def one_thread() -> None:
     torch.set_num_threads(1)
 
 
-def process_map(fn: Callable[..., R], *iterables: Iterable, workers: int = 1, preload: Sequence[str] = (),
-                initializer: Callable[[], None] | None = None, chunksize: int = 1) -> Iterator[R]:
+def process_map(
+    fn: Callable[..., R],
+    *iterables: Iterable,
+    workers: int = 1,
+    preload: Sequence[str] = (),
+    initializer: Callable[[], None] | None = None,
+    chunksize: int = 1,
+) -> Iterator[R]:
     """``map(fn, *iterables)`` in order, over ``workers`` processes (in this process for one)."""
     if workers <= 1:
         yield from map(fn, *iterables)

@@ -108,7 +108,9 @@ def _to_ras(array: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.ndarr
     view = nib.orientations.apply_orientation(array, ornt)
     new = np.asarray(affine) @ nib.orientations.inv_ornt_aff(ornt, array.shape)
     lin = new[:3, :3]
-    diag = np.abs(lin - np.diag(np.diag(lin))).max() < 1e-4 * np.abs(np.diag(lin)).min() and bool(np.all(np.diag(lin) > 0))
+    diag = np.abs(lin - np.diag(np.diag(lin))).max() < 1e-4 * np.abs(np.diag(lin)).min() and bool(
+        np.all(np.diag(lin) > 0)
+    )
     return view, new, diag
 
 
@@ -141,8 +143,9 @@ def _fast_scales(shape, ras_affine: np.ndarray, grid: Grid) -> tuple[float, ...]
 def _interp_fast(view: np.ndarray, scales, grid: Grid) -> torch.Tensor:
     t, perm = _as_tensor(view)
     sc = tuple(scales[p] for p in perm)
-    out = F.interpolate(t[None, None], scale_factor=sc, mode="trilinear", recompute_scale_factor=False,
-                        align_corners=False)[0, 0]
+    out = F.interpolate(
+        t[None, None], scale_factor=sc, mode="trilinear", recompute_scale_factor=False, align_corners=False
+    )[0, 0]
     out = out.permute(*np.argsort(perm).tolist())
     return out[: grid.shape[0], : grid.shape[1], : grid.shape[2]]
 
@@ -168,8 +171,9 @@ def _interp_general(array: np.ndarray, affine: np.ndarray, grid: Grid, fill: flo
         src = pts @ lin.T + off  # source index per tensor axis (d, h, w)
         norm = src / denom * 2 - 1
         g = norm.flip(-1)[None]  # grid_sample wants (w, h, d) = (x, y, z)
-        out[x0 : x0 + step] = F.grid_sample(t[None, None], g, mode="bilinear", padding_mode="zeros",
-                                            align_corners=True)[0, 0]
+        out[x0 : x0 + step] = F.grid_sample(
+            t[None, None], g, mode="bilinear", padding_mode="zeros", align_corners=True
+        )[0, 0]
     if fill:
         out += fill
     return out
@@ -196,4 +200,3 @@ def resample_volume(volume: Volume, options: ResampleOptions = ResampleOptions()
     out = out.clamp_(lo, hi).round_().to(torch.int16).numpy()
     meta = dict(volume.meta, grid=grid.to_dict(), hu_window=[int(lo), int(hi)])
     return Volume(array=out, affine=grid.matrix, meta=meta)
-

@@ -25,8 +25,11 @@ FEATURES = ("hu_mean", "hu_std", "volume_ml", "bbox_i0", "bbox_j0", "bbox_k0", "
 
 def stats_features(stats: pd.DataFrame) -> pd.DataFrame:
     """``organ_stats`` rows -> one row per (study_id, index_v2) with the ``FEATURES`` columns."""
-    box = pd.DataFrame(stats["bbox_mm"].map(lambda b: list(b) if b is not None else [np.nan] * 6).tolist(),
-                       columns=list(FEATURES[3:]), index=stats.index)
+    box = pd.DataFrame(
+        stats["bbox_mm"].map(lambda b: list(b) if b is not None else [np.nan] * 6).tolist(),
+        columns=list(FEATURES[3:]),
+        index=stats.index,
+    )
     out = pd.concat([stats[["study_id", "index_v2", "hu_mean", "hu_std", "volume_ml"]], box], axis=1)
     out["index_v2"] = out["index_v2"].astype(int)
     return out.drop_duplicates(["study_id", "index_v2"]).set_index(["study_id", "index_v2"])[list(FEATURES)]
@@ -45,14 +48,19 @@ def read_features(data_root: str | os.PathLike, study_ids: Sequence[str]) -> pd.
     from pipeline.segment.stats import organ_stats
     from pipeline.volume import load_nifti
 
-    pairs = pd.read_parquet(table_path("grounded_pairs", root), columns=["study_id", "volume_path", "mask_path"],
-                            filters=[("study_id", "in", ids)]).drop_duplicates("study_id")
+    pairs = pd.read_parquet(
+        table_path("grounded_pairs", root),
+        columns=["study_id", "volume_path", "mask_path"],
+        filters=[("study_id", "in", ids)],
+    ).drop_duplicates("study_id")
 
     def resolve(p: str) -> Path:
         return Path(p) if Path(p).is_absolute() else root / p
 
-    frames = [organ_stats(r.study_id, load_nifti(resolve(r.mask_path)), load_nifti(resolve(r.volume_path)))
-              for r in pairs.itertuples()]
+    frames = [
+        organ_stats(r.study_id, load_nifti(resolve(r.mask_path)), load_nifti(resolve(r.volume_path)))
+        for r in pairs.itertuples()
+    ]
     return stats_features(pd.concat(frames, ignore_index=True))
 
 
@@ -61,14 +69,28 @@ def _organ_x(features: pd.DataFrame, rows: pd.DataFrame) -> np.ndarray:
     return features.reindex(keys).to_numpy(dtype=float)  # (n, FEATURES); NaN where a study lacks the organ
 
 
-def no_learning(data: EvalData, features: pd.DataFrame, result: EvalResult, labels: str = "image",
-                name: str | None = None) -> MethodResult:
+def no_learning(
+    data: EvalData, features: pd.DataFrame, result: EvalResult, labels: str = "image", name: str | None = None
+) -> MethodResult:
     """AD and TD of the logistic regression on ``features`` (``stats_features``), on ``data``'s splits, for the tasks and
     tumor classes ``result`` scored; fitted on the image truth (``labels="image"``: a ceiling, the models never see it)
     or on what the reports say (``"report"``: like the models)."""
     config = result.config
-    rows = {k: data.organ_rows(s) for k, s in (("train", config.train_split), ("val", config.val_split), ("test", config.test_split))}
+    rows = {
+        k: data.organ_rows(s)
+        for k, s in (("train", config.train_split), ("val", config.val_split), ("test", config.test_split))
+    }
     x = {k: _organ_x(features, r) for k, r in rows.items()}
     name = name or ("no_learning" if labels == "image" else "no_learning_report")
-    return fitted_method(name, x, rows, result.ad_tasks, result.tumor_organs, labels, config.ad_negatives, config.probe_l2,
-                         config.n_bootstrap, config.seed)
+    return fitted_method(
+        name,
+        x,
+        rows,
+        result.ad_tasks,
+        result.tumor_organs,
+        labels,
+        config.ad_negatives,
+        config.probe_l2,
+        config.n_bootstrap,
+        config.seed,
+    )

@@ -104,29 +104,71 @@ def evaluate(models: Mapping[str, object | None], data: EvalData, config: EvalCo
         orr = ad = td = ts = None
         if pretrained and "or" in config.protocols and len(te):
             cls_emb = prompt_embeddings(model, [prompts.organ_prompts(c, config.organ_templates) for c in classes])
-            orr = organ_recognition(emb["test"], te["organ"].tolist(), cls_emb, classes, groups, config.n_bootstrap, config.seed)
+            orr = organ_recognition(
+                emb["test"], te["organ"].tolist(), cls_emb, classes, groups, config.n_bootstrap, config.seed
+            )
         if pretrained and "ad" in config.protocols and tasks:
-            sets = [prompts.abnormality_prompts(o, a, config.normal_templates, config.abnormal_templates) for o, a in tasks]
+            sets = [
+                prompts.abnormality_prompts(o, a, config.normal_templates, config.abnormal_templates) for o, a in tasks
+            ]
             pe = prompt_embeddings(model, [s for pair in sets for s in pair])
             prompt_emb = {t: (pe[2 * i], pe[2 * i + 1]) for i, t in enumerate(tasks)}
-            ad = abnormality_detection(emb["test"], te, emb["val"], va, prompt_emb, tasks, config.ad_negatives,
-                                       n_boot=config.n_bootstrap, seed=config.seed)
+            ad = abnormality_detection(
+                emb["test"],
+                te,
+                emb["val"],
+                va,
+                prompt_emb,
+                tasks,
+                config.ad_negatives,
+                n_boot=config.n_bootstrap,
+                seed=config.seed,
+            )
         if pretrained and "td" in config.protocols and tumor:
-            sets = [prompts.abnormality_prompts(o, tumor_word(o, tr), config.normal_templates, config.abnormal_templates)
-                    for o in tumor]
+            sets = [
+                prompts.abnormality_prompts(o, tumor_word(o, tr), config.normal_templates, config.abnormal_templates)
+                for o in tumor
+            ]
             pe = prompt_embeddings(model, [s for pair in sets for s in pair])
-            td = zero_shot_tumor_detection(emb["test"], te, emb["val"], va, tumor,
-                                           {o: (pe[2 * i], pe[2 * i + 1]) for i, o in enumerate(tumor)}, config.n_bootstrap, config.seed)
+            td = zero_shot_tumor_detection(
+                emb["test"],
+                te,
+                emb["val"],
+                va,
+                tumor,
+                {o: (pe[2 * i], pe[2 * i + 1]) for i, o in enumerate(tumor)},
+                config.n_bootstrap,
+                config.seed,
+            )
         if "ts" in config.protocols:
             if len(ts_train) and len(ts_test):
-                ts = segmentation_protocol(from_model(encoder) if pretrained else make, data, ts_train, ts_test,
-                                           config.ts_budget, ts_test_rows["patient_id"].to_numpy(), config.n_bootstrap)
+                ts = segmentation_protocol(
+                    from_model(encoder) if pretrained else make,
+                    data,
+                    ts_train,
+                    ts_test,
+                    config.ts_budget,
+                    ts_test_rows["patient_id"].to_numpy(),
+                    config.n_bootstrap,
+                )
             elif name == next(iter(models)):
                 notes.append("TS: no training or test organ with a lesion")
         results[name] = MethodResult(name, pretrained, orr, ad, td, ts)
         if "probe" in config.protocols:
-            results[f"probe_{name}"] = fitted_method(f"probe_{name}", emb, rows, tasks, tumor, "image", config.ad_negatives,
-                                                     config.probe_l2, config.n_bootstrap, config.seed)
-    provenance = dict(data.provenance) | {"tumor_organs": list(tumor), "ts_cases": {"train": int(len(ts_train)), "test": int(len(ts_test))}}
+            results[f"probe_{name}"] = fitted_method(
+                f"probe_{name}",
+                emb,
+                rows,
+                tasks,
+                tumor,
+                "image",
+                config.ad_negatives,
+                config.probe_l2,
+                config.n_bootstrap,
+                config.seed,
+            )
+    provenance = dict(data.provenance) | {
+        "tumor_organs": list(tumor),
+        "ts_cases": {"train": int(len(ts_train)), "test": int(len(ts_test))},
+    }
     return EvalResult(results, config, tasks, tumor, tuple(notes), provenance)
-

@@ -31,8 +31,10 @@ def organ_embeddings(model: object, data: EvalData, rows: pd.DataFrame, chunk: i
     """(len(rows), e) organ embeddings, in the order of ``rows`` (their ``row`` column indexes the crops)."""
     device = model_device(model)
     index = rows["row"].to_numpy(dtype=int)
-    out = [model.encode_organs(**data.crops.tensors(index[i : i + chunk], device)).float().cpu().numpy()
-           for i in range(0, len(index), chunk)]
+    out = [
+        model.encode_organs(**data.crops.tensors(index[i : i + chunk], device)).float().cpu().numpy()
+        for i in range(0, len(index), chunk)
+    ]
     return np.concatenate(out).astype(np.float32) if out else np.zeros((0, model.config.embed_dim), np.float32)
 
 

@@ -80,14 +80,24 @@ def implanted_eval_data(
                 rows = rows[~rows["organ"].map(counted)]
             rows = rows[rows["organ"].map(lambda o: organ(o).index_v2 is not None)]
             said = rows["report_status"].replace({"not_mentioned": "normal"})
-            frame = pd.DataFrame({
-                "study_id": s.study_key, "patient_id": s.study_key if cluster == "study" else s.source, "split": split,
-                "organ": rows["organ"].to_numpy(), "index_v2": [organ(o).index_v2 for o in rows["organ"]],
-                "status": rows["image_status"].to_numpy(), "abnormalities": [list(a) for a in rows["abnormalities"]],
-                "report_status": said.to_numpy(), "report_abnormalities": [list(a) for a in rows["report_abnormalities"]],
-                "cut_by_fov": rows["cut_by_fov"].astype(bool).to_numpy(),
-            }, columns=ORGAN_COLUMNS)
-            (ct_path, lab_path, les_path), labels, ct = _canonical(set_dir, s.study_key, s.source, cache, preprocessing.spacing_mm)
+            frame = pd.DataFrame(
+                {
+                    "study_id": s.study_key,
+                    "patient_id": s.study_key if cluster == "study" else s.source,
+                    "split": split,
+                    "organ": rows["organ"].to_numpy(),
+                    "index_v2": [organ(o).index_v2 for o in rows["organ"]],
+                    "status": rows["image_status"].to_numpy(),
+                    "abnormalities": [list(a) for a in rows["abnormalities"]],
+                    "report_status": said.to_numpy(),
+                    "report_abnormalities": [list(a) for a in rows["report_abnormalities"]],
+                    "cut_by_fov": rows["cut_by_fov"].astype(bool).to_numpy(),
+                },
+                columns=ORGAN_COLUMNS,
+            )
+            (ct_path, lab_path, les_path), labels, ct = _canonical(
+                set_dir, s.study_key, s.source, cache, preprocessing.spacing_mm
+            )
             stats.append(organ_stats(s.study_key, labels, ct))
             frames.append((frame.sort_values("index_v2"), ct_path, lab_path, les_path))
     rows = pd.concat([f for f, *_ in frames], ignore_index=True) if frames else pd.DataFrame(columns=ORGAN_COLUMNS)
@@ -95,14 +105,28 @@ def implanted_eval_data(
     for frame, ct_path, lab_path, les_path in frames:
         index = tuple(range(start, start + len(frame)))
         start += len(frame)
-        jobs.append(StudyJob(str(frame["study_id"].iloc[0]) if len(frame) else "", ct_path, lab_path, les_path, index,
-                             tuple(frame["index_v2"].astype(int)), tuple(frame["organ"].astype(str)), preprocessing))
+        jobs.append(
+            StudyJob(
+                str(frame["study_id"].iloc[0]) if len(frame) else "",
+                ct_path,
+                lab_path,
+                les_path,
+                index,
+                tuple(frame["index_v2"].astype(int)),
+                tuple(frame["organ"].astype(str)),
+                preprocessing,
+            )
+        )
     organs, crops, _ = crop_rows(rows, [j for j in jobs if j.rows], preprocessing, workers)
     features = stats_features(pd.concat(stats, ignore_index=True)) if stats else pd.DataFrame()
     provenance = {
-        "implanted_sets": [str(Path(d).resolve()) for d in set_dirs], "preprocessing": preprocessing.to_record(),
-        "splits": [split], "n_cases": {split: int(organs["study_id"].nunique())}, "n_organs": {split: int(len(organs))},
-        "labels": "image truth of the implanted sets (truth/organ_gold.parquet)", "bootstrap_cluster": cluster,
+        "implanted_sets": [str(Path(d).resolve()) for d in set_dirs],
+        "preprocessing": preprocessing.to_record(),
+        "splits": [split],
+        "n_cases": {split: int(organs["study_id"].nunique())},
+        "n_organs": {split: int(len(organs))},
+        "labels": "image truth of the implanted sets (truth/organ_gold.parquet)",
+        "bootstrap_cluster": cluster,
     }
     return EvalData(organs, crops, preprocessing, provenance), features
 
@@ -115,8 +139,9 @@ def with_implanted(base: EvalData, real: EvalData, config: EvalConfig = EvalConf
     return merge_eval_data([base, real], splits=(config.train_split, config.val_split, test[0]))
 
 
-def score_implanted(models: Mapping[str, object | None], data: EvalData, config: EvalConfig = EvalConfig(),
-                    split: str = REAL_SPLIT) -> EvalResult:
+def score_implanted(
+    models: Mapping[str, object | None], data: EvalData, config: EvalConfig = EvalConfig(), split: str = REAL_SPLIT
+) -> EvalResult:
     """``evaluate`` with ``split`` (the implanted rows of ``with_implanted``) as the test split: every choice made
     before testing comes from ``config``'s training and validation splits, as on the synthetic test split."""
     if not (data.organs["split"] == split).any():

@@ -66,8 +66,13 @@ def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int | No
 def per_class_f1(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int | None = None) -> np.ndarray:
     """F1 of each class (one-vs-rest); ``nan`` for a class neither present nor predicted."""
     cm = confusion_matrix(y_true, y_pred, n_classes)
-    f1 = _sk.f1_score(np.asarray(y_true, int), np.asarray(y_pred, int), labels=np.arange(len(cm)), average=None,
-                      zero_division=0.0) if len(cm) else np.zeros(0)
+    f1 = (
+        _sk.f1_score(
+            np.asarray(y_true, int), np.asarray(y_pred, int), labels=np.arange(len(cm)), average=None, zero_division=0.0
+        )
+        if len(cm)
+        else np.zeros(0)
+    )
     return np.where(cm.sum(0) + cm.sum(1) > 0, f1, np.nan)
 
 
@@ -274,8 +279,10 @@ class Estimate:
 
     def to_dict(self) -> dict[str, float | None]:
         """JSON-able: ``nan`` becomes ``None``."""
-        return {k: (float(v) if np.isfinite(v) else None) for k, v in
-                (("value", self.value), ("low", self.low), ("high", self.high))}
+        return {
+            k: (float(v) if np.isfinite(v) else None)
+            for k, v in (("value", self.value), ("low", self.low), ("high", self.high))
+        }
 
     @classmethod
     def from_dict(cls, d: dict) -> "Estimate":

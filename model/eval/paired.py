@@ -28,7 +28,9 @@ def _seed_mean(items: Sequence[Items], w: np.ndarray | None = None) -> float | n
     return resampled.mean_finite(np.stack([metrics.resampled_values(fn, w, *arrays) for fn, arrays, _ in items]))
 
 
-def _interval(stat: Callable[[np.ndarray | None], float | np.ndarray], groups: np.ndarray, n: int, seed: int) -> Estimate:
+def _interval(
+    stat: Callable[[np.ndarray | None], float | np.ndarray], groups: np.ndarray, n: int, seed: int
+) -> Estimate:
     value = stat(None)
     boots = stat(resampled.counts(len(groups), n, seed, groups)) if len(groups) else np.zeros(0)
     boots = boots[np.isfinite(boots)]
@@ -51,8 +53,7 @@ def _check_aligned(a: Sequence[Items], b: Sequence[Items] = ()) -> np.ndarray:
     return np.asarray(groups)
 
 
-def seed_estimate(runs: Sequence[MethodResult], metric: str, n: int = 1000,
-                  seed: int = 0) -> Estimate:
+def seed_estimate(runs: Sequence[MethodResult], metric: str, n: int = 1000, seed: int = 0) -> Estimate:
     """A method's metric over its pretraining seeds (``runs``, one per seed): the mean of the seeds'
     values, with a patient bootstrap of that mean."""
     items = _items(runs, metric)
@@ -62,8 +63,9 @@ def seed_estimate(runs: Sequence[MethodResult], metric: str, n: int = 1000,
     return _interval(lambda w: _seed_mean(items, w), groups, n, seed)
 
 
-def paired_difference(runs_a: Sequence[MethodResult], runs_b: Sequence[MethodResult], metric: str,
-                      n: int = 1000, seed: int = 0) -> Estimate:
+def paired_difference(
+    runs_a: Sequence[MethodResult], runs_b: Sequence[MethodResult], metric: str, n: int = 1000, seed: int = 0
+) -> Estimate:
     """A - B of the seed-mean metric, with a paired patient bootstrap (one resample for both)."""
     a, b = _items(runs_a, metric), _items(runs_b, metric)
     if not a or not b:

@@ -24,7 +24,9 @@ def confusion_png(cm: np.ndarray, classes: Sequence[str], title: str = "") -> by
     n = len(classes)
     rows = cm.sum(1, keepdims=True)
     norm = np.divide(cm, rows, out=np.zeros(cm.shape, float), where=rows > 0)
-    size = max(4.0, 0.2 * n + 2)  # 0.2 in a row: room for 7-point names, and 72 organs stay a picture the UI shows whole
+    size = max(
+        4.0, 0.2 * n + 2
+    )  # 0.2 in a row: room for 7-point names, and 72 organs stay a picture the UI shows whole
     fig, ax = plt.subplots(figsize=(size, size))
     im = ax.imshow(norm, vmin=0, vmax=1, cmap="Blues")
     ax.set_xticks(range(n), classes, rotation=90, fontsize=7)

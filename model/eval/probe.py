@@ -19,8 +19,9 @@ from model.eval.tumor import STRATA, TUMOR_WORDS, td_items, td_result
 from model.eval.zero_shot import ad_from_scores, ad_labels
 
 
-def linear_probe(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, l2: float = 1e-2,
-                 max_iter: int = 2000) -> np.ndarray:
+def linear_probe(
+    train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, l2: float = 1e-2, max_iter: int = 2000
+) -> np.ndarray:
     """scikit-learn ``LogisticRegression`` on standardised features, penalty ``l2 * |w|^2`` added to the mean log-loss
     (``C = 1 / (2 l2 n)``); returns test probabilities. With one class in training, every test score is its frequency."""
     from sklearn.linear_model import LogisticRegression
@@ -74,7 +75,7 @@ def fitted_method(
         te_take, _ = ad_labels(te, organ, abn, negatives)
         va_take, _ = ad_labels(va, organ, abn, negatives)
         both = linear_probe(x_tr_all[take], y, np.concatenate([x_te_all[te_take], x_va_all[va_take]]), l2)
-        scores[(organ, abn)] = (both[: len(te_take)], both[len(te_take):])
+        scores[(organ, abn)] = (both[: len(te_take)], both[len(te_take) :])
     ad = ad_from_scores(scores, te, va, tasks, negatives, n_boot=n_boot, seed=seed) if tasks else None
     td = None
     if tumor_classes:

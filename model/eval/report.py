@@ -23,11 +23,29 @@ from model.eval.metrics import Estimate
 from model.eval.results import HEADLINE, EvalResult
 from model.eval.plots import grouped_bars_png, roc_png
 
-COLUMNS = {"or_acc": "OR acc", "ad_f1": "AD F1", "ad_auc": "AD AUC", "td_auc": "TD AUC", "ts_dsc": "TS DSC",
-           "ts_dsc_ge10": "TS DSC >= 10 mm", "ad_auc_size": "AD AUC size", "ad_auc_diffuse": "AD AUC diffuse",
-           "ad_auc_focal": "AD AUC focal"}
-PREFERRED_ORDER = ("no_learning", "no_learning_report", "random", "probe_random", "clip", "global", "probe_clip",
-                   "grounded", "ct-glip", "probe_grounded")
+COLUMNS = {
+    "or_acc": "OR acc",
+    "ad_f1": "AD F1",
+    "ad_auc": "AD AUC",
+    "td_auc": "TD AUC",
+    "ts_dsc": "TS DSC",
+    "ts_dsc_ge10": "TS DSC >= 10 mm",
+    "ad_auc_size": "AD AUC size",
+    "ad_auc_diffuse": "AD AUC diffuse",
+    "ad_auc_focal": "AD AUC focal",
+}
+PREFERRED_ORDER = (
+    "no_learning",
+    "no_learning_report",
+    "random",
+    "probe_random",
+    "clip",
+    "global",
+    "probe_clip",
+    "grounded",
+    "ct-glip",
+    "probe_grounded",
+)
 
 
 def fmt(e: Estimate, digits: int = 3) -> str:
@@ -120,23 +138,37 @@ def report_json(result: EvalResult, provenance: Mapping[str, object] | None = No
     per_abn = []
     for name, m in result.methods.items():
         for p in m.abnormality_detection.pairs if m.abnormality_detection else ():
-            per_abn.append({"method": name, "organ": p.organ, "abnormality": p.abnormality, "n_pos": p.n_pos,
-                            "n_neg": p.n_neg, "threshold": p.threshold if np.isfinite(p.threshold) else None,
-                            "auc": p.auc.to_dict(), "f1": p.f1.to_dict()})
-    return _jsonable({
-        "headline_metrics": list(HEADLINE),
-        "methods": methods,
-        "pretrained": {name: m.pretrained for name, m in result.methods.items()},
-        "per_abnormality": per_abn,
-        "ad_tasks": [list(t) for t in result.ad_tasks],
-        "tumor_organs": list(result.tumor_organs),
-        # TS Dice of each fine-tuning run (seeds seed, seed + 1, ...); the table shows their per-case mean
-        "ts_dsc_per_run": {name: [d if np.isfinite(d) else None for d in m.tumor_segmentation.per_run]
-                           for name, m in result.methods.items() if m.tumor_segmentation is not None},
-        "notes": list(result.notes),
-        "config": _config_dict(result),
-        "provenance": {"data": result.provenance, **dict(provenance or {})},
-    })
+            per_abn.append(
+                {
+                    "method": name,
+                    "organ": p.organ,
+                    "abnormality": p.abnormality,
+                    "n_pos": p.n_pos,
+                    "n_neg": p.n_neg,
+                    "threshold": p.threshold if np.isfinite(p.threshold) else None,
+                    "auc": p.auc.to_dict(),
+                    "f1": p.f1.to_dict(),
+                }
+            )
+    return _jsonable(
+        {
+            "headline_metrics": list(HEADLINE),
+            "methods": methods,
+            "pretrained": {name: m.pretrained for name, m in result.methods.items()},
+            "per_abnormality": per_abn,
+            "ad_tasks": [list(t) for t in result.ad_tasks],
+            "tumor_organs": list(result.tumor_organs),
+            # TS Dice of each fine-tuning run (seeds seed, seed + 1, ...); the table shows their per-case mean
+            "ts_dsc_per_run": {
+                name: [d if np.isfinite(d) else None for d in m.tumor_segmentation.per_run]
+                for name, m in result.methods.items()
+                if m.tumor_segmentation is not None
+            },
+            "notes": list(result.notes),
+            "config": _config_dict(result),
+            "provenance": {"data": result.provenance, **dict(provenance or {})},
+        }
+    )
 
 
 def metrics_from_json(record: Mapping) -> dict[str, dict[str, Estimate]]:

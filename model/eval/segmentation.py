@@ -58,8 +58,9 @@ def dice_ce_loss(
     weight = torch.full((logits.shape[1],), float(fg_weight), dtype=logits.dtype, device=logits.device)
     weight[0] = 1.0
     ce = nn.functional.cross_entropy(logits, target[:, 0], weight=weight)
-    dice = DiceLoss(include_background=False, to_onehot_y=True, softmax=True, batch=batch_dice,
-                    smooth_nr=smooth, smooth_dr=smooth)(logits, target)
+    dice = DiceLoss(
+        include_background=False, to_onehot_y=True, softmax=True, batch=batch_dice, smooth_nr=smooth, smooth_dr=smooth
+    )(logits, target)
     return ce + dice
 
 
@@ -73,7 +74,9 @@ class SegDecoder(nn.Module):
     """UNet-style: from the (n, c, d, h, w) feature map, transposed-conv x2 steps with conv blocks up to the crop's
     size, then a full-resolution skip from the encoder's input channels and a 1x1 head (2 classes)."""
 
-    def __init__(self, in_channels: int, n_up: int, width: int = 16, n_classes: int = 2, skip_channels: int = 1) -> None:
+    def __init__(
+        self, in_channels: int, n_up: int, width: int = 16, n_classes: int = 2, skip_channels: int = 1
+    ) -> None:
         super().__init__()
         self.bottleneck = _block(in_channels, width)
         self.ups = nn.ModuleList(
@@ -119,14 +122,18 @@ def build_segnet(encoder: nn.Module, crop_voxels: int, width: int = 16) -> SegNe
     """Probe the encoder once to size the decoder: channels and the number of x2 steps."""
     device = model_device(encoder)
     with torch.no_grad():
-        probe, mask = torch.zeros((1, 1, *(crop_voxels,) * 3), device=device), torch.zeros((1, *(crop_voxels,) * 3), device=device)
+        probe, mask = (
+            torch.zeros((1, 1, *(crop_voxels,) * 3), device=device),
+            torch.zeros((1, *(crop_voxels,) * 3), device=device),
+        )
         fmap, skip = encoder.feature_map(probe, mask), encoder.input_channels(probe, mask)
     n_up = max(int(round(math.log2(crop_voxels / fmap.shape[2]))), 0)
     return SegNet(encoder, SegDecoder(fmap.shape[1], n_up, width, skip_channels=skip.shape[1])).to(device)
 
 
-def sample_patches(blocks: Sequence[SourceBlock], n: int, size: int, lesion_share: float,
-                   rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def sample_patches(
+    blocks: Sequence[SourceBlock], n: int, size: int, lesion_share: float, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``n`` patches of ``size`` cubed canonical voxels from ``blocks``: the first ``lesion_share`` centred on a lesion
     voxel, the others on any voxel of the organ (mostly lesion-free). Returns volumes (n, s, s, s) float32, organ masks
     and lesion targets (n, s, s, s) bool."""
@@ -143,8 +150,9 @@ def sample_patches(blocks: Sequence[SourceBlock], n: int, size: int, lesion_shar
     return np.stack(volumes), np.stack(masks), np.stack(targets)
 
 
-def train_segmentation(encoder: nn.Module, blocks: Sequence[SourceBlock], crop_voxels: int,
-                       budget: SegBudget = SegBudget()) -> tuple[SegNet, list[float]]:
+def train_segmentation(
+    encoder: nn.Module, blocks: Sequence[SourceBlock], crop_voxels: int, budget: SegBudget = SegBudget()
+) -> tuple[SegNet, list[float]]:
     """Fine-tune ``SegNet(encoder, decoder)`` on patches of the canonical grid around the training organs' lesions
     (``blocks``), lesions oversampled (``lesion_share``); returns the network and the loss per step."""
     if not blocks:
@@ -153,7 +161,13 @@ def train_segmentation(encoder: nn.Module, blocks: Sequence[SourceBlock], crop_v
     net = build_segnet(encoder, crop_voxels, budget.width)
     rng = np.random.default_rng(budget.seed)
     if budget.prior_init:
-        net.decoder.set_prior(float(sample_patches(blocks, 32, crop_voxels, budget.lesion_share, np.random.default_rng(budget.seed))[2].mean()))
+        net.decoder.set_prior(
+            float(
+                sample_patches(blocks, 32, crop_voxels, budget.lesion_share, np.random.default_rng(budget.seed))[
+                    2
+                ].mean()
+            )
+        )
     device = model_device(net)
     groups = [{"params": net.decoder.parameters(), "lr": budget.lr}]
     if budget.encoder_lr > 0:
@@ -162,8 +176,10 @@ def train_segmentation(encoder: nn.Module, blocks: Sequence[SourceBlock], crop_v
     losses: list[float] = []
     net.train()
     for _ in range(budget.steps):
-        vol, mask, target = (torch.from_numpy(a).to(device) for a in sample_patches(blocks, budget.batch_size, crop_voxels,
-                                                                                   budget.lesion_share, rng))
+        vol, mask, target = (
+            torch.from_numpy(a).to(device)
+            for a in sample_patches(blocks, budget.batch_size, crop_voxels, budget.lesion_share, rng)
+        )
         loss = dice_ce_loss(net(vol[:, None], mask.float()), target[:, None].long(), fg_weight=budget.fg_weight)
         opt.zero_grad()
         loss.backward()
@@ -174,21 +190,31 @@ def train_segmentation(encoder: nn.Module, blocks: Sequence[SourceBlock], crop_v
 
 
 @torch.no_grad()
-def predict_masks(net: SegNet, blocks: Sequence[SourceBlock], crop_voxels: int, overlap: float = 0.25) -> list[np.ndarray]:
+def predict_masks(
+    net: SegNet, blocks: Sequence[SourceBlock], crop_voxels: int, overlap: float = 0.25
+) -> list[np.ndarray]:
     """Each block's lesion prediction on the canonical grid: MONAI's sliding window of patches over the block (the
     organ's crop window), kept inside the organ's region."""
     from monai.inferers import SlidingWindowInferer
 
     device = model_device(net)
-    inferer = SlidingWindowInferer(roi_size=(crop_voxels,) * 3, sw_batch_size=4, overlap=overlap, mode="gaussian",
-                                   padding_mode="constant", cval=-1.0)
+    inferer = SlidingWindowInferer(
+        roi_size=(crop_voxels,) * 3,
+        sw_batch_size=4,
+        overlap=overlap,
+        mode="gaussian",
+        padding_mode="constant",
+        cval=-1.0,
+    )
 
     def predict(x: torch.Tensor) -> torch.Tensor:  # channels: intensities, organ mask
         return net(x[:, :1], (x[:, 1] > 0.5).float()).softmax(1)[:, 1:2]
 
     out = []
     for b in blocks:
-        x = torch.from_numpy(np.stack([np.asarray(b.volume, dtype=np.float32), b.mask.astype(np.float32)]))[None].to(device)
+        x = torch.from_numpy(np.stack([np.asarray(b.volume, dtype=np.float32), b.mask.astype(np.float32)]))[None].to(
+            device
+        )
         prob = inferer(x, predict)[0, 0].cpu().numpy()
         out.append((prob > 0.5) & b.region)
     return out
@@ -231,15 +257,25 @@ def segmentation_protocol(
         run = replace(budget, seed=budget.seed + r, repeats=1)
         torch.manual_seed(run.seed)
         net, losses = train_segmentation(make_encoder(), train_blocks, size, run)
-        mean, dice = metrics.mean_dice(predict_masks(net, test_blocks, size), [b.lesion for b in test_blocks], float("nan"))
+        mean, dice = metrics.mean_dice(
+            predict_masks(net, test_blocks, size), [b.lesion for b in test_blocks], float("nan")
+        )
         means.append(mean)
         per_run_case.append(dice)
         curves.append(tuple(losses))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         per_case = np.nanmean(np.stack(per_run_case), axis=0) if len(test_rows) else np.zeros(0)
-    dice = metrics.estimate(metrics.NANMEAN, per_case, n=n_boot, seed=budget.seed, groups=groups) if len(test_rows) else Estimate.missing()
-    lesion_mm = data.organs.set_index("row").loc[test_rows, "lesion_mm"].to_numpy(dtype=float) if len(test_rows) else np.zeros(0)
+    dice = (
+        metrics.estimate(metrics.NANMEAN, per_case, n=n_boot, seed=budget.seed, groups=groups)
+        if len(test_rows)
+        else Estimate.missing()
+    )
+    lesion_mm = (
+        data.organs.set_index("row").loc[test_rows, "lesion_mm"].to_numpy(dtype=float)
+        if len(test_rows)
+        else np.zeros(0)
+    )
     return SegResult(dice, per_case, lesion_mm, curves[0], tuple(means), None if groups is None else np.asarray(groups))
 
 

@@ -59,7 +59,9 @@ def _unique(values, ndigits: int) -> set:
     return {tuple(round(float(v), ndigits) for v in x) if isinstance(x, tuple) else x for x in values}
 
 
-def check_geometry(slices: list[SliceHeader] | tuple[SliceHeader, ...], options: GeometryOptions = GeometryOptions()) -> SeriesGeometry:
+def check_geometry(
+    slices: list[SliceHeader] | tuple[SliceHeader, ...], options: GeometryOptions = GeometryOptions()
+) -> SeriesGeometry:
     """Sort ``slices`` along their normal and validate them; raise ``IngestError`` (stage ``geometry``)."""
     slices = list(slices)
     corrections: list[str] = []
@@ -67,16 +69,26 @@ def check_geometry(slices: list[SliceHeader] | tuple[SliceHeader, ...], options:
         raise IngestError("geometry", "too_few_slices", f"{len(slices)} slice(s); a volume needs at least 2")
     missing = sum(1 for h in slices if h.position is None or h.orientation is None or h.pixel_spacing is None)
     if missing:
-        raise IngestError("geometry", "missing_geometry", f"{missing} of {len(slices)} slices lack ImagePositionPatient/ImageOrientationPatient/PixelSpacing")
+        raise IngestError(
+            "geometry",
+            "missing_geometry",
+            f"{missing} of {len(slices)} slices lack ImagePositionPatient/ImageOrientationPatient/PixelSpacing",
+        )
 
     orients = np.array([h.orientation for h in slices])
     if np.abs(orients - orients[0]).max() > 1e-3:
         n = len(_unique([h.orientation for h in slices], 3))
-        raise IngestError("geometry", "mixed_orientation", f"{n} different ImageOrientationPatient values in one series")
+        raise IngestError(
+            "geometry", "mixed_orientation", f"{n} different ImageOrientationPatient values in one series"
+        )
     matrices = {(h.rows, h.cols) for h in slices}
     spacings = np.array([h.pixel_spacing for h in slices])
     if len(matrices) > 1 or np.abs(spacings - spacings[0]).max() > 1e-3:
-        raise IngestError("geometry", "mixed_matrix", f"{len(matrices)} matrix sizes and {len(_unique([h.pixel_spacing for h in slices], 4))} pixel spacings in one series")
+        raise IngestError(
+            "geometry",
+            "mixed_matrix",
+            f"{len(matrices)} matrix sizes and {len(_unique([h.pixel_spacing for h in slices], 4))} pixel spacings in one series",
+        )
 
     normal = slice_normal(slices[0].orientation)
     pos = np.array([h.position for h in slices])
@@ -98,9 +110,15 @@ def check_geometry(slices: list[SliceHeader] | tuple[SliceHeader, ...], options:
             corrections.append(f"dropped {int(dup.size)} duplicate file(s) of the same instance")
             steps = np.diff(d)
             if len(slices) < 2:
-                raise IngestError("geometry", "too_few_slices", f"{len(slices)} distinct slice(s) after dropping duplicates")
+                raise IngestError(
+                    "geometry", "too_few_slices", f"{len(slices)} distinct slice(s) after dropping duplicates"
+                )
         else:
-            raise IngestError("geometry", "duplicate_positions", f"{int(dup.size)} pair(s) of different slices share one position along the normal (multiple acquisitions?)")
+            raise IngestError(
+                "geometry",
+                "duplicate_positions",
+                f"{int(dup.size)} pair(s) of different slices share one position along the normal (multiple acquisitions?)",
+            )
 
     # tilt: positions that step off the normal (shear), or a header tilt
     total = pos[-1] - pos[0]
@@ -112,14 +130,21 @@ def check_geometry(slices: list[SliceHeader] | tuple[SliceHeader, ...], options:
     tilt_deg = shear_deg if sheared else header_tilt
     tilt_note = ""
     if sheared or header_tilt > 0.5:
-        tilt_note = f"gantry tilt {tilt_deg:.1f} deg" + (" (stack sheared along the slice normal)" if sheared else " in header, stack orthogonal")
+        tilt_note = f"gantry tilt {tilt_deg:.1f} deg" + (
+            " (stack sheared along the slice normal)" if sheared else " in header, stack orthogonal"
+        )
 
     # positions must lie on one line (within half a pixel)
     if len(slices) > 2:
         t = (pos - pos[0]) @ (total / (np.linalg.norm(total) ** 2 or 1.0))
         resid = np.linalg.norm(pos - (pos[0] + t[:, None] * total), axis=1).max()
         if resid > 0.5 * min(slices[0].pixel_spacing):
-            raise IngestError("geometry", "irregular_positions", f"slice positions deviate {resid:.2f} mm from a straight line" + (f"; {tilt_note}" if tilt_note else ""))
+            raise IngestError(
+                "geometry",
+                "irregular_positions",
+                f"slice positions deviate {resid:.2f} mm from a straight line"
+                + (f"; {tilt_note}" if tilt_note else ""),
+            )
 
     med = float(np.median(steps))
     lo, hi = float(steps.min()), float(steps.max())
@@ -129,11 +154,21 @@ def check_geometry(slices: list[SliceHeader] | tuple[SliceHeader, ...], options:
         big = steps[steps > med + tol]
         small = steps[steps < med - tol]
         multiples = big / med
-        is_gap = small.size == 0 and big.size > 0 and bool(np.all(multiples > options.gap_factor)) and bool(np.all(np.abs(multiples - np.round(multiples)) < options.spacing_tolerance * 2))
+        is_gap = (
+            small.size == 0
+            and big.size > 0
+            and bool(np.all(multiples > options.gap_factor))
+            and bool(np.all(np.abs(multiples - np.round(multiples)) < options.spacing_tolerance * 2))
+        )
         if is_gap:
             where = int(np.argmax(steps))
             n_missing = int(np.round(multiples).sum() - big.size)
-            raise IngestError("geometry", "missing_slices", f"gap of {hi:.2f} mm after sorted slice {where + 1} of {len(slices)} (median spacing {med:.2f} mm): about {n_missing} slice(s) missing" + (f"; {tilt_note}" if tilt_note else ""))
+            raise IngestError(
+                "geometry",
+                "missing_slices",
+                f"gap of {hi:.2f} mm after sorted slice {where + 1} of {len(slices)} (median spacing {med:.2f} mm): about {n_missing} slice(s) missing"
+                + (f"; {tilt_note}" if tilt_note else ""),
+            )
         detail = f"slice spacing varies from {lo:.2f} to {hi:.2f} mm (median {med:.2f} mm) over {len(slices)} slices"
         if tilt_note:
             detail += f"; {tilt_note}"

@@ -106,7 +106,9 @@ def header_from_dataset(ds: pydicom.Dataset, path: str, size: int = 0, mtime_ns:
         mtime_ns=mtime_ns,
         study_uid=_str(ds.get("StudyInstanceUID")),
         series_uid=_str(ds.get("SeriesInstanceUID")),
-        sop_uid=_str(ds.get("SOPInstanceUID")) or (_str(meta.get("MediaStorageSOPInstanceUID")) if meta is not None else "") or path,
+        sop_uid=_str(ds.get("SOPInstanceUID"))
+        or (_str(meta.get("MediaStorageSOPInstanceUID")) if meta is not None else "")
+        or path,
         patient_id=_str(ds.get("PatientID")),
         accession=_str(ds.get("AccessionNumber")),
         modality=_str(ds.get("Modality")).upper(),
@@ -149,7 +151,12 @@ def read_header(path: str | os.PathLike) -> SliceHeader:
     with open(path, "rb") as fh:
         ds = pydicom.dcmread(fh, stop_before_pixels=True)
         meta = getattr(ds, "file_meta", None)
-        if not (ds.get("SOPInstanceUID") or ds.get("StudyInstanceUID") or ds.get("Modality") or (meta is not None and meta.get("MediaStorageSOPInstanceUID"))):
+        if not (
+            ds.get("SOPInstanceUID")
+            or ds.get("StudyInstanceUID")
+            or ds.get("Modality")
+            or (meta is not None and meta.get("MediaStorageSOPInstanceUID"))
+        ):
             raise InvalidDicomError("no DICOM instance identity")
         truncated = _truncation(ds, fh, st.st_size)
     h = header_from_dataset(ds, path, st.st_size, st.st_mtime_ns)
@@ -161,7 +168,7 @@ _DEFLATED = "1.2.840.10008.1.2.1.99"
 
 
 def _truncation(ds: pydicom.Dataset, fh, size: int) -> str:
-    """"" for a whole file; else where it ends. ``fh`` stands where ``stop_before_pixels`` stopped: at the
+    """ "" for a whole file; else where it ends. ``fh`` stands where ``stop_before_pixels`` stopped: at the
     pixel data element's tag, or at the end of the file when the parse ran out of bytes first."""
     meta = getattr(ds, "file_meta", None)
     ts = _str(meta.get("TransferSyntaxUID")) if meta is not None else ""
@@ -172,7 +179,9 @@ def _truncation(ds: pydicom.Dataset, fh, size: int) -> str:
     big = ts == "1.2.840.10008.1.2.2"
     order = "big" if big else "little"
     if len(head) < 8 or int.from_bytes(head[0:2], order) != 0x7FE0:
-        sop_class = _str(ds.get("SOPClassUID")) or (_str(meta.get("MediaStorageSOPClassUID")) if meta is not None else "")
+        sop_class = _str(ds.get("SOPClassUID")) or (
+            _str(meta.get("MediaStorageSOPClassUID")) if meta is not None else ""
+        )
         image = "Image Storage" in pydicom.uid.UID(sop_class).name if sop_class else ds.get("Rows") is not None
         # the parse ran out of bytes before any pixel data, in an object that must carry some
         # sizes with thousands separators: a bare run of 5+ digits reads as an identifier to the privacy check
@@ -236,7 +245,9 @@ def list_files(root: str | os.PathLike) -> tuple[list[str], list[str]]:
     return files, empty
 
 
-def scan_dicom(root: str | os.PathLike, workers: int = 1, chunk: int = 256, executor: Executor | None = None) -> ScanResult:
+def scan_dicom(
+    root: str | os.PathLike, workers: int = 1, chunk: int = 256, executor: Executor | None = None
+) -> ScanResult:
     """Read every file's header under ``root`` (any layout), in ``workers`` processes (or on ``executor``)."""
     files, empty = list_files(root)
     chunks = [files[i : i + chunk] for i in range(0, len(files), chunk)]
@@ -260,7 +271,13 @@ def scan_dicom(root: str | os.PathLike, workers: int = 1, chunk: int = 256, exec
     for d in sorted({os.path.dirname(p) for p in ignored} - seen_dirs):
         if not any(e.is_dir() for e in os.scandir(d)):
             empty_dirs.append(d)
-    log.info("scanned %d files: %d DICOM headers, %d unreadable, %d empty folders", len(files), len(headers), len(bad), len(empty_dirs))
+    log.info(
+        "scanned %d files: %d DICOM headers, %d unreadable, %d empty folders",
+        len(files),
+        len(headers),
+        len(bad),
+        len(empty_dirs),
+    )
     return ScanResult(tuple(headers), tuple(bad), tuple(empty_dirs), len(files), tuple(ignored))
 
 

@@ -19,7 +19,16 @@ from pipeline.report.dictionary import Abnormality, abnormalities, abnormalities
 from pipeline.report.finding import ReportConfig, Finding
 
 __all__ = [
-    "Abnormality", "Finding", "ReportConfig", "abnormalities", "abnormalities_for_organ", "abnormality",
-    "extract_findings", "extract_findings_checked", "extract_table", "extract_table_checked", "organ_status",
+    "Abnormality",
+    "Finding",
+    "ReportConfig",
+    "abnormalities",
+    "abnormalities_for_organ",
+    "abnormality",
+    "extract_findings",
+    "extract_findings_checked",
+    "extract_table",
+    "extract_table_checked",
+    "organ_status",
     "organ_texts",
 ]

@@ -120,7 +120,7 @@ def _split_points(text: str, start: int, end: int) -> list[int]:
                 cuts.append(pos)
             continue
         if "?" in mark:
-            before = text[cuts[-1]:at]
+            before = text[cuts[-1] : at]
             if before.count("(") > before.count(")"):
                 continue  # a question inside parentheses: "(small airway disease? small vessel disease?)"
         if mark == ".":  # a period after an abbreviation, a unit or an initial may not end the sentence

@@ -65,8 +65,14 @@ def resample_nearest(source: Volume, shape: tuple[int, int, int], affine: np.nda
         out = _permute_crop(src, shape, *aligned)
     else:
         out = ndimage.affine_transform(
-            src, m[:3, :3], offset=m[:3, 3], output_shape=shape, order=0,
-            mode="grid-constant", cval=0, prefilter=False,
+            src,
+            m[:3, :3],
+            offset=m[:3, 3],
+            output_shape=shape,
+            order=0,
+            mode="grid-constant",
+            cval=0,
+            prefilter=False,
         )
     return Volume(array=out, affine=np.asarray(affine, float).copy(), meta=dict(source.meta))
 

@@ -41,8 +41,10 @@ def lobe(side: str, which: str) -> str:
     return checked(f"lung_{which}_lobe_{side}")
 
 
-LOBES = tuple(lobe(s, w) for s, w in (("left", "upper"), ("left", "lower"), ("right", "upper"),
-                                      ("right", "middle"), ("right", "lower")))
+LOBES = tuple(
+    lobe(s, w)
+    for s, w in (("left", "upper"), ("left", "lower"), ("right", "upper"), ("right", "middle"), ("right", "lower"))
+)
 
 
 @dataclass(frozen=True)
@@ -109,7 +111,7 @@ def build_anatomy(patient: Patient, alt: Alterations = Alterations()) -> list[Or
 
     def P(x: float, y: float, z: float, jitter: float = 0.0) -> tuple[float, float, float]:
         j = rng.normal(0.0, jitter, 3) if jitter else np.zeros(3)
-        return (float(x * s * patient.width ** 0.5 + j[0]), float(y * s + j[1]), float(z * s + j[2]))
+        return (float(x * s * patient.width**0.5 + j[0]), float(y * s + j[1]), float(z * s + j[2]))
 
     def R(a: float, b: float, c: float, name: str = "", vary: float = 0.1) -> tuple[float, float, float]:
         f = rng.uniform(1 - vary, 1 + vary) * alt.organ_scale.get(name, 1.0) * s
@@ -132,57 +134,111 @@ def build_anatomy(patient: Patient, alt: Alterations = Alterations()) -> list[Or
         r = R(64, 88, 128, "lung")
         dome = (8 if side == "right" else -2) * s + rng.normal(0, 5)
         oblique, horiz = 55 * s + rng.normal(0, 6), 70 * s + rng.normal(0, 6)
-        for which in (("upper", "middle", "lower") if side == "right" else ("upper", "lower")):
+        for which in ("upper", "middle", "lower") if side == "right" else ("upper", "lower"):
             add(lobe(side, which), Part(LungLobe(side, which, c, r, dome, oblique, horiz), -850))
 
     add("trachea", Part(tube([(0, 8, 310), (0, 5, 270), (0, 0, 200), (0, -5, 130)], 9, jitter=1.5), -950))
     add("heart", Part(Superquadric(P(-22, 25, 35, 6), R(62, 50, 58, "heart"), yaw_deg=rng.uniform(-30, -10)), 110))
-    add("liver", Part(Superquadric(P(65, 10, -55, 6), R(95, 85, 75, "liver"), p=2.2, q=2.4,
-                                   yaw_deg=rng.uniform(-10, 10)), alt.liver_hu if alt.liver_hu is not None else 60))
+    add(
+        "liver",
+        Part(
+            Superquadric(P(65, 10, -55, 6), R(95, 85, 75, "liver"), p=2.2, q=2.4, yaw_deg=rng.uniform(-10, 10)),
+            alt.liver_hu if alt.liver_hu is not None else 60,
+        ),
+    )
     add("gallbladder", Part(Superquadric(P(55, 55, -105, 5), R(16, 18, 36, "gallbladder")), 10))
     add("spleen", Part(Superquadric(P(-85, -35, -45, 5), R(34, 46, 55, "spleen"), yaw_deg=rng.uniform(20, 40)), 55))
     add("stomach", Part(Superquadric(P(-45, 30, -45, 6), R(45, 40, 55, "stomach"), p=2.3), 35))
     for side, sx, dz in (("right", 1, -12), ("left", -1, 0)):
-        add(f"kidney_{side}", Part(Superquadric(P(62 * sx, -52, -135 + dz, 5), R(30, 26, 55, "kidney"),
-                                                yaw_deg=sx * rng.uniform(20, 35)), 150))
+        add(
+            f"kidney_{side}",
+            Part(
+                Superquadric(P(62 * sx, -52, -135 + dz, 5), R(30, 26, 55, "kidney"), yaw_deg=sx * rng.uniform(20, 35)),
+                150,
+            ),
+        )
         add(f"adrenal_gland_{side}", Part(Superquadric(P(42 * sx, -38, -72 + dz, 3), R(6, 14, 18, "adrenal")), 40))
     add("pancreas", Part(tube([(35, 5, -100), (5, 10, -95), (-40, -5, -82), (-70, -20, -78)], (15, 12, 10, 9)), 45))
     add("duodenum", Part(tube([(40, 20, -80), (55, 10, -110), (45, 5, -135), (10, 0, -135), (-15, 5, -120)], 10), 35))
     add("small_bowel", Part(Superquadric(P(-5, 35, -215, 8), R(85, 45, 70, "small_bowel"), p=2.5), 40))
-    add("colon", Part(tube([(75, 25, -290), (80, 5, -180), (70, 25, -110), (0, 65, -135), (-75, 5, -90),
-                            (-80, -5, -200), (-45, 25, -300), (0, -45, -350)], 20), 15))
+    add(
+        "colon",
+        Part(
+            tube(
+                [
+                    (75, 25, -290),
+                    (80, 5, -180),
+                    (70, 25, -110),
+                    (0, 65, -135),
+                    (-75, 5, -90),
+                    (-80, -5, -200),
+                    (-45, 25, -300),
+                    (0, -45, -350),
+                ],
+                20,
+            ),
+            15,
+        ),
+    )
     add("urinary_bladder", Part(Superquadric(P(0, 35, -390, 5), R(42, 36, 34, "bladder")), 8))
     # after the heart and stomach (it grooves them rather than being cut by an enlarged heart); right of
     # the descending aorta, then across to the gastro-oesophageal junction, falling all the way
-    add("esophagus", Part(tube([(0, -22, 310), (0, -25, 260), (2, -30, 120), (6, -32, 40), (-10, -20, -10), (-30, 5, -45)],
-                               8), 40))
+    add(
+        "esophagus",
+        Part(tube([(0, -22, 310), (0, -25, 260), (2, -30, 120), (6, -32, 40), (-10, -20, -10), (-30, 5, -45)], 8), 40),
+    )
 
     # --- vessels (enhanced)
     # the arch passes anterior and to the left of the trachea, never through it
-    aorta_pts = [(15, 25, 60), (10, 28, 120), (-5, 26, 140), (-30, 5, 138), (-26, -28, 118), (-22, -38, 60), (-15, -40, -20),
-                 (-10, -32, -120), (-6, -25, -170), (-5, -20, -235)]
+    aorta_pts = [
+        (15, 25, 60),
+        (10, 28, 120),
+        (-5, 26, 140),
+        (-30, 5, 138),
+        (-26, -28, 118),
+        (-22, -38, 60),
+        (-15, -40, -20),
+        (-10, -32, -120),
+        (-6, -25, -170),
+        (-5, -20, -235),
+    ]
     aorta = tube(aorta_pts, (14, 14, 13, 12, 12, 12, 11, 10, 10, 9), jitter=1.5)
     aorta_parts = [Part(aorta, 220)]
     if alt.aneurysm_radius:
         # a fusiform infrarenal aneurysm: thrombus-lined sac around the normal lumen
         c = np.mean(np.asarray(aorta.points[7:9]), axis=0)
-        sac = Superquadric(tuple(float(v) for v in c), (alt.aneurysm_radius, alt.aneurysm_radius, 2.2 * alt.aneurysm_radius))
+        sac = Superquadric(
+            tuple(float(v) for v in c), (alt.aneurysm_radius, alt.aneurysm_radius, 2.2 * alt.aneurysm_radius)
+        )
         aorta_parts = [Part(sac, 45, displaces=False), Part(aorta, 220)]
     add("aorta", *aorta_parts)
     add("inferior_vena_cava", Part(tube([(22, -25, -235), (25, -28, -120), (28, -10, -30), (15, 10, 15)], 11), 140))
     # splenic vein behind the pancreas, then the portal vein up to the hilum: rising monotonically from
     # the spleen to the liver, so a cut through the field of view leaves one piece, as in real scans
-    add("portal_vein_and_splenic_vein",
-        Part(tube([(-70, -30, -93), (-38, -18, -92), (10, -6, -90), (48, 8, -68)], 7), 180))
+    add(
+        "portal_vein_and_splenic_vein",
+        Part(tube([(-70, -30, -93), (-38, -18, -92), (10, -6, -90), (48, 8, -68)], 7), 180),
+    )
 
     # --- muscles first: the bones painted after them take their share
     levels = level_z(1.0)
     canal_y = -78.0
     for side, sx in (("left", -1), ("right", 1)):
-        add(f"autochthon_{side}", Part(tube([(30 * sx, -92, 200), (33 * sx, -95, -60), (35 * sx, -90, -300)], (18, 24, 20)), 50),
-            wall=True)
-        add(f"iliopsoas_{side}", Part(tube([(32 * sx, -45, -130), (45 * sx, -15, -280), (60 * sx, 45, -370),
-                                                 (70 * sx, 55, -420)], (12, 19, 15, 14)), 50))
+        add(
+            f"autochthon_{side}",
+            Part(tube([(30 * sx, -92, 200), (33 * sx, -95, -60), (35 * sx, -90, -300)], (18, 24, 20)), 50),
+            wall=True,
+        )
+        add(
+            f"iliopsoas_{side}",
+            Part(
+                tube(
+                    [(32 * sx, -45, -130), (45 * sx, -15, -280), (60 * sx, 45, -370), (70 * sx, 55, -420)],
+                    (12, 19, 15, 14),
+                ),
+                50,
+            ),
+        )
 
     # --- spine and cord. A vertebra is one piece: the body, the pedicles joining it to the arch,
     # and the arch (laminae, spinous and transverse processes) around the canal.
@@ -198,23 +254,49 @@ def build_anatomy(patient: Patient, alt: Alterations = Alterations()) -> list[Or
         # as the body, so body and arch are joined in every slice that shows them
         pedicles = Superquadric(P(0, -72, zc), (12 * s, 24 * s, h / 2 * s), p=4, q=10)
         arch = Superquadric(P(0, -84, zc), (22 * s, 20 * s, h * 0.45 * s), p=3, q=4)
-        add(name, Part(body, 260, cortex_hu=750 if frac == 1 else 500), Part(pedicles, 300, cortex_hu=800),
-            Part(arch, 300, cortex_hu=800), subtract=(canal,), wall=True)
-    add("sacrum", Part(Superquadric(P(0, -75, _SACRUM_TOP - 50, 3), R(48, 26, 55, "sacrum", 0.05), p=2.5), 300,
-                       cortex_hu=800), wall=True)
+        add(
+            name,
+            Part(body, 260, cortex_hu=750 if frac == 1 else 500),
+            Part(pedicles, 300, cortex_hu=800),
+            Part(arch, 300, cortex_hu=800),
+            subtract=(canal,),
+            wall=True,
+        )
+    add(
+        "sacrum",
+        Part(Superquadric(P(0, -75, _SACRUM_TOP - 50, 3), R(48, 26, 55, "sacrum", 0.05), p=2.5), 300, cortex_hu=800),
+        wall=True,
+    )
     add("spinal_cord", Part(tube([(0, canal_y, 290), (0, canal_y, levels["L1"][1])], 5, jitter=0), 35), wall=True)
     for side, sx in (("left", -1), ("right", 1)):
         # the hip bone as one piece: iliac wing, the body of the ilium, and the acetabular roof
         wing = Superquadric(P(85 * sx, -35, -305, 3), R(42, 14, 58, "hip", 0.05), yaw_deg=-sx * 35)
         acetabulum = Superquadric(P(88 * sx, 8, -380, 3), R(28, 26, 26, "hip", 0.05))
         wc, ac = np.asarray(wing.center), np.asarray(acetabulum.center)
-        ilium = Tube((tuple(float(v) for v in wc + np.array([0, 5, -25]) * s),
-                      tuple(float(v) for v in ac + np.array([0, -13, 12]) * s)), (18 * s, 18 * s))
-        add(f"hip_{side}", Part(wing, 300, cortex_hu=850), Part(ilium, 300, cortex_hu=850),
-            Part(acetabulum, 300, cortex_hu=850), wall=True)
-        add(f"femur_{side}", Part(Superquadric(P(92 * sx, 10, -392, 2), R(24, 24, 24, "femur", 0.05)), 350, cortex_hu=900),
-            Part(tube([(92 * sx, 10, -392), (115 * sx, 5, -425), (120 * sx, 5, -520)], (16, 14, 14), jitter=0), 350,
-                 cortex_hu=950), wall=True)
+        ilium = Tube(
+            (
+                tuple(float(v) for v in wc + np.array([0, 5, -25]) * s),
+                tuple(float(v) for v in ac + np.array([0, -13, 12]) * s),
+            ),
+            (18 * s, 18 * s),
+        )
+        add(
+            f"hip_{side}",
+            Part(wing, 300, cortex_hu=850),
+            Part(ilium, 300, cortex_hu=850),
+            Part(acetabulum, 300, cortex_hu=850),
+            wall=True,
+        )
+        add(
+            f"femur_{side}",
+            Part(Superquadric(P(92 * sx, 10, -392, 2), R(24, 24, 24, "femur", 0.05)), 350, cortex_hu=900),
+            Part(
+                tube([(92 * sx, 10, -392), (115 * sx, 5, -425), (120 * sx, 5, -520)], (16, 14, 14), jitter=0),
+                350,
+                cortex_hu=950,
+            ),
+            wall=True,
+        )
 
     # --- ribs: arcs around the chest wall from beside the spine, falling anteriorly. They follow the
     # inside of the subcutaneous fat at their own height, so a rib is never clipped into pieces.
@@ -227,17 +309,29 @@ def build_anatomy(patient: Patient, alt: Alterations = Alterations()) -> list[Or
         drop = (24 + 0.6 * n) * s
         for side, sx in (("left", -1), ("right", 1)):
             j = rng.normal(0.0, 1.0, 3)
-            pts = tuple((float(sx * ix * np.cos(t) + j[0]), float(iy * np.sin(t) + j[1]), float(z0 - drop * u + j[2]))
-                        for t, u in zip(theta, np.linspace(0, 1, len(theta))))
+            pts = tuple(
+                (float(sx * ix * np.cos(t) + j[0]), float(iy * np.sin(t) + j[1]), float(z0 - drop * u + j[2]))
+                for t, u in zip(theta, np.linspace(0, 1, len(theta)))
+            )
             radius = float(5 * s * rng.uniform(0.9, 1.1))
-            add(checked(f"rib_{side}_{n}"), Part(Tube(pts, (radius,) * len(pts)), 300, cortex_hu=900, cortex=0.5),
-                wall=True)
+            add(
+                checked(f"rib_{side}_{n}"),
+                Part(Tube(pts, (radius,) * len(pts)), 300, cortex_hu=900, cortex=0.5),
+                wall=True,
+            )
     # the sternum sits just inside the anterior chest wall (its depth follows the body, not the scale)
     zs = np.linspace(10, 160, 16) * s
     front = float(np.min(body_half_axes(zs, patient)[1])) - patient.fat_mm - 4
     st = R(18, 8, 75, "sternum", 0.05)
-    add("sternum", Part(Superquadric((float(rng.normal(0, 2)), front - st[1], float(85 * s + rng.normal(0, 3))), st, q=2.5),
-                        300, cortex_hu=850), wall=True)
+    add(
+        "sternum",
+        Part(
+            Superquadric((float(rng.normal(0, 2)), front - st[1], float(85 * s + rng.normal(0, 3))), st, q=2.5),
+            300,
+            cortex_hu=850,
+        ),
+        wall=True,
+    )
     return organs
 
 

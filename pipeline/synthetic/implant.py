@@ -75,8 +75,16 @@ from scipy.ndimage import binary_erosion, distance_transform_edt, gaussian_filte
 from pipeline import vocab
 from pipeline.atomic import write_bytes, write_json
 from pipeline.synthetic.findings import CATALOG, Finding, sample_findings
-from pipeline.synthetic.lesions import (LESION_COLUMNS, VARIED, LesionDraw, draw_lesion, lesion_count, lesion_row,
-                                        lesion_values, place_lesion)
+from pipeline.synthetic.lesions import (
+    LESION_COLUMNS,
+    VARIED,
+    LesionDraw,
+    draw_lesion,
+    lesion_count,
+    lesion_row,
+    lesion_values,
+    place_lesion,
+)
 from pipeline.synthetic.reports import misreport, write_report
 from pipeline.volume import Volume, load_nifti, save_nifti
 
@@ -86,9 +94,23 @@ LESION_KINDS = tuple(VARIED)  # focal kinds painted: masses, nodules, cysts
 DIFFUSE_KINDS = ("steatosis",)
 IMPLANTABLE = LESION_KINDS + DIFFUSE_KINDS
 FWHM = 2.0 * np.sqrt(2.0 * np.log(2.0))  # a Gaussian's full width at half maximum over its sigma
-ORGAN_COLUMNS = ["accession", "study_uid", "organ", "in_image", "cut_by_fov", "image_status", "report_status",
-                 "abnormalities", "kinds", "report_abnormalities", "omitted_kinds", "report_only_kinds", "size_factor",
-                 "volume_ratio", "volume_ml_native"]
+ORGAN_COLUMNS = [
+    "accession",
+    "study_uid",
+    "organ",
+    "in_image",
+    "cut_by_fov",
+    "image_status",
+    "report_status",
+    "abnormalities",
+    "kinds",
+    "report_abnormalities",
+    "omitted_kinds",
+    "report_only_kinds",
+    "size_factor",
+    "volume_ratio",
+    "volume_ml_native",
+]
 
 
 @dataclass(frozen=True)
@@ -109,7 +131,9 @@ class ImplantConfig:
     def __post_init__(self) -> None:
         unknown = set(self.kinds) - set(IMPLANTABLE)
         if unknown:
-            raise ValueError(f"kinds {sorted(unknown)} cannot be implanted; choose from {IMPLANTABLE} (docstring: why not the others)")
+            raise ValueError(
+                f"kinds {sorted(unknown)} cannot be implanted; choose from {IMPLANTABLE} (docstring: why not the others)"
+            )
         if not 0.0 <= self.finding_prob <= 1.0 or not 0.0 <= self.report_omission < 1.0:
             raise ValueError("finding_prob is a share in [0, 1], report_omission in [0, 1)")
         lo, hi = self.steatosis_shift_hu
@@ -178,17 +202,27 @@ def fov_of(organs: set[str]) -> str:
     return "chest_abdomen_pelvis" if chest and abdomen else "chest" if chest else "abdomen_pelvis"
 
 
-def implant_study(ct: Volume, labels: Volume | np.ndarray, seed: int | Sequence[int], config: ImplantConfig = ImplantConfig(),
-                  accession: str = "", study_uid: str = "") -> ImplantedStudy:
+def implant_study(
+    ct: Volume,
+    labels: Volume | np.ndarray,
+    seed: int | Sequence[int],
+    config: ImplantConfig = ImplantConfig(),
+    accession: str = "",
+    study_uid: str = "",
+) -> ImplantedStudy:
     """Paint the findings drawn from ``seed`` into ``ct``, inside the organs of ``labels`` (on ``ct``'s grid).
 
     Voxels the painting does not reach keep their stored value exactly; with nothing drawn (``config.kinds=()`` or no
     organ large enough) the volume comes back bit for bit unchanged."""
     lab = np.asarray(labels.array if isinstance(labels, Volume) else labels)
     if lab.shape != ct.shape:
-        raise ValueError(f"labels {lab.shape} and CT {ct.shape} are not on one grid (resample: pipeline.segment.grid.to_grid_of)")
+        raise ValueError(
+            f"labels {lab.shape} and CT {ct.shape} are not on one grid (resample: pipeline.segment.grid.to_grid_of)"
+        )
     if isinstance(labels, Volume) and not np.allclose(labels.affine, ct.affine, atol=1e-3):
-        raise ValueError("labels and CT have the same shape but different affines: resample the labels onto the CT first")
+        raise ValueError(
+            "labels and CT have the same shape but different affines: resample the labels onto the CT first"
+        )
     lab = np.rint(lab).astype(np.int64) if lab.dtype.kind not in "iu" else lab
     if lab.size and int(lab.min()) < 0:
         raise ValueError("the label map holds negative values: expected TotalSegmentator `total` (v2) class indices")
@@ -204,9 +238,16 @@ def implant_study(ct: Volume, labels: Volume | np.ndarray, seed: int | Sequence[
     voxel_ml = float(np.prod(spacing)) / 1000.0
     present = {names[i] for i in np.flatnonzero(counts) if i in names}
     eligible = {o for o in present if counts[_index_of(o)] * voxel_ml >= config.min_organ_ml}
-    findings = sample_findings(np.random.default_rng([*base, 1]), eligible, kinds=tuple(config.kinds), prob=config.finding_prob)
-    params = {"seed": base, "slice_thickness_mm": round(thickness, 3), "margin_mm": round(margin, 3), "slice_axis": axis,
-              "blur_fwhm_mm": [round(float(s * FWHM), 3) for s in sigma_mm]}
+    findings = sample_findings(
+        np.random.default_rng([*base, 1]), eligible, kinds=tuple(config.kinds), prob=config.finding_prob
+    )
+    params = {
+        "seed": base,
+        "slice_thickness_mm": round(thickness, 3),
+        "margin_mm": round(margin, 3),
+        "slice_axis": axis,
+        "blur_fwhm_mm": [round(float(s * FWHM), 3) for s in sigma_mm],
+    }
 
     array = np.asarray(ct.array)
     work = array.astype(np.float32) if findings else None
@@ -265,30 +306,55 @@ def implant_study(ct: Volume, labels: Volume | np.ndarray, seed: int | Sequence[
     rows = []
     for f, index, number, inside, box, organ_hu, draw, noise in painted:
         row = lesion_row(f.kind, f.organs[0], number, inside, box, lab, out, index, organ_hu, spacing, draw)
-        rows.append(dict(row, accession=accession, study_uid=study_uid, noise_hu=round(noise, 2),
-                         iso_intense=bool(abs(row["mean_contrast_hu"]) < noise)))
+        rows.append(
+            dict(
+                row,
+                accession=accession,
+                study_uid=study_uid,
+                noise_hu=round(noise, 2),
+                iso_intense=bool(abs(row["mean_contrast_hu"]) < noise),
+            )
+        )
     # the report: the kept findings, less the omitted share, in the evaluation phrasing
     order = {k: n for n, k in enumerate(CATALOG)}
     kept.sort(key=lambda f: order[f.kind])
     said = misreport(kept, present, config.report_omission, 0.0, np.random.default_rng([*base, 6])) if kept else None
     reported = said.reported if said else []
-    report = write_report(reported, present, tuple(sorted(present)), fov_of(present), np.random.default_rng([*base, 3]),
-                          reserved=config.reserved_phrasing)
-    organ_rows = _organ_rows(lab, counts, names, present, kept, said.omitted if said else [], report.status, voxel_ml,
-                             accession, study_uid)
+    report = write_report(
+        reported,
+        present,
+        tuple(sorted(present)),
+        fov_of(present),
+        np.random.default_rng([*base, 3]),
+        reserved=config.reserved_phrasing,
+    )
+    organ_rows = _organ_rows(
+        lab, counts, names, present, kept, said.omitted if said else [], report.status, voxel_ml, accession, study_uid
+    )
     params["n_lesions"] = len(rows)
-    return ImplantedStudy(Volume(out, np.asarray(ct.affine, float).copy(), dict(ct.meta)), lesion_mask, lesion_labels,
-                          pd.DataFrame(rows, columns=LESION_COLUMNS), pd.DataFrame(organ_rows, columns=ORGAN_COLUMNS),
-                          tuple(kept), tuple(said.omitted if said else ()), report.text, params)
+    return ImplantedStudy(
+        Volume(out, np.asarray(ct.affine, float).copy(), dict(ct.meta)),
+        lesion_mask,
+        lesion_labels,
+        pd.DataFrame(rows, columns=LESION_COLUMNS),
+        pd.DataFrame(organ_rows, columns=ORGAN_COLUMNS),
+        tuple(kept),
+        tuple(said.omitted if said else ()),
+        report.text,
+        params,
+    )
 
 
-def _organ_stats(index: int, lab: np.ndarray, work: np.ndarray, spacing: np.ndarray, margin: float,
-                 background_mm: float) -> _Organ:
+def _organ_stats(
+    index: int, lab: np.ndarray, work: np.ndarray, spacing: np.ndarray, margin: float, background_mm: float
+) -> _Organ:
     """The organ's window (box + margin + background reach), mask, local mean and noise."""
     where = np.argwhere(lab == index)
     pad = np.ceil((margin + 3.0 * background_mm) / spacing).astype(int) + 1
-    window = tuple(slice(max(0, int(a) - int(p)), min(n, int(b) + int(p) + 1))
-                   for a, b, p, n in zip(where.min(axis=0), where.max(axis=0), pad, lab.shape))
+    window = tuple(
+        slice(max(0, int(a) - int(p)), min(n, int(b) + int(p) + 1))
+        for a, b, p, n in zip(where.min(axis=0), where.max(axis=0), pad, lab.shape)
+    )
     mask = lab[window] == index
     near = distance_transform_edt(~mask, sampling=spacing) <= margin
     sigma = background_mm / spacing
@@ -302,7 +368,9 @@ def _organ_stats(index: int, lab: np.ndarray, work: np.ndarray, spacing: np.ndar
     return _Organ(index, window, mask, near, mean, max(noise, 1.0))
 
 
-def _parenchyma_hu(o: _Organ, local: tuple[slice, ...], taken: np.ndarray, spacing: np.ndarray, background_mm: float) -> float:
+def _parenchyma_hu(
+    o: _Organ, local: tuple[slice, ...], taken: np.ndarray, spacing: np.ndarray, background_mm: float
+) -> float:
     """Median HU of the organ's local mean intensity around a lesion's box (``local``, window coordinates), widened
     by four background lengths, lesions excluded: the parenchyma the lesion's contrast is drawn against."""
     pad = np.ceil(4.0 * background_mm / spacing).astype(int)
@@ -314,7 +382,9 @@ def _parenchyma_hu(o: _Organ, local: tuple[slice, ...], taken: np.ndarray, spaci
     return float(np.median(values)) if values.size else float(np.nanmedian(o.mean))
 
 
-def _within(box: tuple[slice, ...], inside: np.ndarray, window: tuple[slice, ...]) -> tuple[tuple[slice, ...], np.ndarray]:
+def _within(
+    box: tuple[slice, ...], inside: np.ndarray, window: tuple[slice, ...]
+) -> tuple[tuple[slice, ...], np.ndarray]:
     """A lesion's box cut to its organ's window (every lesion voxel lies in the organ, so none is lost)."""
     cut = tuple(slice(max(b.start, w.start), min(b.stop, w.stop)) for b, w in zip(box, window))
     part = inside[tuple(slice(c.start - b.start, c.stop - b.start) for c, b in zip(cut, box))]
@@ -343,8 +413,18 @@ def _cast_changed(array: np.ndarray, work: np.ndarray) -> np.ndarray:
     return out
 
 
-def _organ_rows(lab: np.ndarray, counts: np.ndarray, names: dict[int, str], present: set[str], kept: list[Finding],
-                omitted: list[Finding], status: dict[str, str], voxel_ml: float, accession: str, study_uid: str) -> list[dict]:
+def _organ_rows(
+    lab: np.ndarray,
+    counts: np.ndarray,
+    names: dict[int, str],
+    present: set[str],
+    kept: list[Finding],
+    omitted: list[Finding],
+    status: dict[str, str],
+    voxel_ml: float,
+    accession: str,
+    study_uid: str,
+) -> list[dict]:
     """One row per organ of the label map: ``truth/organ_gold.parquet``'s columns (size_factor 1: no size change)."""
     border = np.zeros(len(counts), np.int64)
     for face in (lab[0], lab[-1], lab[:, 0], lab[:, -1], lab[:, :, 0], lab[:, :, -1]):
@@ -357,23 +437,51 @@ def _organ_rows(lab: np.ndarray, counts: np.ndarray, names: dict[int, str], pres
         shown = [f for f in kept if o in f.organs]
         left = [f for f in omitted if o in f.organs]
         told = [f for f in shown if not any(f is g for g in left)]
-        rows.append({
-            "accession": accession, "study_uid": study_uid, "organ": o, "in_image": o in present,
-            "cut_by_fov": bool(border[index] > 0), "image_status": "abnormal" if shown else "normal",
-            "report_status": status.get(o, "not_mentioned"), "abnormalities": sorted({f.canonical for f in shown}),
-            "kinds": sorted({f.kind for f in shown}), "report_abnormalities": sorted({f.canonical for f in told}),
-            "omitted_kinds": sorted({f.kind for f in left}), "report_only_kinds": [], "size_factor": 1.0,
-            "volume_ratio": float("nan"), "volume_ml_native": float(counts[index]) * voxel_ml,
-        })
+        rows.append(
+            {
+                "accession": accession,
+                "study_uid": study_uid,
+                "organ": o,
+                "in_image": o in present,
+                "cut_by_fov": bool(border[index] > 0),
+                "image_status": "abnormal" if shown else "normal",
+                "report_status": status.get(o, "not_mentioned"),
+                "abnormalities": sorted({f.canonical for f in shown}),
+                "kinds": sorted({f.kind for f in shown}),
+                "report_abnormalities": sorted({f.canonical for f in told}),
+                "omitted_kinds": sorted({f.kind for f in left}),
+                "report_only_kinds": [],
+                "size_factor": 1.0,
+                "volume_ratio": float("nan"),
+                "volume_ml_native": float(counts[index]) * voxel_ml,
+            }
+        )
     return rows
 
 
 # --- a whole set on disk, and the command line ---------------------------------------------------------------
 
 FORMAT = "ct-glip/implant-2"  # bumped when the painting changes what a fingerprint stands for
-STUDY_COLUMNS = ["study_key", "accession", "study_uid", "patient_key", "source", "index", "seed", "findings",
-                 "omitted_findings", "n_lesions", "slice_thickness_mm", "margin_mm", "steatosis_shift_hu", "shape_i",
-                 "shape_j", "shape_k", "dtype", "reserved_phrasing"]
+STUDY_COLUMNS = [
+    "study_key",
+    "accession",
+    "study_uid",
+    "patient_key",
+    "source",
+    "index",
+    "seed",
+    "findings",
+    "omitted_findings",
+    "n_lesions",
+    "slice_thickness_mm",
+    "margin_mm",
+    "steatosis_shift_hu",
+    "shape_i",
+    "shape_j",
+    "shape_k",
+    "dtype",
+    "reserved_phrasing",
+]
 
 
 @dataclass(frozen=True)
@@ -416,7 +524,11 @@ def load_source(source: Source) -> tuple[Volume, Volume]:
         ct = Volume(np.asarray(ct.array), ct.affine, ct.meta)
     if ct.array.ndim != 3:
         raise ValueError(f"{source.volume}: expected a 3-d CT, got shape {ct.array.shape}")
-    labels = load_folder(Path(source.mask)) if Path(source.mask).is_dir() else load_multilabel(Path(source.mask), source.label_space)
+    labels = (
+        load_folder(Path(source.mask))
+        if Path(source.mask).is_dir()
+        else load_multilabel(Path(source.mask), source.label_space)
+    )
     if labels.shape != ct.shape or not np.allclose(labels.affine, ct.affine, atol=1e-3):
         labels = to_grid_of(labels, ct)
     if not np.asarray(labels.array).any():
@@ -456,8 +568,14 @@ def _parquet(df: pd.DataFrame, path: Path) -> None:
     _write_if_changed(buf.getvalue(), path)
 
 
-def write_qa_set(sources: Sequence[Source], out_dir: str | os.PathLike, n_per_source: int, seed: int = 0,
-                 config: ImplantConfig = ImplantConfig(), progress: Callable[[str], None] | None = None) -> QASet:
+def write_qa_set(
+    sources: Sequence[Source],
+    out_dir: str | os.PathLike,
+    n_per_source: int,
+    seed: int = 0,
+    config: ImplantConfig = ImplantConfig(),
+    progress: Callable[[str], None] | None = None,
+) -> QASet:
     """Paint ``n_per_source`` studies into each source scan and write them under ``out_dir`` (module docstring)."""
     out = Path(out_dir)
     names = [s.name for s in sources]
@@ -470,7 +588,9 @@ def write_qa_set(sources: Sequence[Source], out_dir: str | os.PathLike, n_per_so
     done = 0
     for number, source in enumerate(sources):
         t0 = time.perf_counter()
-        digest = hashlib.sha256(f"{_content_hash(Path(source.volume))}{_content_hash(Path(source.mask))}{source.label_space}".encode()).hexdigest()
+        digest = hashlib.sha256(
+            f"{_content_hash(Path(source.volume))}{_content_hash(Path(source.mask))}{source.label_space}".encode()
+        ).hexdigest()
         loaded: tuple[Volume, Volume] | None = None
         labels_path = out / "labels" / f"{source.name}.nii.gz"
         labels_stamp = out / "labels" / f"{source.name}.json"
@@ -480,10 +600,23 @@ def write_qa_set(sources: Sequence[Source], out_dir: str | os.PathLike, n_per_so
             write_json({"fingerprint": digest, "volume": str(source.volume), "mask": str(source.mask)}, labels_stamp)
         for index in range(n_per_source):
             key = study_key(source.name, index)
-            fp = hashlib.sha256(json.dumps({"format": FORMAT, "source": digest, "config": config.record(), "seed": seed,
-                                            "source_number": number, "index": index}, sort_keys=True).encode()).hexdigest()
+            fp = hashlib.sha256(
+                json.dumps(
+                    {
+                        "format": FORMAT,
+                        "source": digest,
+                        "config": config.record(),
+                        "seed": seed,
+                        "source_number": number,
+                        "index": index,
+                    },
+                    sort_keys=True,
+                ).encode()
+            ).hexdigest()
             side = out / "truth" / "studies" / f"{key}.json"
-            files = [out / d / f"{key}.nii.gz" for d in ("scans", "lesions", "lesion_labels")] + [out / "reports" / f"{key}.txt"]
+            files = [out / d / f"{key}.nii.gz" for d in ("scans", "lesions", "lesion_labels")] + [
+                out / "reports" / f"{key}.txt"
+            ]
             record = _read_json(side)
             done += 1
             if record.get("fingerprint") == fp and all(f.is_file() for f in files):
@@ -502,34 +635,68 @@ def write_qa_set(sources: Sequence[Source], out_dir: str | os.PathLike, n_per_so
                 write_bytes(made.report.encode(), files[3])
                 p = made.params
                 record = {
-                    "fingerprint": fp, "report": made.report,
-                    "study": {"study_key": key, "accession": accession, "study_uid": key, "patient_key": source.name,
-                              "source": source.name, "index": index, "seed": seed,
-                              "findings": [f.kind for f in made.findings], "omitted_findings": [f.kind for f in made.omitted],
-                              "n_lesions": int(p["n_lesions"]), "slice_thickness_mm": p["slice_thickness_mm"],
-                              "margin_mm": p["margin_mm"], "steatosis_shift_hu": p.get("steatosis_shift_hu", float("nan")),
-                              "shape_i": ct.shape[0], "shape_j": ct.shape[1], "shape_k": ct.shape[2], "dtype": str(ct.array.dtype),
-                              "reserved_phrasing": config.reserved_phrasing},
-                    "lesions": made.lesions.to_dict("records"), "organs": made.organs.to_dict("records"),
+                    "fingerprint": fp,
+                    "report": made.report,
+                    "study": {
+                        "study_key": key,
+                        "accession": accession,
+                        "study_uid": key,
+                        "patient_key": source.name,
+                        "source": source.name,
+                        "index": index,
+                        "seed": seed,
+                        "findings": [f.kind for f in made.findings],
+                        "omitted_findings": [f.kind for f in made.omitted],
+                        "n_lesions": int(p["n_lesions"]),
+                        "slice_thickness_mm": p["slice_thickness_mm"],
+                        "margin_mm": p["margin_mm"],
+                        "steatosis_shift_hu": p.get("steatosis_shift_hu", float("nan")),
+                        "shape_i": ct.shape[0],
+                        "shape_j": ct.shape[1],
+                        "shape_k": ct.shape[2],
+                        "dtype": str(ct.array.dtype),
+                        "reserved_phrasing": config.reserved_phrasing,
+                    },
+                    "lesions": made.lesions.to_dict("records"),
+                    "organs": made.organs.to_dict("records"),
                 }
                 write_json(record, side)
                 n_written += 1
                 kinds = ", ".join(sorted(set(record["study"]["findings"]))) or "no finding"
-                say(f"study {done}/{total} {key}: {p['n_lesions']} lesions ({kinds}), "
-                    f"{len(made.omitted)} left out of the report, {time.perf_counter() - t1:.1f} s")
+                say(
+                    f"study {done}/{total} {key}: {p['n_lesions']} lesions ({kinds}), "
+                    f"{len(made.omitted)} left out of the report, {time.perf_counter() - t1:.1f} s"
+                )
             studies.append(record["study"])
             lesions.extend(record["lesions"])
             organs.extend(record["organs"])
         log.debug("source %s done in %.1f s", source.name, time.perf_counter() - t0)
     study_df = pd.DataFrame(studies, columns=STUDY_COLUMNS)
     keys = study_df["study_key"]
-    manifest = pd.DataFrame({"scan_path": [f"scans/{k}.nii.gz" for k in keys], "patient_key": study_df["patient_key"],
-                             "study_key": keys, "report_key": study_df["accession"]})
-    reports = pd.DataFrame({"AccessionNumber": study_df["accession"],
-                            "ReportText": [(out / "reports" / f"{k}.txt").read_text() for k in keys]})
-    masks = pd.DataFrame({"study_key": keys, "mask_path": [f"labels/{s}.nii.gz" for s in study_df["source"]],
-                          "format": "nifti_multilabel"})
-    tumors = pd.DataFrame({"study_key": keys, "mask_path": [f"lesions/{k}.nii.gz" for k in keys], "format": "nifti_multilabel"})
+    manifest = pd.DataFrame(
+        {
+            "scan_path": [f"scans/{k}.nii.gz" for k in keys],
+            "patient_key": study_df["patient_key"],
+            "study_key": keys,
+            "report_key": study_df["accession"],
+        }
+    )
+    reports = pd.DataFrame(
+        {
+            "AccessionNumber": study_df["accession"],
+            "ReportText": [(out / "reports" / f"{k}.txt").read_text() for k in keys],
+        }
+    )
+    masks = pd.DataFrame(
+        {
+            "study_key": keys,
+            "mask_path": [f"labels/{s}.nii.gz" for s in study_df["source"]],
+            "format": "nifti_multilabel",
+        }
+    )
+    tumors = pd.DataFrame(
+        {"study_key": keys, "mask_path": [f"lesions/{k}.nii.gz" for k in keys], "format": "nifti_multilabel"}
+    )
     paths = {name: out / name for name in ("scans.csv", "reports.csv", "masks.csv", "lesions_manifest.csv")}
     for name, df in zip(paths, (manifest, reports, masks, tumors)):
         _write_if_changed(_csv(df), paths[name])
@@ -538,8 +705,17 @@ def write_qa_set(sources: Sequence[Source], out_dir: str | os.PathLike, n_per_so
     _parquet(study_df, out / "truth" / "studies.parquet")
     _parquet(lesion_df, out / "truth" / "lesions.parquet")
     _parquet(organ_df, out / "truth" / "organ_gold.parquet")
-    return QASet(out, paths["scans.csv"], paths["reports.csv"], paths["masks.csv"], study_df, lesion_df, organ_df,
-                 n_written, n_skipped)
+    return QASet(
+        out,
+        paths["scans.csv"],
+        paths["reports.csv"],
+        paths["masks.csv"],
+        study_df,
+        lesion_df,
+        organ_df,
+        n_written,
+        n_skipped,
+    )
 
 
 def _typed(lesions: pd.DataFrame) -> pd.DataFrame:
@@ -591,27 +767,67 @@ def main(argv: list[str] | None = None) -> int:
         "truth (truth/lesions.parquet, truth/organ_gold.parquet): a quality-assurance phantom made from your own scan.",
         epilog="Example: python -m pipeline.synthetic.implant --volume ct.nii.gz --mask seg.nii.gz --n 20 --out qa/ "
         "--montage qa.png. Re-running skips studies whose inputs and options are unchanged. What is painted and what "
-        "is left out (organ enlargement) is in pipeline/synthetic/implant.py.")
+        "is left out (organ enlargement) is in pipeline/synthetic/implant.py.",
+    )
     src = ap.add_mutually_exclusive_group(required=True)
     src.add_argument("--volume", type=Path, help="the real CT as NIfTI (HU), any orientation and spacing")
     src.add_argument("--dicom", type=Path, metavar="FOLDER", help="the real CT as a folder holding one DICOM series")
-    ap.add_argument("--mask", type=Path, required=True, help="its organ label map: multilabel NIfTI in TotalSegmentator "
-                    "'total' (v2) indices, or a folder of <organ>.nii.gz masks; any grid covering the scan")
-    ap.add_argument("--label-space", choices=("v2", "v1"), default="v2", help="index space of a multilabel --mask (default v2)")
+    ap.add_argument(
+        "--mask",
+        type=Path,
+        required=True,
+        help="its organ label map: multilabel NIfTI in TotalSegmentator "
+        "'total' (v2) indices, or a folder of <organ>.nii.gz masks; any grid covering the scan",
+    )
+    ap.add_argument(
+        "--label-space", choices=("v2", "v1"), default="v2", help="index space of a multilabel --mask (default v2)"
+    )
     ap.add_argument("--n", type=int, default=20, help="studies to write (default %(default)s)")
-    ap.add_argument("--out", type=Path, required=True, help="output folder (created; existing unchanged studies are kept)")
+    ap.add_argument(
+        "--out", type=Path, required=True, help="output folder (created; existing unchanged studies are kept)"
+    )
     ap.add_argument("--seed", type=int, default=0, help="random seed; every study derives from (seed, index)")
-    ap.add_argument("--name", default="", help="the source's name in study keys and as patient_key (default: the file or folder name)")
-    ap.add_argument("--kinds", default=",".join(IMPLANTABLE), help="comma-separated kinds to paint (default: all, %(default)s)")
-    ap.add_argument("--finding-prob", type=float, default=ImplantConfig.finding_prob,
-                    help="chance of each kind per study where its organ is in the scan (default %(default)s)")
-    ap.add_argument("--omission", type=float, default=ImplantConfig.report_omission,
-                    help="share of painted findings the report leaves out (default %(default)s)")
-    ap.add_argument("--slice-thickness", type=float, default=None, metavar="MM",
-                    help="edge blur FWHM along the slice axis (default: the DICOM SliceThickness, else the slice spacing)")
-    ap.add_argument("--margin", type=float, default=None, metavar="MM",
-                    help="how far outside its organ a change may reach (default: the slice thickness)")
-    ap.add_argument("--montage", type=Path, default=None, metavar="PNG", help="also write a picture of painted slices with the lesions outlined")
+    ap.add_argument(
+        "--name",
+        default="",
+        help="the source's name in study keys and as patient_key (default: the file or folder name)",
+    )
+    ap.add_argument(
+        "--kinds", default=",".join(IMPLANTABLE), help="comma-separated kinds to paint (default: all, %(default)s)"
+    )
+    ap.add_argument(
+        "--finding-prob",
+        type=float,
+        default=ImplantConfig.finding_prob,
+        help="chance of each kind per study where its organ is in the scan (default %(default)s)",
+    )
+    ap.add_argument(
+        "--omission",
+        type=float,
+        default=ImplantConfig.report_omission,
+        help="share of painted findings the report leaves out (default %(default)s)",
+    )
+    ap.add_argument(
+        "--slice-thickness",
+        type=float,
+        default=None,
+        metavar="MM",
+        help="edge blur FWHM along the slice axis (default: the DICOM SliceThickness, else the slice spacing)",
+    )
+    ap.add_argument(
+        "--margin",
+        type=float,
+        default=None,
+        metavar="MM",
+        help="how far outside its organ a change may reach (default: the slice thickness)",
+    )
+    ap.add_argument(
+        "--montage",
+        type=Path,
+        default=None,
+        metavar="PNG",
+        help="also write a picture of painted slices with the lesions outlined",
+    )
     ap.add_argument("--quiet", action="store_true", help="no progress lines")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s", stream=sys.stderr)
@@ -624,8 +840,13 @@ def main(argv: list[str] | None = None) -> int:
     name = args.name or scan.name.removesuffix(".gz").removesuffix(".nii")
     kinds = tuple(k.strip() for k in args.kinds.split(",") if k.strip())
     try:
-        config = ImplantConfig(kinds=kinds, finding_prob=args.finding_prob, report_omission=args.omission,
-                               slice_thickness_mm=args.slice_thickness, margin_mm=args.margin)
+        config = ImplantConfig(
+            kinds=kinds,
+            finding_prob=args.finding_prob,
+            report_omission=args.omission,
+            slice_thickness_mm=args.slice_thickness,
+            margin_mm=args.margin,
+        )
     except ValueError as err:
         ap.error(str(err))
     try:
@@ -639,9 +860,17 @@ def main(argv: list[str] | None = None) -> int:
         originals = {name: load_source(Source(name, scan, args.mask, args.label_space))[0]}
         write_bytes(qa_montage_png(made, originals), args.montage)
         log.info("montage: %s", args.montage)
-    log.info("%d studies written, %d unchanged, %d lesions in %s; own-archive config: kind nifti, nifti_manifest %s, "
-             "reports_csv %s, masks_manifest %s", made.n_written, made.n_skipped, len(made.lesions), args.out,
-             made.nifti_manifest, made.reports_csv, made.masks_manifest)
+    log.info(
+        "%d studies written, %d unchanged, %d lesions in %s; own-archive config: kind nifti, nifti_manifest %s, "
+        "reports_csv %s, masks_manifest %s",
+        made.n_written,
+        made.n_skipped,
+        len(made.lesions),
+        args.out,
+        made.nifti_manifest,
+        made.reports_csv,
+        made.masks_manifest,
+    )
     return 0
 
 

@@ -37,14 +37,34 @@ UNITS: dict[str, tuple[tuple[str, ...], str]] = {
     "bladder": ((checked("urinary_bladder"),), "BLADDER"),
     "spine": ((), "BONES"),  # filled with the drawn vertebrae at run time
 }
-_KIND_UNIT = {"liver_mass": "liver", "hepatic_cyst": "liver", "hepatomegaly": "liver", "steatosis": "liver",
-              "splenomegaly": "spleen", "renal_cyst": "kidneys", "renal_stone": "kidneys", "renal_mass": "kidneys",
-              "pancreatic_mass": "pancreas", "gallstones": "gallbladder", "lung_nodule": "lungs",
-              "pleural_effusion": "lungs", "aortic_aneurysm": "aorta", "cardiomegaly": "heart",
-              "vertebral_fracture": "spine"}
-_HISTORY = ("Follow-up of renal cell carcinoma.", "Abdominal pain, evaluate liver and pancreas.",
-            "Staging of lung cancer.", "Weight loss.", "Known colon cancer, restaging.", "Trauma, back pain.",
-            "Elevated liver enzymes.", "Shortness of breath.", "Hematuria, evaluate kidneys.")
+_KIND_UNIT = {
+    "liver_mass": "liver",
+    "hepatic_cyst": "liver",
+    "hepatomegaly": "liver",
+    "steatosis": "liver",
+    "splenomegaly": "spleen",
+    "renal_cyst": "kidneys",
+    "renal_stone": "kidneys",
+    "renal_mass": "kidneys",
+    "pancreatic_mass": "pancreas",
+    "gallstones": "gallbladder",
+    "lung_nodule": "lungs",
+    "pleural_effusion": "lungs",
+    "aortic_aneurysm": "aorta",
+    "cardiomegaly": "heart",
+    "vertebral_fracture": "spine",
+}
+_HISTORY = (
+    "Follow-up of renal cell carcinoma.",
+    "Abdominal pain, evaluate liver and pancreas.",
+    "Staging of lung cancer.",
+    "Weight loss.",
+    "Known colon cancer, restaging.",
+    "Trauma, back pain.",
+    "Elevated liver enzymes.",
+    "Shortness of breath.",
+    "Hematuria, evaluate kidneys.",
+)
 
 
 @dataclass(frozen=True)
@@ -62,8 +82,9 @@ class Misreport:
     report_only: list[Finding]  # in the report, not in the image
 
 
-def misreport(findings: list[Finding], in_image: set[str], omission: float, extra: float,
-              rng: np.random.Generator) -> Misreport:
+def misreport(
+    findings: list[Finding], in_image: set[str], omission: float, extra: float, rng: np.random.Generator
+) -> Misreport:
     """Leave out each image finding with probability ``omission``; add findings the image does not show
     so that about ``extra`` of the mentioned ones are report-only (Poisson, mean extra/(1-extra) per kept
     finding), on organs in view and free of findings, hedged a third of the time, as over-calls often are."""
@@ -78,8 +99,19 @@ def misreport(findings: list[Finding], in_image: set[str], omission: float, extr
         if not options:
             break
         kind, organ = options[int(rng.integers(len(options)))]
-        size = round(float(rng.uniform(5.0, 30.0))) if kind not in ("cardiomegaly", "steatosis", "pleural_effusion",
-                                                                  "vertebral_fracture", "hepatomegaly", "splenomegaly") else None
+        size = (
+            round(float(rng.uniform(5.0, 30.0)))
+            if kind
+            not in (
+                "cardiomegaly",
+                "steatosis",
+                "pleural_effusion",
+                "vertebral_fracture",
+                "hepatomegaly",
+                "splenomegaly",
+            )
+            else None
+        )
         if kind == "hepatomegaly":
             size = round(float(rng.uniform(180.0, 210.0)))
         elif kind == "splenomegaly":
@@ -113,8 +145,16 @@ def _fill(template: str, f: Finding | None, size: str) -> str:
             level = o[0].split("_")[1]
         sides = "bilateral" if len(o) == 2 else side
         bases = "lung bases" if len(o) == 2 else f"{side} lung base"
-    text = template.format(size=size, side=side, Side=side.capitalize(), lobe=lobe, level=level,
-                           sides=sides, Sides=sides.capitalize(), bases=bases)
+    text = template.format(
+        size=size,
+        side=side,
+        Side=side.capitalize(),
+        lobe=lobe,
+        level=level,
+        sides=sides,
+        Sides=sides.capitalize(),
+        bases=bases,
+    )
     return text[0].upper() + text[1:]
 
 
@@ -157,8 +197,23 @@ def write_report(
 
     # normal statements: only about organs fully in view and free of findings, or "otherwise" forms
     abnormal_organs = {o for f in findings for o in f.organs}
-    order = ["airway", "lungs", "lung_bases", "heart", "aorta", "liver", "gallbladder", "spleen", "pancreas",
-             "portal", "adrenals", "kidneys", "bowel", "bladder", "spine"]
+    order = [
+        "airway",
+        "lungs",
+        "lung_bases",
+        "heart",
+        "aorta",
+        "liver",
+        "gallbladder",
+        "spleen",
+        "pancreas",
+        "portal",
+        "adrenals",
+        "kidneys",
+        "bowel",
+        "bladder",
+        "spine",
+    ]
     for unit in order:
         organs = units[unit][0]
         # a unit is described only when fully in view; the spine when any level is (it is long)
@@ -192,7 +247,7 @@ def write_report(
         lines.append(f"{units[unit][1]}: {text}" if organ_style else text)
     if not organ_style:  # paragraph style: one block of prose
         head = lines.index("FINDINGS:")
-        lines[head + 1:] = [" ".join(lines[head + 1:])]
+        lines[head + 1 :] = [" ".join(lines[head + 1 :])]
     lines += ["", "IMPRESSION:"]
     if impression:
         lines += [f"{n}. {s}" for n, s in enumerate(impression, 1)]
