@@ -77,8 +77,9 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
 def _legacy_message(path: str | os.PathLike, why: str) -> str:
     return (
         f"{path} is not a ct-glip {FORMAT} checkpoint: {why}. It was written by an older ct-glip, whose network and "
-        f"inputs differ (pickled files are never loaded either: loading a pickle runs whatever code it holds): train the "
-        f"model again with this version; a training run starts afresh with resume=False or a new output folder."
+        "inputs differ (pickled files are never loaded either: loading a pickle runs whatever code it holds): "
+        "train the model again with this version; a training run starts afresh with resume=False or a new output "
+        "folder."
     )
 
 
@@ -169,8 +170,8 @@ def read_config(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def check_text_encoder(name: str | None, where: str | os.PathLike, key: str) -> None:
-    """A model folder is data, not instructions: its text encoder must be the packaged one, the test stand-in, or a local
-    folder -- never a hub id (ct-glip stays offline)."""
+    """A model folder is data, not instructions: its text encoder must be the packaged one, the test stand-in, or a
+    local folder -- never a hub id (ct-glip stays offline)."""
     from model.config import FAKE_TEXT, GT_MINILM
 
     if name is None or name in (GT_MINILM, FAKE_TEXT, "all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"):
@@ -282,7 +283,8 @@ def _model_card(config: dict[str, Any]) -> str:
         f"- one crop per organ, {pre['crop_voxels']}^3 voxels at its organ class's spacing "
         f"(train.data.preprocessing.organ_spacing), from a RAS volume at {pre['spacing_mm']} mm; HU window "
         f"{list(pre['hu_window'])} scaled to [-1, 1], the organ's mask as a channel",
-        f"- text encoder: {m['text_encoder']}, its top {m.get('text_trainable_layers', 0)} layer(s) trained and stored here, "
+        f"- text encoder: {m['text_encoder']}, its top {m.get('text_trainable_layers', 0)} layer(s) trained and "
+        "stored here, "
         "the rest frozen and rebuilt from the packaged encoder",
         "",
         "## Training data",
@@ -296,11 +298,13 @@ def _model_card(config: dict[str, Any]) -> str:
         "",
         "## Training",
         "",
-        f"- steps: {config.get('step', '?')} of {train['steps']}, global batch {train['batch_size']}, peak lr {train['lr']}, seed {train['seed']}",
+        f"- steps: {config.get('step', '?')} of {train['steps']}, global batch {train['batch_size']}, "
+        f"peak lr {train['lr']}, seed {train['seed']}",
     ]
     if training.get("samples_per_s") is not None:
         lines.append(
-            f"- throughput: {training['samples_per_s']:.2f} organ crops/s on {training.get('world_size', 1)} process(es)"
+            f"- throughput: {training['samples_per_s']:.2f} organ crops/s "
+            f"on {training.get('world_size', 1)} process(es)"
         )
     lines += ["", "## Metrics", ""]
     if losses:

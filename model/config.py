@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Literal
 
@@ -79,8 +79,8 @@ class ModelConfig:
     organ_pooling: Literal["mean", "mean_max_size"] = _f(
         "mean_max_size",
         "organ embedding from the map inside the organ's region (mask dilated by DataConfig.dilation_mm): 'mean' = "
-        "masked mean; 'mean_max_size' = masked mean, masked max (a small lesion moves the max, hardly the mean) and the "
-        "whole organ's log volume and box extents (organ size: -megaly, aneurysm)",
+        "masked mean; 'mean_max_size' = masked mean, masked max (a small lesion moves the max, hardly the mean) and "
+        "the whole organ's log volume and box extents (organ size: -megaly, aneurysm)",
     )
     # --- text
     text_encoder: str = _f(
@@ -155,8 +155,8 @@ def _cumulative(strides: tuple[int, ...]) -> list[int]:
 class DataConfig:
     preprocessing: Preprocessing = _f(
         Preprocessing(),
-        "how a canonical volume becomes the network's organ crops (model.preprocess); written into "
-        "every checkpoint with the organ scales chosen on the training split, and read back by evaluation and inference",
+        "how a canonical volume becomes the network's organ crops (model.preprocess); written into every checkpoint "
+        "with the organ scales chosen on the training split, and read back by evaluation and inference",
     )
     max_shift: int = _f(
         2, "training augmentation: random shift of the crop, crop voxels per axis (no flips: laterality is kept)"
@@ -254,7 +254,8 @@ class TrainConfig:
     )
     text_cache_dir: str | None = _f(
         None,
-        "on-disk cache of the frozen text layers' token states (None: memory only); a run setting, not part of the model",
+        "on-disk cache of the frozen text layers' token states (None: memory only); "
+        "a run setting, not part of the model",
     )
 
     def __post_init__(self) -> None:

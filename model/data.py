@@ -12,14 +12,15 @@ or process loads it, and a resumed run sees the very same batches.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
 from collections import OrderedDict
-import dataclasses
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -194,7 +195,7 @@ class Dictionary:
         return 0.5 / p if positive else 0.5 / (1 - p)
 
     def rows(self, item: OrganItem, forms: Sequence[int]) -> list[tuple[str, str, float, float]]:
-        """(affirmed text, negated text, label, weight) per abnormality of the item's class, in phrasing ``forms[i]``."""
+        """(affirmed text, negated text, label, weight) per abnormality of the item's class, phrased ``forms[i]``."""
         out = []
         for a, form in zip(self.abnormalities.get(item.organ, ()), forms):
             y = a in item.findings
@@ -249,7 +250,8 @@ class OrganDataset(Dataset):
         minimum = d.preprocessing.min_organ_voxels
         self.items = large_enough(self.studies, items, minimum)
         items = self.items
-        # organ scales: the given record's, the config's where it has them (a trained model's), else chosen on this split
+        # organ scales: the given record's, the config's where it has them (a trained model's), else chosen on this
+        # split
         pre = d.preprocessing
         self.preprocessing = preprocessing or (
             pre

@@ -17,8 +17,8 @@ import pandas as pd
 
 from pipeline.atomic import write_parquet
 from pipeline.resample import DEMO_SPACING_MM
-from pipeline.volume import Volume, save_nifti
 from pipeline.vocab import organ as vocab_organ
+from pipeline.volume import Volume, save_nifti
 
 if TYPE_CHECKING:
     from model.config import TrainConfig

@@ -11,7 +11,7 @@ WEIGHTS, CONFIG, CARD = "model.safetensors", "config.json", "README.md"
 
 
 def fingerprint(path: str | os.PathLike) -> str:
-    """sha256 of a file's bytes (as ``sha256sum``), or of a folder's files (relative names and bytes), for provenance."""
+    """sha256 of a file's bytes (as ``sha256sum``) or of a folder's files (relative names and bytes): provenance."""
     path = Path(path)
     h = hashlib.sha256()
     if path.is_file():

@@ -23,20 +23,20 @@ From each organ's crop:
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
 import os
 import re
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from time import perf_counter
-from typing import Iterator, Sequence
 
 import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
+
 from model.checkpoint import config_of, load_checkpoint, load_model, preprocessing_of, read_config, resolve_model_path
 from model.network import CTGlip
 from model.precision import autocast
@@ -48,8 +48,8 @@ from pipeline.dicom.errors import IngestError
 from pipeline.ingest import read_nifti, to_canonical
 from pipeline.resample import ResampleOptions
 from pipeline.segment import SegmenterConfig, segment, to_grid_of
-from pipeline.volume import Volume, load_nifti, save_nifti
 from pipeline.vocab import class_map
+from pipeline.volume import Volume, load_nifti, save_nifti
 
 log = logging.getLogger(__name__)
 

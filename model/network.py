@@ -63,7 +63,8 @@ class ResidualUNetEncoder(nn.Module):
         self.out_channels = ch[self.out_level]
         self.head: nn.Module = nn.Identity()
         if config.cnn_head_channels:
-            # the fine map has few channels (its stage's): a 1x1 expansion gives the masked max more detectors at ~no cost
+            # the fine map has few channels (its stage's): a 1x1 expansion gives the masked max more detectors at
+            # ~no cost
             self.head = UnetBasicBlock(
                 3, self.out_channels, config.cnn_head_channels, kernel_size=1, stride=1, norm_name=norm
             )
@@ -139,7 +140,8 @@ def region_weights(region: torch.Tensor, size: tuple[int, ...]) -> torch.Tensor:
 
 
 def pool_map(fmap: torch.Tensor, weights: torch.Tensor, mode: str) -> torch.Tensor:
-    """Masked mean (``mode="mean"``), or masked mean and masked max over the cells the region touches: (n, c) or (n, 2c)."""
+    """Masked mean (``mode="mean"``), or masked mean and masked max over the cells the region touches: (n, c) or
+    (n, 2c)."""
     w = weights.to(fmap.dtype)[:, None]  # (n, 1, d, h, w)
     mean = (fmap * w).sum((2, 3, 4)) / w.sum((2, 3, 4)).clamp_min(1e-6)
     if mode == "mean":

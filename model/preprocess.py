@@ -19,8 +19,9 @@ Random augmentation (a shift of the crop, an intensity jitter) stays in ``model.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -38,7 +39,7 @@ SCALE_STEP_MM = 0.5  # organ scales are multiples of this
 SIZE_FEATURES = 4  # log volume (ml), log box extent (mm) along i, j, k
 
 
-def option(default: Any, help: str) -> Any:  # noqa: A002 - `help` mirrors argparse
+def option(default: Any, help: str) -> Any:  # `help` shadows the builtin: it mirrors argparse
     """A dataclass field with its description (``model.config.describe`` lists every one)."""
     return field(default=default, metadata={"help": help})
 
@@ -85,7 +86,7 @@ class Preprocessing:
         return float(table[organ]) if organ in table else fitting_spacing(extent_mm, self)
 
     def to_record(self) -> dict[str, Any]:
-        """JSON-able and versioned: evaluation records it (and earlier ct-glip/2 files held it as ``io["preprocessing"]``)."""
+        """JSON-able and versioned: evaluation records it (ct-glip/2 files held it as ``io["preprocessing"]``)."""
         return {
             "kind": RECORD,
             "crop_voxels": self.crop_voxels,

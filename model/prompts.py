@@ -7,7 +7,7 @@ of the L2-normalised prompt embeddings, normalised again.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch

@@ -67,7 +67,7 @@ def _padding_mask(lengths: torch.Tensor, longest: int) -> torch.Tensor:
 
 
 class HFTextBackbone:
-    """A Hugging Face encoder (``AutoModel``): embeddings and all but the last ``trainable`` layers, frozen, in eval mode.
+    """A Hugging Face encoder (``AutoModel``): embeddings and all but the last ``trainable`` layers frozen, eval mode.
 
     ``long_text="chunk"`` (the default) cuts nothing: a text longer than ``max_length`` tokens is split into
     consecutive windows of at most ``max_length`` tokens (special tokens included), each read on its own; the tower

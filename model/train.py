@@ -18,9 +18,10 @@ import os
 import random
 import resource
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -337,7 +338,8 @@ def train(
         logger.info("resumed from %s at step %d", latest, step)
     if ctx.is_main:
         logger.info(
-            "training %s/%s: %.2fM parameters, %d organ items of %d studies, global batch %d on %d process(es), %d steps",
+            "training %s/%s: %.2fM parameters, %d organ items of %d studies, global batch %d on %d process(es), "
+            "%d steps",
             config.model.kind,
             config.model.image_encoder,
             model.param_count() / 1e6,

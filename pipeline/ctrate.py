@@ -4,7 +4,8 @@ The release layout (huggingface.co/datasets/ibrahimhamamci/CT-RATE), with or wit
 
     {train,valid}[_fixed]/<patient>/<scan>/<volume>.nii.gz      train/train_123/train_123_a/train_123_a_1.nii.gz
     radiology_text_reports/{train,validation}_reports.csv       VolumeName, Findings_EN, Impressions_EN, ...
-    metadata/{train,validation}_metadata.csv                    VolumeName, RescaleSlope, RescaleIntercept, XYSpacing, ZSpacing, ...
+    metadata/{train,validation}_metadata.csv                    VolumeName, RescaleSlope, RescaleIntercept,
+                                                                XYSpacing, ZSpacing, ...
     multi_abnormality_labels/{train,valid}_predicted_labels.csv VolumeName and the 18 labels (0/1)
 
 A flat folder of ``.nii.gz`` volumes (CSV files beside them optional) is read too. The rules, each
@@ -19,8 +20,8 @@ recorded per volume:
   volume only when it shows no air either way.
 - spacing (``spacing_rule``): the NIfTI header wins where it carries geometry (it is what the voxels were
   written with; the metadata's ZSpacing can be a slice thickness), and a disagreement with the metadata
-  is recorded; a blank header (no qform/sform and unit voxels, or an identity affine) takes XYSpacing/ZSpacing and, when given,
-  ImageOrientationPatient/ImagePositionPatient from the metadata (``metadata``), with array axis i along
+  is recorded; a blank header (no qform/sform and unit voxels, or an identity affine) takes XYSpacing/ZSpacing and,
+  when given, ImageOrientationPatient/ImagePositionPatient from the metadata (``metadata``), with array axis i along
   the DICOM row direction as DICOM-to-NIfTI converters write it.
 - ids: volume ``train_123_a_1`` is patient ``train_123``, scan (our study) ``train_123_a``, reconstruction 1.
 - reconstructions of one scan are one study: the one covering the most (1 cm bins), then the thinnest
@@ -123,7 +124,8 @@ def write_ctrate_source(
     out = Path(out_dir)
     manifest = pd.DataFrame({
         "scan_path": chosen["volume_path"], "patient_key": chosen["patient_key"], "study_key": chosen["study_key"],
-        "report_key": chosen["study_key"], "rescale_slope": chosen["rescale_slope"], "rescale_intercept": chosen["rescale_intercept"],
+        "report_key": chosen["study_key"], "rescale_slope": chosen["rescale_slope"],
+        "rescale_intercept": chosen["rescale_intercept"],
         "affine": chosen["affine"], "hu_rule": chosen["hu_rule"], "spacing_rule": chosen["spacing_rule"],
     }, columns=MANIFEST_COLUMNS)  # fmt: skip
     reports = pd.DataFrame({"AccessionNumber": chosen["study_key"], "ReportText": chosen["report_text"]})
@@ -346,7 +348,8 @@ def decide_geometry(img: nib.Nifti1Image, info: pd.Series | None) -> tuple[np.nd
             return affine, "header (metadata agrees)"
         return (
             affine,
-            f"header (metadata XYSpacing/ZSpacing {meta.round(4).tolist()} differ from the header's {spacing.round(4).tolist()} mm; header kept)",
+            f"header (metadata XYSpacing/ZSpacing {meta.round(4).tolist()} differ from the header's "
+            f"{spacing.round(4).tolist()} mm; header kept)",
         )
     if meta is None:
         return np.asarray(img.affine, dtype=float), "unknown: blank NIfTI header and no metadata spacing"
@@ -383,6 +386,7 @@ def _choose(frame: pd.DataFrame) -> pd.DataFrame:
         for idx in order.index[1:]:
             frame.loc[idx, "choice"] = (
                 f"another reconstruction of the scan was chosen ({frame.loc[best, 'volume_name']}); this one covers "
-                f"{frame.loc[idx, 'n_slices'] * frame.loc[idx, 'spacing_z']:.0f} mm at {frame.loc[idx, 'spacing_z']:.2f} mm"
+                f"{frame.loc[idx, 'n_slices'] * frame.loc[idx, 'spacing_z']:.0f} mm "
+                f"at {frame.loc[idx, 'spacing_z']:.2f} mm"
             )
     return frame

@@ -46,7 +46,8 @@ def check_hu(array: np.ndarray, max_samples: int = 500_000) -> HuCheck:
     double_air = _frac(-2200, -1850)
     raw_air = _frac(-50, 80)
     raw_tissue = _frac(850, 1200)
-    stats = f"min {hu_min:.0f}, max {hu_max:.0f}, 1st/50th percentile {np.percentile(body, 1) if body.size else 0:.0f}/{np.median(body) if body.size else 0:.0f}"
+    p1, p50 = (np.percentile(body, 1), np.median(body)) if body.size else (0, 0)
+    stats = f"min {hu_min:.0f}, max {hu_max:.0f}, 1st/50th percentile {p1:.0f}/{p50:.0f}"
     band = body[(body >= -2200) & (body <= -1850)]
     # a constant value there is padding outside the scan circle (e.g. -2048), not noisy air
     padding_like = band.size > 0 and np.count_nonzero(band == np.median(band)) > 0.95 * band.size
@@ -65,7 +66,8 @@ def check_hu(array: np.ndarray, max_samples: int = 500_000) -> HuCheck:
         return HuCheck(
             False,
             "missing_rescale",
-            f"no air near -1000 HU; values look like raw stored pixels (air near 0..24: {raw_air:.1%}, tissue near 1000: {raw_tissue:.1%}); {stats}",
+            f"no air near -1000 HU; values look like raw stored pixels (air near 0..24: {raw_air:.1%}, "
+            f"tissue near 1000: {raw_tissue:.1%}); {stats}",
             hu_min,
             hu_max,
             air,

@@ -19,11 +19,11 @@ import math
 import multiprocessing
 import os
 import re
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from time import perf_counter
-from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -73,11 +73,11 @@ class IngestConfig:
     n_shards: int = 1
 
     @staticmethod
-    def paper(data_root: str | os.PathLike, **kw) -> "IngestConfig":
+    def paper(data_root: str | os.PathLike, **kw) -> IngestConfig:
         return IngestConfig(data_root=Path(data_root), resample=ResampleOptions.paper(), **kw)
 
     @staticmethod
-    def demo(data_root: str | os.PathLike, **kw) -> "IngestConfig":
+    def demo(data_root: str | os.PathLike, **kw) -> IngestConfig:
         return IngestConfig(data_root=Path(data_root), resample=ResampleOptions.demo(), **kw)
 
     @property
@@ -221,7 +221,8 @@ def _finish(
     row = {
         **ids,
         "volume_path": stored_path(path, config.data_root),
-        "spacing_native_i": native_sp[0], "spacing_native_j": native_sp[1], "spacing_native_k": m.get("native_spacing", native_sp)[2],
+        "spacing_native_i": native_sp[0], "spacing_native_j": native_sp[1],
+        "spacing_native_k": m.get("native_spacing", native_sp)[2],
         "spacing_x": canon_sp[0], "spacing_y": canon_sp[1], "spacing_z": canon_sp[2],
         "shape_native_i": volume.shape[0], "shape_native_j": volume.shape[1], "shape_native_k": volume.shape[2],
         "shape_x": canon.shape[0], "shape_y": canon.shape[1], "shape_z": canon.shape[2],
@@ -300,7 +301,8 @@ def _one_patient(series: dict[str, list[SliceHeader]]) -> None:
         raise IngestError(
             "scan",
             "conflicting_patients",
-            f"one StudyInstanceUID holds files of {len(by_patient)} patients ({'; '.join(parts)}); none is ingested, nothing is merged",
+            f"one StudyInstanceUID holds files of {len(by_patient)} patients ({'; '.join(parts)}); "
+            "none is ingested, nothing is merged",
         )
 
 
@@ -327,7 +329,8 @@ def ingest_study(
             for other in choice.candidates:
                 if other is not cand and pseudonym("series", other.series_uid) not in skipped:
                     skipped[pseudonym("series", other.series_uid)] = (
-                        f"ranked below the chosen series (coverage {other.coverage_mm:.0f} mm, thickness {other.thickness_mm:.2f} mm)"
+                        f"ranked below the chosen series (coverage {other.coverage_mm:.0f} mm, "
+                        f"thickness {other.thickness_mm:.2f} mm)"
                     )
             lt = LoadTimings()
             volume = load_series(cand.slices, geo, timings=lt)
@@ -345,12 +348,13 @@ def ingest_study(
             raise IngestError(
                 "scan",
                 "truncated_file",
-                f"{len(cut)} file(s) of the study end early (one {cut[0].truncated}); then {first_error.reason}: {first_error.detail}",
+                f"{len(cut)} file(s) of the study end early (one {cut[0].truncated}); "
+                f"then {first_error.reason}: {first_error.detail}",
             )
         raise first_error
     except IngestError as err:
         return _reject(config, ids["study_id"], err, fingerprint, "dicom", timings)
-    except Exception as err:  # noqa: BLE001 - an unexpected failure is one rejected study, never the archive
+    except Exception as err:
         log.exception("study %s failed unexpectedly", ids["study_id"])
         return _reject(
             config,
@@ -406,7 +410,7 @@ def ingest_nifti_scan(
         return _finish(volume, config, ids, fingerprint or "", timings, extra)
     except IngestError as err:
         return _reject(config, study_id, err, fingerprint, "nifti", timings)
-    except Exception as err:  # noqa: BLE001
+    except Exception as err:
         log.exception("study %s failed unexpectedly", study_id)
         return _reject(
             config,

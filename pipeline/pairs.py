@@ -9,8 +9,9 @@ purpose: they cost ~50 us a group; ``_grouped_lists`` collects a group's values 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable, Literal, get_args
+from typing import Literal, get_args
 
 import numpy as np
 import pandas as pd

@@ -7,8 +7,9 @@ deadlock, and spawning re-imports everything per worker; the fork server imports
 from __future__ import annotations
 
 import multiprocessing
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from typing import Callable, Iterable, Iterator, Sequence, TypeVar
+from typing import TypeVar
 
 T = TypeVar("T")
 R = TypeVar("R")

@@ -44,22 +44,22 @@ class Grid:
     affine: tuple[tuple[float, ...], ...]
 
     @staticmethod
-    def make(shape, affine) -> "Grid":
+    def make(shape, affine) -> Grid:
         # rounded to 0.1 um so a grid read back from NIfTI (float32 affine) equals the one written
         a = np.round(np.asarray(affine, dtype=float), 4) + 0.0
         return Grid(tuple(int(s) for s in shape), tuple(tuple(float(v) for v in row) for row in a))
 
     @staticmethod
-    def of(volume: Volume) -> "Grid":
+    def of(volume: Volume) -> Grid:
         return Grid.make(volume.shape, volume.affine)
 
     @staticmethod
-    def from_nifti(path: str | os.PathLike) -> "Grid":
+    def from_nifti(path: str | os.PathLike) -> Grid:
         img = nib.load(str(path))
         return Grid.make(img.shape[:3], img.affine)
 
     @staticmethod
-    def from_dict(d: dict) -> "Grid":
+    def from_dict(d: dict) -> Grid:
         return Grid.make(d["shape"], d["affine"])
 
     def to_dict(self) -> dict:
@@ -80,11 +80,11 @@ class ResampleOptions:
     hu_window: tuple[int, int] = (-1024, 3071)  # clip before the int16 cast
 
     @staticmethod
-    def paper() -> "ResampleOptions":
+    def paper() -> ResampleOptions:
         return ResampleOptions()
 
     @staticmethod
-    def demo() -> "ResampleOptions":
+    def demo() -> ResampleOptions:
         return ResampleOptions(spacing=(DEMO_SPACING_MM,) * 3)
 
 

@@ -1,8 +1,8 @@
 """The no-learning rows: what an intensity histogram and a ruler already tell, with no image model.
 
 Per AD task (organ, abnormality) and for TD, a logistic regression (``model.eval.probe``, scikit-learn) on
-``organ_stats`` features -- HU mean and spread, volume, bounding box -- fitted on the training split, AD thresholds chosen
-on validation, scored on the same test items as the models, so its rows and the paired differences read like the
+``organ_stats`` features -- HU mean and spread, volume, bounding box -- fitted on the training split, AD thresholds
+chosen on validation, scored on the same test items as the models, so its rows and the paired differences read like the
 others. Fitted twice: on the image truth (``no_learning``, a ceiling no model trained on reports is given) and on the
 reports' labels (``no_learning_report``, like the models). OR and TS do not apply.
 """
@@ -10,8 +10,8 @@ reports' labels (``no_learning_report``, like the models). OR and TS do not appl
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -36,8 +36,9 @@ def stats_features(stats: pd.DataFrame) -> pd.DataFrame:
 
 
 def read_features(data_root: str | os.PathLike, study_ids: Sequence[str]) -> pd.DataFrame:
-    """``stats_features`` of ``study_ids``: from the ``organ_stats`` table where it exists, else computed by ``pipeline.segment.stats.organ_stats`` -- the
-    function that writes that table -- from the studies' volumes and label maps."""
+    """``stats_features`` of ``study_ids``: from the ``organ_stats`` table where it exists, else computed by
+    ``pipeline.segment.stats.organ_stats`` -- the function that writes that table -- from the studies' volumes and
+    label maps."""
     from pipeline.tables import read_table, table_path
 
     root = Path(data_root)
@@ -72,9 +73,9 @@ def _organ_x(features: pd.DataFrame, rows: pd.DataFrame) -> np.ndarray:
 def no_learning(
     data: EvalData, features: pd.DataFrame, result: EvalResult, labels: str = "image", name: str | None = None
 ) -> MethodResult:
-    """AD and TD of the logistic regression on ``features`` (``stats_features``), on ``data``'s splits, for the tasks and
-    tumor classes ``result`` scored; fitted on the image truth (``labels="image"``: a ceiling, the models never see it)
-    or on what the reports say (``"report"``: like the models)."""
+    """AD and TD of the logistic regression on ``features`` (``stats_features``), on ``data``'s splits, for the tasks
+    and tumor classes ``result`` scored; fitted on the image truth (``labels="image"``: a ceiling, the models never see
+    it) or on what the reports say (``"report"``: like the models)."""
     config = result.config
     rows = {
         k: data.organ_rows(s)

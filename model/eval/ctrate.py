@@ -44,7 +44,6 @@ import pandas as pd
 
 from model.eval import metrics
 from model.eval.metrics import Estimate
-from model.prompts import abnormality_prompts, prompt_embeddings
 from model.inference import (
     STUDY,
     InferenceOptions,
@@ -55,6 +54,7 @@ from model.inference import (
     load_for_inference,
     logit_scale,
 )
+from model.prompts import abnormality_prompts, prompt_embeddings
 from pipeline.atomic import atomic_path, write_json, write_parquet
 from pipeline.ctrate import SPLITS, scan_ctrate
 from pipeline.report.labels import label_organs
@@ -187,7 +187,8 @@ def evaluate_ctrate(
     """Zero-shot CT-RATE labels of the ``options.split`` volumes under ``data`` by the model at ``checkpoint``."""
     if not Path(checkpoint).exists():
         raise FileNotFoundError(
-            f"no trained model at {checkpoint}: expected an exported model folder (model.safetensors, config.json) or a step_*.pt"
+            f"no trained model at {checkpoint}: expected an exported model folder (model.safetensors, config.json) "
+            "or a step_*.pt"
         )
     evaluated, skipped = _volumes(data, options.split, options)
     if options.threshold_split:
@@ -552,9 +553,10 @@ EPILOG = (
 
 Volumes: every usable, labelled volume of the split (--volumes all: each reconstruction, as CT-CLIP scores its
 validation set) or one per scan (--volumes chosen). A model embeds a study through its organs, and CT-RATE ships no
-organ masks: a volume without a mask (and without --segmenter) is listed as skipped. --masks DIR holds TotalSegmentator 'total' label maps named <volume_name>.nii.gz on the
-volume's own grid; --segmenter totalsegmentator segments volumes without one (it needs TotalSegmentator's weights,
-and stops naming what is missing where they are not installed).
+organ masks: a volume without a mask (and without --segmenter) is listed as skipped. --masks DIR holds
+TotalSegmentator 'total' label maps named <volume_name>.nii.gz on the volume's own grid; --segmenter totalsegmentator
+segments volumes without one (it needs TotalSegmentator's weights, and stops naming what is missing where they are not
+installed).
 
 Thresholds (F1, accuracy) are chosen on --threshold-split (default: the other split), never on the evaluated one;
 AUC needs none. 95% intervals: percentile bootstrap over patients. A label with one class only in the split is n/a.
@@ -565,8 +567,10 @@ kept in --cache, so running the command again embeds only what changed.
 Published anchors, zero-shot macro AUC on CT-RATE (fVLM paper): CT-CLIP {ANCHORS["CT-CLIP"]}, fVLM {ANCHORS["fVLM"]}.
 
 Example:
-  python -m model.eval.ctrate --checkpoint data/models/grounded-XXXX/model --data /data/CT-RATE --split valid --out results.json
-Exit status: 0 done, 2 bad input (missing model or split, a model of another version, missing segmenter weights), 1 else.
+  python -m model.eval.ctrate --checkpoint data/models/grounded-XXXX/model --data /data/CT-RATE \\
+      --split valid --out results.json
+Exit status: 0 done, 2 bad input (missing model or split, a model of another version, missing segmenter weights),
+1 else.
 """
 )
 
@@ -687,7 +691,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     for variant in result.variants:
         print(
-            f"  {variant.name}: macro AUC {_fmt(variant.macro_auc)} over {sum(r.auc.applicable for r in variant.labels)} labels, "
+            f"  {variant.name}: macro AUC {_fmt(variant.macro_auc)} "
+            f"over {sum(r.auc.applicable for r in variant.labels)} labels, "
             f"macro F1 {_fmt(variant.macro_f1)}"
         )
     print(f"  published (fVLM paper): CT-CLIP {ANCHORS['CT-CLIP']}, fVLM {ANCHORS['fVLM']}")

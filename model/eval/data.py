@@ -65,9 +65,10 @@ class CropStore:
     def tensors(self, rows: np.ndarray, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
         """The network's inputs of ``rows``: volume (n, 1, D, D, D), mask, region (n, D, D, D), size (n, 4)."""
         rows = np.asarray(rows, dtype=int)
-        as_t = lambda a, scale=1.0: (
-            torch.from_numpy(np.ascontiguousarray(a[rows])).to(device=device, dtype=torch.float32) * scale
-        )  # noqa: E731
+
+        def as_t(a: np.ndarray, scale: float = 1.0) -> torch.Tensor:
+            return torch.from_numpy(np.ascontiguousarray(a[rows])).to(device=device, dtype=torch.float32) * scale
+
         return {
             "volume": as_t(self.volume)[:, None],
             "mask": as_t(self.mask, 1 / 255),
@@ -138,8 +139,8 @@ def load_eval_data(
     workers: int | None = None,
 ) -> EvalData:
     """Read the organ rows of ``splits`` from the data root and crop each with ``preprocessing`` -- pass the evaluated
-    checkpoint's own record (``model.checkpoint.preprocessing_of``); organs with fewer than ``min_organ_voxels`` are left
-    out. A study without ``lesions/<study_id>.nii.gz`` is taken as lesion-free.
+    checkpoint's own record (``model.checkpoint.preprocessing_of``); organs with fewer than ``min_organ_voxels`` are
+    left out. A study without ``lesions/<study_id>.nii.gz`` is taken as lesion-free.
 
     Only rows of ``splits`` are read from ``grounded_pairs`` (a parquet filter), so a caller that leaves ``"test"`` out
     never loads a test study's labels or images. ``labels``: ``"image"`` takes status and abnormalities from the
@@ -273,8 +274,8 @@ def crop_rows(
 
 
 def merge_eval_data(parts: list[EvalData], splits: tuple[str, ...] | None = None) -> EvalData:
-    """One ``EvalData`` of several (each part's rows of ``splits``, all where None), their crops renumbered; the parts must
-    have been cropped with one preprocessing. Provenance: the first part's, with every part's under ``parts``."""
+    """One ``EvalData`` of several (each part's rows of ``splits``, all where None), their crops renumbered; the parts
+    must have been cropped with one preprocessing. Provenance: the first part's, with every part's under ``parts``."""
     if len({p.preprocessing for p in parts}) != 1:
         raise ValueError("the parts were cropped with different preprocessing records")
     frames, picks, blocks = [], [], {}

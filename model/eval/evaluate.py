@@ -16,8 +16,8 @@ The zero-shot protocols need an image-text model, so the random row reports only
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Callable, Mapping
 
 import torch
 from torch import nn

@@ -8,7 +8,6 @@ like: only the training signal differs.
 from __future__ import annotations
 
 import copy
-from typing import Sequence
 
 import numpy as np
 import pandas as pd

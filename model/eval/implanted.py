@@ -2,27 +2,28 @@
 
 ``implanted_eval_data(set_dirs, preprocessing, cache_dir)`` reads sets written by ``pipeline.synthetic.implant``
 (``write_qa_set`` or its command line) and brings each study to the model's canonical grid the way the own-archive route
-would: the CT resampled like ingest does (``pipeline.resample.resample_volume``: RAS, the checkpoint's isotropic spacing),
-the organ labels and the tumor mask placed by world coordinates like the precomputed segmenter does
+would: the CT resampled like ingest does (``pipeline.resample.resample_volume``: RAS, the checkpoint's isotropic
+spacing), the organ labels and the tumor mask placed by world coordinates like the precomputed segmenter does
 (``pipeline.segment.grid.to_grid_of``). Every organ row takes its status and abnormalities from the set's image truth
 (``truth/organ_gold.parquet``), its report status from what the set's report says, and is cropped by the one
 preprocessing path (``model.eval.data.crop_rows``). The rows' split is ``REAL_SPLIT``.
 
 ``score_implanted(models, with_implanted(base, real), config)`` is ``model.eval.evaluate`` with the implanted studies as
-the test split and ``base``'s training and validation splits for everything chosen before testing (AD tasks and thresholds, the tumor
-classes, the TS decoder's fine-tuning, the probes' fits), so its figures read like the synthetic test split's.
+the test split and ``base``'s training and validation splits for everything chosen before testing (AD tasks and
+thresholds, the tumor classes, the TS decoder's fine-tuning, the probes' fits), so its figures read like the synthetic
+test split's.
 
-The bootstrap resamples ``patient_id``: by default each implanted study is its own "patient" (``cluster="study"``), since
-a set is typically made from one or two real scans; such an interval covers the variation of the painted lesions over a
-fixed anatomy, not over patients. ``cluster="source"`` groups by source scan instead.
+The bootstrap resamples ``patient_id``: by default each implanted study is its own "patient" (``cluster="study"``),
+since a set is typically made from one or two real scans; such an interval covers the variation of the painted
+lesions over a fixed anatomy, not over patients. ``cluster="source"`` groups by source scan instead.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -59,8 +60,8 @@ def implanted_eval_data(
     counted_structures: bool = False,
     workers: int | None = None,
 ) -> tuple[EvalData, pd.DataFrame]:
-    """(the organ rows of every study of ``set_dirs``, cropped with ``preprocessing``; their ``organ_stats`` features for
-    the no-learning rows, ``model.eval.baseline.stats_features``). ``cache_dir`` receives the canonical volumes."""
+    """(the organ rows of every study of ``set_dirs``, cropped with ``preprocessing``; their ``organ_stats`` features
+    for the no-learning rows, ``model.eval.baseline.stats_features``). ``cache_dir`` receives the canonical volumes."""
     from model.eval.baseline import stats_features
     from pipeline.segment.stats import organ_stats
     from pipeline.vocab import counted, organ

@@ -13,9 +13,9 @@ Conventions:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import Callable
 
 import numpy as np
 from sklearn import metrics as _sk
@@ -270,7 +270,7 @@ class Estimate:
     high: float
 
     @classmethod
-    def missing(cls) -> "Estimate":
+    def missing(cls) -> Estimate:
         return cls(float("nan"), float("nan"), float("nan"))
 
     @property
@@ -285,7 +285,7 @@ class Estimate:
         }
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Estimate":
+    def from_dict(cls, d: dict) -> Estimate:
         return cls(*(float("nan") if d.get(k) is None else float(d[k]) for k in ("value", "low", "high")))
 
 

@@ -9,7 +9,7 @@ methods, so the spread of the test cohort largely cancels from the difference.
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -47,7 +47,7 @@ def _items(runs: Sequence[MethodResult], metric: str) -> list[Items]:
 
 def _check_aligned(a: Sequence[Items], b: Sequence[Items] = ()) -> np.ndarray:
     groups = a[0][2]
-    for _, arrays, g in [*a, *b]:
+    for _, _, g in [*a, *b]:
         if len(g) != len(groups) or not np.array_equal(np.asarray(g).astype(str), np.asarray(groups).astype(str)):
             raise ValueError("paired statistics need the same test items, in the same order, for every run")
     return np.asarray(groups)

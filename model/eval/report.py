@@ -11,17 +11,17 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
 from model.eval import metrics as M
-from model.files import fingerprint
 from model.eval.metrics import Estimate
-from model.eval.results import HEADLINE, EvalResult
 from model.eval.plots import grouped_bars_png, roc_png
+from model.eval.results import HEADLINE, EvalResult
+from model.files import fingerprint
 
 COLUMNS = {
     "or_acc": "OR acc",

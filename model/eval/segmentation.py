@@ -1,6 +1,6 @@
 """Tumor segmentation (TS): a small decoder on an encoder's stride-2 feature map, fine-tuned with the encoder on patches
-of the canonical grid (``crop_voxels`` cubed) from the training split's organs with a lesion, half the patches centred on
-a lesion (Dice + cross-entropy); scored by Dice on the test split's organs with a lesion, a sliding window of patches
+of the canonical grid (``crop_voxels`` cubed) from the training split's organs with a lesion, half the patches centred
+on a lesion (Dice + cross-entropy); scored by Dice on the test split's organs with a lesion, a sliding window of patches
 over each organ's crop window, on the canonical grid. The loss and the Dice are MONAI's (``DiceLoss``, ``DiceMetric``
 via ``metrics.dice``). ``segmentation_protocol`` runs the same budget and seeds for every initialisation (random, global
 CLIP, grounded), so only the encoder's starting weights differ; Dice is reported over all cases and per size bin of the
@@ -12,8 +12,8 @@ from __future__ import annotations
 import copy
 import math
 import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import torch

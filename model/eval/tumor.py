@@ -13,8 +13,8 @@ label is read). Fitted methods (probes, the no-learning row) score the same item
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd

@@ -11,8 +11,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -21,7 +21,6 @@ from model.eval import metrics
 from model.eval.metrics import Estimate
 from model.eval.plots import confusion_png
 from model.prompts import unit_rows
-
 
 # --- organ recognition ----------------------------------------------------------------------
 

@@ -5,17 +5,18 @@
     # 'The liver of [NAME] (DOB [DATE]) shows a mass.'
 
 Names, dates, phone numbers, record/accession/trial/other ids, ages over 89, addresses, facility names, e-mail
-addresses and URLs are replaced by typed placeholders (``[NAME]``, ``[DATE]``, ``[AGE]``, ...). With ``DeidConfig(dates="shift")`` a date
-that has a year becomes ``[DATE 2020-11-02]``: moved by the patient's own offset (``dates.shift_days``), so
-intervals between one patient's studies survive; the brackets say it is a surrogate. Detection is Presidio's
-pattern framework with report-specific patterns (``recognizers``); no model is loaded. ``find_phi`` is also
-what the privacy asset check runs over every text column of every table (``scan_frame``).
+addresses and URLs are replaced by typed placeholders (``[NAME]``, ``[DATE]``, ``[AGE]``, ...). With
+``DeidConfig(dates="shift")`` a date that has a year becomes ``[DATE 2020-11-02]``: moved by the patient's own offset
+(``dates.shift_days``), so intervals between one patient's studies survive; the brackets say it is a surrogate.
+Detection is Presidio's pattern framework with report-specific patterns (``recognizers``); no model is loaded.
+``find_phi`` is also what the privacy asset check runs over every text column of every table (``scan_frame``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable, Literal
+from typing import Literal
 
 import numpy as np
 import pandas as pd

@@ -45,12 +45,14 @@ NOCASE = CASE | re.IGNORECASE
 
 # -- building blocks -------------------------------------------------------------------------------
 _UP, _LO = r"\p{Lu}", r"\p{Ll}"
-_WORD = rf"(?:{_UP}(?:['’]{_UP})?{_LO}+(?:{_UP}{_LO}+)?(?:[-'’]{_UP}?{_LO}+)*)"  # Jane, McAllister, Obi-Nwosu, O'Brien-Kelly
+# Jane, McAllister, Obi-Nwosu, O'Brien-Kelly
+_WORD = rf"(?:{_UP}(?:['’]{_UP})?{_LO}+(?:{_UP}{_LO}+)?(?:[-'’]{_UP}?{_LO}+)*)"
 _CAPS = rf"(?:(?:{_UP}['’])?{_UP}{{2,}}(?:[-'’]{_UP}+)*)"  # DOE, KILIÇARSLAN, O'BRIEN-KELLY
 _INITIAL = rf"(?:{_UP}\.)"
 _PARTICLE = r"(?:van|von|der|den|de|del|della|da|di|du|la|le|bin|ibn|al|el|ten|ter|dos|das)"
 _TOKEN = rf"(?:{_WORD}|{_CAPS}|{_INITIAL})"
-_NAME = rf"{_TOKEN}(?:(?:[ \t]+|(?<=\.))(?:{_PARTICLE}[ \t]+)*{_TOKEN}){{0,4}}"  # up to five tokens: "Ana Sofia Carvalho da Silva"
+# up to five tokens: "Ana Sofia Carvalho da Silva"
+_NAME = rf"{_TOKEN}(?:(?:[ \t]+|(?<=\.))(?:{_PARTICLE}[ \t]+)*{_TOKEN}){{0,4}}"
 _LAST_FIRST = rf"{_TOKEN},\s*{_TOKEN}(?:\s+{_INITIAL})?"  # DOEBERG, JANE A.
 _TITLE = (
     r"(?:Drs?|Mrs?|Ms|Mx|Miss|Prof|Professor|Doctor|Doç|Uzm|Op|Assoc|Assist|Asst|Sister|Nurse|GP|Priv\.-Doz|Univ\.-Prof|"
@@ -172,13 +174,15 @@ _ID_VALUE = (
     r"[A-Za-z0-9](?:[A-Za-z0-9]|[-/.](?=[A-Za-z0-9])|[ ](?=\d{3}))*" + _ID_END
 )
 _ID_VALUE_BARE = (
-    r"(?!(?:\d{1,2}[./-]\d{1,2}[./-](?:19|20)?\d{2}|(?:19|20)\d{2}[./-]\d{1,2}[./-]\d{1,2})\b(?![-/.]\w))"  # "exam 2/9/2023"
+    # not a date: "exam 2/9/2023"
+    r"(?!(?:\d{1,2}[./-]\d{1,2}[./-](?:19|20)?\d{2}|(?:19|20)\d{2}[./-]\d{1,2}[./-]\d{1,2})\b(?![-/.]\w))"
     r"(?=(?:[A-Za-z/.-]*\d){4})(?:[A-Za-z]*\d[A-Za-z0-9]*(?:[-/.][A-Za-z0-9]+)+|[A-Za-z]+\d[A-Za-z0-9]*)" + _ID_END
 )
 ID_PATTERNS = [
     (
         "labelled id",
-        rf"\b(?=[A-Za-z]{{0,10}}[ ]?[A-Za-z0-9/.-]*\d)(?<=\b(?i:{_ID_STRONG})(?:\s*(?i:{_ID_QUALIFIER}))*{_ID_SEP})(?:[A-Za-z]{{2,10}}[ ](?=\d))?{_ID_VALUE}",
+        rf"\b(?=[A-Za-z]{{0,10}}[ ]?[A-Za-z0-9/.-]*\d)(?<=\b(?i:{_ID_STRONG})(?:\s*(?i:{_ID_QUALIFIER}))*{_ID_SEP})"
+        rf"(?:[A-Za-z]{{2,10}}[ ](?=\d))?{_ID_VALUE}",
     ),  # EudraCT 2019-...
     (
         "labelled id, qualified",
@@ -255,7 +259,7 @@ AGE_PATTERNS = [
     ("in words", rf"{_OLD_WORDS}(?:(?={_YEARS_OLD}|{_SEX_WORD})|(?<=(?:{_AGE_CUE}|{_PERSON_OF}){_OLD_WORDS}))"),
     (
         "decade",
-        rf"(?<=\b(?i:in[ \t]+(?:his|her|their|the)[ \t]+(?:early[ \t]+|mid[ \t-]*|late[ \t]+)?))(?:9|1[01])0['’]?s\b",
+        r"(?<=\b(?i:in[ \t]+(?:his|her|their|the)[ \t]+(?:early[ \t]+|mid[ \t-]*|late[ \t]+)?))(?:9|1[01])0['’]?s\b",
     ),
 ]
 ADDRESS_PATTERNS = [
@@ -281,7 +285,7 @@ class _Email(EmailRecognizer):
     """Presidio's e-mail pattern; its result check calls tldextract, which fetches the public suffix list
     from the network at first use: not here (the pattern already demands a dotted domain)."""
 
-    def validate_result(self, pattern_text: str):  # noqa: D102
+    def validate_result(self, pattern_text: str):
         return None
 
 
@@ -297,10 +301,10 @@ class GivenNameRecognizer(LocalRecognizer):
     def __init__(self) -> None:
         super().__init__(supported_entities=["NAME"], name="GivenNameRecognizer")
 
-    def load(self) -> None:  # noqa: D102
+    def load(self) -> None:
         pass
 
-    def analyze(self, text: str, entities, nlp_artifacts=None) -> list[RecognizerResult]:  # noqa: D102
+    def analyze(self, text: str, entities, nlp_artifacts=None) -> list[RecognizerResult]:
         given, vocabulary = given_names(), report_vocabulary()
         words = [(m.start(), m.end(), m.group()) for m in self._WORDS.finditer(text)]
         out = []
@@ -366,7 +370,8 @@ _CUES_STRONG = tuple(
     re.compile(cue, CASE)
     for cue in (
         rf"(?<![\p{{L}}\p{{N}}]){_TITLE_ANY}[ \t]*(?:{_DEGREE}[ \t]*)*",
-        rf"\b(?:{_ROLE_NOUN}|{_CUE_VERB}|(?i:signature))(?:\s+(?i:by|name|physician|provider|radiologist|clinician))?[ \t]*:[ \t]*",
+        rf"\b(?:{_ROLE_NOUN}|{_CUE_VERB}|(?i:signature))"
+        r"(?:\s+(?i:by|name|physician|provider|radiologist|clinician))?[ \t]*:[ \t]*",
         r"/s/[ \t]*",
         r"\b(?i:name\s+(?:is|was))[ \t]+",
     )
@@ -401,10 +406,10 @@ class CuedNameRecognizer(LocalRecognizer):
     def __init__(self) -> None:
         super().__init__(supported_entities=["NAME"], name="CuedNameRecognizer")
 
-    def load(self) -> None:  # noqa: D102
+    def load(self) -> None:
         pass
 
-    def analyze(self, text: str, entities, nlp_artifacts=None) -> list[RecognizerResult]:  # noqa: D102
+    def analyze(self, text: str, entities, nlp_artifacts=None) -> list[RecognizerResult]:
         out = []
         for cues, strong in ((_CUES_STRONG, True), (_CUES_WEAK, False)):
             for cue in (m for regex in cues for m in regex.finditer(text)):
@@ -663,10 +668,10 @@ class FacilityRecognizer(LocalRecognizer):
     def __init__(self) -> None:
         super().__init__(supported_entities=["LOCATION"], name="FacilityRecognizer")
 
-    def load(self) -> None:  # noqa: D102
+    def load(self) -> None:
         pass
 
-    def analyze(self, text: str, entities, nlp_artifacts=None) -> list[RecognizerResult]:  # noqa: D102
+    def analyze(self, text: str, entities, nlp_artifacts=None) -> list[RecognizerResult]:
         vocabulary = report_vocabulary()
         out, done = [], -1
         for at in self._stems_at(text):
@@ -773,10 +778,10 @@ class CuedPlaceRecognizer(LocalRecognizer):
     def __init__(self) -> None:
         super().__init__(supported_entities=["LOCATION"], name="CuedPlaceRecognizer")
 
-    def load(self) -> None:  # noqa: D102
+    def load(self) -> None:
         pass
 
-    def analyze(self, text: str, entities, nlp_artifacts=None) -> list[RecognizerResult]:  # noqa: D102
+    def analyze(self, text: str, entities, nlp_artifacts=None) -> list[RecognizerResult]:
         vocabulary, common = report_vocabulary(), common_words()
         out = []
         for cue in _PLACE_CUE.finditer(text):
@@ -817,11 +822,12 @@ class CuedPlaceRecognizer(LocalRecognizer):
 class _PhoneShapes(PatternRecognizer):
     """Phone-shaped numbers: at least seven digits, whatever the grouping."""
 
-    def invalidate_result(self, pattern_text: str) -> bool:  # noqa: D102
+    def invalidate_result(self, pattern_text: str) -> bool:
         return sum(c.isdigit() for c in pattern_text) < 7
 
 
-CUED = 0.85  # the score of a rule that read the word naming the identifier ("MRN", "pager"): surer of its kind than a shape
+# the score of a rule that read the word naming the identifier ("MRN", "pager"): surer of its kind than a shape
+CUED = 0.85
 
 
 def _patterns(

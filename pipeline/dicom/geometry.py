@@ -87,7 +87,8 @@ def check_geometry(
         raise IngestError(
             "geometry",
             "mixed_matrix",
-            f"{len(matrices)} matrix sizes and {len(_unique([h.pixel_spacing for h in slices], 4))} pixel spacings in one series",
+            f"{len(matrices)} matrix sizes and {len(_unique([h.pixel_spacing for h in slices], 4))} pixel spacings "
+            "in one series",
         )
 
     normal = slice_normal(slices[0].orientation)
@@ -117,7 +118,8 @@ def check_geometry(
             raise IngestError(
                 "geometry",
                 "duplicate_positions",
-                f"{int(dup.size)} pair(s) of different slices share one position along the normal (multiple acquisitions?)",
+                f"{int(dup.size)} pair(s) of different slices share one position along the normal "
+                "(multiple acquisitions?)",
             )
 
     # tilt: positions that step off the normal (shear), or a header tilt
@@ -166,8 +168,8 @@ def check_geometry(
             raise IngestError(
                 "geometry",
                 "missing_slices",
-                f"gap of {hi:.2f} mm after sorted slice {where + 1} of {len(slices)} (median spacing {med:.2f} mm): about {n_missing} slice(s) missing"
-                + (f"; {tilt_note}" if tilt_note else ""),
+                f"gap of {hi:.2f} mm after sorted slice {where + 1} of {len(slices)} (median spacing {med:.2f} mm): "
+                f"about {n_missing} slice(s) missing" + (f"; {tilt_note}" if tilt_note else ""),
             )
         detail = f"slice spacing varies from {lo:.2f} to {hi:.2f} mm (median {med:.2f} mm) over {len(slices)} slices"
         if tilt_note:

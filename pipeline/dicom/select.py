@@ -106,7 +106,8 @@ def clean_series(
         if len(strays) <= max(1, int(options.max_stray_fraction * len(slices))) and len(usual) > len(strays):
             why = sorted({_what_differs(h, usual[0]) for h in strays})
             notes.append(
-                f"dropped {len(strays)} stray slice(s) of the series ({'; '.join(why)} differ from the other {len(usual)})"
+                f"dropped {len(strays)} stray slice(s) of the series "
+                f"({'; '.join(why)} differ from the other {len(usual)})"
             )
             slices = [h for h in slices if _kind(h) == _kind(usual[0])]
     return slices, tuple(notes)

@@ -16,7 +16,7 @@ from pipeline.report.api import (
     organ_texts,
 )
 from pipeline.report.dictionary import Abnormality, abnormalities, abnormalities_for_organ, abnormality
-from pipeline.report.finding import ReportConfig, Finding
+from pipeline.report.finding import Finding, ReportConfig
 
 __all__ = [
     "Abnormality",

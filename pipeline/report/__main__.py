@@ -1,5 +1,5 @@
-"""CLI: ``python -m pipeline.report FILE.csv --text-column ReportText --id-column AccessionNumber --out findings.parquet``;
-with ``--labels ctrate`` one row per report with CT-RATE's 18 labels (0/1) instead."""
+"""CLI: ``python -m pipeline.report FILE.csv --text-column ReportText --id-column AccessionNumber
+--out findings.parquet``; with ``--labels ctrate`` one row per report with CT-RATE's 18 labels (0/1) instead."""
 
 from __future__ import annotations
 

@@ -9,8 +9,8 @@ from concurrent.futures import ProcessPoolExecutor
 import pandas as pd
 
 from pipeline.report import text as textmod
-from pipeline.report.finding import COLUMNS, Finding, ReportConfig
 from pipeline.report.context import build_nlp
+from pipeline.report.finding import COLUMNS, Finding, ReportConfig
 from pipeline.report.nlp import freeze_heap
 from pipeline.vocab import STATUS_RANK
 

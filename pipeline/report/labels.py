@@ -16,7 +16,7 @@ import hashlib
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache, lru_cache
 from pathlib import Path
 
 import pandas as pd
@@ -70,7 +70,7 @@ def ctrate_labels(findings: Iterable[Finding]) -> dict[str, int]:
     return out
 
 
-@lru_cache(maxsize=None)
+@cache
 def label_organs(name: str) -> tuple[str, ...]:
     """The organs (vocab classes) a CT-RATE label is about, for organ-aware prompts: the label's own organs
     in data/ctrate_labels.yaml where it names them, else where the dictionary places its abnormalities when

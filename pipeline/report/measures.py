@@ -42,7 +42,8 @@ def sizes(text: str, offset: int) -> list[Size]:
 
 
 _BOUND = re.compile(
-    r"(?:less|smaller|shorter|lower|narrower) than\s*$|(?:below|under|<|not exceeding|does not exceed|do not exceed)\s*$"
+    r"(?:less|smaller|shorter|lower|narrower) than\s*$"
+    r"|(?:below|under|<|not exceeding|does not exceed|do not exceed)\s*$"
 )
 _LONG = re.compile(r"\s*(?:mm|cm)?\s*(?:in (?:the )?)?(?:long axis|long diameter|length|in length|craniocaudal)", re.I)
 

@@ -34,7 +34,8 @@ class Match(NamedTuple):  # a tuple: built ~100 times per report, cheaper than a
     start: int  # token offsets
     end: int
     kind: int
-    payload: object  # (organs, vague, beside) | (Abnormality, implied organs, weak, plain) | (direction, window, interpretive) | side
+    # (organs, vague, beside) | (Abnormality, implied organs, weak, plain) | (direction, window, interpretive) | side
+    payload: object
 
 
 def _modifiers() -> dict:

@@ -331,10 +331,13 @@ def _in_clause(
     in_phrase = bool(before) and NOUN_PHRASE_ENDS.isdisjoint(words[before[-1][0].end : m.start])
     if after and 0 < after[0][0].start - m.end <= 6:
         gap = _gap(words, m.end, after[0][0].start)
-        if gap[0] in _PREP and all(g in _PREP or g[0].isdigit() or g in ("cm", "mm", ".", "x") for g in gap):
-            # "osseous lesion of the spine": the more specific of adjective and prepositional object
-            if adjective is None or set(after[0][1]) <= set(adjective):
-                return after[0][1], True
+        # "osseous lesion of the spine": the more specific of adjective and prepositional object
+        if (
+            gap[0] in _PREP
+            and all(g in _PREP or g[0].isdigit() or g in ("cm", "mm", ".", "x") for g in gap)
+            and (adjective is None or set(after[0][1]) <= set(adjective))
+        ):
+            return after[0][1], True
         if (
             gap[0] == ","
             and adjective
@@ -353,7 +356,8 @@ def _in_clause(
 
 
 def _sided(organs: tuple[str, ...], side: str | None) -> tuple[str, ...]:
-    """Organs of both sides named with a side word beside the finding keep that side ("apical emphysema on the left")."""
+    """Organs of both sides named with a side word beside the finding keep that side ("apical emphysema on the
+    left")."""
     if side is None or len({side_of(o) for o in organs} - {None}) < 2:
         return organs
     return narrow(organs, side)

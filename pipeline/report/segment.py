@@ -54,7 +54,8 @@ _BLANK_LINE = re.compile(r"\n[ \t]*\n")
 _LETTER = re.compile(r"[A-Za-z]")
 _LIST_MARK = re.compile(r"\s*(?:\(?\d{1,2}[.)](?=\s|[A-Za-z])|[-*\u2022\u00b7>]+(?=\s))\s*")
 _ABBREV = frozenset(
-    "dr mr mrs ms vs approx apprx e.g i.e eg ie cf al fig figs incl st prox dist resp pt pts est ca max min no nos sr jr".split()
+    "dr mr mrs ms vs approx apprx e.g i.e eg ie cf al fig figs incl st prox dist resp pt pts est ca max min no nos sr "
+    "jr".split()
 )
 _UNITS = frozenset("cm mm ml cc hu min sec cm2 mm2 kg mg".split())
 _CONTINUE = frozenset("and or of the a an with to in for by at from as is are was were but than".split())

@@ -9,10 +9,10 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -94,7 +94,7 @@ def _one(
         write_parquet(df, cached_stats)
         write_json({"fingerprint": fp}, side)
         return df, None, False
-    except Exception as exc:  # one bad study must not take the shard down
+    except Exception as exc:  # noqa: BLE001 - one bad study must not take the shard down
         reason = type(exc).__name__
         log.warning("segmentation rejected %s: %s: %s", job.study_id, reason, exc)
         return (

@@ -94,7 +94,8 @@ def _load_manifest(path: str | os.PathLike) -> Manifest:
     path = Path(path).resolve()
     if not path.is_file():
         raise FileNotFoundError(
-            f"mask manifest not found: {path} (expected columns {', '.join(MANIFEST_COLUMNS)} and one of {', '.join(KEY_COLUMNS)})"
+            f"mask manifest not found: {path} (expected columns {', '.join(MANIFEST_COLUMNS)} "
+            f"and one of {', '.join(KEY_COLUMNS)})"
         )
     return _read_manifest(path, path.stat().st_mtime_ns, pseudonym_key())
 
@@ -131,7 +132,8 @@ def _read_manifest(path: Path, _mtime: int, _key: bytes) -> Manifest:
             problems.append(
                 ManifestProblem(
                     line,
-                    f"{where}: names no study (fill {', '.join(c for c in KEY_COLUMNS if c in df.columns)}; a study_id starts with 'stu-')",
+                    f"{where}: names no study (fill {', '.join(c for c in KEY_COLUMNS if c in df.columns)}; "
+                    "a study_id starts with 'stu-')",
                 )
             )
         elif key in out:

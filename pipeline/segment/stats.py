@@ -2,7 +2,8 @@
 
 One pass over the labelled voxels builds, per axis, a (position x label) histogram with
 ``np.bincount``; voxel counts, bounding boxes and centroids all follow from those three marginals,
-and HU sums from two weighted bincounts. Only the connected-component check looks at organs one by one, inside their boxes.
+and HU sums from two weighted bincounts. Only the connected-component check looks at organs one by one, inside their
+boxes.
 
 Conventions: ``bbox_vox`` = (i0, j0, k0, i1, j1, k1), half-open like Python slices
 (``labels[i0:i1, j0:j1, k0:k1]`` is the organ's box); ``bbox_mm`` = (x0, y0, z0, x1, y1, z1), the RAS

@@ -1,4 +1,5 @@
-"""CLI: ``python -m pipeline.synthetic --out DIR --n 24 --seed 0 [--preset benchmark] [--reserved-phrasing] [--no-faults]``."""
+"""CLI: ``python -m pipeline.synthetic --out DIR --n 24 --seed 0 [--preset benchmark] [--reserved-phrasing]
+[--no-faults]``."""
 
 from __future__ import annotations
 

@@ -11,7 +11,7 @@ segmentation mask is.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -385,10 +385,10 @@ def _window_mask(hit: tuple[tuple[slice, slice, slice], np.ndarray], win: tuple[
     out = np.zeros(tuple(s.stop - s.start for s in win), dtype=bool)
     lo = [max(a.start, b.start) for a, b in zip(win, sub_win)]
     hi = [min(a.stop, b.stop) for a, b in zip(win, sub_win)]
-    if any(h <= l for l, h in zip(lo, hi)):
+    if any(b <= a for a, b in zip(lo, hi)):
         return out
-    dst = tuple(slice(l - w.start, h - w.start) for l, h, w in zip(lo, hi, win))
-    src = tuple(slice(l - w.start, h - w.start) for l, h, w in zip(lo, hi, sub_win))
+    dst = tuple(slice(a - w.start, b - w.start) for a, b, w in zip(lo, hi, win))
+    src = tuple(slice(a - w.start, b - w.start) for a, b, w in zip(lo, hi, sub_win))
     out[dst] = rad[src] <= 1.0
     return out
 

@@ -26,7 +26,6 @@ from pipeline.synthetic.anatomy import Alterations, Patient, build_anatomy, draw
 from pipeline.synthetic.appearance import apply_appearance, draw_appearance
 from pipeline.synthetic.dicom_writer import SeriesHeader, write_ct_series
 from pipeline.synthetic.findings import (
-    CATALOG,
     SIZES,
     Finding,
     VariedLesions,
@@ -506,16 +505,10 @@ def _write_study(
     main = write_ct_series(
         study.hu, study.affine, dirs["main"], study.header, file_order_seed=seed, transfer_syntax=syntax
     )
-    for n, extra in enumerate(study.extras):
+    for extra in study.extras:
         s = int(rng.integers(2**31)) if (scramble or layout == "flat") else None
-        sub = dirs[extra.role] if layout != "flat" else dirs[extra.role]
         write_ct_series(
-            extra.hu,
-            extra.affine,
-            sub,
-            extra.header,
-            file_order_seed=s if layout == "flat" else s,
-            transfer_syntax=syntax,
+            extra.hu, extra.affine, dirs[extra.role], extra.header, file_order_seed=s, transfer_syntax=syntax
         )
     save_nifti(Volume(study.labels, study.affine), truth / "labels" / f"{study.study_uid}.nii.gz", dtype=np.uint8)
     save_nifti(Volume(study.lesions, study.affine), truth / "lesions" / f"{study.study_uid}.nii.gz", dtype=np.uint8)
@@ -523,7 +516,8 @@ def _write_study(
 
 
 def _study_files(spec: CohortSpec, index: int, fault: str | None, out_dir: Path) -> dict:
-    """Generate and write study ``index`` (with its fault); returns its report and truth rows. Runs in a worker process."""
+    """Generate and write study ``index`` (with its fault); returns its report and truth rows. Runs in a worker
+    process."""
     dicom_root, truth = out_dir / "dicom", out_dir / "truth"
     study = synthesize_study(spec, index)
     wrng = np.random.default_rng([spec.seed, index, 3])

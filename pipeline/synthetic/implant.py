@@ -1,10 +1,10 @@
 """Lesions painted into a real CT, inside its own organ masks: a quality-assurance set with known truth.
 
 ``implant_study(ct, labels, seed)`` takes a CT volume (HU, any grid and dtype) and its organ label map on the same grid
-(TotalSegmentator ``total`` v2 indices, ``pipeline.vocab``) and returns the volume with lesions painted in, on the input's
-own grid and dtype, with the lesion masks, one truth row per lesion (the columns of the synthetic cohort's
-``truth/lesions.parquet``, ``lesions.LESION_COLUMNS``), one row per organ (its ``truth/organ_gold.parquet``) and a report in
-the evaluation phrasing. Everything derives from the seed. The lesion models are the synthetic cohort's own
+(TotalSegmentator ``total`` v2 indices, ``pipeline.vocab``) and returns the volume with lesions painted in, on the
+input's own grid and dtype, with the lesion masks, one truth row per lesion (the columns of the synthetic cohort's
+``truth/lesions.parquet``, ``lesions.LESION_COLUMNS``), one row per organ (its ``truth/organ_gold.parquet``) and a
+report in the evaluation phrasing. Everything derives from the seed. The lesion models are the synthetic cohort's own
 (``lesions.draw_lesion``, ``place_lesion``, ``lesion_values``, ``lesion_row``; ``findings.sample_findings``;
 ``reports.misreport``, ``write_report``); what changes is the background:
 
@@ -13,13 +13,13 @@ the evaluation phrasing. Everything derives from the seed. The lesion models are
   replaces the organ's local mean intensity (a Gaussian average of the organ's voxels over ``background_mm``), so the
   scan's own noise and fine texture stay inside the lesion;
 - **edges at the scan's resolution**: the change is blurred by a Gaussian whose full width at half maximum is the slice
-  thickness along the slice axis and one pixel in plane, and cut off outside the organ dilated by ``margin_mm`` (default:
-  the slice thickness), so every changed voxel lies inside its organ or within that margin of it;
+  thickness along the slice axis and one pixel in plane, and cut off outside the organ dilated by ``margin_mm``
+  (default: the slice thickness), so every changed voxel lies inside its organ or within that margin of it;
 - **varied lesions**: 5-50 mm (capped per kind), iso-intense (|contrast| below the organ's measured noise) to obvious,
   solid, rim-enhancing or necrotic, round or lobulated, at the capsule or deep, one to three per finding: the kinds of
   ``lesions.VARIED`` (liver, renal and pancreatic masses, lung nodules, hepatic and renal cysts);
-- **diffuse change**: steatosis lowers the whole liver's attenuation by a drawn shift (``steatosis_shift_hu``), blurred at
-  its edge like a lesion; lesions in that liver are drawn against the lowered parenchyma.
+- **diffuse change**: steatosis lowers the whole liver's attenuation by a drawn shift (``steatosis_shift_hu``),
+  blurred at its edge like a lesion; lesions in that liver are drawn against the lowered parenchyma.
 
 Left out, with the reason: **"-megaly"** (hepatomegaly, splenomegaly, cardiomegaly). Enlarging a real organ means
 moving every neighbour: a deformation of the whole abdomen that the given label map no longer describes, and that no
@@ -44,7 +44,8 @@ and writes, under ``out_dir``:
     reports.csv                        AccessionNumber (= report_key), ReportText
     masks.csv                          the masks manifest: study_key, mask_path, format (nifti_multilabel)
     lesions_manifest.csv               the same for the tumor masks
-    truth/lesions.parquet, truth/organ_gold.parquet, truth/studies.parquet   the truth, columns as the synthetic cohort's
+    truth/lesions.parquet, truth/organ_gold.parquet, truth/studies.parquet
+                                       the truth, columns as the synthetic cohort's
     truth/studies/<study_key>.json     each study's fingerprint and rows
 
 Every study of one source scan gets that scan's ``patient_key``: they share one anatomy, so the pair tables keep them in
@@ -64,9 +65,9 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -132,7 +133,8 @@ class ImplantConfig:
         unknown = set(self.kinds) - set(IMPLANTABLE)
         if unknown:
             raise ValueError(
-                f"kinds {sorted(unknown)} cannot be implanted; choose from {IMPLANTABLE} (docstring: why not the others)"
+                f"kinds {sorted(unknown)} cannot be implanted; choose from {IMPLANTABLE} "
+                "(docstring: why not the others)"
             )
         if not 0.0 <= self.finding_prob <= 1.0 or not 0.0 <= self.report_omission < 1.0:
             raise ValueError("finding_prob is a share in [0, 1], report_omission in [0, 1)")
@@ -402,7 +404,7 @@ def _spill(work: np.ndarray, o: _Organ, delta: np.ndarray, sigma_mm: np.ndarray,
 
 
 def _cast_changed(array: np.ndarray, work: np.ndarray) -> np.ndarray:
-    """``work`` in ``array``'s dtype (rounded and clipped for integers), keeping every unchanged voxel's stored value."""
+    """``work`` in ``array``'s dtype (rounded and clipped for integers), keeping each unchanged voxel's stored value."""
     out = array.copy()
     touched = work != array.astype(np.float32)
     values = work[touched]
@@ -763,8 +765,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         prog="python -m pipeline.synthetic.implant",
         description="Paint known lesions into a real CT inside its own organ masks and write N studies that the "
-        "own-archive NIfTI route reads as they are (scans.csv, reports.csv, masks.csv; docs/OWN_ARCHIVE.md), with their "
-        "truth (truth/lesions.parquet, truth/organ_gold.parquet): a quality-assurance phantom made from your own scan.",
+        "own-archive NIfTI route reads as they are (scans.csv, reports.csv, masks.csv; docs/OWN_ARCHIVE.md), "
+        "with their truth (truth/lesions.parquet, truth/organ_gold.parquet): a quality-assurance phantom made from "
+        "your own scan.",
         epilog="Example: python -m pipeline.synthetic.implant --volume ct.nii.gz --mask seg.nii.gz --n 20 --out qa/ "
         "--montage qa.png. Re-running skips studies whose inputs and options are unchanged. What is painted and what "
         "is left out (organ enlargement) is in pipeline/synthetic/implant.py.",
