@@ -244,7 +244,8 @@ class OrganDataset(Dataset):
         cache_mb: float = 2048,
     ):
         self.config, self.train, self.seed = config, train, config.seed
-        self.cache_bytes, self._cache = cache_mb * 2**20, OrderedDict()
+        self.cache_bytes = cache_mb * 2**20
+        self._cache: OrderedDict[int, tuple[Volume, np.ndarray, OrganBoxes]] = OrderedDict()
         d = config.data
         self.studies, items, pairs = read_split(data_root, split, d.include_uncertain, d.organ_text)
         minimum = d.preprocessing.min_organ_voxels
@@ -370,7 +371,11 @@ def collate(items: list[dict[str, Any]]) -> Batch:
     def tid(t: str) -> int:
         return texts.setdefault(t, len(texts))
 
-    organ_text, names, study_index, rows, reports = [], [], [], [], {}
+    organ_text: list[int] = []
+    names: list[int] = []
+    study_index: list[int] = []
+    rows: list[tuple[int, int, int, float, float]] = []
+    reports: dict[int, str] = {}
     for n, it in enumerate(items):
         item: OrganItem = it["item"]
         organ_text.append(tid(item.text))
@@ -380,25 +385,24 @@ def collate(items: list[dict[str, Any]]) -> Batch:
         reports.setdefault(s, it["report"])
         rows += [(n, tid(aff), tid(neg), y, w) for aff, neg, y, w in it["dictionary"]]
     study_text = [tid(reports[s]) for s in range(len(studies))]
-    long = dict(dtype=torch.long)
-    cols = list(zip(*rows)) if rows else [[], [], [], [], []]
+    cols: list[Sequence[Any]] = list(zip(*rows)) if rows else [[], [], [], [], []]
     return Batch(
         study_ids=list(studies),
         volume=torch.stack([it["volume"] for it in items]),
         mask=torch.stack([it["mask"] for it in items]),
         region=torch.stack([it["region"] for it in items]),
         size=torch.stack([it["size"] for it in items]),
-        labels=torch.tensor([it["item"].label for it in items], **long),
-        finding_ids=torch.tensor([findings_id(it["item"].findings) for it in items], **long),
-        study_index=torch.tensor(study_index, **long),
-        organ_text_idx=torch.tensor(organ_text, **long),
-        name_text_idx=torch.tensor(names, **long),
-        dict_item=torch.tensor(cols[0], **long),
-        dict_affirmed_idx=torch.tensor(cols[1], **long),
-        dict_negated_idx=torch.tensor(cols[2], **long),
+        labels=torch.tensor([it["item"].label for it in items], dtype=torch.long),
+        finding_ids=torch.tensor([findings_id(it["item"].findings) for it in items], dtype=torch.long),
+        study_index=torch.tensor(study_index, dtype=torch.long),
+        organ_text_idx=torch.tensor(organ_text, dtype=torch.long),
+        name_text_idx=torch.tensor(names, dtype=torch.long),
+        dict_item=torch.tensor(cols[0], dtype=torch.long),
+        dict_affirmed_idx=torch.tensor(cols[1], dtype=torch.long),
+        dict_negated_idx=torch.tensor(cols[2], dtype=torch.long),
         dict_label=torch.tensor(cols[3], dtype=torch.float32),
         dict_weight=torch.tensor(cols[4], dtype=torch.float32),
-        study_text_idx=torch.tensor(study_text, **long),
+        study_text_idx=torch.tensor(study_text, dtype=torch.long),
         texts=list(texts),
         text_ids=torch.tensor([text_id(t) for t in texts], dtype=torch.long),
         organ_names=[it["item"].organ for it in items],

@@ -17,6 +17,7 @@ import pandas as pd
 
 from pipeline.atomic import write_parquet
 from pipeline.resample import DEMO_SPACING_MM
+from pipeline.vocab import index_v2
 from pipeline.vocab import organ as vocab_organ
 from pipeline.volume import Volume, save_nifti
 
@@ -32,7 +33,7 @@ _ORGANS = (
     ("stomach", (0.40, 0.62, 0.66), (7, 6, 5), 10),
     ("aorta", (0.50, 0.38, 0.50), (2, 2, 14), 200),
 )
-_ABNORMALITIES = {
+_ABNORMALITIES: dict[str, dict[str, int | None]] = {  # kind -> lesion HU (None: no lesion drawn)
     "liver": {"cyst": 0, "mass": 110, "steatosis": None},
     "spleen": {"splenomegaly": None},
     "kidney_right": {"cyst": 0, "stone": 700},
@@ -82,7 +83,7 @@ def make_fake_data_root(
             kind = choices[rng.integers(len(choices))] if abnormal else None
             r = tuple(x * (1.3 if kind in ("splenomegaly", "aneurysm") else 1.0) for x in radii)
             m = _ellipsoid(shape, center, r) & body
-            labels[m] = vocab_organ(name).index_v2
+            labels[m] = index_v2(name)
             hu[m] = organ_hu - (60 if kind == "steatosis" else 0) + rng.integers(-5, 6)
             lesion_hu = _ABNORMALITIES[name].get(kind) if kind else None
             if lesion_hu is not None:

@@ -19,8 +19,8 @@ def fingerprint(path: str | os.PathLike) -> str:
             for chunk in iter(lambda: f.read(1 << 20), b""):
                 h.update(chunk)
         return h.hexdigest()
-    for f in sorted(path.rglob("*")):
-        if f.is_file():
-            h.update(str(f.relative_to(path)).encode())
-            h.update(f.read_bytes())
+    for member in sorted(path.rglob("*")):
+        if member.is_file():
+            h.update(str(member.relative_to(path)).encode())
+            h.update(member.read_bytes())
     return h.hexdigest()

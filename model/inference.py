@@ -176,11 +176,13 @@ def _ingest(study: StudyInput, pre: Preprocessing) -> Volume:
             raise FileNotFoundError(f"{study.study_id}: DICOM folder {study.dicom} not found")
         volume = load_dicom_series(study.dicom)
     else:
-        if not Path(study.volume).is_file():
-            raise FileNotFoundError(f"{study.study_id}: volume {study.volume} not found")
-        _check_header(study.study_id, "volume", study.volume)
+        path = study.volume
+        assert path is not None  # StudyInput holds exactly one of a volume and a DICOM folder
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"{study.study_id}: volume {path} not found")
+        _check_header(study.study_id, "volume", path)
         try:
-            volume = read_nifti(study.volume, dict(study.manifest))
+            volume = read_nifti(path, dict(study.manifest))
         except IngestError as err:
             raise ValueError(f"{study.study_id}: the volume cannot be read: {err.reason} ({err.detail})") from None
     spacing = pre.spacing_mm if pre.spacing_mm is not None else min(volume.spacing)
@@ -196,9 +198,9 @@ def _ingest(study: StudyInput, pre: Preprocessing) -> Volume:
 
 
 def _labels(study: StudyInput, canon: Volume, segmenter: SegmenterConfig | None) -> np.ndarray:
-    if study.mask is None and segmenter is None:
-        return np.zeros(canon.shape, dtype=np.uint8)
     if study.mask is None:
+        if segmenter is None:
+            return np.zeros(canon.shape, dtype=np.uint8)
         return np.asarray(segment(study.study_id, canon, segmenter).array, dtype=np.uint8)
     if not Path(study.mask).is_file():
         raise FileNotFoundError(f"{study.study_id}: mask {study.mask} not found")
@@ -220,10 +222,10 @@ def _labels(study: StudyInput, canon: Volume, segmenter: SegmenterConfig | None)
 
 def _check_header(study_id: str, what: str, path: str) -> None:
     """Refuse a NIfTI whose header claims more than ``MAX_VOXELS`` voxels, before reading its data."""
-    import nibabel as nib
+    from pipeline.volume import read_image
 
     try:
-        shape = nib.load(path).header.get_data_shape()
+        shape = read_image(path).header.get_data_shape()
     except Exception as err:  # noqa: BLE001 - any unreadable header is the same answer for the user
         raise ValueError(f"{study_id}: the {what} {Path(path).name} is not a readable NIfTI file ({err})") from None
     if int(np.prod(shape, dtype=np.float64)) > MAX_VOXELS:
@@ -265,7 +267,8 @@ def _infer_one(
             "embeds organs (give a mask, or a segmenter)"
         )
     crops = [organ_crop(canon, labels, i, names[i], pre, boxes, study_id=study.study_id) for i in present]
-    organ_emb, heat_parts = [], []
+    organ_parts: list[torch.Tensor] = []
+    heat_parts: list[torch.Tensor] = []
     for at in range(0, len(crops), options.batch_size):
         part = crops[at : at + options.batch_size]
         x = {
@@ -274,11 +277,11 @@ def _infer_one(
         }
         with autocast(device, options.precision):
             fmap = model.feature_map(x["volume"][:, None], x["mask"]).float()  # (n, c, d, h, w)
-        organ_emb.append(model.encode_organs(x["volume"][:, None], x["mask"], x["region"], x["size"], fmap=fmap))
+        organ_parts.append(model.encode_organs(x["volume"][:, None], x["mask"], x["region"], x["size"], fmap=fmap))
         if queries is not None and study.heatmaps:
             cells = model.cell_embeddings(fmap, x["size"])  # (n, d, h, w, e)
             heat_parts.append(torch.einsum("ndhwe,qe->nqdhw", cells, torch.from_numpy(queries).to(cells)).cpu())
-    organ_emb = torch.cat(organ_emb)  # (n, e)
+    organ_emb = torch.cat(organ_parts)  # (n, e)
     study_emb = model.study_embeddings(
         organ_emb, torch.zeros(len(present), dtype=torch.long, device=organ_emb.device), 1
     )[0]
@@ -339,8 +342,8 @@ def _paste(sim: torch.Tensor, crops: list, shape: tuple[int, ...], queries: Sequ
             continue
         region = inside[tuple(src)]
         for q in range(len(queries)):
-            view = out[(q, *dst)]
-            np.maximum(view, np.where(region, up[(q, *src)], -np.inf), out=view)
+            view = out[q][tuple(dst)]
+            np.maximum(view, np.where(region, up[q][tuple(src)], -np.inf), out=view)
     result = {}
     for q, query in enumerate(queries):
         heat = out[q]

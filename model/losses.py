@@ -37,13 +37,13 @@ def _all_gather_padded(x: torch.Tensor) -> tuple[list[torch.Tensor], list[int]]:
 
 class _GatherWithGrad(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
         parts, counts = _all_gather_padded(x)
         ctx.counts, ctx.rank = counts, dist.get_rank()
         return torch.cat(parts)
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
         grad = grad.contiguous().clone()
         dist.all_reduce(grad, op=dist.ReduceOp.SUM)  # every process's loss depends on every row
         lo = sum(ctx.counts[: ctx.rank])
@@ -146,6 +146,10 @@ class CTGlipLoss(nn.Module):
         zero = logit_scale * 0.0
         out: dict[str, torch.Tensor] = {}
         if organ_features is not None:
+            if organ_text_features is None or name_features is None or organ_labels is None or organ_findings is None:
+                raise ValueError(
+                    "organ_features come with organ_text_features, name_features, organ_labels and findings"
+                )
             img, txt, names = gather(organ_features), gather(organ_text_features), gather(name_features)
             labels, findings = (gather(t, with_grad=False) for t in (organ_labels, organ_findings))
             same_class = positive_mask(labels)
@@ -160,12 +164,18 @@ class CTGlipLoss(nn.Module):
             else:
                 out["organ_loss"] = out["identity_loss"] = zero
         if dictionary_features is not None:
+            if affirmed_features is None or negated_features is None or dictionary_labels is None:
+                raise ValueError("dictionary_features come with affirmed_features, negated_features and their labels")
+            if dictionary_weights is None:
+                raise ValueError("dictionary_features come with dictionary_weights")
             logits = gather(dictionary_logits(dictionary_features, affirmed_features, negated_features, logit_scale))
             labels, weights = gather(dictionary_labels, with_grad=False), gather(dictionary_weights, with_grad=False)
             out["abnormality_loss"] = self.abnormality_weight * (
                 balanced_bce(logits, labels, weights) if len(logits) else zero
             )
         if image_features is not None and self.global_weight:
+            if text_features is None or text_ids is None:
+                raise ValueError("image_features come with text_features and text_ids")
             img, txt, ids = gather(image_features), gather(text_features), gather(text_ids, with_grad=False)
             pos = (
                 positive_mask(ids)
@@ -177,4 +187,5 @@ class CTGlipLoss(nn.Module):
 
 
 def total_loss(losses: dict[str, torch.Tensor]) -> torch.Tensor:
+    # sum() starts from the int 0, which it returns only when no term is given
     return sum(v for k, v in losses.items() if k.endswith("_loss"))  # type: ignore[return-value]

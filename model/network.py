@@ -110,7 +110,7 @@ class ViTEncoder(nn.Module):
         return tokens.reshape(n, *self.grid, c).permute(0, 4, 1, 2, 3).contiguous()  # (n, c, d, h, w)
 
 
-def build_image_encoder(config: ModelConfig, crop_voxels: int) -> nn.Module:
+def build_image_encoder(config: ModelConfig, crop_voxels: int) -> ResidualUNetEncoder | ViTEncoder:
     if config.image_encoder == "cnn":
         return ResidualUNetEncoder(config, config.in_channels)  # any crop size its strides tile
     return ViTEncoder(config, crop_voxels, config.in_channels)
@@ -134,7 +134,7 @@ class HUWindows(nn.Module):
         return torch.cat([x, *(((hu.clamp(a, b) - a) * (2 / (b - a)) - 1) for a, b in self.extra)], dim=1)
 
 
-def region_weights(region: torch.Tensor, size: tuple[int, ...]) -> torch.Tensor:
+def region_weights(region: torch.Tensor, size: tuple[int, int, int]) -> torch.Tensor:
     """The pooling region at the map's resolution: ``(n, d, h, w)``, each cell's share inside the region."""
     return F.adaptive_avg_pool3d(region[:, None].float(), size)[:, 0]
 
@@ -187,7 +187,8 @@ class CTGlip(nn.Module):
 
     def pooled(self, fmap: torch.Tensor, region: torch.Tensor, size: torch.Tensor) -> torch.Tensor:
         """The projection's input: pooled map features, and the organ's size where the pooling keeps it."""
-        feats = pool_map(fmap, region_weights(region, tuple(fmap.shape[2:])), self.config.organ_pooling)
+        d, h, w = fmap.shape[2:]
+        feats = pool_map(fmap, region_weights(region, (d, h, w)), self.config.organ_pooling)
         return feats if self.config.organ_pooling == "mean" else torch.cat([feats, size.to(feats.dtype)], dim=1)
 
     def encode_organs(

@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import torch
@@ -116,7 +116,7 @@ class Preprocessing:
             tuple(sorted((str(o), float(s)) for o, s in record["organ_spacing"].items())),
             float(record["dilation_mm"]),
             float(record["margin_mm"]),
-            tuple(float(w) for w in record["hu_window"]),
+            cast("tuple[float, float]", tuple(float(w) for w in record["hu_window"])),
             int(record["min_organ_voxels"]),
             float(record.get("air_hu", AIR_HU)),
         )
@@ -244,7 +244,7 @@ def organ_crop(
     pre: Preprocessing,
     boxes: OrganBoxes | None = None,
     lesion: np.ndarray | None = None,
-    shift: Sequence[int] = (0, 0, 0),
+    shift: Sequence[int] | np.ndarray = (0, 0, 0),
     study_id: str = "",
 ) -> OrganCrop:
     """The network's input for one organ (v2 label ``organ``, class name ``name``) of one study: check the spacing,
@@ -270,7 +270,8 @@ def organ_crop(
     src = max(n, int(round(n * spacing / base)))
     factor = src / n
     centre = [(s.start + s.stop - 1) / 2.0 + d * factor for s, d in zip(box, shift)]
-    start = tuple(int(round(c - (src - 1) / 2.0)) for c in centre)
+    i0, j0, k0 = (int(round(c - (src - 1) / 2.0)) for c in centre)
+    start = (i0, j0, k0)
     size = (src,) * 3
     hu = crop_pad(np.asarray(ct.array), start, size, pre.air_hu)
     inside = crop_pad(labels, start, size, 0) == organ

@@ -354,7 +354,7 @@ def train(
         net = DistributedDataParallel(model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
 
     def save(path: Path) -> None:
-        rngs = [rng_state()]
+        rngs: list[dict[str, Any] | None] = [rng_state()]
         if ctx.world_size > 1:
             rngs = [None] * ctx.world_size
             dist.all_gather_object(rngs, rng_state())
@@ -419,7 +419,7 @@ def train(
                 "samples_per_s": samples / dt,
                 "step_time_s": dt,
             }
-            if validate:
+            if validate and validation is not None:
                 record["val_abnormality_loss"] = validation.loss(model, ctx.device)
                 record["image_free_floor"] = IMAGE_FREE_FLOOR
             history.append(record)

@@ -41,14 +41,16 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import nibabel as nib
 import numpy as np
 import pandas as pd
+from nibabel.arrayproxy import ArrayProxy
 
 from pipeline.atomic import atomic_path
 from pipeline.vocab import CTRATE_LABELS
-from pipeline.volume import spacing_of
+from pipeline.volume import read_image, spacing_of
 
 log = logging.getLogger(__name__)
 
@@ -198,7 +200,7 @@ def _volume_row(path: Path, split: str, reports, meta, labels) -> dict:
     )
     info = meta.loc[name] if meta is not None and name in meta.index else None
     try:
-        img = nib.load(str(path))
+        img = read_image(path)
         if len(img.shape) != 3:
             raise ValueError(f"shape {img.shape} is not 3D")
         incomplete = volume_problem(path, img)
@@ -244,7 +246,8 @@ def volume_problem(path: Path, img: nib.Nifti1Image) -> str:
     A ``.nii.gz`` is judged by its gzip trailer (ISIZE: the uncompressed size mod 2**32), a cheap read of the
     last 4 bytes that a truncated stream fails unless its last bytes happen to spell the size."""
     header = img.header
-    need = int(img.dataobj.offset) + int(np.prod(img.shape)) * np.dtype(header.get_data_dtype()).itemsize
+    offset = int(cast(ArrayProxy, img.dataobj).offset)  # the array proxy of a loaded file, not yet read
+    need = offset + int(np.prod(img.shape)) * np.dtype(header.get_data_dtype()).itemsize
     size = path.stat().st_size
     if path.suffix != ".gz":
         return "" if size >= need else f"truncated: the file holds {size:,} of the {need:,} bytes its header needs"
@@ -298,6 +301,7 @@ def _report(reports: pd.DataFrame | None, name: str) -> str:
 
 def _rescale(info: pd.Series | None) -> tuple[float, float] | None:
     try:
+        # info None (no metadata row) raises the TypeError caught below
         return float(info["RescaleSlope"]), float(info["RescaleIntercept"])  # type: ignore[index]
     except (TypeError, KeyError, ValueError):
         return None
@@ -309,7 +313,8 @@ def _air(values: np.ndarray) -> float:
 
 def decide_hu(img: nib.Nifti1Image, rescale: tuple[float, float] | None) -> HuDecision:
     """Which rescale turns what the NIfTI reader returns into HU (see the module doc)."""
-    slope, inter = img.dataobj.slope, img.dataobj.inter  # nibabel's: 1 and 0 when the header has none
+    proxy = cast(ArrayProxy, img.dataobj)  # the array proxy of a loaded file, not yet read
+    slope, inter = proxy.slope, proxy.inter  # nibabel's: 1 and 0 when the header has none
     if (slope, inter) != (1.0, 0.0):
         return HuDecision(1.0, 0.0, "nifti_scaling")
     # Stored values are asked first: raw CT values (intercept -1024) sit at or above about -50 apart from a
@@ -351,7 +356,7 @@ def decide_geometry(img: nib.Nifti1Image, info: pd.Series | None) -> tuple[np.nd
             f"header (metadata XYSpacing/ZSpacing {meta.round(4).tolist()} differ from the header's "
             f"{spacing.round(4).tolist()} mm; header kept)",
         )
-    if meta is None:
+    if meta is None or info is None:  # (the metadata spacing comes from info)
         return np.asarray(img.affine, dtype=float), "unknown: blank NIfTI header and no metadata spacing"
     iop = _floats(info.get("ImageOrientationPatient"))
     ipp = _floats(info.get("ImagePositionPatient"))

@@ -298,7 +298,7 @@ def _abnormality_pairs(
     rows["positive_text"] = rows["positive_text"].fillna(rows["text"])
     pools: dict[str, list[str]] = {}  # negatives_for once per organ, not once per pair
     names: dict[str, str] = {}
-    negatives = []
+    negatives: list[list[str]] = []
     for organ, pair, abnormality in zip(rows["organ"].tolist(), rows["pair_id"].tolist(), rows["abnormality"].tolist()):
         if organ not in pools:
             pools[organ] = list(negatives_for(organ)) if negatives_for else []

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pipeline.volume import Volume, spacing_of
+from pipeline.volume import Volume, read_image, spacing_of
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,8 @@ class Grid:
     def make(shape, affine) -> Grid:
         # rounded to 0.1 um so a grid read back from NIfTI (float32 affine) equals the one written
         a = np.round(np.asarray(affine, dtype=float), 4) + 0.0
-        return Grid(tuple(int(s) for s in shape), tuple(tuple(float(v) for v in row) for row in a))
+        ni, nj, nk = (int(s) for s in shape)
+        return Grid((ni, nj, nk), tuple(tuple(float(v) for v in row) for row in a))
 
     @staticmethod
     def of(volume: Volume) -> Grid:
@@ -55,7 +56,7 @@ class Grid:
 
     @staticmethod
     def from_nifti(path: str | os.PathLike) -> Grid:
-        img = nib.load(str(path))
+        img = read_image(path)
         return Grid.make(img.shape[:3], img.affine)
 
     @staticmethod
@@ -197,6 +198,6 @@ def resample_volume(volume: Volume, options: ResampleOptions = ResampleOptions()
     grid = grid or canonical_grid(volume.shape, volume.affine, options.spacing)
     lo, hi = options.hu_window
     out = resample_to_grid(volume.array, volume.affine, grid, fill=float(lo))
-    out = out.clamp_(lo, hi).round_().to(torch.int16).numpy()
+    hu = out.clamp_(lo, hi).round_().to(torch.int16).numpy()
     meta = dict(volume.meta, grid=grid.to_dict(), hu_window=[int(lo), int(hi)])
-    return Volume(array=out, affine=grid.matrix, meta=meta)
+    return Volume(array=hu, affine=grid.matrix, meta=meta)

@@ -38,6 +38,7 @@ import os
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -467,16 +468,14 @@ def _metrics(scores: pd.DataFrame, variant: str, options: CtrateEvalOptions, rul
         s, y = logit[label].to_numpy(float), truth[label].to_numpy(int)
         n_pos = int(y.sum())
         threshold = None
-        if tuned:
+        if tune_logit is not None and tune_truth is not None:  # tuned
             t = metrics.choose_threshold(tune_logit[label].to_numpy(float), tune_truth[label].to_numpy(int))
             threshold = t if math.isfinite(t) else None
         pred = (s >= threshold).astype(int) if threshold is not None else np.zeros_like(y)
         sources = part[(part["split"] == options.split) & (part["label"] == label)]["source"]
-        organ_info = (
-            dict(organs=label_organs(label), n_fallback=int(sources.str.startswith("fallback").sum()))
-            if variant == "organ-aware"
-            else {}
-        )
+        organ_aware = variant == "organ-aware"
+        organs = label_organs(label) if organ_aware else ()
+        n_fallback = int(sources.str.startswith("fallback").sum()) if organ_aware else 0
         if 0 < n_pos < len(y):
             scored.append(label)
             preds[label] = pred
@@ -485,7 +484,7 @@ def _metrics(scores: pd.DataFrame, variant: str, options: CtrateEvalOptions, rul
             acc = metrics.estimate(metrics.ACCURACY, y, pred, **boot) if tuned else Estimate.missing()
         else:
             auc = f1 = acc = Estimate.missing()
-        labels.append(LabelResult(label, n_pos, len(y) - n_pos, auc, f1, acc, threshold, **organ_info))
+        labels.append(LabelResult(label, n_pos, len(y) - n_pos, auc, f1, acc, threshold, organs, n_fallback))
     if scored:
         s, y = logit[scored].to_numpy(float), truth[scored].to_numpy(int)
         macro_auc = metrics.estimate(metrics.macro_over_columns(metrics.ROC_AUC), s, y, **boot)
@@ -505,7 +504,7 @@ def _estimate_json(e: Estimate) -> dict | str:
 def _variant_json(v: VariantResult) -> dict:
     labels = {}
     for r in v.labels:
-        entry = {
+        entry: dict[str, Any] = {
             "auc": _estimate_json(r.auc),
             "f1": _estimate_json(r.f1),
             "accuracy": _estimate_json(r.accuracy),

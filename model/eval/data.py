@@ -234,14 +234,16 @@ def crop_rows(
     """Crop every organ row of ``jobs`` (``rows`` indexed as the jobs name them): the kept rows with ``row`` (into the
     crops), ``whole`` and ``lesion_mm``, their ``CropStore``, and how many studies had no lesion mask."""
     arrays: dict[str, list] = {k: [] for k in ("volume", "mask", "region", "size", "whole", "source_voxels")}
-    blocks, kept, lesion_mm = {}, [], []
+    blocks: dict[int, SourceBlock] = {}
+    kept: list[int] = []
+    lesion_mm: list[float] = []
     n_missing = 0
     workers = max(1, min(workers or os.cpu_count() or 1, len(jobs)))
-    for crops, missing in process_map(
+    for study_crops, missing in process_map(
         _crop_study, jobs, workers=workers, preload=["model.eval.data"], initializer=one_thread, chunksize=4
     ):
         n_missing += missing
-        for index, c in crops:
+        for index, c in study_crops:
             n = len(kept)
             arrays["volume"].append(c.volume.astype(np.float16))
             arrays["mask"].append(np.rint(c.mask * 255).astype(np.uint8))

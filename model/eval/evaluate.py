@@ -18,9 +18,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
-from torch import nn
 
 from model import prompts
 from model.eval.data import EvalData
@@ -31,6 +31,9 @@ from model.eval.segmentation import SegBudget, from_model, segmentation_protocol
 from model.eval.tumor import tumor_organs, tumor_word, zero_shot_tumor_detection
 from model.eval.zero_shot import abnormality_detection, organ_recognition, select_ad_tasks
 from model.prompts import prompt_embeddings
+
+if TYPE_CHECKING:
+    from model.network import CTGlip
 
 log = logging.getLogger(__name__)
 
@@ -54,12 +57,12 @@ class EvalConfig:
     ts_budget: SegBudget = SegBudget()
     n_bootstrap: int = 1000
     seed: int = 0
-    random_model: Callable[[], nn.Module] | None = field(default=None, compare=False)
+    random_model: Callable[[], CTGlip] | None = field(default=None, compare=False)
     """Builds the random-initialisation model; default: a pretrained model's architecture with every parameter drawn
     afresh (``features.randomly_initialised``), a new draw per protocol (under ``seed``) and per TS repeat."""
 
 
-def _random_factory(models: Mapping[str, object | None], config: EvalConfig) -> Callable[[], nn.Module]:
+def _random_factory(models: Mapping[str, CTGlip | None], config: EvalConfig) -> Callable[[], CTGlip]:
     if config.random_model is not None:
         return config.random_model
     template = next((m for m in models.values() if m is not None), None)
@@ -68,7 +71,12 @@ def _random_factory(models: Mapping[str, object | None], config: EvalConfig) -> 
     return lambda: randomly_initialised(template)  # from torch's random state: each protocol and repeat seeds it
 
 
-def evaluate(models: Mapping[str, object | None], data: EvalData, config: EvalConfig = EvalConfig()) -> EvalResult:
+def _itself(model: CTGlip) -> Callable[[], CTGlip]:
+    """A factory that returns ``model`` itself (a pretrained row evaluates the model as given)."""
+    return lambda: model
+
+
+def evaluate(models: Mapping[str, CTGlip | None], data: EvalData, config: EvalConfig = EvalConfig()) -> EvalResult:
     """Run the configured protocols for every model on ``data``'s test split."""
     unknown = set(config.protocols) - set(PROTOCOLS)
     if unknown:
@@ -94,7 +102,7 @@ def evaluate(models: Mapping[str, object | None], data: EvalData, config: EvalCo
     for name, model in models.items():
         log.info("evaluating %s", name)
         pretrained = model is not None
-        make = (lambda m=model: m) if pretrained else _random_factory(models, config)
+        make = _itself(model) if model is not None else _random_factory(models, config)
         torch.manual_seed(config.seed)
         encoder = make()
         if hasattr(encoder, "eval"):
@@ -102,12 +110,12 @@ def evaluate(models: Mapping[str, object | None], data: EvalData, config: EvalCo
         need = {"train", "val", "test"} if "probe" in config.protocols else {"val", "test"} if pretrained else set()
         emb = {k: organ_embeddings(encoder, data, rows[k]) for k in sorted(need)}
         orr = ad = td = ts = None
-        if pretrained and "or" in config.protocols and len(te):
+        if model is not None and "or" in config.protocols and len(te):
             cls_emb = prompt_embeddings(model, [prompts.organ_prompts(c, config.organ_templates) for c in classes])
             orr = organ_recognition(
                 emb["test"], te["organ"].tolist(), cls_emb, classes, groups, config.n_bootstrap, config.seed
             )
-        if pretrained and "ad" in config.protocols and tasks:
+        if model is not None and "ad" in config.protocols and tasks:
             sets = [
                 prompts.abnormality_prompts(o, a, config.normal_templates, config.abnormal_templates) for o, a in tasks
             ]
@@ -124,7 +132,7 @@ def evaluate(models: Mapping[str, object | None], data: EvalData, config: EvalCo
                 n_boot=config.n_bootstrap,
                 seed=config.seed,
             )
-        if pretrained and "td" in config.protocols and tumor:
+        if model is not None and "td" in config.protocols and tumor:
             sets = [
                 prompts.abnormality_prompts(o, tumor_word(o, tr), config.normal_templates, config.abnormal_templates)
                 for o in tumor

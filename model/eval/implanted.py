@@ -24,6 +24,7 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -31,6 +32,9 @@ import pandas as pd
 from model.eval.data import ORGAN_COLUMNS, EvalData, StudyJob, crop_rows, merge_eval_data
 from model.eval.evaluate import EvalConfig, EvalResult, evaluate
 from model.preprocess import Preprocessing
+
+if TYPE_CHECKING:
+    from model.network import CTGlip
 
 REAL_SPLIT = "real_anatomy"
 
@@ -141,7 +145,7 @@ def with_implanted(base: EvalData, real: EvalData, config: EvalConfig = EvalConf
 
 
 def score_implanted(
-    models: Mapping[str, object | None], data: EvalData, config: EvalConfig = EvalConfig(), split: str = REAL_SPLIT
+    models: Mapping[str, CTGlip | None], data: EvalData, config: EvalConfig = EvalConfig(), split: str = REAL_SPLIT
 ) -> EvalResult:
     """``evaluate`` with ``split`` (the implanted rows of ``with_implanted``) as the test split: every choice made
     before testing comes from ``config``'s training and validation splits, as on the synthetic test split."""

@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
+from typing import cast
 
 import numpy as np
 from sklearn import metrics as _sk
@@ -150,7 +151,8 @@ def dice(pred: np.ndarray, truth: np.ndarray, empty: float = 1.0) -> float:
         return float(empty)
     as_tensor = lambda a: torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))[None, None]  # noqa: E731
     metric = DiceMetric(include_background=True, reduction="none", ignore_empty=False)
-    return float(metric(as_tensor(pred), as_tensor(truth))[0, 0])
+    scores = cast(torch.Tensor, metric(as_tensor(pred), as_tensor(truth)))  # reduction="none": (batch, class)
+    return float(scores[0, 0])
 
 
 def mean_dice(preds: list[np.ndarray], truths: list[np.ndarray], empty: float = 1.0) -> tuple[float, np.ndarray]:

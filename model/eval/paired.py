@@ -31,8 +31,8 @@ def _seed_mean(items: Sequence[Items], w: np.ndarray | None = None) -> float | n
 def _interval(
     stat: Callable[[np.ndarray | None], float | np.ndarray], groups: np.ndarray, n: int, seed: int
 ) -> Estimate:
-    value = stat(None)
-    boots = stat(resampled.counts(len(groups), n, seed, groups)) if len(groups) else np.zeros(0)
+    value = float(stat(None))  # on all items: one number
+    boots = np.asarray(stat(resampled.counts(len(groups), n, seed, groups))) if len(groups) else np.zeros(0)
     boots = boots[np.isfinite(boots)]
     if not np.isfinite(value) or not boots.size:
         return Estimate(value, float("nan"), float("nan"))
@@ -76,4 +76,4 @@ def paired_difference(
 
 def seed_values(runs: Sequence[MethodResult], metric: str) -> list[float]:
     """Each seed's own value of the metric (its spread over seeds)."""
-    return [_seed_mean([it]) for it in _items(runs, metric)]
+    return [float(_seed_mean([it])) for it in _items(runs, metric)]

@@ -13,6 +13,7 @@ import json
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -73,8 +74,9 @@ def abnormality_table(result: EvalResult) -> pd.DataFrame:
     rows = []
     for organ, abn in result.ad_tasks:
         row: dict[str, object] = {"organ": organ, "abnormality": abn}
-        for name in method_order([n for n, m in result.methods.items() if m.abnormality_detection is not None]):
-            ad = result.methods[name].abnormality_detection
+        scored = {n: m.abnormality_detection for n, m in result.methods.items() if m.abnormality_detection is not None}
+        for name in method_order(list(scored)):
+            ad = scored[name]
             pair = next((p for p in ad.pairs if (p.organ, p.abnormality) == (organ, abn)), None)
             if pair is not None:
                 row["n_pos"], row["n_neg"] = pair.n_pos, pair.n_neg
@@ -115,7 +117,7 @@ def checkpoint_provenance(path: str | os.PathLike) -> dict[str, str]:
     return {"path": str(path), "sha256": fingerprint(path)}
 
 
-def _jsonable(obj: object) -> object:
+def _jsonable(obj: object) -> Any:  # a JSON value, as json.loads gives it
     return json.loads(json.dumps(obj, default=str, allow_nan=False))
 
 
@@ -126,7 +128,7 @@ def _config_dict(result: EvalResult) -> dict:
         v = getattr(cfg, f.name)
         if callable(v) and not dataclasses.is_dataclass(v):
             v = getattr(v, "__qualname__", repr(v))
-        out[f.name] = dataclasses.asdict(v) if dataclasses.is_dataclass(v) else v
+        out[f.name] = dataclasses.asdict(v) if dataclasses.is_dataclass(v) and not isinstance(v, type) else v
     return out
 
 
@@ -166,7 +168,7 @@ def report_json(result: EvalResult, provenance: Mapping[str, object] | None = No
             },
             "notes": list(result.notes),
             "config": _config_dict(result),
-            "provenance": {"data": result.provenance, **dict(provenance or {})},
+            "provenance": {"data": result.provenance, **{k: v for k, v in (provenance or {}).items()}},
         }
     )
 

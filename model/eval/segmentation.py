@@ -14,6 +14,7 @@ import math
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, TypeVar, cast
 
 import numpy as np
 import torch
@@ -24,6 +25,11 @@ from model.eval.data import EvalData
 from model.eval.features import model_device
 from model.eval.metrics import Estimate
 from model.preprocess import SourceBlock, crop_pad
+
+if TYPE_CHECKING:
+    from model.network import CTGlip
+
+M = TypeVar("M", bound=nn.Module)
 
 
 @dataclass(frozen=True)
@@ -88,7 +94,7 @@ class SegDecoder(nn.Module):
 
     def forward(self, fmap: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
         x = self.bottleneck(fmap)  # (n, w, d, h, w')
-        for stage in self.ups:
+        for stage in cast("list[nn.ModuleDict]", self.ups):
             x = stage["conv"](stage["up"](x))
         if x.shape[2:] != inputs.shape[2:]:
             x = nn.functional.interpolate(x, size=inputs.shape[2:], mode="trilinear", align_corners=False)
@@ -100,16 +106,17 @@ class SegDecoder(nn.Module):
         prior initialisation): the decoder starts at the base rate and its first steps go to telling lesion from
         background instead of learning that lesions are rare."""
         fraction = min(max(float(fraction), 1e-6), 0.5)
-        head = self.head[-1]
+        head = cast(nn.Conv3d, self.head[-1])  # the 1x1 output convolution, built with a bias
+        bias = cast(torch.Tensor, head.bias)
         k = head.out_channels - 1
-        head.bias.zero_()
-        head.bias[1:] = math.log(fraction / k) - math.log(1.0 - fraction)
+        bias.zero_()
+        bias[1:] = math.log(fraction / k) - math.log(1.0 - fraction)
 
 
 class SegNet(nn.Module):
     """Encoder (anything with ``feature_map(volume, mask)`` and ``input_channels``) + ``SegDecoder``."""
 
-    def __init__(self, encoder: nn.Module, decoder: SegDecoder) -> None:
+    def __init__(self, encoder: CTGlip, decoder: SegDecoder) -> None:
         super().__init__()
         self.encoder = encoder
         self.decoder = decoder
@@ -118,7 +125,7 @@ class SegNet(nn.Module):
         return self.decoder(self.encoder.feature_map(volume, mask), self.encoder.input_channels(volume, mask))
 
 
-def build_segnet(encoder: nn.Module, crop_voxels: int, width: int = 16) -> SegNet:
+def build_segnet(encoder: CTGlip, crop_voxels: int, width: int = 16) -> SegNet:
     """Probe the encoder once to size the decoder: channels and the number of x2 steps."""
     device = model_device(encoder)
     with torch.no_grad():
@@ -151,7 +158,7 @@ def sample_patches(
 
 
 def train_segmentation(
-    encoder: nn.Module, blocks: Sequence[SourceBlock], crop_voxels: int, budget: SegBudget = SegBudget()
+    encoder: CTGlip, blocks: Sequence[SourceBlock], crop_voxels: int, budget: SegBudget = SegBudget()
 ) -> tuple[SegNet, list[float]]:
     """Fine-tune ``SegNet(encoder, decoder)`` on patches of the canonical grid around the training organs' lesions
     (``blocks``), lesions oversampled (``lesion_share``); returns the network and the loss per step."""
@@ -215,7 +222,7 @@ def predict_masks(
         x = torch.from_numpy(np.stack([np.asarray(b.volume, dtype=np.float32), b.mask.astype(np.float32)]))[None].to(
             device
         )
-        prob = inferer(x, predict)[0, 0].cpu().numpy()
+        prob = cast(torch.Tensor, inferer(x, predict))[0, 0].cpu().numpy()  # predict gives one tensor
         out.append((prob > 0.5) & b.region)
     return out
 
@@ -236,7 +243,7 @@ class SegResult:
 
 
 def segmentation_protocol(
-    make_encoder: Callable[[], nn.Module],
+    make_encoder: Callable[[], CTGlip],
     data: EvalData,
     train_rows: np.ndarray,
     test_rows: np.ndarray,
@@ -257,11 +264,11 @@ def segmentation_protocol(
         run = replace(budget, seed=budget.seed + r, repeats=1)
         torch.manual_seed(run.seed)
         net, losses = train_segmentation(make_encoder(), train_blocks, size, run)
-        mean, dice = metrics.mean_dice(
+        mean, case_dice = metrics.mean_dice(
             predict_masks(net, test_blocks, size), [b.lesion for b in test_blocks], float("nan")
         )
         means.append(mean)
-        per_run_case.append(dice)
+        per_run_case.append(case_dice)
         curves.append(tuple(losses))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
@@ -279,6 +286,6 @@ def segmentation_protocol(
     return SegResult(dice, per_case, lesion_mm, curves[0], tuple(means), None if groups is None else np.asarray(groups))
 
 
-def from_model(model: nn.Module) -> Callable[[], nn.Module]:
+def from_model(model: M) -> Callable[[], M]:
     """An encoder factory returning a fresh copy of ``model`` (so fine-tuning never touches it)."""
     return lambda: copy.deepcopy(model)

@@ -103,9 +103,10 @@ def find_phi(text: str) -> list[PhiSpan]:
         return []
     from pipeline.deid.recognizers import recognizers  # Presidio and spaCy load on first use, not with the package
 
-    found: list[tuple[int, int, str]] = []
+    found: list[tuple[int, int, str, float]] = []  # start, end, kind, score
     for recognizer in recognizers():
-        for r in recognizer.analyze(text, recognizer.supported_entities):
+        # Presidio's base class types nlp_artifacts as required; every recognizer here takes none (patterns only)
+        for r in recognizer.analyze(text, recognizer.supported_entities):  # type: ignore[call-arg]
             span = _trim_name(text, r.start, r.end) if r.entity_type == "NAME" else (r.start, r.end)
             if span and r.entity_type == "PHONE" and text[span[0]] == "(" and ")" not in text[span[0] : span[1]]:
                 span = (span[0] + 1, span[1])  # phonenumbers takes the "(" of "(555-123-4567)"

@@ -296,6 +296,8 @@ class GivenNameRecognizer(LocalRecognizer):
     """An untitled name that starts with a known given name, followed by one to three name words that are
     not report vocabulary: "Jane Doeberg", "Ana Sofia Carvalho", "Rukiye KILIÇARSLAN"; also "Doeberg, Jane"."""
 
+    name: str  # Presidio's EntityRecognizer sets it; declared here, as mypy cannot infer it there
+
     _WORDS = re.compile(rf"{_WORD}|{_CAPS}|{_INITIAL}")
 
     def __init__(self) -> None:
@@ -402,6 +404,8 @@ class CuedNameRecognizer(LocalRecognizer):
     """A name after a title, a role verb or a role word, written in any case: "dr. hannah weiss", "Seen by DR.
     PETER O'BRIEN", "discussed with jean-luc dubois", "Patient: doeberg, jane a.". Up to five words; it stops
     at report vocabulary; particles ("van der", "bin") may stand between words."""
+
+    name: str  # Presidio's EntityRecognizer sets it; declared here, as mypy cannot infer it there
 
     def __init__(self) -> None:
         super().__init__(supported_entities=["NAME"], name="CuedNameRecognizer")
@@ -663,6 +667,8 @@ def _word_after(text: str, end: int) -> str:
 class FacilityRecognizer(LocalRecognizer):
     """Facility names: a run of capitalised words around a word naming a place of care, with a name among them."""
 
+    name: str  # Presidio's EntityRecognizer sets it; declared here, as mypy cannot infer it there
+
     WINDOW = 200  # characters either side of a facility word read for its run
 
     def __init__(self) -> None:
@@ -774,6 +780,8 @@ _PLACE_CUE = re.compile(
 
 class CuedPlaceRecognizer(LocalRecognizer):
     """A place named after "at", "from", "transferred to", ...: two capitalised words or more, one a name."""
+
+    name: str  # Presidio's EntityRecognizer sets it; declared here, as mypy cannot infer it there
 
     def __init__(self) -> None:
         super().__init__(supported_entities=["LOCATION"], name="CuedPlaceRecognizer")

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from pipeline.dicom.errors import IngestError
-from pipeline.dicom.scan import SliceHeader
+from pipeline.dicom.scan import SliceHeader, required
 
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
@@ -40,7 +40,7 @@ class SeriesGeometry:
     @property
     def shape(self) -> tuple[int, int, int]:
         h = self.slices[0]
-        return (int(h.cols), int(h.rows), len(self.slices))
+        return (int(required(h.cols, "Columns")), int(required(h.rows, "Rows")), len(self.slices))
 
 
 def slice_normal(orientation: tuple[float, ...]) -> np.ndarray:
@@ -91,7 +91,7 @@ def check_geometry(
             "in one series",
         )
 
-    normal = slice_normal(slices[0].orientation)
+    normal = slice_normal(required(slices[0].orientation, "ImageOrientationPatient"))
     pos = np.array([h.position for h in slices])
     d = pos @ normal
     order = np.argsort(d, kind="stable")
@@ -140,7 +140,7 @@ def check_geometry(
     if len(slices) > 2:
         t = (pos - pos[0]) @ (total / (np.linalg.norm(total) ** 2 or 1.0))
         resid = np.linalg.norm(pos - (pos[0] + t[:, None] * total), axis=1).max()
-        if resid > 0.5 * min(slices[0].pixel_spacing):
+        if resid > 0.5 * min(required(slices[0].pixel_spacing, "PixelSpacing")):
             raise IngestError(
                 "geometry",
                 "irregular_positions",
@@ -188,8 +188,9 @@ def check_geometry(
             corrections.append(tilt_note)
         k_vec = normal * (d[-1] - d[0]) / (len(slices) - 1)
 
-    row_cos, col_cos = np.asarray(slices[0].orientation[:3]), np.asarray(slices[0].orientation[3:])
-    dr, dc = slices[0].pixel_spacing  # (between rows, between columns)
+    orientation = required(slices[0].orientation, "ImageOrientationPatient")
+    row_cos, col_cos = np.asarray(orientation[:3]), np.asarray(orientation[3:])
+    dr, dc = required(slices[0].pixel_spacing, "PixelSpacing")  # (between rows, between columns)
     lps = np.eye(4)
     lps[:3, 0] = row_cos * dc  # i: column index
     lps[:3, 1] = col_cos * dr  # j: row index

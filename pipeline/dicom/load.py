@@ -18,7 +18,7 @@ import pydicom
 
 from pipeline.dicom.errors import IngestError
 from pipeline.dicom.geometry import GeometryOptions, SeriesGeometry, check_geometry
-from pipeline.dicom.scan import SliceHeader, group_studies, read_header
+from pipeline.dicom.scan import SliceHeader, group_studies, read_header, required
 from pipeline.ids import pseudonym
 from pipeline.volume import Volume
 
@@ -90,7 +90,8 @@ def _native_tail(h: SliceHeader) -> np.ndarray | None:
         or h.n_frames != 1
     ):
         return None
-    nbytes = int(h.rows) * int(h.cols) * 2
+    rows, cols = int(required(h.rows, "Rows")), int(required(h.cols, "Columns"))
+    nbytes = rows * cols * 2
     explicit = h.transfer_syntax == "1.2.840.10008.1.2.1"
     head = 12 if explicit else 8
     with open(h.path, "rb") as fh:
@@ -108,7 +109,7 @@ def _native_tail(h: SliceHeader) -> np.ndarray | None:
     if not ok:
         return None
     arr = np.frombuffer(data, dtype=np.int16 if h.pixel_representation == 1 else np.uint16, offset=head).reshape(
-        int(h.rows), int(h.cols)
+        rows, cols
     )
     stored = h.bits_stored or 16
     if stored < 16:
@@ -137,7 +138,7 @@ def load_series(
     """Validate, sort and read one series into HU. ``array[i, j, k]`` = (column, row, slice along the normal)."""
     geo = geometry if isinstance(geometry, SeriesGeometry) else check_geometry(slices, geometry)
     hs = geo.slices
-    rows, cols, n = int(hs[0].rows), int(hs[0].cols), len(hs)
+    rows, cols, n = int(required(hs[0].rows, "Rows")), int(required(hs[0].cols, "Columns")), len(hs)
     integral = all(h.slope == 1.0 and float(h.intercept).is_integer() for h in hs)
     if integral:  # int16 holds every value when the stored range shifted by the intercept fits
         bits = max((h.bits_stored or 16) for h in hs)

@@ -8,7 +8,7 @@ import numpy as np
 
 from pipeline.dicom.errors import IngestError
 from pipeline.dicom.geometry import plane_name, slice_normal
-from pipeline.dicom.scan import SliceHeader
+from pipeline.dicom.scan import SliceHeader, required
 from pipeline.ids import pseudonym
 
 _LOCALIZER_WORDS = ("LOCALIZER", "SCOUT", "TOPOGRAM", "SCANOGRAM", "SURVIEW")
@@ -138,7 +138,8 @@ def _skip_reason(slices: list[SliceHeader], options: SelectOptions) -> str | Non
 
 
 def _candidate(series_uid: str, slices: list[SliceHeader], notes: tuple[str, ...] = ()) -> Candidate:
-    normal = slice_normal(slices[0].orientation)
+    orientation = required(slices[0].orientation, "ImageOrientationPatient")  # _skip_reason checked it
+    normal = slice_normal(orientation)
     d = np.array([s.position for s in slices]) @ normal
     n = len(slices)
     spacing = (d.max() - d.min()) / max(n - 1, 1)
@@ -149,7 +150,7 @@ def _candidate(series_uid: str, slices: list[SliceHeader], notes: tuple[str, ...
     return Candidate(
         series_uid,
         tuple(slices),
-        plane_name(slices[0].orientation),
+        plane_name(orientation),
         float(d.max() - d.min() + spacing),
         float(thickness),
         original,

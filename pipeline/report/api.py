@@ -134,6 +134,7 @@ def organ_status(findings: Iterable[Finding]) -> dict[str, str]:
     out: dict[str, str] = {}
     for f in findings:
         place = f.organ or f.region
+        assert place is not None  # a finding names an organ or, without an organ mask, a region
         if place not in out or STATUS_RANK[f.status] > STATUS_RANK[out[place]]:
             out[place] = f.status
     return out
@@ -149,7 +150,9 @@ def organ_texts(findings: Iterable[Finding]) -> dict[str, str]:
     seen: dict[str, dict[str, str]] = {}
     for f in sorted(findings, key=lambda f: f.sentence_index):
         text = f"{f.header.strip().capitalize()}: {f.sentence}" if f.header else f.sentence
-        seen.setdefault(f.organ or f.region, {}).setdefault(_key(text), text)
+        place = f.organ or f.region
+        assert place is not None  # a finding names an organ or, without an organ mask, a region
+        seen.setdefault(place, {}).setdefault(_key(text), text)
     return {
         organ: " ".join(s if s.rstrip()[-1:] in ".!?" else s + "." for s in sents.values())
         for organ, sents in seen.items()

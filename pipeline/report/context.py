@@ -73,11 +73,13 @@ class ReportComponent:
         rows = {k: self.memo.get(k) for k in keys}
         new = [k for k, r in rows.items() if r is None]
         if new:
-            rows.update(zip(new, self._read_new(new)))
+            fresh = dict(zip(new, self._read_new(new)))
+            rows.update(fresh)
             if len(self.memo) + len(new) > self.memo_size:
                 self.memo.clear()
-            self.memo.update((k, rows[k]) for k in new)
-        return [Finding(*row[:9], i, *row[9:]) for i, key in enumerate(keys) for row in rows[key]]
+            self.memo.update(fresh)
+        # the type: ignore is a mypy false positive: a positional between two starred arguments reads as too many
+        return [Finding(*row[:9], i, *row[9:]) for i, key in enumerate(keys) for row in rows[key] or ()]  # type: ignore[call-arg]
 
     def _read_new(self, keys: list[tuple]) -> list[tuple[tuple, ...]]:
         """Rows of sentences not read before, by memo key (text, section, header, header organs). They are tokenized

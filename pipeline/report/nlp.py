@@ -13,7 +13,7 @@ import gc
 import re
 from functools import cache, lru_cache
 from operator import itemgetter
-from typing import NamedTuple
+from typing import Any, NamedTuple, cast
 
 import spacy
 from spacy.language import Language
@@ -34,8 +34,9 @@ class Match(NamedTuple):  # a tuple: built ~100 times per report, cheaper than a
     start: int  # token offsets
     end: int
     kind: int
-    # (organs, vague, beside) | (Abnormality, implied organs, weak, plain) | (direction, window, interpretive) | side
-    payload: object
+    # by kind: ORG (organs, vague, beside) | ABN (Abnormality, implied organs, weak, plain) | NEG, UNC, HIST
+    # (direction, window, interpretive) | SIDE side | others None; Any, as a type checker cannot follow `kind`
+    payload: Any
 
 
 def _modifiers() -> dict:
@@ -112,10 +113,10 @@ class Lexicon:
         for i, a in enumerate(abnormalities()):
             implied = dict(a.implies)
             for syn in a.synonyms:
-                organs = implied.get(syn)
+                implied_organs = implied.get(syn)
                 flags = (syn in a.weak, syn in a.needs_qualifier)
-                add(syn, f"ABN:{i}:{organs!r}:{flags}", ABN, (a, organs, *flags))
-                self.findings[" ".join(t.text for t in nlp.tokenizer(syn))] = (a, organs, *flags)
+                add(syn, f"ABN:{i}:{implied_organs!r}:{flags}", ABN, (a, implied_organs, *flags))
+                self.findings[" ".join(t.text for t in nlp.tokenizer(syn))] = (a, implied_organs, *flags)
         mods = _modifiers()
         for cat, kind in MOD_KINDS.items():
             fwd, bwd = mods[cat]["forward"], mods[cat]["backward"]
@@ -145,7 +146,7 @@ class Lexicon:
         self._exact_first: set[int] = set()  # LOWER ids of the first words of case-sensitive phrases
         for table, matcher in ((lower, self.lower), (exact, self.exact)):
             for key, phrases in table.items():
-                docs = list(nlp.tokenizer.pipe(phrases))
+                docs = list(cast(Tokenizer, nlp.tokenizer).pipe(phrases))  # Language types it as a callable
                 matcher.add(key, docs)
                 if matcher is self.exact:
                     self._exact_first.update(d[0].lower for d in docs if len(d))

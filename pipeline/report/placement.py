@@ -171,15 +171,16 @@ def _inherit_sides(words: Words, runs: list[Run]) -> None:
     kidney"); the lung's lobes are named on their own ("the lung bases" after "the right upper lobe" are both)."""
     sided: dict[str, set[str]] = {}
     for r in runs:
-        groups = {_GROUP.get(o) for o in r.organs} - {None, "lung"}
+        groups = {g for o in r.organs if (g := _GROUP.get(o)) is not None} - {"lung"}
         sides = {side_of(o) for o in r.organs}
         if len(groups) == 1 and sides == {"left", "right"} and not words.sides(r.start, r.end):
             earlier = sided.get(next(iter(groups)), set())
             if len(earlier) == 1:
                 r.organs = r.last = narrow(r.organs, next(iter(earlier)))
         for o in r.organs:
-            if side_of(o) and _GROUP.get(o):
-                sided.setdefault(_GROUP[o], set()).add(side_of(o))
+            side, group = side_of(o), _GROUP.get(o)
+            if side and group:
+                sided.setdefault(group, set()).add(side)
 
 
 def _join(

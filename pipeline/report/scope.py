@@ -69,9 +69,10 @@ def clauses(terms: list[int], words: Words, t0: int, t1: int, question: bool) ->
                 open_at = None
     out = Clauses(sorted(set(terms)))
     if relative:
-        out.resumed_in = {}
-    for start, close in relative:
-        out.resumed_in.setdefault(out.of(start - 1), (out.of(close), close - start))
+        resumed: dict[int, tuple[int, int]] = {}
+        for start, close in relative:
+            resumed.setdefault(out.of(start - 1), (out.of(close), close - start))
+        out.resumed_in = resumed
     return out
 
 

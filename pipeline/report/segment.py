@@ -127,7 +127,9 @@ def _split_points(text: str, start: int, end: int) -> list[int]:
         if mark == ".":  # a period after an abbreviation, a unit or an initial may not end the sentence
             w = _word_before(text, start, at)
             if w in _ABBREV or w in _UNITS or len(w) == 1:
-                nxt = _NEXT_CHAR.match(text, pos, end).group(1)
+                following = _NEXT_CHAR.match(text, pos, end)
+                assert following is not None  # \s*(\S?) matches at any position
+                nxt = following.group(1)
                 if w in _ABBREV and not (w == "no" and not nxt.isdigit()):
                     continue
                 if nxt.islower() and w in _UNITS:

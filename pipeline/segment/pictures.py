@@ -41,7 +41,8 @@ def _ras(vol: Volume) -> tuple[np.ndarray, tuple[float, float, float]]:
     ornt = nib.orientations.io_orientation(vol.affine)
     arr = nib.orientations.apply_orientation(np.asarray(vol.array), ornt)
     spacing = np.asarray(vol.spacing)[ornt[:, 0].astype(int)]
-    return arr, tuple(float(s) for s in spacing)
+    sx, sy, sz = (float(s) for s in spacing)
+    return arr, (sx, sy, sz)
 
 
 def _figure(width: float, height: float) -> Figure:
@@ -96,7 +97,7 @@ def overlay_png(studies: Sequence[tuple[str, Volume, Volume]]) -> bytes:
             idx, cnt = np.unique(sl[sl > 0], return_counts=True)
             for i, n in zip(idx.tolist(), cnt.tolist()):
                 shown[i] = shown.get(i, 0) + n
-    top = sorted(sorted(shown, key=shown.get, reverse=True)[:MAX_LEGEND])
+    top = sorted(sorted(shown, key=lambda i: shown[i], reverse=True)[:MAX_LEGEND])
     handles = [Patch(color=colours[i], label=names.get(i, str(i))) for i in top]
     if handles:
         fig.legend(handles=handles, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=7, frameon=False)

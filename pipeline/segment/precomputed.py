@@ -188,6 +188,7 @@ def load_folder(folder: Path) -> Volume:
         if m.shape != ref.shape or not np.allclose(m.affine, ref.affine, atol=1e-4):
             m = resample_nearest(Volume(np.asarray(m.array) > 0, m.affine), ref.shape, ref.affine)
         ref.array[np.asarray(m.array) > 0] = index
+    assert ref is not None  # files is not empty
     return ref
 
 

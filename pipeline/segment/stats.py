@@ -154,7 +154,7 @@ def organ_stats(study_id: str, labels: Volume, ct: Volume | None, config: StatsC
     shape = np.array(lab.shape)
     m = config.fov_margin
     low, high = lo <= m, hi >= shape - m
-    cut = low.any(axis=1) | high.any(axis=1)
+    cut = np.asarray(low.any(axis=1) | high.any(axis=1))
     face_ratio = _cut_face_ratios((h0, h1, h2), present, lo, hi, low, high)
 
     rows = []

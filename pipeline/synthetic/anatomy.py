@@ -336,7 +336,7 @@ def build_anatomy(patient: Patient, alt: Alterations = Alterations()) -> list[Or
 
 
 def index_of(name: str) -> int:
-    return int(vocab.organ(name).index_v2)
+    return int(vocab.index_v2(name))
 
 
 def paint(organs: list[OrganModel], grid: Grid, patient: Patient) -> tuple[np.ndarray, np.ndarray]:

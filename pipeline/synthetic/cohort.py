@@ -14,6 +14,7 @@ import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import pandas as pd
@@ -151,7 +152,9 @@ def expected_split(patient_mrn: str, ratios: tuple[float, ...] = ()) -> str:
     cfg = PairConfig()
     return str(
         assign_split(
-            pd.Series([pseudonym("patient", patient_mrn)]), tuple(ratios) or cfg.split_ratios, cfg.split_salt
+            pd.Series([pseudonym("patient", patient_mrn)]),
+            cast("tuple[float, float, float]", tuple(ratios)) or cfg.split_ratios,  # three shares (CohortSpec checks)
+            cfg.split_salt,
         ).iloc[0]
     )
 

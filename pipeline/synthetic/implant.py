@@ -68,6 +68,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import pandas as pd
@@ -186,7 +187,9 @@ def slice_axis(affine: np.ndarray) -> int:
 
 
 def _seed(seed: int | Sequence[int]) -> list[int]:
-    return [int(seed)] if np.isscalar(seed) else [int(s) for s in seed]
+    if np.isscalar(seed):
+        return [int(cast(int, seed))]
+    return [int(s) for s in cast("Sequence[int]", seed)]
 
 
 def _names() -> dict[int, str]:
@@ -238,7 +241,7 @@ def implant_study(
     names = _names()
     counts = np.bincount(lab.ravel(), minlength=max(names) + 1)
     voxel_ml = float(np.prod(spacing)) / 1000.0
-    present = {names[i] for i in np.flatnonzero(counts) if i in names}
+    present = {names[i] for i in np.flatnonzero(counts).tolist() if i in names}
     eligible = {o for o in present if counts[_index_of(o)] * voxel_ml >= config.min_organ_ml}
     findings = sample_findings(
         np.random.default_rng([*base, 1]), eligible, kinds=tuple(config.kinds), prob=config.finding_prob
@@ -432,7 +435,7 @@ def _organ_rows(
     for face in (lab[0], lab[-1], lab[:, 0], lab[:, -1], lab[:, :, 0], lab[:, :, -1]):
         border += np.bincount(face.ravel(), minlength=len(counts))[: len(counts)]
     rows = []
-    for index in np.flatnonzero(counts):
+    for index in np.flatnonzero(counts).tolist():
         if index not in names:
             continue
         o = names[index]

@@ -22,7 +22,8 @@ COLOURS = ("#ff3b30", "#ffcc00", "#34c759", "#0a84ff", "#ff9500", "#bf5af2")
 
 def _field(shape: tuple[int, int], centre: tuple[int, int], spacing: tuple[float, float]) -> tuple[slice, slice]:
     half = [int(round(FIELD_MM / 2 / s)) for s in spacing]
-    return tuple(slice(max(0, c - h), min(n, c + h)) for c, h, n in zip(centre, half, shape))  # type: ignore[return-value]
+    rows, cols = (slice(max(0, c - h), min(n, c + h)) for c, h, n in zip(centre, half, shape))
+    return rows, cols
 
 
 def _panel(ax, ct: np.ndarray, aspect: float, window: tuple[float, float], title: str) -> None:
