@@ -36,7 +36,7 @@ from pipeline.synthetic.findings import (
     varied_sizes,
 )
 from pipeline.synthetic.lesions import LESION_COLUMNS
-from pipeline.synthetic.reports import Misreport, misreport, write_report
+from pipeline.synthetic.reports import Misreport, Report, misreport, write_report
 from pipeline.synthetic.series import coronal_reformat, scout
 from pipeline.synthetic.shapes import Grid
 from pipeline.volume import Volume, save_nifti, spacing_of
@@ -275,40 +275,125 @@ def _visible(organs, grid: Grid) -> set[str]:
 
 def synthesize_study(spec: CohortSpec, index: int) -> SyntheticStudy:
     """Study ``index`` of the cohort, in memory: the main series' HU and affine, truth and report."""
-    plan = patient_plan(spec, index + 1)
-    patient_no, visit = plan[index]
+    patient_no, visit = patient_plan(spec, index + 1)[index]
+    person, patient, first_date = _patient(spec, patient_no)
+    # the study's own stream: the steps below draw from it in this order, which keeps every study as it was
+    rng = np.random.default_rng([spec.seed, index, 2])
+    date = first_date if visit == 0 else identity.study_date(rng, after=first_date)
+    fov = FOVS[int(rng.choice(3, p=np.asarray(spec.fov_weights) / sum(spec.fov_weights)))]
+    grid, params = _grid(spec, patient, fov, rng)
+    findings, alt, ratios, params = _findings(spec, index, patient_no, patient, grid, params, rng)
+    image = _image(spec, index, patient, alt, grid, findings, params, rng)
+    drawn = drawn_organs()
+    in_image = {o for o in drawn if image.counts[index_of(o)] > 0}
+    scanner = identity.SCANNERS[int(rng.integers(len(identity.SCANNERS)))]
+    accession = identity.accession(rng, date, index)
+    split = expected_split(person[1], spec.split_ratios)
+    reserved = spec.reserved_phrasing or (spec.reserved_for_evaluation and split != "train")
+    report, said = _report(spec, index, visit, first_date, image.findings, in_image, drawn, fov, reserved, rng)
+    params = dict(image.params, split=split, reserved_phrasing=reserved)
+    study_uid = _uid(spec.seed, index, "study")
+    header = _series_header(spec, index, person, accession, study_uid, date, fov, scanner, params, rng)
+    gold = _organ_gold(drawn, image, in_image, report, said, alt, ratios, accession, study_uid)
+    extras = _companions(spec, image, header, rng)
+    params = dict(params, patient_scale=patient.scale, visit=visit, n_slices=int(image.hu.shape[2]))
+    rows = tuple(
+        dict(
+            r,
+            accession=accession,
+            study_uid=study_uid,
+            noise_hu=float(image.noise_hu),
+            iso_intense=bool(abs(r["mean_contrast_hu"]) < image.noise_hu),
+        )
+        for r in image.lesion_rows
+    )
+    return SyntheticStudy(
+        index,
+        f"patient-{spec.seed}-{patient_no}",
+        fov,
+        header,
+        image.hu,
+        image.affine,
+        image.labels,
+        image.lesions,
+        report.text,
+        tuple(image.findings),
+        gold,
+        extras,
+        params,
+        rows,
+        said,
+    )
+
+
+def _patient(spec: CohortSpec, patient_no: int) -> tuple[tuple[str, str, str, str], Patient, str]:
+    """The patient's identity (name, MRN, birth date, sex), body and first study date, from the patient's stream."""
     prng = np.random.default_rng([spec.seed, patient_no, 1])
-    name, mrn, birth, sex = identity.person(prng)
+    person = identity.person(prng)
     patient = Patient(
         scale=float(prng.uniform(*spec.body_scale)),
         fat_mm=float(prng.uniform(8, 24)),
         width=float(prng.uniform(0.92, 1.08)),
         seed=int(prng.integers(2**31)),
     )
-    first_date = identity.study_date(prng)
-    rng = np.random.default_rng([spec.seed, index, 2])
-    date = first_date if visit == 0 else identity.study_date(rng, after=first_date)
-    fov = FOVS[int(rng.choice(3, p=np.asarray(spec.fov_weights) / sum(spec.fov_weights)))]
-    grid, params = _grid(spec, patient, fov, rng)
+    return person, patient, identity.study_date(prng)
 
+
+def _findings(
+    spec: CohortSpec,
+    index: int,
+    patient_no: int,
+    patient: Patient,
+    grid: Grid,
+    params: dict,
+    rng: np.random.Generator,
+) -> tuple[list[Finding], Alterations, dict[str, float], dict]:
+    """The findings of the organs in the field of view, the whole-organ alterations they make and, with varied organ
+    sizes, every organ's size (recorded in ``params``) with its painted volume against the nominal one."""
     findings = sample_findings(rng, _visible(build_anatomy(patient), grid))
     alt, findings = alterations(findings, rng)
     # every realism setting draws from its own random stream: with them off the demo stays bit for bit as it was
-    if spec.organ_sizes == "varied":
-        alt, findings = varied_sizes(
-            findings,
-            alt,
-            np.random.default_rng([spec.seed, patient_no, 4]),
-            np.random.default_rng([spec.seed, index, 4]),
-        )
-        params = dict(
-            params, organ_scale=json.dumps({o: round(alt.organ_scale[o], 3) for o in sorted(alt.organ_scale)})
-        )
-        ratios = volume_ratios(patient, alt, tuple(SIZES))
-    else:
-        ratios = {}
-    organs = build_anatomy(patient, alt)
-    labels, hu = paint(organs, grid, patient)
+    if spec.organ_sizes != "varied":
+        return findings, alt, {}, params
+    alt, findings = varied_sizes(
+        findings,
+        alt,
+        np.random.default_rng([spec.seed, patient_no, 4]),
+        np.random.default_rng([spec.seed, index, 4]),
+    )
+    params = dict(params, organ_scale=json.dumps({o: round(alt.organ_scale[o], 3) for o in sorted(alt.organ_scale)}))
+    return findings, alt, volume_ratios(patient, alt, tuple(SIZES)), params
+
+
+@dataclass(frozen=True)
+class _Image:
+    """The main series of a study as painted: HU, labels, lesions, and what painting them decided."""
+
+    hu: np.ndarray  # (i, j, k) int16
+    affine: np.ndarray
+    labels: np.ndarray  # uint8 `total` v2 indices
+    lesions: np.ndarray  # uint8, 1 = tumor
+    counts: np.ndarray  # (256,) voxels per label
+    border: np.ndarray  # (256,) voxels per label on the volume's faces (cut by the field of view)
+    findings: list[Finding]  # those painted
+    lesion_rows: list[dict]  # one truth row per painted focal lesion
+    noise_hu: float
+    params: dict  # the grid's parameters, with the appearance drawn (varied appearance)
+
+
+def _image(
+    spec: CohortSpec,
+    index: int,
+    patient: Patient,
+    alt: Alterations,
+    grid: Grid,
+    findings: list[Finding],
+    params: dict,
+    rng: np.random.Generator,
+) -> _Image:
+    """The torso painted with its alterations, its appearance (varied: from the study's appearance stream), the focal
+    lesions and the noise, stored as int16 HU."""
+    labels, hu = paint(build_anatomy(patient, alt), grid, patient)
     affine = _affine(grid)
     noise_hu = spec.noise_hu
     look = None
@@ -326,21 +411,30 @@ def synthesize_study(spec: CohortSpec, index: int) -> SyntheticStudy:
         params = dict(params, **look.record())
     hu += rng.standard_normal(hu.shape, dtype=np.float32) * np.float32(noise_hu)
     hu_i16 = np.clip(np.rint(hu), -1024, 3071).astype(np.int16)
-    del hu
-
-    drawn = drawn_organs()
     counts = np.bincount(labels.ravel(), minlength=256)
     border = np.zeros(256, dtype=np.int64)
     for face in (labels[0], labels[-1], labels[:, 0], labels[:, -1], labels[:, :, 0], labels[:, :, -1]):
         border += np.bincount(face.ravel(), minlength=256)
-    in_image = {o for o in drawn if counts[index_of(o)] > 0}
-    scanner = identity.SCANNERS[int(rng.integers(len(identity.SCANNERS)))]
-    accession = identity.accession(rng, date, index)
+    return _Image(hu_i16, affine, labels, lesions, counts, border, findings, lesion_rows, noise_hu, params)
+
+
+def _report(
+    spec: CohortSpec,
+    index: int,
+    visit: int,
+    first_date: str,
+    findings: list[Finding],
+    in_image: set[str],
+    drawn: tuple[str, ...],
+    fov: str,
+    reserved: bool,
+    rng: np.random.Generator,
+) -> tuple[Report, Misreport | None]:
+    """The study's report, of the image's findings or (with omissions or extras) of what its misreport says; a
+    follow-up names the first study."""
     comparison = None
     if visit == 1:
         comparison = f"CT dated {first_date[:4]}-{first_date[4:6]}-{first_date[6:]}."
-    split = expected_split(mrn, spec.split_ratios)
-    reserved = spec.reserved_phrasing or (spec.reserved_for_evaluation and split != "train")
     said = None
     if spec.report_omission or spec.report_extra:
         said = misreport(
@@ -356,10 +450,24 @@ def synthesize_study(spec: CohortSpec, index: int) -> SyntheticStudy:
         comparison=comparison,
         radiologist=identity.RADIOLOGISTS[int(rng.integers(len(identity.RADIOLOGISTS)))],
     )
-    params = dict(params, split=split, reserved_phrasing=reserved)
+    return report, said
 
-    study_uid = _uid(spec.seed, index, "study")
-    header = SeriesHeader(
+
+def _series_header(
+    spec: CohortSpec,
+    index: int,
+    person: tuple[str, str, str, str],
+    accession: str,
+    study_uid: str,
+    date: str,
+    fov: str,
+    scanner: tuple[str, str],
+    params: dict,
+    rng: np.random.Generator,
+) -> SeriesHeader:
+    """The main series' DICOM header: the patient, the study, and a drawn time, series number, site and kVp."""
+    name, mrn, birth, sex = person
+    return SeriesHeader(
         patient_name=name,
         patient_id=mrn,
         patient_birth_date=birth,
@@ -382,26 +490,41 @@ def synthesize_study(spec: CohortSpec, index: int) -> SyntheticStudy:
         contrast_bolus_agent="OMNIPAQUE 350",
         rescale_intercept=-1024.0 if rng.random() < 0.7 else 0.0,
     )
-    voxel_ml = float(abs(np.linalg.det(affine[:3, :3]))) / 1000.0
 
-    def per_organ(fs) -> dict[str, list[Finding]]:
-        out: dict[str, list[Finding]] = {}
-        for f in fs:
-            for o in f.organs:
-                out.setdefault(o, []).append(f)
-        return out
 
-    by_organ = per_organ(findings)  # the image truth
-    said_by = per_organ(said.reported) if said else by_organ
-    omitted = per_organ(said.omitted) if said else {}
-    extra = per_organ(said.report_only) if said else {}
-    gold = tuple(
+def _per_organ(findings: list[Finding]) -> dict[str, list[Finding]]:
+    """The findings of each organ they name."""
+    out: dict[str, list[Finding]] = {}
+    for f in findings:
+        for o in f.organs:
+            out.setdefault(o, []).append(f)
+    return out
+
+
+def _organ_gold(
+    drawn: tuple[str, ...],
+    image: _Image,
+    in_image: set[str],
+    report: Report,
+    said: Misreport | None,
+    alt: Alterations,
+    ratios: dict[str, float],
+    accession: str,
+    study_uid: str,
+) -> tuple[dict, ...]:
+    """One truth row per drawn organ (``truth/organ_gold.parquet``): what the image shows, what the report says."""
+    voxel_ml = float(abs(np.linalg.det(image.affine[:3, :3]))) / 1000.0
+    by_organ = _per_organ(image.findings)  # the image truth
+    said_by = _per_organ(said.reported) if said else by_organ
+    omitted = _per_organ(said.omitted) if said else {}
+    extra = _per_organ(said.report_only) if said else {}
+    return tuple(
         {
             "accession": accession,
             "study_uid": study_uid,
             "organ": o,
             "in_image": o in in_image,
-            "cut_by_fov": bool(border[index_of(o)] > 0),
+            "cut_by_fov": bool(image.border[index_of(o)] > 0),
             "image_status": "abnormal" if o in by_organ else "normal",
             "report_status": report.status.get(o, "not_mentioned"),
             "abnormalities": sorted({f.canonical for f in by_organ.get(o, [])}),  # what the image shows
@@ -411,20 +534,26 @@ def synthesize_study(spec: CohortSpec, index: int) -> SyntheticStudy:
             "report_only_kinds": sorted({f.kind for f in extra.get(o, [])}),  # in the report, not in the image
             "size_factor": float(alt.organ_scale.get(o, 1.0)),  # radius factor against the patient's nominal organ
             "volume_ratio": ratios.get(o, float("nan")),  # painted volume against it (organ_sizes="varied" only)
-            "volume_ml_native": float(counts[index_of(o)]) * voxel_ml,
+            "volume_ml_native": float(image.counts[index_of(o)]) * voxel_ml,
         }
         for o in drawn
     )
+
+
+def _companions(
+    spec: CohortSpec, image: _Image, header: SeriesHeader, rng: np.random.Generator
+) -> tuple[ExtraSeries, ...]:
+    """The extra series some exports hold beside the main one: a scout and a coronal reformat, each by chance."""
     extras = []
     if rng.random() < spec.companion_series_prob:
-        loc, loc_aff = scout(hu_i16, affine)
+        loc, loc_aff = scout(image.hu, image.affine)
         extras.append(
             ExtraSeries(
                 "localizer", loc, loc_aff, _companion(header, 1, "TOPOGRAM", ("ORIGINAL", "PRIMARY", "LOCALIZER"), 0)
             )
         )
     if rng.random() < spec.companion_series_prob:
-        cor, cor_aff = coronal_reformat(hu_i16, affine, slab_mm=5.0)
+        cor, cor_aff = coronal_reformat(image.hu, image.affine, slab_mm=5.0)
         extras.append(
             ExtraSeries(
                 "coronal",
@@ -433,34 +562,7 @@ def synthesize_study(spec: CohortSpec, index: int) -> SyntheticStudy:
                 _companion(header, 5, "COR 5.0 MPR", ("DERIVED", "SECONDARY", "REFORMATTED"), 1),
             )
         )
-    params = dict(params, patient_scale=patient.scale, visit=visit, n_slices=int(hu_i16.shape[2]))
-    rows = tuple(
-        dict(
-            r,
-            accession=accession,
-            study_uid=study_uid,
-            noise_hu=float(noise_hu),
-            iso_intense=bool(abs(r["mean_contrast_hu"]) < noise_hu),
-        )
-        for r in lesion_rows
-    )
-    return SyntheticStudy(
-        index,
-        f"patient-{spec.seed}-{patient_no}",
-        fov,
-        header,
-        hu_i16,
-        affine,
-        labels,
-        lesions,
-        report.text,
-        tuple(findings),
-        gold,
-        tuple(extras),
-        params,
-        rows,
-        said,
-    )
+    return tuple(extras)
 
 
 def _companion(h: SeriesHeader, number: int, desc: str, image_type: tuple[str, ...], salt: int) -> SeriesHeader:
