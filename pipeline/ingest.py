@@ -496,109 +496,155 @@ def ingest_archive(
             pool.shutdown()
 
 
-def _ingest(config: IngestConfig, shard: str | None, progress, pool, t_start: float) -> IngestResult:
-    tasks: list[tuple] = []
-    rejected: list[dict] = []
-    cached_rows: list[dict] = []
-    n_unchanged = 0
+def _ingest(
+    config: IngestConfig,
+    shard: str | None,
+    progress: Callable[[int, int], None] | None,
+    pool: ProcessPoolExecutor | None,
+    t_start: float,
+) -> IngestResult:
+    """Every study the sources name, checked for conflicts before any is queued; the new or changed ones ingested."""
+    pending, rejected, scan_s = _dicom_sources(config, pool, shard)
+    manifest_pending, manifest_rejected = _manifest_sources(config, shard)
+    pending += manifest_pending
+    rejected += manifest_rejected
+    plan = _plan(pending, config, shard)
+    rejected += plan.rejected
+    log.info(
+        "ingest: %d studies to process, %d unchanged (%d rejections so far)",
+        len(plan.tasks),
+        plan.n_unchanged,
+        len(rejected),
+    )
+    rows = list(plan.cached_rows)
+    timings: dict = {"scan": scan_s}
+    for out in _run_tasks(plan.tasks, pool, progress):
+        if out.row is not None:
+            rows.append(out.row)
+        if out.rejection is not None:
+            rejected.append(out.rejection)
+        for k, v in out.timings.items():
+            timings[k] = timings.get(k, 0.0) + v
+    ct, rej = _tables(rows, rejected, config.n_shards)
+    timings["total"] = perf_counter() - t_start
+    log.info("ingest done: %d studies, %d rejected, %.1f s", len(ct), len(rej), timings["total"])
+    return IngestResult(ct, rej, plan.n_unchanged, timings)
 
-    def _take(study_id: str) -> bool:
-        return shard is None or shard_of(study_id, config.n_shards) == shard
 
-    def _queue(kind: str, study_id: str, a, b, files: list[tuple[str, int, int]]) -> None:
-        nonlocal n_unchanged
-        fp = _fingerprint(files, config)
-        rec = _cached(config, study_id, fp)
-        if rec is not None:
-            n_unchanged += 1
-            if rec["status"] == "ok":  # rows cached before paths were stored relative to the data root get theirs
-                cached_rows.append(
-                    {
-                        **rec["row"],
-                        "volume_path": stored_path(config.volumes_dir / f"{study_id}.nii.gz", config.data_root),
-                    }
-                )
-            else:
-                rejected.append(rec["rejection"])
-            return
-        tasks.append((kind, a, b, config, fp))
+def _in_shard(study_id: str, shard: str | None, n_shards: int) -> bool:
+    """Whether a study belongs to the shard being ingested (every study when no shard is given)."""
+    return shard is None or shard_of(study_id, n_shards) == shard
 
+
+Pending = tuple[Claim, tuple]  # a study a source names: its claim, and the job that ingests it
+
+
+def _dicom_sources(
+    config: IngestConfig, pool: ProcessPoolExecutor | None, shard: str | None
+) -> tuple[list[Pending], list[dict], float]:
+    """The studies of the DICOM archive, the rejections of its unreadable and empty folders (of ``shard``), and the
+    seconds the header scan took."""
     t0 = perf_counter()
-    scan_s = 0.0
-    pending: list[tuple[Claim, tuple]] = []  # every study the sources name, checked for conflicts before any is queued
+    pending: list[Pending] = []
+    rejected: list[dict] = []
     root = config.dicom_dir
-    if root.is_dir():
-        scan = scan_dicom(root, chunk=64, executor=pool)
-        scan_s = perf_counter() - t0
-        for study_key, series in group_studies(scan.headers).items():
-            ids = _study_ids(study_key, series)
-            files = [(os.path.relpath(h.path, root), h.size, h.mtime_ns) for ss in series.values() for h in ss]
-            pending.append(
-                (
-                    Claim(
-                        ids["study_id"],
-                        ids["patient_id"],
-                        ids["report_id"],
-                        f"the DICOM archive (study {ids['study_id']})",
-                        "dicom",
-                    ),
-                    ("dicom", study_key, series, files),
-                )
+    if not root.is_dir():
+        if config.nifti_manifest is None:
+            log.warning("no DICOM archive at the configured root and no NIfTI manifest")
+        return pending, rejected, 0.0
+    scan = scan_dicom(root, chunk=64, executor=pool)
+    scan_s = perf_counter() - t0
+    for study_key, series in group_studies(scan.headers).items():
+        ids = _study_ids(study_key, series)
+        files = [(os.path.relpath(h.path, root), h.size, h.mtime_ns) for ss in series.values() for h in ss]
+        pending.append(
+            (
+                Claim(
+                    ids["study_id"],
+                    ids["patient_id"],
+                    ids["report_id"],
+                    f"the DICOM archive (study {ids['study_id']})",
+                    "dicom",
+                ),
+                ("dicom", study_key, series, files),
             )
-        bad_by_dir: dict[str, int] = {}
-        for p in scan.unreadable:
-            bad_by_dir[os.path.dirname(p)] = bad_by_dir.get(os.path.dirname(p), 0) + 1
-        for folder, n in sorted(bad_by_dir.items()):
-            rej = _folder_rejection(
-                folder, root, "unreadable_files", f"{n} file(s) could not be parsed as DICOM (truncated or corrupt)"
-            )
-            if _take(rej["study_id"]):
-                rejected.append(rej)
-        for folder in scan.empty_dirs:
-            rej = _folder_rejection(folder, root, "empty_folder", "a folder without any DICOM file")
-            if _take(rej["study_id"]):
-                rejected.append(rej)
-    elif config.nifti_manifest is None:
-        log.warning("no DICOM archive at the configured root and no NIfTI manifest")
+        )
+    bad_by_dir: dict[str, int] = {}
+    for p in scan.unreadable:
+        bad_by_dir[os.path.dirname(p)] = bad_by_dir.get(os.path.dirname(p), 0) + 1
+    for folder, n in sorted(bad_by_dir.items()):
+        rej = _folder_rejection(
+            folder, root, "unreadable_files", f"{n} file(s) could not be parsed as DICOM (truncated or corrupt)"
+        )
+        if _in_shard(rej["study_id"], shard, config.n_shards):
+            rejected.append(rej)
+    for folder in scan.empty_dirs:
+        rej = _folder_rejection(folder, root, "empty_folder", "a folder without any DICOM file")
+        if _in_shard(rej["study_id"], shard, config.n_shards):
+            rejected.append(rej)
+    return pending, rejected, scan_s
 
-    if config.nifti_manifest is not None:
-        manifest = Path(config.nifti_manifest)
-        table = pd.read_csv(manifest, dtype=str, keep_default_na=False)
-        missing = {"scan_path", "patient_key", "study_key", "report_key"} - set(table.columns)
-        if missing:
-            raise ValueError(f"NIfTI manifest lacks columns {sorted(missing)}")
-        for line, rec in enumerate(table.to_dict("records"), start=2):  # line 1 is the header
-            where = f"{manifest.name} line {line}"
-            if not rec["study_key"].strip():
-                rej = {
-                    "study_id": pseudonym("study", f"manifest:{manifest.name}:{line}"),
-                    "stage": "scan",
-                    "reason": "missing_study_key",
-                    "detail": f"{where} has no study_key",
-                    "source_format": "nifti",
-                }
-                if _take(rej["study_id"]):
-                    rejected.append(rej)
-                continue
-            path = (manifest.parent / rec["scan_path"]).resolve()
-            keys = {k: rec[k] for k in ("patient_key", "study_key", "report_key", *MANIFEST_OPTIONAL) if k in rec}
-            ids = nifti_ids(keys)
-            pending.append(
-                (
-                    Claim(ids["study_id"], ids["patient_id"], ids["report_id"], where, "nifti", str(path)),
-                    ("nifti", path, keys, rec["scan_path"]),
-                )
-            )
 
+def _manifest_sources(config: IngestConfig, shard: str | None) -> tuple[list[Pending], list[dict]]:
+    """The studies of the NIfTI manifest, and the rejections of its rows without a study key (of ``shard``)."""
+    pending: list[Pending] = []
+    rejected: list[dict] = []
+    if config.nifti_manifest is None:
+        return pending, rejected
+    manifest = Path(config.nifti_manifest)
+    table = pd.read_csv(manifest, dtype=str, keep_default_na=False)
+    missing = {"scan_path", "patient_key", "study_key", "report_key"} - set(table.columns)
+    if missing:
+        raise ValueError(f"NIfTI manifest lacks columns {sorted(missing)}")
+    for line, rec in enumerate(table.to_dict("records"), start=2):  # line 1 is the header
+        where = f"{manifest.name} line {line}"
+        if not rec["study_key"].strip():
+            rej = {
+                "study_id": pseudonym("study", f"manifest:{manifest.name}:{line}"),
+                "stage": "scan",
+                "reason": "missing_study_key",
+                "detail": f"{where} has no study_key",
+                "source_format": "nifti",
+            }
+            if _in_shard(rej["study_id"], shard, config.n_shards):
+                rejected.append(rej)
+            continue
+        path = (manifest.parent / rec["scan_path"]).resolve()
+        keys = {k: rec[k] for k in ("patient_key", "study_key", "report_key", *MANIFEST_OPTIONAL) if k in rec}
+        ids = nifti_ids(keys)
+        pending.append(
+            (
+                Claim(ids["study_id"], ids["patient_id"], ids["report_id"], where, "nifti", str(path)),
+                ("nifti", path, keys, rec["scan_path"]),
+            )
+        )
+    return pending, rejected
+
+
+@dataclass
+class _Plan:
+    """What to do with the studies of ``shard``: the tasks to run, the rows and rejections kept from earlier runs
+    (inputs unchanged), and the rejections found before ingest (refused claims, missing scan files)."""
+
+    tasks: list[tuple] = field(default_factory=list)
+    cached_rows: list[dict] = field(default_factory=list)
+    rejected: list[dict] = field(default_factory=list)
+    n_unchanged: int = 0
+
+
+def _plan(pending: list[Pending], config: IngestConfig, shard: str | None) -> _Plan:
+    """Refuse the conflicting claims (one row per refused study, naming every claimant); of the rest, reuse what an
+    earlier run made of unchanged inputs and queue the others."""
+    plan = _Plan()
     refused = conflicts([claim for claim, _ in pending])
     said: set[tuple[str, str]] = set()
     for i, (claim, job) in enumerate(pending):
-        if not _take(claim.study_id):
+        if not _in_shard(claim.study_id, shard, config.n_shards):
             continue
         if i in refused:
-            if (claim.study_id, refused[i]["reason"]) not in said:  # one row per refused study, naming every claimant
+            if (claim.study_id, refused[i]["reason"]) not in said:
                 said.add((claim.study_id, refused[i]["reason"]))
-                rejected.append(refused[i])
+                plan.rejected.append(refused[i])
                 log.warning("study %s refused: %s (%s)", claim.study_id, refused[i]["reason"], refused[i]["detail"])
             continue
         kind, a, b, files = job
@@ -607,7 +653,7 @@ def _ingest(config: IngestConfig, shard: str | None, progress, pool, t_start: fl
             try:
                 st = a.stat()
             except OSError:
-                rejected.append(
+                plan.rejected.append(
                     {
                         "study_id": claim.study_id,
                         "stage": "load",
@@ -618,40 +664,42 @@ def _ingest(config: IngestConfig, shard: str | None, progress, pool, t_start: fl
                 )
                 continue
             files = [(files + (f"\0{overrides}" if overrides != "{}" else ""), st.st_size, st.st_mtime_ns)]
-        _queue(kind, claim.study_id, a, b, files)
+        fp = _fingerprint(files, config)
+        rec = _cached(config, claim.study_id, fp)
+        if rec is None:
+            plan.tasks.append((kind, a, b, config, fp))
+            continue
+        plan.n_unchanged += 1
+        if rec["status"] == "ok":  # rows cached before paths were stored relative to the data root get theirs
+            volume = config.volumes_dir / f"{claim.study_id}.nii.gz"
+            plan.cached_rows.append({**rec["row"], "volume_path": stored_path(volume, config.data_root)})
+        else:
+            plan.rejected.append(rec["rejection"])
+    return plan
 
-    rows = list(cached_rows)
-    timings: dict = {"scan": scan_s}
-    total = len(tasks)
-    done = 0
-    log.info("ingest: %d studies to process, %d unchanged (%d rejections so far)", total, n_unchanged, len(rejected))
 
-    def _collect(out: StudyOutcome) -> None:
-        nonlocal done
-        if out.row is not None:
-            rows.append(out.row)
-        if out.rejection is not None:
-            rejected.append(out.rejection)
-        for k, v in out.timings.items():
-            timings[k] = timings.get(k, 0.0) + v
-        done += 1
-        if progress is not None:
-            progress(done, total)
-
-    if pool is None or total <= 1:
-        for task in tasks:
-            _collect(_run(task))
+def _run_tasks(
+    tasks: list[tuple], pool: ProcessPoolExecutor | None, progress: Callable[[int, int], None] | None
+) -> list[StudyOutcome]:
+    """Every task's outcome, in the order they finish (in the pool where there is one and more than one task)."""
+    if pool is None or len(tasks) <= 1:
+        outcomes = (_run(task) for task in tasks)
     else:
-        futures = [pool.submit(_run, t) for t in tasks]
-        for fut in as_completed(futures):
-            _collect(fut.result())
+        outcomes = (fut.result() for fut in as_completed([pool.submit(_run, t) for t in tasks]))
+    done: list[StudyOutcome] = []
+    for out in outcomes:
+        done.append(out)
+        if progress is not None:
+            progress(len(done), len(tasks))
+    return done
 
+
+def _tables(rows: list[dict], rejected: list[dict], n_shards: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``ct_studies`` and ``rejected_studies``, each row with its shard, sorted by study."""
     for r in rows:
-        r["shard"] = shard_of(r["study_id"], config.n_shards)
+        r["shard"] = shard_of(r["study_id"], n_shards)
     for r in rejected:
-        r["shard"] = shard_of(r["study_id"], config.n_shards)
+        r["shard"] = shard_of(r["study_id"], n_shards)
     ct = pd.DataFrame(rows, columns=CT_STUDIES_COLUMNS).sort_values("study_id", ignore_index=True)
     rej = pd.DataFrame(rejected, columns=REJECTED_COLUMNS).sort_values(["study_id", "stage"], ignore_index=True)
-    timings["total"] = perf_counter() - t_start
-    log.info("ingest done: %d studies, %d rejected, %.1f s", len(ct), len(rej), timings["total"])
-    return IngestResult(ct, rej, n_unchanged, timings)
+    return ct, rej
