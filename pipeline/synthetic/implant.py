@@ -219,25 +219,10 @@ def implant_study(
 
     Voxels the painting does not reach keep their stored value exactly; with nothing drawn (``config.kinds=()`` or no
     organ large enough) the volume comes back bit for bit unchanged."""
-    lab = np.asarray(labels.array if isinstance(labels, Volume) else labels)
-    if lab.shape != ct.shape:
-        raise ValueError(
-            f"labels {lab.shape} and CT {ct.shape} are not on one grid (resample: pipeline.segment.grid.to_grid_of)"
-        )
-    if isinstance(labels, Volume) and not np.allclose(labels.affine, ct.affine, atol=1e-3):
-        raise ValueError(
-            "labels and CT have the same shape but different affines: resample the labels onto the CT first"
-        )
-    lab = np.rint(lab).astype(np.int64) if lab.dtype.kind not in "iu" else lab
-    if lab.size and int(lab.min()) < 0:
-        raise ValueError("the label map holds negative values: expected TotalSegmentator `total` (v2) class indices")
+    lab = _label_map(ct, labels)
     base = _seed(seed)
     spacing = np.asarray(ct.spacing, dtype=float)
-    axis = slice_axis(ct.affine)
-    thickness = float(config.slice_thickness_mm or ct.meta.get("slice_thickness") or spacing[axis])
-    margin = float(config.margin_mm or thickness)
-    sigma_mm = spacing / FWHM
-    sigma_mm[axis] = thickness / FWHM
+    axis, thickness, margin, sigma_mm = _blur(ct, spacing, config)
     names = _names()
     counts = np.bincount(lab.ravel(), minlength=max(names) + 1)
     voxel_ml = float(np.prod(spacing)) / 1000.0
@@ -255,71 +240,17 @@ def implant_study(
     }
 
     array = np.asarray(ct.array)
-    work = array.astype(np.float32) if findings else None
-    organs: dict[int, _Organ] = {}
-
-    def organ(index: int) -> _Organ:
-        if index not in organs:
-            organs[index] = _organ_stats(index, lab, work, spacing, margin, config.background_mm)
-        return organs[index]
-
-    lesion_mask = np.zeros(lab.shape, np.uint8)
-    lesion_labels = np.zeros(lab.shape, np.uint16)
-    taken = np.zeros(lab.shape, bool)
-    painted: list[tuple[Finding, int, int, np.ndarray, tuple[slice, ...], float, LesionDraw, float]] = []
-    kept: list[Finding] = []
-    drng, lrng = np.random.default_rng([*base, 5]), np.random.default_rng([*base, 2])
-    for f in findings:  # diffuse changes first: lesions are drawn against the changed parenchyma
-        if f.kind == "steatosis":
-            o = organ(_index_of(f.organs[0]))
-            shift = float(drng.uniform(*config.steatosis_shift_hu))
-            _spill(work, o, np.where(o.mask, np.float32(shift), np.float32(0)), sigma_mm, spacing)
-            organs.pop(o.index)  # its local mean moved
-            kept.append(Finding(f.kind, f.organs, None, f.hedged))
+    if findings:
+        canvas = _Canvas(lab, array.astype(np.float32), spacing, sigma_mm, margin, config.background_mm)
+        kept, shift = _paint_diffuse(canvas, findings, config, np.random.default_rng([*base, 5]))
+        if shift is not None:
             params["steatosis_shift_hu"] = round(shift, 1)
-    deltas: dict[int, np.ndarray] = {}
-    for f in findings:
-        if f.kind not in LESION_KINDS:
-            continue
-        index = _index_of(f.organs[0])
-        o = organ(index)
-        sizes = []
-        for _ in range(lesion_count(lrng)):
-            draw = draw_lesion(f.kind, o.noise_hu, lrng)
-            inside, box, r_in = place_lesion(draw, index, lab, spacing, lrng, exclude=taken)
-            if not inside.any():
-                continue
-            box, inside = _within(box, inside, o.window)
-            local = o.local(box)
-            organ_hu = _parenchyma_hu(o, local, taken[box], spacing, config.background_mm)
-            values = lesion_values(draw, f.kind, organ_hu, r_in, lrng)
-            delta = deltas.setdefault(index, np.zeros(o.mask.shape, np.float32))
-            delta[local][inside] = values - o.mean[local][inside]
-            taken[box] |= inside
-            number = len(painted) + 1
-            lesion_labels[box][inside] = number
-            if CATALOG[f.kind].tumor:
-                lesion_mask[box][inside] = 1
-            painted.append((f, index, len(sizes), inside, box, organ_hu, draw, o.noise_hu))
-            sizes.append(draw.diameter_mm)
-        if sizes:
-            kept.append(Finding(f.kind, f.organs, round(max(sizes), 0), f.hedged))
-    for index, delta in deltas.items():
-        _spill(work, organs[index], delta, sigma_mm, spacing)
-
-    out = array.copy() if work is None else _cast_changed(array, work)
-    rows = []
-    for f, index, number, inside, box, organ_hu, draw, noise in painted:
-        row = lesion_row(f.kind, f.organs[0], number, inside, box, lab, out, index, organ_hu, spacing, draw)
-        rows.append(
-            dict(
-                row,
-                accession=accession,
-                study_uid=study_uid,
-                noise_hu=round(noise, 2),
-                iso_intense=bool(abs(row["mean_contrast_hu"]) < noise),
-            )
-        )
+        lesions = _paint_lesions(canvas, findings, config, np.random.default_rng([*base, 2]))
+        kept += lesions.kept
+        out = _cast_changed(array, canvas.work)
+    else:
+        kept, lesions, out = [], _Lesions.none(lab.shape), array.copy()
+    rows = [_lesion_record(lab, out, spacing, painted, accession, study_uid) for painted in lesions.painted]
     # the report: the kept findings, less the omitted share, in the evaluation phrasing
     order = {k: n for n, k in enumerate(CATALOG)}
     kept.sort(key=lambda f: order[f.kind])
@@ -339,14 +270,154 @@ def implant_study(
     params["n_lesions"] = len(rows)
     return ImplantedStudy(
         Volume(out, np.asarray(ct.affine, float).copy(), dict(ct.meta)),
-        lesion_mask,
-        lesion_labels,
+        lesions.mask,
+        lesions.labels,
         pd.DataFrame(rows, columns=LESION_COLUMNS),
         pd.DataFrame(organ_rows, columns=ORGAN_COLUMNS),
         tuple(kept),
         tuple(said.omitted if said else ()),
         report.text,
         params,
+    )
+
+
+def _label_map(ct: Volume, labels: Volume | np.ndarray) -> np.ndarray:
+    """The label map as integer `total` v2 indices, checked to lie on the CT's grid."""
+    lab = np.asarray(labels.array if isinstance(labels, Volume) else labels)
+    if lab.shape != ct.shape:
+        raise ValueError(
+            f"labels {lab.shape} and CT {ct.shape} are not on one grid (resample: pipeline.segment.grid.to_grid_of)"
+        )
+    if isinstance(labels, Volume) and not np.allclose(labels.affine, ct.affine, atol=1e-3):
+        raise ValueError(
+            "labels and CT have the same shape but different affines: resample the labels onto the CT first"
+        )
+    lab = np.rint(lab).astype(np.int64) if lab.dtype.kind not in "iu" else lab
+    if lab.size and int(lab.min()) < 0:
+        raise ValueError("the label map holds negative values: expected TotalSegmentator `total` (v2) class indices")
+    return lab
+
+
+def _blur(ct: Volume, spacing: np.ndarray, config: ImplantConfig) -> tuple[int, float, float, np.ndarray]:
+    """(slice axis, slice thickness mm, margin mm, Gaussian sigma per axis mm): the scan's resolution, at which the
+    painted change is blurred and beyond which it does not reach."""
+    axis = slice_axis(ct.affine)
+    thickness = float(config.slice_thickness_mm or ct.meta.get("slice_thickness") or spacing[axis])
+    margin = float(config.margin_mm or thickness)
+    sigma_mm = spacing / FWHM
+    sigma_mm[axis] = thickness / FWHM
+    return axis, thickness, margin, sigma_mm
+
+
+@dataclass
+class _Canvas:
+    """The CT being painted (float32 ``work``), its label map and blur, and each organ's statistics, measured when an
+    organ is first painted (and again after a diffuse change moved its mean)."""
+
+    lab: np.ndarray
+    work: np.ndarray
+    spacing: np.ndarray
+    sigma_mm: np.ndarray
+    margin: float
+    background_mm: float
+    organs: dict[int, _Organ] = field(default_factory=dict)
+
+    def organ(self, index: int) -> _Organ:
+        """The statistics of organ ``index`` on the canvas as it is now."""
+        if index not in self.organs:
+            self.organs[index] = _organ_stats(index, self.lab, self.work, self.spacing, self.margin, self.background_mm)
+        return self.organs[index]
+
+
+def _paint_diffuse(
+    canvas: _Canvas, findings: list[Finding], config: ImplantConfig, rng: np.random.Generator
+) -> tuple[list[Finding], float | None]:
+    """The diffuse changes first (steatosis: the liver lowered by a drawn shift), so that lesions are drawn against
+    the changed parenchyma; the findings painted and the shift (None: none drawn)."""
+    kept: list[Finding] = []
+    shift = None
+    for f in findings:
+        if f.kind == "steatosis":
+            o = canvas.organ(_index_of(f.organs[0]))
+            shift = float(rng.uniform(*config.steatosis_shift_hu))
+            _spill(canvas.work, o, np.where(o.mask, np.float32(shift), np.float32(0)), canvas.sigma_mm, canvas.spacing)
+            canvas.organs.pop(o.index)  # its local mean moved
+            kept.append(Finding(f.kind, f.organs, None, f.hedged))
+    return kept, shift
+
+
+# a painted lesion: its finding, organ index, number within the finding, voxels inside (in its box), box, the
+# parenchyma's HU around it, its draw and the organ's noise
+Painted = tuple[Finding, int, int, np.ndarray, tuple[slice, ...], float, LesionDraw, float]
+
+
+@dataclass(frozen=True)
+class _Lesions:
+    """The focal lesions painted: the tumor mask, every lesion numbered, what was painted and the findings kept."""
+
+    mask: np.ndarray  # uint8, 1 = a tumor's voxel
+    labels: np.ndarray  # uint16, lesion numbers in painting order
+    painted: list[Painted]
+    kept: list[Finding]  # the lesion findings with at least one lesion painted, sized by the largest
+
+    @staticmethod
+    def none(shape: tuple[int, ...]) -> _Lesions:
+        """Nothing painted."""
+        return _Lesions(np.zeros(shape, np.uint8), np.zeros(shape, np.uint16), [], [])
+
+
+def _paint_lesions(
+    canvas: _Canvas, findings: list[Finding], config: ImplantConfig, rng: np.random.Generator
+) -> _Lesions:
+    """One to a few lesions per lesion finding, each placed inside its organ apart from the others, valued against the
+    parenchyma around it; each organ's change blurred into the canvas once all are placed."""
+    lab, spacing = canvas.lab, canvas.spacing
+    lesions = _Lesions.none(lab.shape)
+    taken = np.zeros(lab.shape, bool)
+    deltas: dict[int, np.ndarray] = {}
+    for f in findings:
+        if f.kind not in LESION_KINDS:
+            continue
+        index = _index_of(f.organs[0])
+        o = canvas.organ(index)
+        sizes: list[float] = []
+        for _ in range(lesion_count(rng)):
+            draw = draw_lesion(f.kind, o.noise_hu, rng)
+            inside, box, r_in = place_lesion(draw, index, lab, spacing, rng, exclude=taken)
+            if not inside.any():
+                continue
+            box, inside = _within(box, inside, o.window)
+            local = o.local(box)
+            organ_hu = _parenchyma_hu(o, local, taken[box], spacing, config.background_mm)
+            values = lesion_values(draw, f.kind, organ_hu, r_in, rng)
+            delta = deltas.setdefault(index, np.zeros(o.mask.shape, np.float32))
+            delta[local][inside] = values - o.mean[local][inside]
+            taken[box] |= inside
+            number = len(lesions.painted) + 1
+            lesions.labels[box][inside] = number
+            if CATALOG[f.kind].tumor:
+                lesions.mask[box][inside] = 1
+            lesions.painted.append((f, index, len(sizes), inside, box, organ_hu, draw, o.noise_hu))
+            sizes.append(draw.diameter_mm)
+        if sizes:
+            lesions.kept.append(Finding(f.kind, f.organs, round(max(sizes), 0), f.hedged))
+    for index, delta in deltas.items():
+        _spill(canvas.work, canvas.organs[index], delta, canvas.sigma_mm, spacing)
+    return lesions
+
+
+def _lesion_record(
+    lab: np.ndarray, out: np.ndarray, spacing: np.ndarray, painted: Painted, accession: str, study_uid: str
+) -> dict:
+    """The truth row of one painted lesion, measured on the painted volume."""
+    f, index, number, inside, box, organ_hu, draw, noise = painted
+    row = lesion_row(f.kind, f.organs[0], number, inside, box, lab, out, index, organ_hu, spacing, draw)
+    return dict(
+        row,
+        accession=accession,
+        study_uid=study_uid,
+        noise_hu=round(noise, 2),
+        iso_intense=bool(abs(row["mean_contrast_hu"]) < noise),
     )
 
 
