@@ -667,86 +667,124 @@ def write_qa_set(
         digest = hashlib.sha256(
             f"{_content_hash(Path(source.volume))}{_content_hash(Path(source.mask))}{source.label_space}".encode()
         ).hexdigest()
-        loaded: tuple[Volume, Volume] | None = None
-        labels_path = out / "labels" / f"{source.name}.nii.gz"
-        labels_stamp = out / "labels" / f"{source.name}.json"
-        if not (labels_path.is_file() and _stamp(labels_stamp) == digest):
-            loaded = load_source(source)
-            save_nifti(loaded[1], labels_path, dtype=np.uint8)
-            write_json({"fingerprint": digest, "volume": str(source.volume), "mask": str(source.mask)}, labels_stamp)
+        loaded = _source_labels(source, out, digest)
         for index in range(n_per_source):
             key = study_key(source.name, index)
-            fp = hashlib.sha256(
-                json.dumps(
-                    {
-                        "format": FORMAT,
-                        "source": digest,
-                        "config": config.record(),
-                        "seed": seed,
-                        "source_number": number,
-                        "index": index,
-                    },
-                    sort_keys=True,
-                ).encode()
-            ).hexdigest()
+            fp = _study_fingerprint(digest, config, seed, number, index)
             side = out / "truth" / "studies" / f"{key}.json"
-            files = [out / d / f"{key}.nii.gz" for d in ("scans", "lesions", "lesion_labels")] + [
-                out / "reports" / f"{key}.txt"
-            ]
             record = _read_json(side)
             done += 1
-            if record.get("fingerprint") == fp and all(f.is_file() for f in files):
+            if record.get("fingerprint") == fp and all(f.is_file() for f in _study_files(out, key)):
                 n_skipped += 1
                 say(f"study {done}/{total} {key}: unchanged, skipped")
             else:
                 if loaded is None:
                     loaded = load_source(source)
-                ct, labels = loaded
                 t1 = time.perf_counter()
-                accession = f"IMP-{source.name}-{index:03d}"
-                made = implant_study(ct, labels, (seed, number, index), config, accession=accession, study_uid=key)
-                save_nifti(made.volume, files[0], dtype=ct.array.dtype)
-                save_nifti(Volume(made.lesion_mask, ct.affine), files[1], dtype=np.uint8)
-                save_nifti(Volume(made.lesion_labels, ct.affine), files[2], dtype=np.uint16)
-                write_bytes(made.report.encode(), files[3])
-                p = made.params
-                record = {
-                    "fingerprint": fp,
-                    "report": made.report,
-                    "study": {
-                        "study_key": key,
-                        "accession": accession,
-                        "study_uid": key,
-                        "patient_key": source.name,
-                        "source": source.name,
-                        "index": index,
-                        "seed": seed,
-                        "findings": [f.kind for f in made.findings],
-                        "omitted_findings": [f.kind for f in made.omitted],
-                        "n_lesions": int(p["n_lesions"]),
-                        "slice_thickness_mm": p["slice_thickness_mm"],
-                        "margin_mm": p["margin_mm"],
-                        "steatosis_shift_hu": p.get("steatosis_shift_hu", float("nan")),
-                        "shape_i": ct.shape[0],
-                        "shape_j": ct.shape[1],
-                        "shape_k": ct.shape[2],
-                        "dtype": str(ct.array.dtype),
-                        "reserved_phrasing": config.reserved_phrasing,
-                    },
-                    "lesions": made.lesions.to_dict("records"),
-                    "organs": made.organs.to_dict("records"),
-                }
-                write_json(record, side)
+                record = _write_study(out, loaded, source, number, index, seed, config, fp)
                 n_written += 1
-                kinds = ", ".join(sorted(set(record["study"]["findings"]))) or "no finding"
+                study = record["study"]
+                kinds = ", ".join(sorted(set(study["findings"]))) or "no finding"
                 say(
-                    f"study {done}/{total} {key}: {p['n_lesions']} lesions ({kinds}), "
-                    f"{len(made.omitted)} left out of the report, {time.perf_counter() - t1:.1f} s"
+                    f"study {done}/{total} {key}: {study['n_lesions']} lesions ({kinds}), "
+                    f"{len(study['omitted_findings'])} left out of the report, {time.perf_counter() - t1:.1f} s"
                 )
             studies.append(record["study"])
             lesions.extend(record["lesions"])
             organs.extend(record["organs"])
         log.debug("source %s done in %.1f s", source.name, time.perf_counter() - t0)
+    return _write_tables(out, studies, lesions, organs, n_written, n_skipped)
+
+
+def _source_labels(source: Source, out: Path, digest: str) -> tuple[Volume, Volume] | None:
+    """Write the source's label map into the set where it is missing or stale (then the loaded source, else None)."""
+    labels_path = out / "labels" / f"{source.name}.nii.gz"
+    labels_stamp = out / "labels" / f"{source.name}.json"
+    if labels_path.is_file() and _stamp(labels_stamp) == digest:
+        return None
+    loaded = load_source(source)
+    save_nifti(loaded[1], labels_path, dtype=np.uint8)
+    write_json({"fingerprint": digest, "volume": str(source.volume), "mask": str(source.mask)}, labels_stamp)
+    return loaded
+
+
+def _study_fingerprint(digest: str, config: ImplantConfig, seed: int, number: int, index: int) -> str:
+    """What a study is made of: the source's content, the options, the seed and the study's place in the set."""
+    return hashlib.sha256(
+        json.dumps(
+            {
+                "format": FORMAT,
+                "source": digest,
+                "config": config.record(),
+                "seed": seed,
+                "source_number": number,
+                "index": index,
+            },
+            sort_keys=True,
+        ).encode()
+    ).hexdigest()
+
+
+def _study_files(out: Path, key: str) -> list[Path]:
+    """A study's files: the scan, the tumor mask, the numbered lesions and the report."""
+    return [out / d / f"{key}.nii.gz" for d in ("scans", "lesions", "lesion_labels")] + [out / "reports" / f"{key}.txt"]
+
+
+def _write_study(
+    out: Path,
+    loaded: tuple[Volume, Volume],
+    source: Source,
+    number: int,
+    index: int,
+    seed: int,
+    config: ImplantConfig,
+    fp: str,
+) -> dict:
+    """Paint study ``index`` of source ``number`` and write its files and its record (returned)."""
+    ct, labels = loaded
+    key = study_key(source.name, index)
+    files = _study_files(out, key)
+    accession = f"IMP-{source.name}-{index:03d}"
+    made = implant_study(ct, labels, (seed, number, index), config, accession=accession, study_uid=key)
+    save_nifti(made.volume, files[0], dtype=ct.array.dtype)
+    save_nifti(Volume(made.lesion_mask, ct.affine), files[1], dtype=np.uint8)
+    save_nifti(Volume(made.lesion_labels, ct.affine), files[2], dtype=np.uint16)
+    write_bytes(made.report.encode(), files[3])
+    p = made.params
+    record = {
+        "fingerprint": fp,
+        "report": made.report,
+        "study": {
+            "study_key": key,
+            "accession": accession,
+            "study_uid": key,
+            "patient_key": source.name,
+            "source": source.name,
+            "index": index,
+            "seed": seed,
+            "findings": [f.kind for f in made.findings],
+            "omitted_findings": [f.kind for f in made.omitted],
+            "n_lesions": int(p["n_lesions"]),
+            "slice_thickness_mm": p["slice_thickness_mm"],
+            "margin_mm": p["margin_mm"],
+            "steatosis_shift_hu": p.get("steatosis_shift_hu", float("nan")),
+            "shape_i": ct.shape[0],
+            "shape_j": ct.shape[1],
+            "shape_k": ct.shape[2],
+            "dtype": str(ct.array.dtype),
+            "reserved_phrasing": config.reserved_phrasing,
+        },
+        "lesions": made.lesions.to_dict("records"),
+        "organs": made.organs.to_dict("records"),
+    }
+    write_json(record, out / "truth" / "studies" / f"{key}.json")
+    return record
+
+
+def _write_tables(
+    out: Path, studies: list[dict], lesions: list[dict], organs: list[dict], n_written: int, n_skipped: int
+) -> QASet:
+    """The set's manifests (scans, reports, masks, tumor masks) and truth tables, each rewritten only when changed."""
     study_df = pd.DataFrame(studies, columns=STUDY_COLUMNS)
     keys = study_df["study_key"]
     manifest = pd.DataFrame(
@@ -835,7 +873,8 @@ def sources_in_folder(folder: str | os.PathLike) -> list[Source]:
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
+    """The command line's options."""
     ap = argparse.ArgumentParser(
         prog="python -m pipeline.synthetic.implant",
         description="Paint known lesions into a real CT inside its own organ masks and write N studies that the "
@@ -906,6 +945,11 @@ def main(argv: list[str] | None = None) -> int:
         help="also write a picture of painted slices with the lesions outlined",
     )
     ap.add_argument("--quiet", action="store_true", help="no progress lines")
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = _parser()
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s", stream=sys.stderr)
     if args.n < 1:
