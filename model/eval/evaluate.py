@@ -20,6 +20,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+import numpy as np
+import pandas as pd
 import torch
 
 from model import prompts
@@ -28,8 +30,8 @@ from model.eval.features import organ_embeddings, randomly_initialised
 from model.eval.probe import fitted_method
 from model.eval.results import DETAIL, HEADLINE, EvalResult, MethodResult
 from model.eval.segmentation import SegBudget, from_model, segmentation_protocol
-from model.eval.tumor import tumor_organs, tumor_word, zero_shot_tumor_detection
-from model.eval.zero_shot import abnormality_detection, organ_recognition, select_ad_tasks
+from model.eval.tumor import TDResult, tumor_organs, tumor_word, zero_shot_tumor_detection
+from model.eval.zero_shot import ADResult, ORResult, abnormality_detection, organ_recognition, select_ad_tasks
 from model.prompts import prompt_embeddings
 
 if TYPE_CHECKING:
@@ -84,7 +86,6 @@ def evaluate(models: Mapping[str, CTGlip | None], data: EvalData, config: EvalCo
     splits = {"train": config.train_split, "val": config.val_split, "test": config.test_split}
     rows = {k: data.organ_rows(s) for k, s in splits.items()}
     tr, va, te = rows["train"], rows["val"], rows["test"]
-    groups = te["patient_id"].to_numpy()
     classes = tuple(te.sort_values("index_v2")["organ"].drop_duplicates())
     # chosen without test labels: the most frequent pairs of train that validation can score
     tasks = tuple(select_ad_tasks(va, config.k_abnormalities, config.ad_negatives, frequency_rows=tr))
@@ -111,43 +112,11 @@ def evaluate(models: Mapping[str, CTGlip | None], data: EvalData, config: EvalCo
         emb = {k: organ_embeddings(encoder, data, rows[k]) for k in sorted(need)}
         orr = ad = td = ts = None
         if model is not None and "or" in config.protocols and len(te):
-            cls_emb = prompt_embeddings(model, [prompts.organ_prompts(c, config.organ_templates) for c in classes])
-            orr = organ_recognition(
-                emb["test"], te["organ"].tolist(), cls_emb, classes, groups, config.n_bootstrap, config.seed
-            )
+            orr = _organ_recognition(model, emb, te, classes, config)
         if model is not None and "ad" in config.protocols and tasks:
-            sets = [
-                prompts.abnormality_prompts(o, a, config.normal_templates, config.abnormal_templates) for o, a in tasks
-            ]
-            pe = prompt_embeddings(model, [s for pair in sets for s in pair])
-            prompt_emb = {t: (pe[2 * i], pe[2 * i + 1]) for i, t in enumerate(tasks)}
-            ad = abnormality_detection(
-                emb["test"],
-                te,
-                emb["val"],
-                va,
-                prompt_emb,
-                tasks,
-                config.ad_negatives,
-                n_boot=config.n_bootstrap,
-                seed=config.seed,
-            )
+            ad = _abnormality_detection(model, emb, rows, tasks, config)
         if model is not None and "td" in config.protocols and tumor:
-            sets = [
-                prompts.abnormality_prompts(o, tumor_word(o, tr), config.normal_templates, config.abnormal_templates)
-                for o in tumor
-            ]
-            pe = prompt_embeddings(model, [s for pair in sets for s in pair])
-            td = zero_shot_tumor_detection(
-                emb["test"],
-                te,
-                emb["val"],
-                va,
-                tumor,
-                {o: (pe[2 * i], pe[2 * i + 1]) for i, o in enumerate(tumor)},
-                config.n_bootstrap,
-                config.seed,
-            )
+            td = _tumor_detection(model, emb, rows, tumor, config)
         if "ts" in config.protocols:
             if len(ts_train) and len(ts_test):
                 ts = segmentation_protocol(
@@ -180,3 +149,63 @@ def evaluate(models: Mapping[str, CTGlip | None], data: EvalData, config: EvalCo
         "ts_cases": {"train": int(len(ts_train)), "test": int(len(ts_test))},
     }
     return EvalResult(results, config, tasks, tumor, tuple(notes), provenance)
+
+
+def _organ_recognition(
+    model: CTGlip, emb: dict[str, np.ndarray], te: pd.DataFrame, classes: tuple[str, ...], config: EvalConfig
+) -> ORResult:
+    """Zero-shot OR: each test organ's embedding against every class's prompt embedding."""
+    cls_emb = prompt_embeddings(model, [prompts.organ_prompts(c, config.organ_templates) for c in classes])
+    groups = te["patient_id"].to_numpy()
+    return organ_recognition(
+        emb["test"], te["organ"].tolist(), cls_emb, classes, groups, config.n_bootstrap, config.seed
+    )
+
+
+def _abnormality_detection(
+    model: CTGlip,
+    emb: dict[str, np.ndarray],
+    rows: dict[str, pd.DataFrame],
+    tasks: tuple[tuple[str, str], ...],
+    config: EvalConfig,
+) -> ADResult:
+    """Zero-shot AD: per task, the normal and abnormal prompts scored on the test organs (thresholds from val)."""
+    sets = [prompts.abnormality_prompts(o, a, config.normal_templates, config.abnormal_templates) for o, a in tasks]
+    pe = prompt_embeddings(model, [s for pair in sets for s in pair])
+    prompt_emb = {t: (pe[2 * i], pe[2 * i + 1]) for i, t in enumerate(tasks)}
+    return abnormality_detection(
+        emb["test"],
+        rows["test"],
+        emb["val"],
+        rows["val"],
+        prompt_emb,
+        tasks,
+        config.ad_negatives,
+        n_boot=config.n_bootstrap,
+        seed=config.seed,
+    )
+
+
+def _tumor_detection(
+    model: CTGlip,
+    emb: dict[str, np.ndarray],
+    rows: dict[str, pd.DataFrame],
+    tumor: tuple[str, ...],
+    config: EvalConfig,
+) -> TDResult:
+    """Zero-shot TD: per tumor organ, its normal and tumor prompts (the training split's word for its tumor)."""
+    sets = [
+        prompts.abnormality_prompts(o, tumor_word(o, rows["train"]), config.normal_templates, config.abnormal_templates)
+        for o in tumor
+    ]
+    pe = prompt_embeddings(model, [s for pair in sets for s in pair])
+    return zero_shot_tumor_detection(
+        emb["test"],
+        rows["test"],
+        emb["val"],
+        rows["val"],
+        tumor,
+        {o: (pe[2 * i], pe[2 * i + 1]) for i, o in enumerate(tumor)},
+        config.n_bootstrap,
+        config.seed,
+    )
