@@ -158,6 +158,26 @@ def _fill(template: str, f: Finding | None, size: str) -> str:
     return text[0].upper() + text[1:]
 
 
+# the units in the order a report describes them
+_UNIT_ORDER = (
+    "airway",
+    "lungs",
+    "lung_bases",
+    "heart",
+    "aorta",
+    "liver",
+    "gallbladder",
+    "spleen",
+    "pancreas",
+    "portal",
+    "adrenals",
+    "kidneys",
+    "bowel",
+    "bladder",
+    "spine",
+)
+
+
 def write_report(
     findings: list[Finding],
     in_image: set[str],
@@ -197,24 +217,7 @@ def write_report(
 
     # normal statements: only about organs fully in view and free of findings, or "otherwise" forms
     abnormal_organs = {o for f in findings for o in f.organs}
-    order = [
-        "airway",
-        "lungs",
-        "lung_bases",
-        "heart",
-        "aorta",
-        "liver",
-        "gallbladder",
-        "spleen",
-        "pancreas",
-        "portal",
-        "adrenals",
-        "kidneys",
-        "bowel",
-        "bladder",
-        "spine",
-    ]
-    for unit in order:
+    for unit in _UNIT_ORDER:
         organs = units[unit][0]
         # a unit is described only when fully in view; the spine when any level is (it is long)
         seen = any if unit == "spine" else all
@@ -235,12 +238,25 @@ def write_report(
         if rng.random() < 0.75:  # silence about the rest
             say(unit, pick(f"normal:{unit}"), organs, "normal")
 
+    return Report(_report_text(by_unit, units, impression, fov, comparison, radiologist, rng), status)
+
+
+def _report_text(
+    by_unit: dict[str, list[str]],
+    units: dict[str, tuple[tuple[str, ...], str]],
+    impression: list[str],
+    fov: str,
+    comparison: str | None,
+    radiologist: str,
+    rng: np.random.Generator,
+) -> str:
+    """The report laid out in its sections, FINDINGS by unit under organ headers or as one paragraph (drawn)."""
     organ_style = rng.random() < 0.5
     lines = [f"EXAMINATION: CT {fov.replace('_', ' ').upper()} WITH CONTRAST", ""]
     lines += ["HISTORY: " + str(_HISTORY[int(rng.integers(len(_HISTORY)))]), ""]
     lines += ["TECHNIQUE: Helical acquisition after intravenous contrast; axial and coronal reconstructions.", ""]
     lines += ["COMPARISON: " + (comparison or "None."), "", "FINDINGS:"]
-    for unit in order:
+    for unit in _UNIT_ORDER:
         if unit not in by_unit:
             continue
         text = " ".join(by_unit[unit])
@@ -255,4 +271,4 @@ def write_report(
         lines.append("1. No acute abnormality.")
     if radiologist:
         lines += ["", f"Electronically signed by: {radiologist}"]
-    return Report("\n".join(lines), status)
+    return "\n".join(lines)
