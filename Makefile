@@ -15,7 +15,7 @@ TOTALSEG_PIN ?= totalsegmentator==2.18.0
 STAMP := $(VENV)/.ct-glip-installed
 UI_PORT ?= 3000
 
-.PHONY: setup run test ui cluster bench tables benchmark clean help
+.PHONY: setup run lint format test ui cluster bench tables benchmark clean help
 # modules of bench/ that are not benches: `make bench` skips them
 BENCH_HELPERS := bench/cohort.py|bench/record.py|bench/report_corpus.py|bench/doc_tables.py
 
@@ -42,7 +42,16 @@ setup: $(STAMP)  ## create .venv and install everything (offline apart from the 
 run: $(STAMP)  ## materialize the whole asset graph on the synthetic cohort into $CTGLIP_DATA
 	$(PY) -m launch.run_all
 
-test: $(STAMP)  ## run the test suite (first installs the Debian packages tests drive where missing: chromium, PostgreSQL, Redis)
+lint: $(STAMP)  ## ruff format --check and ruff check (pipeline/ and model/ in full, pyflakes elsewhere), mypy on pipeline/ and model/
+	$(VENV)/bin/ruff format --check pipeline model
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+
+format: $(STAMP)  ## ruff format pipeline/ and model/, and apply ruff's safe fixes everywhere it checks
+	$(VENV)/bin/ruff format pipeline model
+	$(VENV)/bin/ruff check --fix .
+
+test: $(STAMP) lint  ## lint, then the test suite (first installs the Debian packages tests drive where missing: chromium, PostgreSQL, Redis)
 	@bash tests/system_deps.sh
 	@deploy/cluster/install-servers.sh
 	$(PY) -m pytest -q

@@ -183,9 +183,7 @@ def real_anatomy(args: argparse.Namespace, models_of: dict, data, pre, seeds: li
 
 
 def run(args: argparse.Namespace) -> dict:
-    import dataclasses
 
-    import numpy as np
     import torch
 
     from ablate import setting, train_models

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import logging
 import multiprocessing
-import os
 import shutil
 import sys
 import tempfile
@@ -193,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
             print("same grid as SimpleITK: NO (shape/affine differ)")
         steps = ["read", "decode", "rescale", "hu_check", "resample", "write"]
         busy = sum(res.timings.get(k, 0.0) for k in steps)
-        print(f"\nour cost breakdown (worker CPU seconds summed over studies; scan is wall time in the parent):")
+        print("\nour cost breakdown (worker CPU seconds summed over studies; scan is wall time in the parent):")
         print(f"  {'scan (header-only reads)':<28} {res.timings.get('scan', 0.0):7.2f} s")
         labels = {"read": "full read + header parse", "decode": "pixel decode", "rescale": "HU rescale", "hu_check": "HU sanity check", "resample": "resample (torch)", "write": "write int16 .nii.gz"}
         for k in steps:

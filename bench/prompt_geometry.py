@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from model.config import ModelConfig
-    from model.text import CachedTextStates, TextTower, build_text_states
+    from model.text import TextTower, build_text_states
 
     def unit(fn):
         return lambda texts: torch.nn.functional.normalize(fn(texts).float(), dim=-1).detach()

@@ -44,7 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import dagster as dg  # noqa: E402
 import yaml  # noqa: E402
 
-from launch.run_all import RANGE_TAGS, run_step  # noqa: E402
+from launch.run_all import run_step  # noqa: E402
 from pipeline.tables import read_table  # noqa: E402
 from record import write_record  # noqa: E402
 

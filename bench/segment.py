@@ -12,7 +12,6 @@ Baseline, measured in the same run: a per-organ boolean-mask loop (``naive_stats
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import logging
 import sys
 import tempfile

@@ -65,7 +65,9 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
-        raise LegacyCheckpointError(_legacy_message(path, f"it holds more than tensors and plain values ({str(err).splitlines()[0]})")) from None
+        raise LegacyCheckpointError(
+            _legacy_message(path, f"it holds more than tensors and plain values ({str(err).splitlines()[0]})")
+        ) from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         found = ckpt.get("format", "none") if isinstance(ckpt, dict) else type(ckpt).__name__
         raise LegacyCheckpointError(_legacy_message(path, f"its format is {found!r}, this version reads {FORMAT!r}"))
@@ -75,8 +77,9 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
 def _legacy_message(path: str | os.PathLike, why: str) -> str:
     return (
         f"{path} is not a ct-glip {FORMAT} checkpoint: {why}. It was written by an older ct-glip, whose network and "
-        f"inputs differ (pickled files are never loaded either: loading a pickle runs whatever code it holds): train the "
-        f"model again with this version; a training run starts afresh with resume=False or a new output folder."
+        "inputs differ (pickled files are never loaded either: loading a pickle runs whatever code it holds): "
+        "train the model again with this version; a training run starts afresh with resume=False or a new output "
+        "folder."
     )
 
 
@@ -160,20 +163,24 @@ def read_config(path: str | os.PathLike) -> dict[str, Any]:
         raise FileNotFoundError(f"no trained model at {path}: expected a folder with {WEIGHTS} and {CONFIG}")
     config = json.loads(config_path.read_text())
     check_format(config.get("format"), config_path)
-    check_text_encoder(config.get("train", {}).get("model", {}).get("text_encoder"), config_path, "train.model.text_encoder")
+    check_text_encoder(
+        config.get("train", {}).get("model", {}).get("text_encoder"), config_path, "train.model.text_encoder"
+    )
     return config
 
 
 def check_text_encoder(name: str | None, where: str | os.PathLike, key: str) -> None:
-    """A model folder is data, not instructions: its text encoder must be the packaged one, the test stand-in, or a local
-    folder -- never a hub id (ct-glip stays offline)."""
+    """A model folder is data, not instructions: its text encoder must be the packaged one, the test stand-in, or a
+    local folder -- never a hub id (ct-glip stays offline)."""
     from model.config import FAKE_TEXT, GT_MINILM
 
     if name is None or name in (GT_MINILM, FAKE_TEXT, "all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"):
         return
     if not Path(name).is_absolute() or not Path(name).is_dir():
-        raise ValueError(f"{where}: {key} = {name!r} is neither the packaged text encoder ({GT_MINILM!r}) nor an existing "
-                         "local folder (an absolute path); a model folder may not send ct-glip to download a model")
+        raise ValueError(
+            f"{where}: {key} = {name!r} is neither the packaged text encoder ({GT_MINILM!r}) nor an existing "
+            "local folder (an absolute path); a model folder may not send ct-glip to download a model"
+        )
 
 
 def check_format(found: str | None, where: str | os.PathLike) -> None:
@@ -200,8 +207,10 @@ def resolve_model_path(path: str | os.PathLike) -> Path:
     ``model/``); a clear error where nothing is there."""
     p = Path(path)
     if not p.exists():
-        raise FileNotFoundError(f"no trained model at {p}: expected an exported model folder ({WEIGHTS}, {CONFIG}), "
-                                "a training run's folder holding one (model/), or a step_*.pt")
+        raise FileNotFoundError(
+            f"no trained model at {p}: expected an exported model folder ({WEIGHTS}, {CONFIG}), "
+            "a training run's folder holding one (model/), or a step_*.pt"
+        )
     return p if p.suffix == ".pt" else _model_folder(p)
 
 
@@ -255,7 +264,11 @@ def _model_card(config: dict[str, Any]) -> str:
         f"# ct-glip model: {m['kind']} ({m['image_encoder']} image encoder)",
         "",
         "A 3D CT vision-language model trained with ct-glip (CT-GLIP, arXiv 2404.15272): "
-        + ("organ-level (grounded) image-text alignment." if m["kind"] == "grounded" else "whole-volume vs whole-report alignment (CLIP baseline)."),
+        + (
+            "organ-level (grounded) image-text alignment."
+            if m["kind"] == "grounded"
+            else "whole-volume vs whole-report alignment (CLIP baseline)."
+        ),
         "Research use only; not a medical device.",
         "",
         "## Use",
@@ -270,7 +283,8 @@ def _model_card(config: dict[str, Any]) -> str:
         f"- one crop per organ, {pre['crop_voxels']}^3 voxels at its organ class's spacing "
         f"(train.data.preprocessing.organ_spacing), from a RAS volume at {pre['spacing_mm']} mm; HU window "
         f"{list(pre['hu_window'])} scaled to [-1, 1], the organ's mask as a channel",
-        f"- text encoder: {m['text_encoder']}, its top {m.get('text_trainable_layers', 0)} layer(s) trained and stored here, "
+        f"- text encoder: {m['text_encoder']}, its top {m.get('text_trainable_layers', 0)} layer(s) trained and "
+        "stored here, "
         "the rest frozen and rebuilt from the packaged encoder",
         "",
         "## Training data",
@@ -284,14 +298,22 @@ def _model_card(config: dict[str, Any]) -> str:
         "",
         "## Training",
         "",
-        f"- steps: {config.get('step', '?')} of {train['steps']}, global batch {train['batch_size']}, peak lr {train['lr']}, seed {train['seed']}",
+        f"- steps: {config.get('step', '?')} of {train['steps']}, global batch {train['batch_size']}, "
+        f"peak lr {train['lr']}, seed {train['seed']}",
     ]
     if training.get("samples_per_s") is not None:
-        lines.append(f"- throughput: {training['samples_per_s']:.2f} organ crops/s on {training.get('world_size', 1)} process(es)")
+        lines.append(
+            f"- throughput: {training['samples_per_s']:.2f} organ crops/s "
+            f"on {training.get('world_size', 1)} process(es)"
+        )
     lines += ["", "## Metrics", ""]
     if losses:
-        lines.append("Final training losses (last logged step): " + ", ".join(f"{k} {v:.4f}" for k, v in sorted(losses.items())))
+        lines.append(
+            "Final training losses (last logged step): " + ", ".join(f"{k} {v:.4f}" for k, v in sorted(losses.items()))
+        )
     else:
         lines.append("No training losses recorded.")
-    lines.append("Evaluation scores are not part of this card: see the evaluation report of the run that scored this model.")
+    lines.append(
+        "Evaluation scores are not part of this card: see the evaluation report of the run that scored this model."
+    )
     return "\n".join(lines) + "\n"

@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Literal
 
@@ -36,8 +36,9 @@ class ModelConfig:
         "encoders and the organ crops are the same",
     )
     image_encoder: Literal["cnn", "vit"] = _f(
-        "cnn", "'cnn' (3D residual encoder with a light UNet decoder, MONAI blocks; map at `cnn_output_stride`) or "
-        "'vit' (MONAI ViT; map at `vit_patch_size`)"
+        "cnn",
+        "'cnn' (3D residual encoder with a light UNet decoder, MONAI blocks; map at `cnn_output_stride`) or "
+        "'vit' (MONAI ViT; map at `vit_patch_size`)",
     )
     embed_dim: int = _f(128, "joint embedding size")
     # --- CNN (residual encoder + light decoder back to `cnn_output_stride`)
@@ -45,14 +46,17 @@ class ModelConfig:
     cnn_strides: tuple[int, ...] = _f((2, 2, 2), "downsampling stride of each stage")
     cnn_blocks: tuple[int, ...] = _f((1, 1, 1), "residual blocks per encoder stage")
     cnn_output_stride: int = _f(
-        2, "stride of the feature map that is pooled; the decoder climbs back up to it (2: 6 mm cells on a 3 mm crop, "
-        "so a 10 mm lesion fills cells of its own)"
+        2,
+        "stride of the feature map that is pooled; the decoder climbs back up to it (2: 6 mm cells on a 3 mm crop, "
+        "so a 10 mm lesion fills cells of its own)",
     )
     cnn_head_channels: int = _f(
-        64, "a 1x1 convolution widens the pooled map to this many channels (0 = none): more detectors for the masked max"
+        64,
+        "a 1x1 convolution widens the pooled map to this many channels (0 = none): more detectors for the masked max",
     )
     cnn_norm: Literal["group", "instance", "batch"] = _f(
-        "group", "normalisation of the CNN's blocks (group norm with 4 groups: instance norm's effect, twice as fast on a CPU)"
+        "group",
+        "normalisation of the CNN's blocks (group norm with 4 groups: instance norm's effect, twice as fast on a CPU)",
     )
     # --- ViT (monai.networks.nets.ViT, no class token; tokens reshaped to a map)
     vit_patch_size: int = _f(4, "ViT patch size in crop voxels (map resolution = crop_voxels / patch)")
@@ -67,13 +71,16 @@ class ModelConfig:
         "input (exact inside data.preprocessing.hu_window): lesions 20-50 HU from their organ are 1-2.5% of a 2000 HU "
         "window, and 5-12.5% of a soft-tissue window (-160, 240)",
     )
-    mask_channel: bool = _f(True, "the organ's mask (its share of each crop voxel) is an input channel: the encoder sees which organ is asked")
+    mask_channel: bool = _f(
+        True,
+        "the organ's mask (its share of each crop voxel) is an input channel: the encoder sees which organ is asked",
+    )
     # --- pooling
     organ_pooling: Literal["mean", "mean_max_size"] = _f(
         "mean_max_size",
         "organ embedding from the map inside the organ's region (mask dilated by DataConfig.dilation_mm): 'mean' = "
-        "masked mean; 'mean_max_size' = masked mean, masked max (a small lesion moves the max, hardly the mean) and the "
-        "whole organ's log volume and box extents (organ size: -megaly, aneurysm)",
+        "masked mean; 'mean_max_size' = masked mean, masked max (a small lesion moves the max, hardly the mean) and "
+        "the whole organ's log volume and box extents (organ size: -megaly, aneurysm)",
     )
     # --- text
     text_encoder: str = _f(
@@ -82,8 +89,9 @@ class ModelConfig:
         f"or {FAKE_TEXT!r} (tiny hashed bag-of-words, tests only)",
     )
     text_trainable_layers: int = _f(
-        1, "top transformer layers of the text encoder that train with the image side (0 = all frozen); the layers "
-        "below stay frozen and their token states are cached per text"
+        1,
+        "top transformer layers of the text encoder that train with the image side (0 = all frozen); the layers "
+        "below stay frozen and their token states are cached per text",
     )
     text_pooling: Literal["mean", "cls"] = _f("mean", "token pooling of the text encoder ('mean' for MiniLM)")
     text_max_length: int = _f(128, "tokens the text encoder sees at once (with special tokens)")
@@ -112,7 +120,9 @@ class ModelConfig:
         if not len(self.cnn_channels) == len(self.cnn_strides) == len(self.cnn_blocks):
             raise ValueError("cnn_channels, cnn_strides and cnn_blocks need one entry per stage")
         if self.cnn_output_stride not in _cumulative(self.cnn_strides):
-            raise ValueError(f"cnn_output_stride {self.cnn_output_stride} is not a stage stride {_cumulative(self.cnn_strides)}")
+            raise ValueError(
+                f"cnn_output_stride {self.cnn_output_stride} is not a stage stride {_cumulative(self.cnn_strides)}"
+            )
         if self.text_trainable_layers < 0:
             raise ValueError("text_trainable_layers must be 0 or more")
 
@@ -122,8 +132,10 @@ def check_input(model: ModelConfig, pre: Preprocessing) -> None:
     window, and the crop must tile into its patches (ViT) or its total stride (CNN)."""
     lo, hi = pre.hu_window
     if not lo < hi or any(not lo <= a < b <= hi for a, b in model.extra_windows):
-        raise ValueError(f"extra_windows {model.extra_windows} must be (low, high) pairs inside the input window "
-                         f"{pre.hu_window} (data.preprocessing.hu_window)")
+        raise ValueError(
+            f"extra_windows {model.extra_windows} must be (low, high) pairs inside the input window "
+            f"{pre.hu_window} (data.preprocessing.hu_window)"
+        )
     n = pre.crop_voxels
     if model.image_encoder == "vit" and n % model.vit_patch_size:
         raise ValueError(f"crop_voxels {n} is not a multiple of vit_patch_size {model.vit_patch_size}")
@@ -142,23 +154,35 @@ def _cumulative(strides: tuple[int, ...]) -> list[int]:
 @dataclass(frozen=True)
 class DataConfig:
     preprocessing: Preprocessing = _f(
-        Preprocessing(), "how a canonical volume becomes the network's organ crops (model.preprocess); written into "
-        "every checkpoint with the organ scales chosen on the training split, and read back by evaluation and inference")
-    max_shift: int = _f(2, "training augmentation: random shift of the crop, crop voxels per axis (no flips: laterality is kept)")
-    intensity_jitter: float = _f(0.05, "training augmentation: random scale 1±j and offset ±j of normalised intensities")
+        Preprocessing(),
+        "how a canonical volume becomes the network's organ crops (model.preprocess); written into every checkpoint "
+        "with the organ scales chosen on the training split, and read back by evaluation and inference",
+    )
+    max_shift: int = _f(
+        2, "training augmentation: random shift of the crop, crop voxels per axis (no flips: laterality is kept)"
+    )
+    intensity_jitter: float = _f(
+        0.05, "training augmentation: random scale 1±j and offset ±j of normalised intensities"
+    )
     include_uncertain: bool = _f(False, "keep organ pairs whose report status is 'uncertain'")
     organ_text: Literal["named", "report"] = _f(
         "named",
         "text of an organ pair: 'named' = the organ's name, then its report text ('heart: Cardiomegaly.'), so every "
         "text names what it grounds; 'report' = the report text alone (often without the organ: 'Cardiomegaly.')",
     )
-    organs_per_class: int = _f(4, "grounded batches: instances of each drawn organ class (the organ loss contrasts within a class)")
+    organs_per_class: int = _f(
+        4, "grounded batches: instances of each drawn organ class (the organ loss contrasts within a class)"
+    )
     abnormal_share: float = _f(
-        0.25, "grounded batches: at least this share of the crops are abnormal organs (half the instances of the classes "
-        "drawn from those with abnormal training organs)")
+        0.25,
+        "grounded batches: at least this share of the crops are abnormal organs (half the instances of the classes "
+        "drawn from those with abnormal training organs)",
+    )
     counted_weight: float = _f(
-        0.25, "how often a class of counted structures (ribs, vertebrae: named by counting from a landmark a crop does not "
-        "show) is drawn, against 1 for any other class")
+        0.25,
+        "how often a class of counted structures (ribs, vertebrae: named by counting from a landmark a crop does not "
+        "show) is drawn, against 1 for any other class",
+    )
     organs_per_study: int = _f(4, "global batches: organs drawn per study; the study's embedding is their mean")
 
 
@@ -167,7 +191,9 @@ class TrainConfig:
     model: ModelConfig = _f(ModelConfig(), "network (stored in every checkpoint)")
     data: DataConfig = _f(DataConfig(), "organ crops, normalisation, augmentation and batch make-up")
     split: str = _f("train", "the `split` value of the tables that is trained on")
-    batch_size: int = _f(32, "GLOBAL organ crops per step, split evenly over processes (same batches whatever the world size)")
+    batch_size: int = _f(
+        32, "GLOBAL organ crops per step, split evenly over processes (same batches whatever the world size)"
+    )
     steps: int = _f(60, "optimisation steps")
     lr: float = _f(1e-3, "peak learning rate (AdamW) of the image side and the projections")
     text_lr: float = _f(5e-5, "peak learning rate of the text encoder's trainable layers (pretrained: a small one)")
@@ -176,44 +202,60 @@ class TrainConfig:
     weight_decay: float = _f(0.05, "AdamW weight decay (not on biases, norms, logit scale)")
     betas: tuple[float, float] = _f((0.9, 0.98), "AdamW betas (CLIP)")
     grad_clip: float | None = _f(1.0, "clip the gradient norm to this (None = off)")
-    organ_loss_weight: float = _f(1.0, "grounded: weight of the organ-text contrastive loss, computed within each organ class")
+    organ_loss_weight: float = _f(
+        1.0, "grounded: weight of the organ-text contrastive loss, computed within each organ class"
+    )
     identity_loss_weight: float = _f(
-        0.25, "grounded: weight of the organ-identity term (organ embedding vs the organ's name across classes: organ "
-        "recognition)")
+        0.25,
+        "grounded: weight of the organ-identity term (organ embedding vs the organ's name across classes: organ "
+        "recognition)",
+    )
     abnormality_loss_weight: float = _f(
-        1.0, "grounded: weight of the dictionary loss (per organ and abnormality of its dictionary, affirmed vs negated "
-        "phrase, multi-label, class-balanced)")
+        1.0,
+        "grounded: weight of the dictionary loss (per organ and abnormality of its dictionary, affirmed vs negated "
+        "phrase, multi-label, class-balanced)",
+    )
     global_loss_weight: float = _f(1.0, "global: weight of the study-report contrastive loss")
     false_negative_aware: bool = _f(
-        True, "texts of the same abnormality set (grounded) or identical texts (global) are positives of each other, "
-        "not negatives (off: plain InfoNCE, for the ablation)")
+        True,
+        "texts of the same abnormality set (grounded) or identical texts (global) are positives of each other, "
+        "not negatives (off: plain InfoNCE, for the ablation)",
+    )
     seed: int = _f(0, "seed of initialisation, sampling and augmentation")
     checkpoint_every: int = _f(20, "write a checkpoint every K steps (and at the last step)")
     keep_checkpoints: int = _f(2, "newest step checkpoints kept on disk")
     log_every: int = _f(1, "report losses every N steps")
     val_every: int = _f(
-        0, "grounded: every K steps (and at the last), the dictionary loss on the validation split beside its image-free "
-        "floor, ln 2 (0 = never)")
+        0,
+        "grounded: every K steps (and at the last), the dictionary loss on the validation split beside its image-free "
+        "floor, ln 2 (0 = never)",
+    )
     val_organs: int = _f(512, "validation organs (a fixed draw) scored at each val_every")
     num_workers: int = _f(0, "DataLoader worker processes per training process")
     num_threads: int | None = _f(
-        None, "torch intra-op threads per training process (None = torch's default; torchrun sets OMP_NUM_THREADS=1). "
-        "On a shared, oversubscribed CPU 1 thread can be faster than several"
+        None,
+        "torch intra-op threads per training process (None = torch's default; torchrun sets OMP_NUM_THREADS=1). "
+        "On a shared, oversubscribed CPU 1 thread can be faster than several",
     )
     resume: bool = _f(True, "continue from the newest checkpoint in out_dir when there is one")
     device: str = _f(
-        "auto", "'auto' (one CUDA device per process when torch sees one, else the CPU), 'cpu' or 'cuda'; "
-        "a run may resume on another device"
+        "auto",
+        "'auto' (one CUDA device per process when torch sees one, else the CPU), 'cpu' or 'cuda'; "
+        "a run may resume on another device",
     )
     precision: Literal["float32", "bf16"] = _f(
-        "float32", "'bf16' autocasts the forward pass to bfloat16 (GPU; on a CPU it is usually slower); the loss stays float32"
+        "float32",
+        "'bf16' autocasts the forward pass to bfloat16 (GPU; on a CPU it is usually slower); the loss stays float32",
     )
     grad_accum_steps: int = _f(
-        1, "batches of batch_size accumulated per optimisation step (effective batch = batch_size * grad_accum_steps, "
-        "for memory); each batch's contrastive negatives stay within that batch"
+        1,
+        "batches of batch_size accumulated per optimisation step (effective batch = batch_size * grad_accum_steps, "
+        "for memory); each batch's contrastive negatives stay within that batch",
     )
     text_cache_dir: str | None = _f(
-        None, "on-disk cache of the frozen text layers' token states (None: memory only); a run setting, not part of the model"
+        None,
+        "on-disk cache of the frozen text layers' token states (None: memory only); "
+        "a run setting, not part of the model",
     )
 
     def __post_init__(self) -> None:
@@ -222,7 +264,9 @@ class TrainConfig:
             raise ValueError("batch_size, steps, checkpoint_every and grad_accum_steps must be positive")
         group = self.data.organs_per_class if self.model.kind == "grounded" else self.data.organs_per_study
         if group < 1 or self.batch_size % group:
-            raise ValueError(f"batch_size {self.batch_size} is not a multiple of the {self.model.kind} batch's group of {group}")
+            raise ValueError(
+                f"batch_size {self.batch_size} is not a multiple of the {self.model.kind} batch's group of {group}"
+            )
         if self.precision not in ("float32", "bf16"):
             raise ValueError(f"precision must be 'float32' or 'bf16', not {self.precision!r}")
 
@@ -249,8 +293,11 @@ class TrainConfig:
 
 # Fields that were kept beside the preprocessing record before DataConfig held it: (section, old name) -> record field.
 # model.input_window was data.hu_window's twin, kept equal by a check.
-_MOVED = {("model", "crop_voxels"): "crop_voxels", ("model", "input_window"): "hu_window",
-          **{("data", f): f for f in ("spacing_mm", "hu_window", "dilation_mm", "margin_mm", "min_organ_voxels")}}
+_MOVED = {
+    ("model", "crop_voxels"): "crop_voxels",
+    ("model", "input_window"): "hu_window",
+    **{("data", f): f for f in ("spacing_mm", "hu_window", "dilation_mm", "margin_mm", "min_organ_voxels")},
+}
 
 
 def _moved_into_preprocessing(d: dict[str, Any]) -> dict[str, Any]:
@@ -286,9 +333,16 @@ def io_metadata(config: TrainConfig) -> dict[str, Any]:
     n = config.data.preprocessing.crop_voxels
     return {
         "image": {
-            "shape": ["n", 1, n, n, n], "mask": ["n", n, n, n], "region": ["n", n, n, n], "size": ["n", 4],
-            "channels_inside": m.in_channels, "extra_windows": [list(w) for w in m.extra_windows], "mask_channel": m.mask_channel,
-            "dtype": "float32", "axes": "RAS voxel order (i, j, k), no flips", "value_range": [-1.0, 1.0],
+            "shape": ["n", 1, n, n, n],
+            "mask": ["n", n, n, n],
+            "region": ["n", n, n, n],
+            "size": ["n", 4],
+            "channels_inside": m.in_channels,
+            "extra_windows": [list(w) for w in m.extra_windows],
+            "mask_channel": m.mask_channel,
+            "dtype": "float32",
+            "axes": "RAS voxel order (i, j, k), no flips",
+            "value_range": [-1.0, 1.0],
             "preprocessing": "train.data.preprocessing (exported model), config.data.preprocessing (step checkpoint)",
         },
         "organ_embedding": {"shape": ["n", m.embed_dim], "normalised": True, "pooling": m.organ_pooling},

@@ -12,14 +12,15 @@ or process loads it, and a resumed run sees the very same batches.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
 from collections import OrderedDict
-import dataclasses
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -101,17 +102,27 @@ def read_pairs(data_root: str | os.PathLike, split: str, include_uncertain: bool
     if not include_uncertain:
         gp = gp[gp["status"] != "uncertain"]
     gp = gp.sort_values(["study_id", "index_v2", "pair_id"])
-    for column, missing in (("bbox_mm", None), ("cut_by_fov", False)):  # tables from before these columns: no organ scales
+    for column, missing in (
+        ("bbox_mm", None),
+        ("cut_by_fov", False),
+    ):  # tables from before these columns: no organ scales
         if column not in gp:
             gp[column] = missing
     gp["abnormalities"] = gp["abnormalities"].map(lambda a: tuple(a) if a is not None else ())
-    return gp.groupby(["study_id", "organ"], sort=True).agg(
-        index_v2=("index_v2", "first"), text=("text", lambda t: " ".join(dict.fromkeys(map(str, t)))),
-        status=("status", lambda s: "abnormal" if (s == "abnormal").any() else s.iloc[0]),
-        abnormalities=("abnormalities", lambda s: tuple(sorted({a for t in s for a in t}))),
-        volume_path=("volume_path", "first"), mask_path=("mask_path", "first"), bbox_mm=("bbox_mm", "first"),
-        cut_by_fov=("cut_by_fov", "first"),
-    ).reset_index()
+    return (
+        gp.groupby(["study_id", "organ"], sort=True)
+        .agg(
+            index_v2=("index_v2", "first"),
+            text=("text", lambda t: " ".join(dict.fromkeys(map(str, t)))),
+            status=("status", lambda s: "abnormal" if (s == "abnormal").any() else s.iloc[0]),
+            abnormalities=("abnormalities", lambda s: tuple(sorted({a for t in s for a in t}))),
+            volume_path=("volume_path", "first"),
+            mask_path=("mask_path", "first"),
+            bbox_mm=("bbox_mm", "first"),
+            cut_by_fov=("cut_by_fov", "first"),
+        )
+        .reset_index()
+    )
 
 
 def organ_extents(pairs: pd.DataFrame) -> dict[str, list[float]]:
@@ -124,8 +135,9 @@ def organ_extents(pairs: pd.DataFrame) -> dict[str, list[float]]:
     return out
 
 
-def read_split(data_root: str | os.PathLike, split: str = "train", include_uncertain: bool = False,
-               organ_text: str = "named") -> tuple[list[StudyRecord], list[OrganItem], pd.DataFrame]:
+def read_split(
+    data_root: str | os.PathLike, split: str = "train", include_uncertain: bool = False, organ_text: str = "named"
+) -> tuple[list[StudyRecord], list[OrganItem], pd.DataFrame]:
     """The split's studies, their organ items (in study_id, label order) and the pairs they came from."""
     if organ_text not in ("named", "report"):
         raise ValueError(f"organ_text must be 'named' or 'report', not {organ_text!r}")
@@ -133,13 +145,23 @@ def read_split(data_root: str | os.PathLike, split: str = "train", include_uncer
     pairs = read_pairs(root, split, include_uncertain)
     ids = sorted(pairs["study_id"].unique())
     st_path = root / "tables" / "study_texts.parquet"
-    st = pd.read_parquet(st_path, filters=[("study_id", "in", ids)]) if st_path.exists() and ids else pd.DataFrame(columns=["study_id", "text"])
+    st = (
+        pd.read_parquet(st_path, filters=[("study_id", "in", ids)])
+        if st_path.exists() and ids
+        else pd.DataFrame(columns=["study_id", "text"])
+    )
     texts = dict(zip(st["study_id"], st["text"]))
     studies, items = [], []
     for sid, g in pairs.groupby("study_id", sort=True):
         first = g.iloc[0]
-        studies.append(StudyRecord(str(sid), _resolve(root, first["volume_path"]), _resolve(root, first["mask_path"]),
-                                   str(texts.get(sid, ""))))
+        studies.append(
+            StudyRecord(
+                str(sid),
+                _resolve(root, first["volume_path"]),
+                _resolve(root, first["mask_path"]),
+                str(texts.get(sid, "")),
+            )
+        )
         for r in g.sort_values("index_v2").itertuples():
             text = named_text(r.organ, r.text) if organ_text == "named" else str(r.text)
             findings = tuple(r.abnormalities) if r.status == "abnormal" else ()
@@ -173,17 +195,25 @@ class Dictionary:
         return 0.5 / p if positive else 0.5 / (1 - p)
 
     def rows(self, item: OrganItem, forms: Sequence[int]) -> list[tuple[str, str, float, float]]:
-        """(affirmed text, negated text, label, weight) per abnormality of the item's class, in phrasing ``forms[i]``."""
+        """(affirmed text, negated text, label, weight) per abnormality of the item's class, phrased ``forms[i]``."""
         out = []
         for a, form in zip(self.abnormalities.get(item.organ, ()), forms):
             y = a in item.findings
-            out.append((affirmed_text(a, item.organ, form), negated_text(a, item.organ, form), float(y),
-                        self.weight(item.organ, a, y)))
+            out.append(
+                (
+                    affirmed_text(a, item.organ, form),
+                    negated_text(a, item.organ, form),
+                    float(y),
+                    self.weight(item.organ, a, y),
+                )
+            )
         return out
 
     def to_record(self) -> dict[str, Any]:
-        return {"abnormalities": {o: list(a) for o, a in self.abnormalities.items()},
-                "prevalence": {f"{o}/{a}": round(p, 6) for (o, a), p in sorted(self.prevalence.items())}}
+        return {
+            "abnormalities": {o: list(a) for o, a in self.abnormalities.items()},
+            "prevalence": {f"{o}/{a}": round(p, 6) for (o, a), p in sorted(self.prevalence.items())},
+        }
 
 
 def large_enough(studies: Sequence[StudyRecord], items: Sequence[OrganItem], minimum: int) -> list[OrganItem]:
@@ -191,8 +221,10 @@ def large_enough(studies: Sequence[StudyRecord], items: Sequence[OrganItem], min
     inference crop (a pair's organ can be a speck of the map, e.g. at the edge of the field of view)."""
     if minimum <= 1:
         return list(items)
-    counts = {s: np.bincount(np.asarray(load_nifti(studies[s].mask_path).array, dtype=np.uint8).ravel(), minlength=256)
-              for s in sorted({it.study for it in items})}
+    counts = {
+        s: np.bincount(np.asarray(load_nifti(studies[s].mask_path).array, dtype=np.uint8).ravel(), minlength=256)
+        for s in sorted({it.study for it in items})
+    }
     return [it for it in items if counts[it.study][it.label] >= minimum]
 
 
@@ -201,23 +233,42 @@ class OrganDataset(Dataset):
     where the item sits in the run. Decoded volumes and masks stay in memory up to ``cache_mb`` per loader process
     (least recently used first out): decompressing a .nii.gz costs more than cropping it."""
 
-    def __init__(self, data_root: str | os.PathLike, config: TrainConfig, split: str = "train", train: bool = True,
-                 preprocessing: Preprocessing | None = None, dictionary: Dictionary | None = None, cache_mb: float = 2048):
+    def __init__(
+        self,
+        data_root: str | os.PathLike,
+        config: TrainConfig,
+        split: str = "train",
+        train: bool = True,
+        preprocessing: Preprocessing | None = None,
+        dictionary: Dictionary | None = None,
+        cache_mb: float = 2048,
+    ):
         self.config, self.train, self.seed = config, train, config.seed
-        self.cache_bytes, self._cache = cache_mb * 2**20, OrderedDict()
+        self.cache_bytes = cache_mb * 2**20
+        self._cache: OrderedDict[int, tuple[Volume, np.ndarray, OrganBoxes]] = OrderedDict()
         d = config.data
         self.studies, items, pairs = read_split(data_root, split, d.include_uncertain, d.organ_text)
         minimum = d.preprocessing.min_organ_voxels
         self.items = large_enough(self.studies, items, minimum)
         items = self.items
-        # organ scales: the given record's, the config's where it has them (a trained model's), else chosen on this split
+        # organ scales: the given record's, the config's where it has them (a trained model's), else chosen on this
+        # split
         pre = d.preprocessing
-        self.preprocessing = preprocessing or (pre if pre.organ_spacing else dataclasses.replace(
-            pre, organ_spacing=organ_scales(organ_extents(pairs), pre)))
+        self.preprocessing = preprocessing or (
+            pre
+            if pre.organ_spacing
+            else dataclasses.replace(pre, organ_spacing=organ_scales(organ_extents(pairs), pre))
+        )
         self.dictionary = dictionary or Dictionary.of(items)
         self.minimum = minimum
-        log.info("%d %s studies, %d organ items (%d abnormal), %d organ classes", len(self.studies), split, len(items),
-                 sum(bool(i.findings) for i in items), len({i.organ for i in items}))
+        log.info(
+            "%d %s studies, %d organ items (%d abnormal), %d organ classes",
+            len(self.studies),
+            split,
+            len(items),
+            sum(bool(i.findings) for i in items),
+            len({i.organ for i in items}),
+        )
 
     def __len__(self) -> int:
         return len(self.items)
@@ -226,15 +277,29 @@ class OrganDataset(Dataset):
         """The item's crop tensors; with ``rng`` (training) shifted and intensity-jittered."""
         it, cfg = self.items[index], self.config.data
         ct, labels, boxes = self._load(it.study)
-        shift = rng.integers(-cfg.max_shift, cfg.max_shift + 1, size=3) if rng is not None and cfg.max_shift else (0, 0, 0)
-        c = organ_crop(ct, labels, it.label, it.organ, self.preprocessing, boxes, shift=shift,
-                       study_id=self.studies[it.study].study_id)
+        shift = (
+            rng.integers(-cfg.max_shift, cfg.max_shift + 1, size=3) if rng is not None and cfg.max_shift else (0, 0, 0)
+        )
+        c = organ_crop(
+            ct,
+            labels,
+            it.label,
+            it.organ,
+            self.preprocessing,
+            boxes,
+            shift=shift,
+            study_id=self.studies[it.study].study_id,
+        )
         x = c.volume
         if rng is not None and cfg.intensity_jitter:
             scale, offset = rng.uniform(-1, 1, size=2) * cfg.intensity_jitter
             x = x * np.float32(1 + scale) + np.float32(offset)
-        return {"volume": torch.from_numpy(np.ascontiguousarray(x))[None], "mask": torch.from_numpy(c.mask),
-                "region": torch.from_numpy(c.region), "size": torch.from_numpy(c.size)}
+        return {
+            "volume": torch.from_numpy(np.ascontiguousarray(x))[None],
+            "mask": torch.from_numpy(c.mask),
+            "region": torch.from_numpy(c.region),
+            "size": torch.from_numpy(c.size),
+        }
 
     def __getitem__(self, key: tuple[int, int, int]) -> dict[str, Any]:
         step, position, index = key
@@ -243,9 +308,18 @@ class OrganDataset(Dataset):
         n_abn = len(self.dictionary.abnormalities.get(it.organ, ()))
         # one phrasing per (step, organ class, abnormality): the class's instances share their dictionary texts, so a
         # batch has fewer distinct texts to read (the text side's layers were two thirds of a step)
-        forms = np.random.default_rng([self.seed, step, it.label]).integers(len(AFFIRMED), size=n_abn).tolist() if self.train else [0] * n_abn
-        return {**self.crop(index, rng), "item": it, "study_id": self.studies[it.study].study_id,
-                "report": self.studies[it.study].text, "dictionary": self.dictionary.rows(it, forms)}
+        forms = (
+            np.random.default_rng([self.seed, step, it.label]).integers(len(AFFIRMED), size=n_abn).tolist()
+            if self.train
+            else [0] * n_abn
+        )
+        return {
+            **self.crop(index, rng),
+            "item": it,
+            "study_id": self.studies[it.study].study_id,
+            "report": self.studies[it.study].text,
+            "dictionary": self.dictionary.rows(it, forms),
+        }
 
     def _load(self, study: int) -> tuple[Volume, np.ndarray, OrganBoxes]:
         if study in self._cache:
@@ -297,7 +371,11 @@ def collate(items: list[dict[str, Any]]) -> Batch:
     def tid(t: str) -> int:
         return texts.setdefault(t, len(texts))
 
-    organ_text, names, study_index, rows, reports = [], [], [], [], {}
+    organ_text: list[int] = []
+    names: list[int] = []
+    study_index: list[int] = []
+    rows: list[tuple[int, int, int, float, float]] = []
+    reports: dict[int, str] = {}
     for n, it in enumerate(items):
         item: OrganItem = it["item"]
         organ_text.append(tid(item.text))
@@ -307,25 +385,24 @@ def collate(items: list[dict[str, Any]]) -> Batch:
         reports.setdefault(s, it["report"])
         rows += [(n, tid(aff), tid(neg), y, w) for aff, neg, y, w in it["dictionary"]]
     study_text = [tid(reports[s]) for s in range(len(studies))]
-    long = dict(dtype=torch.long)
-    cols = list(zip(*rows)) if rows else [[], [], [], [], []]
+    cols: list[Sequence[Any]] = list(zip(*rows)) if rows else [[], [], [], [], []]
     return Batch(
         study_ids=list(studies),
         volume=torch.stack([it["volume"] for it in items]),
         mask=torch.stack([it["mask"] for it in items]),
         region=torch.stack([it["region"] for it in items]),
         size=torch.stack([it["size"] for it in items]),
-        labels=torch.tensor([it["item"].label for it in items], **long),
-        finding_ids=torch.tensor([findings_id(it["item"].findings) for it in items], **long),
-        study_index=torch.tensor(study_index, **long),
-        organ_text_idx=torch.tensor(organ_text, **long),
-        name_text_idx=torch.tensor(names, **long),
-        dict_item=torch.tensor(cols[0], **long),
-        dict_affirmed_idx=torch.tensor(cols[1], **long),
-        dict_negated_idx=torch.tensor(cols[2], **long),
+        labels=torch.tensor([it["item"].label for it in items], dtype=torch.long),
+        finding_ids=torch.tensor([findings_id(it["item"].findings) for it in items], dtype=torch.long),
+        study_index=torch.tensor(study_index, dtype=torch.long),
+        organ_text_idx=torch.tensor(organ_text, dtype=torch.long),
+        name_text_idx=torch.tensor(names, dtype=torch.long),
+        dict_item=torch.tensor(cols[0], dtype=torch.long),
+        dict_affirmed_idx=torch.tensor(cols[1], dtype=torch.long),
+        dict_negated_idx=torch.tensor(cols[2], dtype=torch.long),
         dict_label=torch.tensor(cols[3], dtype=torch.float32),
         dict_weight=torch.tensor(cols[4], dtype=torch.float32),
-        study_text_idx=torch.tensor(study_text, **long),
+        study_text_idx=torch.tensor(study_text, dtype=torch.long),
         texts=list(texts),
         text_ids=torch.tensor([text_id(t) for t in texts], dtype=torch.long),
         organ_names=[it["item"].organ for it in items],
@@ -349,9 +426,11 @@ class OrganBatchSampler(Sampler[list[tuple[int, int, int]]]):
         self.config, self.rank, self.world_size = config, rank, world_size
         self.local = config.batch_size // world_size
         if config.model.kind == "global" and self.local % config.data.organs_per_study:
-            raise ValueError(f"{self.local} crops a process would cut studies of {config.data.organs_per_study} organs "
-                             "in two (the global model embeds a study as the mean of its organs): choose batch_size, "
-                             "organs_per_study and the number of processes so that each process holds whole studies")
+            raise ValueError(
+                f"{self.local} crops a process would cut studies of {config.data.organs_per_study} organs "
+                "in two (the global model embeds a study as the mean of its organs): choose batch_size, "
+                "organs_per_study and the number of processes so that each process holds whole studies"
+            )
         self.start, self.steps = 0, config.steps * config.grad_accum_steps
         d = config.data
         by_class: dict[str, list[int]] = {}
@@ -368,8 +447,10 @@ class OrganBatchSampler(Sampler[list[tuple[int, int, int]]]):
         if config.model.kind == "grounded" and not self.classes:
             raise ValueError("no organ items to train on")
         if config.model.kind == "global" and len(self.study_members) < config.batch_size // d.organs_per_study:
-            raise ValueError(f"{len(self.study_members)} studies cannot fill one global batch of "
-                             f"{config.batch_size // d.organs_per_study} studies")
+            raise ValueError(
+                f"{len(self.study_members)} studies cannot fill one global batch of "
+                f"{config.batch_size // d.organs_per_study} studies"
+            )
 
     def set_start(self, step: int) -> None:
         self.start = step

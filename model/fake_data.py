@@ -17,8 +17,9 @@ import pandas as pd
 
 from pipeline.atomic import write_parquet
 from pipeline.resample import DEMO_SPACING_MM
-from pipeline.volume import Volume, save_nifti
+from pipeline.vocab import index_v2
 from pipeline.vocab import organ as vocab_organ
+from pipeline.volume import Volume, save_nifti
 
 if TYPE_CHECKING:
     from model.config import TrainConfig
@@ -32,7 +33,7 @@ _ORGANS = (
     ("stomach", (0.40, 0.62, 0.66), (7, 6, 5), 10),
     ("aorta", (0.50, 0.38, 0.50), (2, 2, 14), 200),
 )
-_ABNORMALITIES = {
+_ABNORMALITIES: dict[str, dict[str, int | None]] = {  # kind -> lesion HU (None: no lesion drawn)
     "liver": {"cyst": 0, "mass": 110, "steatosis": None},
     "spleen": {"splenomegaly": None},
     "kidney_right": {"cyst": 0, "stone": 700},
@@ -82,7 +83,7 @@ def make_fake_data_root(
             kind = choices[rng.integers(len(choices))] if abnormal else None
             r = tuple(x * (1.3 if kind in ("splenomegaly", "aneurysm") else 1.0) for x in radii)
             m = _ellipsoid(shape, center, r) & body
-            labels[m] = vocab_organ(name).index_v2
+            labels[m] = index_v2(name)
             hu[m] = organ_hu - (60 if kind == "steatosis" else 0) + rng.integers(-5, 6)
             lesion_hu = _ABNORMALITIES[name].get(kind) if kind else None
             if lesion_hu is not None:
@@ -93,18 +94,38 @@ def make_fake_data_root(
             where = np.argwhere(m)
             lo, hi = (where.min(0), where.max(0) + 1) if len(where) else (np.zeros(3), np.zeros(3))
             gp.append(
-                dict(pair_id=f"{sid}-{name}", patient_id=f"pat-fake{s:04d}", study_id=sid, organ=name, group=o.group,
-                     index_v2=o.index_v2, text=text, text_source="template", status="abnormal" if kind else "normal",
-                     abnormalities=[kind] if kind else [], volume_path=f"volumes/{sid}.nii.gz",
-                     mask_path=f"masks/{sid}.nii.gz", bbox_mm=[float(v) * spacing_mm for v in (*lo, *hi)],
-                     cut_by_fov=bool(len(where) and (lo.min() == 0 or (hi >= np.array(shape)).any())), split=split)
+                dict(
+                    pair_id=f"{sid}-{name}",
+                    patient_id=f"pat-fake{s:04d}",
+                    study_id=sid,
+                    organ=name,
+                    group=o.group,
+                    index_v2=o.index_v2,
+                    text=text,
+                    text_source="template",
+                    status="abnormal" if kind else "normal",
+                    abnormalities=[kind] if kind else [],
+                    volume_path=f"volumes/{sid}.nii.gz",
+                    mask_path=f"masks/{sid}.nii.gz",
+                    bbox_mm=[float(v) * spacing_mm for v in (*lo, *hi)],
+                    cut_by_fov=bool(len(where) and (lo.min() == 0 or (hi >= np.array(shape)).any())),
+                    split=split,
+                )
             )
             if kind:
                 negatives = [f"{k.capitalize()} of the {_phrase(name)}." for k in choices if k != kind]
                 negatives.append(f"The {_phrase(name)} is unremarkable.")
                 ap.append(
-                    dict(pair_id=f"{sid}-{name}-{kind}", study_id=sid, organ=name, index_v2=o.index_v2, abnormality=kind,
-                         positive_text=text, negatives=negatives, split=split)
+                    dict(
+                        pair_id=f"{sid}-{name}-{kind}",
+                        study_id=sid,
+                        organ=name,
+                        index_v2=o.index_v2,
+                        abnormality=kind,
+                        positive_text=text,
+                        negatives=negatives,
+                        split=split,
+                    )
                 )
         hu += rng.normal(0, 10, size=shape).astype(np.int16)
         save_nifti(Volume(hu, affine), root / "volumes" / f"{sid}.nii.gz", dtype=np.int16)
@@ -129,9 +150,20 @@ def tiny_config(**overrides: object) -> TrainConfig:
         warmup_steps=1,
         lr=3e-3,
         model=dict(
-            image_encoder="cnn", text_encoder="fake", embed_dim=32, text_trainable_layers=1,
-            cnn_channels=(8, 16), cnn_strides=(2, 2), cnn_blocks=(1, 1), cnn_output_stride=2, cnn_head_channels=16,
-            vit_patch_size=4, vit_hidden_size=32, vit_mlp_dim=64, vit_layers=1, vit_heads=2,
+            image_encoder="cnn",
+            text_encoder="fake",
+            embed_dim=32,
+            text_trainable_layers=1,
+            cnn_channels=(8, 16),
+            cnn_strides=(2, 2),
+            cnn_blocks=(1, 1),
+            cnn_output_stride=2,
+            cnn_head_channels=16,
+            vit_patch_size=4,
+            vit_hidden_size=32,
+            vit_mlp_dim=64,
+            vit_layers=1,
+            vit_heads=2,
         ),
         data=dict(preprocessing=dict(crop_voxels=16), max_shift=1, organs_per_class=2, organs_per_study=2),
     )

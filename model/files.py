@@ -11,7 +11,7 @@ WEIGHTS, CONFIG, CARD = "model.safetensors", "config.json", "README.md"
 
 
 def fingerprint(path: str | os.PathLike) -> str:
-    """sha256 of a file's bytes (as ``sha256sum``), or of a folder's files (relative names and bytes), for provenance."""
+    """sha256 of a file's bytes (as ``sha256sum``) or of a folder's files (relative names and bytes): provenance."""
     path = Path(path)
     h = hashlib.sha256()
     if path.is_file():
@@ -19,8 +19,8 @@ def fingerprint(path: str | os.PathLike) -> str:
             for chunk in iter(lambda: f.read(1 << 20), b""):
                 h.update(chunk)
         return h.hexdigest()
-    for f in sorted(path.rglob("*")):
-        if f.is_file():
-            h.update(str(f.relative_to(path)).encode())
-            h.update(f.read_bytes())
+    for member in sorted(path.rglob("*")):
+        if member.is_file():
+            h.update(str(member.relative_to(path)).encode())
+            h.update(member.read_bytes())
     return h.hexdigest()

@@ -23,20 +23,20 @@ From each organ's crop:
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
 import os
 import re
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from time import perf_counter
-from typing import Iterator, Sequence
 
 import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
+
 from model.checkpoint import config_of, load_checkpoint, load_model, preprocessing_of, read_config, resolve_model_path
 from model.network import CTGlip
 from model.precision import autocast
@@ -48,13 +48,15 @@ from pipeline.dicom.errors import IngestError
 from pipeline.ingest import read_nifti, to_canonical
 from pipeline.resample import ResampleOptions
 from pipeline.segment import SegmenterConfig, segment, to_grid_of
-from pipeline.volume import Volume, load_nifti, save_nifti
 from pipeline.vocab import class_map
+from pipeline.volume import Volume, load_nifti, save_nifti
 
 log = logging.getLogger(__name__)
 
 STUDY = "whole_study"  # the `organ` of the whole-study embedding row
-MAX_VOXELS = 1024**3  # a header claiming more voxels than this is refused before anything is read (a 512^2 x 4096 study fits)
+MAX_VOXELS = (
+    1024**3
+)  # a header claiming more voxels than this is refused before anything is read (a 512^2 x 4096 study fits)
 MIN_MASK_INSIDE = 0.5  # a mask whose labelled voxels fall less than this share inside the volume is refused
 
 
@@ -90,7 +92,9 @@ class InferenceOptions:
     precision: str = "float32"  # or "bf16": autocast of the image encoder
     batch_size: int = 16  # organ crops per encoder call
     min_organ_voxels: int | None = None  # None: the checkpoint's own minimum
-    text_cache_dir: str | None = None  # on-disk cache of the frozen text layers' states: the dictionary's prompts are read once, not per run
+    text_cache_dir: str | None = (
+        None  # on-disk cache of the frozen text layers' states: the dictionary's prompts are read once, not per run
+    )
 
     def __post_init__(self) -> None:
         if self.precision not in ("float32", "bf16"):
@@ -107,7 +111,9 @@ class StudyResult:
     embeddings: pd.DataFrame  # organ, index_v2, voxels, whole (in its crop), embedding (whole study last, index_v2 -1)
     scores: dict  # organ -> abnormality -> {"score", "probability"}
     heatmaps: dict[str, np.ndarray] = field(default_factory=dict)  # query -> (D, H, W) float32 cosine
-    timings: dict[str, float] = field(default_factory=dict)  # seconds: ingest, segmentation, encoder, zero_shot, heatmaps
+    timings: dict[str, float] = field(
+        default_factory=dict
+    )  # seconds: ingest, segmentation, encoder, zero_shot, heatmaps
 
 
 @dataclass(frozen=True)
@@ -129,8 +135,11 @@ def resolve_device(device: str) -> torch.device:
     return dev
 
 
-def infer(checkpoint: str | os.PathLike | LoadedModel, studies: Sequence[StudyInput],
-          options: InferenceOptions = InferenceOptions()) -> Iterator[StudyResult]:
+def infer(
+    checkpoint: str | os.PathLike | LoadedModel,
+    studies: Sequence[StudyInput],
+    options: InferenceOptions = InferenceOptions(),
+) -> Iterator[StudyResult]:
     """Embed, score and (with queries) map each study with the trained model at ``checkpoint``
     (an exported model folder, a step checkpoint, or one ``load_for_inference`` returned); the model
     loads once, studies follow lazily."""
@@ -167,52 +176,63 @@ def _ingest(study: StudyInput, pre: Preprocessing) -> Volume:
             raise FileNotFoundError(f"{study.study_id}: DICOM folder {study.dicom} not found")
         volume = load_dicom_series(study.dicom)
     else:
-        if not Path(study.volume).is_file():
-            raise FileNotFoundError(f"{study.study_id}: volume {study.volume} not found")
-        _check_header(study.study_id, "volume", study.volume)
+        path = study.volume
+        assert path is not None  # StudyInput holds exactly one of a volume and a DICOM folder
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"{study.study_id}: volume {path} not found")
+        _check_header(study.study_id, "volume", path)
         try:
-            volume = read_nifti(study.volume, dict(study.manifest))
+            volume = read_nifti(path, dict(study.manifest))
         except IngestError as err:
             raise ValueError(f"{study.study_id}: the volume cannot be read: {err.reason} ({err.detail})") from None
     spacing = pre.spacing_mm if pre.spacing_mm is not None else min(volume.spacing)
     try:
         return to_canonical(volume, ResampleOptions(spacing=(spacing,) * 3))[0]
     except IngestError as err:
-        said = err.detail if err.reason in ("non_finite", "constant_volume") else (
-            f"the volume does not look like CT in Hounsfield units ({err.reason}: {err.detail})")
+        said = (
+            err.detail
+            if err.reason in ("non_finite", "constant_volume")
+            else (f"the volume does not look like CT in Hounsfield units ({err.reason}: {err.detail})")
+        )
         raise NotCTError(f"{study.study_id}: {said}") from None
 
 
 def _labels(study: StudyInput, canon: Volume, segmenter: SegmenterConfig | None) -> np.ndarray:
-    if study.mask is None and segmenter is None:
-        return np.zeros(canon.shape, dtype=np.uint8)
     if study.mask is None:
+        if segmenter is None:
+            return np.zeros(canon.shape, dtype=np.uint8)
         return np.asarray(segment(study.study_id, canon, segmenter).array, dtype=np.uint8)
     if not Path(study.mask).is_file():
         raise FileNotFoundError(f"{study.study_id}: mask {study.mask} not found")
     _check_header(study.study_id, "mask", study.mask)
     mask = load_nifti(study.mask)
     placed = np.asarray(to_grid_of(mask, canon).array, dtype=np.uint8)
-    given = float(np.count_nonzero(mask.array)) * float(np.prod(mask.spacing))  # labelled mm^3, before and after placing
+    given = float(np.count_nonzero(mask.array)) * float(
+        np.prod(mask.spacing)
+    )  # labelled mm^3, before and after placing
     inside = float(np.count_nonzero(placed)) * float(np.prod(canon.spacing))
     if given > 0 and inside < MIN_MASK_INSIDE * given:  # an empty mask is refused later, as a study without organs
         share = inside / given
-        raise ValueError(f"{study.study_id}: the mask {Path(study.mask).name} does not lie on the volume: {share:.0%} of its "
-                         f"labelled voxels fall inside it (at least {MIN_MASK_INSIDE:.0%} needed; is it another study's mask?)")
+        raise ValueError(
+            f"{study.study_id}: the mask {Path(study.mask).name} does not lie on the volume: {share:.0%} of its "
+            f"labelled voxels fall inside it (at least {MIN_MASK_INSIDE:.0%} needed; is it another study's mask?)"
+        )
     return placed
 
 
 def _check_header(study_id: str, what: str, path: str) -> None:
     """Refuse a NIfTI whose header claims more than ``MAX_VOXELS`` voxels, before reading its data."""
-    import nibabel as nib
+    from pipeline.volume import read_image
 
     try:
-        shape = nib.load(path).header.get_data_shape()
+        shape = read_image(path).header.get_data_shape()
     except Exception as err:  # noqa: BLE001 - any unreadable header is the same answer for the user
         raise ValueError(f"{study_id}: the {what} {Path(path).name} is not a readable NIfTI file ({err})") from None
     if int(np.prod(shape, dtype=np.float64)) > MAX_VOXELS:
-        raise ValueError(f"{study_id}: the {what} {Path(path).name} claims {' x '.join(map(str, shape))} voxels, more than "
-                         f"{MAX_VOXELS:,} (refused before reading)")
+        raise ValueError(
+            f"{study_id}: the {what} {Path(path).name} claims {' x '.join(map(str, shape))} voxels, more than "
+            f"{MAX_VOXELS:,} (refused before reading)"
+        )
 
 
 def _text(model: CTGlip, prompt_sets: list[list[str]]) -> np.ndarray:
@@ -220,8 +240,14 @@ def _text(model: CTGlip, prompt_sets: list[list[str]]) -> np.ndarray:
 
 
 @torch.no_grad()
-def _infer_one(model: CTGlip, pre: Preprocessing, study: StudyInput, options: InferenceOptions, device: torch.device,
-               queries: np.ndarray | None) -> StudyResult:
+def _infer_one(
+    model: CTGlip,
+    pre: Preprocessing,
+    study: StudyInput,
+    options: InferenceOptions,
+    device: torch.device,
+    queries: np.ndarray | None,
+) -> StudyResult:
     timings: dict[str, float] = {}
     t0 = perf_counter()
     canon = _ingest(study, pre)
@@ -236,28 +262,45 @@ def _infer_one(model: CTGlip, pre: Preprocessing, study: StudyInput, options: In
     names = class_map()
     present = [i for i in boxes.present(minimum) if i in names]
     if not present:
-        raise ValueError(f"{study.study_id}: no organ of at least {minimum} voxels in the label map: an organ-crop model "
-                         "embeds organs (give a mask, or a segmenter)")
+        raise ValueError(
+            f"{study.study_id}: no organ of at least {minimum} voxels in the label map: an organ-crop model "
+            "embeds organs (give a mask, or a segmenter)"
+        )
     crops = [organ_crop(canon, labels, i, names[i], pre, boxes, study_id=study.study_id) for i in present]
-    organ_emb, heat_parts = [], []
+    organ_parts: list[torch.Tensor] = []
+    heat_parts: list[torch.Tensor] = []
     for at in range(0, len(crops), options.batch_size):
         part = crops[at : at + options.batch_size]
-        x = {k: torch.from_numpy(np.stack([getattr(c, k) for c in part])).to(device) for k in ("volume", "mask", "region", "size")}
+        x = {
+            k: torch.from_numpy(np.stack([getattr(c, k) for c in part])).to(device)
+            for k in ("volume", "mask", "region", "size")
+        }
         with autocast(device, options.precision):
             fmap = model.feature_map(x["volume"][:, None], x["mask"]).float()  # (n, c, d, h, w)
-        organ_emb.append(model.encode_organs(x["volume"][:, None], x["mask"], x["region"], x["size"], fmap=fmap))
+        organ_parts.append(model.encode_organs(x["volume"][:, None], x["mask"], x["region"], x["size"], fmap=fmap))
         if queries is not None and study.heatmaps:
             cells = model.cell_embeddings(fmap, x["size"])  # (n, d, h, w, e)
             heat_parts.append(torch.einsum("ndhwe,qe->nqdhw", cells, torch.from_numpy(queries).to(cells)).cpu())
-    organ_emb = torch.cat(organ_emb)  # (n, e)
-    study_emb = model.study_embeddings(organ_emb, torch.zeros(len(present), dtype=torch.long, device=organ_emb.device), 1)[0]
+    organ_emb = torch.cat(organ_parts)  # (n, e)
+    study_emb = model.study_embeddings(
+        organ_emb, torch.zeros(len(present), dtype=torch.long, device=organ_emb.device), 1
+    )[0]
     timings["encoder"] = perf_counter() - t0
 
     organ_names = [names[i] for i in present]
-    rows = [{"organ": n, "index_v2": i, "voxels": int(boxes.counts[i]), "whole": c.whole, "embedding": e.tolist()}
-            for n, i, c, e in zip(organ_names, present, crops, organ_emb.float().cpu().numpy())]
-    rows.append({"organ": STUDY, "index_v2": -1, "voxels": int(np.prod(canon.shape)), "whole": True,
-                 "embedding": study_emb.float().cpu().numpy().tolist()})
+    rows = [
+        {"organ": n, "index_v2": i, "voxels": int(boxes.counts[i]), "whole": c.whole, "embedding": e.tolist()}
+        for n, i, c, e in zip(organ_names, present, crops, organ_emb.float().cpu().numpy())
+    ]
+    rows.append(
+        {
+            "organ": STUDY,
+            "index_v2": -1,
+            "voxels": int(np.prod(canon.shape)),
+            "whole": True,
+            "embedding": study_emb.float().cpu().numpy().tolist(),
+        }
+    )
     embeddings = pd.DataFrame(rows, columns=["organ", "index_v2", "voxels", "whole", "embedding"])
     t0 = perf_counter()
     scores = _scores(model, organ_names, organ_emb.float().cpu().numpy()) if options.dictionary_scores else {}
@@ -268,7 +311,9 @@ def _infer_one(model: CTGlip, pre: Preprocessing, study: StudyInput, options: In
     if heat_parts:
         heatmaps = _paste(torch.cat(heat_parts), crops, canon.shape, options.queries)
     timings["heatmaps"] = perf_counter() - t0
-    log.info("study %s: %d organs, %s", study.study_id, len(present), ", ".join(f"{k} {v:.1f}s" for k, v in timings.items()))
+    log.info(
+        "study %s: %d organs, %s", study.study_id, len(present), ", ".join(f"{k} {v:.1f}s" for k, v in timings.items())
+    )
     return StudyResult(study.study_id, canon, labels.astype(np.uint8), embeddings, scores, heatmaps, timings)
 
 
@@ -279,8 +324,15 @@ def _paste(sim: torch.Tensor, crops: list, shape: tuple[int, ...], queries: Sequ
     out = np.full((len(queries), *shape), -np.inf, dtype=np.float32)
     for n, c in enumerate(crops):
         size = (c.source_voxels,) * 3
-        up = F.interpolate(sim[n][None].float(), size=size, mode="trilinear", align_corners=False)[0].numpy()  # (q, m, m, m)
-        inside = F.interpolate(torch.from_numpy(c.region)[None, None], size=size, mode="trilinear", align_corners=False)[0, 0].numpy() > 0.5
+        up = F.interpolate(sim[n][None].float(), size=size, mode="trilinear", align_corners=False)[
+            0
+        ].numpy()  # (q, m, m, m)
+        inside = (
+            F.interpolate(torch.from_numpy(c.region)[None, None], size=size, mode="trilinear", align_corners=False)[
+                0, 0
+            ].numpy()
+            > 0.5
+        )
         src, dst = [], []
         for st, m, n_ax in zip(c.start, size, shape):
             lo, hi = max(st, 0), min(st + m, n_ax)
@@ -290,8 +342,8 @@ def _paste(sim: torch.Tensor, crops: list, shape: tuple[int, ...], queries: Sequ
             continue
         region = inside[tuple(src)]
         for q in range(len(queries)):
-            view = out[(q, *dst)]
-            np.maximum(view, np.where(region, up[(q, *src)], -np.inf), out=view)
+            view = out[q][tuple(dst)]
+            np.maximum(view, np.where(region, up[q][tuple(src)], -np.inf), out=view)
     result = {}
     for q, query in enumerate(queries):
         heat = out[q]
@@ -322,7 +374,10 @@ def _scores(model: CTGlip, organs: list[str], emb: np.ndarray) -> dict:
     scale = logit_scale(model)
     out: dict = {}
     for (_, organ, abn), s in zip(pairs, score):
-        out.setdefault(organ, {})[abn] = {"score": round(float(s), 6), "probability": round(1 / (1 + math.exp(-scale * float(s))), 6)}
+        out.setdefault(organ, {})[abn] = {
+            "score": round(float(s), 6),
+            "probability": round(1 / (1 + math.exp(-scale * float(s))), 6),
+        }
     return out
 
 
@@ -347,7 +402,9 @@ def heatmap_png(ct: np.ndarray, heat: np.ndarray, title: str) -> bytes:
     lo, hi = float(np.percentile(heat, 50)), float(heat.max())
     fig, axes = plt.subplots(1, 2, figsize=(8, 4.2))
     # RAS arrays: an axial slice is (i, j) at k, a coronal one (i, k) at j; transposed so up is anterior / superior
-    for ax, (img, hm, name) in zip(axes, ((ct[:, :, k], heat[:, :, k], f"axial k={k}"), (ct[:, j, :], heat[:, j, :], f"coronal j={j}"))):
+    for ax, (img, hm, name) in zip(
+        axes, ((ct[:, :, k], heat[:, :, k], f"axial k={k}"), (ct[:, j, :], heat[:, j, :], f"coronal j={j}"))
+    ):
         ax.imshow(np.clip(img.T, -1000, 1000), cmap="gray", origin="lower")
         shown = ax.imshow(np.ma.masked_less(hm.T, lo), cmap="inferno", origin="lower", alpha=0.55, vmin=lo, vmax=hi)
         ax.set_title(name)
@@ -364,18 +421,34 @@ def write_outputs(result: StudyResult, out: str | os.PathLike, checkpoint: str |
     """Write one study's result under ``out`` (every file atomically); returns what was written."""
     out = Path(out)
     written = {"embeddings": write_parquet(result.embeddings[["organ", "embedding"]], out / "embeddings.parquet")}
-    written["scores"] = write_json({"study_id": result.study_id, "checkpoint": str(checkpoint),
-                                    "score": "cos(organ, abnormal prompts) - cos(organ, normal prompts), paraphrases averaged",
-                                    "probability": "two-way softmax of the two cosines at the model's logit scale",
-                                    "organs": result.scores}, out / "scores.json")
+    written["scores"] = write_json(
+        {
+            "study_id": result.study_id,
+            "checkpoint": str(checkpoint),
+            "score": "cos(organ, abnormal prompts) - cos(organ, normal prompts), paraphrases averaged",
+            "probability": "two-way softmax of the two cosines at the model's logit scale",
+            "organs": result.scores,
+        },
+        out / "scores.json",
+    )
     for query, heat in result.heatmaps.items():
         slug = query_slug(query)
-        written[f"heatmap:{query}"] = save_nifti(Volume(heat, result.grid.affine), out / "heatmaps" / f"{slug}.nii.gz", dtype=np.float32)
-        written[f"png:{query}"] = write_bytes(heatmap_png(result.grid.array, heat, query), out / "heatmaps" / f"{slug}.png")
-    written["summary"] = write_json({
-        "study_id": result.study_id, "grid_shape": list(result.grid.shape), "spacing_mm": list(result.grid.spacing),
-        "affine": np.asarray(result.grid.affine).tolist(), "organs": result.embeddings["organ"].tolist(),
-        "queries": {q: f"heatmaps/{query_slug(q)}.nii.gz" for q in result.heatmaps},
-        "timings_s": {k: round(v, 3) for k, v in result.timings.items()},
-    }, out / "summary.json")
+        written[f"heatmap:{query}"] = save_nifti(
+            Volume(heat, result.grid.affine), out / "heatmaps" / f"{slug}.nii.gz", dtype=np.float32
+        )
+        written[f"png:{query}"] = write_bytes(
+            heatmap_png(result.grid.array, heat, query), out / "heatmaps" / f"{slug}.png"
+        )
+    written["summary"] = write_json(
+        {
+            "study_id": result.study_id,
+            "grid_shape": list(result.grid.shape),
+            "spacing_mm": list(result.grid.spacing),
+            "affine": np.asarray(result.grid.affine).tolist(),
+            "organs": result.embeddings["organ"].tolist(),
+            "queries": {q: f"heatmaps/{query_slug(q)}.nii.gz" for q in result.heatmaps},
+            "timings_s": {k: round(v, 3) for k, v in result.timings.items()},
+        },
+        out / "summary.json",
+    )
     return written

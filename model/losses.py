@@ -37,13 +37,13 @@ def _all_gather_padded(x: torch.Tensor) -> tuple[list[torch.Tensor], list[int]]:
 
 class _GatherWithGrad(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
         parts, counts = _all_gather_padded(x)
         ctx.counts, ctx.rank = counts, dist.get_rank()
         return torch.cat(parts)
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
         grad = grad.contiguous().clone()
         dist.all_reduce(grad, op=dist.ReduceOp.SUM)  # every process's loss depends on every row
         lo = sum(ctx.counts[: ctx.rank])
@@ -66,8 +66,13 @@ def positive_mask(ids: torch.Tensor) -> torch.Tensor:
     return ids[:, None] == ids[None, :]
 
 
-def soft_contrastive(image: torch.Tensor, text: torch.Tensor, logit_scale: torch.Tensor, positives: torch.Tensor,
-                     allowed: torch.Tensor | None = None) -> torch.Tensor:
+def soft_contrastive(
+    image: torch.Tensor,
+    text: torch.Tensor,
+    logit_scale: torch.Tensor,
+    positives: torch.Tensor,
+    allowed: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Symmetric InfoNCE with soft targets: each row's probability mass spread over its positives. ``allowed`` (n, n)
     limits which pairs compete at all (the organ loss: the same organ class); positives must be allowed."""
     logits = logit_scale * image @ text.T  # (n, n)
@@ -82,8 +87,9 @@ def soft_contrastive(image: torch.Tensor, text: torch.Tensor, logit_scale: torch
     return (loss_i + loss_t) / 2
 
 
-def dictionary_logits(features: torch.Tensor, affirmed: torch.Tensor, negated: torch.Tensor,
-                      logit_scale: torch.Tensor) -> torch.Tensor:
+def dictionary_logits(
+    features: torch.Tensor, affirmed: torch.Tensor, negated: torch.Tensor, logit_scale: torch.Tensor
+) -> torch.Tensor:
     """(r,) logit that each organ has its row's abnormality: the two-way softmax of the affirmed against the negated
     phrase (the zero-shot score's form), at the model's logit scale."""
     return logit_scale * ((features * affirmed).sum(-1) - (features * negated).sum(-1))
@@ -107,8 +113,14 @@ class CTGlipLoss(nn.Module):
     - ``global_loss``: a study's embedding vs its whole report (the CLIP baseline).
     """
 
-    def __init__(self, organ_weight: float = 1.0, identity_weight: float = 0.25, abnormality_weight: float = 1.0,
-                 global_weight: float = 1.0, false_negative_aware: bool = True):
+    def __init__(
+        self,
+        organ_weight: float = 1.0,
+        identity_weight: float = 0.25,
+        abnormality_weight: float = 1.0,
+        global_weight: float = 1.0,
+        false_negative_aware: bool = True,
+    ):
         super().__init__()
         self.organ_weight, self.identity_weight = organ_weight, identity_weight
         self.abnormality_weight, self.global_weight = abnormality_weight, global_weight
@@ -134,25 +146,46 @@ class CTGlipLoss(nn.Module):
         zero = logit_scale * 0.0
         out: dict[str, torch.Tensor] = {}
         if organ_features is not None:
+            if organ_text_features is None or name_features is None or organ_labels is None or organ_findings is None:
+                raise ValueError(
+                    "organ_features come with organ_text_features, name_features, organ_labels and findings"
+                )
             img, txt, names = gather(organ_features), gather(organ_text_features), gather(name_features)
             labels, findings = (gather(t, with_grad=False) for t in (organ_labels, organ_findings))
             same_class = positive_mask(labels)
             if len(img):
-                both = same_class & positive_mask(findings) if self.false_negative_aware else torch.eye(len(img), dtype=torch.bool, device=img.device)
+                both = (
+                    same_class & positive_mask(findings)
+                    if self.false_negative_aware
+                    else torch.eye(len(img), dtype=torch.bool, device=img.device)
+                )
                 out["organ_loss"] = self.organ_weight * soft_contrastive(img, txt, logit_scale, both, same_class)
                 out["identity_loss"] = self.identity_weight * soft_contrastive(img, names, logit_scale, same_class)
             else:
                 out["organ_loss"] = out["identity_loss"] = zero
         if dictionary_features is not None:
+            if affirmed_features is None or negated_features is None or dictionary_labels is None:
+                raise ValueError("dictionary_features come with affirmed_features, negated_features and their labels")
+            if dictionary_weights is None:
+                raise ValueError("dictionary_features come with dictionary_weights")
             logits = gather(dictionary_logits(dictionary_features, affirmed_features, negated_features, logit_scale))
             labels, weights = gather(dictionary_labels, with_grad=False), gather(dictionary_weights, with_grad=False)
-            out["abnormality_loss"] = self.abnormality_weight * (balanced_bce(logits, labels, weights) if len(logits) else zero)
+            out["abnormality_loss"] = self.abnormality_weight * (
+                balanced_bce(logits, labels, weights) if len(logits) else zero
+            )
         if image_features is not None and self.global_weight:
+            if text_features is None or text_ids is None:
+                raise ValueError("image_features come with text_features and text_ids")
             img, txt, ids = gather(image_features), gather(text_features), gather(text_ids, with_grad=False)
-            pos = positive_mask(ids) if self.false_negative_aware else torch.eye(len(img), dtype=torch.bool, device=img.device)
+            pos = (
+                positive_mask(ids)
+                if self.false_negative_aware
+                else torch.eye(len(img), dtype=torch.bool, device=img.device)
+            )
             out["global_loss"] = self.global_weight * soft_contrastive(img, txt, logit_scale, pos)
         return out
 
 
 def total_loss(losses: dict[str, torch.Tensor]) -> torch.Tensor:
+    # sum() starts from the int 0, which it returns only when no term is given
     return sum(v for k, v in losses.items() if k.endswith("_loss"))  # type: ignore[return-value]

@@ -63,8 +63,11 @@ class ResidualUNetEncoder(nn.Module):
         self.out_channels = ch[self.out_level]
         self.head: nn.Module = nn.Identity()
         if config.cnn_head_channels:
-            # the fine map has few channels (its stage's): a 1x1 expansion gives the masked max more detectors at ~no cost
-            self.head = UnetBasicBlock(3, self.out_channels, config.cnn_head_channels, kernel_size=1, stride=1, norm_name=norm)
+            # the fine map has few channels (its stage's): a 1x1 expansion gives the masked max more detectors at
+            # ~no cost
+            self.head = UnetBasicBlock(
+                3, self.out_channels, config.cnn_head_channels, kernel_size=1, stride=1, norm_name=norm
+            )
             self.out_channels = config.cnn_head_channels
         self.output_stride = config.cnn_output_stride
 
@@ -87,9 +90,16 @@ class ViTEncoder(nn.Module):
     def __init__(self, config: ModelConfig, crop_voxels: int, in_channels: int = 1):
         super().__init__()
         size, patch = crop_voxels, config.vit_patch_size
-        self.vit = ViT(in_channels=in_channels, img_size=(size,) * 3, patch_size=(patch,) * 3,
-                       hidden_size=config.vit_hidden_size, mlp_dim=config.vit_mlp_dim, num_layers=config.vit_layers,
-                       num_heads=config.vit_heads, classification=False)
+        self.vit = ViT(
+            in_channels=in_channels,
+            img_size=(size,) * 3,
+            patch_size=(patch,) * 3,
+            hidden_size=config.vit_hidden_size,
+            mlp_dim=config.vit_mlp_dim,
+            num_layers=config.vit_layers,
+            num_heads=config.vit_heads,
+            classification=False,
+        )
         self.grid = (size // patch,) * 3
         self.out_channels = config.vit_hidden_size
         self.output_stride = patch
@@ -100,7 +110,7 @@ class ViTEncoder(nn.Module):
         return tokens.reshape(n, *self.grid, c).permute(0, 4, 1, 2, 3).contiguous()  # (n, c, d, h, w)
 
 
-def build_image_encoder(config: ModelConfig, crop_voxels: int) -> nn.Module:
+def build_image_encoder(config: ModelConfig, crop_voxels: int) -> ResidualUNetEncoder | ViTEncoder:
     if config.image_encoder == "cnn":
         return ResidualUNetEncoder(config, config.in_channels)  # any crop size its strides tile
     return ViTEncoder(config, crop_voxels, config.in_channels)
@@ -124,13 +134,14 @@ class HUWindows(nn.Module):
         return torch.cat([x, *(((hu.clamp(a, b) - a) * (2 / (b - a)) - 1) for a, b in self.extra)], dim=1)
 
 
-def region_weights(region: torch.Tensor, size: tuple[int, ...]) -> torch.Tensor:
+def region_weights(region: torch.Tensor, size: tuple[int, int, int]) -> torch.Tensor:
     """The pooling region at the map's resolution: ``(n, d, h, w)``, each cell's share inside the region."""
     return F.adaptive_avg_pool3d(region[:, None].float(), size)[:, 0]
 
 
 def pool_map(fmap: torch.Tensor, weights: torch.Tensor, mode: str) -> torch.Tensor:
-    """Masked mean (``mode="mean"``), or masked mean and masked max over the cells the region touches: (n, c) or (n, 2c)."""
+    """Masked mean (``mode="mean"``), or masked mean and masked max over the cells the region touches: (n, c) or
+    (n, 2c)."""
     w = weights.to(fmap.dtype)[:, None]  # (n, 1, d, h, w)
     mean = (fmap * w).sum((2, 3, 4)) / w.sum((2, 3, 4)).clamp_min(1e-6)
     if mode == "mean":
@@ -154,9 +165,14 @@ class CTGlip(nn.Module):
         if config.organ_pooling == "mean":
             self.image_proj: nn.Module = nn.Linear(c, config.embed_dim)
         else:
-            self.image_proj = nn.Sequential(nn.Linear(2 * c + SIZE_FEATURES, 2 * config.embed_dim), nn.GELU(),
-                                            nn.Linear(2 * config.embed_dim, config.embed_dim))
-        self.text = TextTower(text_states if text_states is not None else build_text_states(config), config.text_pooling)
+            self.image_proj = nn.Sequential(
+                nn.Linear(2 * c + SIZE_FEATURES, 2 * config.embed_dim),
+                nn.GELU(),
+                nn.Linear(2 * config.embed_dim, config.embed_dim),
+            )
+        self.text = TextTower(
+            text_states if text_states is not None else build_text_states(config), config.text_pooling
+        )
         self.text_proj = nn.Linear(self.text.dim, config.embed_dim)
         self.logit_scale = nn.Parameter(torch.tensor(float(config.logit_scale_init)))
 
@@ -171,11 +187,18 @@ class CTGlip(nn.Module):
 
     def pooled(self, fmap: torch.Tensor, region: torch.Tensor, size: torch.Tensor) -> torch.Tensor:
         """The projection's input: pooled map features, and the organ's size where the pooling keeps it."""
-        feats = pool_map(fmap, region_weights(region, tuple(fmap.shape[2:])), self.config.organ_pooling)
+        d, h, w = fmap.shape[2:]
+        feats = pool_map(fmap, region_weights(region, (d, h, w)), self.config.organ_pooling)
         return feats if self.config.organ_pooling == "mean" else torch.cat([feats, size.to(feats.dtype)], dim=1)
 
-    def encode_organs(self, volume: torch.Tensor, mask: torch.Tensor, region: torch.Tensor, size: torch.Tensor,
-                      fmap: torch.Tensor | None = None) -> torch.Tensor:
+    def encode_organs(
+        self,
+        volume: torch.Tensor,
+        mask: torch.Tensor,
+        region: torch.Tensor,
+        size: torch.Tensor,
+        fmap: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Organ crops -> (n, e) L2-normalised embeddings."""
         fmap = self.feature_map(volume, mask) if fmap is None else fmap
         return F.normalize(self.image_proj(self.pooled(fmap, region, size)), dim=-1)

@@ -19,8 +19,9 @@ Random augmentation (a shift of the crop, an intensity jitter) stays in ``model.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import torch
@@ -38,7 +39,7 @@ SCALE_STEP_MM = 0.5  # organ scales are multiples of this
 SIZE_FEATURES = 4  # log volume (ml), log box extent (mm) along i, j, k
 
 
-def option(default: Any, help: str) -> Any:  # noqa: A002 - `help` mirrors argparse
+def option(default: Any, help: str) -> Any:  # `help` shadows the builtin: it mirrors argparse
     """A dataclass field with its description (``model.config.describe`` lists every one)."""
     return field(default=default, metadata={"help": help})
 
@@ -48,16 +49,26 @@ class Preprocessing:
     crop_voxels: int = option(32, "every organ crop is crop_voxels^3 voxels, at its organ class's spacing")
     spacing_mm: float | None = option(
         DEMO_SPACING_MM,
-        "isotropic spacing the canonical volumes must have (demo 3 mm, paper 1.5 mm); None = not checked")
+        "isotropic spacing the canonical volumes must have (demo 3 mm, paper 1.5 mm); None = not checked",
+    )
     organ_spacing: tuple[tuple[str, float], ...] = option(
-        (), "(organ class, crop spacing in mm) pairs; empty: training chooses them on its split (organ_scales) and "
-        "writes them with the checkpoint; a class not listed is fitted per instance")
-    dilation_mm: float = option(6.0, "the pooling region is the organ mask dilated by this much: peri-organ fluid "
-                                "(pleural effusion lies outside the lobe's label) and capsule lesions fall inside it")
-    margin_mm: float = option(6.0, "room around the dilated organ when an organ class's crop scale is chosen (the "
-                              "training shift moves within it)")
-    hu_window: tuple[float, float] = option((-1000.0, 1000.0), "HU clipped to this window and scaled to [-1, 1]: the "
-                                            "network's input (its extra windows are computed from it)")
+        (),
+        "(organ class, crop spacing in mm) pairs; empty: training chooses them on its split (organ_scales) and "
+        "writes them with the checkpoint; a class not listed is fitted per instance",
+    )
+    dilation_mm: float = option(
+        6.0,
+        "the pooling region is the organ mask dilated by this much: peri-organ fluid "
+        "(pleural effusion lies outside the lobe's label) and capsule lesions fall inside it",
+    )
+    margin_mm: float = option(
+        6.0,
+        "room around the dilated organ when an organ class's crop scale is chosen (the training shift moves within it)",
+    )
+    hu_window: tuple[float, float] = option(
+        (-1000.0, 1000.0),
+        "HU clipped to this window and scaled to [-1, 1]: the network's input (its extra windows are computed from it)",
+    )
     min_organ_voxels: int = option(8, "an organ with fewer voxels in its label map is not paired, cropped or embedded")
     air_hu: float = option(AIR_HU, "HU of the padding outside the volume")
 
@@ -75,24 +86,40 @@ class Preprocessing:
         return float(table[organ]) if organ in table else fitting_spacing(extent_mm, self)
 
     def to_record(self) -> dict[str, Any]:
-        """JSON-able and versioned: evaluation records it (and earlier ct-glip/2 files held it as ``io["preprocessing"]``)."""
-        return {"kind": RECORD, "crop_voxels": self.crop_voxels, "spacing_mm": self.spacing_mm,
-                "organ_spacing": {o: s for o, s in self.organ_spacing}, "dilation_mm": self.dilation_mm,
-                "margin_mm": self.margin_mm, "hu_window": list(self.hu_window),
-                "min_organ_voxels": self.min_organ_voxels, "air_hu": self.air_hu,
-                "crop": "centred on the organ's box, area-averaged from the canonical grid to the class's spacing",
-                "channels": ["HU window scaled to [-1, 1]", "organ mask fraction"],
-                "value_range": [-1.0, 1.0], "axes": "RAS voxel order (i, j, k), no flips"}
+        """JSON-able and versioned: evaluation records it (ct-glip/2 files held it as ``io["preprocessing"]``)."""
+        return {
+            "kind": RECORD,
+            "crop_voxels": self.crop_voxels,
+            "spacing_mm": self.spacing_mm,
+            "organ_spacing": {o: s for o, s in self.organ_spacing},
+            "dilation_mm": self.dilation_mm,
+            "margin_mm": self.margin_mm,
+            "hu_window": list(self.hu_window),
+            "min_organ_voxels": self.min_organ_voxels,
+            "air_hu": self.air_hu,
+            "crop": "centred on the organ's box, area-averaged from the canonical grid to the class's spacing",
+            "channels": ["HU window scaled to [-1, 1]", "organ mask fraction"],
+            "value_range": [-1.0, 1.0],
+            "axes": "RAS voxel order (i, j, k), no flips",
+        }
 
     @classmethod
     def from_record(cls, record: Mapping[str, Any]) -> Preprocessing:
         if record.get("kind") != RECORD:
-            raise ValueError(f"preprocessing record of kind {record.get('kind')!r}; this version reads {RECORD!r} "
-                             "(organ crops): the model was trained by an older ct-glip and must be trained again")
-        return cls(int(record["crop_voxels"]), record.get("spacing_mm"),
-                   tuple(sorted((str(o), float(s)) for o, s in record["organ_spacing"].items())),
-                   float(record["dilation_mm"]), float(record["margin_mm"]), tuple(float(w) for w in record["hu_window"]),
-                   int(record["min_organ_voxels"]), float(record.get("air_hu", AIR_HU)))
+            raise ValueError(
+                f"preprocessing record of kind {record.get('kind')!r}; this version reads {RECORD!r} "
+                "(organ crops): the model was trained by an older ct-glip and must be trained again"
+            )
+        return cls(
+            int(record["crop_voxels"]),
+            record.get("spacing_mm"),
+            tuple(sorted((str(o), float(s)) for o, s in record["organ_spacing"].items())),
+            float(record["dilation_mm"]),
+            float(record["margin_mm"]),
+            cast("tuple[float, float]", tuple(float(w) for w in record["hu_window"])),
+            int(record["min_organ_voxels"]),
+            float(record.get("air_hu", AIR_HU)),
+        )
 
 
 def fitting_spacing(extent_mm: float, pre: Preprocessing) -> float:
@@ -167,7 +194,9 @@ class OrganCrop:
     mask: np.ndarray  # (n, n, n) float32: share of each crop voxel inside the organ
     region: np.ndarray  # (n, n, n) float32: share inside the organ dilated by ``dilation_mm`` (the pooling region)
     lesion: np.ndarray | None  # (n, n, n) float32: share inside the organ's lesions, when a lesion mask was given
-    source: SourceBlock | None  # the crop's window on the canonical grid, kept where the organ has a lesion (segmentation)
+    source: (
+        SourceBlock | None
+    )  # the crop's window on the canonical grid, kept where the organ has a lesion (segmentation)
     size: np.ndarray  # (SIZE_FEATURES,) float32: log volume (ml) and log box extents (mm) of the whole organ
     spacing_mm: float  # the crop's spacing
     start: tuple[int, int, int]  # first canonical voxel the crop covers (may be negative)
@@ -215,7 +244,7 @@ def organ_crop(
     pre: Preprocessing,
     boxes: OrganBoxes | None = None,
     lesion: np.ndarray | None = None,
-    shift: Sequence[int] = (0, 0, 0),
+    shift: Sequence[int] | np.ndarray = (0, 0, 0),
     study_id: str = "",
 ) -> OrganCrop:
     """The network's input for one organ (v2 label ``organ``, class name ``name``) of one study: check the spacing,
@@ -225,8 +254,11 @@ def organ_crop(
         raise ValueError(f"{study_id}: spacing {tuple(ct.spacing)} mm, the checkpoint expects {pre.spacing_mm} mm")
     labels = np.asarray(labels)
     if ct.array.shape != labels.shape or (lesion is not None and np.shape(lesion) != labels.shape):
-        raise ValueError(f"{study_id}: volume {ct.array.shape}, mask {labels.shape}"
-                         + (f" and lesion {np.shape(lesion)}" if lesion is not None else "") + " differ")
+        raise ValueError(
+            f"{study_id}: volume {ct.array.shape}, mask {labels.shape}"
+            + (f" and lesion {np.shape(lesion)}" if lesion is not None else "")
+            + " differ"
+        )
     boxes = boxes or OrganBoxes.of(labels)
     if organ not in boxes.boxes:
         raise ValueError(f"{study_id}: organ {name} (label {organ}) is not in the label map")
@@ -238,7 +270,8 @@ def organ_crop(
     src = max(n, int(round(n * spacing / base)))
     factor = src / n
     centre = [(s.start + s.stop - 1) / 2.0 + d * factor for s, d in zip(box, shift)]
-    start = tuple(int(round(c - (src - 1) / 2.0)) for c in centre)
+    i0, j0, k0 = (int(round(c - (src - 1) / 2.0)) for c in centre)
+    start = (i0, j0, k0)
     size = (src,) * 3
     hu = crop_pad(np.asarray(ct.array), start, size, pre.air_hu)
     inside = crop_pad(labels, start, size, 0) == organ

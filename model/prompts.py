@@ -7,12 +7,16 @@ of the L2-normalised prompt embeddings, normalised again.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from model.text import readable_organ  # the same words as the training texts
+
+if TYPE_CHECKING:
+    from model.network import CTGlip
 
 ORGAN_TEMPLATES: tuple[str, ...] = (
     "the {organ}",
@@ -68,7 +72,7 @@ def unit_rows(x: np.ndarray) -> np.ndarray:
 
 
 @torch.no_grad()
-def prompt_embeddings(model: object, prompt_sets: Sequence[Sequence[str]]) -> np.ndarray:
+def prompt_embeddings(model: CTGlip, prompt_sets: Sequence[Sequence[str]]) -> np.ndarray:
     """(len(prompt_sets), e): each set's phrasings encoded, L2-normalised, averaged, normalised again."""
     flat = [p for s in prompt_sets for p in s]
     was = getattr(model, "training", False)

@@ -67,7 +67,7 @@ def _padding_mask(lengths: torch.Tensor, longest: int) -> torch.Tensor:
 
 
 class HFTextBackbone:
-    """A Hugging Face encoder (``AutoModel``): embeddings and all but the last ``trainable`` layers, frozen, in eval mode.
+    """A Hugging Face encoder (``AutoModel``): embeddings and all but the last ``trainable`` layers frozen, eval mode.
 
     ``long_text="chunk"`` (the default) cuts nothing: a text longer than ``max_length`` tokens is split into
     consecutive windows of at most ``max_length`` tokens (special tokens included), each read on its own; the tower
@@ -76,8 +76,15 @@ class HFTextBackbone:
     this backbone read, so a run can report how much a truncating encoder would have lost (or did lose).
     """
 
-    def __init__(self, name_or_path: str, pooling: str = "mean", max_length: int = 128, batch_tokens: int = 8192,
-                 long_text: str = "chunk", trainable: int = 0):
+    def __init__(
+        self,
+        name_or_path: str,
+        pooling: str = "mean",
+        max_length: int = 128,
+        batch_tokens: int = 8192,
+        long_text: str = "chunk",
+        trainable: int = 0,
+    ):
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
         from transformers import AutoModel, AutoTokenizer  # heavy import, only when used
@@ -89,8 +96,10 @@ class HFTextBackbone:
             raise ValueError(f"long_text must be 'chunk' or 'truncate', not {long_text!r}")
         path = resolve_text_model(name_or_path)
         if not Path(path).is_dir():
-            raise FileNotFoundError(f"text encoder {name_or_path!r}: not the packaged encoder ({GT_MINILM!r}) nor a local folder; "
-                                    "ct-glip never downloads models")
+            raise FileNotFoundError(
+                f"text encoder {name_or_path!r}: not the packaged encoder ({GT_MINILM!r}) nor a local folder; "
+                "ct-glip never downloads models"
+            )
         self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
         self.model = AutoModel.from_pretrained(path, local_files_only=True).eval().requires_grad_(False)
         layers = self.model.encoder.layer
@@ -104,7 +113,9 @@ class HFTextBackbone:
         self.n_texts = self.n_long = self.n_tokens_cut = 0
 
     def top_layers(self) -> nn.ModuleList:
-        return nn.ModuleList(copy.deepcopy(layer).requires_grad_(True) for layer in self.model.encoder.layer[self.frozen:])
+        return nn.ModuleList(
+            copy.deepcopy(layer).requires_grad_(True) for layer in self.model.encoder.layer[self.frozen :]
+        )
 
     def token_counts(self, texts: list[str]) -> list[int]:
         """Tokens of each text with the special tokens, before any cut."""
@@ -112,7 +123,9 @@ class HFTextBackbone:
 
     def _windows(self, texts: list[str]) -> list[list[list[int]]]:
         """Each text's token windows, special tokens included (all texts tokenized in one call)."""
-        empty = self.tokenizer("")["input_ids"]  # the special tokens around any text ([CLS] ... [SEP] for BERT-like encoders)
+        empty = self.tokenizer("")[
+            "input_ids"
+        ]  # the special tokens around any text ([CLS] ... [SEP] for BERT-like encoders)
         head, tail = empty[:1], empty[1:]
         inner = self.max_length - len(empty)
         out = []
@@ -183,8 +196,10 @@ class FakeTextBackbone:
 
     def top_layers(self) -> nn.ModuleList:
         heads = 2 if self.dim % 2 == 0 else 1
-        return nn.ModuleList(nn.TransformerEncoderLayer(self.dim, heads, 2 * self.dim, dropout=0.0, batch_first=True)
-                             for _ in range(self.trainable))
+        return nn.ModuleList(
+            nn.TransformerEncoderLayer(self.dim, heads, 2 * self.dim, dropout=0.0, batch_first=True)
+            for _ in range(self.trainable)
+        )
 
     @torch.no_grad()
     def states(self, texts: list[str]) -> list[Windows]:
@@ -291,13 +306,19 @@ class TextTower(nn.Module):
         back = torch.empty(len(order), dtype=torch.long, device=device)
         back[torch.tensor(order, device=device)] = torch.arange(len(order), device=device)
         pooled, weight = torch.cat(pooled_parts)[back], torch.cat(weight_parts)[back]  # (w, dim), (w,) in window order
-        total = torch.zeros(len(per_text), self.dim, device=device, dtype=pooled.dtype).index_add(0, owner, pooled * weight[:, None])
-        return total / torch.zeros(len(per_text), device=device, dtype=pooled.dtype).index_add(0, owner, weight)[:, None]
+        total = torch.zeros(len(per_text), self.dim, device=device, dtype=pooled.dtype).index_add(
+            0, owner, pooled * weight[:, None]
+        )
+        return (
+            total / torch.zeros(len(per_text), device=device, dtype=pooled.dtype).index_add(0, owner, weight)[:, None]
+        )
 
     def _pooled(self, windows: Windows, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         """Windows through the top layers, pooled: (w, dim) vectors and (w,) weights (tokens, or 1 for ``cls``)."""
         lengths = torch.tensor([len(w) for w in windows], device=device)
-        hidden = nn.utils.rnn.pad_sequence(windows, batch_first=True).to(device=device, dtype=torch.float32)  # (w, t, dim)
+        hidden = nn.utils.rnn.pad_sequence(windows, batch_first=True).to(
+            device=device, dtype=torch.float32
+        )  # (w, t, dim)
         tokens = _padding_mask(lengths, hidden.shape[1])  # (w, t)
         extended = additive_mask(tokens, hidden.dtype)
         for layer in self.top:
@@ -316,7 +337,12 @@ def build_text_states(config: ModelConfig, cache_dir: str | os.PathLike | None =
     if config.text_encoder == FAKE_TEXT:
         backbone: TextBackbone = FakeTextBackbone(config.fake_text_dim, config.text_trainable_layers)
     else:
-        backbone = HFTextBackbone(config.text_encoder, config.text_pooling, config.text_max_length,
-                                  long_text=config.long_text, trainable=config.text_trainable_layers)
+        backbone = HFTextBackbone(
+            config.text_encoder,
+            config.text_pooling,
+            config.text_max_length,
+            long_text=config.long_text,
+            trainable=config.text_trainable_layers,
+        )
     log.info("text encoder %s (dim %d, %d trainable layers)", backbone.key, backbone.dim, config.text_trainable_layers)
     return CachedTextStates(backbone, cache_dir)

@@ -18,9 +18,10 @@ import os
 import random
 import resource
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -52,8 +53,19 @@ logger = logging.getLogger(__name__)
 
 # fields that may change between a run and its resume (everything else must match the checkpoint)
 RUN_ONLY_FIELDS = frozenset(
-    {"steps", "checkpoint_every", "keep_checkpoints", "log_every", "num_workers", "num_threads", "resume", "device",
-     "val_every", "val_organs", "text_cache_dir"}
+    {
+        "steps",
+        "checkpoint_every",
+        "keep_checkpoints",
+        "log_every",
+        "num_workers",
+        "num_threads",
+        "resume",
+        "device",
+        "val_every",
+        "val_organs",
+        "text_cache_dir",
+    }
 )
 IMAGE_FREE_FLOOR = math.log(2)  # the class-balanced dictionary loss of any predictor that ignores the image
 
@@ -130,8 +142,17 @@ def build_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.
         key = (name.startswith("text.top."), p.ndim >= 2 and "logit_scale" not in name)
         groups.setdefault(key, []).append(p)
     return torch.optim.AdamW(
-        [{"params": ps, "lr": config.text_lr if text else config.lr, "weight_decay": config.weight_decay if decay else 0.0}
-         for (text, decay), ps in sorted(groups.items())], lr=config.lr, betas=config.betas)
+        [
+            {
+                "params": ps,
+                "lr": config.text_lr if text else config.lr,
+                "weight_decay": config.weight_decay if decay else 0.0,
+            }
+            for (text, decay), ps in sorted(groups.items())
+        ],
+        lr=config.lr,
+        betas=config.betas,
+    )
 
 
 def build_loss(config: TrainConfig) -> CTGlipLoss:
@@ -215,34 +236,59 @@ class Validation:
     weight: torch.Tensor  # (r,)
 
     @classmethod
-    def of(cls, data_root: str | os.PathLike, config: TrainConfig, pre: Preprocessing, dictionary: Dictionary,
-           split: str = "val") -> Validation | None:
+    def of(
+        cls,
+        data_root: str | os.PathLike,
+        config: TrainConfig,
+        pre: Preprocessing,
+        dictionary: Dictionary,
+        split: str = "val",
+    ) -> Validation | None:
         from model.data import AFFIRMED
 
         try:
-            ds = OrganDataset(data_root, config, split, train=False, preprocessing=pre, dictionary=dictionary, cache_mb=256)
+            ds = OrganDataset(
+                data_root, config, split, train=False, preprocessing=pre, dictionary=dictionary, cache_mb=256
+            )
         except (FileNotFoundError, KeyError, ValueError):
             return None
         pool = [i for i, it in enumerate(ds.items) if dictionary.abnormalities.get(it.organ)]
         if not pool:
             return None
         rng = np.random.default_rng(12345)
-        picked = sorted(rng.choice(pool, size=min(config.val_organs, len(pool)), replace=False).tolist(),
-                        key=lambda i: ds.items[i].study)
+        picked = sorted(
+            rng.choice(pool, size=min(config.val_organs, len(pool)), replace=False).tolist(),
+            key=lambda i: ds.items[i].study,
+        )
         crops = [ds.crop(i) for i in picked]
-        rows = [(n, *row) for n, i in enumerate(picked) for form in range(len(AFFIRMED))
-                for row in dictionary.rows(ds.items[i], [form] * len(dictionary.abnormalities[ds.items[i].organ]))]
-        return cls({k: torch.stack([c[k] for c in crops]) for k in crops[0]}, torch.tensor([r[0] for r in rows]),
-                   [r[1] for r in rows], [r[2] for r in rows], torch.tensor([r[3] for r in rows]),
-                   torch.tensor([r[4] for r in rows]))
+        rows = [
+            (n, *row)
+            for n, i in enumerate(picked)
+            for form in range(len(AFFIRMED))
+            for row in dictionary.rows(ds.items[i], [form] * len(dictionary.abnormalities[ds.items[i].organ]))
+        ]
+        return cls(
+            {k: torch.stack([c[k] for c in crops]) for k in crops[0]},
+            torch.tensor([r[0] for r in rows]),
+            [r[1] for r in rows],
+            [r[2] for r in rows],
+            torch.tensor([r[3] for r in rows]),
+            torch.tensor([r[4] for r in rows]),
+        )
 
     @torch.no_grad()
     def loss(self, model: CTGlip, device: torch.device, chunk: int = 64) -> float:
         was = model.training
         model.eval()
         n = len(self.crops["volume"])
-        emb = torch.cat([model.encode_organs(*(self.crops[k][i : i + chunk].to(device) for k in ("volume", "mask", "region", "size")))
-                         for i in range(0, n, chunk)])
+        emb = torch.cat(
+            [
+                model.encode_organs(
+                    *(self.crops[k][i : i + chunk].to(device) for k in ("volume", "mask", "region", "size"))
+                )
+                for i in range(0, n, chunk)
+            ]
+        )
         texts = list(dict.fromkeys(self.affirmed + self.negated))
         index = {t: j for j, t in enumerate(texts)}
         vec = model.encode_text(texts)
@@ -258,6 +304,8 @@ def train(
     out_dir: str | os.PathLike,
     log: Callable[[dict[str, float]], None] | None = None,
 ) -> TrainResult:
+    """Pretrain ``config``'s model on ``config.split`` of ``data_root`` into ``out_dir`` (module doc), resuming from
+    the newest checkpoint there; ``log`` receives every logged step's record."""
     ctx = init_distributed(config.device)
     if config.num_threads:
         torch.set_num_threads(config.num_threads)
@@ -268,62 +316,104 @@ def train(
     # the config as trained, written into every checkpoint: its preprocessing with the organ scales of this split
     config = dataclasses.replace(config, data=dataclasses.replace(config.data, preprocessing=dataset.preprocessing))
     sampler = OrganBatchSampler(dataset.items, config, ctx.rank, ctx.world_size)
-    text_states = build_text_states(config.model, config.text_cache_dir)
-    model = CTGlip(config.model, config.data.preprocessing, text_states).to(ctx.device)
-    optimizer = build_optimizer(model, config)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_at(s, config) / config.lr)
+    run = _new_run(config, ctx)
     loss_fn = build_loss(config)
     validation = None
     if config.val_every and config.model.kind == "grounded" and ctx.is_main:
         validation = Validation.of(data_root, config, dataset.preprocessing, dataset.dictionary)
-
-    step, start, history, resumed_from = 0, 0, [], None
-    latest = latest_checkpoint(ckpt_dir) if config.resume else None
-    if latest is not None:
-        ckpt = load_checkpoint(latest, "cpu")  # RNG states must stay on the CPU
-        _check_resumable(ckpt, config)
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        step, history, resumed_from = ckpt["step"], list(ckpt["history"]), ckpt["step"]
-        start = ckpt["sampler"]["start"]
-        rngs = ckpt["rng"]
-        set_rng_state(rngs[ctx.rank] if len(rngs) == ctx.world_size else rngs[0])
-        logger.info("resumed from %s at step %d", latest, step)
+    _resume(run, ckpt_dir)
     if ctx.is_main:
         logger.info(
-            "training %s/%s: %.2fM parameters, %d organ items of %d studies, global batch %d on %d process(es), %d steps",
-            config.model.kind, config.model.image_encoder, model.param_count() / 1e6, len(dataset), len(dataset.studies),
-            config.batch_size, ctx.world_size, config.steps,
+            "training %s/%s: %.2fM parameters, %d organ items of %d studies, global batch %d on %d process(es), "
+            "%d steps",
+            config.model.kind,
+            config.model.image_encoder,
+            run.model.param_count() / 1e6,
+            len(dataset),
+            len(dataset.studies),
+            config.batch_size,
+            ctx.world_size,
+            config.steps,
         )
+    _run_steps(run, dataset, sampler, loss_fn, validation, ckpt_dir, log)
+    result = _result(run, out, ckpt_dir)
+    if ctx.is_main:
+        _export(run, result, dataset)
+    if ctx.world_size > 1:
+        dist.barrier()
+    if ctx.owns_group:
+        dist.destroy_process_group()
+    return result
+
+
+@dataclass
+class _Run:
+    """One training run: what its steps change (model, optimizer, schedule) and where they stand."""
+
+    config: TrainConfig  # as trained (the split's organ scales)
+    ctx: DistContext
+    model: CTGlip
+    optimizer: torch.optim.AdamW
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    step: int = 0  # optimizer steps taken
+    start: int = 0  # batches drawn: where the sampler goes on
+    history: list[dict[str, float]] = field(default_factory=list)  # one record per logged step
+    resumed_from: int | None = None  # the step of the checkpoint this call started from
+    timed_samples: int = 0  # organ crops of the timed steps (the first step of a call pays for warm-up)
+    timed_seconds: float = 0.0
+
+
+def _new_run(config: TrainConfig, ctx: DistContext) -> _Run:
+    """A fresh model on this process's device, its optimizer and its learning-rate schedule (``lr_at``)."""
+    text_states = build_text_states(config.model, config.text_cache_dir)
+    model = CTGlip(config.model, config.data.preprocessing, text_states).to(ctx.device)
+    optimizer = build_optimizer(model, config)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_at(s, config) / config.lr)
+    return _Run(config, ctx, model, optimizer, scheduler)
+
+
+def _resume(run: _Run, ckpt_dir: Path) -> None:
+    """Go on from the newest checkpoint in ``ckpt_dir`` (unless ``config.resume`` is off): weights, optimizer and
+    schedule, the step, the history, the sampler's place and this process's random state."""
+    latest = latest_checkpoint(ckpt_dir) if run.config.resume else None
+    if latest is None:
+        return
+    ckpt = load_checkpoint(latest, "cpu")  # RNG states must stay on the CPU
+    _check_resumable(ckpt, run.config)
+    run.model.load_state_dict(ckpt["model"])
+    run.optimizer.load_state_dict(ckpt["optimizer"])
+    run.scheduler.load_state_dict(ckpt["scheduler"])
+    run.step, run.history, run.resumed_from = ckpt["step"], list(ckpt["history"]), ckpt["step"]
+    run.start = ckpt["sampler"]["start"]
+    rngs = ckpt["rng"]
+    set_rng_state(rngs[run.ctx.rank] if len(rngs) == run.ctx.world_size else rngs[0])
+    logger.info("resumed from %s at step %d", latest, run.step)
+
+
+def _run_steps(
+    run: _Run,
+    dataset: OrganDataset,
+    sampler: OrganBatchSampler,
+    loss_fn: CTGlipLoss,
+    validation: Validation | None,
+    ckpt_dir: Path,
+    log: Callable[[dict[str, float]], None] | None,
+) -> None:
+    """Step until ``config.steps``: ``grad_accum_steps`` batches per optimizer step, a record every ``log_every``
+    steps (and at validation and the last step), a checkpoint every ``checkpoint_every``."""
+    config, ctx, model = run.config, run.ctx, run.model
     net: torch.nn.Module = model
     if ctx.world_size > 1:
         net = DistributedDataParallel(model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
-
-    def save(path: Path) -> None:
-        rngs = [rng_state()]
-        if ctx.world_size > 1:
-            rngs = [None] * ctx.world_size
-            dist.all_gather_object(rngs, rng_state())
-        if ctx.is_main:
-            save_checkpoint({
-                "model": model.state_dict(), "config": config.to_dict(), "io": io_metadata(config),
-                "step": step, "history": history, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "sampler": {"start": start}, "rng": rngs,
-            }, path)
-            prune_checkpoints(ckpt_dir, config.keep_checkpoints)
-        if ctx.world_size > 1:
-            dist.barrier()
-
-    timed_samples, timed_seconds, micro = 0, 0.0, 0
-    optimizer.zero_grad(set_to_none=True)
+    micro = 0
+    run.optimizer.zero_grad(set_to_none=True)
     net.train()
-    sampler.set_start(start)
+    sampler.set_start(run.start)
     loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=collate, num_workers=config.num_workers)
     t0 = time.perf_counter()
     for batch in loader:
         batch = batch_to(batch, ctx.device)
-        start += 1
+        run.start += 1
         with autocast(ctx.device, config.precision):
             outputs = net(batch)
         # the loss in float32: bf16 logits lose the small differences the contrastive softmax needs
@@ -334,74 +424,133 @@ def train(
         if micro < config.grad_accum_steps:
             continue  # the next batch adds to the same step
         micro = 0
-        lr = optimizer.param_groups[0]["lr"]
-        if config.grad_clip:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        scheduler.step()
-        step += 1
+        lr = _optimizer_step(run)
         dt = time.perf_counter() - t0
         samples = config.batch_size * config.grad_accum_steps
-        if step - (resumed_from or 0) > 1:  # the first step pays for warm-up
-            timed_samples, timed_seconds = timed_samples + samples, timed_seconds + dt
-        last = step == config.steps
-        validate = validation is not None and (step % config.val_every == 0 or last)
-        if step % config.log_every == 0 or last or validate:  # a validation step is always recorded
-            record = {
-                "step": step,
-                "lr": lr,
-                "loss": float(loss.detach()),
-                **{k: float(v.detach()) for k, v in losses.items()},
-                "logit_scale": float(model.logit_scale.detach().exp()),
-                "samples_per_s": samples / dt,
-                "step_time_s": dt,
-            }
-            if validate:
+        if run.step - (run.resumed_from or 0) > 1:  # the first step pays for warm-up
+            run.timed_samples, run.timed_seconds = run.timed_samples + samples, run.timed_seconds + dt
+        last = run.step == config.steps
+        validate = validation is not None and (run.step % config.val_every == 0 or last)
+        if run.step % config.log_every == 0 or last or validate:  # a validation step is always recorded
+            record = _record(run, lr, loss, losses, samples / dt, dt)
+            if validate and validation is not None:
                 record["val_abnormality_loss"] = validation.loss(model, ctx.device)
                 record["image_free_floor"] = IMAGE_FREE_FLOOR
-            history.append(record)
+            run.history.append(record)
             if ctx.is_main:
-                logger.info("step %d/%d loss %.4f (%s) %.2f crops/s", step, config.steps, record["loss"],
-                            ", ".join(f"{k} {record[k]:.4f}" for k in record if k.endswith("_loss") and k != "loss"),
-                            record["samples_per_s"])
+                _log_step(record, config.steps)
                 if log is not None:
                     log(record)
-        if step % config.checkpoint_every == 0 or step == config.steps:
-            save(step_path(ckpt_dir, step))
-        if step >= config.steps:
+        if run.step % config.checkpoint_every == 0 or run.step == config.steps:
+            _save(run, step_path(ckpt_dir, run.step), ckpt_dir)
+        if run.step >= config.steps:
             break
         t0 = time.perf_counter()
 
-    rss = torch.tensor([peak_rss_mb()], device=ctx.device)  # nccl reduces CUDA tensors only
-    if ctx.world_size > 1:
-        dist.all_reduce(rss, op=dist.ReduceOp.MAX)
-    model_path, curve_path, metrics_path = out / "model", out / "loss_curve.png", out / "metrics.json"
-    final = {k: v for k, v in history[-1].items() if k == "loss" or k.endswith("_loss")} if history else {}
-    result = TrainResult(
-        checkpoint_path=latest_checkpoint(ckpt_dir) or model_path,
-        model_path=model_path,
-        loss_curve_path=curve_path,
-        metrics_path=metrics_path,
-        steps=step,
-        final_losses=final,
-        samples_per_s=timed_samples / timed_seconds if timed_seconds else float("nan"),
-        peak_rss_mb=float(rss.item()),
-        world_size=ctx.world_size,
-        resumed_from=resumed_from,
-        history=tuple(history),
+
+def _optimizer_step(run: _Run) -> float:
+    """One optimizer step on the gradients gathered (clipped to ``grad_clip``), then the schedule's; the learning
+    rate the step used."""
+    lr = run.optimizer.param_groups[0]["lr"]
+    if run.config.grad_clip:
+        torch.nn.utils.clip_grad_norm_(run.model.parameters(), run.config.grad_clip)
+    run.optimizer.step()
+    run.optimizer.zero_grad(set_to_none=True)
+    run.scheduler.step()
+    run.step += 1
+    return lr
+
+
+def _record(
+    run: _Run, lr: float, loss: torch.Tensor, losses: dict[str, torch.Tensor], samples_per_s: float, dt: float
+) -> dict[str, float]:
+    """The history record of the step just taken: its loss and named terms, learning rate, logit scale and speed."""
+    return {
+        "step": run.step,
+        "lr": lr,
+        "loss": float(loss.detach()),
+        **{k: float(v.detach()) for k, v in losses.items()},
+        "logit_scale": float(run.model.logit_scale.detach().exp()),
+        "samples_per_s": samples_per_s,
+        "step_time_s": dt,
+    }
+
+
+def _log_step(record: dict[str, float], steps: int) -> None:
+    """One line per logged step: the loss, its terms, the speed."""
+    logger.info(
+        "step %d/%d loss %.4f (%s) %.2f crops/s",
+        record["step"],
+        steps,
+        record["loss"],
+        ", ".join(f"{k} {record[k]:.4f}" for k in record if k.endswith("_loss") and k != "loss"),
+        record["samples_per_s"],
     )
+
+
+def _save(run: _Run, path: Path, ckpt_dir: Path) -> None:
+    """A full checkpoint (every process's random state gathered; the main process writes it and prunes old ones)."""
+    ctx = run.ctx
+    rngs: list[dict[str, Any] | None] = [rng_state()]
+    if ctx.world_size > 1:
+        rngs = [None] * ctx.world_size
+        dist.all_gather_object(rngs, rng_state())
     if ctx.is_main:
-        save_model(model_path, model.state_dict(), export_config(config, result, dataset))
-        if history:
-            plot_losses(history, curve_path)
-        write_json(_metrics(result, config), metrics_path)
-        logger.info("done: step %d, %s, %.2f crops/s, checkpoint %s", step, final, result.samples_per_s, result.checkpoint_path)
+        save_checkpoint(
+            {
+                "model": run.model.state_dict(),
+                "config": run.config.to_dict(),
+                "io": io_metadata(run.config),
+                "step": run.step,
+                "history": run.history,
+                "optimizer": run.optimizer.state_dict(),
+                "scheduler": run.scheduler.state_dict(),
+                "sampler": {"start": run.start},
+                "rng": rngs,
+            },
+            path,
+        )
+        prune_checkpoints(ckpt_dir, run.config.keep_checkpoints)
     if ctx.world_size > 1:
         dist.barrier()
-    if ctx.owns_group:
-        dist.destroy_process_group()
-    return result
+
+
+def _result(run: _Run, out: Path, ckpt_dir: Path) -> TrainResult:
+    """What the run did, with the peak memory of its largest process."""
+    rss = torch.tensor([peak_rss_mb()], device=run.ctx.device)  # nccl reduces CUDA tensors only
+    if run.ctx.world_size > 1:
+        dist.all_reduce(rss, op=dist.ReduceOp.MAX)
+    model_path = out / "model"
+    history = run.history
+    final = {k: v for k, v in history[-1].items() if k == "loss" or k.endswith("_loss")} if history else {}
+    return TrainResult(
+        checkpoint_path=latest_checkpoint(ckpt_dir) or model_path,
+        model_path=model_path,
+        loss_curve_path=out / "loss_curve.png",
+        metrics_path=out / "metrics.json",
+        steps=run.step,
+        final_losses=final,
+        samples_per_s=run.timed_samples / run.timed_seconds if run.timed_seconds else float("nan"),
+        peak_rss_mb=float(rss.item()),
+        world_size=run.ctx.world_size,
+        resumed_from=run.resumed_from,
+        history=tuple(history),
+    )
+
+
+def _export(run: _Run, result: TrainResult, dataset: OrganDataset) -> None:
+    """The exported model (weights, config.json, model card), the loss curve and metrics.json."""
+    save_model(result.model_path, run.model.state_dict(), export_config(run.config, result, dataset))
+    if run.history:
+        plot_losses(run.history, result.loss_curve_path)
+    write_json(_metrics(result, run.config), result.metrics_path)
+    logger.info(
+        "done: step %d, %s, %.2f crops/s, checkpoint %s",
+        run.step,
+        result.final_losses,
+        result.samples_per_s,
+        result.checkpoint_path,
+    )
 
 
 def export_config(config: TrainConfig, result: TrainResult, dataset: OrganDataset) -> dict[str, Any]:

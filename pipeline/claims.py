@@ -41,7 +41,13 @@ def conflicts(claims: list[Claim]) -> dict[int, dict]:
         for i in group:
             if i not in refused:
                 c = claims[i]
-                refused[i] = {"study_id": c.study_id, "stage": "scan", "reason": reason, "detail": detail, "source_format": c.source_format}
+                refused[i] = {
+                    "study_id": c.study_id,
+                    "stage": "scan",
+                    "reason": reason,
+                    "detail": detail,
+                    "source_format": c.source_format,
+                }
 
     by_study: dict[str, list[int]] = defaultdict(list)
     by_scan: dict[str, list[int]] = defaultdict(list)
@@ -54,15 +60,27 @@ def conflicts(claims: list[Claim]) -> dict[int, dict]:
             rows = [claims[i] for i in group]
             patients = len({c.patient_id for c in rows})
             who = f"under {patients} different patients" if patients > 1 else "under the same patient"
-            refuse(group, "duplicate_study_key", f"{_names(rows)} name the same study ({who}); none is ingested, nothing is merged")
+            refuse(
+                group,
+                "duplicate_study_key",
+                f"{_names(rows)} name the same study ({who}); none is ingested, nothing is merged",
+            )
     for group in by_scan.values():
         if len({claims[i].study_id for i in group}) > 1:
-            refuse(group, "duplicate_scan", f"{_names([claims[i] for i in group])} list the same scan file as different studies; none is ingested")
+            refuse(
+                group,
+                "duplicate_scan",
+                f"{_names([claims[i] for i in group])} list the same scan file as different studies; none is ingested",
+            )
     by_report: dict[str, list[int]] = defaultdict(list)
     for i, c in enumerate(claims):
         if c.report_id and i not in refused:
             by_report[c.report_id].append(i)
     for group in by_report.values():
         if len({claims[i].patient_id for i in group}) > 1:
-            refuse(group, "report_of_two_patients", f"{_names([claims[i] for i in group])} give one report key to different patients; none is ingested")
+            refuse(
+                group,
+                "report_of_two_patients",
+                f"{_names([claims[i] for i in group])} give one report key to different patients; none is ingested",
+            )
     return refused

@@ -4,7 +4,8 @@ The release layout (huggingface.co/datasets/ibrahimhamamci/CT-RATE), with or wit
 
     {train,valid}[_fixed]/<patient>/<scan>/<volume>.nii.gz      train/train_123/train_123_a/train_123_a_1.nii.gz
     radiology_text_reports/{train,validation}_reports.csv       VolumeName, Findings_EN, Impressions_EN, ...
-    metadata/{train,validation}_metadata.csv                    VolumeName, RescaleSlope, RescaleIntercept, XYSpacing, ZSpacing, ...
+    metadata/{train,validation}_metadata.csv                    VolumeName, RescaleSlope, RescaleIntercept,
+                                                                XYSpacing, ZSpacing, ...
     multi_abnormality_labels/{train,valid}_predicted_labels.csv VolumeName and the 18 labels (0/1)
 
 A flat folder of ``.nii.gz`` volumes (CSV files beside them optional) is read too. The rules, each
@@ -19,8 +20,8 @@ recorded per volume:
   volume only when it shows no air either way.
 - spacing (``spacing_rule``): the NIfTI header wins where it carries geometry (it is what the voxels were
   written with; the metadata's ZSpacing can be a slice thickness), and a disagreement with the metadata
-  is recorded; a blank header (no qform/sform and unit voxels, or an identity affine) takes XYSpacing/ZSpacing and, when given,
-  ImageOrientationPatient/ImagePositionPatient from the metadata (``metadata``), with array axis i along
+  is recorded; a blank header (no qform/sform and unit voxels, or an identity affine) takes XYSpacing/ZSpacing and,
+  when given, ImageOrientationPatient/ImagePositionPatient from the metadata (``metadata``), with array axis i along
   the DICOM row direction as DICOM-to-NIfTI converters write it.
 - ids: volume ``train_123_a_1`` is patient ``train_123``, scan (our study) ``train_123_a``, reconstruction 1.
 - reconstructions of one scan are one study: the one covering the most (1 cm bins), then the thinnest
@@ -40,14 +41,16 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import nibabel as nib
 import numpy as np
 import pandas as pd
+from nibabel.arrayproxy import ArrayProxy
 
 from pipeline.atomic import atomic_path
 from pipeline.vocab import CTRATE_LABELS
-from pipeline.volume import spacing_of
+from pipeline.volume import read_image, spacing_of
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +60,17 @@ COLUMNS = [
     "hu_rule", "rescale_slope", "rescale_intercept", "spacing_rule", "spacing_x", "spacing_y", "spacing_z",
     "affine", "n_slices", "chosen", "choice", "problem",
 ]  # fmt: skip
-MANIFEST_COLUMNS = ["scan_path", "patient_key", "study_key", "report_key", "rescale_slope", "rescale_intercept", "affine", "hu_rule", "spacing_rule"]
+MANIFEST_COLUMNS = [
+    "scan_path",
+    "patient_key",
+    "study_key",
+    "report_key",
+    "rescale_slope",
+    "rescale_intercept",
+    "affine",
+    "hu_rule",
+    "spacing_rule",
+]
 
 _NAME = re.compile(r"^(?P<patient>(?P<split>train|valid)_\d+)_(?P<scan>[A-Za-z]+)_(?P<recon>\d+)$")
 _AIR = (-1150.0, -850.0)
@@ -92,12 +105,20 @@ def scan_ctrate(root: str | os.PathLike, split: str = "train") -> pd.DataFrame:
     for label in CTRATE_LABELS:
         frame[label] = pd.to_numeric(frame[label], errors="coerce").astype("Int8")
     frame = _choose(frame)
-    log.info("CT-RATE %s: %d volumes, %d studies, %d patients, %d with a problem", split, len(frame),
-             frame["study_key"].nunique(), frame["patient_key"].nunique(), int((frame["problem"] != "").sum()))
+    log.info(
+        "CT-RATE %s: %d volumes, %d studies, %d patients, %d with a problem",
+        split,
+        len(frame),
+        frame["study_key"].nunique(),
+        frame["patient_key"].nunique(),
+        int((frame["problem"] != "").sum()),
+    )
     return frame.sort_values("volume_name", ignore_index=True)
 
 
-def write_ctrate_source(root: str | os.PathLike, split: str, out_dir: str | os.PathLike) -> tuple[Path, Path, pd.DataFrame]:
+def write_ctrate_source(
+    root: str | os.PathLike, split: str, out_dir: str | os.PathLike
+) -> tuple[Path, Path, pd.DataFrame]:
     """The chosen volumes as a NIfTI manifest (``manifest.csv``) and their reports as a RIS export
     (``reports.csv``: AccessionNumber, ReportText) in ``out_dir``, for the ingest and report stages."""
     frame = scan_ctrate(root, split)
@@ -105,7 +126,8 @@ def write_ctrate_source(root: str | os.PathLike, split: str, out_dir: str | os.P
     out = Path(out_dir)
     manifest = pd.DataFrame({
         "scan_path": chosen["volume_path"], "patient_key": chosen["patient_key"], "study_key": chosen["study_key"],
-        "report_key": chosen["study_key"], "rescale_slope": chosen["rescale_slope"], "rescale_intercept": chosen["rescale_intercept"],
+        "report_key": chosen["study_key"], "rescale_slope": chosen["rescale_slope"],
+        "rescale_intercept": chosen["rescale_intercept"],
         "affine": chosen["affine"], "hu_rule": chosen["hu_rule"], "spacing_rule": chosen["spacing_rule"],
     }, columns=MANIFEST_COLUMNS)  # fmt: skip
     reports = pd.DataFrame({"AccessionNumber": chosen["study_key"], "ReportText": chosen["report_text"]})
@@ -119,6 +141,7 @@ def write_ctrate_source(root: str | os.PathLike, split: str, out_dir: str | os.P
 
 # -- files --------------------------------------------------------------------------------------
 
+
 def _volume_files(root: Path, split: str) -> list[Path]:
     for base in (root / "dataset", root):
         for name in (split, f"{split}_fixed", *(f"{s}_fixed" for s in SPLITS[split]), *SPLITS[split]):
@@ -131,7 +154,9 @@ def _volume_files(root: Path, split: str) -> list[Path]:
 
 def _table(root: Path, split: str, kind: str) -> pd.DataFrame | None:
     """The release CSV of ``kind`` (reports / metadata / labels) for ``split``, indexed by VolumeName."""
-    folders = [d for base in (root, root / "dataset") if base.is_dir() for d in (base, *sorted(base.iterdir())) if d.is_dir()]
+    folders = [
+        d for base in (root, root / "dataset") if base.is_dir() for d in (base, *sorted(base.iterdir())) if d.is_dir()
+    ]
     for folder in dict.fromkeys(folders):
         for csv in sorted(folder.glob("*.csv")):
             words = set(re.split(r"[^a-z]+", csv.stem.lower()))
@@ -151,18 +176,31 @@ def _stem(name: str | Path) -> str:
 
 # -- one volume ---------------------------------------------------------------------------------
 
+
 def _volume_row(path: Path, split: str, reports, meta, labels) -> dict:
     name = _stem(path)
     m = _NAME.match(name)
     patient, study, recon = (m["patient"], f"{m['patient']}_{m['scan']}", int(m["recon"])) if m else (name, name, 1)
-    row: dict = {"volume_path": str(path), "volume_name": name, "split": split, "patient_key": patient, "study_key": study,
-                 "reconstruction": recon, "report_text": _report(reports, name), "problem": ""}
+    row: dict = {
+        "volume_path": str(path),
+        "volume_name": name,
+        "split": split,
+        "patient_key": patient,
+        "study_key": study,
+        "reconstruction": recon,
+        "report_text": _report(reports, name),
+        "problem": "",
+    }
     lab = labels.loc[name] if labels is not None and name in labels.index else None
-    row.update({label: (lab[label] if lab is not None and label in lab.index and lab[label] != "" else None)
-                for label in CTRATE_LABELS})
+    row.update(
+        {
+            label: (lab[label] if lab is not None and label in lab.index and lab[label] != "" else None)
+            for label in CTRATE_LABELS
+        }
+    )
     info = meta.loc[name] if meta is not None and name in meta.index else None
     try:
-        img = nib.load(str(path))
+        img = read_image(path)
         if len(img.shape) != 3:
             raise ValueError(f"shape {img.shape} is not 3D")
         incomplete = volume_problem(path, img)
@@ -171,13 +209,31 @@ def _volume_row(path: Path, split: str, reports, meta, labels) -> dict:
         hu = decide_hu(img, _rescale(info))
         affine, spacing_rule = decide_geometry(img, info)
     except Exception as err:  # noqa: BLE001 - one unreadable volume is one row with its problem
-        row.update(hu_rule="", rescale_slope=1.0, rescale_intercept=0.0, spacing_rule="", affine="",
-                   spacing_x=np.nan, spacing_y=np.nan, spacing_z=np.nan, n_slices=0, problem=f"{type(err).__name__}: {str(err)[:200]}")
+        row.update(
+            hu_rule="",
+            rescale_slope=1.0,
+            rescale_intercept=0.0,
+            spacing_rule="",
+            affine="",
+            spacing_x=np.nan,
+            spacing_y=np.nan,
+            spacing_z=np.nan,
+            n_slices=0,
+            problem=f"{type(err).__name__}: {str(err)[:200]}",
+        )
         return row
     spacing = spacing_of(affine)
-    row.update(hu_rule=hu.rule, rescale_slope=hu.slope, rescale_intercept=hu.intercept, spacing_rule=spacing_rule,
-               affine=json.dumps(np.round(affine, 6).tolist()) if spacing_rule.startswith("metadata") else "",
-               spacing_x=float(spacing[0]), spacing_y=float(spacing[1]), spacing_z=float(spacing[2]), n_slices=int(img.shape[2]))
+    row.update(
+        hu_rule=hu.rule,
+        rescale_slope=hu.slope,
+        rescale_intercept=hu.intercept,
+        spacing_rule=spacing_rule,
+        affine=json.dumps(np.round(affine, 6).tolist()) if spacing_rule.startswith("metadata") else "",
+        spacing_x=float(spacing[0]),
+        spacing_y=float(spacing[1]),
+        spacing_z=float(spacing[2]),
+        n_slices=int(img.shape[2]),
+    )
     problems = [spacing_rule] if spacing_rule.startswith("unknown") else []
     problems += _metadata_problems(info) + _report_problems(reports, name, row["report_text"])
     row["problem"] = "; ".join(problems)
@@ -185,12 +241,13 @@ def _volume_row(path: Path, split: str, reports, meta, labels) -> dict:
 
 
 def volume_problem(path: Path, img: nib.Nifti1Image) -> str:
-    """"" when the file holds the bytes its header asks for; else what is missing. nibabel reads the header
+    """ "" when the file holds the bytes its header asks for; else what is missing. nibabel reads the header
     only, and the first slice HU is decided on, so a cut-off download would pass until ingest reads it whole.
     A ``.nii.gz`` is judged by its gzip trailer (ISIZE: the uncompressed size mod 2**32), a cheap read of the
     last 4 bytes that a truncated stream fails unless its last bytes happen to spell the size."""
     header = img.header
-    need = int(img.dataobj.offset) + int(np.prod(img.shape)) * np.dtype(header.get_data_dtype()).itemsize
+    offset = int(cast(ArrayProxy, img.dataobj).offset)  # the array proxy of a loaded file, not yet read
+    need = offset + int(np.prod(img.shape)) * np.dtype(header.get_data_dtype()).itemsize
     size = path.stat().st_size
     if path.suffix != ".gz":
         return "" if size >= need else f"truncated: the file holds {size:,} of the {need:,} bytes its header needs"
@@ -223,7 +280,11 @@ def _report_problems(reports: pd.DataFrame | None, name: str, text: str) -> list
     """A volume whose split has a reports CSV but no usable report for it (without a CSV, _table warned)."""
     if reports is None or text:
         return []
-    return ["no report row for this volume" if name not in reports.index else "its report row has no findings or impression text"]
+    return [
+        "no report row for this volume"
+        if name not in reports.index
+        else "its report row has no findings or impression text"
+    ]
 
 
 def _report(reports: pd.DataFrame | None, name: str) -> str:
@@ -240,6 +301,7 @@ def _report(reports: pd.DataFrame | None, name: str) -> str:
 
 def _rescale(info: pd.Series | None) -> tuple[float, float] | None:
     try:
+        # info None (no metadata row) raises the TypeError caught below
         return float(info["RescaleSlope"]), float(info["RescaleIntercept"])  # type: ignore[index]
     except (TypeError, KeyError, ValueError):
         return None
@@ -251,7 +313,8 @@ def _air(values: np.ndarray) -> float:
 
 def decide_hu(img: nib.Nifti1Image, rescale: tuple[float, float] | None) -> HuDecision:
     """Which rescale turns what the NIfTI reader returns into HU (see the module doc)."""
-    slope, inter = img.dataobj.slope, img.dataobj.inter  # nibabel's: 1 and 0 when the header has none
+    proxy = cast(ArrayProxy, img.dataobj)  # the array proxy of a loaded file, not yet read
+    slope, inter = proxy.slope, proxy.inter  # nibabel's: 1 and 0 when the header has none
     if (slope, inter) != (1.0, 0.0):
         return HuDecision(1.0, 0.0, "nifti_scaling")
     # Stored values are asked first: raw CT values (intercept -1024) sit at or above about -50 apart from a
@@ -288,12 +351,18 @@ def decide_geometry(img: nib.Nifti1Image, info: pd.Series | None) -> tuple[np.nd
             return affine, "header"
         if np.allclose(spacing, meta, rtol=0.01):
             return affine, "header (metadata agrees)"
-        return affine, f"header (metadata XYSpacing/ZSpacing {meta.round(4).tolist()} differ from the header's {spacing.round(4).tolist()} mm; header kept)"
-    if meta is None:
+        return (
+            affine,
+            f"header (metadata XYSpacing/ZSpacing {meta.round(4).tolist()} differ from the header's "
+            f"{spacing.round(4).tolist()} mm; header kept)",
+        )
+    if meta is None or info is None:  # (the metadata spacing comes from info)
         return np.asarray(img.affine, dtype=float), "unknown: blank NIfTI header and no metadata spacing"
     iop = _floats(info.get("ImageOrientationPatient"))
     ipp = _floats(info.get("ImagePositionPatient"))
-    row_dir, col_dir = (np.array(iop[:3]), np.array(iop[3:6])) if len(iop) == 6 else (np.array([1.0, 0, 0]), np.array([0, 1.0, 0]))
+    row_dir, col_dir = (
+        (np.array(iop[:3]), np.array(iop[3:6])) if len(iop) == 6 else (np.array([1.0, 0, 0]), np.array([0, 1.0, 0]))
+    )
     rotation = np.stack([row_dir, col_dir, np.cross(row_dir, col_dir)], axis=1) * meta
     affine = np.eye(4)
     affine[:3, :3] = _LPS_TO_RAS @ rotation
@@ -304,19 +373,25 @@ def decide_geometry(img: nib.Nifti1Image, info: pd.Series | None) -> tuple[np.nd
 
 # -- one study per scan ---------------------------------------------------------------------------
 
+
 def _choose(frame: pd.DataFrame) -> pd.DataFrame:
     frame = frame.copy()
     frame["chosen"], frame["choice"] = False, ""
     usable = frame[frame["problem"] == ""]
     for _, group in usable.groupby("study_key", sort=False):
         coverage = np.round(group["n_slices"] * group["spacing_z"] / 10.0)
-        order = group.assign(_cov=coverage).sort_values(["_cov", "spacing_z", "reconstruction"], ascending=[False, True, True])
+        order = group.assign(_cov=coverage).sort_values(
+            ["_cov", "spacing_z", "reconstruction"], ascending=[False, True, True]
+        )
         best = order.index[0]
         frame.loc[best, "chosen"] = True
-        frame.loc[best, "choice"] = "chosen: widest coverage (1 cm bins), then thinnest slices, then lowest reconstruction"
+        frame.loc[best, "choice"] = (
+            "chosen: widest coverage (1 cm bins), then thinnest slices, then lowest reconstruction"
+        )
         for idx in order.index[1:]:
             frame.loc[idx, "choice"] = (
                 f"another reconstruction of the scan was chosen ({frame.loc[best, 'volume_name']}); this one covers "
-                f"{frame.loc[idx, 'n_slices'] * frame.loc[idx, 'spacing_z']:.0f} mm at {frame.loc[idx, 'spacing_z']:.2f} mm"
+                f"{frame.loc[idx, 'n_slices'] * frame.loc[idx, 'spacing_z']:.0f} mm "
+                f"at {frame.loc[idx, 'spacing_z']:.2f} mm"
             )
     return frame

@@ -46,16 +46,32 @@ def check_hu(array: np.ndarray, max_samples: int = 500_000) -> HuCheck:
     double_air = _frac(-2200, -1850)
     raw_air = _frac(-50, 80)
     raw_tissue = _frac(850, 1200)
-    stats = f"min {hu_min:.0f}, max {hu_max:.0f}, 1st/50th percentile {np.percentile(body, 1) if body.size else 0:.0f}/{np.median(body) if body.size else 0:.0f}"
+    p1, p50 = (np.percentile(body, 1), np.median(body)) if body.size else (0, 0)
+    stats = f"min {hu_min:.0f}, max {hu_max:.0f}, 1st/50th percentile {p1:.0f}/{p50:.0f}"
     band = body[(body >= -2200) & (body <= -1850)]
     # a constant value there is padding outside the scan circle (e.g. -2048), not noisy air
     padding_like = band.size > 0 and np.count_nonzero(band == np.median(band)) > 0.95 * band.size
     if double_air >= 0.005 and (not padding_like or air < 0.005):
-        return HuCheck(False, "double_rescale", f"air sits near -2048 HU ({double_air:.1%} of voxels in -2200..-1850): rescale applied twice; {stats}", hu_min, hu_max, air)
+        return HuCheck(
+            False,
+            "double_rescale",
+            f"air sits near -2048 HU ({double_air:.1%} of voxels in -2200..-1850): rescale applied twice; {stats}",
+            hu_min,
+            hu_max,
+            air,
+        )
     if air >= 0.005:
         return HuCheck(True, "", stats, hu_min, hu_max, air)
     if body.size and float(body.min()) >= -100 and raw_tissue >= 0.05:
-        return HuCheck(False, "missing_rescale", f"no air near -1000 HU; values look like raw stored pixels (air near 0..24: {raw_air:.1%}, tissue near 1000: {raw_tissue:.1%}); {stats}", hu_min, hu_max, air)
+        return HuCheck(
+            False,
+            "missing_rescale",
+            f"no air near -1000 HU; values look like raw stored pixels (air near 0..24: {raw_air:.1%}, "
+            f"tissue near 1000: {raw_tissue:.1%}); {stats}",
+            hu_min,
+            hu_max,
+            air,
+        )
     if hu_max - hu_min < 50:
         return HuCheck(False, "implausible_hu", f"almost constant volume; {stats}", hu_min, hu_max, air)
     return HuCheck(True, "", f"no air visible (tight field of view?); {stats}", hu_min, hu_max, air)

@@ -19,11 +19,11 @@ import math
 import multiprocessing
 import os
 import re
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from time import perf_counter
-from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -63,7 +63,9 @@ MANIFEST_OPTIONAL = ("rescale_slope", "rescale_intercept", "affine", "hu_rule", 
 class IngestConfig:
     data_root: Path
     dicom_root: Path | None = None  # default: <data_root>/source/dicom
-    nifti_manifest: Path | None = None  # CSV: scan_path (relative to the CSV), patient_key, study_key, report_key (+ MANIFEST_OPTIONAL)
+    nifti_manifest: Path | None = (
+        None  # CSV: scan_path (relative to the CSV), patient_key, study_key, report_key (+ MANIFEST_OPTIONAL)
+    )
     resample: ResampleOptions = ResampleOptions()
     select: SelectOptions = SelectOptions()
     geometry: GeometryOptions = GeometryOptions()
@@ -71,11 +73,11 @@ class IngestConfig:
     n_shards: int = 1
 
     @staticmethod
-    def paper(data_root: str | os.PathLike, **kw) -> "IngestConfig":
+    def paper(data_root: str | os.PathLike, **kw) -> IngestConfig:
         return IngestConfig(data_root=Path(data_root), resample=ResampleOptions.paper(), **kw)
 
     @staticmethod
-    def demo(data_root: str | os.PathLike, **kw) -> "IngestConfig":
+    def demo(data_root: str | os.PathLike, **kw) -> IngestConfig:
         return IngestConfig(data_root=Path(data_root), resample=ResampleOptions.demo(), **kw)
 
     @property
@@ -88,7 +90,15 @@ class IngestConfig:
 
     def options_key(self) -> str:
         """What about the config changes a study's output (not paths, workers or shards)."""
-        return json.dumps({"v": INGEST_VERSION, "resample": asdict(self.resample), "select": asdict(self.select), "geometry": asdict(self.geometry)}, sort_keys=True)
+        return json.dumps(
+            {
+                "v": INGEST_VERSION,
+                "resample": asdict(self.resample),
+                "select": asdict(self.select),
+                "geometry": asdict(self.geometry),
+            },
+            sort_keys=True,
+        )
 
 
 @dataclass(frozen=True)
@@ -130,7 +140,11 @@ def body_region(body_part: str, z_extent_mm: float, description: str = "") -> st
         return _REGIONS[key]
     # free text such as "CHEST_ABD_PELVIS" or a series description "CT Thorax/Abdomen"
     for words in (key, (description or "").upper()):
-        found = [r for r, ws in (("chest", ("CHEST", "THORAX")), ("abdomen", ("ABD",)), ("pelvis", ("PELV",))) if any(w in words for w in ws)]
+        found = [
+            r
+            for r, ws in (("chest", ("CHEST", "THORAX")), ("abdomen", ("ABD",)), ("pelvis", ("PELV",)))
+            if any(w in words for w in ws)
+        ]
         if found:
             return "_".join(found)
     if z_extent_mm >= 1000:
@@ -169,11 +183,18 @@ def to_canonical(volume: Volume, options: ResampleOptions, timings: dict | None 
     t0 = perf_counter()
     values = np.asarray(volume.array)
     if values.dtype.kind == "f" and not np.isfinite(values).all():
-        raise IngestError("hu_check", "non_finite", f"the volume holds {int((~np.isfinite(values)).sum())} non-finite "
-                          "values (NaN or infinity): it cannot be read as CT")
+        raise IngestError(
+            "hu_check",
+            "non_finite",
+            f"the volume holds {int((~np.isfinite(values)).sum())} non-finite "
+            "values (NaN or infinity): it cannot be read as CT",
+        )
     if values.size == 0 or values.min() == values.max():
-        raise IngestError("hu_check", "constant_volume", f"the volume is constant "
-                          f"({values.min() if values.size else 'empty'}): there is no image in it")
+        raise IngestError(
+            "hu_check",
+            "constant_volume",
+            f"the volume is constant ({values.min() if values.size else 'empty'}): there is no image in it",
+        )
     hu = check_hu(values)
     timings["hu_check"] = perf_counter() - t0
     if not hu.ok:
@@ -184,7 +205,9 @@ def to_canonical(volume: Volume, options: ResampleOptions, timings: dict | None 
     return canon, hu
 
 
-def _finish(volume: Volume, config: IngestConfig, ids: dict, fingerprint: str, timings: dict, extra: dict) -> StudyOutcome:
+def _finish(
+    volume: Volume, config: IngestConfig, ids: dict, fingerprint: str, timings: dict, extra: dict
+) -> StudyOutcome:
     """Canonical volume, write, row; shared by the DICOM and NIfTI paths."""
     canon, hu = to_canonical(volume, config.resample, timings)
     study_id = ids["study_id"]
@@ -198,7 +221,8 @@ def _finish(volume: Volume, config: IngestConfig, ids: dict, fingerprint: str, t
     row = {
         **ids,
         "volume_path": stored_path(path, config.data_root),
-        "spacing_native_i": native_sp[0], "spacing_native_j": native_sp[1], "spacing_native_k": m.get("native_spacing", native_sp)[2],
+        "spacing_native_i": native_sp[0], "spacing_native_j": native_sp[1],
+        "spacing_native_k": m.get("native_spacing", native_sp)[2],
         "spacing_x": canon_sp[0], "spacing_y": canon_sp[1], "spacing_z": canon_sp[2],
         "shape_native_i": volume.shape[0], "shape_native_j": volume.shape[1], "shape_native_k": volume.shape[2],
         "shape_x": canon.shape[0], "shape_y": canon.shape[1], "shape_z": canon.shape[2],
@@ -215,16 +239,30 @@ def _finish(volume: Volume, config: IngestConfig, ids: dict, fingerprint: str, t
         "corrections": list(m.get("corrections", [])),
         **extra,
     }  # fmt: skip
-    write_json({"status": "ok", "fingerprint": fingerprint, "row": row, "grid": canon.meta.get("grid")}, config.volumes_dir / f"{study_id}.json")
+    write_json(
+        {"status": "ok", "fingerprint": fingerprint, "row": row, "grid": canon.meta.get("grid")},
+        config.volumes_dir / f"{study_id}.json",
+    )
     log.info("study %s ingested: %s -> %s", study_id, volume.shape, canon.shape)
     return StudyOutcome(row, None, timings)
 
 
-def _reject(config: IngestConfig, study_id: str, err: IngestError, fingerprint: str | None, source_format: str, timings: dict) -> StudyOutcome:
-    rej = {"study_id": study_id, "stage": err.stage, "reason": err.reason, "detail": err.detail, "source_format": source_format}
+def _reject(
+    config: IngestConfig, study_id: str, err: IngestError, fingerprint: str | None, source_format: str, timings: dict
+) -> StudyOutcome:
+    rej = {
+        "study_id": study_id,
+        "stage": err.stage,
+        "reason": err.reason,
+        "detail": err.detail,
+        "source_format": source_format,
+    }
     log.warning("study %s rejected at %s: %s (%s)", study_id, err.stage, err.reason, err.detail)
     if fingerprint:
-        write_json({"status": "rejected", "fingerprint": fingerprint, "rejection": rej}, config.volumes_dir / f"{study_id}.json")
+        write_json(
+            {"status": "rejected", "fingerprint": fingerprint, "rejection": rej},
+            config.volumes_dir / f"{study_id}.json",
+        )
         stale = config.volumes_dir / f"{study_id}.nii.gz"
         if stale.exists():
             stale.unlink()
@@ -238,7 +276,9 @@ def _study_ids(study_key: str, series: dict[str, list[SliceHeader]]) -> dict:
     accession = h.accession or next((s.accession for ss in series.values() for s in ss if s.accession), "")
     return {
         "study_id": study_id,
-        "patient_id": pseudonym("patient", patient) if patient else pseudonym("patient", f"unknown-patient-of:{study_key}"),
+        "patient_id": pseudonym("patient", patient)
+        if patient
+        else pseudonym("patient", f"unknown-patient-of:{study_key}"),
         "report_id": pseudonym("report", accession) if accession else "",
     }
 
@@ -254,11 +294,21 @@ def _one_patient(series: dict[str, list[SliceHeader]]) -> None:
                 files = by_patient.setdefault(pseudonym("patient", h.patient_id), {})
                 files[pseudonym("series", uid)] = files.get(pseudonym("series", uid), 0) + 1
     if len(by_patient) > 1:
-        parts = [f"{p}: " + ", ".join(f"series {s} ({n} files)" for s, n in sorted(files.items())) for p, files in sorted(by_patient.items())]
-        raise IngestError("scan", "conflicting_patients", f"one StudyInstanceUID holds files of {len(by_patient)} patients ({'; '.join(parts)}); none is ingested, nothing is merged")
+        parts = [
+            f"{p}: " + ", ".join(f"series {s} ({n} files)" for s, n in sorted(files.items()))
+            for p, files in sorted(by_patient.items())
+        ]
+        raise IngestError(
+            "scan",
+            "conflicting_patients",
+            f"one StudyInstanceUID holds files of {len(by_patient)} patients ({'; '.join(parts)}); "
+            "none is ingested, nothing is merged",
+        )
 
 
-def ingest_study(study_key: str, series: dict[str, list[SliceHeader]], config: IngestConfig, fingerprint: str | None = None) -> StudyOutcome:
+def ingest_study(
+    study_key: str, series: dict[str, list[SliceHeader]], config: IngestConfig, fingerprint: str | None = None
+) -> StudyOutcome:
     """One DICOM study (``{series_uid: [slice headers]}``) -> canonical volume + row, or a rejection."""
     ids = _study_ids(study_key, series)
     timings: dict = {}
@@ -278,7 +328,10 @@ def ingest_study(study_key: str, series: dict[str, list[SliceHeader]], config: I
                 continue
             for other in choice.candidates:
                 if other is not cand and pseudonym("series", other.series_uid) not in skipped:
-                    skipped[pseudonym("series", other.series_uid)] = f"ranked below the chosen series (coverage {other.coverage_mm:.0f} mm, thickness {other.thickness_mm:.2f} mm)"
+                    skipped[pseudonym("series", other.series_uid)] = (
+                        f"ranked below the chosen series (coverage {other.coverage_mm:.0f} mm, "
+                        f"thickness {other.thickness_mm:.2f} mm)"
+                    )
             lt = LoadTimings()
             volume = load_series(cand.slices, geo, timings=lt)
             timings.update(read=lt.read, decode=lt.decode, rescale=lt.rescale)
@@ -292,20 +345,34 @@ def ingest_study(study_key: str, series: dict[str, list[SliceHeader]], config: I
         assert first_error is not None
         cut = [h for ss in series.values() for h in ss if h.truncated]
         if cut:  # a cut-off file that lost its series or position shows as a gap: name the cause
-            raise IngestError("scan", "truncated_file", f"{len(cut)} file(s) of the study end early (one {cut[0].truncated}); then {first_error.reason}: {first_error.detail}")
+            raise IngestError(
+                "scan",
+                "truncated_file",
+                f"{len(cut)} file(s) of the study end early (one {cut[0].truncated}); "
+                f"then {first_error.reason}: {first_error.detail}",
+            )
         raise first_error
     except IngestError as err:
         return _reject(config, ids["study_id"], err, fingerprint, "dicom", timings)
-    except Exception as err:  # noqa: BLE001 - an unexpected failure is one rejected study, never the archive
+    except Exception as err:
         log.exception("study %s failed unexpectedly", ids["study_id"])
-        return _reject(config, ids["study_id"], IngestError("internal", "unexpected_error", f"{type(err).__name__}: {str(err)[:200]}"), None, "dicom", timings)
+        return _reject(
+            config,
+            ids["study_id"],
+            IngestError("internal", "unexpected_error", f"{type(err).__name__}: {str(err)[:200]}"),
+            None,
+            "dicom",
+            timings,
+        )
 
 
 def nifti_ids(keys: dict) -> dict:
     """Pseudonymous study, patient and report ids of a manifest row (keys: patient_key, study_key, report_key)."""
     return {
         "study_id": pseudonym("study", str(keys["study_key"])),
-        "patient_id": pseudonym("patient", str(keys["patient_key"])) if str(keys.get("patient_key") or "").strip() else pseudonym("patient", f"unknown-patient-of:{keys['study_key']}"),
+        "patient_id": pseudonym("patient", str(keys["patient_key"]))
+        if str(keys.get("patient_key") or "").strip()
+        else pseudonym("patient", f"unknown-patient-of:{keys['study_key']}"),
         "report_id": pseudonym("report", str(keys["report_key"])) if str(keys.get("report_key") or "").strip() else "",
     }
 
@@ -328,7 +395,9 @@ def read_nifti(scan_path: str | os.PathLike, keys: dict) -> Volume:
     return Volume(arr, affine, {"source_format": "nifti", "corrections": corrections})
 
 
-def ingest_nifti_scan(scan_path: Path, keys: dict, config: IngestConfig, fingerprint: str | None = None) -> StudyOutcome:
+def ingest_nifti_scan(
+    scan_path: Path, keys: dict, config: IngestConfig, fingerprint: str | None = None
+) -> StudyOutcome:
     """One NIfTI scan from a manifest row (keys: patient_key, study_key, report_key) -> row or rejection."""
     ids = nifti_ids(keys)
     study_id = ids["study_id"]
@@ -341,9 +410,16 @@ def ingest_nifti_scan(scan_path: Path, keys: dict, config: IngestConfig, fingerp
         return _finish(volume, config, ids, fingerprint or "", timings, extra)
     except IngestError as err:
         return _reject(config, study_id, err, fingerprint, "nifti", timings)
-    except Exception as err:  # noqa: BLE001
+    except Exception as err:
         log.exception("study %s failed unexpectedly", study_id)
-        return _reject(config, study_id, IngestError("internal", "unexpected_error", f"{type(err).__name__}: {str(err)[:200]}"), None, "nifti", timings)
+        return _reject(
+            config,
+            study_id,
+            IngestError("internal", "unexpected_error", f"{type(err).__name__}: {str(err)[:200]}"),
+            None,
+            "nifti",
+            timings,
+        )
 
 
 def manifest_overrides(arr: np.ndarray, affine: np.ndarray, keys: dict) -> tuple[np.ndarray, np.ndarray, list[str]]:
@@ -389,10 +465,18 @@ def _run(task: tuple) -> StudyOutcome:
 
 def _folder_rejection(folder: str, root: Path, reason: str, detail: str) -> dict:
     rel = os.path.relpath(folder, root)
-    return {"study_id": pseudonym("study", f"folder:{rel}"), "stage": "scan", "reason": reason, "detail": detail, "source_format": "dicom"}
+    return {
+        "study_id": pseudonym("study", f"folder:{rel}"),
+        "stage": "scan",
+        "reason": reason,
+        "detail": detail,
+        "source_format": "dicom",
+    }
 
 
-def ingest_archive(config: IngestConfig, shard: str | None = None, progress: Callable[[int, int], None] | None = None) -> IngestResult:
+def ingest_archive(
+    config: IngestConfig, shard: str | None = None, progress: Callable[[int, int], None] | None = None
+) -> IngestResult:
     """Scan the archive (and NIfTI manifest), ingest every study (of ``shard`` if given) in parallel.
 
     Returns ``ct_studies`` and ``rejected_studies``; canonical volumes go to ``<data>/volumes/``.
@@ -402,7 +486,9 @@ def ingest_archive(config: IngestConfig, shard: str | None = None, progress: Cal
     pool = None
     if config.workers > 1:
         threads = max(1, (os.cpu_count() or 1) // config.workers)
-        pool = ProcessPoolExecutor(max_workers=config.workers, mp_context=_mp_context(), initializer=_worker_init, initargs=(threads,))
+        pool = ProcessPoolExecutor(
+            max_workers=config.workers, mp_context=_mp_context(), initializer=_worker_init, initargs=(threads,)
+        )
     try:
         return _ingest(config, shard, progress, pool, t_start)
     finally:
@@ -410,83 +496,155 @@ def ingest_archive(config: IngestConfig, shard: str | None = None, progress: Cal
             pool.shutdown()
 
 
-def _ingest(config: IngestConfig, shard: str | None, progress, pool, t_start: float) -> IngestResult:
-    tasks: list[tuple] = []
-    rejected: list[dict] = []
-    cached_rows: list[dict] = []
-    n_unchanged = 0
+def _ingest(
+    config: IngestConfig,
+    shard: str | None,
+    progress: Callable[[int, int], None] | None,
+    pool: ProcessPoolExecutor | None,
+    t_start: float,
+) -> IngestResult:
+    """Every study the sources name, checked for conflicts before any is queued; the new or changed ones ingested."""
+    pending, rejected, scan_s = _dicom_sources(config, pool, shard)
+    manifest_pending, manifest_rejected = _manifest_sources(config, shard)
+    pending += manifest_pending
+    rejected += manifest_rejected
+    plan = _plan(pending, config, shard)
+    rejected += plan.rejected
+    log.info(
+        "ingest: %d studies to process, %d unchanged (%d rejections so far)",
+        len(plan.tasks),
+        plan.n_unchanged,
+        len(rejected),
+    )
+    rows = list(plan.cached_rows)
+    timings: dict = {"scan": scan_s}
+    for out in _run_tasks(plan.tasks, pool, progress):
+        if out.row is not None:
+            rows.append(out.row)
+        if out.rejection is not None:
+            rejected.append(out.rejection)
+        for k, v in out.timings.items():
+            timings[k] = timings.get(k, 0.0) + v
+    ct, rej = _tables(rows, rejected, config.n_shards)
+    timings["total"] = perf_counter() - t_start
+    log.info("ingest done: %d studies, %d rejected, %.1f s", len(ct), len(rej), timings["total"])
+    return IngestResult(ct, rej, plan.n_unchanged, timings)
 
-    def _take(study_id: str) -> bool:
-        return shard is None or shard_of(study_id, config.n_shards) == shard
 
-    def _queue(kind: str, study_id: str, a, b, files: list[tuple[str, int, int]]) -> None:
-        nonlocal n_unchanged
-        fp = _fingerprint(files, config)
-        rec = _cached(config, study_id, fp)
-        if rec is not None:
-            n_unchanged += 1
-            if rec["status"] == "ok":  # rows cached before paths were stored relative to the data root get theirs
-                cached_rows.append({**rec["row"], "volume_path": stored_path(config.volumes_dir / f"{study_id}.nii.gz", config.data_root)})
-            else:
-                rejected.append(rec["rejection"])
-            return
-        tasks.append((kind, a, b, config, fp))
+def _in_shard(study_id: str, shard: str | None, n_shards: int) -> bool:
+    """Whether a study belongs to the shard being ingested (every study when no shard is given)."""
+    return shard is None or shard_of(study_id, n_shards) == shard
 
+
+Pending = tuple[Claim, tuple]  # a study a source names: its claim, and the job that ingests it
+
+
+def _dicom_sources(
+    config: IngestConfig, pool: ProcessPoolExecutor | None, shard: str | None
+) -> tuple[list[Pending], list[dict], float]:
+    """The studies of the DICOM archive, the rejections of its unreadable and empty folders (of ``shard``), and the
+    seconds the header scan took."""
     t0 = perf_counter()
-    scan_s = 0.0
-    pending: list[tuple[Claim, tuple]] = []  # every study the sources name, checked for conflicts before any is queued
+    pending: list[Pending] = []
+    rejected: list[dict] = []
     root = config.dicom_dir
-    if root.is_dir():
-        scan = scan_dicom(root, chunk=64, executor=pool)
-        scan_s = perf_counter() - t0
-        for study_key, series in group_studies(scan.headers).items():
-            ids = _study_ids(study_key, series)
-            files = [(os.path.relpath(h.path, root), h.size, h.mtime_ns) for ss in series.values() for h in ss]
-            pending.append((Claim(ids["study_id"], ids["patient_id"], ids["report_id"], f"the DICOM archive (study {ids['study_id']})", "dicom"),
-                            ("dicom", study_key, series, files)))
-        bad_by_dir: dict[str, int] = {}
-        for p in scan.unreadable:
-            bad_by_dir[os.path.dirname(p)] = bad_by_dir.get(os.path.dirname(p), 0) + 1
-        for folder, n in sorted(bad_by_dir.items()):
-            rej = _folder_rejection(folder, root, "unreadable_files", f"{n} file(s) could not be parsed as DICOM (truncated or corrupt)")
-            if _take(rej["study_id"]):
-                rejected.append(rej)
-        for folder in scan.empty_dirs:
-            rej = _folder_rejection(folder, root, "empty_folder", "a folder without any DICOM file")
-            if _take(rej["study_id"]):
-                rejected.append(rej)
-    elif config.nifti_manifest is None:
-        log.warning("no DICOM archive at the configured root and no NIfTI manifest")
+    if not root.is_dir():
+        if config.nifti_manifest is None:
+            log.warning("no DICOM archive at the configured root and no NIfTI manifest")
+        return pending, rejected, 0.0
+    scan = scan_dicom(root, chunk=64, executor=pool)
+    scan_s = perf_counter() - t0
+    for study_key, series in group_studies(scan.headers).items():
+        ids = _study_ids(study_key, series)
+        files = [(os.path.relpath(h.path, root), h.size, h.mtime_ns) for ss in series.values() for h in ss]
+        pending.append(
+            (
+                Claim(
+                    ids["study_id"],
+                    ids["patient_id"],
+                    ids["report_id"],
+                    f"the DICOM archive (study {ids['study_id']})",
+                    "dicom",
+                ),
+                ("dicom", study_key, series, files),
+            )
+        )
+    bad_by_dir: dict[str, int] = {}
+    for p in scan.unreadable:
+        bad_by_dir[os.path.dirname(p)] = bad_by_dir.get(os.path.dirname(p), 0) + 1
+    for folder, n in sorted(bad_by_dir.items()):
+        rej = _folder_rejection(
+            folder, root, "unreadable_files", f"{n} file(s) could not be parsed as DICOM (truncated or corrupt)"
+        )
+        if _in_shard(rej["study_id"], shard, config.n_shards):
+            rejected.append(rej)
+    for folder in scan.empty_dirs:
+        rej = _folder_rejection(folder, root, "empty_folder", "a folder without any DICOM file")
+        if _in_shard(rej["study_id"], shard, config.n_shards):
+            rejected.append(rej)
+    return pending, rejected, scan_s
 
-    if config.nifti_manifest is not None:
-        manifest = Path(config.nifti_manifest)
-        table = pd.read_csv(manifest, dtype=str, keep_default_na=False)
-        missing = {"scan_path", "patient_key", "study_key", "report_key"} - set(table.columns)
-        if missing:
-            raise ValueError(f"NIfTI manifest lacks columns {sorted(missing)}")
-        for line, rec in enumerate(table.to_dict("records"), start=2):  # line 1 is the header
-            where = f"{manifest.name} line {line}"
-            if not rec["study_key"].strip():
-                rej = {"study_id": pseudonym("study", f"manifest:{manifest.name}:{line}"), "stage": "scan", "reason": "missing_study_key",
-                       "detail": f"{where} has no study_key", "source_format": "nifti"}
-                if _take(rej["study_id"]):
-                    rejected.append(rej)
-                continue
-            path = (manifest.parent / rec["scan_path"]).resolve()
-            keys = {k: rec[k] for k in ("patient_key", "study_key", "report_key", *MANIFEST_OPTIONAL) if k in rec}
-            ids = nifti_ids(keys)
-            pending.append((Claim(ids["study_id"], ids["patient_id"], ids["report_id"], where, "nifti", str(path)),
-                            ("nifti", path, keys, rec["scan_path"])))
 
+def _manifest_sources(config: IngestConfig, shard: str | None) -> tuple[list[Pending], list[dict]]:
+    """The studies of the NIfTI manifest, and the rejections of its rows without a study key (of ``shard``)."""
+    pending: list[Pending] = []
+    rejected: list[dict] = []
+    if config.nifti_manifest is None:
+        return pending, rejected
+    manifest = Path(config.nifti_manifest)
+    table = pd.read_csv(manifest, dtype=str, keep_default_na=False)
+    missing = {"scan_path", "patient_key", "study_key", "report_key"} - set(table.columns)
+    if missing:
+        raise ValueError(f"NIfTI manifest lacks columns {sorted(missing)}")
+    for line, rec in enumerate(table.to_dict("records"), start=2):  # line 1 is the header
+        where = f"{manifest.name} line {line}"
+        if not rec["study_key"].strip():
+            rej = {
+                "study_id": pseudonym("study", f"manifest:{manifest.name}:{line}"),
+                "stage": "scan",
+                "reason": "missing_study_key",
+                "detail": f"{where} has no study_key",
+                "source_format": "nifti",
+            }
+            if _in_shard(rej["study_id"], shard, config.n_shards):
+                rejected.append(rej)
+            continue
+        path = (manifest.parent / rec["scan_path"]).resolve()
+        keys = {k: rec[k] for k in ("patient_key", "study_key", "report_key", *MANIFEST_OPTIONAL) if k in rec}
+        ids = nifti_ids(keys)
+        pending.append(
+            (
+                Claim(ids["study_id"], ids["patient_id"], ids["report_id"], where, "nifti", str(path)),
+                ("nifti", path, keys, rec["scan_path"]),
+            )
+        )
+    return pending, rejected
+
+
+@dataclass
+class _Plan:
+    """What to do with the studies of ``shard``: the tasks to run, the rows and rejections kept from earlier runs
+    (inputs unchanged), and the rejections found before ingest (refused claims, missing scan files)."""
+
+    tasks: list[tuple] = field(default_factory=list)
+    cached_rows: list[dict] = field(default_factory=list)
+    rejected: list[dict] = field(default_factory=list)
+    n_unchanged: int = 0
+
+
+def _plan(pending: list[Pending], config: IngestConfig, shard: str | None) -> _Plan:
+    """Refuse the conflicting claims (one row per refused study, naming every claimant); of the rest, reuse what an
+    earlier run made of unchanged inputs and queue the others."""
+    plan = _Plan()
     refused = conflicts([claim for claim, _ in pending])
     said: set[tuple[str, str]] = set()
     for i, (claim, job) in enumerate(pending):
-        if not _take(claim.study_id):
+        if not _in_shard(claim.study_id, shard, config.n_shards):
             continue
         if i in refused:
-            if (claim.study_id, refused[i]["reason"]) not in said:  # one row per refused study, naming every claimant
+            if (claim.study_id, refused[i]["reason"]) not in said:
                 said.add((claim.study_id, refused[i]["reason"]))
-                rejected.append(refused[i])
+                plan.rejected.append(refused[i])
                 log.warning("study %s refused: %s (%s)", claim.study_id, refused[i]["reason"], refused[i]["detail"])
             continue
         kind, a, b, files = job
@@ -495,43 +653,53 @@ def _ingest(config: IngestConfig, shard: str | None, progress, pool, t_start: fl
             try:
                 st = a.stat()
             except OSError:
-                rejected.append({"study_id": claim.study_id, "stage": "load", "reason": "missing_file", "detail": "the manifest's scan file does not exist", "source_format": "nifti"})
+                plan.rejected.append(
+                    {
+                        "study_id": claim.study_id,
+                        "stage": "load",
+                        "reason": "missing_file",
+                        "detail": "the manifest's scan file does not exist",
+                        "source_format": "nifti",
+                    }
+                )
                 continue
             files = [(files + (f"\0{overrides}" if overrides != "{}" else ""), st.st_size, st.st_mtime_ns)]
-        _queue(kind, claim.study_id, a, b, files)
+        fp = _fingerprint(files, config)
+        rec = _cached(config, claim.study_id, fp)
+        if rec is None:
+            plan.tasks.append((kind, a, b, config, fp))
+            continue
+        plan.n_unchanged += 1
+        if rec["status"] == "ok":  # rows cached before paths were stored relative to the data root get theirs
+            volume = config.volumes_dir / f"{claim.study_id}.nii.gz"
+            plan.cached_rows.append({**rec["row"], "volume_path": stored_path(volume, config.data_root)})
+        else:
+            plan.rejected.append(rec["rejection"])
+    return plan
 
-    rows = list(cached_rows)
-    timings: dict = {"scan": scan_s}
-    total = len(tasks)
-    done = 0
-    log.info("ingest: %d studies to process, %d unchanged (%d rejections so far)", total, n_unchanged, len(rejected))
 
-    def _collect(out: StudyOutcome) -> None:
-        nonlocal done
-        if out.row is not None:
-            rows.append(out.row)
-        if out.rejection is not None:
-            rejected.append(out.rejection)
-        for k, v in out.timings.items():
-            timings[k] = timings.get(k, 0.0) + v
-        done += 1
-        if progress is not None:
-            progress(done, total)
-
-    if pool is None or total <= 1:
-        for task in tasks:
-            _collect(_run(task))
+def _run_tasks(
+    tasks: list[tuple], pool: ProcessPoolExecutor | None, progress: Callable[[int, int], None] | None
+) -> list[StudyOutcome]:
+    """Every task's outcome, in the order they finish (in the pool where there is one and more than one task)."""
+    if pool is None or len(tasks) <= 1:
+        outcomes = (_run(task) for task in tasks)
     else:
-        futures = [pool.submit(_run, t) for t in tasks]
-        for fut in as_completed(futures):
-            _collect(fut.result())
+        outcomes = (fut.result() for fut in as_completed([pool.submit(_run, t) for t in tasks]))
+    done: list[StudyOutcome] = []
+    for out in outcomes:
+        done.append(out)
+        if progress is not None:
+            progress(len(done), len(tasks))
+    return done
 
+
+def _tables(rows: list[dict], rejected: list[dict], n_shards: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``ct_studies`` and ``rejected_studies``, each row with its shard, sorted by study."""
     for r in rows:
-        r["shard"] = shard_of(r["study_id"], config.n_shards)
+        r["shard"] = shard_of(r["study_id"], n_shards)
     for r in rejected:
-        r["shard"] = shard_of(r["study_id"], config.n_shards)
+        r["shard"] = shard_of(r["study_id"], n_shards)
     ct = pd.DataFrame(rows, columns=CT_STUDIES_COLUMNS).sort_values("study_id", ignore_index=True)
     rej = pd.DataFrame(rejected, columns=REJECTED_COLUMNS).sort_values(["study_id", "stage"], ignore_index=True)
-    timings["total"] = perf_counter() - t_start
-    log.info("ingest done: %d studies, %d rejected, %.1f s", len(ct), len(rej), timings["total"])
-    return IngestResult(ct, rej, n_unchanged, timings)
+    return ct, rej

@@ -9,8 +9,9 @@ purpose: they cost ~50 us a group; ``_grouped_lists`` collects a group's values 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable, Literal, get_args
+from typing import Literal, get_args
 
 import numpy as np
 import pandas as pd
@@ -209,12 +210,32 @@ def mine_pairs(
     kept["index_v1"] = kept["organ"].map({o: vocab.organ(o).index_v1 for o in organs}).astype("Int64")
     kept["pair_id"] = [_pair_id(s, o) for s, o in zip(kept["study_id"].tolist(), kept["organ"].tolist())]
     kept["cut_by_fov"] = kept["cut_by_fov"].fillna(False).astype(bool)
-    kept["cut_face_ratio"] = pd.to_numeric(kept.get("cut_face_ratio", pd.Series(np.nan, index=kept.index)), errors="coerce").astype(float)
+    kept["cut_face_ratio"] = pd.to_numeric(
+        kept.get("cut_face_ratio", pd.Series(np.nan, index=kept.index)), errors="coerce"
+    ).astype(float)
     kept["cut_rule"] = config.cut_rule
     pair_cols = [
-        "pair_id", "patient_id", "study_id", "organ", "group", "index_v2", "index_v1", "text", "text_source",
-        "status", "abnormalities", "volume_path", "mask_path", "bbox_vox", "bbox_mm", "volume_ml",
-        "quality_flags", "cut_by_fov", "cut_face_ratio", "cut_rule", "split",
+        "pair_id",
+        "patient_id",
+        "study_id",
+        "organ",
+        "group",
+        "index_v2",
+        "index_v1",
+        "text",
+        "text_source",
+        "status",
+        "abnormalities",
+        "volume_path",
+        "mask_path",
+        "bbox_vox",
+        "bbox_mm",
+        "volume_ml",
+        "quality_flags",
+        "cut_by_fov",
+        "cut_face_ratio",
+        "cut_rule",
+        "split",
     ]
     grounded = kept[pair_cols].sort_values(["study_id", "index_v2"]).reset_index(drop=True)
 
@@ -226,14 +247,21 @@ def mine_pairs(
 
     excl_cols = ["study_id", "patient_id", "organ", "reason", "status", "region"]
     exclusions = pd.concat(
-        [excluded.reindex(columns=excl_cols), not_segmented.reindex(columns=excl_cols),
-         _region_findings(inputs.findings, studies).reindex(columns=excl_cols)], ignore_index=True
+        [
+            excluded.reindex(columns=excl_cols),
+            not_segmented.reindex(columns=excl_cols),
+            _region_findings(inputs.findings, studies).reindex(columns=excl_cols),
+        ],
+        ignore_index=True,
     )
     no_report = studies[~studies["has_report"]]
     with_stats = set(stats["study_id"].unique().tolist())
     missing_stats = no_report[[s not in with_stats for s in no_report["study_id"].tolist()]]
     exclusions = pd.concat(
-        [exclusions, missing_stats.assign(organ=None, reason="study_without_report", status=None).reindex(columns=excl_cols)],
+        [
+            exclusions,
+            missing_stats.assign(organ=None, reason="study_without_report", status=None).reindex(columns=excl_cols),
+        ],
         ignore_index=True,
     )
 
@@ -245,7 +273,17 @@ def mine_pairs(
 def _abnormality_pairs(
     kept: pd.DataFrame, findings: pd.DataFrame, config: PairConfig, negatives_for: Callable[[str], list[str]] | None
 ) -> pd.DataFrame:
-    cols = ["pair_id", "patient_id", "study_id", "organ", "index_v2", "abnormality", "positive_text", "negatives", "split"]
+    cols = [
+        "pair_id",
+        "patient_id",
+        "study_id",
+        "organ",
+        "index_v2",
+        "abnormality",
+        "positive_text",
+        "negatives",
+        "split",
+    ]
     rows = kept[kept["abnormalities"].map(len) > 0]
     if rows.empty:
         return pd.DataFrame(columns=cols)
@@ -260,7 +298,7 @@ def _abnormality_pairs(
     rows["positive_text"] = rows["positive_text"].fillna(rows["text"])
     pools: dict[str, list[str]] = {}  # negatives_for once per organ, not once per pair
     names: dict[str, str] = {}
-    negatives = []
+    negatives: list[list[str]] = []
     for organ, pair, abnormality in zip(rows["organ"].tolist(), rows["pair_id"].tolist(), rows["abnormality"].tolist()):
         if organ not in pools:
             pools[organ] = list(negatives_for(organ)) if negatives_for else []
@@ -272,9 +310,14 @@ def _abnormality_pairs(
             continue
         digest = hashlib.sha256(f"{config.seed}:{pair}:{abnormality}".encode()).hexdigest()
         rng = np.random.default_rng(int(digest[:8], 16))
-        negatives.append([f"{pool[i]} of the {names[organ]}" for i in sorted(rng.choice(len(pool), size=k, replace=False))])
+        negatives.append(
+            [f"{pool[i]} of the {names[organ]}" for i in sorted(rng.choice(len(pool), size=k, replace=False))]
+        )
     rows["negatives"] = negatives
-    rows["pair_id"] = [_pair_id(s, o, a) for s, o, a in zip(rows["study_id"].tolist(), rows["organ"].tolist(), rows["abnormality"].tolist())]
+    rows["pair_id"] = [
+        _pair_id(s, o, a)
+        for s, o, a in zip(rows["study_id"].tolist(), rows["organ"].tolist(), rows["abnormality"].tolist())
+    ]
     return rows[cols].reset_index(drop=True)
 
 

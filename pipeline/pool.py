@@ -7,8 +7,9 @@ deadlock, and spawning re-imports everything per worker; the fork server imports
 from __future__ import annotations
 
 import multiprocessing
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from typing import Callable, Iterable, Iterator, Sequence, TypeVar
+from typing import TypeVar
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -21,8 +22,14 @@ def one_thread() -> None:
     torch.set_num_threads(1)
 
 
-def process_map(fn: Callable[..., R], *iterables: Iterable, workers: int = 1, preload: Sequence[str] = (),
-                initializer: Callable[[], None] | None = None, chunksize: int = 1) -> Iterator[R]:
+def process_map(
+    fn: Callable[..., R],
+    *iterables: Iterable,
+    workers: int = 1,
+    preload: Sequence[str] = (),
+    initializer: Callable[[], None] | None = None,
+    chunksize: int = 1,
+) -> Iterator[R]:
     """``map(fn, *iterables)`` in order, over ``workers`` processes (in this process for one)."""
     if workers <= 1:
         yield from map(fn, *iterables)

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pipeline.volume import Volume, spacing_of
+from pipeline.volume import Volume, read_image, spacing_of
 
 log = logging.getLogger(__name__)
 
@@ -44,22 +44,23 @@ class Grid:
     affine: tuple[tuple[float, ...], ...]
 
     @staticmethod
-    def make(shape, affine) -> "Grid":
+    def make(shape, affine) -> Grid:
         # rounded to 0.1 um so a grid read back from NIfTI (float32 affine) equals the one written
         a = np.round(np.asarray(affine, dtype=float), 4) + 0.0
-        return Grid(tuple(int(s) for s in shape), tuple(tuple(float(v) for v in row) for row in a))
+        ni, nj, nk = (int(s) for s in shape)
+        return Grid((ni, nj, nk), tuple(tuple(float(v) for v in row) for row in a))
 
     @staticmethod
-    def of(volume: Volume) -> "Grid":
+    def of(volume: Volume) -> Grid:
         return Grid.make(volume.shape, volume.affine)
 
     @staticmethod
-    def from_nifti(path: str | os.PathLike) -> "Grid":
-        img = nib.load(str(path))
+    def from_nifti(path: str | os.PathLike) -> Grid:
+        img = read_image(path)
         return Grid.make(img.shape[:3], img.affine)
 
     @staticmethod
-    def from_dict(d: dict) -> "Grid":
+    def from_dict(d: dict) -> Grid:
         return Grid.make(d["shape"], d["affine"])
 
     def to_dict(self) -> dict:
@@ -80,11 +81,11 @@ class ResampleOptions:
     hu_window: tuple[int, int] = (-1024, 3071)  # clip before the int16 cast
 
     @staticmethod
-    def paper() -> "ResampleOptions":
+    def paper() -> ResampleOptions:
         return ResampleOptions()
 
     @staticmethod
-    def demo() -> "ResampleOptions":
+    def demo() -> ResampleOptions:
         return ResampleOptions(spacing=(DEMO_SPACING_MM,) * 3)
 
 
@@ -108,7 +109,9 @@ def _to_ras(array: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.ndarr
     view = nib.orientations.apply_orientation(array, ornt)
     new = np.asarray(affine) @ nib.orientations.inv_ornt_aff(ornt, array.shape)
     lin = new[:3, :3]
-    diag = np.abs(lin - np.diag(np.diag(lin))).max() < 1e-4 * np.abs(np.diag(lin)).min() and bool(np.all(np.diag(lin) > 0))
+    diag = np.abs(lin - np.diag(np.diag(lin))).max() < 1e-4 * np.abs(np.diag(lin)).min() and bool(
+        np.all(np.diag(lin) > 0)
+    )
     return view, new, diag
 
 
@@ -141,8 +144,9 @@ def _fast_scales(shape, ras_affine: np.ndarray, grid: Grid) -> tuple[float, ...]
 def _interp_fast(view: np.ndarray, scales, grid: Grid) -> torch.Tensor:
     t, perm = _as_tensor(view)
     sc = tuple(scales[p] for p in perm)
-    out = F.interpolate(t[None, None], scale_factor=sc, mode="trilinear", recompute_scale_factor=False,
-                        align_corners=False)[0, 0]
+    out = F.interpolate(
+        t[None, None], scale_factor=sc, mode="trilinear", recompute_scale_factor=False, align_corners=False
+    )[0, 0]
     out = out.permute(*np.argsort(perm).tolist())
     return out[: grid.shape[0], : grid.shape[1], : grid.shape[2]]
 
@@ -168,8 +172,9 @@ def _interp_general(array: np.ndarray, affine: np.ndarray, grid: Grid, fill: flo
         src = pts @ lin.T + off  # source index per tensor axis (d, h, w)
         norm = src / denom * 2 - 1
         g = norm.flip(-1)[None]  # grid_sample wants (w, h, d) = (x, y, z)
-        out[x0 : x0 + step] = F.grid_sample(t[None, None], g, mode="bilinear", padding_mode="zeros",
-                                            align_corners=True)[0, 0]
+        out[x0 : x0 + step] = F.grid_sample(
+            t[None, None], g, mode="bilinear", padding_mode="zeros", align_corners=True
+        )[0, 0]
     if fill:
         out += fill
     return out
@@ -193,7 +198,6 @@ def resample_volume(volume: Volume, options: ResampleOptions = ResampleOptions()
     grid = grid or canonical_grid(volume.shape, volume.affine, options.spacing)
     lo, hi = options.hu_window
     out = resample_to_grid(volume.array, volume.affine, grid, fill=float(lo))
-    out = out.clamp_(lo, hi).round_().to(torch.int16).numpy()
+    hu = out.clamp_(lo, hi).round_().to(torch.int16).numpy()
     meta = dict(volume.meta, grid=grid.to_dict(), hu_window=[int(lo), int(hi)])
-    return Volume(array=out, affine=grid.matrix, meta=meta)
-
+    return Volume(array=hu, affine=grid.matrix, meta=meta)

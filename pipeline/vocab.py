@@ -88,6 +88,14 @@ def organ(name: str) -> Organ:
         raise KeyError(f"{name!r} is not a TotalSegmentator class of {V2_TASK!r} or {V1_TASK!r}") from None
 
 
+def index_v2(name: str) -> int:
+    """The `total` v2 label value of a class (``KeyError`` for a v1-only class)."""
+    index = organ(name).index_v2
+    if index is None:
+        raise KeyError(f"{name!r} is not a `total` v2 class")
+    return index
+
+
 def v2_names() -> list[str]:
     return [n for n, o in organs().items() if o.index_v2 is not None]
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import nibabel as nib
 import numpy as np
@@ -18,7 +19,14 @@ from pipeline.atomic import atomic_path
 
 def spacing_of(affine: np.ndarray) -> tuple[float, float, float]:
     """Voxel size in mm along i, j, k: the lengths of the affine's first three columns (oblique grids too)."""
-    return tuple(float(s) for s in np.linalg.norm(np.asarray(affine, dtype=float)[:3, :3], axis=0))
+    si, sj, sk = (float(s) for s in np.linalg.norm(np.asarray(affine, dtype=float)[:3, :3], axis=0))
+    return (si, sj, sk)
+
+
+def read_image(path: str | os.PathLike) -> nib.Nifti1Image:
+    """``nib.load`` (the header now, the array on first use), typed as the NIfTI image it is for the files read
+    here (a NIfTI-2 image is a subclass)."""
+    return cast(nib.Nifti1Image, nib.load(str(path)))
 
 
 @dataclass(frozen=True)
@@ -33,7 +41,7 @@ class Volume:
 
     @property
     def shape(self) -> tuple[int, int, int]:
-        return tuple(int(s) for s in self.array.shape)
+        return cast("tuple[int, int, int]", tuple(int(s) for s in self.array.shape))  # 3-D by contract
 
     @property
     def orientation(self) -> str:
@@ -57,7 +65,7 @@ def save_nifti(volume: Volume, path: str | os.PathLike, dtype: np.dtype | type |
 
 
 def load_nifti(path: str | os.PathLike, dtype: np.dtype | type | None = None) -> Volume:
-    img = nib.load(str(path))
+    img = read_image(path)
     array = np.asanyarray(img.dataobj)
     if dtype is not None:
         array = array.astype(dtype, copy=False)

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ctrate_release import SHAPE, phantom_hu, ras_affine, save, volume_path, write_labels, write_release
+from ctrate_release import save, volume_path, write_labels, write_release
 from model.eval.ctrate import CtrateEvalOptions, evaluate_ctrate, main
 from model.eval.metrics import choose_threshold
 from model.inference import InferenceOptions

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 import torch
 
-from eval_stubs import BIG, PRE, SMALL, cube_diameter, lesion_side, spy_reads, study_id, tiny_glip, write_eval_root
+from eval_stubs import PRE, cube_diameter, lesion_side, spy_reads, study_id, tiny_glip, write_eval_root
 from model.eval import EvalConfig, build_report, evaluate, load_eval_data
 from model.eval.metrics import Estimate, roc_auc
 from model.eval.probe import fitted_method, linear_probe

@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from model.config import ModelConfig, TrainConfig, benchmark, demo, describe, paper, replace
+from model.config import TrainConfig, benchmark, demo, describe, paper, replace
 from model.fake_data import tiny_config
 from model.losses import CTGlipLoss, balanced_bce, dictionary_logits, positive_mask, soft_contrastive, total_loss
 from model.network import CTGlip, pool_map, region_weights

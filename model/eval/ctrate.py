@@ -38,14 +38,24 @@ import os
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from model.eval import metrics
 from model.eval.metrics import Estimate
+from model.inference import (
+    STUDY,
+    InferenceOptions,
+    LoadedModel,
+    NotCTError,
+    StudyInput,
+    infer,
+    load_for_inference,
+    logit_scale,
+)
 from model.prompts import abnormality_prompts, prompt_embeddings
-from model.inference import STUDY, InferenceOptions, LoadedModel, NotCTError, StudyInput, infer, load_for_inference, logit_scale
 from pipeline.atomic import atomic_path, write_json, write_parquet
 from pipeline.ctrate import SPLITS, scan_ctrate
 from pipeline.report.labels import label_organs
@@ -54,15 +64,23 @@ from pipeline.vocab import CTRATE_LABELS
 
 log = logging.getLogger("model.eval.ctrate")  # the same name when run as __main__
 
-ANCHORS = {"CT-CLIP": 0.733, "fVLM": 0.778, "source": "fVLM paper (Shui et al., ICLR 2025), zero-shot macro AUC on CT-RATE"}
+ANCHORS = {
+    "CT-CLIP": 0.733,
+    "fVLM": 0.778,
+    "source": "fVLM paper (Shui et al., ICLR 2025), zero-shot macro AUC on CT-RATE",
+}
 CTCLIP_PRESENT, CTCLIP_ABSENT = "{label} is present.", "{label} is not present."
-SCORE_RULE = ("one score per volume and label: the two-way softmax, at the model's logit scale, of the cosines of the "
-              "embedding with the 'present' and 'not present' prompts; AUC and thresholds use its logit")
+SCORE_RULE = (
+    "one score per volume and label: the two-way softmax, at the model's logit scale, of the cosines of the "
+    "embedding with the 'present' and 'not present' prompts; AUC and thresholds use its logit"
+)
 CTCLIP_RULE = "whole-study embedding (the mean of its organs) vs '{label} is present.' / '{label} is not present.'"
-ORGAN_RULE = ("each organ of the label (pipeline.report.labels.label_organs) found in the volume's mask vs the paraphrase "
-              "pairs '{label} is present in the {organ}.' / '... is not present ...'; the maximum over those organs; "
-              "no such organ in the mask (or no mask): the whole-study embedding with the same prompts (n_fallback); "
-              "a label without organs: the CT-CLIP pair on the whole study")
+ORGAN_RULE = (
+    "each organ of the label (pipeline.report.labels.label_organs) found in the volume's mask vs the paraphrase "
+    "pairs '{label} is present in the {organ}.' / '... is not present ...'; the maximum over those organs; "
+    "no such organ in the mask (or no mask): the whole-study embedding with the same prompts (n_fallback); "
+    "a label without organs: the CT-CLIP pair on the whole study"
+)
 VOLUMES = ("all", "chosen")
 
 
@@ -136,31 +154,52 @@ class CtrateResult:
     def to_json(self) -> dict:
         main = self.variants[0]
         return {
-            "checkpoint": self.checkpoint, "model_kind": self.model_kind, "split": self.split, "volumes": self.volumes,
-            "n_volumes": self.n_volumes, "n_patients": self.n_patients, "score_rule": SCORE_RULE, "prompts": main.rule,
+            "checkpoint": self.checkpoint,
+            "model_kind": self.model_kind,
+            "split": self.split,
+            "volumes": self.volumes,
+            "n_volumes": self.n_volumes,
+            "n_patients": self.n_patients,
+            "score_rule": SCORE_RULE,
+            "prompts": main.rule,
             "bootstrap": {"resamples": self.n_boot, "unit": "patient (patient_key)", "interval": "95% percentile"},
-            "thresholds": ({"split": self.threshold_split, "n_volumes": self.n_threshold_volumes,
-                            "rule": "per label, the logit maximising F1 on the threshold split's volumes"}
-                           if self.threshold_split else None),
+            "thresholds": (
+                {
+                    "split": self.threshold_split,
+                    "n_volumes": self.n_threshold_volumes,
+                    "rule": "per label, the logit maximising F1 on the threshold split's volumes",
+                }
+                if self.threshold_split
+                else None
+            ),
             **_variant_json(main),
-            "organ_aware": _variant_json(self.variants[1]) | {"prompts": self.variants[1].rule, "n_volumes_with_mask": self.n_with_mask}
-            if len(self.variants) > 1 else {"not_run": self.organ_aware_not_run},
+            "organ_aware": _variant_json(self.variants[1])
+            | {"prompts": self.variants[1].rule, "n_volumes_with_mask": self.n_with_mask}
+            if len(self.variants) > 1
+            else {"not_run": self.organ_aware_not_run},
             "skipped": self.skipped.to_dict("records"),
             "anchors": ANCHORS,
         }
 
 
-def evaluate_ctrate(checkpoint: str | os.PathLike, data: str | os.PathLike, options: CtrateEvalOptions = CtrateEvalOptions()) -> CtrateResult:
+def evaluate_ctrate(
+    checkpoint: str | os.PathLike, data: str | os.PathLike, options: CtrateEvalOptions = CtrateEvalOptions()
+) -> CtrateResult:
     """Zero-shot CT-RATE labels of the ``options.split`` volumes under ``data`` by the model at ``checkpoint``."""
     if not Path(checkpoint).exists():
-        raise FileNotFoundError(f"no trained model at {checkpoint}: expected an exported model folder (model.safetensors, config.json) or a step_*.pt")
+        raise FileNotFoundError(
+            f"no trained model at {checkpoint}: expected an exported model folder (model.safetensors, config.json) "
+            "or a step_*.pt"
+        )
     evaluated, skipped = _volumes(data, options.split, options)
     if options.threshold_split:
         try:
             tuning, tuning_skipped = _volumes(data, options.threshold_split, options)
         except FileNotFoundError as err:
-            raise FileNotFoundError(f"{err}; the F1/accuracy thresholds come from the {options.threshold_split} split "
-                                    "(threshold_split=None, --threshold-split none: AUC only)") from None
+            raise FileNotFoundError(
+                f"{err}; the F1/accuracy thresholds come from the {options.threshold_split} split "
+                "(threshold_split=None, --threshold-split none: AUC only)"
+            ) from None
         tuning = _sample(tuning, options.threshold_volumes, options.seed)
         skipped += tuning_skipped
     else:
@@ -187,15 +226,26 @@ def evaluate_ctrate(checkpoint: str | os.PathLike, data: str | os.PathLike, opti
     ev = scores[scores["split"] == options.split]
     if ev.empty:
         raise ValueError(f"no {options.split} volume could be scored: {skipped[:3]}")
-    variants = tuple(_metrics(scores, v, options, rule) for v, rule in
-                     (("ct-clip", CTCLIP_RULE), *((("organ-aware", ORGAN_RULE),) if not not_run else ())))
+    variants = tuple(
+        _metrics(scores, v, options, rule)
+        for v, rule in (("ct-clip", CTCLIP_RULE), *((("organ-aware", ORGAN_RULE),) if not not_run else ()))
+    )
     volumes = ev.drop_duplicates("volume_name")
     return CtrateResult(
-        checkpoint=str(checkpoint), model_kind=kind, split=options.split, volumes=options.volumes,
-        n_volumes=len(volumes), n_patients=volumes["patient_key"].nunique(), threshold_split=options.threshold_split,
+        checkpoint=str(checkpoint),
+        model_kind=kind,
+        split=options.split,
+        volumes=options.volumes,
+        n_volumes=len(volumes),
+        n_patients=volumes["patient_key"].nunique(),
+        threshold_split=options.threshold_split,
         n_threshold_volumes=int(scores.loc[scores["split"] == options.threshold_split, "volume_name"].nunique()),
-        variants=variants, organ_aware_not_run=not_run, n_with_mask=int(with_organs),
-        skipped=pd.DataFrame(skipped, columns=["split", "volume_name", "reason"]), scores=scores, n_boot=options.n_boot,
+        variants=variants,
+        organ_aware_not_run=not_run,
+        n_with_mask=int(with_organs),
+        skipped=pd.DataFrame(skipped, columns=["split", "volume_name", "reason"]),
+        scores=scores,
+        n_boot=options.n_boot,
     )
 
 
@@ -215,10 +265,14 @@ def _volumes(data: str | os.PathLike, split: str, options: CtrateEvalOptions) ->
     frame = scan_ctrate(data, split)
     if frame.empty:
         raise FileNotFoundError(f"no {split} volumes under {data} (expected {split}/<patient>/<scan>/*.nii.gz)")
-    skipped = [{"split": split, "volume_name": r.volume_name, "reason": r.problem} for r in frame.itertuples() if r.problem]
+    skipped = [
+        {"split": split, "volume_name": r.volume_name, "reason": r.problem} for r in frame.itertuples() if r.problem
+    ]
     frame = frame[frame["problem"] == ""]
     unlabelled = frame[list(CTRATE_LABELS)].isna().any(axis=1)
-    skipped += [{"split": split, "volume_name": n, "reason": "no label row"} for n in frame.loc[unlabelled, "volume_name"]]
+    skipped += [
+        {"split": split, "volume_name": n, "reason": "no label row"} for n in frame.loc[unlabelled, "volume_name"]
+    ]
     frame = frame[~unlabelled]
     if options.volumes == "chosen":
         frame = frame[frame["chosen"]]
@@ -241,20 +295,43 @@ def _sample(frame: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
     return frame[frame["patient_key"].isin(keep)].reset_index(drop=True)
 
 
-def _embed(loaded: LoadedModel, frame: pd.DataFrame, options: CtrateEvalOptions) -> tuple[dict[str, pd.DataFrame], list[dict]]:
+def _embed(
+    loaded: LoadedModel, frame: pd.DataFrame, options: CtrateEvalOptions
+) -> tuple[dict[str, pd.DataFrame], list[dict]]:
     """volume_name -> its embeddings (organ, embedding; whole study last), and the volumes that failed."""
     out: dict[str, pd.DataFrame] = {}
     problems: list[dict] = []
     cached = 0
-    model_key = _files_key(*sorted(p for p in Path(loaded.path).rglob("*") if p.is_file())) if Path(loaded.path).is_dir() else _files_key(loaded.path)
+    model_key = (
+        _files_key(*sorted(p for p in Path(loaded.path).rglob("*") if p.is_file()))
+        if Path(loaded.path).is_dir()
+        else _files_key(loaded.path)
+    )
     for k, row in enumerate(frame.itertuples(), start=1):
         mask = Path(options.masks_dir) / f"{row.volume_name}.nii.gz" if options.masks_dir else None
         mask = mask if mask is not None and mask.is_file() else None
-        manifest = (("rescale_slope", str(row.rescale_slope)), ("rescale_intercept", str(row.rescale_intercept)), ("affine", row.affine))
-        study = StudyInput(row.volume_name, volume=row.volume_path, mask=str(mask) if mask else None, heatmaps=False, manifest=manifest)
+        manifest = (
+            ("rescale_slope", str(row.rescale_slope)),
+            ("rescale_intercept", str(row.rescale_intercept)),
+            ("affine", row.affine),
+        )
+        study = StudyInput(
+            row.volume_name, volume=row.volume_path, mask=str(mask) if mask else None, heatmaps=False, manifest=manifest
+        )
         opts = options.inference
-        key = hashlib.sha256(repr((model_key, _files_key(row.volume_path, *([mask] if mask else [])), manifest, opts.segmenter,
-                                   opts.precision, opts.batch_size, opts.min_organ_voxels)).encode()).hexdigest()[:24]
+        key = hashlib.sha256(
+            repr(
+                (
+                    model_key,
+                    _files_key(row.volume_path, *([mask] if mask else [])),
+                    manifest,
+                    opts.segmenter,
+                    opts.precision,
+                    opts.batch_size,
+                    opts.min_organ_voxels,
+                )
+            ).encode()
+        ).hexdigest()[:24]
         path = Path(options.cache_dir) / f"{row.volume_name}.{key}.parquet" if options.cache_dir else None
         if path is not None and path.is_file():
             out[row.volume_name] = pd.read_parquet(path)
@@ -265,14 +342,26 @@ def _embed(loaded: LoadedModel, frame: pd.DataFrame, options: CtrateEvalOptions)
         except (WeightsMissingError, SegmenterDependencyError):
             raise  # the configuration, not this volume
         except (NotCTError, ValueError, OSError, EOFError) as err:
-            problems.append({"split": row.split, "volume_name": row.volume_name, "reason": f"{type(err).__name__}: {str(err)[:200]}"})
+            problems.append(
+                {
+                    "split": row.split,
+                    "volume_name": row.volume_name,
+                    "reason": f"{type(err).__name__}: {str(err)[:200]}",
+                }
+            )
             continue
         out[row.volume_name] = result.embeddings[["organ", "embedding"]]
         if path is not None:
             write_parquet(out[row.volume_name], path)
         if k % 25 == 0 or k == len(frame):
             log.info("%s: %d/%d volumes embedded", row.split, k, len(frame))
-    log.info("%s: %d volumes embedded, %d from the cache, %d failed", frame["split"].iloc[0], len(out) - cached, cached, len(problems))
+    log.info(
+        "%s: %d volumes embedded, %d from the cache, %d failed",
+        frame["split"].iloc[0],
+        len(out) - cached,
+        cached,
+        len(problems),
+    )
     return out, problems
 
 
@@ -312,8 +401,16 @@ def _score(prompts: _Prompts, frame: pd.DataFrame, embeddings: dict[str, pd.Data
         for label in CTRATE_LABELS:
             truth = int(frame.at[vol.Index, label])
             present, absent = prompts.ctclip[label]
-            rows.append({**base, "variant": "ct-clip", "label": label, "truth": truth,
-                         "logit": prompts.scale * float(study @ present - study @ absent), "source": STUDY})
+            rows.append(
+                {
+                    **base,
+                    "variant": "ct-clip",
+                    "label": label,
+                    "truth": truth,
+                    "logit": prompts.scale * float(study @ present - study @ absent),
+                    "source": STUDY,
+                }
+            )
             if not prompts.organs:
                 continue
             organs = prompts.organs[label]
@@ -321,11 +418,26 @@ def _score(prompts: _Prompts, frame: pd.DataFrame, embeddings: dict[str, pd.Data
                 rows.append({**rows[-1], "variant": "organ-aware"})
                 continue
             found = [o for o in organs if o in emb.index]
-            source, vectors = (",".join(found), [emb[o] for o in found]) if found else ("fallback:" + STUDY, [study] * len(organs))
-            logit = max(float(v @ prompts.organ[(label, o)][0] - v @ prompts.organ[(label, o)][1])
-                        for v, o in zip(vectors, found or organs))
-            rows.append({**base, "variant": "organ-aware", "label": label, "truth": truth, "logit": prompts.scale * logit, "source": source})
-    out = pd.DataFrame(rows, columns=["split", "volume_name", "patient_key", "variant", "label", "truth", "logit", "source"])
+            source, vectors = (
+                (",".join(found), [emb[o] for o in found]) if found else ("fallback:" + STUDY, [study] * len(organs))
+            )
+            logit = max(
+                float(v @ prompts.organ[(label, o)][0] - v @ prompts.organ[(label, o)][1])
+                for v, o in zip(vectors, found or organs)
+            )
+            rows.append(
+                {
+                    **base,
+                    "variant": "organ-aware",
+                    "label": label,
+                    "truth": truth,
+                    "logit": prompts.scale * logit,
+                    "source": source,
+                }
+            )
+    out = pd.DataFrame(
+        rows, columns=["split", "volume_name", "patient_key", "variant", "label", "truth", "logit", "source"]
+    )
     out.insert(out.columns.get_loc("logit"), "probability", 1 / (1 + np.exp(-out["logit"].to_numpy(dtype=float))))
     return out
 
@@ -341,7 +453,13 @@ def _metrics(scores: pd.DataFrame, variant: str, options: CtrateEvalOptions, rul
         return rows.pivot(index="volume_name", columns="label", values=column).reindex(columns=list(CTRATE_LABELS))
 
     logit, truth = matrix(options.split, "logit"), matrix(options.split, "truth").astype(int)
-    groups = part[part["split"] == options.split].drop_duplicates("volume_name").set_index("volume_name").loc[logit.index, "patient_key"].to_numpy()
+    groups = (
+        part[part["split"] == options.split]
+        .drop_duplicates("volume_name")
+        .set_index("volume_name")
+        .loc[logit.index, "patient_key"]
+        .to_numpy()
+    )
     tuned = options.threshold_split is not None and bool((part["split"] == options.threshold_split).any())
     tune_logit, tune_truth = (matrix(options.threshold_split, c) for c in ("logit", "truth")) if tuned else (None, None)
     boot = dict(n=options.n_boot, seed=options.seed, groups=groups)
@@ -350,12 +468,14 @@ def _metrics(scores: pd.DataFrame, variant: str, options: CtrateEvalOptions, rul
         s, y = logit[label].to_numpy(float), truth[label].to_numpy(int)
         n_pos = int(y.sum())
         threshold = None
-        if tuned:
+        if tune_logit is not None and tune_truth is not None:  # tuned
             t = metrics.choose_threshold(tune_logit[label].to_numpy(float), tune_truth[label].to_numpy(int))
             threshold = t if math.isfinite(t) else None
         pred = (s >= threshold).astype(int) if threshold is not None else np.zeros_like(y)
         sources = part[(part["split"] == options.split) & (part["label"] == label)]["source"]
-        organ_info = dict(organs=label_organs(label), n_fallback=int(sources.str.startswith("fallback").sum())) if variant == "organ-aware" else {}
+        organ_aware = variant == "organ-aware"
+        organs = label_organs(label) if organ_aware else ()
+        n_fallback = int(sources.str.startswith("fallback").sum()) if organ_aware else 0
         if 0 < n_pos < len(y):
             scored.append(label)
             preds[label] = pred
@@ -364,12 +484,14 @@ def _metrics(scores: pd.DataFrame, variant: str, options: CtrateEvalOptions, rul
             acc = metrics.estimate(metrics.ACCURACY, y, pred, **boot) if tuned else Estimate.missing()
         else:
             auc = f1 = acc = Estimate.missing()
-        labels.append(LabelResult(label, n_pos, len(y) - n_pos, auc, f1, acc, threshold, **organ_info))
+        labels.append(LabelResult(label, n_pos, len(y) - n_pos, auc, f1, acc, threshold, organs, n_fallback))
     if scored:
         s, y = logit[scored].to_numpy(float), truth[scored].to_numpy(int)
         macro_auc = metrics.estimate(metrics.macro_over_columns(metrics.ROC_AUC), s, y, **boot)
         p = np.stack([preds[label] for label in scored], axis=1)
-        macro_f1 = metrics.estimate(metrics.macro_over_columns(metrics.F1), y, p, **boot) if tuned else Estimate.missing()
+        macro_f1 = (
+            metrics.estimate(metrics.macro_over_columns(metrics.F1), y, p, **boot) if tuned else Estimate.missing()
+        )
     else:
         macro_auc = macro_f1 = Estimate.missing()
     return VariantResult(variant, rule, tuple(labels), macro_auc, macro_f1)
@@ -382,33 +504,58 @@ def _estimate_json(e: Estimate) -> dict | str:
 def _variant_json(v: VariantResult) -> dict:
     labels = {}
     for r in v.labels:
-        entry = {"auc": _estimate_json(r.auc), "f1": _estimate_json(r.f1), "accuracy": _estimate_json(r.accuracy),
-                 "threshold": r.threshold, "n_pos": r.n_pos, "n_neg": r.n_neg}
+        entry: dict[str, Any] = {
+            "auc": _estimate_json(r.auc),
+            "f1": _estimate_json(r.f1),
+            "accuracy": _estimate_json(r.accuracy),
+            "threshold": r.threshold,
+            "n_pos": r.n_pos,
+            "n_neg": r.n_neg,
+        }
         if not r.auc.applicable:
             entry["why"] = "one class only in the split" if r.n_pos + r.n_neg else "no volume"
         if v.name == "organ-aware":
             entry.update(organs=list(r.organs), n_fallback=r.n_fallback)
         labels[r.label] = entry
     n_scored = sum(r.auc.applicable for r in v.labels)
-    return {"labels": labels, "macro_auc": _estimate_json(v.macro_auc), "macro_f1": _estimate_json(v.macro_f1),
-            "n_labels_in_macro": n_scored}
+    return {
+        "labels": labels,
+        "macro_auc": _estimate_json(v.macro_auc),
+        "macro_f1": _estimate_json(v.macro_f1),
+        "n_labels_in_macro": n_scored,
+    }
 
 
-__all__ = ["ANCHORS", "CtrateEvalOptions", "CtrateResult", "LabelResult", "VariantResult", "evaluate_ctrate", "write_results"]
+__all__ = [
+    "ANCHORS",
+    "CtrateEvalOptions",
+    "CtrateResult",
+    "LabelResult",
+    "VariantResult",
+    "evaluate_ctrate",
+    "write_results",
+]
 
 
 # --- command line ----------------------------------------------------------------------------
 
-EPILOG = "\n".join(textwrap.fill(text, 115) for text in (
-    f"Score: {SCORE_RULE}.", f"CT-CLIP prompts: {CTCLIP_RULE}.",
-    f"Organ-aware prompts (grounded models, with --masks or --segmenter): {ORGAN_RULE}.",
-)) + f"""
+EPILOG = (
+    "\n".join(
+        textwrap.fill(text, 115)
+        for text in (
+            f"Score: {SCORE_RULE}.",
+            f"CT-CLIP prompts: {CTCLIP_RULE}.",
+            f"Organ-aware prompts (grounded models, with --masks or --segmenter): {ORGAN_RULE}.",
+        )
+    )
+    + f"""
 
 Volumes: every usable, labelled volume of the split (--volumes all: each reconstruction, as CT-CLIP scores its
 validation set) or one per scan (--volumes chosen). A model embeds a study through its organs, and CT-RATE ships no
-organ masks: a volume without a mask (and without --segmenter) is listed as skipped. --masks DIR holds TotalSegmentator 'total' label maps named <volume_name>.nii.gz on the
-volume's own grid; --segmenter totalsegmentator segments volumes without one (it needs TotalSegmentator's weights,
-and stops naming what is missing where they are not installed).
+organ masks: a volume without a mask (and without --segmenter) is listed as skipped. --masks DIR holds
+TotalSegmentator 'total' label maps named <volume_name>.nii.gz on the volume's own grid; --segmenter totalsegmentator
+segments volumes without one (it needs TotalSegmentator's weights, and stops naming what is missing where they are not
+installed).
 
 Thresholds (F1, accuracy) are chosen on --threshold-split (default: the other split), never on the evaluated one;
 AUC needs none. 95% intervals: percentile bootstrap over patients. A label with one class only in the split is n/a.
@@ -416,12 +563,15 @@ AUC needs none. 95% intervals: percentile bootstrap over patients. A label with 
 Writes OUT (JSON: per-label and macro AUC, F1, accuracy with intervals, thresholds, skipped volumes, the published
 anchors) and OUT's stem + .scores.csv beside it (one row per volume, prompt variant and label); the embeddings are
 kept in --cache, so running the command again embeds only what changed.
-Published anchors, zero-shot macro AUC on CT-RATE (fVLM paper): CT-CLIP {ANCHORS['CT-CLIP']}, fVLM {ANCHORS['fVLM']}.
+Published anchors, zero-shot macro AUC on CT-RATE (fVLM paper): CT-CLIP {ANCHORS["CT-CLIP"]}, fVLM {ANCHORS["fVLM"]}.
 
 Example:
-  python -m model.eval.ctrate --checkpoint data/models/grounded-XXXX/model --data /data/CT-RATE --split valid --out results.json
-Exit status: 0 done, 2 bad input (missing model or split, a model of another version, missing segmenter weights), 1 else.
+  python -m model.eval.ctrate --checkpoint data/models/grounded-XXXX/model --data /data/CT-RATE \\
+      --split valid --out results.json
+Exit status: 0 done, 2 bad input (missing model or split, a model of another version, missing segmenter weights),
+1 else.
 """
+)
 
 
 def parser():
@@ -429,24 +579,57 @@ def parser():
 
     from model.infer import add_model_options
 
-    p = argparse.ArgumentParser(prog="python -m model.eval.ctrate", description=__doc__.splitlines()[0], epilog=EPILOG,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--checkpoint", required=True, help="exported model folder (model.safetensors + config.json) or a step_*.pt checkpoint")
-    p.add_argument("--data", required=True, help="CT-RATE release folder ({train,valid}/<patient>/<scan>/*.nii.gz and its CSVs)")
+    p = argparse.ArgumentParser(
+        prog="python -m model.eval.ctrate",
+        description=__doc__.splitlines()[0],
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--checkpoint",
+        required=True,
+        help="exported model folder (model.safetensors + config.json) or a step_*.pt checkpoint",
+    )
+    p.add_argument(
+        "--data", required=True, help="CT-RATE release folder ({train,valid}/<patient>/<scan>/*.nii.gz and its CSVs)"
+    )
     p.add_argument("--split", choices=sorted(SPLITS), default="valid", help="split evaluated (default: valid)")
     p.add_argument("--out", required=True, help="results JSON to write (its .scores.csv is written beside it)")
-    p.add_argument("--threshold-split", choices=[*sorted(SPLITS), "none"], default=None,
-                   help="split whose scores choose the F1/accuracy thresholds; 'none': AUC only (default: the other split)")
-    p.add_argument("--threshold-volumes", type=int, default=1000,
-                   help="volumes of the threshold split scored, whole patients in a seeded order; 0 = all (default: 1000)")
-    p.add_argument("--volumes", choices=VOLUMES, default="all", help="'all' reconstructions or one 'chosen' per scan (default: all)")
-    p.add_argument("--masks", help="folder of organ label maps named <volume_name>.nii.gz, for the organ-aware prompts (default: none)")
-    p.add_argument("--segmenter", choices=("none", "totalsegmentator"), default="none",
-                   help="segment volumes without a mask in --masks (default: none: they use the whole study)")
+    p.add_argument(
+        "--threshold-split",
+        choices=[*sorted(SPLITS), "none"],
+        default=None,
+        help="split whose scores choose the F1/accuracy thresholds; 'none': AUC only (default: the other split)",
+    )
+    p.add_argument(
+        "--threshold-volumes",
+        type=int,
+        default=1000,
+        help="volumes of the threshold split scored, whole patients in a seeded order; 0 = all (default: 1000)",
+    )
+    p.add_argument(
+        "--volumes",
+        choices=VOLUMES,
+        default="all",
+        help="'all' reconstructions or one 'chosen' per scan (default: all)",
+    )
+    p.add_argument(
+        "--masks",
+        help="folder of organ label maps named <volume_name>.nii.gz, for the organ-aware prompts (default: none)",
+    )
+    p.add_argument(
+        "--segmenter",
+        choices=("none", "totalsegmentator"),
+        default="none",
+        help="segment volumes without a mask in --masks (default: none: they use the whole study)",
+    )
     p.add_argument("--segmenter-device", default="auto", help="TotalSegmentator's device (default: auto)")
-    p.add_argument("--cache", default=None,
-                   help="folder keeping each volume's embeddings, so a re-run embeds only volumes, masks or models that changed "
-                        "(default: OUT's stem + .embeddings beside OUT; '' = none)")
+    p.add_argument(
+        "--cache",
+        default=None,
+        help="folder keeping each volume's embeddings, so a re-run embeds only volumes, masks or models that changed "
+        "(default: OUT's stem + .embeddings beside OUT; '' = none)",
+    )
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples of patients (default: 1000)")
     p.add_argument("--seed", type=int, default=0, help="bootstrap and threshold-sample seed (default: 0)")
     add_model_options(p)
@@ -461,18 +644,37 @@ def main(argv: list[str] | None = None) -> int:
     from pipeline.segment import SegmenterConfig
 
     args = parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.WARNING if args.quiet else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
+    )
     logging.getLogger("model.inference").setLevel(logging.WARNING)  # a line per volume is too many; ours say progress
     other = next(s for s in sorted(SPLITS) if s != args.split)
-    threshold = other if args.threshold_split is None else (None if args.threshold_split == "none" else args.threshold_split)
-    segmenter = None if args.segmenter == "none" else SegmenterConfig(backend="totalsegmentator", device=args.segmenter_device)
+    threshold = (
+        other if args.threshold_split is None else (None if args.threshold_split == "none" else args.threshold_split)
+    )
+    segmenter = (
+        None if args.segmenter == "none" else SegmenterConfig(backend="totalsegmentator", device=args.segmenter_device)
+    )
     try:
         options = CtrateEvalOptions(
-            split=args.split, threshold_split=threshold, threshold_volumes=args.threshold_volumes, volumes=args.volumes,
-            masks_dir=args.masks, n_boot=args.bootstrap, seed=args.seed,
-            cache_dir=str(Path(args.out).with_name(f"{Path(args.out).stem}.embeddings")) if args.cache is None else (args.cache or None),
-            inference=InferenceOptions(segmenter=segmenter, dictionary_scores=False, device=args.device, precision=args.precision,
-                                       batch_size=args.batch_size, text_cache_dir=args.text_cache or None),
+            split=args.split,
+            threshold_split=threshold,
+            threshold_volumes=args.threshold_volumes,
+            volumes=args.volumes,
+            masks_dir=args.masks,
+            n_boot=args.bootstrap,
+            seed=args.seed,
+            cache_dir=str(Path(args.out).with_name(f"{Path(args.out).stem}.embeddings"))
+            if args.cache is None
+            else (args.cache or None),
+            inference=InferenceOptions(
+                segmenter=segmenter,
+                dictionary_scores=False,
+                device=args.device,
+                precision=args.precision,
+                batch_size=args.batch_size,
+                text_cache_dir=args.text_cache or None,
+            ),
         )
         if args.masks and not Path(args.masks).is_dir():
             raise FileNotFoundError(f"no masks folder at {args.masks}")
@@ -481,12 +683,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     written = write_results(result, args.out)
-    print(f"CT-RATE {result.split}: {result.n_volumes} volumes of {result.n_patients} patients, "
-          f"{len(result.skipped)} left out; thresholds from {result.threshold_split or 'nowhere (AUC only)'} "
-          f"({result.n_threshold_volumes} volumes)")
+    print(
+        f"CT-RATE {result.split}: {result.n_volumes} volumes of {result.n_patients} patients, "
+        f"{len(result.skipped)} left out; thresholds from {result.threshold_split or 'nowhere (AUC only)'} "
+        f"({result.n_threshold_volumes} volumes)"
+    )
     for variant in result.variants:
-        print(f"  {variant.name}: macro AUC {_fmt(variant.macro_auc)} over {sum(r.auc.applicable for r in variant.labels)} labels, "
-              f"macro F1 {_fmt(variant.macro_f1)}")
+        print(
+            f"  {variant.name}: macro AUC {_fmt(variant.macro_auc)} "
+            f"over {sum(r.auc.applicable for r in variant.labels)} labels, "
+            f"macro F1 {_fmt(variant.macro_f1)}"
+        )
     print(f"  published (fVLM paper): CT-CLIP {ANCHORS['CT-CLIP']}, fVLM {ANCHORS['fVLM']}")
     for path in written:
         print(f"  {path}")

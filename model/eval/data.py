@@ -33,8 +33,18 @@ from pipeline.vocab import STATUS_RANK, counted
 
 log = logging.getLogger(__name__)
 
-ORGAN_COLUMNS = ["study_id", "patient_id", "split", "organ", "index_v2", "status", "abnormalities", "report_status",
-                 "report_abnormalities", "cut_by_fov"]
+ORGAN_COLUMNS = [
+    "study_id",
+    "patient_id",
+    "split",
+    "organ",
+    "index_v2",
+    "status",
+    "abnormalities",
+    "report_status",
+    "report_abnormalities",
+    "cut_by_fov",
+]
 SPLIT_ALIASES = {"validation": "val", "valid": "val", "training": "train"}
 
 
@@ -55,10 +65,16 @@ class CropStore:
     def tensors(self, rows: np.ndarray, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
         """The network's inputs of ``rows``: volume (n, 1, D, D, D), mask, region (n, D, D, D), size (n, 4)."""
         rows = np.asarray(rows, dtype=int)
-        as_t = lambda a, scale=1.0: torch.from_numpy(np.ascontiguousarray(a[rows])).to(device=device, dtype=torch.float32) * scale  # noqa: E731
-        return {"volume": as_t(self.volume)[:, None], "mask": as_t(self.mask, 1 / 255), "region": as_t(self.region, 1 / 255),
-                "size": as_t(self.size)}
 
+        def as_t(a: np.ndarray, scale: float = 1.0) -> torch.Tensor:
+            return torch.from_numpy(np.ascontiguousarray(a[rows])).to(device=device, dtype=torch.float32) * scale
+
+        return {
+            "volume": as_t(self.volume)[:, None],
+            "mask": as_t(self.mask, 1 / 255),
+            "region": as_t(self.region, 1 / 255),
+            "size": as_t(self.size),
+        }
 
 
 @dataclass(frozen=True)
@@ -80,14 +96,19 @@ def _merge_rows(pairs: pd.DataFrame) -> pd.DataFrame:
     df["_rank"] = df["status"].map(STATUS_RANK).fillna(0)
     if "cut_by_fov" not in df:
         df["cut_by_fov"] = False
-    agg = df.sort_values("_rank").groupby(["study_id", "organ"], sort=False).agg(
-        patient_id=("patient_id", "first"),
-        split=("split", "first"),
-        index_v2=("index_v2", "first"),
-        status=("status", "last"),
-        abnormalities=("abnormalities", lambda s: sorted({a for lst in s for a in lst})),
-        cut_by_fov=("cut_by_fov", "first"),
-    ).reset_index()
+    agg = (
+        df.sort_values("_rank")
+        .groupby(["study_id", "organ"], sort=False)
+        .agg(
+            patient_id=("patient_id", "first"),
+            split=("split", "first"),
+            index_v2=("index_v2", "first"),
+            status=("status", "last"),
+            abnormalities=("abnormalities", lambda s: sorted({a for lst in s for a in lst})),
+            cut_by_fov=("cut_by_fov", "first"),
+        )
+        .reset_index()
+    )
     agg["report_status"], agg["report_abnormalities"] = agg["status"], agg["abnormalities"]
     return agg[ORGAN_COLUMNS]
 
@@ -118,8 +139,8 @@ def load_eval_data(
     workers: int | None = None,
 ) -> EvalData:
     """Read the organ rows of ``splits`` from the data root and crop each with ``preprocessing`` -- pass the evaluated
-    checkpoint's own record (``model.checkpoint.preprocessing_of``); organs with fewer than ``min_organ_voxels`` are left
-    out. A study without ``lesions/<study_id>.nii.gz`` is taken as lesion-free.
+    checkpoint's own record (``model.checkpoint.preprocessing_of``); organs with fewer than ``min_organ_voxels`` are
+    left out. A study without ``lesions/<study_id>.nii.gz`` is taken as lesion-free.
 
     Only rows of ``splits`` are read from ``grounded_pairs`` (a parquet filter), so a caller that leaves ``"test"`` out
     never loads a test study's labels or images. ``labels``: ``"image"`` takes status and abnormalities from the
@@ -147,10 +168,18 @@ def load_eval_data(
             studies = studies[:max_cases_per_split]
         for sid in studies:
             organs = rows[rows["study_id"] == sid].sort_values("index_v2")
-            jobs.append(StudyJob(str(sid), _resolve(root, paths.at[sid, "volume_path"], root / "volumes" / f"{sid}.nii.gz"),
-                                  _resolve(root, paths.at[sid, "mask_path"], root / "masks" / f"{sid}.nii.gz"),
-                                  root / "lesions" / f"{sid}.nii.gz", tuple(organs.index), tuple(organs["index_v2"].astype(int)),
-                                  tuple(organs["organ"].astype(str)), preprocessing))
+            jobs.append(
+                StudyJob(
+                    str(sid),
+                    _resolve(root, paths.at[sid, "volume_path"], root / "volumes" / f"{sid}.nii.gz"),
+                    _resolve(root, paths.at[sid, "mask_path"], root / "masks" / f"{sid}.nii.gz"),
+                    root / "lesions" / f"{sid}.nii.gz",
+                    tuple(organs.index),
+                    tuple(organs["index_v2"].astype(int)),
+                    tuple(organs["organ"].astype(str)),
+                    preprocessing,
+                )
+            )
     organs, crops, n_missing = crop_rows(rows, jobs, preprocessing, workers)
     in_scan = ~organs["cut_by_fov"].astype(bool) if len(organs) else pd.Series(dtype=bool)
     provenance = {
@@ -193,22 +222,28 @@ def _crop_study(job: StudyJob) -> tuple[list[tuple[int, OrganCrop]], int]:
     out = []
     for index, label, name in zip(job.rows, job.labels, job.names):
         if label in boxes.boxes and boxes.counts[label] >= job.preprocessing.min_organ_voxels:
-            out.append((index, organ_crop(ct, lab, label, name, job.preprocessing, boxes, lesion=les, study_id=job.study_id)))
+            out.append(
+                (index, organ_crop(ct, lab, label, name, job.preprocessing, boxes, lesion=les, study_id=job.study_id))
+            )
     return out, int(les is None)
 
 
-def crop_rows(rows: pd.DataFrame, jobs: list[StudyJob], preprocessing: Preprocessing,
-              workers: int | None = None) -> tuple[pd.DataFrame, CropStore, int]:
+def crop_rows(
+    rows: pd.DataFrame, jobs: list[StudyJob], preprocessing: Preprocessing, workers: int | None = None
+) -> tuple[pd.DataFrame, CropStore, int]:
     """Crop every organ row of ``jobs`` (``rows`` indexed as the jobs name them): the kept rows with ``row`` (into the
     crops), ``whole`` and ``lesion_mm``, their ``CropStore``, and how many studies had no lesion mask."""
     arrays: dict[str, list] = {k: [] for k in ("volume", "mask", "region", "size", "whole", "source_voxels")}
-    blocks, kept, lesion_mm = {}, [], []
+    blocks: dict[int, SourceBlock] = {}
+    kept: list[int] = []
+    lesion_mm: list[float] = []
     n_missing = 0
     workers = max(1, min(workers or os.cpu_count() or 1, len(jobs)))
-    for crops, missing in process_map(_crop_study, jobs, workers=workers, preload=["model.eval.data"], initializer=one_thread,
-                                      chunksize=4):
+    for study_crops, missing in process_map(
+        _crop_study, jobs, workers=workers, preload=["model.eval.data"], initializer=one_thread, chunksize=4
+    ):
         n_missing += missing
-        for index, c in crops:
+        for index, c in study_crops:
             n = len(kept)
             arrays["volume"].append(c.volume.astype(np.float16))
             arrays["mask"].append(np.rint(c.mask * 255).astype(np.uint8))
@@ -228,15 +263,21 @@ def crop_rows(rows: pd.DataFrame, jobs: list[StudyJob], preprocessing: Preproces
     organs["lesion_mm"] = np.array(lesion_mm, dtype=float)
     d = preprocessing.crop_voxels
     stack = lambda k, shape, dtype: np.stack(arrays[k]) if arrays[k] else np.zeros((0, *shape), dtype)  # noqa: E731
-    crops = CropStore(stack("volume", (d, d, d), np.float16), stack("mask", (d, d, d), np.uint8),
-                      stack("region", (d, d, d), np.uint8), stack("size", (4,), np.float32),
-                      np.array(arrays["whole"], dtype=bool), np.array(arrays["source_voxels"], dtype=int), blocks)
+    crops = CropStore(
+        stack("volume", (d, d, d), np.float16),
+        stack("mask", (d, d, d), np.uint8),
+        stack("region", (d, d, d), np.uint8),
+        stack("size", (4,), np.float32),
+        np.array(arrays["whole"], dtype=bool),
+        np.array(arrays["source_voxels"], dtype=int),
+        blocks,
+    )
     return organs, crops, n_missing
 
 
 def merge_eval_data(parts: list[EvalData], splits: tuple[str, ...] | None = None) -> EvalData:
-    """One ``EvalData`` of several (each part's rows of ``splits``, all where None), their crops renumbered; the parts must
-    have been cropped with one preprocessing. Provenance: the first part's, with every part's under ``parts``."""
+    """One ``EvalData`` of several (each part's rows of ``splits``, all where None), their crops renumbered; the parts
+    must have been cropped with one preprocessing. Provenance: the first part's, with every part's under ``parts``."""
     if len({p.preprocessing for p in parts}) != 1:
         raise ValueError("the parts were cropped with different preprocessing records")
     frames, picks, blocks = [], [], {}
@@ -250,11 +291,16 @@ def merge_eval_data(parts: list[EvalData], splits: tuple[str, ...] | None = None
         picks.append(old)
         offset += len(old)
     cat = lambda name: np.concatenate([getattr(p.crops, name)[rows] for p, rows in zip(parts, picks)])  # noqa: E731
-    crops = CropStore(cat("volume"), cat("mask"), cat("region"), cat("size"), cat("whole"), cat("source_voxels"), blocks)
+    crops = CropStore(
+        cat("volume"), cat("mask"), cat("region"), cat("size"), cat("whole"), cat("source_voxels"), blocks
+    )
     organs = pd.concat(frames, ignore_index=True)
-    provenance = dict(parts[0].provenance) | {"parts": [p.provenance for p in parts], "splits": sorted(set(organs["split"])),
-                                              "n_cases": organs.groupby("split")["study_id"].nunique().to_dict(),
-                                              "n_organs": organs["split"].value_counts().to_dict()}
+    provenance = dict(parts[0].provenance) | {
+        "parts": [p.provenance for p in parts],
+        "splits": sorted(set(organs["split"])),
+        "n_cases": organs.groupby("split")["study_id"].nunique().to_dict(),
+        "n_organs": organs["split"].value_counts().to_dict(),
+    }
     return EvalData(organs, crops, parts[0].preprocessing, provenance)
 
 
@@ -285,8 +331,9 @@ def image_truth_labels(root: Path, rows: pd.DataFrame) -> tuple[pd.DataFrame, in
     keep = [u for u in uids if pseudonym("study", u) in wanted]
     if not keep:
         return rows, 0
-    gold = pd.read_parquet(path, columns=["study_uid", "organ", "image_status", "abnormalities"],
-                           filters=[("study_uid", "in", keep)])
+    gold = pd.read_parquet(
+        path, columns=["study_uid", "organ", "image_status", "abnormalities"], filters=[("study_uid", "in", keep)]
+    )
     gold["study_id"] = gold["study_uid"].map(lambda u: pseudonym("study", u))
     truth = gold.set_index(["study_id", "organ"])
     keys = pd.MultiIndex.from_arrays([rows["study_id"], rows["organ"]])
@@ -294,6 +341,7 @@ def image_truth_labels(root: Path, rows: pd.DataFrame) -> tuple[pd.DataFrame, in
     out = rows.copy()
     matched = truth.reindex(keys[hit])
     out.loc[hit, "status"] = matched["image_status"].to_numpy()
-    out.loc[hit, "abnormalities"] = pd.Series([sorted(a) if a is not None else [] for a in matched["abnormalities"]],
-                                              index=out.index[hit], dtype=object)
+    out.loc[hit, "abnormalities"] = pd.Series(
+        [sorted(a) if a is not None else [] for a in matched["abnormalities"]], index=out.index[hit], dtype=object
+    )
     return out, int(hit.sum())

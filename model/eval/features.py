@@ -8,7 +8,7 @@ like: only the training signal differs.
 from __future__ import annotations
 
 import copy
-from typing import Sequence
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -16,6 +16,11 @@ import torch
 from torch import nn
 
 from model.eval.data import EvalData
+
+if TYPE_CHECKING:
+    from model.network import CTGlip
+
+M = TypeVar("M", bound=nn.Module)
 
 
 def model_device(model: object) -> torch.device:
@@ -27,16 +32,18 @@ def model_device(model: object) -> torch.device:
 
 
 @torch.no_grad()
-def organ_embeddings(model: object, data: EvalData, rows: pd.DataFrame, chunk: int = 64) -> np.ndarray:
+def organ_embeddings(model: CTGlip, data: EvalData, rows: pd.DataFrame, chunk: int = 64) -> np.ndarray:
     """(len(rows), e) organ embeddings, in the order of ``rows`` (their ``row`` column indexes the crops)."""
     device = model_device(model)
     index = rows["row"].to_numpy(dtype=int)
-    out = [model.encode_organs(**data.crops.tensors(index[i : i + chunk], device)).float().cpu().numpy()
-           for i in range(0, len(index), chunk)]
+    out = [
+        model.encode_organs(**data.crops.tensors(index[i : i + chunk], device)).float().cpu().numpy()
+        for i in range(0, len(index), chunk)
+    ]
     return np.concatenate(out).astype(np.float32) if out else np.zeros((0, model.config.embed_dim), np.float32)
 
 
-def randomly_initialised(model: nn.Module, seed: int | None = None) -> nn.Module:
+def randomly_initialised(model: M, seed: int | None = None) -> M:
     """A model of ``model``'s architecture with every parameter drawn afresh (the "random" row).
 
     A model built from a config (``CTGlip``: ``type(model)(model.config, model.preprocessing, text_states=...)``) is

@@ -2,27 +2,29 @@
 
 ``implanted_eval_data(set_dirs, preprocessing, cache_dir)`` reads sets written by ``pipeline.synthetic.implant``
 (``write_qa_set`` or its command line) and brings each study to the model's canonical grid the way the own-archive route
-would: the CT resampled like ingest does (``pipeline.resample.resample_volume``: RAS, the checkpoint's isotropic spacing),
-the organ labels and the tumor mask placed by world coordinates like the precomputed segmenter does
+would: the CT resampled like ingest does (``pipeline.resample.resample_volume``: RAS, the checkpoint's isotropic
+spacing), the organ labels and the tumor mask placed by world coordinates like the precomputed segmenter does
 (``pipeline.segment.grid.to_grid_of``). Every organ row takes its status and abnormalities from the set's image truth
 (``truth/organ_gold.parquet``), its report status from what the set's report says, and is cropped by the one
 preprocessing path (``model.eval.data.crop_rows``). The rows' split is ``REAL_SPLIT``.
 
 ``score_implanted(models, with_implanted(base, real), config)`` is ``model.eval.evaluate`` with the implanted studies as
-the test split and ``base``'s training and validation splits for everything chosen before testing (AD tasks and thresholds, the tumor
-classes, the TS decoder's fine-tuning, the probes' fits), so its figures read like the synthetic test split's.
+the test split and ``base``'s training and validation splits for everything chosen before testing (AD tasks and
+thresholds, the tumor classes, the TS decoder's fine-tuning, the probes' fits), so its figures read like the synthetic
+test split's.
 
-The bootstrap resamples ``patient_id``: by default each implanted study is its own "patient" (``cluster="study"``), since
-a set is typically made from one or two real scans; such an interval covers the variation of the painted lesions over a
-fixed anatomy, not over patients. ``cluster="source"`` groups by source scan instead.
+The bootstrap resamples ``patient_id``: by default each implanted study is its own "patient" (``cluster="study"``),
+since a set is typically made from one or two real scans; such an interval covers the variation of the painted
+lesions over a fixed anatomy, not over patients. ``cluster="source"`` groups by source scan instead.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -30,6 +32,9 @@ import pandas as pd
 from model.eval.data import ORGAN_COLUMNS, EvalData, StudyJob, crop_rows, merge_eval_data
 from model.eval.evaluate import EvalConfig, EvalResult, evaluate
 from model.preprocess import Preprocessing
+
+if TYPE_CHECKING:
+    from model.network import CTGlip
 
 REAL_SPLIT = "real_anatomy"
 
@@ -59,8 +64,8 @@ def implanted_eval_data(
     counted_structures: bool = False,
     workers: int | None = None,
 ) -> tuple[EvalData, pd.DataFrame]:
-    """(the organ rows of every study of ``set_dirs``, cropped with ``preprocessing``; their ``organ_stats`` features for
-    the no-learning rows, ``model.eval.baseline.stats_features``). ``cache_dir`` receives the canonical volumes."""
+    """(the organ rows of every study of ``set_dirs``, cropped with ``preprocessing``; their ``organ_stats`` features
+    for the no-learning rows, ``model.eval.baseline.stats_features``). ``cache_dir`` receives the canonical volumes."""
     from model.eval.baseline import stats_features
     from pipeline.segment.stats import organ_stats
     from pipeline.vocab import counted, organ
@@ -80,14 +85,24 @@ def implanted_eval_data(
                 rows = rows[~rows["organ"].map(counted)]
             rows = rows[rows["organ"].map(lambda o: organ(o).index_v2 is not None)]
             said = rows["report_status"].replace({"not_mentioned": "normal"})
-            frame = pd.DataFrame({
-                "study_id": s.study_key, "patient_id": s.study_key if cluster == "study" else s.source, "split": split,
-                "organ": rows["organ"].to_numpy(), "index_v2": [organ(o).index_v2 for o in rows["organ"]],
-                "status": rows["image_status"].to_numpy(), "abnormalities": [list(a) for a in rows["abnormalities"]],
-                "report_status": said.to_numpy(), "report_abnormalities": [list(a) for a in rows["report_abnormalities"]],
-                "cut_by_fov": rows["cut_by_fov"].astype(bool).to_numpy(),
-            }, columns=ORGAN_COLUMNS)
-            (ct_path, lab_path, les_path), labels, ct = _canonical(set_dir, s.study_key, s.source, cache, preprocessing.spacing_mm)
+            frame = pd.DataFrame(
+                {
+                    "study_id": s.study_key,
+                    "patient_id": s.study_key if cluster == "study" else s.source,
+                    "split": split,
+                    "organ": rows["organ"].to_numpy(),
+                    "index_v2": [organ(o).index_v2 for o in rows["organ"]],
+                    "status": rows["image_status"].to_numpy(),
+                    "abnormalities": [list(a) for a in rows["abnormalities"]],
+                    "report_status": said.to_numpy(),
+                    "report_abnormalities": [list(a) for a in rows["report_abnormalities"]],
+                    "cut_by_fov": rows["cut_by_fov"].astype(bool).to_numpy(),
+                },
+                columns=ORGAN_COLUMNS,
+            )
+            (ct_path, lab_path, les_path), labels, ct = _canonical(
+                set_dir, s.study_key, s.source, cache, preprocessing.spacing_mm
+            )
             stats.append(organ_stats(s.study_key, labels, ct))
             frames.append((frame.sort_values("index_v2"), ct_path, lab_path, les_path))
     rows = pd.concat([f for f, *_ in frames], ignore_index=True) if frames else pd.DataFrame(columns=ORGAN_COLUMNS)
@@ -95,14 +110,28 @@ def implanted_eval_data(
     for frame, ct_path, lab_path, les_path in frames:
         index = tuple(range(start, start + len(frame)))
         start += len(frame)
-        jobs.append(StudyJob(str(frame["study_id"].iloc[0]) if len(frame) else "", ct_path, lab_path, les_path, index,
-                             tuple(frame["index_v2"].astype(int)), tuple(frame["organ"].astype(str)), preprocessing))
+        jobs.append(
+            StudyJob(
+                str(frame["study_id"].iloc[0]) if len(frame) else "",
+                ct_path,
+                lab_path,
+                les_path,
+                index,
+                tuple(frame["index_v2"].astype(int)),
+                tuple(frame["organ"].astype(str)),
+                preprocessing,
+            )
+        )
     organs, crops, _ = crop_rows(rows, [j for j in jobs if j.rows], preprocessing, workers)
     features = stats_features(pd.concat(stats, ignore_index=True)) if stats else pd.DataFrame()
     provenance = {
-        "implanted_sets": [str(Path(d).resolve()) for d in set_dirs], "preprocessing": preprocessing.to_record(),
-        "splits": [split], "n_cases": {split: int(organs["study_id"].nunique())}, "n_organs": {split: int(len(organs))},
-        "labels": "image truth of the implanted sets (truth/organ_gold.parquet)", "bootstrap_cluster": cluster,
+        "implanted_sets": [str(Path(d).resolve()) for d in set_dirs],
+        "preprocessing": preprocessing.to_record(),
+        "splits": [split],
+        "n_cases": {split: int(organs["study_id"].nunique())},
+        "n_organs": {split: int(len(organs))},
+        "labels": "image truth of the implanted sets (truth/organ_gold.parquet)",
+        "bootstrap_cluster": cluster,
     }
     return EvalData(organs, crops, preprocessing, provenance), features
 
@@ -115,8 +144,9 @@ def with_implanted(base: EvalData, real: EvalData, config: EvalConfig = EvalConf
     return merge_eval_data([base, real], splits=(config.train_split, config.val_split, test[0]))
 
 
-def score_implanted(models: Mapping[str, object | None], data: EvalData, config: EvalConfig = EvalConfig(),
-                    split: str = REAL_SPLIT) -> EvalResult:
+def score_implanted(
+    models: Mapping[str, CTGlip | None], data: EvalData, config: EvalConfig = EvalConfig(), split: str = REAL_SPLIT
+) -> EvalResult:
     """``evaluate`` with ``split`` (the implanted rows of ``with_implanted``) as the test split: every choice made
     before testing comes from ``config``'s training and validation splits, as on the synthetic test split."""
     if not (data.organs["split"] == split).any():

@@ -13,9 +13,10 @@ Conventions:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import Callable
+from typing import cast
 
 import numpy as np
 from sklearn import metrics as _sk
@@ -66,8 +67,13 @@ def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int | No
 def per_class_f1(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int | None = None) -> np.ndarray:
     """F1 of each class (one-vs-rest); ``nan`` for a class neither present nor predicted."""
     cm = confusion_matrix(y_true, y_pred, n_classes)
-    f1 = _sk.f1_score(np.asarray(y_true, int), np.asarray(y_pred, int), labels=np.arange(len(cm)), average=None,
-                      zero_division=0.0) if len(cm) else np.zeros(0)
+    f1 = (
+        _sk.f1_score(
+            np.asarray(y_true, int), np.asarray(y_pred, int), labels=np.arange(len(cm)), average=None, zero_division=0.0
+        )
+        if len(cm)
+        else np.zeros(0)
+    )
     return np.where(cm.sum(0) + cm.sum(1) > 0, f1, np.nan)
 
 
@@ -145,7 +151,8 @@ def dice(pred: np.ndarray, truth: np.ndarray, empty: float = 1.0) -> float:
         return float(empty)
     as_tensor = lambda a: torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))[None, None]  # noqa: E731
     metric = DiceMetric(include_background=True, reduction="none", ignore_empty=False)
-    return float(metric(as_tensor(pred), as_tensor(truth))[0, 0])
+    scores = cast(torch.Tensor, metric(as_tensor(pred), as_tensor(truth)))  # reduction="none": (batch, class)
+    return float(scores[0, 0])
 
 
 def mean_dice(preds: list[np.ndarray], truths: list[np.ndarray], empty: float = 1.0) -> tuple[float, np.ndarray]:
@@ -265,7 +272,7 @@ class Estimate:
     high: float
 
     @classmethod
-    def missing(cls) -> "Estimate":
+    def missing(cls) -> Estimate:
         return cls(float("nan"), float("nan"), float("nan"))
 
     @property
@@ -274,11 +281,13 @@ class Estimate:
 
     def to_dict(self) -> dict[str, float | None]:
         """JSON-able: ``nan`` becomes ``None``."""
-        return {k: (float(v) if np.isfinite(v) else None) for k, v in
-                (("value", self.value), ("low", self.low), ("high", self.high))}
+        return {
+            k: (float(v) if np.isfinite(v) else None)
+            for k, v in (("value", self.value), ("low", self.low), ("high", self.high))
+        }
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Estimate":
+    def from_dict(cls, d: dict) -> Estimate:
         return cls(*(float("nan") if d.get(k) is None else float(d[k]) for k in ("value", "low", "high")))
 
 

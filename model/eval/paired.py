@@ -9,7 +9,7 @@ methods, so the spread of the test cohort largely cancels from the difference.
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -28,9 +28,11 @@ def _seed_mean(items: Sequence[Items], w: np.ndarray | None = None) -> float | n
     return resampled.mean_finite(np.stack([metrics.resampled_values(fn, w, *arrays) for fn, arrays, _ in items]))
 
 
-def _interval(stat: Callable[[np.ndarray | None], float | np.ndarray], groups: np.ndarray, n: int, seed: int) -> Estimate:
-    value = stat(None)
-    boots = stat(resampled.counts(len(groups), n, seed, groups)) if len(groups) else np.zeros(0)
+def _interval(
+    stat: Callable[[np.ndarray | None], float | np.ndarray], groups: np.ndarray, n: int, seed: int
+) -> Estimate:
+    value = float(stat(None))  # on all items: one number
+    boots = np.asarray(stat(resampled.counts(len(groups), n, seed, groups))) if len(groups) else np.zeros(0)
     boots = boots[np.isfinite(boots)]
     if not np.isfinite(value) or not boots.size:
         return Estimate(value, float("nan"), float("nan"))
@@ -45,14 +47,13 @@ def _items(runs: Sequence[MethodResult], metric: str) -> list[Items]:
 
 def _check_aligned(a: Sequence[Items], b: Sequence[Items] = ()) -> np.ndarray:
     groups = a[0][2]
-    for _, arrays, g in [*a, *b]:
+    for _, _, g in [*a, *b]:
         if len(g) != len(groups) or not np.array_equal(np.asarray(g).astype(str), np.asarray(groups).astype(str)):
             raise ValueError("paired statistics need the same test items, in the same order, for every run")
     return np.asarray(groups)
 
 
-def seed_estimate(runs: Sequence[MethodResult], metric: str, n: int = 1000,
-                  seed: int = 0) -> Estimate:
+def seed_estimate(runs: Sequence[MethodResult], metric: str, n: int = 1000, seed: int = 0) -> Estimate:
     """A method's metric over its pretraining seeds (``runs``, one per seed): the mean of the seeds'
     values, with a patient bootstrap of that mean."""
     items = _items(runs, metric)
@@ -62,8 +63,9 @@ def seed_estimate(runs: Sequence[MethodResult], metric: str, n: int = 1000,
     return _interval(lambda w: _seed_mean(items, w), groups, n, seed)
 
 
-def paired_difference(runs_a: Sequence[MethodResult], runs_b: Sequence[MethodResult], metric: str,
-                      n: int = 1000, seed: int = 0) -> Estimate:
+def paired_difference(
+    runs_a: Sequence[MethodResult], runs_b: Sequence[MethodResult], metric: str, n: int = 1000, seed: int = 0
+) -> Estimate:
     """A - B of the seed-mean metric, with a paired patient bootstrap (one resample for both)."""
     a, b = _items(runs_a, metric), _items(runs_b, metric)
     if not a or not b:
@@ -74,4 +76,4 @@ def paired_difference(runs_a: Sequence[MethodResult], runs_b: Sequence[MethodRes
 
 def seed_values(runs: Sequence[MethodResult], metric: str) -> list[float]:
     """Each seed's own value of the metric (its spread over seeds)."""
-    return [_seed_mean([it]) for it in _items(runs, metric)]
+    return [float(_seed_mean([it])) for it in _items(runs, metric)]

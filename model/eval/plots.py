@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import io
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
 
-def _png(fig: "plt.Figure") -> bytes:
+def _png(fig: plt.Figure) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
     plt.close(fig)
@@ -24,7 +24,9 @@ def confusion_png(cm: np.ndarray, classes: Sequence[str], title: str = "") -> by
     n = len(classes)
     rows = cm.sum(1, keepdims=True)
     norm = np.divide(cm, rows, out=np.zeros(cm.shape, float), where=rows > 0)
-    size = max(4.0, 0.2 * n + 2)  # 0.2 in a row: room for 7-point names, and 72 organs stay a picture the UI shows whole
+    size = max(
+        4.0, 0.2 * n + 2
+    )  # 0.2 in a row: room for 7-point names, and 72 organs stay a picture the UI shows whole
     fig, ax = plt.subplots(figsize=(size, size))
     im = ax.imshow(norm, vmin=0, vmax=1, cmap="Blues")
     ax.set_xticks(range(n), classes, rotation=90, fontsize=7)

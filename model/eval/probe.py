@@ -1,7 +1,8 @@
 """Fitted methods: a logistic regression per AD task and for TD on given organ features, fitted on the training split.
 
 One implementation for every fitted row, so they read alike: linear probes on a model's frozen organ embeddings
-(``probe_grounded``, ``probe_clip``, ``probe_random``) and the no-learning rows on ``organ_stats`` (``model.eval.baseline``).
+(``probe_grounded``, ``probe_clip``, ``probe_random``) and the no-learning rows on ``organ_stats``
+(``model.eval.baseline``).
 The fit's labels are the image truth (``labels="image"``) or what the reports say (``"report"``: like the pretrained
 models, which only ever read reports); every method is scored against the image truth on the same test items, with AD
 thresholds chosen on validation, so the rows and their paired differences are like for like.
@@ -9,7 +10,7 @@ thresholds chosen on validation, so the rows and their paired differences are li
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -19,10 +20,12 @@ from model.eval.tumor import STRATA, TUMOR_WORDS, td_items, td_result
 from model.eval.zero_shot import ad_from_scores, ad_labels
 
 
-def linear_probe(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, l2: float = 1e-2,
-                 max_iter: int = 2000) -> np.ndarray:
+def linear_probe(
+    train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, l2: float = 1e-2, max_iter: int = 2000
+) -> np.ndarray:
     """scikit-learn ``LogisticRegression`` on standardised features, penalty ``l2 * |w|^2`` added to the mean log-loss
-    (``C = 1 / (2 l2 n)``); returns test probabilities. With one class in training, every test score is its frequency."""
+    (``C = 1 / (2 l2 n)``); returns test probabilities. With one class in training, every test score is its
+    frequency."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
@@ -36,7 +39,8 @@ def linear_probe(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, l
 
 
 def report_view(rows: pd.DataFrame) -> pd.DataFrame:
-    """The rows as the reports describe them (status and abnormalities from ``report_status``, ``report_abnormalities``)."""
+    """The rows as the reports describe them (status and abnormalities from ``report_status``,
+    ``report_abnormalities``)."""
     out = rows.copy()
     out["status"], out["abnormalities"] = rows["report_status"], rows["report_abnormalities"]
     return out
@@ -74,7 +78,7 @@ def fitted_method(
         te_take, _ = ad_labels(te, organ, abn, negatives)
         va_take, _ = ad_labels(va, organ, abn, negatives)
         both = linear_probe(x_tr_all[take], y, np.concatenate([x_te_all[te_take], x_va_all[va_take]]), l2)
-        scores[(organ, abn)] = (both[: len(te_take)], both[len(te_take):])
+        scores[(organ, abn)] = (both[: len(te_take)], both[len(te_take) :])
     ad = ad_from_scores(scores, te, va, tasks, negatives, n_boot=n_boot, seed=seed) if tasks else None
     td = None
     if tumor_classes:

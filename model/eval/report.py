@@ -11,23 +11,42 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from model.eval import metrics as M
-from model.files import fingerprint
 from model.eval.metrics import Estimate
-from model.eval.results import HEADLINE, EvalResult
 from model.eval.plots import grouped_bars_png, roc_png
+from model.eval.results import HEADLINE, EvalResult
+from model.files import fingerprint
 
-COLUMNS = {"or_acc": "OR acc", "ad_f1": "AD F1", "ad_auc": "AD AUC", "td_auc": "TD AUC", "ts_dsc": "TS DSC",
-           "ts_dsc_ge10": "TS DSC >= 10 mm", "ad_auc_size": "AD AUC size", "ad_auc_diffuse": "AD AUC diffuse",
-           "ad_auc_focal": "AD AUC focal"}
-PREFERRED_ORDER = ("no_learning", "no_learning_report", "random", "probe_random", "clip", "global", "probe_clip",
-                   "grounded", "ct-glip", "probe_grounded")
+COLUMNS = {
+    "or_acc": "OR acc",
+    "ad_f1": "AD F1",
+    "ad_auc": "AD AUC",
+    "td_auc": "TD AUC",
+    "ts_dsc": "TS DSC",
+    "ts_dsc_ge10": "TS DSC >= 10 mm",
+    "ad_auc_size": "AD AUC size",
+    "ad_auc_diffuse": "AD AUC diffuse",
+    "ad_auc_focal": "AD AUC focal",
+}
+PREFERRED_ORDER = (
+    "no_learning",
+    "no_learning_report",
+    "random",
+    "probe_random",
+    "clip",
+    "global",
+    "probe_clip",
+    "grounded",
+    "ct-glip",
+    "probe_grounded",
+)
 
 
 def fmt(e: Estimate, digits: int = 3) -> str:
@@ -55,8 +74,9 @@ def abnormality_table(result: EvalResult) -> pd.DataFrame:
     rows = []
     for organ, abn in result.ad_tasks:
         row: dict[str, object] = {"organ": organ, "abnormality": abn}
-        for name in method_order([n for n, m in result.methods.items() if m.abnormality_detection is not None]):
-            ad = result.methods[name].abnormality_detection
+        scored = {n: m.abnormality_detection for n, m in result.methods.items() if m.abnormality_detection is not None}
+        for name in method_order(list(scored)):
+            ad = scored[name]
             pair = next((p for p in ad.pairs if (p.organ, p.abnormality) == (organ, abn)), None)
             if pair is not None:
                 row["n_pos"], row["n_neg"] = pair.n_pos, pair.n_neg
@@ -97,7 +117,7 @@ def checkpoint_provenance(path: str | os.PathLike) -> dict[str, str]:
     return {"path": str(path), "sha256": fingerprint(path)}
 
 
-def _jsonable(obj: object) -> object:
+def _jsonable(obj: object) -> Any:  # a JSON value, as json.loads gives it
     return json.loads(json.dumps(obj, default=str, allow_nan=False))
 
 
@@ -108,7 +128,7 @@ def _config_dict(result: EvalResult) -> dict:
         v = getattr(cfg, f.name)
         if callable(v) and not dataclasses.is_dataclass(v):
             v = getattr(v, "__qualname__", repr(v))
-        out[f.name] = dataclasses.asdict(v) if dataclasses.is_dataclass(v) else v
+        out[f.name] = dataclasses.asdict(v) if dataclasses.is_dataclass(v) and not isinstance(v, type) else v
     return out
 
 
@@ -120,23 +140,37 @@ def report_json(result: EvalResult, provenance: Mapping[str, object] | None = No
     per_abn = []
     for name, m in result.methods.items():
         for p in m.abnormality_detection.pairs if m.abnormality_detection else ():
-            per_abn.append({"method": name, "organ": p.organ, "abnormality": p.abnormality, "n_pos": p.n_pos,
-                            "n_neg": p.n_neg, "threshold": p.threshold if np.isfinite(p.threshold) else None,
-                            "auc": p.auc.to_dict(), "f1": p.f1.to_dict()})
-    return _jsonable({
-        "headline_metrics": list(HEADLINE),
-        "methods": methods,
-        "pretrained": {name: m.pretrained for name, m in result.methods.items()},
-        "per_abnormality": per_abn,
-        "ad_tasks": [list(t) for t in result.ad_tasks],
-        "tumor_organs": list(result.tumor_organs),
-        # TS Dice of each fine-tuning run (seeds seed, seed + 1, ...); the table shows their per-case mean
-        "ts_dsc_per_run": {name: [d if np.isfinite(d) else None for d in m.tumor_segmentation.per_run]
-                           for name, m in result.methods.items() if m.tumor_segmentation is not None},
-        "notes": list(result.notes),
-        "config": _config_dict(result),
-        "provenance": {"data": result.provenance, **dict(provenance or {})},
-    })
+            per_abn.append(
+                {
+                    "method": name,
+                    "organ": p.organ,
+                    "abnormality": p.abnormality,
+                    "n_pos": p.n_pos,
+                    "n_neg": p.n_neg,
+                    "threshold": p.threshold if np.isfinite(p.threshold) else None,
+                    "auc": p.auc.to_dict(),
+                    "f1": p.f1.to_dict(),
+                }
+            )
+    return _jsonable(
+        {
+            "headline_metrics": list(HEADLINE),
+            "methods": methods,
+            "pretrained": {name: m.pretrained for name, m in result.methods.items()},
+            "per_abnormality": per_abn,
+            "ad_tasks": [list(t) for t in result.ad_tasks],
+            "tumor_organs": list(result.tumor_organs),
+            # TS Dice of each fine-tuning run (seeds seed, seed + 1, ...); the table shows their per-case mean
+            "ts_dsc_per_run": {
+                name: [d if np.isfinite(d) else None for d in m.tumor_segmentation.per_run]
+                for name, m in result.methods.items()
+                if m.tumor_segmentation is not None
+            },
+            "notes": list(result.notes),
+            "config": _config_dict(result),
+            "provenance": {"data": result.provenance, **{k: v for k, v in (provenance or {}).items()}},
+        }
+    )
 
 
 def metrics_from_json(record: Mapping) -> dict[str, dict[str, Estimate]]:

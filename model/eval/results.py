@@ -21,8 +21,16 @@ if TYPE_CHECKING:
     from model.eval.zero_shot import ADResult, ORResult
 
 HEADLINE = ("or_acc", "ad_f1", "ad_auc", "td_auc", "ts_dsc", "ts_dsc_ge10")
-DETAIL = ("or_macro_f1", "ad_auc_size", "ad_auc_diffuse", "ad_auc_focal", "ad_f1_pooled_threshold", "ad_f1_all_positive",
-          "td_auc_small", "ts_dsc_lt10")
+DETAIL = (
+    "or_macro_f1",
+    "ad_auc_size",
+    "ad_auc_diffuse",
+    "ad_auc_focal",
+    "ad_f1_pooled_threshold",
+    "ad_f1_all_positive",
+    "td_auc_small",
+    "ts_dsc_lt10",
+)
 LESION_BIN_MM = 10.0  # TS size bins: lesions under 10 mm (drawn 5-10 mm), and 10 mm or more
 Items = tuple[metrics.Metric, tuple[np.ndarray, ...], np.ndarray]  # (metric, per-item arrays, patient groups)
 
@@ -41,8 +49,11 @@ class MethodResult:
         out = {}
         for name in (*HEADLINE, *DETAIL):
             found = metric_items(self, name)
-            out[name] = Estimate.missing() if found is None else metrics.estimate(found[0], *found[1], n=n_boot, seed=seed,
-                                                                                   groups=found[2])
+            out[name] = (
+                Estimate.missing()
+                if found is None
+                else metrics.estimate(found[0], *found[1], n=n_boot, seed=seed, groups=found[2])
+            )
         return out
 
 
@@ -102,7 +113,11 @@ def metric_items(m: MethodResult, metric: str) -> Items | None:
         s, y = td.scores[key]
         return metrics.ROC_AUC, (s, y), _groups(td.groups.get(key), len(y))
     if metric in ("ts_dsc", "ts_dsc_ge10", "ts_dsc_lt10") and ts is not None and len(ts.per_case):
-        per_case = {"ts_dsc": ts.per_case, "ts_dsc_ge10": ts.in_bin(LESION_BIN_MM), "ts_dsc_lt10": ts.in_bin(0.0, LESION_BIN_MM)}[metric]
+        per_case = {
+            "ts_dsc": ts.per_case,
+            "ts_dsc_ge10": ts.in_bin(LESION_BIN_MM),
+            "ts_dsc_lt10": ts.in_bin(0.0, LESION_BIN_MM),
+        }[metric]
         if not np.isfinite(per_case).any():
             return None
         return metrics.NANMEAN, (per_case,), _groups(ts.groups, len(per_case))

@@ -1,6 +1,6 @@
 """Tumor segmentation (TS): a small decoder on an encoder's stride-2 feature map, fine-tuned with the encoder on patches
-of the canonical grid (``crop_voxels`` cubed) from the training split's organs with a lesion, half the patches centred on
-a lesion (Dice + cross-entropy); scored by Dice on the test split's organs with a lesion, a sliding window of patches
+of the canonical grid (``crop_voxels`` cubed) from the training split's organs with a lesion, half the patches centred
+on a lesion (Dice + cross-entropy); scored by Dice on the test split's organs with a lesion, a sliding window of patches
 over each organ's crop window, on the canonical grid. The loss and the Dice are MONAI's (``DiceLoss``, ``DiceMetric``
 via ``metrics.dice``). ``segmentation_protocol`` runs the same budget and seeds for every initialisation (random, global
 CLIP, grounded), so only the encoder's starting weights differ; Dice is reported over all cases and per size bin of the
@@ -12,8 +12,9 @@ from __future__ import annotations
 import copy
 import math
 import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, TypeVar, cast
 
 import numpy as np
 import torch
@@ -24,6 +25,11 @@ from model.eval.data import EvalData
 from model.eval.features import model_device
 from model.eval.metrics import Estimate
 from model.preprocess import SourceBlock, crop_pad
+
+if TYPE_CHECKING:
+    from model.network import CTGlip
+
+M = TypeVar("M", bound=nn.Module)
 
 
 @dataclass(frozen=True)
@@ -58,8 +64,9 @@ def dice_ce_loss(
     weight = torch.full((logits.shape[1],), float(fg_weight), dtype=logits.dtype, device=logits.device)
     weight[0] = 1.0
     ce = nn.functional.cross_entropy(logits, target[:, 0], weight=weight)
-    dice = DiceLoss(include_background=False, to_onehot_y=True, softmax=True, batch=batch_dice,
-                    smooth_nr=smooth, smooth_dr=smooth)(logits, target)
+    dice = DiceLoss(
+        include_background=False, to_onehot_y=True, softmax=True, batch=batch_dice, smooth_nr=smooth, smooth_dr=smooth
+    )(logits, target)
     return ce + dice
 
 
@@ -73,7 +80,9 @@ class SegDecoder(nn.Module):
     """UNet-style: from the (n, c, d, h, w) feature map, transposed-conv x2 steps with conv blocks up to the crop's
     size, then a full-resolution skip from the encoder's input channels and a 1x1 head (2 classes)."""
 
-    def __init__(self, in_channels: int, n_up: int, width: int = 16, n_classes: int = 2, skip_channels: int = 1) -> None:
+    def __init__(
+        self, in_channels: int, n_up: int, width: int = 16, n_classes: int = 2, skip_channels: int = 1
+    ) -> None:
         super().__init__()
         self.bottleneck = _block(in_channels, width)
         self.ups = nn.ModuleList(
@@ -85,7 +94,7 @@ class SegDecoder(nn.Module):
 
     def forward(self, fmap: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
         x = self.bottleneck(fmap)  # (n, w, d, h, w')
-        for stage in self.ups:
+        for stage in cast("list[nn.ModuleDict]", self.ups):
             x = stage["conv"](stage["up"](x))
         if x.shape[2:] != inputs.shape[2:]:
             x = nn.functional.interpolate(x, size=inputs.shape[2:], mode="trilinear", align_corners=False)
@@ -97,16 +106,17 @@ class SegDecoder(nn.Module):
         prior initialisation): the decoder starts at the base rate and its first steps go to telling lesion from
         background instead of learning that lesions are rare."""
         fraction = min(max(float(fraction), 1e-6), 0.5)
-        head = self.head[-1]
+        head = cast(nn.Conv3d, self.head[-1])  # the 1x1 output convolution, built with a bias
+        bias = cast(torch.Tensor, head.bias)
         k = head.out_channels - 1
-        head.bias.zero_()
-        head.bias[1:] = math.log(fraction / k) - math.log(1.0 - fraction)
+        bias.zero_()
+        bias[1:] = math.log(fraction / k) - math.log(1.0 - fraction)
 
 
 class SegNet(nn.Module):
     """Encoder (anything with ``feature_map(volume, mask)`` and ``input_channels``) + ``SegDecoder``."""
 
-    def __init__(self, encoder: nn.Module, decoder: SegDecoder) -> None:
+    def __init__(self, encoder: CTGlip, decoder: SegDecoder) -> None:
         super().__init__()
         self.encoder = encoder
         self.decoder = decoder
@@ -115,18 +125,22 @@ class SegNet(nn.Module):
         return self.decoder(self.encoder.feature_map(volume, mask), self.encoder.input_channels(volume, mask))
 
 
-def build_segnet(encoder: nn.Module, crop_voxels: int, width: int = 16) -> SegNet:
+def build_segnet(encoder: CTGlip, crop_voxels: int, width: int = 16) -> SegNet:
     """Probe the encoder once to size the decoder: channels and the number of x2 steps."""
     device = model_device(encoder)
     with torch.no_grad():
-        probe, mask = torch.zeros((1, 1, *(crop_voxels,) * 3), device=device), torch.zeros((1, *(crop_voxels,) * 3), device=device)
+        probe, mask = (
+            torch.zeros((1, 1, *(crop_voxels,) * 3), device=device),
+            torch.zeros((1, *(crop_voxels,) * 3), device=device),
+        )
         fmap, skip = encoder.feature_map(probe, mask), encoder.input_channels(probe, mask)
     n_up = max(int(round(math.log2(crop_voxels / fmap.shape[2]))), 0)
     return SegNet(encoder, SegDecoder(fmap.shape[1], n_up, width, skip_channels=skip.shape[1])).to(device)
 
 
-def sample_patches(blocks: Sequence[SourceBlock], n: int, size: int, lesion_share: float,
-                   rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def sample_patches(
+    blocks: Sequence[SourceBlock], n: int, size: int, lesion_share: float, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``n`` patches of ``size`` cubed canonical voxels from ``blocks``: the first ``lesion_share`` centred on a lesion
     voxel, the others on any voxel of the organ (mostly lesion-free). Returns volumes (n, s, s, s) float32, organ masks
     and lesion targets (n, s, s, s) bool."""
@@ -143,8 +157,9 @@ def sample_patches(blocks: Sequence[SourceBlock], n: int, size: int, lesion_shar
     return np.stack(volumes), np.stack(masks), np.stack(targets)
 
 
-def train_segmentation(encoder: nn.Module, blocks: Sequence[SourceBlock], crop_voxels: int,
-                       budget: SegBudget = SegBudget()) -> tuple[SegNet, list[float]]:
+def train_segmentation(
+    encoder: CTGlip, blocks: Sequence[SourceBlock], crop_voxels: int, budget: SegBudget = SegBudget()
+) -> tuple[SegNet, list[float]]:
     """Fine-tune ``SegNet(encoder, decoder)`` on patches of the canonical grid around the training organs' lesions
     (``blocks``), lesions oversampled (``lesion_share``); returns the network and the loss per step."""
     if not blocks:
@@ -153,7 +168,13 @@ def train_segmentation(encoder: nn.Module, blocks: Sequence[SourceBlock], crop_v
     net = build_segnet(encoder, crop_voxels, budget.width)
     rng = np.random.default_rng(budget.seed)
     if budget.prior_init:
-        net.decoder.set_prior(float(sample_patches(blocks, 32, crop_voxels, budget.lesion_share, np.random.default_rng(budget.seed))[2].mean()))
+        net.decoder.set_prior(
+            float(
+                sample_patches(blocks, 32, crop_voxels, budget.lesion_share, np.random.default_rng(budget.seed))[
+                    2
+                ].mean()
+            )
+        )
     device = model_device(net)
     groups = [{"params": net.decoder.parameters(), "lr": budget.lr}]
     if budget.encoder_lr > 0:
@@ -162,8 +183,10 @@ def train_segmentation(encoder: nn.Module, blocks: Sequence[SourceBlock], crop_v
     losses: list[float] = []
     net.train()
     for _ in range(budget.steps):
-        vol, mask, target = (torch.from_numpy(a).to(device) for a in sample_patches(blocks, budget.batch_size, crop_voxels,
-                                                                                   budget.lesion_share, rng))
+        vol, mask, target = (
+            torch.from_numpy(a).to(device)
+            for a in sample_patches(blocks, budget.batch_size, crop_voxels, budget.lesion_share, rng)
+        )
         loss = dice_ce_loss(net(vol[:, None], mask.float()), target[:, None].long(), fg_weight=budget.fg_weight)
         opt.zero_grad()
         loss.backward()
@@ -174,22 +197,32 @@ def train_segmentation(encoder: nn.Module, blocks: Sequence[SourceBlock], crop_v
 
 
 @torch.no_grad()
-def predict_masks(net: SegNet, blocks: Sequence[SourceBlock], crop_voxels: int, overlap: float = 0.25) -> list[np.ndarray]:
+def predict_masks(
+    net: SegNet, blocks: Sequence[SourceBlock], crop_voxels: int, overlap: float = 0.25
+) -> list[np.ndarray]:
     """Each block's lesion prediction on the canonical grid: MONAI's sliding window of patches over the block (the
     organ's crop window), kept inside the organ's region."""
     from monai.inferers import SlidingWindowInferer
 
     device = model_device(net)
-    inferer = SlidingWindowInferer(roi_size=(crop_voxels,) * 3, sw_batch_size=4, overlap=overlap, mode="gaussian",
-                                   padding_mode="constant", cval=-1.0)
+    inferer = SlidingWindowInferer(
+        roi_size=(crop_voxels,) * 3,
+        sw_batch_size=4,
+        overlap=overlap,
+        mode="gaussian",
+        padding_mode="constant",
+        cval=-1.0,
+    )
 
     def predict(x: torch.Tensor) -> torch.Tensor:  # channels: intensities, organ mask
         return net(x[:, :1], (x[:, 1] > 0.5).float()).softmax(1)[:, 1:2]
 
     out = []
     for b in blocks:
-        x = torch.from_numpy(np.stack([np.asarray(b.volume, dtype=np.float32), b.mask.astype(np.float32)]))[None].to(device)
-        prob = inferer(x, predict)[0, 0].cpu().numpy()
+        x = torch.from_numpy(np.stack([np.asarray(b.volume, dtype=np.float32), b.mask.astype(np.float32)]))[None].to(
+            device
+        )
+        prob = cast(torch.Tensor, inferer(x, predict))[0, 0].cpu().numpy()  # predict gives one tensor
         out.append((prob > 0.5) & b.region)
     return out
 
@@ -210,7 +243,7 @@ class SegResult:
 
 
 def segmentation_protocol(
-    make_encoder: Callable[[], nn.Module],
+    make_encoder: Callable[[], CTGlip],
     data: EvalData,
     train_rows: np.ndarray,
     test_rows: np.ndarray,
@@ -231,18 +264,28 @@ def segmentation_protocol(
         run = replace(budget, seed=budget.seed + r, repeats=1)
         torch.manual_seed(run.seed)
         net, losses = train_segmentation(make_encoder(), train_blocks, size, run)
-        mean, dice = metrics.mean_dice(predict_masks(net, test_blocks, size), [b.lesion for b in test_blocks], float("nan"))
+        mean, case_dice = metrics.mean_dice(
+            predict_masks(net, test_blocks, size), [b.lesion for b in test_blocks], float("nan")
+        )
         means.append(mean)
-        per_run_case.append(dice)
+        per_run_case.append(case_dice)
         curves.append(tuple(losses))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         per_case = np.nanmean(np.stack(per_run_case), axis=0) if len(test_rows) else np.zeros(0)
-    dice = metrics.estimate(metrics.NANMEAN, per_case, n=n_boot, seed=budget.seed, groups=groups) if len(test_rows) else Estimate.missing()
-    lesion_mm = data.organs.set_index("row").loc[test_rows, "lesion_mm"].to_numpy(dtype=float) if len(test_rows) else np.zeros(0)
+    dice = (
+        metrics.estimate(metrics.NANMEAN, per_case, n=n_boot, seed=budget.seed, groups=groups)
+        if len(test_rows)
+        else Estimate.missing()
+    )
+    lesion_mm = (
+        data.organs.set_index("row").loc[test_rows, "lesion_mm"].to_numpy(dtype=float)
+        if len(test_rows)
+        else np.zeros(0)
+    )
     return SegResult(dice, per_case, lesion_mm, curves[0], tuple(means), None if groups is None else np.asarray(groups))
 
 
-def from_model(model: nn.Module) -> Callable[[], nn.Module]:
+def from_model(model: M) -> Callable[[], M]:
     """An encoder factory returning a fresh copy of ``model`` (so fine-tuning never touches it)."""
     return lambda: copy.deepcopy(model)

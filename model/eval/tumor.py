@@ -13,8 +13,8 @@ label is read). Fitted methods (probes, the no-learning row) score the same item
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -58,8 +58,9 @@ def td_items(rows: pd.DataFrame, organs: Sequence[str], stratum: str = "organ") 
     return take, pos[take].astype(int)
 
 
-def td_result(scores: Mapping[str, np.ndarray], rows: pd.DataFrame, organs: Sequence[str], n_boot: int = 1000,
-              seed: int = 0) -> TDResult:
+def td_result(
+    scores: Mapping[str, np.ndarray], rows: pd.DataFrame, organs: Sequence[str], n_boot: int = 1000, seed: int = 0
+) -> TDResult:
     """AUC per stratum of ``scores[stratum]`` (one score per ``td_items`` row of that stratum)."""
     auc, out, groups = {}, {}, {}
     for stratum in STRATA:
@@ -67,13 +68,22 @@ def td_result(scores: Mapping[str, np.ndarray], rows: pd.DataFrame, organs: Sequ
         s = np.asarray(scores[stratum], dtype=float)
         g = rows["patient_id"].to_numpy()[take] if "patient_id" in rows else None
         out[stratum], groups[stratum] = (s, y), g
-        auc[stratum] = metrics.estimate(metrics.ROC_AUC, s, y, n=n_boot, seed=seed, groups=g) if len(y) else Estimate.missing()
+        auc[stratum] = (
+            metrics.estimate(metrics.ROC_AUC, s, y, n=n_boot, seed=seed, groups=g) if len(y) else Estimate.missing()
+        )
     return TDResult(auc, out, groups)
 
 
-def zero_shot_tumor_detection(test_emb: np.ndarray, test_rows: pd.DataFrame, val_emb: np.ndarray, val_rows: pd.DataFrame,
-                              organs: Sequence[str], prompt_emb: Mapping[str, tuple[np.ndarray, np.ndarray]],
-                              n_boot: int = 1000, seed: int = 0) -> TDResult:
+def zero_shot_tumor_detection(
+    test_emb: np.ndarray,
+    test_rows: pd.DataFrame,
+    val_emb: np.ndarray,
+    val_rows: pd.DataFrame,
+    organs: Sequence[str],
+    prompt_emb: Mapping[str, tuple[np.ndarray, np.ndarray]],
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> TDResult:
     """TD from zero-shot scores: ``prompt_emb[organ]`` = (negated, affirmed) prompt embedding of its tumor word; each
     class's scores standardised by its validation organs' scores (``val_emb``, ``val_rows``; labels unread)."""
     from model.eval.zero_shot import ad_scores

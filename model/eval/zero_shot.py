@@ -11,8 +11,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -21,7 +21,6 @@ from model.eval import metrics
 from model.eval.metrics import Estimate
 from model.eval.plots import confusion_png
 from model.prompts import unit_rows
-
 
 # --- organ recognition ----------------------------------------------------------------------
 
@@ -79,7 +78,9 @@ def organ_recognition(
 # --- abnormality detection ------------------------------------------------------------------
 
 
-def ad_labels(rows: pd.DataFrame, organ: str, abnormality: str, negatives: str = "normal") -> tuple[np.ndarray, np.ndarray]:
+def ad_labels(
+    rows: pd.DataFrame, organ: str, abnormality: str, negatives: str = "normal"
+) -> tuple[np.ndarray, np.ndarray]:
     """(positions of ``rows`` in the task, their labels 1/0) for one (organ, abnormality)."""
     if negatives not in ("normal", "other"):
         raise ValueError(f"negatives must be 'normal' or 'other', got {negatives!r}")
@@ -211,10 +212,16 @@ def ad_from_scores(
         g = test_rows[group_col].to_numpy()[take] if group_col in test_rows else None
         results.append(
             ADPairResult(
-                organ, abn, int(y.sum()), int(len(y) - y.sum()), thr,
+                organ,
+                abn,
+                int(y.sum()),
+                int(len(y) - y.sum()),
+                thr,
                 auc=metrics.estimate(metrics.ROC_AUC, s, y, n=n_boot, seed=seed, groups=g),
                 f1=metrics.estimate(metrics.F1, y, (s >= thr).astype(int), n=n_boot, seed=seed, groups=g),
-                scores=s, labels=y, groups=g,
+                scores=s,
+                labels=y,
+                groups=g,
             )
         )
     if not results:

@@ -5,17 +5,18 @@
     # 'The liver of [NAME] (DOB [DATE]) shows a mass.'
 
 Names, dates, phone numbers, record/accession/trial/other ids, ages over 89, addresses, facility names, e-mail
-addresses and URLs are replaced by typed placeholders (``[NAME]``, ``[DATE]``, ``[AGE]``, ...). With ``DeidConfig(dates="shift")`` a date
-that has a year becomes ``[DATE 2020-11-02]``: moved by the patient's own offset (``dates.shift_days``), so
-intervals between one patient's studies survive; the brackets say it is a surrogate. Detection is Presidio's
-pattern framework with report-specific patterns (``recognizers``); no model is loaded. ``find_phi`` is also
-what the privacy asset check runs over every text column of every table (``scan_frame``).
+addresses and URLs are replaced by typed placeholders (``[NAME]``, ``[DATE]``, ``[AGE]``, ...). With
+``DeidConfig(dates="shift")`` a date that has a year becomes ``[DATE 2020-11-02]``: moved by the patient's own offset
+(``dates.shift_days``), so intervals between one patient's studies survive; the brackets say it is a surrogate.
+Detection is Presidio's pattern framework with report-specific patterns (``recognizers``); no model is loaded.
+``find_phi`` is also what the privacy asset check runs over every text column of every table (``scan_frame``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable, Literal
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -32,12 +33,14 @@ _NAME_WORDS = re.compile(r"[\p{L}'’.-]+")
 # a name followed by one of these is an eponym, not a person ("Sister Mary Joseph nodule", "Ivor Lewis
 # esophagectomy", "Foley catheter"), and a place named after one is anatomy ("from the Circle of Willis"); one word
 # followed by a colon is a header ("Patient Preparation: none")
-_EPONYM_HEAD = re.compile(r"[ \t]+(?i:nodes?|nodules?|signs?|syndromes?|disease|fractures?|classification|criteria|score|lesions?|"
-                          r"tumou?rs?|hernias?|lines?|cysts?|diverticulum|fascia|pouch|triangle|space|ligament|canal|duct|"
-                          r"procedure|operation|manoeuvre|maneuver|phenomenon|index|scale|system|o?esophagectomy|gastrectomy|"
-                          r"resection|repair|anastomosis|fundoplication|shunt|catheter|filter|drain|tube|valve|stent|clip|coil|"
-                          r"ring|artery|lobe|network|hump|tear|injury|sarcoma|lymphoma|granulomatosis|dissection|circle|ampulla|sphincter|papilla|"
-                          r"foramen|fossa|recess|tubercle|bursa|loop|sinus|plexus|gland)\b")
+_EPONYM_HEAD = re.compile(
+    r"[ \t]+(?i:nodes?|nodules?|signs?|syndromes?|disease|fractures?|classification|criteria|score|lesions?|"
+    r"tumou?rs?|hernias?|lines?|cysts?|diverticulum|fascia|pouch|triangle|space|ligament|canal|duct|"
+    r"procedure|operation|manoeuvre|maneuver|phenomenon|index|scale|system|o?esophagectomy|gastrectomy|"
+    r"resection|repair|anastomosis|fundoplication|shunt|catheter|filter|drain|tube|valve|stent|clip|coil|"
+    r"ring|artery|lobe|network|hump|tear|injury|sarcoma|lymphoma|granulomatosis|dissection|circle|ampulla|sphincter|papilla|"
+    r"foramen|fossa|recess|tubercle|bursa|loop|sinus|plexus|gland)\b"
+)
 _HEADER = re.compile(r"[ \t]*:")
 
 
@@ -100,11 +103,12 @@ def find_phi(text: str) -> list[PhiSpan]:
         return []
     from pipeline.deid.recognizers import recognizers  # Presidio and spaCy load on first use, not with the package
 
-    found: list[tuple[int, int, str]] = []
+    found: list[tuple[int, int, str, float]] = []  # start, end, kind, score
     for recognizer in recognizers():
-        for r in recognizer.analyze(text, recognizer.supported_entities):
+        # Presidio's base class types nlp_artifacts as required; every recognizer here takes none (patterns only)
+        for r in recognizer.analyze(text, recognizer.supported_entities):  # type: ignore[call-arg]
             span = _trim_name(text, r.start, r.end) if r.entity_type == "NAME" else (r.start, r.end)
-            if span and r.entity_type == "PHONE" and text[span[0]] == "(" and ")" not in text[span[0]:span[1]]:
+            if span and r.entity_type == "PHONE" and text[span[0]] == "(" and ")" not in text[span[0] : span[1]]:
                 span = (span[0] + 1, span[1])  # phonenumbers takes the "(" of "(555-123-4567)"
             if span is not None and span[1] > span[0]:
                 found.append((*span, r.entity_type, r.score))
@@ -133,14 +137,23 @@ def deidentify(text: str, config: DeidConfig = DeidConfig(), patient_id: str | N
     out = text
     for span in reversed(spans):
         new = f"[{span.kind}]"
-        if span.kind == "DATE" and days is not None and (moved := shifted(text[span.start:span.end], days, config.day_first)):
+        if (
+            span.kind == "DATE"
+            and days is not None
+            and (moved := shifted(text[span.start : span.end], days, config.day_first))
+        ):
             new = f"[DATE {moved}]"
         out = out[: span.start] + new + out[span.end :]
     return Deidentified(out, tuple(spans))
 
 
-def deidentify_reports(reports: pd.DataFrame, config: DeidConfig = DeidConfig(), patients: dict[str, str] | None = None,
-                       text_column: str = "text", id_column: str = "report_id") -> tuple[pd.DataFrame, dict[str, int]]:
+def deidentify_reports(
+    reports: pd.DataFrame,
+    config: DeidConfig = DeidConfig(),
+    patients: dict[str, str] | None = None,
+    text_column: str = "text",
+    id_column: str = "report_id",
+) -> tuple[pd.DataFrame, dict[str, int]]:
     """The reports with de-identified text, and how many spans of each kind were replaced (never what)."""
     counts = dict.fromkeys(KINDS, 0)
     texts = []
@@ -183,7 +196,7 @@ def scan_frame(df: pd.DataFrame, table: str = "", context: int = 30) -> pd.DataF
             shift = 0
             for span in spans:
                 at = span.start + shift
-                excerpt = clean[max(0, at - context): at + len(span.kind) + 2 + context]
+                excerpt = clean[max(0, at - context) : at + len(span.kind) + 2 + context]
                 shift += len(span.kind) + 2 - (span.end - span.start)
                 rows.append({"table": table, "column": str(column), "row": i, "kind": span.kind, "excerpt": excerpt})
     return pd.DataFrame(rows, columns=["table", "column", "row", "kind", "excerpt"])

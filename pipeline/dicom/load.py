@@ -18,7 +18,7 @@ import pydicom
 
 from pipeline.dicom.errors import IngestError
 from pipeline.dicom.geometry import GeometryOptions, SeriesGeometry, check_geometry
-from pipeline.dicom.scan import SliceHeader, group_studies, read_header
+from pipeline.dicom.scan import SliceHeader, group_studies, read_header, required
 from pipeline.ids import pseudonym
 from pipeline.volume import Volume
 
@@ -83,9 +83,15 @@ def _stored_pixels(ds: pydicom.Dataset, h: SliceHeader) -> np.ndarray:
 def _native_tail(h: SliceHeader) -> np.ndarray | None:
     """Fast path for uncompressed 16-bit slices: the pixel data is the file's last element, so its
     bytes are the file's tail. Verified against the element's tag and length; None if not so."""
-    if h.transfer_syntax not in ("1.2.840.10008.1.2", "1.2.840.10008.1.2.1") or h.bits_allocated != 16 or h.samples_per_pixel != 1 or h.n_frames != 1:
+    if (
+        h.transfer_syntax not in ("1.2.840.10008.1.2", "1.2.840.10008.1.2.1")
+        or h.bits_allocated != 16
+        or h.samples_per_pixel != 1
+        or h.n_frames != 1
+    ):
         return None
-    nbytes = int(h.rows) * int(h.cols) * 2
+    rows, cols = int(required(h.rows, "Rows")), int(required(h.cols, "Columns"))
+    nbytes = rows * cols * 2
     explicit = h.transfer_syntax == "1.2.840.10008.1.2.1"
     head = 12 if explicit else 8
     with open(h.path, "rb") as fh:
@@ -102,7 +108,9 @@ def _native_tail(h: SliceHeader) -> np.ndarray | None:
     )
     if not ok:
         return None
-    arr = np.frombuffer(data, dtype=np.int16 if h.pixel_representation == 1 else np.uint16, offset=head).reshape(int(h.rows), int(h.cols))
+    arr = np.frombuffer(data, dtype=np.int16 if h.pixel_representation == 1 else np.uint16, offset=head).reshape(
+        rows, cols
+    )
     stored = h.bits_stored or 16
     if stored < 16:
         if h.pixel_representation == 1:
@@ -130,7 +138,7 @@ def load_series(
     """Validate, sort and read one series into HU. ``array[i, j, k]`` = (column, row, slice along the normal)."""
     geo = geometry if isinstance(geometry, SeriesGeometry) else check_geometry(slices, geometry)
     hs = geo.slices
-    rows, cols, n = int(hs[0].rows), int(hs[0].cols), len(hs)
+    rows, cols, n = int(required(hs[0].rows, "Rows")), int(required(hs[0].cols, "Columns")), len(hs)
     integral = all(h.slope == 1.0 and float(h.intercept).is_integer() for h in hs)
     if integral:  # int16 holds every value when the stored range shifted by the intercept fits
         bits = max((h.bits_stored or 16) for h in hs)
@@ -147,7 +155,9 @@ def load_series(
             if stored is None:
                 ds = pydicom.dcmread(h.path)
         except Exception as exc:  # noqa: BLE001
-            raise IngestError("decode", "unreadable_file", f"slice {k + 1} of {n} cannot be read ({type(exc).__name__})") from None
+            raise IngestError(
+                "decode", "unreadable_file", f"slice {k + 1} of {n} cannot be read ({type(exc).__name__})"
+            ) from None
         t1 = perf_counter()
         if stored is None:
             try:
@@ -155,11 +165,18 @@ def load_series(
             except IngestError as err:
                 raise IngestError(err.stage, err.reason, f"slice {k + 1} of {n}: {err.detail}") from None
             except Exception as exc:  # noqa: BLE001 - a slice pydicom cannot give pixels for is named, never an internal error
-                raise IngestError("decode", "decode_failed", f"slice {k + 1} of {n}: {type(exc).__name__}: {str(exc)[:160]}") from None
+                raise IngestError(
+                    "decode", "decode_failed", f"slice {k + 1} of {n}: {type(exc).__name__}: {str(exc)[:160]}"
+                ) from None
         t2 = perf_counter()
         if integral:
             # unsigned here has at most 15 bits, so the int16 view is value-preserving
-            np.add(stored.view(np.int16) if stored.dtype == np.uint16 else stored, np.int16(h.intercept), out=buf[k], casting="unsafe")
+            np.add(
+                stored.view(np.int16) if stored.dtype == np.uint16 else stored,
+                np.int16(h.intercept),
+                out=buf[k],
+                casting="unsafe",
+            )
         else:
             np.multiply(stored, np.float32(h.slope), out=buf[k], casting="unsafe")
             buf[k] += np.float32(h.intercept)
@@ -196,7 +213,11 @@ def load_dicom_series(source: str | os.PathLike | list, geometry: GeometryOption
     """
     if isinstance(source, (str, os.PathLike)):
         root = Path(source)
-        paths = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file() and not p.name.startswith("."))
+        paths = (
+            [root]
+            if root.is_file()
+            else sorted(p for p in root.rglob("*") if p.is_file() and not p.name.startswith("."))
+        )
     else:
         paths = [Path(p) for p in source]
     headers = []
@@ -210,5 +231,7 @@ def load_dicom_series(source: str | os.PathLike | list, geometry: GeometryOption
     studies = group_studies(headers)
     series = [s for st in studies.values() for s in st.values()]
     if len(series) != 1:
-        raise IngestError("scan", "multiple_series", f"{len(series)} series found; pass one series (or use ingest_study)")
+        raise IngestError(
+            "scan", "multiple_series", f"{len(series)} series found; pass one series (or use ingest_study)"
+        )
     return load_series(series[0], geometry)

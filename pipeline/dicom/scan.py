@@ -8,6 +8,7 @@ from collections import defaultdict
 from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Literal, TypeVar
 
 import pydicom
 from pydicom.errors import InvalidDicomError
@@ -17,6 +18,7 @@ log = logging.getLogger(__name__)
 # Suffixes of files that are certainly not DICOM; everything else is tried.
 _NOT_DICOM = {".txt", ".json", ".csv", ".md", ".nii", ".gz", ".nrrd", ".png", ".jpg", ".xml", ".html", ".py", ".zip"}
 _DICOMDIR_CLASS = "1.2.840.10008.1.3.10"
+T = TypeVar("T")
 
 
 def _floats(value, n: int) -> tuple[float, ...] | None:
@@ -25,6 +27,18 @@ def _floats(value, n: int) -> tuple[float, ...] | None:
     except (TypeError, ValueError):
         return None
     return out if len(out) == n else None
+
+
+def _point(value) -> tuple[float, float, float] | None:
+    """Three floats (a position), or None."""
+    out = _floats(value, 3)
+    return None if out is None else (out[0], out[1], out[2])
+
+
+def _pair(value) -> tuple[float, float] | None:
+    """Two floats (a pixel spacing), or None."""
+    out = _floats(value, 2)
+    return None if out is None else (out[0], out[1])
 
 
 def _float(value, default: float | None = None) -> float | None:
@@ -43,6 +57,13 @@ def _int(value, default: int | None = None) -> int | None:
 
 def _str(value) -> str:
     return "" if value is None else str(value).strip()
+
+
+def required(value: T | None, what: str) -> T:
+    """A header field the checks before made sure of (``ValueError`` naming ``what`` where it is missing after all)."""
+    if value is None:
+        raise ValueError(f"{what} is missing")
+    return value
 
 
 @dataclass(frozen=True)
@@ -106,7 +127,9 @@ def header_from_dataset(ds: pydicom.Dataset, path: str, size: int = 0, mtime_ns:
         mtime_ns=mtime_ns,
         study_uid=_str(ds.get("StudyInstanceUID")),
         series_uid=_str(ds.get("SeriesInstanceUID")),
-        sop_uid=_str(ds.get("SOPInstanceUID")) or (_str(meta.get("MediaStorageSOPInstanceUID")) if meta is not None else "") or path,
+        sop_uid=_str(ds.get("SOPInstanceUID"))
+        or (_str(meta.get("MediaStorageSOPInstanceUID")) if meta is not None else "")
+        or path,
         patient_id=_str(ds.get("PatientID")),
         accession=_str(ds.get("AccessionNumber")),
         modality=_str(ds.get("Modality")).upper(),
@@ -114,9 +137,9 @@ def header_from_dataset(ds: pydicom.Dataset, path: str, size: int = 0, mtime_ns:
         image_type=tuple(_str(v).upper() for v in (ds.get("ImageType") or ())),
         series_number=_int(ds.get("SeriesNumber")),
         instance_number=_int(ds.get("InstanceNumber")),
-        position=_floats(ds.get("ImagePositionPatient"), 3),
+        position=_point(ds.get("ImagePositionPatient")),
         orientation=_floats(ds.get("ImageOrientationPatient"), 6),
-        pixel_spacing=_floats(ds.get("PixelSpacing"), 2),
+        pixel_spacing=_pair(ds.get("PixelSpacing")),
         rows=_int(ds.get("Rows")),
         cols=_int(ds.get("Columns")),
         slice_thickness=_float(ds.get("SliceThickness")),
@@ -149,7 +172,12 @@ def read_header(path: str | os.PathLike) -> SliceHeader:
     with open(path, "rb") as fh:
         ds = pydicom.dcmread(fh, stop_before_pixels=True)
         meta = getattr(ds, "file_meta", None)
-        if not (ds.get("SOPInstanceUID") or ds.get("StudyInstanceUID") or ds.get("Modality") or (meta is not None and meta.get("MediaStorageSOPInstanceUID"))):
+        if not (
+            ds.get("SOPInstanceUID")
+            or ds.get("StudyInstanceUID")
+            or ds.get("Modality")
+            or (meta is not None and meta.get("MediaStorageSOPInstanceUID"))
+        ):
             raise InvalidDicomError("no DICOM instance identity")
         truncated = _truncation(ds, fh, st.st_size)
     h = header_from_dataset(ds, path, st.st_size, st.st_mtime_ns)
@@ -161,7 +189,7 @@ _DEFLATED = "1.2.840.10008.1.2.1.99"
 
 
 def _truncation(ds: pydicom.Dataset, fh, size: int) -> str:
-    """"" for a whole file; else where it ends. ``fh`` stands where ``stop_before_pixels`` stopped: at the
+    """ "" for a whole file; else where it ends. ``fh`` stands where ``stop_before_pixels`` stopped: at the
     pixel data element's tag, or at the end of the file when the parse ran out of bytes first."""
     meta = getattr(ds, "file_meta", None)
     ts = _str(meta.get("TransferSyntaxUID")) if meta is not None else ""
@@ -170,9 +198,11 @@ def _truncation(ds: pydicom.Dataset, fh, size: int) -> str:
     pos = fh.tell()
     head = fh.read(12)
     big = ts == "1.2.840.10008.1.2.2"
-    order = "big" if big else "little"
+    order: Literal["big", "little"] = "big" if big else "little"
     if len(head) < 8 or int.from_bytes(head[0:2], order) != 0x7FE0:
-        sop_class = _str(ds.get("SOPClassUID")) or (_str(meta.get("MediaStorageSOPClassUID")) if meta is not None else "")
+        sop_class = _str(ds.get("SOPClassUID")) or (
+            _str(meta.get("MediaStorageSOPClassUID")) if meta is not None else ""
+        )
         image = "Image Storage" in pydicom.uid.UID(sop_class).name if sop_class else ds.get("Rows") is not None
         # the parse ran out of bytes before any pixel data, in an object that must carry some
         # sizes with thousands separators: a bare run of 5+ digits reads as an identifier to the privacy check
@@ -207,7 +237,9 @@ def _looks_like_dicom(path: str) -> bool:
 
 
 def _read_many(paths: list[str]) -> tuple[list[SliceHeader], list[str], list[str]]:
-    headers, bad, ignored = [], [], []
+    headers: list[SliceHeader] = []
+    bad: list[str] = []
+    ignored: list[str] = []
     for p in paths:
         try:
             h = read_header(p)
@@ -224,8 +256,9 @@ def _read_many(paths: list[str]) -> tuple[list[SliceHeader], list[str], list[str
 def list_files(root: str | os.PathLike) -> tuple[list[str], list[str]]:
     """All candidate files under ``root`` (hidden ones and obvious non-DICOM suffixes skipped) and the
     leaf folders that hold no file at all."""
-    files, empty = [], []
-    for dirpath, dirnames, filenames in os.walk(root):
+    files: list[str] = []
+    empty: list[str] = []
+    for dirpath, dirnames, filenames in os.walk(os.fspath(root)):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         names = [f for f in sorted(filenames) if not f.startswith(".")]
         if not names and not dirnames:
@@ -236,7 +269,9 @@ def list_files(root: str | os.PathLike) -> tuple[list[str], list[str]]:
     return files, empty
 
 
-def scan_dicom(root: str | os.PathLike, workers: int = 1, chunk: int = 256, executor: Executor | None = None) -> ScanResult:
+def scan_dicom(
+    root: str | os.PathLike, workers: int = 1, chunk: int = 256, executor: Executor | None = None
+) -> ScanResult:
     """Read every file's header under ``root`` (any layout), in ``workers`` processes (or on ``executor``)."""
     files, empty = list_files(root)
     chunks = [files[i : i + chunk] for i in range(0, len(files), chunk)]
@@ -260,7 +295,13 @@ def scan_dicom(root: str | os.PathLike, workers: int = 1, chunk: int = 256, exec
     for d in sorted({os.path.dirname(p) for p in ignored} - seen_dirs):
         if not any(e.is_dir() for e in os.scandir(d)):
             empty_dirs.append(d)
-    log.info("scanned %d files: %d DICOM headers, %d unreadable, %d empty folders", len(files), len(headers), len(bad), len(empty_dirs))
+    log.info(
+        "scanned %d files: %d DICOM headers, %d unreadable, %d empty folders",
+        len(files),
+        len(headers),
+        len(bad),
+        len(empty_dirs),
+    )
     return ScanResult(tuple(headers), tuple(bad), tuple(empty_dirs), len(files), tuple(ignored))
 
 

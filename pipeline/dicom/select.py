@@ -8,7 +8,7 @@ import numpy as np
 
 from pipeline.dicom.errors import IngestError
 from pipeline.dicom.geometry import plane_name, slice_normal
-from pipeline.dicom.scan import SliceHeader
+from pipeline.dicom.scan import SliceHeader, required
 from pipeline.ids import pseudonym
 
 _LOCALIZER_WORDS = ("LOCALIZER", "SCOUT", "TOPOGRAM", "SCANOGRAM", "SURVIEW")
@@ -41,7 +41,14 @@ class Candidate:
         lo, hi = options.thickness_range_mm
         sensible = lo <= self.thickness_mm <= hi
         # axial first, then original over derived, sensible thickness, coverage (1 cm bins), thinner, more slices
-        return (self.plane == "axial", self.original, sensible, round(self.coverage_mm / 10.0), -self.thickness_mm, len(self.slices))
+        return (
+            self.plane == "axial",
+            self.original,
+            sensible,
+            round(self.coverage_mm / 10.0),
+            -self.thickness_mm,
+            len(self.slices),
+        )
 
 
 @dataclass(frozen=True)
@@ -62,12 +69,21 @@ def _kind(h: SliceHeader) -> tuple:
 
 
 def _what_differs(stray: SliceHeader, usual: SliceHeader) -> str:
-    parts = [name for name, a, b in (("orientation", _kind(stray)[0], _kind(usual)[0]), ("matrix", _kind(stray)[1:3], _kind(usual)[1:3]),
-                                     ("image type", _kind(stray)[3], _kind(usual)[3])) if a != b]
+    parts = [
+        name
+        for name, a, b in (
+            ("orientation", _kind(stray)[0], _kind(usual)[0]),
+            ("matrix", _kind(stray)[1:3], _kind(usual)[1:3]),
+            ("image type", _kind(stray)[3], _kind(usual)[3]),
+        )
+        if a != b
+    ]
     return ("a localizer: " if "LOCALIZER" in stray.image_type else "") + "/".join(parts)
 
 
-def clean_series(slices: list[SliceHeader], options: SelectOptions = SelectOptions()) -> tuple[list[SliceHeader], tuple[str, ...]]:
+def clean_series(
+    slices: list[SliceHeader], options: SelectOptions = SelectOptions()
+) -> tuple[list[SliceHeader], tuple[str, ...]]:
     """The slices of one series without repeated SOP instances (one file kept of each) and without a few
     stray slices that differ from the rest (a localizer filed under the axial series' UID); notes say what
     went. Many differing slices are a mixed series, not strays: left for geometry to reject."""
@@ -89,7 +105,10 @@ def clean_series(slices: list[SliceHeader], options: SelectOptions = SelectOptio
         strays = [h for g in groups.values() if g is not usual for h in g]
         if len(strays) <= max(1, int(options.max_stray_fraction * len(slices))) and len(usual) > len(strays):
             why = sorted({_what_differs(h, usual[0]) for h in strays})
-            notes.append(f"dropped {len(strays)} stray slice(s) of the series ({'; '.join(why)} differ from the other {len(usual)})")
+            notes.append(
+                f"dropped {len(strays)} stray slice(s) of the series "
+                f"({'; '.join(why)} differ from the other {len(usual)})"
+            )
             slices = [h for h in slices if _kind(h) == _kind(usual[0])]
     return slices, tuple(notes)
 
@@ -119,13 +138,24 @@ def _skip_reason(slices: list[SliceHeader], options: SelectOptions) -> str | Non
 
 
 def _candidate(series_uid: str, slices: list[SliceHeader], notes: tuple[str, ...] = ()) -> Candidate:
-    normal = slice_normal(slices[0].orientation)
+    orientation = required(slices[0].orientation, "ImageOrientationPatient")  # _skip_reason checked it
+    normal = slice_normal(orientation)
     d = np.array([s.position for s in slices]) @ normal
     n = len(slices)
     spacing = (d.max() - d.min()) / max(n - 1, 1)
     thickness = slices[0].slice_thickness or spacing
-    original = bool(slices[0].image_type[:1] == ("ORIGINAL",)) and not any(w in " ".join(slices[0].image_type) for w in _DERIVED_WORDS)
-    return Candidate(series_uid, tuple(slices), plane_name(slices[0].orientation), float(d.max() - d.min() + spacing), float(thickness), original, notes)
+    original = bool(slices[0].image_type[:1] == ("ORIGINAL",)) and not any(
+        w in " ".join(slices[0].image_type) for w in _DERIVED_WORDS
+    )
+    return Candidate(
+        series_uid,
+        tuple(slices),
+        plane_name(orientation),
+        float(d.max() - d.min() + spacing),
+        float(thickness),
+        original,
+        notes,
+    )
 
 
 def select_series(series: dict[str, list[SliceHeader]], options: SelectOptions = SelectOptions()) -> SeriesChoice:

@@ -16,10 +16,19 @@ from pipeline.report.api import (
     organ_texts,
 )
 from pipeline.report.dictionary import Abnormality, abnormalities, abnormalities_for_organ, abnormality
-from pipeline.report.finding import ReportConfig, Finding
+from pipeline.report.finding import Finding, ReportConfig
 
 __all__ = [
-    "Abnormality", "Finding", "ReportConfig", "abnormalities", "abnormalities_for_organ", "abnormality",
-    "extract_findings", "extract_findings_checked", "extract_table", "extract_table_checked", "organ_status",
+    "Abnormality",
+    "Finding",
+    "ReportConfig",
+    "abnormalities",
+    "abnormalities_for_organ",
+    "abnormality",
+    "extract_findings",
+    "extract_findings_checked",
+    "extract_table",
+    "extract_table_checked",
+    "organ_status",
     "organ_texts",
 ]

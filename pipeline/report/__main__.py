@@ -1,5 +1,5 @@
-"""CLI: ``python -m pipeline.report FILE.csv --text-column ReportText --id-column AccessionNumber --out findings.parquet``;
-with ``--labels ctrate`` one row per report with CT-RATE's 18 labels (0/1) instead."""
+"""CLI: ``python -m pipeline.report FILE.csv --text-column ReportText --id-column AccessionNumber
+--out findings.parquet``; with ``--labels ctrate`` one row per report with CT-RATE's 18 labels (0/1) instead."""
 
 from __future__ import annotations
 
@@ -33,14 +33,24 @@ def main(argv: list[str] | None = None) -> int:
         "--out labels.parquet",
     )
     parser.add_argument("csv", type=Path, help="input CSV with one report per row")
-    parser.add_argument("--text-column", default="ReportText", help="column holding the report text (default ReportText)")
-    parser.add_argument("--id-column", default="AccessionNumber", help="column copied to report_id (default AccessionNumber)")
+    parser.add_argument(
+        "--text-column", default="ReportText", help="column holding the report text (default ReportText)"
+    )
+    parser.add_argument(
+        "--id-column", default="AccessionNumber", help="column copied to report_id (default AccessionNumber)"
+    )
     parser.add_argument("--out", type=Path, required=True, help="output Parquet file of findings")
     parser.add_argument("--problems-out", type=Path, help="optional CSV of reports flagged as empty, non-English, ...")
     parser.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
-    parser.add_argument("--labels", choices=["ctrate"], help="write one row per report with these labels "
-                        "(ctrate: CT-RATE's 18 abnormalities, 0/1) instead of one row per finding")
-    parser.add_argument("--encoding", default="utf-8", help="CSV encoding; undecodable bytes are replaced (default utf-8)")
+    parser.add_argument(
+        "--labels",
+        choices=["ctrate"],
+        help="write one row per report with these labels "
+        "(ctrate: CT-RATE's 18 abnormalities, 0/1) instead of one row per finding",
+    )
+    parser.add_argument(
+        "--encoding", default="utf-8", help="CSV encoding; undecodable bytes are replaced (default utf-8)"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     try:
@@ -54,8 +64,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     start = time.perf_counter()
     # the process is ours: the start-up heap may leave the garbage collector's reach (ReportConfig.freeze_heap)
-    findings, problems = extract_table_checked(df, args.text_column, args.id_column, workers=args.workers,
-                                               config=ReportConfig(freeze_heap=True))
+    findings, problems = extract_table_checked(
+        df, args.text_column, args.id_column, workers=args.workers, config=ReportConfig(freeze_heap=True)
+    )
     if args.labels == "ctrate":
         labels = label_table(findings, df[args.id_column]).drop(columns="report_id")
         clash = [c for c in labels.columns if c in df.columns]
@@ -66,8 +77,14 @@ def main(argv: list[str] | None = None) -> int:
         write_parquet(findings, args.out)
     if args.problems_out:
         problems.to_csv(args.problems_out, index=False)
-    logging.info("%d reports -> %d findings (%d reports flagged) in %.1f s -> %s", len(df), len(findings),
-                 len(problems), time.perf_counter() - start, args.out)
+    logging.info(
+        "%d reports -> %d findings (%d reports flagged) in %.1f s -> %s",
+        len(df),
+        len(findings),
+        len(problems),
+        time.perf_counter() - start,
+        args.out,
+    )
     return 0
 
 

@@ -19,8 +19,21 @@ from pipeline.vocab import STATUS_ORDER, STATUS_RANK
 
 CLASSES = (NORMAL, ABNORMAL, UNCERTAIN, NOT_MENTIONED)
 # canonical names of the synthetic catalog (docs/ARCHITECTURE.md)
-CATALOG = frozenset({"mass", "cyst", "hepatomegaly", "steatosis", "splenomegaly", "stone", "nodule",
-                     "pleural effusion", "aneurysm", "cardiomegaly", "fracture"})
+CATALOG = frozenset(
+    {
+        "mass",
+        "cyst",
+        "hepatomegaly",
+        "steatosis",
+        "splenomegaly",
+        "stone",
+        "nodule",
+        "pleural effusion",
+        "aneurysm",
+        "cardiomegaly",
+        "fracture",
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -38,9 +51,19 @@ class Metrics:
     worst_sentences: pd.DataFrame = field(repr=False)  # sentences behind most errors
 
     def summary(self) -> dict:
-        return {k: getattr(self, k) for k in ("n_reports", "n_rows", "status_macro_f1", "status_f1",
-                                              "abnormality_precision", "abnormality_recall", "abnormality_f1",
-                                              "abnormality_f1_all")}
+        return {
+            k: getattr(self, k)
+            for k in (
+                "n_reports",
+                "n_rows",
+                "status_macro_f1",
+                "status_f1",
+                "abnormality_precision",
+                "abnormality_recall",
+                "abnormality_f1",
+                "abnormality_f1_all",
+            )
+        }
 
 
 def _f1(tp: int, fp: int, fn: int) -> tuple[float, float, float]:
@@ -64,8 +87,11 @@ def score(findings_df: pd.DataFrame, gold_df: pd.DataFrame, report_column: str =
     gold[report_column] = gold[report_column].astype(str)
     f["_rank"] = f["status"].map(STATUS_RANK)
     pred = f.groupby(["report_id", "organ"])["_rank"].max().map(dict(enumerate(STATUS_ORDER)))
-    abn = (f[f["status"].isin([ABNORMAL, UNCERTAIN]) & f["abnormality"].notna()]
-           .groupby(["report_id", "organ"])["abnormality"].agg(lambda s: frozenset(s)))
+    abn = (
+        f[f["status"].isin([ABNORMAL, UNCERTAIN]) & f["abnormality"].notna()]
+        .groupby(["report_id", "organ"])["abnormality"]
+        .agg(lambda s: frozenset(s))
+    )
     sents = f.groupby(["report_id", "organ"])["sentence"].agg(lambda s: list(dict.fromkeys(s)))
     keys = list(zip(gold[report_column], gold["organ"]))
     gold["pred_status"] = [pred.get(k, NOT_MENTIONED) for k in keys]
@@ -92,12 +118,27 @@ def score(findings_df: pd.DataFrame, gold_df: pd.DataFrame, report_column: str =
     errors = gold[wrong].rename(columns={report_column: "report_id", "report_status": "gold_status"})
     errors = errors.assign(gold_set=errors["gold_set"].map(sorted), pred_set=errors["pred_set"].map(sorted))
     errors = errors[["report_id", "organ", "gold_status", "pred_status", "gold_set", "pred_set", "sentences"]]
-    worst = (errors.explode("sentences").dropna(subset=["sentences"]).groupby("sentences").size()
-             .sort_values(ascending=False).rename("errors").reset_index().rename(columns={"sentences": "sentence"}))
+    worst = (
+        errors.explode("sentences")
+        .dropna(subset=["sentences"])
+        .groupby("sentences")
+        .size()
+        .sort_values(ascending=False)
+        .rename("errors")
+        .reset_index()
+        .rename(columns={"sentences": "sentence"})
+    )
     confusion = pd.crosstab(gold["report_status"], gold["pred_status"])
     return Metrics(
-        n_reports=int(gold[report_column].nunique()), n_rows=len(gold),
-        status_macro_f1=sum(f1s.values()) / len(f1s) if f1s else 1.0, status_f1=f1s,
-        abnormality_precision=p, abnormality_recall=r, abnormality_f1=f1, abnormality_f1_all=f1_all,
-        confusion=confusion, errors=errors.reset_index(drop=True), worst_sentences=worst,
+        n_reports=int(gold[report_column].nunique()),
+        n_rows=len(gold),
+        status_macro_f1=sum(f1s.values()) / len(f1s) if f1s else 1.0,
+        status_f1=f1s,
+        abnormality_precision=p,
+        abnormality_recall=r,
+        abnormality_f1=f1,
+        abnormality_f1_all=f1_all,
+        confusion=confusion,
+        errors=errors.reset_index(drop=True),
+        worst_sentences=worst,
     )

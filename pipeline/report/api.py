@@ -9,8 +9,8 @@ from concurrent.futures import ProcessPoolExecutor
 import pandas as pd
 
 from pipeline.report import text as textmod
-from pipeline.report.finding import COLUMNS, Finding, ReportConfig
 from pipeline.report.context import build_nlp
+from pipeline.report.finding import COLUMNS, Finding, ReportConfig
 from pipeline.report.nlp import freeze_heap
 from pipeline.vocab import STATUS_RANK
 
@@ -47,7 +47,9 @@ def reader(config: ReportConfig = _DEFAULT):
     return nlp.get_pipe("ctglip_report")
 
 
-def extract_findings_checked(report: str | bytes | None, config: ReportConfig = _DEFAULT) -> tuple[list[Finding], str | None]:
+def extract_findings_checked(
+    report: str | bytes | None, config: ReportConfig = _DEFAULT
+) -> tuple[list[Finding], str | None]:
     """Findings of one report and a problem (None when clean): "empty report", "not English (...)",
     "not UTF-8: decoded as cp1252", "truncated to N characters". Never raises on bad input."""
     text, problem = prepare(report, config)
@@ -94,7 +96,11 @@ def findings_frame(columns: dict[str, list]) -> pd.DataFrame:
 
 
 def extract_table_checked(
-    df: pd.DataFrame, text_column: str, id_column: str, workers: int = 1, config: ReportConfig = _DEFAULT,
+    df: pd.DataFrame,
+    text_column: str,
+    id_column: str,
+    workers: int = 1,
+    config: ReportConfig = _DEFAULT,
     chunk_size: int = 2000,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(findings: one row per finding with `report_id`, problems: `report_id`, `problem` per flagged report)."""
@@ -103,7 +109,7 @@ def extract_table_checked(
     if workers <= 1 or len(texts) <= chunk_size:
         findings, problems = _frame(ids, texts, config)
     else:
-        jobs = [(ids[i:i + chunk_size], texts[i:i + chunk_size], config) for i in range(0, len(texts), chunk_size)]
+        jobs = [(ids[i : i + chunk_size], texts[i : i + chunk_size], config) for i in range(0, len(texts), chunk_size)]
         frames, problems = [], []
         with ProcessPoolExecutor(max_workers=workers) as pool:
             for frame, p in pool.map(_chunk_job, jobs):
@@ -115,8 +121,9 @@ def extract_table_checked(
     return findings, pd.DataFrame(problems, columns=["report_id", "problem"])
 
 
-def extract_table(df: pd.DataFrame, text_column: str, id_column: str, workers: int = 1,
-                  config: ReportConfig = _DEFAULT) -> pd.DataFrame:
+def extract_table(
+    df: pd.DataFrame, text_column: str, id_column: str, workers: int = 1, config: ReportConfig = _DEFAULT
+) -> pd.DataFrame:
     """One row per finding (columns of `report_findings` + header, sentence_index), `report_id` = id_column."""
     return extract_table_checked(df, text_column, id_column, workers, config)[0]
 
@@ -127,6 +134,7 @@ def organ_status(findings: Iterable[Finding]) -> dict[str, str]:
     out: dict[str, str] = {}
     for f in findings:
         place = f.organ or f.region
+        assert place is not None  # a finding names an organ or, without an organ mask, a region
         if place not in out or STATUS_RANK[f.status] > STATUS_RANK[out[place]]:
             out[place] = f.status
     return out
@@ -142,6 +150,10 @@ def organ_texts(findings: Iterable[Finding]) -> dict[str, str]:
     seen: dict[str, dict[str, str]] = {}
     for f in sorted(findings, key=lambda f: f.sentence_index):
         text = f"{f.header.strip().capitalize()}: {f.sentence}" if f.header else f.sentence
-        seen.setdefault(f.organ or f.region, {}).setdefault(_key(text), text)
-    return {organ: " ".join(s if s.rstrip()[-1:] in ".!?" else s + "." for s in sents.values())
-            for organ, sents in seen.items()}
+        place = f.organ or f.region
+        assert place is not None  # a finding names an organ or, without an organ mask, a region
+        seen.setdefault(place, {}).setdefault(_key(text), text)
+    return {
+        organ: " ".join(s if s.rstrip()[-1:] in ".!?" else s + "." for s in sents.values())
+        for organ, sents in seen.items()
+    }

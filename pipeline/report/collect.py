@@ -37,8 +37,17 @@ class Collected:
             self.places[key] = _Place(from_header=from_header)
         return self.places[key]
 
-    def add(self, place: _Place, canon: str, status: str, size: float | None, *, weak: bool = False,
-            generic: bool = False, interpretive: bool = False) -> None:
+    def add(
+        self,
+        place: _Place,
+        canon: str,
+        status: str,
+        size: float | None,
+        *,
+        weak: bool = False,
+        generic: bool = False,
+        interpretive: bool = False,
+    ) -> None:
         """A finding at a place: status ABNORMAL, UNCERTAIN or NEGATED."""
         if status == NEGATED:
             place.negated.append(canon)
@@ -71,7 +80,9 @@ class Collected:
                 out.append((organ, group, ABNORMAL, canon, sentence_text, section, negated, size, header, region, side))
             for canon, (size, _, _) in st.uncertain.items():
                 if canon not in st.abnormal:
-                    out.append((organ, group, UNCERTAIN, canon, sentence_text, section, negated, size, header, region, side))
+                    out.append(
+                        (organ, group, UNCERTAIN, canon, sentence_text, section, negated, size, header, region, side)
+                    )
             if not st.abnormal and not st.uncertain and (st.normal or negated) and key not in vague:
                 out.append((organ, group, NORMAL, None, sentence_text, section, negated, None, header, region, side))
                 if st.described and negated:  # "a few small nodes ..., no enlarged node": the nodes are there too

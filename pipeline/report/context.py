@@ -21,7 +21,21 @@ from pipeline.report import measures, placement, scope
 from pipeline.report.collect import NEGATED, REGION_KEYS, Collected
 from pipeline.report.finding import ABNORMAL, UNCERTAIN, Finding
 from pipeline.report.lexicon import narrow
-from pipeline.report.nlp import ABN, HIST, NEG, NORM, ORG, REL, SIDE, TERM, UNC, KeepText, Lexicon, Match, RegexTokenizer
+from pipeline.report.nlp import (
+    ABN,
+    HIST,
+    NEG,
+    NORM,
+    ORG,
+    REL,
+    SIDE,
+    TERM,
+    UNC,
+    KeepText,
+    Lexicon,
+    Match,
+    RegexTokenizer,
+)
 from pipeline.report.segment import Sentence, sentences
 from pipeline.report.words import Words
 
@@ -55,15 +69,17 @@ class ReportComponent:
         sents = sentences(text)
         if self.skip:
             sents = [s for s in sents if s.section not in self.skip]
-        keys = [(text[s.start:s.end], s.section, s.header, s.header_organs) for s in sents]
+        keys = [(text[s.start : s.end], s.section, s.header, s.header_organs) for s in sents]
         rows = {k: self.memo.get(k) for k in keys}
         new = [k for k, r in rows.items() if r is None]
         if new:
-            rows.update(zip(new, self._read_new(new)))
+            fresh = dict(zip(new, self._read_new(new)))
+            rows.update(fresh)
             if len(self.memo) + len(new) > self.memo_size:
                 self.memo.clear()
-            self.memo.update((k, rows[k]) for k in new)
-        return [Finding(*row[:9], i, *row[9:]) for i, key in enumerate(keys) for row in rows[key]]
+            self.memo.update(fresh)
+        # the type: ignore is a mypy false positive: a positional between two starred arguments reads as too many
+        return [Finding(*row[:9], i, *row[9:]) for i, key in enumerate(keys) for row in rows[key] or ()]  # type: ignore[call-arg]
 
     def _read_new(self, keys: list[tuple]) -> list[tuple[tuple, ...]]:
         """Rows of sentences not read before, by memo key (text, section, header, header organs). They are tokenized
@@ -91,16 +107,22 @@ class ReportComponent:
 def _may_find(ms: list[Match], sentence_text: str) -> bool:
     """Whether read_sentence can find anything: only findings, normal statements and sizes (a vessel's diameter)
     make findings; the header's organs count only through a normal statement."""
-    return any(m.kind in (ABN, NORM) for m in ms) or (any(m.kind == ORG for m in ms) and measures.has_digit(sentence_text))
+    return any(m.kind in (ABN, NORM) for m in ms) or (
+        any(m.kind == ORG for m in ms) and measures.has_digit(sentence_text)
+    )
 
 
-def read_sentence(words: Words, text: str, idx: list[int], sent: Sentence, ms: list[Match], t0: int, t1: int) -> tuple[tuple, ...]:
+def read_sentence(
+    words: Words, text: str, idx: list[int], sent: Sentence, ms: list[Match], t0: int, t1: int
+) -> tuple[tuple, ...]:
     """The finding rows of one sentence (tokens t0..t1 of the doc, `ms` its matches) through the stages."""
-    sentence_text = text[sent.start:sent.end]
+    sentence_text = text[sent.start : sent.end]
     orgs = [m for m in ms if m.kind == ORG]
     sides = [m for m in ms if m.kind == SIDE]
     triggers = [m for m in ms if m.kind in _TRIGGERS]
-    terms = scope.clauses([m.start for m in ms if m.kind == TERM], words, t0, t1, "?" in sentence_text and "(" in sentence_text)
+    terms = scope.clauses(
+        [m.start for m in ms if m.kind == TERM], words, t0, t1, "?" in sentence_text and "(" in sentence_text
+    )
     reaches = scope.reach(words, ms, triggers, terms) if triggers else {}
     runs = placement.organ_runs(words, orgs, [m for m in ms if m.kind == REL], terms, t0)
     placement.mark_headings(runs, terms, words, [m.start for m in ms if m.kind in (ABN, NORM)])
@@ -132,21 +154,36 @@ def read_sentence(words: Words, text: str, idx: list[int], sent: Sentence, ms: l
                 continue
             size = measures.nearest_size(m, found, idx, terms) if status != NEG else None
             for o in organs:
-                collected.add(collected.at(o, side, from_header), abn.canonical_for(o), _STATUS[status], size,
-                              weak=weak, generic=abn.generic, interpretive=interpretive)
+                collected.add(
+                    collected.at(o, side, from_header),
+                    abn.canonical_for(o),
+                    _STATUS[status],
+                    size,
+                    weak=weak,
+                    generic=abn.generic,
+                    interpretive=interpretive,
+                )
         elif m.kind == NORM:
             _normal_statement(collected, m, ms, runs, terms, sent, sides)
     if found:
-        measures.dilated_vessels(words, idx, runs, terms, found, t0, t1,
-                                 lambda organ, canon, mm: _dilated(collected, organ, canon, mm))
+        measures.dilated_vessels(
+            words, idx, runs, terms, found, t0, t1, lambda organ, canon, mm: _dilated(collected, organ, canon, mm)
+        )
     vague = {o for m in orgs if m.payload[1] for o in m.payload[0]}
     if vague:
         vague -= {o for m in orgs if not m.payload[1] for o in m.payload[0]}
     return collected.rows(sent, sentence_text, vague)
 
 
-def _normal_statement(collected: Collected, m: Match, ms: list[Match], runs: list[placement.Run], terms: scope.Clauses,
-                      sent: Sentence, sides: list[Match]) -> None:
+def _normal_statement(
+    collected: Collected,
+    m: Match,
+    ms: list[Match],
+    runs: list[placement.Run],
+    terms: scope.Clauses,
+    sent: Sentence,
+    sides: list[Match],
+) -> None:
     """A normal statement ("unremarkable") makes the organs of its clause normal, else those of the sentence, else the
     organ header's; a negated one ("not normal") says nothing."""
     prev = [t for t in ms if t.end <= m.start and m.start - t.end <= 1]
@@ -169,14 +206,20 @@ def _dilated(collected: Collected, organ: str, canon: str, mm: float) -> None:
         place.abnormal[canon] = (mm, False, False)
 
 
-def _adjective_of(words: Words, m: Match, ms: list[Match], names: frozenset[str], reach: int = 4, back: int = 12) -> bool:
+def _adjective_of(
+    words: Words, m: Match, ms: list[Match], names: frozenset[str], reach: int = 4, back: int = 12
+) -> bool:
     """Whether finding m describes a finding of one of `names`: the next finding, in its noun phrase ("calcified lymph
     nodes"), or the last one, at most `back` tokens before ("lymph nodes ... showing increased size")."""
     found = [n for n in ms if n.kind == ABN]
     i = found.index(m)
     after = found[i + 1] if i + 1 < len(found) else None
-    if (after is not None and after.payload[0].name in names and after.start - m.end <= reach
-            and placement.NOUN_PHRASE_ENDS.isdisjoint(words[m.end:after.start])):
+    if (
+        after is not None
+        and after.payload[0].name in names
+        and after.start - m.end <= reach
+        and placement.NOUN_PHRASE_ENDS.isdisjoint(words[m.end : after.start])
+    ):
         return True
     before = found[i - 1] if i else None
     return before is not None and before.payload[0].name in names and m.start - before.end <= back
@@ -185,8 +228,18 @@ def _adjective_of(words: Words, m: Match, ms: list[Match], names: frozenset[str]
 _CANCEL = frozenset({"not", "no", "non", "without", "below", "under", "less", "smaller", "neither", "nor"})
 
 
-def _qualified(words: Words, text: str, m: Match, ms: list[Match], terms: scope.Clauses, idx: list[int], t0: int,
-               t1: int, window: int = 10, size_reach: int = 16) -> bool:
+def _qualified(
+    words: Words,
+    text: str,
+    m: Match,
+    ms: list[Match],
+    terms: scope.Clauses,
+    idx: list[int],
+    t0: int,
+    t1: int,
+    window: int = 10,
+    size_reach: int = 16,
+) -> bool:
     """Whether a mention of the structure (a `needs_qualifier` synonym: "lymph nodes") is the finding: a qualifier
     within `window` tokens in its clause ("enlarged", "pathological"), and not past another mention of the finding,
     that no "not / below / less" just before takes back ("did not reach pathological dimensions"), or a short axis
@@ -198,9 +251,9 @@ def _qualified(words: Words, text: str, m: Match, ms: list[Match], terms: scope.
         if n.kind == ABN and n.payload[0] is abn and n is not m:
             lo, hi = (max(lo, n.end), hi) if n.end <= m.start else (lo, min(hi, n.start))
     a = max(lo, m.start - window)
-    near = words[a:min(hi, m.end + window)]
+    near = words[a : min(hi, m.end + window)]
     for i, w in enumerate(near):
-        if w in abn.qualifiers and _CANCEL.isdisjoint(words[max(lo, a + i - 3):a + i]):
+        if w in abn.qualifiers and _CANCEL.isdisjoint(words[max(lo, a + i - 3) : a + i]):
             return True
     if abn.qualifying_size_mm is None:
         return False
@@ -209,10 +262,12 @@ def _qualified(words: Words, text: str, m: Match, ms: list[Match], terms: scope.
     return any(v >= abn.qualifying_size_mm for _, v in measures.short_axes(text[start:end], start))
 
 
-def _near(words: Words, m: Match, needed: frozenset[str], terms: scope.Clauses, t0: int, t1: int, window: int = 6) -> bool:
+def _near(
+    words: Words, m: Match, needed: frozenset[str], terms: scope.Clauses, t0: int, t1: int, window: int = 6
+) -> bool:
     """Whether one of the words stands within `window` tokens of m, in its clause ("heart size increased")."""
     lo, hi = terms.span(terms.of(m.start), t0, t1)
-    return bool(needed.intersection(words[max(lo, m.start - window):min(hi, m.end + window)]))
+    return bool(needed.intersection(words[max(lo, m.start - window) : min(hi, m.end + window)]))
 
 
 @Language.factory("ctglip_report", default_config={"skip_sections": []})

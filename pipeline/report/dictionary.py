@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import lru_cache
 
-from pipeline.report.datafiles import load
 from pipeline import vocab
+from pipeline.report.datafiles import load
 from pipeline.report.lexicon import ELSEWHERE, REGION, expand_targets, plurals
 
 SPINE = REGION + "spine"

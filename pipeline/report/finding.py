@@ -13,8 +13,19 @@ REGIONS = ("lymph_node", "pleura", "mediastinum", "medical_material", "spine", "
 
 # Columns of the `report_findings` table (docs/ARCHITECTURE.md) followed by our extras.
 COLUMNS = (
-    "report_id", "organ", "region", "group", "status", "abnormality", "sentence", "section", "negated", "size_mm",
-    "header", "sentence_index", "side",
+    "report_id",
+    "organ",
+    "region",
+    "group",
+    "status",
+    "abnormality",
+    "sentence",
+    "section",
+    "negated",
+    "size_mm",
+    "header",
+    "sentence_index",
+    "side",
 )
 
 

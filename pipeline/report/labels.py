@@ -16,7 +16,7 @@ import hashlib
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache, lru_cache
 from pathlib import Path
 
 import pandas as pd
@@ -54,7 +54,9 @@ def _positive(rule: _Rule, f) -> bool:
     place = f.organ or f.region
     if f.status == NORMAL:
         return place in rule.described and not f.negated
-    return f.status == ABNORMAL and f.abnormality in rule.abnormalities and (rule.places is None or place in rule.places)
+    return (
+        f.status == ABNORMAL and f.abnormality in rule.abnormalities and (rule.places is None or place in rule.places)
+    )
 
 
 def ctrate_labels(findings: Iterable[Finding]) -> dict[str, int]:
@@ -68,7 +70,7 @@ def ctrate_labels(findings: Iterable[Finding]) -> dict[str, int]:
     return out
 
 
-@lru_cache(maxsize=None)
+@cache
 def label_organs(name: str) -> tuple[str, ...]:
     """The organs (vocab classes) a CT-RATE label is about, for organ-aware prompts: the label's own organs
     in data/ctrate_labels.yaml where it names them, else where the dictionary places its abnormalities when
@@ -112,12 +114,16 @@ def label_f1(predicted: pd.DataFrame, gold: pd.DataFrame, labels: Iterable[str] 
     the label columns; rows matched by report_id). sklearn's binary F1 (1.0 where neither side has a positive)."""
     from sklearn.metrics import precision_recall_fscore_support
 
-    merged = gold[["report_id", *labels]].merge(predicted[["report_id", *labels]], on="report_id", suffixes=("", "_pred"))
+    merged = gold[["report_id", *labels]].merge(
+        predicted[["report_id", *labels]], on="report_id", suffixes=("", "_pred")
+    )
     rows = []
     for name in labels:
         y, p = merged[name].astype(int), merged[name + "_pred"].astype(int)
         prec, rec, f1, _ = precision_recall_fscore_support(y, p, average="binary", zero_division=1.0)
-        rows.append({"label": name, "f1": float(f1), "precision": float(prec), "recall": float(rec), "support": int(y.sum())})
+        rows.append(
+            {"label": name, "f1": float(f1), "precision": float(prec), "recall": float(rec), "support": int(y.sum())}
+        )
     return pd.DataFrame(rows)
 
 
@@ -128,8 +134,9 @@ def checked_quarter(report_id: str) -> bool:
     return hashlib.sha256(str(report_id).encode()).digest()[0] % 4 == 0
 
 
-def score_reports(reports: pd.DataFrame, text_column: str = "report_text", id_column: str = "report_id",
-                  workers: int = 1) -> pd.DataFrame:
+def score_reports(
+    reports: pd.DataFrame, text_column: str = "report_text", id_column: str = "report_id", workers: int = 1
+) -> pd.DataFrame:
     """Our rules on a table of reports with manual CT-RATE label columns: per scored label F1, precision,
     recall and support on the three tuned quarters, the checked quarter (checked_quarter) and all reports."""
     from pipeline.report.api import extract_table

@@ -20,9 +20,7 @@ REGION = "region:"  # prefix of a target that is a region without an organ mask 
 # body parts we keep no findings for (breast, subcutaneous fat, chest wall, ...): naming one keeps a
 # finding from falling back to its default organs ("nodules in both breasts" are no lung nodules)
 ELSEWHERE = REGION + "elsewhere"
-_ORDINALS = (
-    "first second third fourth fifth sixth seventh eighth ninth tenth eleventh twelfth".split()
-)
+_ORDINALS = "first second third fourth fifth sixth seventh eighth ninth tenth eleventh twelfth".split()
 _CARDINALS = "one two three four five six seven eight nine ten eleven twelve".split()
 _SPINE_SECTIONS = {"cervical": ("C", 7), "thoracic": ("T", 12), "dorsal": ("T", 12), "lumbar": ("L", 5)}
 
@@ -52,7 +50,7 @@ def expand_targets(targets) -> tuple[str, ...]:
     out: list[str] = []
     for t in targets:
         if t.startswith(REGION):
-            if t[len(REGION):] not in REGIONS and t != ELSEWHERE:
+            if t[len(REGION) :] not in REGIONS and t != ELSEWHERE:
                 raise KeyError(f"organ lexicon target {t!r} names no region of {REGIONS}")
             out.append(t)
         elif t in organs:
@@ -72,7 +70,7 @@ def side_of(organ: str) -> str | None:
 
 def region_of(target: str) -> str | None:
     """The region a lexicon target names ("region:pleura" -> "pleura"), None for a vocab class."""
-    return target[len(REGION):] if target.startswith(REGION) else None
+    return target[len(REGION) :] if target.startswith(REGION) else None
 
 
 def narrow(organs: tuple[str, ...], side: str | None) -> tuple[str, ...]:
@@ -97,14 +95,27 @@ def _class_terms(name: str) -> tuple[list[str], list[str]]:
         code = f"{m.group(1)}{m.group(2)}"
         exact.append(code)
         for c in {code, code.lower()}:
-            lower += [f"{c} vertebra", f"{c} vertebral body", f"{c} vertebral", f"{c} vertebrae", f"{c} level", f"vertebral body of {c}",
-                      f"{c} body"]
+            lower += [
+                f"{c} vertebra",
+                f"{c} vertebral body",
+                f"{c} vertebral",
+                f"{c} vertebrae",
+                f"{c} level",
+                f"vertebral body of {c}",
+                f"{c} body",
+            ]
         return lower, exact
     m = re.fullmatch(r"rib_(left|right)_(\d+)", name)
     if m:
         side, n = m.group(1), int(m.group(2))
         for num in (_ordinal(n), _ORDINALS[n - 1]):
-            lower += [f"{side} {num} rib", f"{num} {side} rib", f"{side} {num} ribs", f"{side} {num}", f"{num} rib on the {side}"]
+            lower += [
+                f"{side} {num} rib",
+                f"{num} {side} rib",
+                f"{side} {num} ribs",
+                f"{side} {num}",
+                f"{num} rib on the {side}",
+            ]
         lower += [f"{side} rib {n}"]
         return lower, exact
     side = side_of(name)
@@ -140,8 +151,13 @@ def _sided(phrase: str, targets) -> dict[str, tuple[str, ...]]:
     for side in SIDES:
         for form in (f"{side} {phrase}", f"{side}-sided {phrase}", f"{side} sided {phrase}", f"{phrase} on the {side}"):
             out[form] = narrow(members, side)
-    for form in (f"bilateral {phrase}", f"both {phrase}", f"right and left {phrase}", f"left and right {phrase}",
-                 f"{phrase} bilaterally"):
+    for form in (
+        f"bilateral {phrase}",
+        f"both {phrase}",
+        f"right and left {phrase}",
+        f"left and right {phrase}",
+        f"{phrase} bilaterally",
+    ):
         out[form] = members
     return out
 
@@ -152,7 +168,9 @@ def organ_phrases() -> dict[str, tuple[str, ...]]:
     cfg = _config()
     out: dict[str, tuple[str, ...]] = {}
     for name, o in vocab.organs().items():
-        target = name if o.index_v2 is not None else vocab.v1_to_v2(name) or (name if name == "pulmonary_artery" else None)
+        target = (
+            name if o.index_v2 is not None else vocab.v1_to_v2(name) or (name if name == "pulmonary_artery" else None)
+        )
         if target is None or name in cfg.get("not_organs", []):
             continue
         for phrase in _class_terms(name)[0]:
@@ -210,8 +228,12 @@ def _spine_counts() -> dict[str, tuple[str, ...]]:
                 continue
             for num in (str(n), _CARDINALS[n - 1]):
                 for body in bodies:
-                    out[f"first {num} {section} {body}"] = out[f"upper {num} {section} {body}"] = expand_targets(levels[:n])
-                    out[f"last {num} {section} {body}"] = out[f"lower {num} {section} {body}"] = expand_targets(levels[-n:])
+                    out[f"first {num} {section} {body}"] = out[f"upper {num} {section} {body}"] = expand_targets(
+                        levels[:n]
+                    )
+                    out[f"last {num} {section} {body}"] = out[f"lower {num} {section} {body}"] = expand_targets(
+                        levels[-n:]
+                    )
     return out
 
 

@@ -18,7 +18,9 @@ _SIZE = re.compile(
     r"(mm|cm|millimet(?:er|re)s?|centimet(?:er|re)s?)\b",
     re.I,
 )
-_MEASURE = frozenset({"diameter", "diameters", "caliber", "calibre", "calibration", "measured", "measures", "measuring", "width"})
+_MEASURE = frozenset(
+    {"diameter", "diameters", "caliber", "calibre", "calibration", "measured", "measures", "measuring", "width"}
+)
 _DILATATION = abnormality("dilatation")
 
 _DIGIT = re.compile(r"\d")
@@ -39,7 +41,10 @@ def sizes(text: str, offset: int) -> list[Size]:
     return out
 
 
-_BOUND = re.compile(r"(?:less|smaller|shorter|lower|narrower) than\s*$|(?:below|under|<|not exceeding|does not exceed|do not exceed)\s*$")
+_BOUND = re.compile(
+    r"(?:less|smaller|shorter|lower|narrower) than\s*$"
+    r"|(?:below|under|<|not exceeding|does not exceed|do not exceed)\s*$"
+)
 _LONG = re.compile(r"\s*(?:mm|cm)?\s*(?:in (?:the )?)?(?:long axis|long diameter|length|in length|craniocaudal)", re.I)
 
 
@@ -48,7 +53,7 @@ def short_axes(text: str, offset: int) -> list[Size]:
     ("less than 1 cm", "not exceeding 6 mm") and long axes ("15 mm in the long axis") are left out."""
     out = []
     for m in _SIZE.finditer(text):
-        if _BOUND.search(text[max(0, m.start() - 20):m.start()].lower()) or _LONG.match(text, m.end()):
+        if _BOUND.search(text[max(0, m.start() - 20) : m.start()].lower()) or _LONG.match(text, m.end()):
             continue
         dims = [float(g) for g in m.groups()[:3] if g]
         scale = 10.0 if m.group(4).lower().startswith("c") else 1.0
@@ -68,8 +73,16 @@ def nearest_size(m: Match, found: list[Size], idx: list[int], terms: Clauses) ->
     return min(pool)[1] if pool else None
 
 
-def dilated_vessels(words: Words, idx: list[int], runs: list[Run], terms: Clauses, found: list[Size], t0: int, t1: int,
-                    dilated: Callable[[str, str, float], None]) -> None:
+def dilated_vessels(
+    words: Words,
+    idx: list[int],
+    runs: list[Run],
+    terms: Clauses,
+    found: list[Size],
+    t0: int,
+    t1: int,
+    dilated: Callable[[str, str, float], None],
+) -> None:
     """Size statements: a vessel whose diameter is given above its normal limit is dilated ("ascending aorta
     diameter is 45 mm"; limits from data/organs.yaml `diameter_limits_mm`): calls dilated(organ, canonical, mm)."""
     limits = diameter_limits()

@@ -13,7 +13,7 @@ import gc
 import re
 from functools import cache, lru_cache
 from operator import itemgetter
-from typing import NamedTuple
+from typing import Any, NamedTuple, cast
 
 import spacy
 from spacy.language import Language
@@ -34,7 +34,9 @@ class Match(NamedTuple):  # a tuple: built ~100 times per report, cheaper than a
     start: int  # token offsets
     end: int
     kind: int
-    payload: object  # (organs, vague, beside) | (Abnormality, implied organs, weak, plain) | (direction, window, interpretive) | side
+    # by kind: ORG (organs, vague, beside) | ABN (Abnormality, implied organs, weak, plain) | NEG, UNC, HIST
+    # (direction, window, interpretive) | SIDE side | others None; Any, as a type checker cannot follow `kind`
+    payload: Any
 
 
 def _modifiers() -> dict:
@@ -47,13 +49,20 @@ def _modifiers() -> dict:
     except ImportError:  # the rules still run, with our lists only
         return mods
     curated = termset("en_clinical").get_patterns()
-    ours = {t.lower() for cat in ("negated", "uncertain", "historical") for d in ("forward", "backward")
-            for t in mods[cat][d]["terms"]}
+    ours = {
+        t.lower()
+        for cat in ("negated", "uncertain", "historical")
+        for d in ("forward", "backward")
+        for t in mods[cat][d]["terms"]
+    }
     ours |= {t.lower() for cat in ("pseudo", "terminate", "relation", "persist", "normal") for t in mods[cat]["terms"]}
     ours |= {t.lower() for t in mods.get("curated_skip") or []}
-    into = {"preceding_negations": mods["negated"]["forward"]["terms"],
-            "following_negations": mods["negated"]["backward"]["terms"],
-            "pseudo_negations": mods["pseudo"]["terms"], "termination": mods["terminate"]["terms"]}
+    into = {
+        "preceding_negations": mods["negated"]["forward"]["terms"],
+        "following_negations": mods["negated"]["backward"]["terms"],
+        "pseudo_negations": mods["pseudo"]["terms"],
+        "termination": mods["terminate"]["terms"],
+    }
     for key, terms in into.items():
         for t in curated.get(key, []):
             t = " ".join(t.lower().split())
@@ -104,10 +113,10 @@ class Lexicon:
         for i, a in enumerate(abnormalities()):
             implied = dict(a.implies)
             for syn in a.synonyms:
-                organs = implied.get(syn)
+                implied_organs = implied.get(syn)
                 flags = (syn in a.weak, syn in a.needs_qualifier)
-                add(syn, f"ABN:{i}:{organs!r}:{flags}", ABN, (a, organs, *flags))
-                self.findings[" ".join(t.text for t in nlp.tokenizer(syn))] = (a, organs, *flags)
+                add(syn, f"ABN:{i}:{implied_organs!r}:{flags}", ABN, (a, implied_organs, *flags))
+                self.findings[" ".join(t.text for t in nlp.tokenizer(syn))] = (a, implied_organs, *flags)
         mods = _modifiers()
         for cat, kind in MOD_KINDS.items():
             fwd, bwd = mods[cat]["forward"], mods[cat]["backward"]
@@ -118,7 +127,13 @@ class Lexicon:
                     d = "both" if t in both else direction
                     flag = t in interpretive
                     add(t.lower(), f"MOD:{cat}:{d}:{spec['window']}:{flag}", kind, (d, int(spec["window"]), flag))
-        for cat, kind in (("pseudo", PSEUDO), ("terminate", TERM), ("relation", REL), ("persist", PERSIST), ("normal", NORM)):
+        for cat, kind in (
+            ("pseudo", PSEUDO),
+            ("terminate", TERM),
+            ("relation", REL),
+            ("persist", PERSIST),
+            ("normal", NORM),
+        ):
             for t in mods[cat]["terms"]:
                 add(t.lower(), f"{cat.upper()}", kind, None)
         for side, terms in mods["side"].items():
@@ -131,7 +146,7 @@ class Lexicon:
         self._exact_first: set[int] = set()  # LOWER ids of the first words of case-sensitive phrases
         for table, matcher in ((lower, self.lower), (exact, self.exact)):
             for key, phrases in table.items():
-                docs = list(nlp.tokenizer.pipe(phrases))
+                docs = list(cast(Tokenizer, nlp.tokenizer).pipe(phrases))  # Language types it as a callable
                 matcher.add(key, docs)
                 if matcher is self.exact:
                     self._exact_first.update(d[0].lower for d in docs if len(d))
@@ -149,7 +164,9 @@ class Lexicon:
         out.sort(key=itemgetter(2))
         return out
 
-    def matches(self, cands: list[tuple[int, int, int, int, int]], lower: list[int], doc: Doc, t0: int, t1: int) -> list[Match]:
+    def matches(
+        self, cands: list[tuple[int, int, int, int, int]], lower: list[int], doc: Doc, t0: int, t1: int
+    ) -> list[Match]:
         """Longest non-overlapping matches among `cands` (from `candidates`, those starting inside tokens t0..t1
         of the doc), sorted by position; `lower` is the doc's LOWER column (read once by the caller).
         Those that reach past t1 are left out, so a sentence's matches depend on its tokens alone."""
@@ -190,18 +207,18 @@ class Lexicon:
             if kind != ABN:
                 continue
             if e + 1 < t1 and lower[e] == hyphen and not doc[e - 1].whitespace_ and not doc[e].whitespace_:
-                hit = self.findings.get(" ".join([strings[h] for h in lower[s:e - 1]] + [strings[lower[e + 1]]]))
+                hit = self.findings.get(" ".join([strings[h] for h in lower[s : e - 1]] + [strings[lower[e + 1]]]))
                 if hit is not None:
                     extra.append(Match(e + 1, e + 2, ABN, hit))
             if e - s >= 2 and s - 2 >= t0 and lower[s - 1] in coordinators:
-                hit = self.findings.get(" ".join([strings[lower[s - 2]]] + [strings[h] for h in lower[s + 1:e]]))
+                hit = self.findings.get(" ".join([strings[lower[s - 2]]] + [strings[h] for h in lower[s + 1 : e]]))
                 if hit is not None:
                     extra.append(Match(s - 2, s - 1, ABN, hit))
         if not extra:
             return out
         replaced = bytearray(t1 + 1)
         for x in extra:
-            replaced[x.start:x.end] = b"\x01" * (x.end - x.start)
+            replaced[x.start : x.end] = b"\x01" * (x.end - x.start)
         kept = [m for m in out if replaced.find(1, m.start, m.end) < 0]
         return sorted(kept + extra)
 
@@ -209,7 +226,7 @@ class Lexicon:
         """Words listed before an organ phrase that share its head: in "the upper, middle and lower lobes"
         "upper" and "middle" are the upper and middle lobes (the head is also tried singular: "middle lobe").
         A word that is already part of an organ mention keeps it ("the left 7th and 8th ribs")."""
-        head = [strings[h] for h in lower[m.start + 1:m.end]]
+        head = [strings[h] for h in lower[m.start + 1 : m.end]]
         singular = head[:-1] + [head[-1][:-1]] if head[-1].endswith("s") else None
         out = []
         j = m.start

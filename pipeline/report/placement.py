@@ -22,36 +22,106 @@ from pipeline.report.scope import Clauses
 from pipeline.report.segment import Sentence
 from pipeline.report.words import Words
 
-_CONNECT = frozenset({",", "and", "or", "the", "both", "/", "&", "as", "well", "including", "of", "its", "+", "-", "\u2013"})
-_PREP = frozenset({"in", "within", "of", "the", "both", "involving", "at", "on", "throughout", "seen", "noted", "is",
-                   "are", "identified", "present", "from", "arising", "along", "to", "a", "an", "lower", "upper",
-                   "pole", "mid", "superior", "inferior", "posterior", "anterior", "lateral", "medial"})
+_CONNECT = frozenset(
+    {",", "and", "or", "the", "both", "/", "&", "as", "well", "including", "of", "its", "+", "-", "\u2013"}
+)
+_PREP = frozenset(
+    {
+        "in",
+        "within",
+        "of",
+        "the",
+        "both",
+        "involving",
+        "at",
+        "on",
+        "throughout",
+        "seen",
+        "noted",
+        "is",
+        "are",
+        "identified",
+        "present",
+        "from",
+        "arising",
+        "along",
+        "to",
+        "a",
+        "an",
+        "lower",
+        "upper",
+        "pole",
+        "mid",
+        "superior",
+        "inferior",
+        "posterior",
+        "anterior",
+        "lateral",
+        "medial",
+    }
+)
 # words between a part and its whole: "lower lobe superior segment of the right lung"
-_PART = frozenset("""segment segments subsegment subsegments superior inferior anterior posterior lateral medial
+_PART = frozenset(
+    """segment segments subsegment subsegments superior inferior anterior posterior lateral medial
     apicoposterior anteromedial posterobasal laterobasal mediobasal anterobasal basal part parts portion portions zone
     zones region regions area areas aspect aspects section sections peripheral central subpleural lobe lobes
-    perifissural juxtafissural juxtapleural fissural""".split())
+    perifissural juxtafissural juxtapleural fissural""".split()
+)
 _RANGE = frozenset({"-", "\u2013", "through", "to", "thru"})
 _SPINE = [n for n in vocab.groups()["spine"] if n.startswith("vertebrae_")][::-1]  # C1 .. S1
 # words between a side word and the organ it narrows: "right upper pole renal", "left mid kidney"
-_SIDE_GAP = frozenset("""upper lower mid middle pole anterior posterior medial lateral superior inferior interpolar anterolateral
-    posterolateral anteromedial posteromedial""".split())
+_SIDE_GAP = frozenset(
+    """upper lower mid middle pole anterior posterior medial lateral superior inferior interpolar anterolateral
+    posterolateral anteromedial posteromedial""".split()
+)
 _GROUP = {name: o.group for name, o in vocab.organs().items()}
 # words that end a noun phrase's modifiers ("mesenteric peripancreatic enhancing mass" is one phrase)
-NOUN_PHRASE_ENDS = frozenset({"in", "within", "of", "at", "on", "throughout", "seen", "noted", "is", "are", "was", "were",
-                              "identified", "present", "from", "arising", "along", "to", "with", "which", "that", "and",
-                              "or", ",", ";", "(", ")", ":"})
+NOUN_PHRASE_ENDS = frozenset(
+    {
+        "in",
+        "within",
+        "of",
+        "at",
+        "on",
+        "throughout",
+        "seen",
+        "noted",
+        "is",
+        "are",
+        "was",
+        "were",
+        "identified",
+        "present",
+        "from",
+        "arising",
+        "along",
+        "to",
+        "with",
+        "which",
+        "that",
+        "and",
+        "or",
+        ",",
+        ";",
+        "(",
+        ")",
+        ":",
+    }
+)
 
 
 @dataclass(slots=True)
 class Run:
     """Consecutive organ mentions of one clause that name one place."""
+
     start: int  # token offsets
     end: int
     organs: tuple[str, ...]
     clause: int
     landmark: bool  # after a relation word, or named as surroundings ("perirenal"): a finding is beside it, not in it
-    last: tuple[str, ...] = ()  # organs of the run's last mention ("the lingular segment" in "..., the lingular segment")
+    last: tuple[
+        str, ...
+    ] = ()  # organs of the run's last mention ("the lingular segment" in "..., the lingular segment")
     scoped: bool = False  # a mention joined it after "of" ("the upper lobes of both lungs, ...")
     heading: bool = False  # in an introduction that ends with ";" and holds no finding ("In both lung parenchyma; ...")
 
@@ -60,7 +130,7 @@ def mark_headings(runs: list[Run], terms: Clauses, words: Words, finding_starts:
     """Marks the runs of introductions: clauses that end with ";" and hold no finding ("When examined in the lung
     parenchyma window; ...")."""
     for r in runs:
-        if r.clause < len(terms) and words[terms[r.clause]:terms[r.clause] + 1] == [";"]:
+        if r.clause < len(terms) and words[terms[r.clause] : terms[r.clause] + 1] == [";"]:
             lo = terms[r.clause - 1] if r.clause else -1
             r.heading = not any(lo <= s < terms[r.clause] for s in finding_starts)
 
@@ -88,7 +158,7 @@ def organ_runs(words: Words, orgs: list[Match], rels: list[Match], terms: Clause
 def _side_before(words: Words, start: int, t0: int) -> str | None:
     """A side word before a mention across part words ("right upper pole renal" is the right kidney)."""
     j = start - 1
-    while j >= t0 and j >= start - 3 and words[j:j + 1][0] in _SIDE_GAP:
+    while j >= t0 and j >= start - 3 and words[j : j + 1][0] in _SIDE_GAP:
         j -= 1
     if j < t0 or j == start - 1:  # (a side word right before the mention is part of the lexicon's own phrases)
         return None
@@ -101,22 +171,25 @@ def _inherit_sides(words: Words, runs: list[Run]) -> None:
     kidney"); the lung's lobes are named on their own ("the lung bases" after "the right upper lobe" are both)."""
     sided: dict[str, set[str]] = {}
     for r in runs:
-        groups = {_GROUP.get(o) for o in r.organs} - {None, "lung"}
+        groups = {g for o in r.organs if (g := _GROUP.get(o)) is not None} - {"lung"}
         sides = {side_of(o) for o in r.organs}
         if len(groups) == 1 and sides == {"left", "right"} and not words.sides(r.start, r.end):
             earlier = sided.get(next(iter(groups)), set())
             if len(earlier) == 1:
                 r.organs = r.last = narrow(r.organs, next(iter(earlier)))
         for o in r.organs:
-            if side_of(o) and _GROUP.get(o):
-                sided.setdefault(_GROUP[o], set()).add(side_of(o))
+            side, group = side_of(o), _GROUP.get(o)
+            if side and group:
+                sided.setdefault(group, set()).add(side)
 
 
-def _join(prev: Run, start: int, end: int, organs: tuple[str, ...], landmark: bool, gap: list[str], words: Words) -> bool:
+def _join(
+    prev: Run, start: int, end: int, organs: tuple[str, ...], landmark: bool, gap: list[str], words: Words
+) -> bool:
     """Joins a mention (tokens start..end) to the run before it where they name one place; False where they do not."""
     if len(gap) == 1 and gap[0] in _RANGE and _is_vertebra(prev.organs) and _is_vertebra(organs):  # "T11-L1"
         a, b = _SPINE.index(prev.organs[-1]), _SPINE.index(organs[0])
-        organs = tuple(_SPINE[min(a, b):max(a, b) + 1])
+        organs = tuple(_SPINE[min(a, b) : max(a, b) + 1])
         prev.organs = tuple(dict.fromkeys(prev.organs + organs))
         prev.end, prev.last = end, organs
         return True
@@ -129,15 +202,22 @@ def _join(prev: Run, start: int, end: int, organs: tuple[str, ...], landmark: bo
         return True
     if gap and set(gap) <= {"(", ")"} and set(prev.last) & set(organs):
         # a name in brackets: "right lower lobe (RLL)", "right lower lobe lung (pulmonary)": the narrower holds
-        last = tuple(o for o in (prev.last if len(prev.last) <= len(organs) else organs) if o in set(prev.last) & set(organs))
+        last = tuple(
+            o for o in (prev.last if len(prev.last) <= len(organs) else organs) if o in set(prev.last) & set(organs)
+        )
         prev.organs = tuple(dict.fromkeys([o for o in prev.organs if o not in prev.last] + list(last)))
         prev.end, prev.last = end, last
         return True
     if gap and prev.landmark and all(g in _CONNECT for g in gap):
         landmark = True  # a list after a relation word shares it: "invading the pancreatic tail and the spleen"
     part = set(prev.organs) & set(organs)
-    if ("of" in gap and part and len(part) < max(len(prev.organs), len(organs)) and prev.landmark == landmark
-            and all(g in _CONNECT or g in _PART for g in gap)):
+    if (
+        "of" in gap
+        and part
+        and len(part) < max(len(prev.organs), len(organs))
+        and prev.landmark == landmark
+        and all(g in _CONNECT or g in _PART for g in gap)
+    ):
         # part of a whole: "the apex of the right lung", "the upper and lower lobes of the right lung"; once a list's
         # items carry their own "of", it holds for the last one only ("the upper lobes of both lungs, the lingular
         # segment of the left lung")
@@ -193,7 +273,9 @@ def sentence_side(sides: list[Match]) -> str | None:
     return named.pop() if len(named) == 1 and "both" not in named else None
 
 
-def place(words: Words, m: Match, runs: list[Run], terms: Clauses, sent: Sentence, sides: list[Match]) -> tuple[tuple[str, ...], bool]:
+def place(
+    words: Words, m: Match, runs: list[Run], terms: Clauses, sent: Sentence, sides: list[Match]
+) -> tuple[tuple[str, ...], bool]:
     """Organs the finding m describes, and whether they came from the organ header; `sides` are the sentence's
     SIDE matches."""
     abn, implied = m.payload[:2]
@@ -213,7 +295,10 @@ def place(words: Words, m: Match, runs: list[Run], terms: Clauses, sent: Sentenc
             return organs, False
         # a place not ours named apart from the finding ("nodule medial to the spleen, abdomen"): what it lies beside
     elif any(not r.landmark and r.clause in own for r in runs):
-        return (), False  # its clause names where it is, and it cannot be there ("plaque in the pleura" is no aortic plaque)
+        return (
+            (),
+            False,
+        )  # its clause names where it is, and it cannot be there ("plaque in the pleura" is no aortic plaque)
     if beside:  # placed only by what it lies beside: "fluid next to the gallbladder neck", "a perisplenic mass"
         return _in_clause(words, m, beside, side)[0], False
     live = [x for x in live if not x[0].heading] or live  # a heading's organs are the context, not the place
@@ -235,21 +320,31 @@ def _fit(abn, organs: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(o for o in organs if abn.applies_to(o))
 
 
-def _in_clause(words: Words, m: Match, same: list[tuple[Run, tuple[str, ...]]], side: str | None) -> tuple[tuple[str, ...], bool]:
+def _in_clause(
+    words: Words, m: Match, same: list[tuple[Run, tuple[str, ...]]], side: str | None
+) -> tuple[tuple[str, ...], bool]:
     """The organs of the run of m's clause that m describes (`same`: runs and the organs of each m applies to), and
     whether they are written with it (right before it, or after a preposition or a comma) rather than only nearest."""
     before = [x for x in same if x[0].end <= m.start]
     after = [x for x in same if x[0].start >= m.end]
     adjective = before[-1][1] if before and before[-1][0].end == m.start else None
     # a place of a noun phrase's other modifiers: "mesenteric peripancreatic enhancing mass" is mesenteric
-    in_phrase = bool(before) and NOUN_PHRASE_ENDS.isdisjoint(words[before[-1][0].end:m.start])
+    in_phrase = bool(before) and NOUN_PHRASE_ENDS.isdisjoint(words[before[-1][0].end : m.start])
     if after and 0 < after[0][0].start - m.end <= 6:
         gap = _gap(words, m.end, after[0][0].start)
-        if gap[0] in _PREP and all(g in _PREP or g[0].isdigit() or g in ("cm", "mm", ".", "x") for g in gap):
-            # "osseous lesion of the spine": the more specific of adjective and prepositional object
-            if adjective is None or set(after[0][1]) <= set(adjective):
-                return after[0][1], True
-        if gap[0] == "," and adjective and set(after[0][1]) < set(adjective) and all(g == "," or g in _PART for g in gap):
+        # "osseous lesion of the spine": the more specific of adjective and prepositional object
+        if (
+            gap[0] in _PREP
+            and all(g in _PREP or g[0].isdigit() or g in ("cm", "mm", ".", "x") for g in gap)
+            and (adjective is None or set(after[0][1]) <= set(adjective))
+        ):
+            return after[0][1], True
+        if (
+            gap[0] == ","
+            and adjective
+            and set(after[0][1]) < set(adjective)
+            and all(g == "," or g in _PART for g in gap)
+        ):
             # a list item's place after a comma, inside the organ written before it: "lung nodule, right lower lobe"
             return after[0][1], True
     if adjective:
@@ -262,7 +357,8 @@ def _in_clause(words: Words, m: Match, same: list[tuple[Run, tuple[str, ...]]], 
 
 
 def _sided(organs: tuple[str, ...], side: str | None) -> tuple[str, ...]:
-    """Organs of both sides named with a side word beside the finding keep that side ("apical emphysema on the left")."""
+    """Organs of both sides named with a side word beside the finding keep that side ("apical emphysema on the
+    left")."""
     if side is None or len({side_of(o) for o in organs} - {None}) < 2:
         return organs
     return narrow(organs, side)

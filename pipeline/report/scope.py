@@ -17,8 +17,10 @@ from pipeline.report.words import Words
 
 _RELATIVE = frozenset({"which", "who"})
 # a participle right after a finding starts a reduced relative clause ("the nodule seen on the prior study ...")
-_PARTICIPLES = frozenset("""observed seen described noted detected identified mentioned reported visualized visualised
-    selected shown demonstrated found defined specified""".split())
+_PARTICIPLES = frozenset(
+    """observed seen described noted detected identified mentioned reported visualized visualised
+    selected shown demonstrated found defined specified""".split()
+)
 _RELATIVE_REACH = 30  # tokens: the longest reduced relative clause a trigger reaches over
 
 
@@ -47,7 +49,7 @@ def clauses(terms: list[int], words: Words, t0: int, t1: int, question: bool) ->
         return Clauses(terms)
     relative = []
     for start in terms:
-        if start > t0 and words[start - 1:start] == [","] and words[start:start + 1][0] in _RELATIVE:
+        if start > t0 and words[start - 1 : start] == [","] and words[start : start + 1][0] in _RELATIVE:
             end = min((t for t in terms if t > start), default=t1)
             inside = words[start:end]
             if "," in inside:
@@ -67,9 +69,10 @@ def clauses(terms: list[int], words: Words, t0: int, t1: int, question: bool) ->
                 open_at = None
     out = Clauses(sorted(set(terms)))
     if relative:
-        out.resumed_in = {}
-    for start, close in relative:
-        out.resumed_in.setdefault(out.of(start - 1), (out.of(close), close - start))
+        resumed: dict[int, tuple[int, int]] = {}
+        for start, close in relative:
+            resumed.setdefault(out.of(start - 1), (out.of(close), close - start))
+        out.resumed_in = resumed
     return out
 
 
@@ -87,13 +90,20 @@ def reach(words: Words, ms: list[Match], triggers: list[Match], terms: Clauses) 
                 break
             if m.kind in (ABN, NORM):
                 last = m
-        if (last is not None and last.kind == ABN and last.end < t.start <= last.end + _RELATIVE_REACH
-                and words[last.end:last.end + 1][0] in _PARTICIPLES and terms.of(last.start) == terms.of(t.start)):
+        if (
+            last is not None
+            and last.kind == ABN
+            and last.end < t.start <= last.end + _RELATIVE_REACH
+            and words[last.end : last.end + 1][0] in _PARTICIPLES
+            and terms.of(last.start) == terms.of(t.start)
+        ):
             out[t.start] = last.end
     return out
 
 
-def status(m: Match, triggers: list[Match], ms: list[Match], terms: Clauses, reaches: dict[int, int]) -> tuple[int | None, bool]:
+def status(
+    m: Match, triggers: list[Match], ms: list[Match], terms: Clauses, reaches: dict[int, int]
+) -> tuple[int | None, bool]:
     """(NEG, UNC, HIST, or None for affirmed; whether the deciding trigger is an interpretive hedge) of finding m.
     `triggers` are the sentence's NEG, UNC and HIST matches, `reaches` from `reach`."""
     if not triggers:
@@ -110,7 +120,11 @@ def status(m: Match, triggers: list[Match], ms: list[Match], terms: Clauses, rea
         direction, window, _ = t.payload
         if t.end <= m.start and direction != "backward" and m.start - t.end <= window:
             pre = t  # the last one before m is the nearest
-        elif t.start >= m.end and direction != "forward" and reaches.get(t.start, t.start) - m.end - (skipped if at == resumed else 0) <= window:
+        elif (
+            t.start >= m.end
+            and direction != "forward"
+            and reaches.get(t.start, t.start) - m.end - (skipped if at == resumed else 0) <= window
+        ):
             # a past mention yields to what is said of now: "X described in the previous examination could not be
             # selected" is negated
             if t.kind == HIST:
@@ -130,5 +144,10 @@ def status(m: Match, triggers: list[Match], ms: list[Match], terms: Clauses, rea
 
 def _negates(hedge: Match, triggers: list[Match], clause: int, terms: Clauses, gap: int = 3) -> bool:
     """Whether a forward negation stands at most `gap` tokens before the hedge, in its clause."""
-    return any(t.kind == NEG and t.payload[0] != "backward" and t.end <= hedge.start <= t.end + gap
-               and terms.of(t.start) == clause for t in triggers)
+    return any(
+        t.kind == NEG
+        and t.payload[0] != "backward"
+        and t.end <= hedge.start <= t.end + gap
+        and terms.of(t.start) == clause
+        for t in triggers
+    )

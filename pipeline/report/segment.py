@@ -54,7 +54,8 @@ _BLANK_LINE = re.compile(r"\n[ \t]*\n")
 _LETTER = re.compile(r"[A-Za-z]")
 _LIST_MARK = re.compile(r"\s*(?:\(?\d{1,2}[.)](?=\s|[A-Za-z])|[-*\u2022\u00b7>]+(?=\s))\s*")
 _ABBREV = frozenset(
-    "dr mr mrs ms vs approx apprx e.g i.e eg ie cf al fig figs incl st prox dist resp pt pts est ca max min no nos sr jr".split()
+    "dr mr mrs ms vs approx apprx e.g i.e eg ie cf al fig figs incl st prox dist resp pt pts est ca max min no nos sr "
+    "jr".split()
 )
 _UNITS = frozenset("cm mm ml cc hu min sec cm2 mm2 kg mg".split())
 _CONTINUE = frozenset("and or of the a an with to in for by at from as is are was were but than".split())
@@ -120,13 +121,15 @@ def _split_points(text: str, start: int, end: int) -> list[int]:
                 cuts.append(pos)
             continue
         if "?" in mark:
-            before = text[cuts[-1]:at]
+            before = text[cuts[-1] : at]
             if before.count("(") > before.count(")"):
                 continue  # a question inside parentheses: "(small airway disease? small vessel disease?)"
         if mark == ".":  # a period after an abbreviation, a unit or an initial may not end the sentence
             w = _word_before(text, start, at)
             if w in _ABBREV or w in _UNITS or len(w) == 1:
-                nxt = _NEXT_CHAR.match(text, pos, end).group(1)
+                following = _NEXT_CHAR.match(text, pos, end)
+                assert following is not None  # \s*(\S?) matches at any position
+                nxt = following.group(1)
                 if w in _ABBREV and not (w == "no" and not nxt.isdigit()):
                     continue
                 if nxt.islower() and w in _UNITS:

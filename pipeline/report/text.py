@@ -14,7 +14,9 @@ _RTF_UNI = re.compile(r"\\u(-?\d+)\??")
 _RTF_WORD = re.compile(r"\\[a-zA-Z]+-?\d* ?|\\[^a-zA-Z]")
 _HTML_TAG = re.compile(r"<(/?)([a-zA-Z][a-zA-Z0-9]*)\b[^>]*>")
 _HTML_BLOCK = frozenset({"br", "p", "div", "li", "tr", "h1", "h2", "h3", "h4", "h5", "h6", "ul", "ol", "table"})
-_HTML_HINT = re.compile(r"<(?:br|p|div|span|b|i|u|li|font|html|body|table|tr|td)\b[^>]*>|&(?:nbsp|amp|lt|gt|quot|#\d+);", re.I)
+_HTML_HINT = re.compile(
+    r"<(?:br|p|div|span|b|i|u|li|font|html|body|table|tr|td)\b[^>]*>|&(?:nbsp|amp|lt|gt|quot|#\d+);", re.I
+)
 _WORDS = re.compile(r"[^\W\d_]+")
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _SURROGATE = re.compile("[\ud800-\udfff]")
@@ -38,8 +40,6 @@ _FOREIGN = frozenset(
     het een van en niet zijn met zonder geen
     os uma com sem não são""".split()
 )
-
-
 
 
 def decode(data: bytes) -> tuple[str, str | None]:

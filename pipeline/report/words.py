@@ -26,4 +26,4 @@ class Words:
             self._sides = (at, [SIDE_WORDS[self.words[i]] for i in at])
         at, named = self._sides
         lo = bisect_left(at, start)
-        return set(named[lo:bisect_left(at, end, lo)])
+        return set(named[lo : bisect_left(at, end, lo)])

@@ -9,10 +9,10 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -56,21 +56,34 @@ def _stat(path: Path) -> str:
 
 
 def _fingerprint(job: SegmentJob, volume: Path, config: SegmenterConfig, stats: StatsConfig) -> str:
-    parts = [STATS_VERSION, job.volume_path, job.series_id, _stat(volume), json.dumps(asdict(config), sort_keys=True, default=str),
-             json.dumps(asdict(stats), sort_keys=True)]
+    parts = [
+        STATS_VERSION,
+        job.volume_path,
+        job.series_id,
+        _stat(volume),
+        json.dumps(asdict(config), sort_keys=True, default=str),
+        json.dumps(asdict(stats), sort_keys=True),
+    ]
     if config.manifest:
         parts.append(_stat(Path(config.manifest)))
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:32]
 
 
-def _one(job: SegmentJob, out_dir: Path, config: SegmenterConfig, stats_config: StatsConfig, root: Path) -> tuple[pd.DataFrame | None, dict | None, bool]:
+def _one(
+    job: SegmentJob, out_dir: Path, config: SegmenterConfig, stats_config: StatsConfig, root: Path
+) -> tuple[pd.DataFrame | None, dict | None, bool]:
     volume = resolve_path(job.volume_path, root)
     mask_path = out_dir / f"{job.study_id}.nii.gz"
     side = out_dir / f"{job.study_id}.json"
     cached_stats = out_dir / f"{job.study_id}.stats.parquet"
     fp = _fingerprint(job, volume, config, stats_config)
     try:
-        if side.is_file() and json.loads(side.read_text()).get("fingerprint") == fp and mask_path.is_file() and cached_stats.is_file():
+        if (
+            side.is_file()
+            and json.loads(side.read_text()).get("fingerprint") == fp
+            and mask_path.is_file()
+            and cached_stats.is_file()
+        ):
             return pd.read_parquet(cached_stats), None, True
         ct = load_nifti(volume)
         labels = segment(job.study_id, ct, config, job.series_id)
@@ -81,10 +94,14 @@ def _one(job: SegmentJob, out_dir: Path, config: SegmenterConfig, stats_config: 
         write_parquet(df, cached_stats)
         write_json({"fingerprint": fp}, side)
         return df, None, False
-    except Exception as exc:  # one bad study must not take the shard down
+    except Exception as exc:  # noqa: BLE001 - one bad study must not take the shard down
         reason = type(exc).__name__
         log.warning("segmentation rejected %s: %s: %s", job.study_id, reason, exc)
-        return None, {"study_id": job.study_id, "stage": "segmentation", "reason": reason, "detail": str(exc)[:500]}, False
+        return (
+            None,
+            {"study_id": job.study_id, "stage": "segmentation", "reason": reason, "detail": str(exc)[:500]},
+            False,
+        )
 
 
 def segment_studies(

@@ -55,7 +55,8 @@ def _permute_crop(src: np.ndarray, shape: tuple[int, int, int], axes, signs, off
 
 def resample_nearest(source: Volume, shape: tuple[int, int, int], affine: np.ndarray) -> Volume:
     """``source`` (labels) on the grid (``shape``, ``affine``), nearest neighbour in world coordinates."""
-    shape = tuple(int(s) for s in shape)
+    ni, nj, nk = (int(s) for s in shape)
+    shape = (ni, nj, nk)
     src = np.asarray(source.array)
     if src.ndim != 3:
         raise ValueError(f"expected a 3-D label map, got shape {src.shape}")
@@ -65,8 +66,14 @@ def resample_nearest(source: Volume, shape: tuple[int, int, int], affine: np.nda
         out = _permute_crop(src, shape, *aligned)
     else:
         out = ndimage.affine_transform(
-            src, m[:3, :3], offset=m[:3, 3], output_shape=shape, order=0,
-            mode="grid-constant", cval=0, prefilter=False,
+            src,
+            m[:3, :3],
+            offset=m[:3, 3],
+            output_shape=shape,
+            order=0,
+            mode="grid-constant",
+            cval=0,
+            prefilter=False,
         )
     return Volume(array=out, affine=np.asarray(affine, float).copy(), meta=dict(source.meta))
 

@@ -41,7 +41,8 @@ def _ras(vol: Volume) -> tuple[np.ndarray, tuple[float, float, float]]:
     ornt = nib.orientations.io_orientation(vol.affine)
     arr = nib.orientations.apply_orientation(np.asarray(vol.array), ornt)
     spacing = np.asarray(vol.spacing)[ornt[:, 0].astype(int)]
-    return arr, tuple(float(s) for s in spacing)
+    sx, sy, sz = (float(s) for s in spacing)
+    return arr, (sx, sy, sz)
 
 
 def _figure(width: float, height: float) -> Figure:
@@ -59,8 +60,16 @@ def _png(fig: Figure) -> bytes:
 def _show(ax, ct: np.ndarray, lab: np.ndarray, aspect: float, title: str, cmap) -> None:
     # rows = second axis (A or S) upward, columns = x reversed (radiological view)
     ax.imshow(ct.T[:, ::-1], cmap="gray", vmin=WINDOW[0], vmax=WINDOW[1], origin="lower", aspect=aspect)
-    ax.imshow(np.ma.masked_equal(lab.T[:, ::-1], 0), cmap=cmap, vmin=0, vmax=cmap.N - 1, origin="lower",
-              aspect=aspect, alpha=0.55, interpolation="nearest")
+    ax.imshow(
+        np.ma.masked_equal(lab.T[:, ::-1], 0),
+        cmap=cmap,
+        vmin=0,
+        vmax=cmap.N - 1,
+        origin="lower",
+        aspect=aspect,
+        alpha=0.55,
+        interpolation="nearest",
+    )
     ax.set_title(title, fontsize=8)
     ax.axis("off")
 
@@ -81,14 +90,14 @@ def overlay_png(studies: Sequence[tuple[str, Volume, Volume]]) -> bytes:
         c, (sx, sy, sz) = _ras(ct)
         lab, _ = _ras(labels)
         fg = np.argwhere(lab > 0)
-        ci, cj, ck = (fg.mean(axis=0).round().astype(int) if len(fg) else np.array(lab.shape) // 2)
+        ci, cj, ck = fg.mean(axis=0).round().astype(int) if len(fg) else np.array(lab.shape) // 2
         _show(row[0], c[:, :, ck], lab[:, :, ck], sy / sx, f"{study_id} axial z={ck}", cmap)
         _show(row[1], c[:, cj, :], lab[:, cj, :], sz / sx, f"{study_id} coronal y={cj}", cmap)
         for sl in (lab[:, :, ck], lab[:, cj, :]):
             idx, cnt = np.unique(sl[sl > 0], return_counts=True)
             for i, n in zip(idx.tolist(), cnt.tolist()):
                 shown[i] = shown.get(i, 0) + n
-    top = sorted(sorted(shown, key=shown.get, reverse=True)[:MAX_LEGEND])
+    top = sorted(sorted(shown, key=lambda i: shown[i], reverse=True)[:MAX_LEGEND])
     handles = [Patch(color=colours[i], label=names.get(i, str(i))) for i in top]
     if handles:
         fig.legend(handles=handles, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=7, frameon=False)

@@ -82,14 +82,21 @@ def manifest_problems(path: str | os.PathLike, study_ids: set[str], series_ids: 
     for key, record in manifest.records.items():
         if key not in study_ids and key not in series_ids:
             column = "SeriesInstanceUID" if key.startswith("ser-") else "study key"
-            problems.append(ManifestProblem(record.line, f"{Path(path).resolve()}, line {record.line}: its {column} matches no ingested study"))
+            problems.append(
+                ManifestProblem(
+                    record.line, f"{Path(path).resolve()}, line {record.line}: its {column} matches no ingested study"
+                )
+            )
     return sorted(problems, key=lambda p: p.line)
 
 
 def _load_manifest(path: str | os.PathLike) -> Manifest:
     path = Path(path).resolve()
     if not path.is_file():
-        raise FileNotFoundError(f"mask manifest not found: {path} (expected columns {', '.join(MANIFEST_COLUMNS)} and one of {', '.join(KEY_COLUMNS)})")
+        raise FileNotFoundError(
+            f"mask manifest not found: {path} (expected columns {', '.join(MANIFEST_COLUMNS)} "
+            f"and one of {', '.join(KEY_COLUMNS)})"
+        )
     return _read_manifest(path, path.stat().st_mtime_ns, pseudonym_key())
 
 
@@ -109,8 +116,10 @@ def _read_manifest(path: Path, _mtime: int, _key: bytes) -> Manifest:
     df = pd.read_csv(path, dtype=str, keep_default_na=False)
     missing = [c for c in MANIFEST_COLUMNS if c not in df.columns]
     if missing or not any(c in df.columns for c in KEY_COLUMNS):
-        raise ValueError(f"{path}: missing column(s) {missing or ['one of ' + ', '.join(KEY_COLUMNS)]}; "
-                         f"expected {list(MANIFEST_COLUMNS)} and one of {list(KEY_COLUMNS)}")
+        raise ValueError(
+            f"{path}: missing column(s) {missing or ['one of ' + ', '.join(KEY_COLUMNS)]}; "
+            f"expected {list(MANIFEST_COLUMNS)} and one of {list(KEY_COLUMNS)}"
+        )
     out: dict[str, MaskRecord] = {}
     problems: list[ManifestProblem] = []
     for line, row in enumerate(df.to_dict("records"), start=2):
@@ -120,9 +129,17 @@ def _read_manifest(path: Path, _mtime: int, _key: bytes) -> Manifest:
             raise ValueError(f"{where}: unknown mask format {fmt!r}; expected one of {MASK_FORMATS}")
         key = _row_key(row)
         if key is None:
-            problems.append(ManifestProblem(line, f"{where}: names no study (fill {', '.join(c for c in KEY_COLUMNS if c in df.columns)}; a study_id starts with 'stu-')"))
+            problems.append(
+                ManifestProblem(
+                    line,
+                    f"{where}: names no study (fill {', '.join(c for c in KEY_COLUMNS if c in df.columns)}; "
+                    "a study_id starts with 'stu-')",
+                )
+            )
         elif key in out:
-            problems.append(ManifestProblem(line, f"{where}: names the same study as line {out[key].line}; the first is used"))
+            problems.append(
+                ManifestProblem(line, f"{where}: names the same study as line {out[key].line}; the first is used")
+            )
         else:
             out[key] = MaskRecord(key, (path.parent / row["mask_path"].strip()).resolve(), fmt, line)
     return Manifest(out, tuple(problems))
@@ -171,6 +188,7 @@ def load_folder(folder: Path) -> Volume:
         if m.shape != ref.shape or not np.allclose(m.affine, ref.affine, atol=1e-4):
             m = resample_nearest(Volume(np.asarray(m.array) > 0, m.affine), ref.shape, ref.affine)
         ref.array[np.asarray(m.array) > 0] = index
+    assert ref is not None  # files is not empty
     return ref
 
 
@@ -224,4 +242,6 @@ def segment_precomputed(study_id: str, volume: Volume, config: SegmenterConfig, 
     out = resample_nearest(mask, volume.shape, volume.affine)
     if np.any(mask.array) and not np.any(out.array):
         log.warning("%s: the %s mask does not overlap the study's field of view", study_id, record.format)
-    return Volume(out.array.astype(np.uint8, copy=False), out.affine, {"study_id": study_id, "mask_format": record.format})
+    return Volume(
+        out.array.astype(np.uint8, copy=False), out.affine, {"study_id": study_id, "mask_format": record.format}
+    )

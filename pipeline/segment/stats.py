@@ -2,7 +2,8 @@
 
 One pass over the labelled voxels builds, per axis, a (position x label) histogram with
 ``np.bincount``; voxel counts, bounding boxes and centroids all follow from those three marginals,
-and HU sums from two weighted bincounts. Only the connected-component check looks at organs one by one, inside their boxes.
+and HU sums from two weighted bincounts. Only the connected-component check looks at organs one by one, inside their
+boxes.
 
 Conventions: ``bbox_vox`` = (i0, j0, k0, i1, j1, k1), half-open like Python slices
 (``labels[i0:i1, j0:j1, k0:k1]`` is the organ's box); ``bbox_mm`` = (x0, y0, z0, x1, y1, z1), the RAS
@@ -23,8 +24,19 @@ from pipeline.segment.config import StatsConfig
 from pipeline.volume import Volume
 
 COLUMNS = (
-    "study_id", "organ", "index_v2", "voxels", "volume_ml", "bbox_vox", "bbox_mm", "centroid_mm",
-    "hu_mean", "hu_std", "cut_by_fov", "cut_face_ratio", "quality_flags",
+    "study_id",
+    "organ",
+    "index_v2",
+    "voxels",
+    "volume_ml",
+    "bbox_vox",
+    "bbox_mm",
+    "centroid_mm",
+    "hu_mean",
+    "hu_std",
+    "cut_by_fov",
+    "cut_face_ratio",
+    "quality_flags",
 )
 _CHUNK = 1 << 22  # voxels per chunk: bounds the temporary index arrays to a few 10 MB
 _CONNECTIVITY = np.ones((3, 3, 3), dtype=bool)
@@ -39,7 +51,7 @@ def _marginals(lab: np.ndarray, n_labels: int, hu: np.ndarray | None):
     plane = shape[1] * shape[2]
     step = max(1, _CHUNK // max(1, plane))
     for i0 in range(0, shape[0], step):
-        flat = lab[i0:i0 + step].reshape(-1)
+        flat = lab[i0 : i0 + step].reshape(-1)
         nz = np.flatnonzero(flat)
         if nz.size == 0:
             continue
@@ -49,7 +61,7 @@ def _marginals(lab: np.ndarray, n_labels: int, hu: np.ndarray | None):
         for h, pos in zip(hists, (i + i0, j, k)):
             h += np.bincount(pos * n_labels + v, minlength=h.size)
         if hu is not None:
-            w = hu[i0:i0 + step].reshape(-1)[nz].astype(np.float64)
+            w = hu[i0 : i0 + step].reshape(-1)[nz].astype(np.float64)
             s1 += np.bincount(v, weights=w, minlength=n_labels)
             s2 += np.bincount(v, weights=w * w, minlength=n_labels)
     return [h.reshape(n, n_labels) for h, n in zip(hists, shape)], s1, s2
@@ -77,8 +89,15 @@ def _cut_face_ratios(hists, present: list[int], lo, hi, low, high) -> np.ndarray
     return out
 
 
-_DTYPES = {"index_v2": "int64", "voxels": "int64", "volume_ml": "float64", "hu_mean": "float64",
-           "hu_std": "float64", "cut_by_fov": "bool", "cut_face_ratio": "float64"}
+_DTYPES = {
+    "index_v2": "int64",
+    "voxels": "int64",
+    "volume_ml": "float64",
+    "hu_mean": "float64",
+    "hu_std": "float64",
+    "cut_by_fov": "bool",
+    "cut_face_ratio": "float64",
+}
 
 
 def empty_stats() -> pd.DataFrame:
@@ -94,7 +113,9 @@ def organ_stats(study_id: str, labels: Volume, ct: Volume | None, config: StatsC
     hu = None
     if ct is not None:
         if ct.shape != labels.shape or not np.allclose(ct.affine, labels.affine, atol=1e-3):
-            raise ValueError(f"{study_id}: CT grid {ct.shape} differs from the label map's {labels.shape}; resample first")
+            raise ValueError(
+                f"{study_id}: CT grid {ct.shape} differs from the label map's {labels.shape}; resample first"
+            )
         hu = np.asarray(ct.array)
     names = vocab.class_map(vocab.V2_TASK)
     n_labels = max(names) + 1
@@ -118,15 +139,22 @@ def organ_stats(study_id: str, labels: Volume, ct: Volume | None, config: StatsC
     hi = np.stack([i1, j1, k1], axis=1)
     centroid_mm = labels.world(np.stack([ci, cj, ck], axis=1))
     # world box from the 8 corners of the voxel-face box
-    corners = np.stack([np.stack([a, b, c], 1) for a in (i0 - 0.5, i1 - 0.5) for b in (j0 - 0.5, j1 - 0.5)
-                        for c in (k0 - 0.5, k1 - 0.5)], axis=1)  # (n, 8, 3)
+    corners = np.stack(
+        [
+            np.stack([a, b, c], 1)
+            for a in (i0 - 0.5, i1 - 0.5)
+            for b in (j0 - 0.5, j1 - 0.5)
+            for c in (k0 - 0.5, k1 - 0.5)
+        ],
+        axis=1,
+    )  # (n, 8, 3)
     world = labels.world(corners.reshape(-1, 3)).reshape(len(present), 8, 3)
     bbox_mm = np.concatenate([world.min(axis=1), world.max(axis=1)], axis=1)
     voxel_ml = abs(float(np.linalg.det(labels.affine[:3, :3]))) / 1000.0
     shape = np.array(lab.shape)
     m = config.fov_margin
     low, high = lo <= m, hi >= shape - m
-    cut = low.any(axis=1) | high.any(axis=1)
+    cut = np.asarray(low.any(axis=1) | high.any(axis=1))
     face_ratio = _cut_face_ratios((h0, h1, h2), present, lo, hi, low, high)
 
     rows = []
@@ -144,11 +172,21 @@ def organ_stats(study_id: str, labels: Volume, ct: Volume | None, config: StatsC
             flags.append("cut_by_fov")
         mean = s1[index] / count if hu is not None else np.nan
         var = max(s2[index] / count - mean * mean, 0.0) if hu is not None else np.nan
-        rows.append({
-            "study_id": study_id, "organ": names[index], "index_v2": index, "voxels": count,
-            "volume_ml": ml, "bbox_vox": [int(v) for v in (*lo[n], *hi[n])],
-            "bbox_mm": [float(v) for v in bbox_mm[n]], "centroid_mm": [float(v) for v in centroid_mm[n]],
-            "hu_mean": float(mean), "hu_std": float(np.sqrt(var)), "cut_by_fov": bool(cut[n]),
-            "cut_face_ratio": float(face_ratio[n]), "quality_flags": flags,
-        })
+        rows.append(
+            {
+                "study_id": study_id,
+                "organ": names[index],
+                "index_v2": index,
+                "voxels": count,
+                "volume_ml": ml,
+                "bbox_vox": [int(v) for v in (*lo[n], *hi[n])],
+                "bbox_mm": [float(v) for v in bbox_mm[n]],
+                "centroid_mm": [float(v) for v in centroid_mm[n]],
+                "hu_mean": float(mean),
+                "hu_std": float(np.sqrt(var)),
+                "cut_by_fov": bool(cut[n]),
+                "cut_face_ratio": float(face_ratio[n]),
+                "quality_flags": flags,
+            }
+        )
     return pd.DataFrame(rows, columns=list(COLUMNS))

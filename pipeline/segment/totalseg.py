@@ -127,8 +127,15 @@ def segment_totalsegmentator(study_id: str, volume: Volume, config: SegmenterCon
 
     img = nib.Nifti1Image(np.asarray(volume.array, dtype=np.float32), volume.affine)
     seg = totalsegmentator(
-        img, None, task=TASK, fast=config.fast, device=resolve_device(config.device),
-        statistics=False, radiomics=False, quiet=True, ml=True,
+        img,
+        None,
+        task=TASK,
+        fast=config.fast,
+        device=resolve_device(config.device),
+        statistics=False,
+        radiomics=False,
+        quiet=True,
+        ml=True,
     )
     labels = Volume(np.asarray(seg.dataobj).astype(np.uint8), np.asarray(seg.affine, float))
     out = resample_nearest(labels, volume.shape, volume.affine)

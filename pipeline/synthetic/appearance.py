@@ -65,9 +65,14 @@ class Appearance:
 
     def record(self) -> dict[str, object]:
         """Ground truth for truth/studies.parquet (the offsets as JSON: the organs differ per study)."""
-        return {"phase": self.phase, "noise_hu": self.noise_hu, "texture_hu": self.texture_hu,
-                "texture_mm": self.texture_mm, "blur_sigma_slices": self.blur_sigma_slices,
-                "organ_offset_hu": json.dumps(self.organ_offset_hu, sort_keys=True)}
+        return {
+            "phase": self.phase,
+            "noise_hu": self.noise_hu,
+            "texture_hu": self.texture_hu,
+            "texture_mm": self.texture_mm,
+            "blur_sigma_slices": self.blur_sigma_slices,
+            "organ_offset_hu": json.dumps(self.organ_offset_hu, sort_keys=True),
+        }
 
 
 def draw_appearance(rng: np.random.Generator, organs: list[str], slice_mm: float) -> Appearance:
@@ -83,8 +88,13 @@ def draw_appearance(rng: np.random.Generator, organs: list[str], slice_mm: float
     )
 
 
-def apply_appearance(hu: np.ndarray, labels: np.ndarray, look: Appearance, spacing_mm: tuple[float, float, float],
-                     rng: np.random.Generator) -> np.ndarray:
+def apply_appearance(
+    hu: np.ndarray,
+    labels: np.ndarray,
+    look: Appearance,
+    spacing_mm: tuple[float, float, float],
+    rng: np.random.Generator,
+) -> np.ndarray:
     """``hu`` (float32, without noise) with the organs' offsets, enhancement, texture and slice blur."""
     out = hu.astype(np.float32, copy=True)
     names = vocab.class_map(vocab.V2_TASK)

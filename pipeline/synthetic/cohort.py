@@ -14,6 +14,7 @@ import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import pandas as pd
@@ -25,10 +26,17 @@ from pipeline.synthetic import identity
 from pipeline.synthetic.anatomy import Alterations, Patient, build_anatomy, drawn_organs, index_of, paint
 from pipeline.synthetic.appearance import apply_appearance, draw_appearance
 from pipeline.synthetic.dicom_writer import SeriesHeader, write_ct_series
-from pipeline.synthetic.findings import (CATALOG, SIZES, Finding, VariedLesions, alterations, place_lesions, sample_findings,
-                                         varied_sizes)
+from pipeline.synthetic.findings import (
+    SIZES,
+    Finding,
+    VariedLesions,
+    alterations,
+    place_lesions,
+    sample_findings,
+    varied_sizes,
+)
 from pipeline.synthetic.lesions import LESION_COLUMNS
-from pipeline.synthetic.reports import Misreport, misreport, write_report
+from pipeline.synthetic.reports import Misreport, Report, misreport, write_report
 from pipeline.synthetic.series import coronal_reformat, scout
 from pipeline.synthetic.shapes import Grid
 from pipeline.volume import Volume, save_nifti, spacing_of
@@ -38,7 +46,11 @@ log = logging.getLogger(__name__)
 FOVS = ("chest", "abdomen_pelvis", "chest_abdomen_pelvis")
 # Nominal z extent (top, bottom) in mm of each field of view, before patient scale and jitter.
 _FOV_Z = {"chest": (215.0, -70.0), "abdomen_pelvis": (20.0, -440.0), "chest_abdomen_pelvis": (215.0, -440.0)}
-_BODY_PART = {"chest": "CHEST", "abdomen_pelvis": "ABDOMEN", "chest_abdomen_pelvis": "CHEST_ABD_PELVIS"}  # CS: 16 chars max
+_BODY_PART = {
+    "chest": "CHEST",
+    "abdomen_pelvis": "ABDOMEN",
+    "chest_abdomen_pelvis": "CHEST_ABD_PELVIS",
+}  # CS: 16 chars max
 _AIR_MARGIN_MM = 4.0  # air between the skin and the in-plane edge of the field of view
 FAULTS = ("truncated_file", "mr_only", "empty_folder", "missing_slice", "missing_report")
 
@@ -99,8 +111,14 @@ class CohortSpec:
 # 10-30% of image findings on review, and over-calls fewer), the reserved phrasing on validation and test.
 PRESETS: dict[str, dict] = {
     "demo": {},
-    "benchmark": {"appearance": "varied", "organ_sizes": "varied", "lesions": "varied", "report_omission": 0.15,
-                  "report_extra": 0.05, "reserved_for_evaluation": True},
+    "benchmark": {
+        "appearance": "varied",
+        "organ_sizes": "varied",
+        "lesions": "varied",
+        "report_omission": 0.15,
+        "report_extra": 0.05,
+        "reserved_for_evaluation": True,
+    },
 }
 
 
@@ -119,7 +137,10 @@ def volume_ratios(patient: Patient, alt: Alterations, organs: tuple[str, ...]) -
     grid = Grid(np.arange(260.0, -260.0, -5.0), np.arange(260.0, -260.0, -5.0), np.arange(-620.0, 380.0, 5.0))
     nominal, _ = paint(build_anatomy(patient, replace(alt, organ_scale={})), grid, patient)
     actual, _ = paint(build_anatomy(patient, alt), grid, patient)
-    return {o: round(float((actual == index_of(o)).sum()) / max(float((nominal == index_of(o)).sum()), 1.0), 3) for o in organs}
+    return {
+        o: round(float((actual == index_of(o)).sum()) / max(float((nominal == index_of(o)).sum()), 1.0), 3)
+        for o in organs
+    }
 
 
 def expected_split(patient_mrn: str, ratios: tuple[float, ...] = ()) -> str:
@@ -129,8 +150,13 @@ def expected_split(patient_mrn: str, ratios: tuple[float, ...] = ()) -> str:
     from pipeline.pairs import PairConfig, assign_split
 
     cfg = PairConfig()
-    return str(assign_split(pd.Series([pseudonym("patient", patient_mrn)]), tuple(ratios) or cfg.split_ratios,
-                            cfg.split_salt).iloc[0])
+    return str(
+        assign_split(
+            pd.Series([pseudonym("patient", patient_mrn)]),
+            cast("tuple[float, float, float]", tuple(ratios)) or cfg.split_ratios,  # three shares (CohortSpec checks)
+            cfg.split_salt,
+        ).iloc[0]
+    )
 
 
 @dataclass(frozen=True)
@@ -249,37 +275,134 @@ def _visible(organs, grid: Grid) -> set[str]:
 
 def synthesize_study(spec: CohortSpec, index: int) -> SyntheticStudy:
     """Study ``index`` of the cohort, in memory: the main series' HU and affine, truth and report."""
-    plan = patient_plan(spec, index + 1)
-    patient_no, visit = plan[index]
-    prng = np.random.default_rng([spec.seed, patient_no, 1])
-    name, mrn, birth, sex = identity.person(prng)
-    patient = Patient(scale=float(prng.uniform(*spec.body_scale)), fat_mm=float(prng.uniform(8, 24)),
-                      width=float(prng.uniform(0.92, 1.08)), seed=int(prng.integers(2**31)))
-    first_date = identity.study_date(prng)
+    patient_no, visit = patient_plan(spec, index + 1)[index]
+    person, patient, first_date = _patient(spec, patient_no)
+    # the study's own stream: the steps below draw from it in this order, which keeps every study as it was
     rng = np.random.default_rng([spec.seed, index, 2])
     date = first_date if visit == 0 else identity.study_date(rng, after=first_date)
     fov = FOVS[int(rng.choice(3, p=np.asarray(spec.fov_weights) / sum(spec.fov_weights)))]
     grid, params = _grid(spec, patient, fov, rng)
+    findings, alt, ratios, params = _findings(spec, index, patient_no, patient, grid, params, rng)
+    image = _image(spec, index, patient, alt, grid, findings, params, rng)
+    drawn = drawn_organs()
+    in_image = {o for o in drawn if image.counts[index_of(o)] > 0}
+    scanner = identity.SCANNERS[int(rng.integers(len(identity.SCANNERS)))]
+    accession = identity.accession(rng, date, index)
+    split = expected_split(person[1], spec.split_ratios)
+    reserved = spec.reserved_phrasing or (spec.reserved_for_evaluation and split != "train")
+    report, said = _report(spec, index, visit, first_date, image.findings, in_image, drawn, fov, reserved, rng)
+    params = dict(image.params, split=split, reserved_phrasing=reserved)
+    study_uid = _uid(spec.seed, index, "study")
+    header = _series_header(spec, index, person, accession, study_uid, date, fov, scanner, params, rng)
+    gold = _organ_gold(drawn, image, in_image, report, said, alt, ratios, accession, study_uid)
+    extras = _companions(spec, image, header, rng)
+    params = dict(params, patient_scale=patient.scale, visit=visit, n_slices=int(image.hu.shape[2]))
+    rows = tuple(
+        dict(
+            r,
+            accession=accession,
+            study_uid=study_uid,
+            noise_hu=float(image.noise_hu),
+            iso_intense=bool(abs(r["mean_contrast_hu"]) < image.noise_hu),
+        )
+        for r in image.lesion_rows
+    )
+    return SyntheticStudy(
+        index,
+        f"patient-{spec.seed}-{patient_no}",
+        fov,
+        header,
+        image.hu,
+        image.affine,
+        image.labels,
+        image.lesions,
+        report.text,
+        tuple(image.findings),
+        gold,
+        extras,
+        params,
+        rows,
+        said,
+    )
 
+
+def _patient(spec: CohortSpec, patient_no: int) -> tuple[tuple[str, str, str, str], Patient, str]:
+    """The patient's identity (name, MRN, birth date, sex), body and first study date, from the patient's stream."""
+    prng = np.random.default_rng([spec.seed, patient_no, 1])
+    person = identity.person(prng)
+    patient = Patient(
+        scale=float(prng.uniform(*spec.body_scale)),
+        fat_mm=float(prng.uniform(8, 24)),
+        width=float(prng.uniform(0.92, 1.08)),
+        seed=int(prng.integers(2**31)),
+    )
+    return person, patient, identity.study_date(prng)
+
+
+def _findings(
+    spec: CohortSpec,
+    index: int,
+    patient_no: int,
+    patient: Patient,
+    grid: Grid,
+    params: dict,
+    rng: np.random.Generator,
+) -> tuple[list[Finding], Alterations, dict[str, float], dict]:
+    """The findings of the organs in the field of view, the whole-organ alterations they make and, with varied organ
+    sizes, every organ's size (recorded in ``params``) with its painted volume against the nominal one."""
     findings = sample_findings(rng, _visible(build_anatomy(patient), grid))
     alt, findings = alterations(findings, rng)
     # every realism setting draws from its own random stream: with them off the demo stays bit for bit as it was
-    if spec.organ_sizes == "varied":
-        alt, findings = varied_sizes(findings, alt, np.random.default_rng([spec.seed, patient_no, 4]),
-                                     np.random.default_rng([spec.seed, index, 4]))
-        params = dict(params, organ_scale=json.dumps({o: round(alt.organ_scale[o], 3) for o in sorted(alt.organ_scale)}))
-        ratios = volume_ratios(patient, alt, tuple(SIZES))
-    else:
-        ratios = {}
-    organs = build_anatomy(patient, alt)
-    labels, hu = paint(organs, grid, patient)
+    if spec.organ_sizes != "varied":
+        return findings, alt, {}, params
+    alt, findings = varied_sizes(
+        findings,
+        alt,
+        np.random.default_rng([spec.seed, patient_no, 4]),
+        np.random.default_rng([spec.seed, index, 4]),
+    )
+    params = dict(params, organ_scale=json.dumps({o: round(alt.organ_scale[o], 3) for o in sorted(alt.organ_scale)}))
+    return findings, alt, volume_ratios(patient, alt, tuple(SIZES)), params
+
+
+@dataclass(frozen=True)
+class _Image:
+    """The main series of a study as painted: HU, labels, lesions, and what painting them decided."""
+
+    hu: np.ndarray  # (i, j, k) int16
+    affine: np.ndarray
+    labels: np.ndarray  # uint8 `total` v2 indices
+    lesions: np.ndarray  # uint8, 1 = tumor
+    counts: np.ndarray  # (256,) voxels per label
+    border: np.ndarray  # (256,) voxels per label on the volume's faces (cut by the field of view)
+    findings: list[Finding]  # those painted
+    lesion_rows: list[dict]  # one truth row per painted focal lesion
+    noise_hu: float
+    params: dict  # the grid's parameters, with the appearance drawn (varied appearance)
+
+
+def _image(
+    spec: CohortSpec,
+    index: int,
+    patient: Patient,
+    alt: Alterations,
+    grid: Grid,
+    findings: list[Finding],
+    params: dict,
+    rng: np.random.Generator,
+) -> _Image:
+    """The torso painted with its alterations, its appearance (varied: from the study's appearance stream), the focal
+    lesions and the noise, stored as int16 HU."""
+    labels, hu = paint(build_anatomy(patient, alt), grid, patient)
     affine = _affine(grid)
     noise_hu = spec.noise_hu
     look = None
     if spec.appearance == "varied":
         arng = np.random.default_rng([spec.seed, index, 3])
         names = vocab.class_map(vocab.V2_TASK)
-        look = draw_appearance(arng, [names[int(i)] for i in np.unique(labels) if int(i) in names], params["slice_spacing"])
+        look = draw_appearance(
+            arng, [names[int(i)] for i in np.unique(labels) if int(i) in names], params["slice_spacing"]
+        )
         noise_hu = look.noise_hu
     varied = VariedLesions(np.random.default_rng([spec.seed, index, 5]), noise_hu) if spec.lesions == "varied" else None
     lesions, findings, lesion_rows = place_lesions(findings, labels, hu, grid, rng, varied)
@@ -288,59 +411,120 @@ def synthesize_study(spec: CohortSpec, index: int) -> SyntheticStudy:
         params = dict(params, **look.record())
     hu += rng.standard_normal(hu.shape, dtype=np.float32) * np.float32(noise_hu)
     hu_i16 = np.clip(np.rint(hu), -1024, 3071).astype(np.int16)
-    del hu
-
-    drawn = drawn_organs()
     counts = np.bincount(labels.ravel(), minlength=256)
     border = np.zeros(256, dtype=np.int64)
     for face in (labels[0], labels[-1], labels[:, 0], labels[:, -1], labels[:, :, 0], labels[:, :, -1]):
         border += np.bincount(face.ravel(), minlength=256)
-    in_image = {o for o in drawn if counts[index_of(o)] > 0}
-    scanner = identity.SCANNERS[int(rng.integers(len(identity.SCANNERS)))]
-    accession = identity.accession(rng, date, index)
+    return _Image(hu_i16, affine, labels, lesions, counts, border, findings, lesion_rows, noise_hu, params)
+
+
+def _report(
+    spec: CohortSpec,
+    index: int,
+    visit: int,
+    first_date: str,
+    findings: list[Finding],
+    in_image: set[str],
+    drawn: tuple[str, ...],
+    fov: str,
+    reserved: bool,
+    rng: np.random.Generator,
+) -> tuple[Report, Misreport | None]:
+    """The study's report, of the image's findings or (with omissions or extras) of what its misreport says; a
+    follow-up names the first study."""
     comparison = None
     if visit == 1:
         comparison = f"CT dated {first_date[:4]}-{first_date[4:6]}-{first_date[6:]}."
-    split = expected_split(mrn, spec.split_ratios)
-    reserved = spec.reserved_phrasing or (spec.reserved_for_evaluation and split != "train")
     said = None
     if spec.report_omission or spec.report_extra:
-        said = misreport(findings, in_image, spec.report_omission, spec.report_extra,
-                         np.random.default_rng([spec.seed, index, 6]))
-    report = write_report(said.reported if said else findings, in_image, drawn, fov, rng, reserved=reserved,
-                          comparison=comparison,
-                          radiologist=identity.RADIOLOGISTS[int(rng.integers(len(identity.RADIOLOGISTS)))])
-    params = dict(params, split=split, reserved_phrasing=reserved)
+        said = misreport(
+            findings, in_image, spec.report_omission, spec.report_extra, np.random.default_rng([spec.seed, index, 6])
+        )
+    report = write_report(
+        said.reported if said else findings,
+        in_image,
+        drawn,
+        fov,
+        rng,
+        reserved=reserved,
+        comparison=comparison,
+        radiologist=identity.RADIOLOGISTS[int(rng.integers(len(identity.RADIOLOGISTS)))],
+    )
+    return report, said
 
-    study_uid = _uid(spec.seed, index, "study")
-    header = SeriesHeader(
-        patient_name=name, patient_id=mrn, patient_birth_date=birth, patient_sex=sex, accession_number=accession,
-        study_instance_uid=study_uid, series_instance_uid=_uid(spec.seed, index, "series", 2),
-        frame_of_reference_uid=_uid(spec.seed, index, "for"), study_date=date,
+
+def _series_header(
+    spec: CohortSpec,
+    index: int,
+    person: tuple[str, str, str, str],
+    accession: str,
+    study_uid: str,
+    date: str,
+    fov: str,
+    scanner: tuple[str, str],
+    params: dict,
+    rng: np.random.Generator,
+) -> SeriesHeader:
+    """The main series' DICOM header: the patient, the study, and a drawn time, series number, site and kVp."""
+    name, mrn, birth, sex = person
+    return SeriesHeader(
+        patient_name=name,
+        patient_id=mrn,
+        patient_birth_date=birth,
+        patient_sex=sex,
+        accession_number=accession,
+        study_instance_uid=study_uid,
+        series_instance_uid=_uid(spec.seed, index, "series", 2),
+        frame_of_reference_uid=_uid(spec.seed, index, "for"),
+        study_date=date,
         study_time=f"{int(rng.integers(7, 19)):02d}{int(rng.integers(60)):02d}{int(rng.integers(60)):02d}",
-        study_id=str(1000 + index), study_description=f"CT {fov.replace('_', ' ').upper()} W CONTRAST",
-        series_number=2 + int(rng.integers(3)), series_description=f"AXIAL {params['slice_spacing']:.1f} SOFT TISSUE",
+        study_id=str(1000 + index),
+        study_description=f"CT {fov.replace('_', ' ').upper()} W CONTRAST",
+        series_number=2 + int(rng.integers(3)),
+        series_description=f"AXIAL {params['slice_spacing']:.1f} SOFT TISSUE",
         institution_name=identity.INSTITUTIONS[int(rng.integers(len(identity.INSTITUTIONS)))],
-        manufacturer=scanner[0], manufacturer_model_name=scanner[1], kvp=float(rng.choice([100.0, 120.0, 120.0, 140.0])),
-        body_part_examined=_BODY_PART[fov], contrast_bolus_agent="OMNIPAQUE 350",
+        manufacturer=scanner[0],
+        manufacturer_model_name=scanner[1],
+        kvp=float(rng.choice([100.0, 120.0, 120.0, 140.0])),
+        body_part_examined=_BODY_PART[fov],
+        contrast_bolus_agent="OMNIPAQUE 350",
         rescale_intercept=-1024.0 if rng.random() < 0.7 else 0.0,
     )
-    voxel_ml = float(abs(np.linalg.det(affine[:3, :3]))) / 1000.0
-    def per_organ(fs) -> dict[str, list[Finding]]:
-        out: dict[str, list[Finding]] = {}
-        for f in fs:
-            for o in f.organs:
-                out.setdefault(o, []).append(f)
-        return out
 
-    by_organ = per_organ(findings)  # the image truth
-    said_by = per_organ(said.reported) if said else by_organ
-    omitted = per_organ(said.omitted) if said else {}
-    extra = per_organ(said.report_only) if said else {}
-    gold = tuple(
+
+def _per_organ(findings: list[Finding]) -> dict[str, list[Finding]]:
+    """The findings of each organ they name."""
+    out: dict[str, list[Finding]] = {}
+    for f in findings:
+        for o in f.organs:
+            out.setdefault(o, []).append(f)
+    return out
+
+
+def _organ_gold(
+    drawn: tuple[str, ...],
+    image: _Image,
+    in_image: set[str],
+    report: Report,
+    said: Misreport | None,
+    alt: Alterations,
+    ratios: dict[str, float],
+    accession: str,
+    study_uid: str,
+) -> tuple[dict, ...]:
+    """One truth row per drawn organ (``truth/organ_gold.parquet``): what the image shows, what the report says."""
+    voxel_ml = float(abs(np.linalg.det(image.affine[:3, :3]))) / 1000.0
+    by_organ = _per_organ(image.findings)  # the image truth
+    said_by = _per_organ(said.reported) if said else by_organ
+    omitted = _per_organ(said.omitted) if said else {}
+    extra = _per_organ(said.report_only) if said else {}
+    return tuple(
         {
-            "accession": accession, "study_uid": study_uid, "organ": o,
-            "in_image": o in in_image, "cut_by_fov": bool(border[index_of(o)] > 0),
+            "accession": accession,
+            "study_uid": study_uid,
+            "organ": o,
+            "in_image": o in in_image,
+            "cut_by_fov": bool(image.border[index_of(o)] > 0),
             "image_status": "abnormal" if o in by_organ else "normal",
             "report_status": report.status.get(o, "not_mentioned"),
             "abnormalities": sorted({f.canonical for f in by_organ.get(o, [])}),  # what the image shows
@@ -350,29 +534,48 @@ def synthesize_study(spec: CohortSpec, index: int) -> SyntheticStudy:
             "report_only_kinds": sorted({f.kind for f in extra.get(o, [])}),  # in the report, not in the image
             "size_factor": float(alt.organ_scale.get(o, 1.0)),  # radius factor against the patient's nominal organ
             "volume_ratio": ratios.get(o, float("nan")),  # painted volume against it (organ_sizes="varied" only)
-            "volume_ml_native": float(counts[index_of(o)]) * voxel_ml,
+            "volume_ml_native": float(image.counts[index_of(o)]) * voxel_ml,
         }
         for o in drawn
     )
+
+
+def _companions(
+    spec: CohortSpec, image: _Image, header: SeriesHeader, rng: np.random.Generator
+) -> tuple[ExtraSeries, ...]:
+    """The extra series some exports hold beside the main one: a scout and a coronal reformat, each by chance."""
     extras = []
     if rng.random() < spec.companion_series_prob:
-        loc, loc_aff = scout(hu_i16, affine)
-        extras.append(ExtraSeries("localizer", loc, loc_aff, _companion(header, 1, "TOPOGRAM", ("ORIGINAL", "PRIMARY", "LOCALIZER"), 0)))
+        loc, loc_aff = scout(image.hu, image.affine)
+        extras.append(
+            ExtraSeries(
+                "localizer", loc, loc_aff, _companion(header, 1, "TOPOGRAM", ("ORIGINAL", "PRIMARY", "LOCALIZER"), 0)
+            )
+        )
     if rng.random() < spec.companion_series_prob:
-        cor, cor_aff = coronal_reformat(hu_i16, affine, slab_mm=5.0)
-        extras.append(ExtraSeries("coronal", cor, cor_aff, _companion(header, 5, "COR 5.0 MPR", ("DERIVED", "SECONDARY", "REFORMATTED"), 1)))
-    params = dict(params, patient_scale=patient.scale, visit=visit, n_slices=int(hu_i16.shape[2]))
-    rows = tuple(dict(r, accession=accession, study_uid=study_uid, noise_hu=float(noise_hu),
-                      iso_intense=bool(abs(r["mean_contrast_hu"]) < noise_hu)) for r in lesion_rows)
-    return SyntheticStudy(index, f"patient-{spec.seed}-{patient_no}", fov, header, hu_i16, affine, labels, lesions,
-                          report.text, tuple(findings), gold, tuple(extras), params, rows, said)
+        cor, cor_aff = coronal_reformat(image.hu, image.affine, slab_mm=5.0)
+        extras.append(
+            ExtraSeries(
+                "coronal",
+                cor,
+                cor_aff,
+                _companion(header, 5, "COR 5.0 MPR", ("DERIVED", "SECONDARY", "REFORMATTED"), 1),
+            )
+        )
+    return tuple(extras)
 
 
 def _companion(h: SeriesHeader, number: int, desc: str, image_type: tuple[str, ...], salt: int) -> SeriesHeader:
     from dataclasses import replace
 
-    return replace(h, series_number=number, series_description=desc, image_type=image_type,
-                   series_instance_uid=_uid(h.series_instance_uid, "companion", salt), slice_thickness=None)
+    return replace(
+        h,
+        series_number=number,
+        series_description=desc,
+        image_type=image_type,
+        series_instance_uid=_uid(h.series_instance_uid, "companion", salt),
+        slice_thickness=None,
+    )
 
 
 def _series_dirs(study: SyntheticStudy, root: Path, rng: np.random.Generator) -> tuple[str, dict[str, Path]]:
@@ -396,25 +599,30 @@ def _series_dirs(study: SyntheticStudy, root: Path, rng: np.random.Generator) ->
     return layout, dirs
 
 
-def _write_study(study: SyntheticStudy, dicom_root: Path, truth: Path, rng: np.random.Generator) -> tuple[str, Path, list[Path]]:
+def _write_study(
+    study: SyntheticStudy, dicom_root: Path, truth: Path, rng: np.random.Generator
+) -> tuple[str, Path, list[Path]]:
     layout, dirs = _series_dirs(study, dicom_root, rng)
     scramble = layout == "flat" or rng.random() < 0.4
     syntax = ImplicitVRLittleEndian if rng.random() < 0.2 else ExplicitVRLittleEndian
     seed = int(rng.integers(2**31)) if scramble else None
     # Flat folders mix series, so their names must never collide: always random there.
-    main = write_ct_series(study.hu, study.affine, dirs["main"], study.header, file_order_seed=seed, transfer_syntax=syntax)
-    for n, extra in enumerate(study.extras):
+    main = write_ct_series(
+        study.hu, study.affine, dirs["main"], study.header, file_order_seed=seed, transfer_syntax=syntax
+    )
+    for extra in study.extras:
         s = int(rng.integers(2**31)) if (scramble or layout == "flat") else None
-        sub = dirs[extra.role] if layout != "flat" else dirs[extra.role]
-        write_ct_series(extra.hu, extra.affine, sub, extra.header, file_order_seed=s if layout == "flat" else s,
-                        transfer_syntax=syntax)
+        write_ct_series(
+            extra.hu, extra.affine, dirs[extra.role], extra.header, file_order_seed=s, transfer_syntax=syntax
+        )
     save_nifti(Volume(study.labels, study.affine), truth / "labels" / f"{study.study_uid}.nii.gz", dtype=np.uint8)
     save_nifti(Volume(study.lesions, study.affine), truth / "lesions" / f"{study.study_uid}.nii.gz", dtype=np.uint8)
     return layout, dirs["main"], main
 
 
 def _study_files(spec: CohortSpec, index: int, fault: str | None, out_dir: Path) -> dict:
-    """Generate and write study ``index`` (with its fault); returns its report and truth rows. Runs in a worker process."""
+    """Generate and write study ``index`` (with its fault); returns its report and truth rows. Runs in a worker
+    process."""
     dicom_root, truth = out_dir / "dicom", out_dir / "truth"
     study = synthesize_study(spec, index)
     wrng = np.random.default_rng([spec.seed, index, 3])
@@ -430,23 +638,42 @@ def _study_files(spec: CohortSpec, index: int, fault: str | None, out_dir: Path)
         detail = f"instance {len(paths) // 2 + 1} of {len(paths)} removed"
     return {
         "report": None if fault == "missing_report" else (study.accession, study.report),
-        "fault": fault and {"fault": fault, "accession": study.accession, "study_uid": study.study_uid,
-                            "folder": folder.relative_to(out_dir).as_posix(), "detail": detail},
+        "fault": fault
+        and {
+            "fault": fault,
+            "accession": study.accession,
+            "study_uid": study.study_uid,
+            "folder": folder.relative_to(out_dir).as_posix(),
+            "detail": detail,
+        },
         "study": {
-            "accession": study.accession, "study_uid": study.study_uid, "patient_key": study.patient_key,
-            "fov": study.fov, "series_uid": study.header.series_instance_uid,
-            "extra_series": [e.role for e in study.extras], "layout": layout, "fault": fault,
-            "findings": [f.kind for f in study.findings], "seed": spec.seed, "index": index,
+            "accession": study.accession,
+            "study_uid": study.study_uid,
+            "patient_key": study.patient_key,
+            "fov": study.fov,
+            "series_uid": study.header.series_instance_uid,
+            "extra_series": [e.role for e in study.extras],
+            "layout": layout,
+            "fault": fault,
+            "findings": [f.kind for f in study.findings],
+            "seed": spec.seed,
+            "index": index,
             "omitted_findings": [f.kind for f in study.misreport.omitted] if study.misreport else [],
             "report_only_findings": [f.kind for f in study.misreport.report_only] if study.misreport else [],
             **{k: study.params[k] for k in sorted(study.params)},
-            "shape_i": study.hu.shape[0], "shape_j": study.hu.shape[1], "shape_k": study.hu.shape[2],
+            "shape_i": study.hu.shape[0],
+            "shape_j": study.hu.shape[1],
+            "shape_k": study.hu.shape[2],
         },
         "gold": list(study.gold),
         "lesions": list(study.lesion_rows),
-        "manifest": {"StudyInstanceUID": study.study_uid, "mask_path": f"../truth/labels/{study.study_uid}.nii.gz",
-                     "format": "nifti_multilabel"},
-        "log": f"{study.fov}, {study.hu.shape[2]} slices, {len(study.findings)} findings" + (f", fault={fault}" if fault else ""),
+        "manifest": {
+            "StudyInstanceUID": study.study_uid,
+            "mask_path": f"../truth/labels/{study.study_uid}.nii.gz",
+            "format": "nifti_multilabel",
+        },
+        "log": f"{study.fov}, {study.hu.shape[2]} slices, {len(study.findings)} findings"
+        + (f", fault={fault}" if fault else ""),
     }
 
 
@@ -475,7 +702,9 @@ def generate_cohort(spec: CohortSpec, out_dir: Path, workers: int | None = None)
     with atomic_path(reports_csv, suffix=".csv") as tmp, open(tmp, "w", newline="") as fh:
         writer = csv.writer(fh, quoting=csv.QUOTE_MINIMAL)
         writer.writerow(["AccessionNumber", "ReportText"])
-        made_all = process_map(make, range(total), faults_at, workers=min(workers, total), preload=["pipeline.synthetic.cohort"])
+        made_all = process_map(
+            make, range(total), faults_at, workers=min(workers, total), preload=["pipeline.synthetic.cohort"]
+        )
         for index, made in enumerate(made_all):
             if made["report"] is not None:
                 writer.writerow(list(made["report"]))
@@ -491,8 +720,15 @@ def generate_cohort(spec: CohortSpec, out_dir: Path, workers: int | None = None)
     if "empty_folder" in fault_kinds:
         empty = dicom_root / f"EXPORT_{spec.seed:04d}_EMPTY"
         empty.mkdir(parents=True)
-        fault_rows.append({"fault": "empty_folder", "accession": "", "study_uid": "",
-                           "folder": empty.relative_to(out_dir).as_posix(), "detail": "no files"})
+        fault_rows.append(
+            {
+                "fault": "empty_folder",
+                "accession": "",
+                "study_uid": "",
+                "folder": empty.relative_to(out_dir).as_posix(),
+                "detail": "no files",
+            }
+        )
     studies = pd.DataFrame(study_rows)
     faults = pd.DataFrame(fault_rows, columns=["fault", "accession", "study_uid", "folder", "detail"])
     write_parquet(studies, truth / "studies.parquet")
@@ -512,16 +748,33 @@ def _write_mr_only(spec: CohortSpec, dicom_root: Path, out_dir: Path) -> dict:
     date = identity.study_date(rng)
     study_uid = _uid(spec.seed, "mr", "study")
     header = SeriesHeader(
-        patient_name=name, patient_id=mrn, patient_birth_date=birth, patient_sex=sex,
-        accession_number=identity.accession(rng, date, 90000 + spec.seed % 1000), study_instance_uid=study_uid,
-        series_instance_uid=_uid(spec.seed, "mr", "series"), frame_of_reference_uid=_uid(spec.seed, "mr", "for"),
-        study_date=date, modality="MR", study_description="MR ABDOMEN", series_description="T2 HASTE AX",
-        manufacturer="SIEMENS", manufacturer_model_name="MAGNETOM Vida", body_part_examined="ABDOMEN",
-        rescale_intercept=0.0, window_center=300.0, window_width=600.0,
+        patient_name=name,
+        patient_id=mrn,
+        patient_birth_date=birth,
+        patient_sex=sex,
+        accession_number=identity.accession(rng, date, 90000 + spec.seed % 1000),
+        study_instance_uid=study_uid,
+        series_instance_uid=_uid(spec.seed, "mr", "series"),
+        frame_of_reference_uid=_uid(spec.seed, "mr", "for"),
+        study_date=date,
+        modality="MR",
+        study_description="MR ABDOMEN",
+        series_description="T2 HASTE AX",
+        manufacturer="SIEMENS",
+        manufacturer_model_name="MAGNETOM Vida",
+        body_part_examined="ABDOMEN",
+        rescale_intercept=0.0,
+        window_center=300.0,
+        window_width=600.0,
     )
     signal = rng.integers(0, 800, size=(96, 96, 12)).astype(np.int16)
     affine = np.diag([-1.5, -1.5, 6.0, 1.0])
     folder = dicom_root / mrn / f"{date}_MR"
     write_ct_series(signal, affine, folder, header)
-    return {"fault": "mr_only", "accession": header.accession_number, "study_uid": study_uid,
-            "folder": folder.relative_to(out_dir).as_posix(), "detail": "modality MR"}
+    return {
+        "fault": "mr_only",
+        "accession": header.accession_number,
+        "study_uid": study_uid,
+        "folder": folder.relative_to(out_dir).as_posix(),
+        "detail": "modality MR",
+    }

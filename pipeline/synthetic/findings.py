@@ -24,23 +24,26 @@ _KIDNEYS = (checked("kidney_left"), checked("kidney_right"))
 _LOWER = (checked("lung_lower_lobe_left"), checked("lung_lower_lobe_right"))
 FRACTURE_LEVELS = ("T12", "L1", "L2", "L3", "L4", "L5")
 
-CATALOG: dict[str, Kind] = {k.kind: k for k in (
-    Kind("liver_mass", "mass", (checked("liver"),), tumor=True, prob=0.3),
-    Kind("hepatic_cyst", "cyst", (checked("liver"),), prob=0.25),
-    Kind("hepatomegaly", "hepatomegaly", (checked("liver"),), prob=0.15),
-    Kind("steatosis", "steatosis", (checked("liver"),), prob=0.2),
-    Kind("splenomegaly", "splenomegaly", (checked("spleen"),), prob=0.4),
-    Kind("renal_cyst", "cyst", _KIDNEYS, prob=0.35),
-    Kind("renal_stone", "stone", _KIDNEYS, prob=0.25),
-    Kind("renal_mass", "mass", _KIDNEYS, tumor=True, prob=0.2),
-    Kind("pancreatic_mass", "mass", (checked("pancreas"),), tumor=True, prob=0.3),
-    Kind("gallstones", "stone", (checked("gallbladder"),), prob=0.4),
-    Kind("lung_nodule", "nodule", LOBES, tumor=True, prob=0.5),
-    Kind("pleural_effusion", "pleural effusion", _LOWER, prob=0.3),
-    Kind("aortic_aneurysm", "aneurysm", (checked("aorta"),), prob=0.3),
-    Kind("cardiomegaly", "cardiomegaly", (checked("heart"),), prob=0.4),
-    Kind("vertebral_fracture", "fracture", tuple(vertebra(v) for v in FRACTURE_LEVELS), prob=0.3),
-)}
+CATALOG: dict[str, Kind] = {
+    k.kind: k
+    for k in (
+        Kind("liver_mass", "mass", (checked("liver"),), tumor=True, prob=0.3),
+        Kind("hepatic_cyst", "cyst", (checked("liver"),), prob=0.25),
+        Kind("hepatomegaly", "hepatomegaly", (checked("liver"),), prob=0.15),
+        Kind("steatosis", "steatosis", (checked("liver"),), prob=0.2),
+        Kind("splenomegaly", "splenomegaly", (checked("spleen"),), prob=0.4),
+        Kind("renal_cyst", "cyst", _KIDNEYS, prob=0.35),
+        Kind("renal_stone", "stone", _KIDNEYS, prob=0.25),
+        Kind("renal_mass", "mass", _KIDNEYS, tumor=True, prob=0.2),
+        Kind("pancreatic_mass", "mass", (checked("pancreas"),), tumor=True, prob=0.3),
+        Kind("gallstones", "stone", (checked("gallbladder"),), prob=0.4),
+        Kind("lung_nodule", "nodule", LOBES, tumor=True, prob=0.5),
+        Kind("pleural_effusion", "pleural effusion", _LOWER, prob=0.3),
+        Kind("aortic_aneurysm", "aneurysm", (checked("aorta"),), prob=0.3),
+        Kind("cardiomegaly", "cardiomegaly", (checked("heart"),), prob=0.4),
+        Kind("vertebral_fracture", "fracture", tuple(vertebra(v) for v in FRACTURE_LEVELS), prob=0.3),
+    )
+}
 
 # What a focal lesion looks like: (HU, radius range in mm).
 _FOCAL = {
@@ -67,8 +70,9 @@ class Finding:
         return CATALOG[self.kind].canonical
 
 
-def sample_findings(rng: np.random.Generator, visible: set[str], kinds: tuple[str, ...] | None = None,
-                    prob: float | None = None) -> list[Finding]:
+def sample_findings(
+    rng: np.random.Generator, visible: set[str], kinds: tuple[str, ...] | None = None, prob: float | None = None
+) -> list[Finding]:
     """Draw abnormalities for the organs in view; sizes and sites are fixed later when placed. ``kinds``: only these
     catalog kinds (default all); ``prob``: one chance per kind instead of each kind's own."""
     out: list[Finding] = []
@@ -82,7 +86,9 @@ def sample_findings(rng: np.random.Generator, visible: set[str], kinds: tuple[st
             organs = tuple(candidates)  # bilateral
         else:
             organs = (candidates[int(rng.integers(len(candidates)))],)
-        hedge_p = 0.25 if kind.kind in ("liver_mass", "pancreatic_mass", "lung_nodule", "hepatic_cyst", "steatosis") else 0.05
+        hedge_p = (
+            0.25 if kind.kind in ("liver_mass", "pancreatic_mass", "lung_nodule", "hepatic_cyst", "steatosis") else 0.05
+        )
         out.append(Finding(kind.kind, organs, hedged=bool(rng.random() < hedge_p)))
     return out
 
@@ -123,8 +129,9 @@ SIZES: dict[str, tuple[str, float, tuple[float, float], tuple[float, float]]] = 
 }
 
 
-def varied_sizes(findings: list[Finding], alt: Alterations, patient_rng: np.random.Generator,
-                 rng: np.random.Generator) -> tuple[Alterations, list[Finding]]:
+def varied_sizes(
+    findings: list[Finding], alt: Alterations, patient_rng: np.random.Generator, rng: np.random.Generator
+) -> tuple[Alterations, list[Finding]]:
     """``CohortSpec.organ_sizes="varied"``: every patient's liver, spleen and heart get a normal size
     (``patient_rng``, the same at a follow-up), the "-megaly" ones a size from the megaly range (``rng``);
     the findings' measured sizes follow. The volume ratio to the patient's nominal organ is the factor cubed."""
@@ -156,7 +163,11 @@ class VariedLesions:
 
 
 def place_lesions(
-    findings: list[Finding], label: np.ndarray, hu: np.ndarray, grid: Grid, rng: np.random.Generator,
+    findings: list[Finding],
+    label: np.ndarray,
+    hu: np.ndarray,
+    grid: Grid,
+    rng: np.random.Generator,
     varied: VariedLesions | None = None,
 ) -> tuple[np.ndarray, list[Finding], list[dict]]:
     """Paint focal lesions and effusions in place; return the lesion mask, the findings kept and one
@@ -184,14 +195,17 @@ def place_lesions(
             drawn = []
             for n in range(lesion_count(varied.rng)):
                 draw = draw_lesion(f.kind, varied.noise_hu, varied.rng)
-                hit = paint_lesion(draw, f.kind, organ_idx, label, hu, spacing, varied.rng,
-                                   grow_label=f.kind == "pancreatic_mass")
+                hit = paint_lesion(
+                    draw, f.kind, organ_idx, label, hu, spacing, varied.rng, grow_label=f.kind == "pancreatic_mass"
+                )
                 if hit is None:
                     break
                 inside, box, organ_hu = hit
                 if CATALOG[f.kind].tumor:
                     lesion[box][inside] = 1
-                rows.append(lesion_row(f.kind, f.organs[0], n, inside, box, label, hu, organ_idx, organ_hu, spacing, draw))
+                rows.append(
+                    lesion_row(f.kind, f.organs[0], n, inside, box, label, hu, organ_idx, organ_hu, spacing, draw)
+                )
                 drawn.append(draw.diameter_mm)
             if drawn:
                 kept.append(Finding(f.kind, f.organs, round(max(drawn), 0), f.hedged))
@@ -216,8 +230,21 @@ def place_lesions(
             if CATALOG[f.kind].tumor:
                 lesion[inside] = 1
             box = tuple(slice(0, s) for s in label.shape)
-            rows.append(lesion_row(f.kind, f.organs[0], n, inside, box, label, hu, organ_idx, organ_hu, spacing,
-                                   LesionDraw(round(2 * radius, 1), value - organ_hu, "solid", "round", False)))
+            rows.append(
+                lesion_row(
+                    f.kind,
+                    f.organs[0],
+                    n,
+                    inside,
+                    box,
+                    label,
+                    hu,
+                    organ_idx,
+                    organ_hu,
+                    spacing,
+                    LesionDraw(round(2 * radius, 1), value - organ_hu, "solid", "round", False),
+                )
+            )
         kept.append(Finding(f.kind, f.organs, round(2 * radius, 0), f.hedged))
     return lesion, kept, rows
 

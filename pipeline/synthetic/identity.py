@@ -6,15 +6,77 @@ import datetime as dt
 
 import numpy as np
 
-_FIRST = ("JAMES", "MARY", "ROBERT", "PATRICIA", "JOHN", "JENNIFER", "MICHAEL", "LINDA", "DAVID", "ELIZABETH",
-          "WILLIAM", "BARBARA", "RICHARD", "SUSAN", "JOSEPH", "JESSICA", "THOMAS", "SARAH", "CARLOS", "MARIA",
-          "WEI", "MEI", "AHMED", "FATIMA", "IVAN", "OLGA", "KENJI", "YUKI", "PIERRE", "CLAIRE")
-_LAST = ("SMITH", "JOHNSON", "WILLIAMS", "BROWN", "JONES", "GARCIA", "MILLER", "DAVIS", "RODRIGUEZ", "MARTINEZ",
-         "HERNANDEZ", "LOPEZ", "WILSON", "ANDERSON", "THOMAS", "TAYLOR", "MOORE", "JACKSON", "MARTIN", "LEE",
-         "NGUYEN", "CHEN", "KOWALSKI", "MUELLER", "ROSSI", "TANAKA", "OKAFOR", "HASSAN", "PETROV", "DUBOIS")
+_FIRST = (
+    "JAMES",
+    "MARY",
+    "ROBERT",
+    "PATRICIA",
+    "JOHN",
+    "JENNIFER",
+    "MICHAEL",
+    "LINDA",
+    "DAVID",
+    "ELIZABETH",
+    "WILLIAM",
+    "BARBARA",
+    "RICHARD",
+    "SUSAN",
+    "JOSEPH",
+    "JESSICA",
+    "THOMAS",
+    "SARAH",
+    "CARLOS",
+    "MARIA",
+    "WEI",
+    "MEI",
+    "AHMED",
+    "FATIMA",
+    "IVAN",
+    "OLGA",
+    "KENJI",
+    "YUKI",
+    "PIERRE",
+    "CLAIRE",
+)
+_LAST = (
+    "SMITH",
+    "JOHNSON",
+    "WILLIAMS",
+    "BROWN",
+    "JONES",
+    "GARCIA",
+    "MILLER",
+    "DAVIS",
+    "RODRIGUEZ",
+    "MARTINEZ",
+    "HERNANDEZ",
+    "LOPEZ",
+    "WILSON",
+    "ANDERSON",
+    "THOMAS",
+    "TAYLOR",
+    "MOORE",
+    "JACKSON",
+    "MARTIN",
+    "LEE",
+    "NGUYEN",
+    "CHEN",
+    "KOWALSKI",
+    "MUELLER",
+    "ROSSI",
+    "TANAKA",
+    "OKAFOR",
+    "HASSAN",
+    "PETROV",
+    "DUBOIS",
+)
 INSTITUTIONS = ("SAINT ELSEWHERE GENERAL HOSPITAL", "RIVERSIDE MEDICAL CENTER", "NORTHGATE UNIVERSITY CLINIC")
-SCANNERS = (("GE MEDICAL SYSTEMS", "Revolution CT"), ("SIEMENS", "SOMATOM Force"),
-            ("Philips", "IQon Spectral CT"), ("TOSHIBA", "Aquilion ONE"))
+SCANNERS = (
+    ("GE MEDICAL SYSTEMS", "Revolution CT"),
+    ("SIEMENS", "SOMATOM Force"),
+    ("Philips", "IQon Spectral CT"),
+    ("TOSHIBA", "Aquilion ONE"),
+)
 RADIOLOGISTS = ("Dr. Helen Park, MD", "Dr. Samuel Okoye, MD", "Dr. Anna Lindqvist, MD", "Dr. Rajesh Iyer, MD")
 
 

@@ -35,9 +35,25 @@ ISO_SHARE = 0.2  # solid lesions whose |contrast| is below the study's noise
 EDGE_SHARE = 0.3  # lesions placed at the organ's edge (touching the capsule)
 SEVERAL_SHARE = 0.25  # findings with 2-3 lesions in the organ
 # the columns of truth/lesions.parquet: ``lesion_row``'s and the study's (accession, study_uid, noise_hu, iso_intense)
-LESION_COLUMNS = ["accession", "study_uid", "organ", "kind", "lesion_no", "diameter_mm", "extent_mm", "voxels", "volume_ml",
-                  "contrast_hu", "mean_contrast_hu", "noise_hu", "iso_intense", "pattern", "shape", "touches_capsule",
-                  "placed_at_edge"]
+LESION_COLUMNS = [
+    "accession",
+    "study_uid",
+    "organ",
+    "kind",
+    "lesion_no",
+    "diameter_mm",
+    "extent_mm",
+    "voxels",
+    "volume_ml",
+    "contrast_hu",
+    "mean_contrast_hu",
+    "noise_hu",
+    "iso_intense",
+    "pattern",
+    "shape",
+    "touches_capsule",
+    "placed_at_edge",
+]
 
 
 @dataclass(frozen=True)
@@ -55,7 +71,9 @@ def draw_lesion(kind: str, noise_hu: float, rng: np.random.Generator) -> LesionD
     diameter = float(np.exp(rng.uniform(np.log(dmin), np.log(dmax))))
     iso = tissue == "solid" and rng.random() < ISO_SHARE
     if tissue == "solid":
-        magnitude = rng.uniform(0.1, 0.6) * noise_hu if iso else float(np.exp(rng.uniform(np.log(noise_hu), np.log(120.0))))
+        magnitude = (
+            rng.uniform(0.1, 0.6) * noise_hu if iso else float(np.exp(rng.uniform(np.log(noise_hu), np.log(120.0))))
+        )
         contrast = float(magnitude * (-1 if rng.random() < 0.7 else 1))  # most masses are hypoattenuating
     else:
         contrast = float("nan")  # set against the organ's HU when painted
@@ -70,8 +88,16 @@ def lesion_count(rng: np.random.Generator) -> int:
     return 1 + int(rng.integers(1, 3)) if rng.random() < SEVERAL_SHARE else 1
 
 
-def paint_lesion(draw: LesionDraw, kind: str, organ_idx: int, label: np.ndarray, hu: np.ndarray, spacing: np.ndarray,
-                 rng: np.random.Generator, grow_label: bool = False) -> tuple[np.ndarray, tuple[slice, ...], float] | None:
+def paint_lesion(
+    draw: LesionDraw,
+    kind: str,
+    organ_idx: int,
+    label: np.ndarray,
+    hu: np.ndarray,
+    spacing: np.ndarray,
+    rng: np.random.Generator,
+    grow_label: bool = False,
+) -> tuple[np.ndarray, tuple[slice, ...], float] | None:
     """Paint one lesion in place: (its voxels in the returned window, the window, the organ's HU), or None
     where the organ is too small to hold one. ``grow_label``: the lesion may push the organ's outline into
     the fat around it (a pancreatic mass), never into another organ."""
@@ -84,9 +110,16 @@ def paint_lesion(draw: LesionDraw, kind: str, organ_idx: int, label: np.ndarray,
     return inside, box, organ_hu
 
 
-def place_lesion(draw: LesionDraw, organ_idx: int, label: np.ndarray, spacing: np.ndarray, rng: np.random.Generator,
-                 grow_label: bool = False, organ: np.ndarray | None = None, exclude: np.ndarray | None = None,
-                 ) -> tuple[np.ndarray, tuple[slice, ...], np.ndarray]:
+def place_lesion(
+    draw: LesionDraw,
+    organ_idx: int,
+    label: np.ndarray,
+    spacing: np.ndarray,
+    rng: np.random.Generator,
+    grow_label: bool = False,
+    organ: np.ndarray | None = None,
+    exclude: np.ndarray | None = None,
+) -> tuple[np.ndarray, tuple[slice, ...], np.ndarray]:
     """Where one lesion lies: (its voxels in the returned window, the window, their normalised radius, <= 1), clipped
     to the organ label (at least 8 voxels of it). ``exclude`` (full size): voxels the lesion may not take (an earlier
     lesion's); the result may then be empty."""
@@ -95,7 +128,9 @@ def place_lesion(draw: LesionDraw, organ_idx: int, label: np.ndarray, spacing: n
     radius = draw.diameter_mm / 2
     reach = np.ceil(radius / spacing).astype(int) + 1
     lo, hi = idx.min(axis=0), idx.max(axis=0) + 1
-    box = tuple(slice(max(0, int(a) - int(r)), min(n, int(b) + int(r))) for a, b, r, n in zip(lo, hi, reach, label.shape))
+    box = tuple(
+        slice(max(0, int(a) - int(r)), min(n, int(b) + int(r))) for a, b, r, n in zip(lo, hi, reach, label.shape)
+    )
     sub = organ[box]
     if draw.at_edge:  # a centre inside the organ, less than half a radius from its boundary
         depth = distance_transform_edt(sub, sampling=spacing)
@@ -119,7 +154,9 @@ def place_lesion(draw: LesionDraw, organ_idx: int, label: np.ndarray, spacing: n
     return inside, box, rho[inside]
 
 
-def lesion_values(draw: LesionDraw, kind: str, organ_hu: float, r_in: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def lesion_values(
+    draw: LesionDraw, kind: str, organ_hu: float, r_in: np.ndarray, rng: np.random.Generator
+) -> np.ndarray:
     """HU of a lesion's voxels (``r_in``: their normalised radius) against an organ of ``organ_hu``: the drawn contrast
     for solid tissue, water for a cyst, ground glass to soft tissue for a nodule; an enhancing rim or a fluid core."""
     tissue = VARIED[kind][1]
@@ -149,14 +186,27 @@ def _shape_field(draw: LesionDraw, radius: float, offset: list[np.ndarray], rng:
     return rho
 
 
-def lesion_row(kind: str, organ: str, number: int, inside: np.ndarray, box: tuple[slice, ...], label: np.ndarray,
-               hu: np.ndarray, organ_idx: int, organ_hu: float, spacing: np.ndarray, draw: LesionDraw) -> dict:
+def lesion_row(
+    kind: str,
+    organ: str,
+    number: int,
+    inside: np.ndarray,
+    box: tuple[slice, ...],
+    label: np.ndarray,
+    hu: np.ndarray,
+    organ_idx: int,
+    organ_hu: float,
+    spacing: np.ndarray,
+    draw: LesionDraw,
+) -> dict:
     """What one painted lesion is in the image: size, contrast, pattern, and whether it reaches the capsule."""
     n = int(inside.sum())
     if n:  # work on the lesion's own bounding box, one voxel wider, whatever window it came in
         where = np.argwhere(inside)
-        crop = tuple(slice(max(0, int(a) - 1), min(int(b) + 2, m))
-                     for a, b, m in zip(where.min(axis=0), where.max(axis=0), inside.shape))
+        crop = tuple(
+            slice(max(0, int(a) - 1), min(int(b) + 2, m))
+            for a, b, m in zip(where.min(axis=0), where.max(axis=0), inside.shape)
+        )
         box = tuple(slice(w.start + c.start, w.start + c.stop) for w, c in zip(box, crop))
         inside = inside[crop]
     pts = np.argwhere(inside) * spacing
@@ -166,9 +216,17 @@ def lesion_row(kind: str, organ: str, number: int, inside: np.ndarray, box: tupl
     organ_or_lesion = (label[box] == organ_idx) | inside
     touches = bool((inside & ~binary_erosion(organ_or_lesion, border_value=1)).any())
     return {
-        "kind": kind, "organ": organ, "lesion_no": number, "diameter_mm": draw.diameter_mm,
-        "extent_mm": round(extent, 1), "voxels": n, "volume_ml": n * float(np.prod(spacing)) / 1000.0,
+        "kind": kind,
+        "organ": organ,
+        "lesion_no": number,
+        "diameter_mm": draw.diameter_mm,
+        "extent_mm": round(extent, 1),
+        "voxels": n,
+        "volume_ml": n * float(np.prod(spacing)) / 1000.0,
         "contrast_hu": round(draw.contrast_hu, 1) if draw.contrast_hu == draw.contrast_hu else float("nan"),
         "mean_contrast_hu": round(float(hu[box][inside].mean()) - organ_hu, 1) if n else float("nan"),
-        "pattern": draw.pattern, "shape": draw.shape, "touches_capsule": touches, "placed_at_edge": draw.at_edge,
+        "pattern": draw.pattern,
+        "shape": draw.shape,
+        "touches_capsule": touches,
+        "placed_at_edge": draw.at_edge,
     }

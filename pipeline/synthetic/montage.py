@@ -22,12 +22,20 @@ COLOURS = ("#ff3b30", "#ffcc00", "#34c759", "#0a84ff", "#ff9500", "#bf5af2")
 
 def _field(shape: tuple[int, int], centre: tuple[int, int], spacing: tuple[float, float]) -> tuple[slice, slice]:
     half = [int(round(FIELD_MM / 2 / s)) for s in spacing]
-    return tuple(slice(max(0, c - h), min(n, c + h)) for c, h, n in zip(centre, half, shape))  # type: ignore[return-value]
+    rows, cols = (slice(max(0, c - h), min(n, c + h)) for c, h, n in zip(centre, half, shape))
+    return rows, cols
 
 
 def _panel(ax, ct: np.ndarray, aspect: float, window: tuple[float, float], title: str) -> None:
-    ax.imshow(ct.T[:, ::-1], cmap="gray", vmin=window[0], vmax=window[1], origin="lower", aspect=aspect,
-              interpolation="nearest")
+    ax.imshow(
+        ct.T[:, ::-1],
+        cmap="gray",
+        vmin=window[0],
+        vmax=window[1],
+        origin="lower",
+        aspect=aspect,
+        interpolation="nearest",
+    )
     ax.set_title(title, fontsize=7)
     ax.axis("off")
 
@@ -67,8 +75,10 @@ def qa_montage_png(qa, originals: Mapping[str, Volume] | None = None, max_studie
             panels = panels[1:]
         after = ct[fi, fj, ck]
         _panel(panels[0], after, aspect, window, f"{key}, painted")
-        title = (f"{big['kind']} in {big['organ']}: {big['extent_mm']:.0f} mm, {big['mean_contrast_hu']:+.0f} HU, "
-                 f"{big['pattern']}, {big['shape']}")
+        title = (
+            f"{big['kind']} in {big['organ']}: {big['extent_mm']:.0f} mm, {big['mean_contrast_hu']:+.0f} HU, "
+            f"{big['pattern']}, {big['shape']}"
+        )
         _panel(panels[1], after, aspect, window, title)
         in_slice = labels[fi, fj, ck]
         for n, number in enumerate(sorted(set(np.unique(in_slice)) - {0})):

@@ -37,14 +37,34 @@ UNITS: dict[str, tuple[tuple[str, ...], str]] = {
     "bladder": ((checked("urinary_bladder"),), "BLADDER"),
     "spine": ((), "BONES"),  # filled with the drawn vertebrae at run time
 }
-_KIND_UNIT = {"liver_mass": "liver", "hepatic_cyst": "liver", "hepatomegaly": "liver", "steatosis": "liver",
-              "splenomegaly": "spleen", "renal_cyst": "kidneys", "renal_stone": "kidneys", "renal_mass": "kidneys",
-              "pancreatic_mass": "pancreas", "gallstones": "gallbladder", "lung_nodule": "lungs",
-              "pleural_effusion": "lungs", "aortic_aneurysm": "aorta", "cardiomegaly": "heart",
-              "vertebral_fracture": "spine"}
-_HISTORY = ("Follow-up of renal cell carcinoma.", "Abdominal pain, evaluate liver and pancreas.",
-            "Staging of lung cancer.", "Weight loss.", "Known colon cancer, restaging.", "Trauma, back pain.",
-            "Elevated liver enzymes.", "Shortness of breath.", "Hematuria, evaluate kidneys.")
+_KIND_UNIT = {
+    "liver_mass": "liver",
+    "hepatic_cyst": "liver",
+    "hepatomegaly": "liver",
+    "steatosis": "liver",
+    "splenomegaly": "spleen",
+    "renal_cyst": "kidneys",
+    "renal_stone": "kidneys",
+    "renal_mass": "kidneys",
+    "pancreatic_mass": "pancreas",
+    "gallstones": "gallbladder",
+    "lung_nodule": "lungs",
+    "pleural_effusion": "lungs",
+    "aortic_aneurysm": "aorta",
+    "cardiomegaly": "heart",
+    "vertebral_fracture": "spine",
+}
+_HISTORY = (
+    "Follow-up of renal cell carcinoma.",
+    "Abdominal pain, evaluate liver and pancreas.",
+    "Staging of lung cancer.",
+    "Weight loss.",
+    "Known colon cancer, restaging.",
+    "Trauma, back pain.",
+    "Elevated liver enzymes.",
+    "Shortness of breath.",
+    "Hematuria, evaluate kidneys.",
+)
 
 
 @dataclass(frozen=True)
@@ -62,8 +82,9 @@ class Misreport:
     report_only: list[Finding]  # in the report, not in the image
 
 
-def misreport(findings: list[Finding], in_image: set[str], omission: float, extra: float,
-              rng: np.random.Generator) -> Misreport:
+def misreport(
+    findings: list[Finding], in_image: set[str], omission: float, extra: float, rng: np.random.Generator
+) -> Misreport:
     """Leave out each image finding with probability ``omission``; add findings the image does not show
     so that about ``extra`` of the mentioned ones are report-only (Poisson, mean extra/(1-extra) per kept
     finding), on organs in view and free of findings, hedged a third of the time, as over-calls often are."""
@@ -78,8 +99,19 @@ def misreport(findings: list[Finding], in_image: set[str], omission: float, extr
         if not options:
             break
         kind, organ = options[int(rng.integers(len(options)))]
-        size = round(float(rng.uniform(5.0, 30.0))) if kind not in ("cardiomegaly", "steatosis", "pleural_effusion",
-                                                                  "vertebral_fracture", "hepatomegaly", "splenomegaly") else None
+        size = (
+            round(float(rng.uniform(5.0, 30.0)))
+            if kind
+            not in (
+                "cardiomegaly",
+                "steatosis",
+                "pleural_effusion",
+                "vertebral_fracture",
+                "hepatomegaly",
+                "splenomegaly",
+            )
+            else None
+        )
         if kind == "hepatomegaly":
             size = round(float(rng.uniform(180.0, 210.0)))
         elif kind == "splenomegaly":
@@ -113,9 +145,37 @@ def _fill(template: str, f: Finding | None, size: str) -> str:
             level = o[0].split("_")[1]
         sides = "bilateral" if len(o) == 2 else side
         bases = "lung bases" if len(o) == 2 else f"{side} lung base"
-    text = template.format(size=size, side=side, Side=side.capitalize(), lobe=lobe, level=level,
-                           sides=sides, Sides=sides.capitalize(), bases=bases)
+    text = template.format(
+        size=size,
+        side=side,
+        Side=side.capitalize(),
+        lobe=lobe,
+        level=level,
+        sides=sides,
+        Sides=sides.capitalize(),
+        bases=bases,
+    )
     return text[0].upper() + text[1:]
+
+
+# the units in the order a report describes them
+_UNIT_ORDER = (
+    "airway",
+    "lungs",
+    "lung_bases",
+    "heart",
+    "aorta",
+    "liver",
+    "gallbladder",
+    "spleen",
+    "pancreas",
+    "portal",
+    "adrenals",
+    "kidneys",
+    "bowel",
+    "bladder",
+    "spine",
+)
 
 
 def write_report(
@@ -157,9 +217,7 @@ def write_report(
 
     # normal statements: only about organs fully in view and free of findings, or "otherwise" forms
     abnormal_organs = {o for f in findings for o in f.organs}
-    order = ["airway", "lungs", "lung_bases", "heart", "aorta", "liver", "gallbladder", "spleen", "pancreas",
-             "portal", "adrenals", "kidneys", "bowel", "bladder", "spine"]
-    for unit in order:
+    for unit in _UNIT_ORDER:
         organs = units[unit][0]
         # a unit is described only when fully in view; the spine when any level is (it is long)
         seen = any if unit == "spine" else all
@@ -180,19 +238,32 @@ def write_report(
         if rng.random() < 0.75:  # silence about the rest
             say(unit, pick(f"normal:{unit}"), organs, "normal")
 
+    return Report(_report_text(by_unit, units, impression, fov, comparison, radiologist, rng), status)
+
+
+def _report_text(
+    by_unit: dict[str, list[str]],
+    units: dict[str, tuple[tuple[str, ...], str]],
+    impression: list[str],
+    fov: str,
+    comparison: str | None,
+    radiologist: str,
+    rng: np.random.Generator,
+) -> str:
+    """The report laid out in its sections, FINDINGS by unit under organ headers or as one paragraph (drawn)."""
     organ_style = rng.random() < 0.5
     lines = [f"EXAMINATION: CT {fov.replace('_', ' ').upper()} WITH CONTRAST", ""]
     lines += ["HISTORY: " + str(_HISTORY[int(rng.integers(len(_HISTORY)))]), ""]
     lines += ["TECHNIQUE: Helical acquisition after intravenous contrast; axial and coronal reconstructions.", ""]
     lines += ["COMPARISON: " + (comparison or "None."), "", "FINDINGS:"]
-    for unit in order:
+    for unit in _UNIT_ORDER:
         if unit not in by_unit:
             continue
         text = " ".join(by_unit[unit])
         lines.append(f"{units[unit][1]}: {text}" if organ_style else text)
     if not organ_style:  # paragraph style: one block of prose
         head = lines.index("FINDINGS:")
-        lines[head + 1:] = [" ".join(lines[head + 1:])]
+        lines[head + 1 :] = [" ".join(lines[head + 1 :])]
     lines += ["", "IMPRESSION:"]
     if impression:
         lines += [f"{n}. {s}" for n, s in enumerate(impression, 1)]
@@ -200,4 +271,4 @@ def write_report(
         lines.append("1. No acute abnormality.")
     if radiologist:
         lines += ["", f"Electronically signed by: {radiologist}"]
-    return Report("\n".join(lines), status)
+    return "\n".join(lines)

@@ -24,9 +24,8 @@ class Superquadric:
     yaw_deg: float = 0.0  # rotation about z, so kidneys and the pancreas can lie obliquely
 
     def bbox(self) -> Box:
-        c, r = np.asarray(self.center), max(self.radii)
-        if self.yaw_deg == 0.0:
-            r = np.asarray(self.radii)
+        c = np.asarray(self.center)
+        r = np.asarray(self.radii) if self.yaw_deg == 0.0 else max(self.radii)  # turned: the largest radius
         return c - r, c + r
 
     def field(self, x: np.ndarray, y: np.ndarray, z: np.ndarray) -> np.ndarray:
@@ -114,7 +113,8 @@ class Grid:
             if idx.size == 0:
                 return None
             out.append(slice(int(idx[0]), int(idx[-1]) + 1))
-        return tuple(out)
+        si, sj, sk = out
+        return si, sj, sk
 
     def coords(self, win: tuple[slice, slice, slice]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Open (broadcastable) world coordinate arrays of a window."""
