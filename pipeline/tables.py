@@ -51,8 +51,14 @@ def table_path(name: str, root: str | os.PathLike | None = None, shard: str | No
     return folder if folder.is_dir() else base / f"{name}.parquet"
 
 
-def write_table(df: pd.DataFrame, name: str, root: str | os.PathLike | None = None, shard: str | None = None,
-                part: str = "part", schema: pa.Schema | None = None) -> Path:
+def write_table(
+    df: pd.DataFrame,
+    name: str,
+    root: str | os.PathLike | None = None,
+    shard: str | None = None,
+    part: str = "part",
+    schema: pa.Schema | None = None,
+) -> Path:
     """Write a table, or one shard's ``part`` of it (its ``shard`` column is dropped: the path holds it), atomically;
     ``schema``: the Arrow schema to write, so that an empty shard's file has the types of the others."""
     if shard is None:
@@ -84,15 +90,20 @@ def _read_shard(path: Path, key: str, columns: list[str] | None) -> pd.DataFrame
     return frame
 
 
-def read_table(name: str, root: str | os.PathLike | None = None, columns: list[str] | None = None,
-               shards: list[str] | None = None) -> pd.DataFrame:
+def read_table(
+    name: str, root: str | os.PathLike | None = None, columns: list[str] | None = None, shards: list[str] | None = None
+) -> pd.DataFrame:
     """Read a table whole (or, when sharded, the ``shards`` asked for that exist); raise a clear error naming the
     asset to materialize when it is missing."""
     path = table_path(name, root)
     if path.is_dir():
         files = shard_files(name, root)
-        frames = [_read_shard(p, key, columns) for key, paths in sorted(files.items())
-                  if shards is None or key in shards for p in paths]
+        frames = [
+            _read_shard(p, key, columns)
+            for key, paths in sorted(files.items())
+            if shards is None or key in shards
+            for p in paths
+        ]
         frames = [f for f in frames if len(f.columns)]
         # an empty shard's file may hold null-typed columns: only the shards with rows give the dtypes
         frames = [f for f in frames if len(f)] or frames[:1]
