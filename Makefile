@@ -69,7 +69,7 @@ bench: $(STAMP)  ## run every speed/ablation script in bench/ (not the test-spli
 tables: $(STAMP)  ## redraw the tables in README.md and docs/ from the records in bench/results/ (--check: compare only)
 	$(PY) bench/doc_tables.py
 
-benchmark: $(STAMP)  ## the one command that reads the test split: builds the benchmark cohort in data/benchmark, trains, writes bench/results/benchmark.json (~1 h)
+benchmark: $(STAMP)  ## the one command that reads the test split: builds the benchmark cohort in data/benchmark, trains, writes bench/results/benchmark.json (hours on CPU: the record keeps its wall time, `wall_s`)
 	$(PY) bench/benchmark.py
 
 clean:  ## remove generated data and the Dagster instance (keeps .venv)

@@ -33,7 +33,7 @@ class Segmenter(dg.ConfigurableResource):
 
     backend: Literal["precomputed", "totalsegmentator"] = Field(
         default="precomputed",
-        description="precomputed: masks listed in the source's masks manifest; totalsegmentator: run it (needs weights, see README).",
+        description="precomputed: masks listed in the source's masks manifest; totalsegmentator: run it (needs its weights, docs/OWN_ARCHIVE.md).",
     )
     label_space: Literal["v2", "v1"] = Field(default="v2", description="Index space of precomputed multilabel NIfTI masks (v1 = total_v1, relabelled).")
     fast: bool = Field(default=True, description="TotalSegmentator: the 3 mm 'fast' model.")

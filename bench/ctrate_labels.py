@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python bench/ctrate_labels.py", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     parser.add_argument("--csv", type=Path, default=DEFAULT_CSV, help=f"labelled reports (default {DEFAULT_CSV})")
-    parser.add_argument("--markdown", action="store_true", help="print the tables as Markdown (for the README)")
+    parser.add_argument("--markdown", action="store_true", help="also print the tables as Markdown")
     parser.add_argument("--record", type=Path, default=RECORD, help=f"JSON record to write (default {RECORD})")
     args = parser.parse_args(argv)
     if not args.csv.is_file():

@@ -3,9 +3,9 @@
 `dagster dev` hands its webserver and daemon a temporary workspace file (`-w`). Both children also read
 DAGSTER_MODULE_NAME from the environment (it is the envvar of their `-m` option), and a workspace file together
 with a module name is refused ("Invalid set of CLI arguments"): the webserver leaves at once and `dagster dev`
-waits for it in silence. We export DAGSTER_MODULE_NAME (Makefile, `.venv/bin/activate`) so that
-`dagster asset materialize --select X` finds our Definitions, so the UI is started here with the module named on
-the command line and that variable taken out of the children's environment.
+waits for it in silence. `.venv`'s start-up hook (`launch/cli_env.py`) fills DAGSTER_MODULE_NAME in for a
+`dagster asset ...` command only, and a user's shell may still export it, so the UI is started here with the module
+named on the command line and that variable taken out of the children's environment.
 """
 
 from __future__ import annotations

@@ -34,7 +34,7 @@ Example:
   python -m model.infer --checkpoint data/models/grounded-XXXX/model --volume ct.nii.gz --mask organs.nii.gz \\
       --query "mass of the liver" --query "the spleen" --out out/
 
-Without --mask the configured segmenter runs (TotalSegmentator; it needs its weights installed, see the README).
+Without --mask the configured segmenter runs (TotalSegmentator; it needs its weights installed, docs/OWN_ARCHIVE.md).
 Exit status: 0 done, 2 bad input (missing or foreign checkpoint, not a CT, missing weights), 1 anything else.
 """
 

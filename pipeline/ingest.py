@@ -43,7 +43,9 @@ from pipeline.volume import Volume, load_nifti, save_nifti
 
 log = logging.getLogger(__name__)
 
-INGEST_VERSION = "2"  # bump when the output of a study changes for the same inputs
+# bump when the output of a study changes for the same inputs (3: non-finite and constant volumes rejected, a stray
+# slice dropped instead of the study)
+INGEST_VERSION = "3"
 
 CT_STUDIES_COLUMNS = [
     "study_id", "patient_id", "report_id", "series_id", "volume_path",

@@ -11,7 +11,7 @@ NOT_MENTIONED = "not_mentioned"
 # places a finding can sit that have no organ mask (data/organs.yaml `regions`)
 REGIONS = ("lymph_node", "pleura", "mediastinum", "medical_material", "spine", "chest_wall", "breast", "soft_tissue")
 
-# Columns of the `report_findings` table (docs/ARCHITECTURE.md) followed by our extras.
+# Columns of the `report_findings` table (described in assets/columns.py and docs/DATA.md) followed by our extras.
 COLUMNS = (
     "report_id",
     "organ",
