@@ -40,7 +40,14 @@ Exit status: 0 done, 2 bad input (missing or foreign checkpoint, not a CT, missi
 
 
 def add_model_options(p: argparse.ArgumentParser) -> None:
-    """How the model runs (device, precision, batch, text cache): the options every command applying a model shares."""
+    """Which model and how it runs (checkpoint, device, precision, batch, text cache): the options every command
+    applying a model shares."""
+    p.add_argument(
+        "--checkpoint",
+        required=True,
+        help="exported model folder (model.safetensors + config.json), the training "
+        "run's folder holding it (data/models/grounded-XXXX/), or a step_*.pt checkpoint",
+    )
     p.add_argument("--device", default="auto", help="'auto' (CUDA when present), 'cpu' or 'cuda[:N]' (default: auto)")
     p.add_argument(
         "--precision",
@@ -64,12 +71,6 @@ def parser() -> argparse.ArgumentParser:
         description=__doc__.splitlines()[0],
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument(
-        "--checkpoint",
-        required=True,
-        help="exported model folder (model.safetensors + config.json), the training "
-        "run's folder holding it (data/models/grounded-XXXX/), or a step_*.pt checkpoint",
     )
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--volume", help="CT volume in HU (NIfTI .nii / .nii.gz)")

@@ -586,11 +586,6 @@ def parser():
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument(
-        "--checkpoint",
-        required=True,
-        help="exported model folder (model.safetensors + config.json) or a step_*.pt checkpoint",
-    )
-    p.add_argument(
         "--data", required=True, help="CT-RATE release folder ({train,valid}/<patient>/<scan>/*.nii.gz and its CSVs)"
     )
     p.add_argument("--split", choices=sorted(SPLITS), default="valid", help="split evaluated (default: valid)")
