@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-PACKAGES = ("pipeline", "model", "assets", "bench")
+PACKAGES = ("pipeline", "model", "assets", "bench", "launch")
 
 
 def _name(path: Path) -> str:
