@@ -39,8 +39,6 @@ PROVENANCE = ("commit", "command", "cores", "cpu_model", "load_average", "python
 # record file -> (fields it lacks, why it is not written again). Each costs hours on the 2-core machine, or needs a
 # model no longer kept; run its command to replace it, then take it off this list (tests/test_records.py says when).
 LEGACY: dict[str, tuple[tuple[str, ...], str]] = {
-    "benchmark.json": (("cores", "cpu_model", "load_average", "python", "torch", "written_utc", "inputs"),
-                       "make benchmark at dbc8f65: 8,399 s from nothing on the 2-core machine"),
     "ablate.json": (("commit", "cores", "cpu_model", "load_average", "python", "torch", "written_utc", "inputs"),
                     "two settings of python bench/ablate.py, each over an hour of training; each entry keeps its command"),
     "prompt_geometry.json": (("commit", "command", "cores", "cpu_model", "load_average", "python", "torch", "written_utc",
