@@ -447,6 +447,12 @@ def _real(r: dict) -> dict:
     return r["real_anatomy"]
 
 
+def _real_grounded(label: str, metric: str) -> Callable[[dict], str]:
+    """'<label> 0.734 (+0.133)': the grounded model's real-anatomy figure and its distance from the synthetic split."""
+    return lambda r: (f"{label} {f3(_real(r)['methods']['grounded'][metric]['value'])} "
+                      f"({signed(_real(r)['real_minus_synthetic']['grounded'][metric])})")
+
+
 QUOTED = (
     Quote("README.md", "benchmark.json", "the run's commit", lambda r: r["commit"][:7]),
     Quote("README.md", "benchmark.json", "studies in all", lambda r: f"{sum(r['cohort']['studies'].values())} studies"),
@@ -487,12 +493,8 @@ QUOTED = (
     Quote("README.md", "benchmark.json", "real-anatomy grounded AD AUC and its distance from the synthetic split",
           lambda r: f"grounded AD AUC {ci(_real(r)['methods']['grounded']['ad_auc'])}, "
                     f"{signed(_real(r)['real_minus_synthetic']['grounded']['ad_auc'])} from the synthetic test split"),
-    Quote("README.md", "benchmark.json", "real-anatomy grounded TD AUC",
-          lambda r: f"TD AUC {f3(_real(r)['methods']['grounded']['td_auc']['value'])} "
-                    f"({signed(_real(r)['real_minus_synthetic']['grounded']['td_auc'])})"),
-    Quote("README.md", "benchmark.json", "real-anatomy grounded TS Dice",
-          lambda r: f"TS Dice {f3(_real(r)['methods']['grounded']['ts_dsc']['value'])} "
-                    f"({signed(_real(r)['real_minus_synthetic']['grounded']['ts_dsc'])})"),
+    Quote("README.md", "benchmark.json", "real-anatomy grounded TD AUC", _real_grounded("TD AUC", "td_auc")),
+    Quote("README.md", "benchmark.json", "real-anatomy grounded TS Dice", _real_grounded("TS Dice", "ts_dsc")),
     Quote("README.md", "benchmark.json", "real-anatomy grounded - CLIP AD AUC",
           lambda r: "grounded - CLIP AD AUC " + ci(_real(r)["paired"]["grounded-clip"]["ad_auc"], sign=True)),
     Quote("README.md", "benchmark.json", "real-anatomy no-learning AD AUC",
