@@ -197,7 +197,8 @@ def _model_folder(path: str | os.PathLike) -> Path:
     p = Path(path)
     if p.name in (WEIGHTS, CONFIG, CARD):
         return p.parent
-    if p.is_dir() and not (p / CONFIG).is_file() and (p / "model" / CONFIG).is_file():
+    # a run folder has a config.json of its own (the training config the trainer asset wrote), never the weights
+    if p.is_dir() and not (p / WEIGHTS).is_file() and (p / "model" / CONFIG).is_file():
         return p / "model"
     return p
 

@@ -83,9 +83,12 @@ def test_the_training_runs_folder_names_its_model(network, tmp_path):
     run = tmp_path / "grounded-0123456789"
     export(run / "model", cfg, model)
     (run / "checkpoints").mkdir()
-    assert resolve_model_path(run) == run / "model" and resolve_model_path(run / "model") == run / "model"
-    assert read_config(run)["step"] == 3 and preprocessing_of(run) == PRE
-    assert_same_weights(model.state_dict(), load_model(run).state_dict())
+    for training_config in (None, {"model": {"kind": "grounded"}}):
+        if training_config:  # the trainer asset writes the training config beside model/, without a format
+            (run / "config.json").write_text(json.dumps(training_config))
+        assert resolve_model_path(run) == run / "model" and resolve_model_path(run / "model") == run / "model"
+        assert read_config(run)["step"] == 3 and preprocessing_of(run) == PRE
+        assert_same_weights(model.state_dict(), load_model(run).state_dict())
     with pytest.raises(FileNotFoundError, match="no trained model at"):
         resolve_model_path(tmp_path / "nowhere")
     with pytest.raises(FileNotFoundError, match="no trained model at"):
