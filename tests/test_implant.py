@@ -284,6 +284,11 @@ def test_cli_on_the_shared_ct_writes_a_set_and_skips_it_when_unchanged(realdata,
 def test_cli_explains_bad_input(tmp_path):
     done = run_cli("--volume", str(tmp_path / "nope.nii.gz"), "--mask", str(tmp_path / "nope.nii.gz"), "--out", str(tmp_path))
     assert done.returncode == 2 and "does not exist" in done.stderr
+    not_an_image = tmp_path / "notes.txt"
+    not_an_image.write_text("not a CT")
+    done = run_cli("--volume", str(not_an_image), "--mask", str(not_an_image), "--out", str(tmp_path / "qa"))
+    assert done.returncode == 2 and done.stderr.startswith("error: ") and "Traceback" not in done.stderr
+    assert not (tmp_path / "qa" / "scans.csv").exists()
     done = run_cli("--help")
     assert done.returncode == 0 and "--montage" in done.stdout and "own-archive" in done.stdout
 

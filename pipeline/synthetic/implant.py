@@ -949,6 +949,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from nibabel.filebasedimages import ImageFileError
+
     ap = _parser()
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s", stream=sys.stderr)
@@ -972,7 +974,7 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(str(err))
     try:
         made = write_qa_set([Source(name, scan, args.mask, args.label_space)], args.out, args.n, args.seed, config)
-    except (ValueError, OSError) as err:
+    except (ValueError, OSError, ImageFileError) as err:  # ImageFileError: a file nibabel cannot read as an image
         print(f"error: {err}", file=sys.stderr)
         return 2
     if args.montage is not None:
